@@ -1,0 +1,109 @@
+//! Event types shared by the eBPF programs and the user-space side.
+//!
+//! Every record in the ring buffer starts with a [`Header`]; the decoder reads its `kind` before
+//! the body. All fields are fixed-width integers with explicit padding so both sides agree on the
+//! layout byte for byte.
+#![no_std]
+
+/// Longest path copied from a syscall argument (including the terminating NUL).
+pub const MAX_PATH: usize = 256;
+/// Bytes of the user stack copied (from the user stack pointer upwards) at each descriptor birth,
+/// so user space can unwind with DWARF CFI even through code built without frame pointers.
+pub const STACK_BYTES: usize = 2048;
+
+/// Record kinds (`Header::kind`).
+pub mod kind {
+    /// A new descriptor ([`crate::OpenEvent`]).
+    pub const OPEN: u32 = 1;
+    /// A descriptor is being closed ([`crate::CloseEvent`]).
+    pub const CLOSE: u32 = 2;
+    /// The process replaced its image: close-on-exec descriptors are gone ([`crate::ProcEvent`]).
+    pub const EXEC: u32 = 3;
+    /// A thread of the process exited ([`crate::ProcEvent`]).
+    pub const EXIT: u32 = 4;
+}
+
+/// Which syscall created a descriptor (`OpenEvent::syscall`).
+pub mod syscall {
+    pub const OPENAT: u32 = 1;
+    pub const OPEN: u32 = 2;
+    pub const CREAT: u32 = 3;
+    pub const OPENAT2: u32 = 4;
+}
+
+/// Indexes into the per-CPU `STATS` array kept by the eBPF side.
+pub mod stat {
+    /// Ring-buffer reservations that failed: events that were lost.
+    pub const LOST_EVENTS: u32 = 0;
+    /// Births whose user stack could not be copied.
+    pub const STACK_ERRORS: u32 = 1;
+    /// Syscall entries that could not be remembered until their exit (pending map full).
+    pub const PENDING_ERRORS: u32 = 2;
+    pub const COUNT: u32 = 3;
+}
+
+/// First field of every ring-buffer record.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Header {
+    pub kind: u32,
+    /// Thread group id (the process id user space sees).
+    pub tgid: u32,
+    /// Thread id.
+    pub tid: u32,
+    pub _pad: u32,
+    /// `bpf_ktime_get_ns()` (CLOCK_MONOTONIC).
+    pub ts_ns: u64,
+}
+
+/// A syscall returned a new descriptor.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct OpenEvent {
+    pub hdr: Header,
+    pub fd: i32,
+    /// Open flags (O_*), as passed to the syscall.
+    pub flags: u32,
+    pub syscall: u32,
+    /// Number of valid bytes in `stack` (0 when the copy failed).
+    pub stack_len: u32,
+    /// User registers at the syscall: instruction, stack and frame pointer.
+    pub ip: u64,
+    pub sp: u64,
+    pub bp: u64,
+    /// NUL-terminated path (truncated to `MAX_PATH - 1` bytes).
+    pub path: [u8; MAX_PATH],
+    /// Copy of the user stack from `sp` upwards.
+    pub stack: [u8; STACK_BYTES],
+}
+
+/// A thread entered `close(fd)`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CloseEvent {
+    pub hdr: Header,
+    pub fd: i32,
+    pub _pad: u32,
+}
+
+/// Exec or thread exit.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ProcEvent {
+    pub hdr: Header,
+}
+
+#[cfg(feature = "user")]
+mod user {
+    // SAFETY: plain-old-data: fixed-width integers and byte arrays, no padding holes.
+    unsafe impl aya::Pod for super::Header {}
+    unsafe impl aya::Pod for super::OpenEvent {}
+    unsafe impl aya::Pod for super::CloseEvent {}
+    unsafe impl aya::Pod for super::ProcEvent {}
+}
+
+// Layout checks: both sides compile these.
+const _: () = assert!(core::mem::size_of::<Header>() == 24);
+const _: () = assert!(core::mem::size_of::<CloseEvent>() == 32);
+const _: () = assert!(core::mem::size_of::<ProcEvent>() == 24);
+const _: () = assert!(core::mem::size_of::<OpenEvent>() == 24 + 16 + 24 + MAX_PATH + STACK_BYTES);

@@ -1,0 +1,12 @@
+//! fdtrace: find the exact line of code that leaks file descriptors, live, with eBPF.
+pub mod cli;
+pub mod events;
+pub mod launch;
+pub mod model;
+pub mod procinfo;
+pub mod report;
+pub mod session;
+pub mod stacks;
+pub mod symbolize;
+pub mod tracer;
+pub mod unwind;

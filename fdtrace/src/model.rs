@@ -1,0 +1,305 @@
+//! The descriptor table of one traced process: which descriptors are open and where each came
+//! from. Pure logic: the eBPF side only observes, this decides.
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+/// Identifies an interned creating stack (see `stacks::StackStore`).
+pub type StackId = u32;
+
+/// `O_CLOEXEC` on x86_64 Linux.
+pub const O_CLOEXEC: u32 = 0o2_000_000;
+
+/// What kind of object a descriptor refers to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FdKind {
+    File,
+    Socket,
+    Pipe,
+    Eventfd,
+    Epoll,
+    Timerfd,
+    Signalfd,
+    Inotify,
+    Memfd,
+    Pidfd,
+    IoUring,
+    Bpf,
+    Other,
+}
+
+impl FdKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FdKind::File => "file",
+            FdKind::Socket => "socket",
+            FdKind::Pipe => "pipe",
+            FdKind::Eventfd => "eventfd",
+            FdKind::Epoll => "epoll",
+            FdKind::Timerfd => "timerfd",
+            FdKind::Signalfd => "signalfd",
+            FdKind::Inotify => "inotify",
+            FdKind::Memfd => "memfd",
+            FdKind::Pidfd => "pidfd",
+            FdKind::IoUring => "io_uring",
+            FdKind::Bpf => "bpf",
+            FdKind::Other => "other",
+        }
+    }
+
+    /// Classify a `/proc/PID/fd/N` link target (`socket:[123]`, `anon_inode:[eventfd]`, …).
+    pub fn from_link(target: &str) -> FdKind {
+        if target.starts_with("socket:") {
+            FdKind::Socket
+        } else if target.starts_with("pipe:") {
+            FdKind::Pipe
+        } else if target.starts_with("/memfd:") {
+            FdKind::Memfd
+        } else if let Some(anon) = target.strip_prefix("anon_inode:") {
+            let anon = anon.trim_start_matches('[').trim_end_matches(']');
+            match anon {
+                "eventfd" => FdKind::Eventfd,
+                "eventpoll" => FdKind::Epoll,
+                "timerfd" => FdKind::Timerfd,
+                "signalfd" => FdKind::Signalfd,
+                "inotify" => FdKind::Inotify,
+                "pidfd" => FdKind::Pidfd,
+                "io_uring" => FdKind::IoUring,
+                a if a.starts_with("bpf") => FdKind::Bpf,
+                _ => FdKind::Other,
+            }
+        } else if target.starts_with('/') {
+            FdKind::File
+        } else {
+            FdKind::Other
+        }
+    }
+}
+
+/// Where a descriptor came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Origin {
+    /// Open before tracing began (read from /proc at attach): no known call site.
+    Preexisting,
+    /// Created while traced, by the stack with this id.
+    Stack(StackId),
+}
+
+/// One open descriptor.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OpenFd {
+    pub kind: FdKind,
+    /// Path or object description.
+    pub target: String,
+    /// Monotonic time of the birth (ns), unknown for pre-existing descriptors.
+    pub opened_ns: Option<u64>,
+    pub origin: Origin,
+    pub cloexec: bool,
+}
+
+/// Counters that tell how well the model tracked the kernel.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct TableStats {
+    pub opens: u64,
+    pub closes: u64,
+    /// A birth reported a number the model still held open: a close was missed.
+    pub replaced: u64,
+    /// A close named a number the model did not hold (EBADF, or a missed birth).
+    pub unknown_closes: u64,
+}
+
+/// The descriptor table of one process (shared by its threads).
+#[derive(Clone, Debug, Default)]
+pub struct FdTable {
+    fds: BTreeMap<i32, OpenFd>,
+    pub stats: TableStats,
+}
+
+impl FdTable {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Record a descriptor present before tracing began.
+    pub fn preexisting(&mut self, fd: i32, kind: FdKind, target: String, cloexec: bool) {
+        self.fds.insert(
+            fd,
+            OpenFd {
+                kind,
+                target,
+                opened_ns: None,
+                origin: Origin::Preexisting,
+                cloexec,
+            },
+        );
+    }
+
+    /// A syscall returned the new descriptor `fd`. Returns the entry it replaced, if the model
+    /// still held that number (a missed close).
+    pub fn open(&mut self, fd: i32, entry: OpenFd) -> Option<OpenFd> {
+        self.stats.opens += 1;
+        let old = self.fds.insert(fd, entry);
+        // A pre-existing entry may be a birth that raced with the /proc baseline (the event
+        // arrives after the baseline listed it): the event is the better record, not a miss.
+        if matches!(old, Some(OpenFd { origin: Origin::Stack(_), .. })) {
+            self.stats.replaced += 1;
+        }
+        old
+    }
+
+    /// `close(fd)`: ends exactly the latest birth of that number.
+    pub fn close(&mut self, fd: i32) -> Option<OpenFd> {
+        let old = self.fds.remove(&fd);
+        if old.is_some() {
+            self.stats.closes += 1;
+        } else {
+            self.stats.unknown_closes += 1;
+        }
+        old
+    }
+
+    /// A successful exec closes every close-on-exec descriptor.
+    pub fn exec(&mut self) -> usize {
+        let before = self.fds.len();
+        self.fds.retain(|_, e| !e.cloexec);
+        before - self.fds.len()
+    }
+
+    pub fn get(&self, fd: i32) -> Option<&OpenFd> {
+        self.fds.get(&fd)
+    }
+
+    pub fn len(&self) -> usize {
+        self.fds.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.fds.is_empty()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (i32, &OpenFd)> {
+        self.fds.iter().map(|(fd, e)| (*fd, e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::HashMap;
+
+    fn born(stack: StackId, t: u64, cloexec: bool) -> OpenFd {
+        OpenFd {
+            kind: FdKind::File,
+            target: format!("/f{stack}"),
+            opened_ns: Some(t),
+            origin: Origin::Stack(stack),
+            cloexec,
+        }
+    }
+
+    #[test]
+    fn close_ends_the_latest_birth_of_a_reused_number() {
+        let mut t = FdTable::new();
+        t.open(3, born(1, 10, false));
+        assert_eq!(t.close(3).unwrap().origin, Origin::Stack(1));
+        t.open(3, born(2, 20, false));
+        assert_eq!(t.get(3).unwrap().origin, Origin::Stack(2));
+        assert_eq!(t.close(3).unwrap().origin, Origin::Stack(2));
+        assert!(t.is_empty());
+        assert_eq!(t.stats.closes, 2);
+    }
+
+    #[test]
+    fn close_of_unknown_number_changes_nothing() {
+        let mut t = FdTable::new();
+        t.open(4, born(1, 1, false));
+        assert!(t.close(5).is_none());
+        assert_eq!(t.len(), 1);
+        assert_eq!(t.stats.unknown_closes, 1);
+    }
+
+    #[test]
+    fn open_over_held_number_counts_a_missed_close() {
+        let mut t = FdTable::new();
+        t.open(4, born(1, 1, false));
+        let old = t.open(4, born(2, 2, false)).unwrap();
+        assert_eq!(old.origin, Origin::Stack(1));
+        assert_eq!(t.stats.replaced, 1);
+        assert_eq!(t.len(), 1);
+    }
+
+    #[test]
+    fn exec_drops_only_cloexec() {
+        let mut t = FdTable::new();
+        t.preexisting(0, FdKind::Other, "/dev/pts/0".into(), false);
+        t.preexisting(5, FdKind::Pipe, "pipe:[1]".into(), true);
+        t.open(6, born(1, 1, true));
+        t.open(7, born(2, 1, false));
+        assert_eq!(t.exec(), 2);
+        let left: Vec<i32> = t.iter().map(|(fd, _)| fd).collect();
+        assert_eq!(left, vec![0, 7]);
+    }
+
+    #[test]
+    fn classify_links() {
+        assert_eq!(FdKind::from_link("socket:[12]"), FdKind::Socket);
+        assert_eq!(FdKind::from_link("pipe:[3]"), FdKind::Pipe);
+        assert_eq!(FdKind::from_link("anon_inode:[eventfd]"), FdKind::Eventfd);
+        assert_eq!(FdKind::from_link("anon_inode:[eventpoll]"), FdKind::Epoll);
+        assert_eq!(FdKind::from_link("anon_inode:bpf-map"), FdKind::Bpf);
+        assert_eq!(FdKind::from_link("/memfd:x (deleted)"), FdKind::Memfd);
+        assert_eq!(FdKind::from_link("/etc/passwd"), FdKind::File);
+        assert_eq!(FdKind::from_link("anon_inode:[io_uring]"), FdKind::IoUring);
+    }
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        Open(i32, StackId, bool),
+        Close(i32),
+        Exec,
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            (0..8i32, 0..4u32, any::<bool>()).prop_map(|(fd, s, c)| Op::Open(fd, s, c)),
+            (0..8i32).prop_map(Op::Close),
+            Just(Op::Exec),
+        ]
+    }
+
+    proptest! {
+        /// The table agrees with a plain map used as the reference model, and its counters add up.
+        #[test]
+        fn agrees_with_reference(ops in proptest::collection::vec(op(), 0..200)) {
+            let mut t = FdTable::new();
+            let mut reference: HashMap<i32, (StackId, bool)> = HashMap::new();
+            let (mut opens, mut closes, mut replaced, mut unknown) = (0u64, 0u64, 0u64, 0u64);
+            for (i, op) in ops.iter().enumerate() {
+                match *op {
+                    Op::Open(fd, s, c) => {
+                        opens += 1;
+                        if reference.insert(fd, (s, c)).is_some() { replaced += 1; }
+                        t.open(fd, born(s, i as u64, c));
+                    }
+                    Op::Close(fd) => {
+                        if reference.remove(&fd).is_some() { closes += 1 } else { unknown += 1 }
+                        t.close(fd);
+                    }
+                    Op::Exec => {
+                        reference.retain(|_, (_, c)| !*c);
+                        t.exec();
+                    }
+                }
+                prop_assert_eq!(t.len(), reference.len());
+            }
+            for (fd, e) in t.iter() {
+                let (s, c) = reference[&fd];
+                prop_assert_eq!(e.origin, Origin::Stack(s));
+                prop_assert_eq!(e.cloexec, c);
+            }
+            prop_assert_eq!(t.stats, TableStats { opens, closes, replaced, unknown_closes: unknown });
+        }
+    }
+}

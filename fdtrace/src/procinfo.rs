@@ -1,0 +1,130 @@
+//! What `/proc` says about a process: its descriptors (the ground truth), its command and its
+//! executable mappings (needed to unwind and symbolize its stacks).
+use std::path::PathBuf;
+
+use crate::model::{FdKind, O_CLOEXEC};
+
+/// One descriptor as `/proc/PID/fd` and `/proc/PID/fdinfo` show it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProcFd {
+    pub fd: i32,
+    pub target: String,
+    pub kind: FdKind,
+    pub cloexec: bool,
+}
+
+/// An executable, file-backed mapping.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Mapping {
+    pub start: u64,
+    pub end: u64,
+    /// File offset of `start`.
+    pub offset: u64,
+    pub path: PathBuf,
+}
+
+impl Mapping {
+    pub fn contains(&self, addr: u64) -> bool {
+        self.start <= addr && addr < self.end
+    }
+
+    pub fn file_offset(&self, addr: u64) -> u64 {
+        addr - self.start + self.offset
+    }
+}
+
+pub fn exists(pid: u32) -> bool {
+    // A zombie has no memory any more: treat it as gone.
+    match procfs::process::Process::new(pid as i32).and_then(|p| p.stat()) {
+        Ok(stat) => stat.state != 'Z' && stat.state != 'X',
+        Err(_) => false,
+    }
+}
+
+pub fn comm(pid: u32) -> Option<String> {
+    std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .ok()
+        .map(|s| s.trim_end().to_string())
+}
+
+/// Parse the `flags:` line of an fdinfo file (octal).
+pub fn fdinfo_flags(fdinfo: &str) -> Option<u32> {
+    fdinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("flags:"))
+        .and_then(|v| u32::from_str_radix(v.trim(), 8).ok())
+}
+
+/// The descriptors the process holds now. Descriptors that vanish while being read are skipped.
+pub fn fds(pid: u32) -> std::io::Result<Vec<ProcFd>> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(format!("/proc/{pid}/fd"))? {
+        let Ok(entry) = entry else { continue };
+        let Some(fd) = entry.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
+        let Ok(link) = std::fs::read_link(entry.path()) else {
+            continue;
+        };
+        let target = link.to_string_lossy().into_owned();
+        let flags = std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}"))
+            .ok()
+            .and_then(|s| fdinfo_flags(&s))
+            .unwrap_or(0);
+        out.push(ProcFd {
+            fd,
+            kind: FdKind::from_link(&target),
+            target,
+            cloexec: flags & O_CLOEXEC != 0,
+        });
+    }
+    out.sort_by_key(|f| f.fd);
+    Ok(out)
+}
+
+/// The executable file-backed mappings of the process.
+pub fn exec_mappings(pid: u32) -> Vec<Mapping> {
+    use procfs::process::{MMPermissions, MMapPath};
+    let Ok(maps) = procfs::process::Process::new(pid as i32).and_then(|p| p.maps()) else {
+        return Vec::new();
+    };
+    maps.into_iter()
+        .filter(|m| m.perms.contains(MMPermissions::EXECUTE))
+        .filter_map(|m| match m.pathname {
+            MMapPath::Path(path) => Some(Mapping {
+                start: m.address.0,
+                end: m.address.1,
+                offset: m.offset,
+                path,
+            }),
+            _ => None,
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_fdinfo_flags() {
+        let s = "pos:\t0\nflags:\t02100002\nmnt_id:\t25\nino:\t7\n";
+        assert_eq!(fdinfo_flags(s), Some(0o2100002));
+        assert_eq!(fdinfo_flags("pos: 0\n"), None);
+    }
+
+    #[test]
+    fn reads_own_descriptors() {
+        let me = std::process::id();
+        let f = std::fs::File::open("/proc/self/status").unwrap();
+        use std::os::fd::AsRawFd;
+        let fd = f.as_raw_fd();
+        let fds = fds(me).unwrap();
+        let got = fds.iter().find(|p| p.fd == fd).expect("own fd listed");
+        assert!(got.target.ends_with("/status"), "{got:?}");
+        // std opens files with O_CLOEXEC.
+        assert!(got.cloexec);
+        assert!(exists(me));
+        assert!(!exec_mappings(me).is_empty());
+    }
+}

@@ -1,0 +1,366 @@
+//! The report: still-open descriptors grouped by the call site that created them.
+use std::{collections::HashMap, fmt::Write as _};
+
+use serde::Serialize;
+
+use crate::{
+    model::{FdKind, FdTable, Origin, StackId, TableStats},
+    procinfo::ProcFd,
+    stacks::StackStore,
+    symbolize::{Frame, Symbols},
+};
+
+#[derive(Debug, Serialize)]
+pub struct Report {
+    pub pid: u32,
+    pub command: Option<String>,
+    pub duration_s: f64,
+    /// The target exited during the session; the report shows what it held when it exited.
+    pub target_exited: bool,
+    /// Events the kernel could not hand over (ring buffer full). Non-zero makes counts unsure.
+    pub lost_events: u64,
+    /// Births whose user stack could not be copied.
+    pub stack_errors: u64,
+    /// Descriptors open at the end of the session.
+    pub open_count: usize,
+    /// Call sites with still-open descriptors, largest count first.
+    pub sites: Vec<Site>,
+    /// Descriptors open before tracing began (no known origin).
+    pub preexisting: Vec<FdEntry>,
+    /// Differences between the model and /proc/PID/fd at report time (null when the process
+    /// was gone and could not be checked).
+    pub drift: Option<Drift>,
+    pub model: TableStats,
+    /// Tracepoints this kernel lacks (those syscalls were not observed).
+    pub missing_tracepoints: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Site {
+    pub count: usize,
+    pub kind: &'static str,
+    /// One target of this site's descriptors (a path, for files).
+    pub example: String,
+    /// Index in `frames` of the first frame in the program's own code (not libc, not a
+    /// language runtime or standard library).
+    pub user_frame: Option<usize>,
+    /// The stack walk ended before reaching the stack's root.
+    pub truncated: bool,
+    pub oldest_age_s: Option<f64>,
+    pub newest_age_s: Option<f64>,
+    /// Innermost first.
+    pub frames: Vec<JsonFrame>,
+    pub fds: Vec<FdEntry>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct JsonFrame {
+    pub function: Option<String>,
+    pub file: Option<String>,
+    pub line: Option<u32>,
+    pub addr: String,
+    pub module: Option<String>,
+    pub inlined: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct FdEntry {
+    pub fd: i32,
+    pub kind: &'static str,
+    pub target: String,
+    pub age_s: Option<f64>,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct Drift {
+    /// In /proc but not in the model.
+    pub missed_opens: Vec<FdEntry>,
+    /// In the model but not in /proc.
+    pub missed_closes: Vec<FdEntry>,
+}
+
+impl Drift {
+    pub fn is_zero(&self) -> bool {
+        self.missed_opens.is_empty() && self.missed_closes.is_empty()
+    }
+}
+
+/// Is this frame part of a system library or a language runtime rather than the program?
+pub fn is_library_frame(f: &Frame) -> bool {
+    if let Some(m) = &f.module
+        && (m.starts_with("/lib/")
+            || m.starts_with("/lib64/")
+            || m.starts_with("/usr/lib/")
+            || m.starts_with("/usr/lib64/"))
+    {
+        return true;
+    }
+    match &f.function {
+        None => true,
+        Some(func) => {
+            const PREFIXES: &[&str] = &[
+                "std::",
+                "core::",
+                "alloc::",
+                "<std::",
+                "<core::",
+                "<alloc::",
+                "runtime.",
+                "syscall.",
+                "internal/",
+                "os.",
+                "net.",
+                "net/",
+                "io.",
+                "bufio.",
+                "crypto/",
+            ];
+            PREFIXES.iter().any(|p| func.starts_with(p))
+        }
+    }
+}
+
+fn age(now_ns: u64, opened: Option<u64>) -> Option<f64> {
+    opened.map(|t| now_ns.saturating_sub(t) as f64 / 1e9)
+}
+
+pub struct Meta {
+    pub pid: u32,
+    pub command: Option<String>,
+    pub duration_s: f64,
+    pub target_exited: bool,
+    pub lost_events: u64,
+    pub stack_errors: u64,
+    pub missing_tracepoints: Vec<String>,
+}
+
+/// Build the report from the model as of `now_ns` (monotonic).
+pub fn build(
+    meta: Meta,
+    table: &FdTable,
+    stacks: &mut StackStore,
+    symbols: &Symbols,
+    now_ns: u64,
+    proc_fds: Option<&[ProcFd]>,
+) -> Report {
+    let mut by_stack: HashMap<StackId, Vec<(i32, &crate::model::OpenFd)>> = HashMap::new();
+    let mut preexisting = Vec::new();
+    for (fd, e) in table.iter() {
+        match e.origin {
+            Origin::Preexisting => preexisting.push(FdEntry {
+                fd,
+                kind: e.kind.as_str(),
+                target: e.target.clone(),
+                age_s: None,
+            }),
+            Origin::Stack(id) => by_stack.entry(id).or_default().push((fd, e)),
+        }
+    }
+    let mut sites: Vec<Site> = by_stack
+        .into_iter()
+        .map(|(id, fds)| {
+            let frames = stacks.frames(id, symbols);
+            let truncated = stacks.get(id).map(|s| s.raw.truncated).unwrap_or(true);
+            let user_frame = frames.iter().position(|f| !is_library_frame(f));
+            let mut kinds: HashMap<FdKind, usize> = HashMap::new();
+            for (_, e) in &fds {
+                *kinds.entry(e.kind).or_default() += 1;
+            }
+            let kind = kinds
+                .into_iter()
+                .max_by_key(|(k, n)| (*n, std::cmp::Reverse(*k)))
+                .map(|(k, _)| k.as_str())
+                .unwrap_or("other");
+            let ages: Vec<f64> = fds.iter().filter_map(|(_, e)| age(now_ns, e.opened_ns)).collect();
+            Site {
+                count: fds.len(),
+                kind,
+                example: fds.last().map(|(_, e)| e.target.clone()).unwrap_or_default(),
+                user_frame,
+                truncated,
+                oldest_age_s: ages.iter().copied().reduce(f64::max),
+                newest_age_s: ages.iter().copied().reduce(f64::min),
+                frames: frames
+                    .into_iter()
+                    .map(|f| JsonFrame {
+                        function: f.function,
+                        file: f.file,
+                        line: f.line,
+                        addr: format!("{:#x}", f.addr),
+                        module: f.module,
+                        inlined: f.inlined,
+                    })
+                    .collect(),
+                fds: fds
+                    .iter()
+                    .map(|(fd, e)| FdEntry {
+                        fd: *fd,
+                        kind: e.kind.as_str(),
+                        target: e.target.clone(),
+                        age_s: age(now_ns, e.opened_ns),
+                    })
+                    .collect(),
+            }
+        })
+        .collect();
+    sites.sort_by(|a, b| {
+        b.count
+            .cmp(&a.count)
+            .then_with(|| a.fds.first().map(|f| f.fd).cmp(&b.fds.first().map(|f| f.fd)))
+    });
+    let drift = proc_fds.map(|pfds| {
+        let mut d = Drift::default();
+        for p in pfds {
+            if table.get(p.fd).is_none() {
+                d.missed_opens.push(FdEntry {
+                    fd: p.fd,
+                    kind: p.kind.as_str(),
+                    target: p.target.clone(),
+                    age_s: None,
+                });
+            }
+        }
+        for (fd, e) in table.iter() {
+            if !pfds.iter().any(|p| p.fd == fd) {
+                d.missed_closes.push(FdEntry {
+                    fd,
+                    kind: e.kind.as_str(),
+                    target: e.target.clone(),
+                    age_s: age(now_ns, e.opened_ns),
+                });
+            }
+        }
+        d
+    });
+    Report {
+        pid: meta.pid,
+        command: meta.command,
+        duration_s: meta.duration_s,
+        target_exited: meta.target_exited,
+        lost_events: meta.lost_events,
+        stack_errors: meta.stack_errors,
+        open_count: table.len(),
+        sites,
+        preexisting,
+        drift,
+        model: table.stats,
+        missing_tracepoints: meta.missing_tracepoints,
+    }
+}
+
+fn short_path(p: &str) -> &str {
+    p.rsplit('/').next().unwrap_or(p)
+}
+
+fn fmt_age(s: f64) -> String {
+    if s < 60.0 {
+        format!("{s:.1}s")
+    } else if s < 3600.0 {
+        format!("{}m{:02}s", (s / 60.0) as u64, (s % 60.0) as u64)
+    } else {
+        format!("{}h{:02}m", (s / 3600.0) as u64, ((s % 3600.0) / 60.0) as u64)
+    }
+}
+
+fn frame_text(f: &JsonFrame) -> String {
+    let func = f.function.as_deref().unwrap_or("??");
+    match (&f.file, f.line) {
+        (Some(file), Some(line)) => format!("{func} at {}:{line}", file),
+        (Some(file), None) => format!("{func} at {file}"),
+        _ => match &f.module {
+            Some(m) => format!("{func} ({})", short_path(m)),
+            None => format!("{func} [{}]", f.addr),
+        },
+    }
+}
+
+/// The report for people.
+pub fn render_text(r: &Report) -> String {
+    let mut s = String::new();
+    let name = r.command.as_deref().unwrap_or("?");
+    let leaked: usize = r.sites.iter().map(|x| x.count).sum();
+    let _ = writeln!(
+        s,
+        "fdtrace: pid {} ({name}), traced for {:.1}s{}",
+        r.pid,
+        r.duration_s,
+        if r.target_exited {
+            "; the process exited: this is what it held at exit"
+        } else {
+            ""
+        }
+    );
+    let _ = writeln!(
+        s,
+        "{} descriptors open: {} opened while traced, from {} call site{}; {} pre-existing",
+        r.open_count,
+        leaked,
+        r.sites.len(),
+        if r.sites.len() == 1 { "" } else { "s" },
+        r.preexisting.len()
+    );
+    let _ = writeln!(
+        s,
+        "lost events: {}{}",
+        r.lost_events,
+        if r.lost_events > 0 {
+            " (WARNING: counts below may be wrong)"
+        } else {
+            ""
+        }
+    );
+    if r.stack_errors > 0 {
+        let _ = writeln!(s, "stacks that could not be captured: {}", r.stack_errors);
+    }
+    if let Some(d) = &r.drift {
+        if d.is_zero() {
+            let _ = writeln!(s, "checked against /proc/{}/fd: no drift", r.pid);
+        } else {
+            let _ = writeln!(
+                s,
+                "drift against /proc/{}/fd: {} descriptors the model missed, {} closes it missed",
+                r.pid,
+                d.missed_opens.len(),
+                d.missed_closes.len()
+            );
+        }
+    }
+    for site in &r.sites {
+        let _ = writeln!(s);
+        let at = site
+            .user_frame
+            .and_then(|i| site.frames.get(i))
+            .map(frame_text)
+            .unwrap_or_else(|| "an unknown call site".into());
+        let ages = match (site.newest_age_s, site.oldest_age_s) {
+            (Some(a), Some(b)) if site.count > 1 => format!("ages {}..{}", fmt_age(a), fmt_age(b)),
+            (Some(a), _) => format!("age {}", fmt_age(a)),
+            _ => String::new(),
+        };
+        let _ = writeln!(
+            s,
+            "{} {} still open, opened by {at}",
+            site.count,
+            if site.count == 1 {
+                site.kind.to_string()
+            } else {
+                format!("{}s", site.kind)
+            }
+        );
+        let _ = writeln!(s, "    {ages}; e.g. {}", site.example);
+        for (i, f) in site.frames.iter().enumerate() {
+            let mark = if Some(i) == site.user_frame { "->" } else { "  " };
+            let _ = writeln!(s, "  {mark} #{i:<2} {}", frame_text(f));
+        }
+        if site.truncated {
+            let _ = writeln!(s, "     (stack cut short)");
+        }
+    }
+    if !r.preexisting.is_empty() {
+        let _ = writeln!(s, "\npre-existing (open before tracing began, origin unknown):");
+        for p in &r.preexisting {
+            let _ = writeln!(s, "  fd {:<4} {:<8} {}", p.fd, p.kind, p.target);
+        }
+    }
+    s
+}

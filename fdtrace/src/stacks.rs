@@ -1,0 +1,111 @@
+//! Interning of unwound stacks: each distinct stack gets one id and keeps the mappings its
+//! addresses fell in, so it can be symbolized later, even after the process exited.
+use std::collections::HashMap;
+
+use crate::{
+    model::StackId,
+    procinfo::Mapping,
+    symbolize::{Frame, Symbols},
+    unwind::{RawFrame, Unwound},
+};
+
+pub struct StoredStack {
+    pub raw: Unwound,
+    /// The mappings holding the frames, captured when the stack was seen.
+    pub mappings: Vec<Mapping>,
+    symbolized: Option<Vec<Frame>>,
+}
+
+#[derive(Default)]
+pub struct StackStore {
+    ids: HashMap<Vec<RawFrame>, StackId>,
+    stacks: Vec<StoredStack>,
+}
+
+impl StackStore {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The id of this stack, interning it on first sight.
+    pub fn intern(&mut self, unwound: Unwound, all: &[Mapping]) -> StackId {
+        if let Some(&id) = self.ids.get(&unwound.frames) {
+            return id;
+        }
+        let id = self.stacks.len() as StackId;
+        let mut mappings: Vec<Mapping> = Vec::new();
+        for f in &unwound.frames {
+            if let Some(m) = all.iter().find(|m| m.contains(f.lookup))
+                && !mappings.contains(m)
+            {
+                mappings.push(m.clone());
+            }
+        }
+        self.ids.insert(unwound.frames.clone(), id);
+        self.stacks.push(StoredStack {
+            raw: unwound,
+            mappings,
+            symbolized: None,
+        });
+        id
+    }
+
+    pub fn len(&self) -> usize {
+        self.stacks.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.stacks.is_empty()
+    }
+
+    pub fn get(&self, id: StackId) -> Option<&StoredStack> {
+        self.stacks.get(id as usize)
+    }
+
+    /// Symbolized frames of a stack (computed once).
+    pub fn frames(&mut self, id: StackId, symbols: &Symbols) -> Vec<Frame> {
+        let Some(s) = self.stacks.get_mut(id as usize) else {
+            return Vec::new();
+        };
+        if s.symbolized.is_none() {
+            s.symbolized = Some(symbols.frames(&s.raw.frames, &s.mappings));
+        }
+        s.symbolized.clone().unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn unwound(addrs: &[u64]) -> Unwound {
+        Unwound {
+            frames: addrs
+                .iter()
+                .map(|&a| RawFrame {
+                    addr: a,
+                    lookup: a - 1,
+                })
+                .collect(),
+            truncated: false,
+        }
+    }
+
+    #[test]
+    fn same_stack_same_id() {
+        let maps = vec![Mapping {
+            start: 0x1000,
+            end: 0x2000,
+            offset: 0,
+            path: "/bin/x".into(),
+        }];
+        let mut s = StackStore::new();
+        let a = s.intern(unwound(&[0x1010, 0x1020]), &maps);
+        let b = s.intern(unwound(&[0x1010, 0x1030]), &maps);
+        let c = s.intern(unwound(&[0x1010, 0x1020]), &maps);
+        assert_eq!(a, c);
+        assert_ne!(a, b);
+        assert_eq!(s.len(), 2);
+        assert_eq!(s.get(a).unwrap().mappings.len(), 1);
+    }
+}

@@ -1,0 +1,107 @@
+//! Symbolization of unwound frames to function, file and line with blazesym.
+//!
+//! Addresses are normalized to file offsets with the mappings captured while the process was
+//! alive, so stacks can be symbolized after the process exited (its binaries stay on disk).
+use blazesym::symbolize::{
+    Input, Symbolized, Symbolizer,
+    source::{Elf, Source},
+};
+use serde::Serialize;
+
+use crate::{procinfo::Mapping, unwind::RawFrame};
+
+/// One symbolized frame (inlined calls are frames of their own).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Frame {
+    pub function: Option<String>,
+    pub file: Option<String>,
+    pub line: Option<u32>,
+    /// The absolute address of the frame (shared by the inlined frames at one address).
+    pub addr: u64,
+    /// The binary holding the address.
+    pub module: Option<String>,
+    /// Whether this frame was inlined into the next one.
+    pub inlined: bool,
+}
+
+pub struct Symbols {
+    symbolizer: Symbolizer,
+}
+
+impl Default for Symbols {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Symbols {
+    pub fn new() -> Self {
+        Self {
+            symbolizer: Symbolizer::builder()
+                .enable_code_info(true)
+                .enable_inlined_fns(true)
+                .build(),
+        }
+    }
+
+    /// Symbolize frames, innermost first; inlined calls become extra frames before their caller.
+    pub fn frames(&self, raw: &[RawFrame], mappings: &[Mapping]) -> Vec<Frame> {
+        let mut out = Vec::with_capacity(raw.len());
+        for f in raw {
+            let Some(m) = mappings.iter().find(|m| m.contains(f.lookup)) else {
+                out.push(Frame {
+                    function: None,
+                    file: None,
+                    line: None,
+                    addr: f.addr,
+                    module: None,
+                    inlined: false,
+                });
+                continue;
+            };
+            let module = Some(m.path.to_string_lossy().into_owned());
+            let src = Source::Elf(Elf::new(&m.path));
+            let sym = self
+                .symbolizer
+                .symbolize_single(&src, Input::FileOffset(m.file_offset(f.lookup)));
+            let Ok(Symbolized::Sym(sym)) = sym else {
+                out.push(Frame {
+                    function: None,
+                    file: None,
+                    line: None,
+                    addr: f.addr,
+                    module,
+                    inlined: false,
+                });
+                continue;
+            };
+            for inl in sym.inlined.iter().rev() {
+                let (file, line) = match &inl.code_info {
+                    Some(ci) => (Some(ci.to_path().display().to_string()), ci.line),
+                    None => (None, None),
+                };
+                out.push(Frame {
+                    function: Some(inl.name.to_string()),
+                    file,
+                    line,
+                    addr: f.addr,
+                    module: module.clone(),
+                    inlined: true,
+                });
+            }
+            let (file, line) = match &sym.code_info {
+                Some(ci) => (Some(ci.to_path().display().to_string()), ci.line),
+                None => (None, None),
+            };
+            out.push(Frame {
+                function: Some(sym.name.to_string()),
+                file,
+                line,
+                addr: f.addr,
+                module,
+                inlined: false,
+            });
+        }
+        out
+    }
+}
