@@ -56,6 +56,8 @@ pub struct State {
     pub stacks: StackStore,
     unwinder: StackUnwinder,
     last_refresh: Option<Instant>,
+    /// Whether the last refresh found different mappings (the process is still loading).
+    last_refresh_changed: bool,
     pub exited_ns: Option<u64>,
     pub decode_errors: u64,
 }
@@ -68,6 +70,7 @@ impl State {
             stacks: StackStore::new(),
             unwinder: StackUnwinder::new(),
             last_refresh: None,
+            last_refresh_changed: true,
             exited_ns: None,
             decode_errors: 0,
         }
@@ -84,8 +87,12 @@ impl State {
         Ok(())
     }
 
+    /// Re-read the mappings when an address is not covered. Rate-limited only while re-reading
+    /// finds nothing new (an address in anonymous code, say), so a process that is still loading
+    /// its libraries is followed closely.
     fn refresh_maps(&mut self, force: bool) {
         if !force
+            && !self.last_refresh_changed
             && self
                 .last_refresh
                 .is_some_and(|t| t.elapsed() < Duration::from_millis(200))
@@ -94,7 +101,8 @@ impl State {
         }
         self.last_refresh = Some(Instant::now());
         let maps = procinfo::exec_mappings(self.pid);
-        if !maps.is_empty() {
+        self.last_refresh_changed = !maps.is_empty() && maps != self.unwinder.mappings();
+        if self.last_refresh_changed {
             self.unwinder.set_mappings(maps);
         }
     }
