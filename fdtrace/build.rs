@@ -29,7 +29,10 @@ fn main() -> anyhow::Result<()> {
         .parent()
         .context("fdtrace-ebpf manifest has no parent")?;
     // The eBPF object also depends on the shared event types.
-    println!("cargo:rerun-if-changed={}", root_dir.join("../fdtrace-common/src"));
+    println!(
+        "cargo:rerun-if-changed={}",
+        root_dir.join("../fdtrace-common/src")
+    );
     let package = aya_build::Package {
         name: ebpf.name.as_str(),
         root_dir: root_dir.as_str(),

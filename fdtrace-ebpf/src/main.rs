@@ -14,17 +14,14 @@ use aya_ebpf::{
         bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel, bpf_probe_read_user,
         bpf_probe_read_user_str_bytes,
         generated::{
-            bpf_get_current_task_btf, bpf_probe_read_user as probe_read_user_raw,
-            bpf_task_pt_regs,
+            bpf_get_current_task_btf, bpf_probe_read_user as probe_read_user_raw, bpf_task_pt_regs,
         },
     },
     macros::{map, tracepoint},
     maps::{HashMap, PerCpuArray, RingBuf},
     programs::TracePointContext,
 };
-use fdtrace_common::{
-    CloseEvent, Header, OpenEvent, ProcEvent, STACK_BYTES, kind, stat, syscall,
-};
+use fdtrace_common::{CloseEvent, Header, OpenEvent, ProcEvent, STACK_BYTES, kind, stat, syscall};
 
 /// Thread-group ids being traced (value unused).
 #[map]
@@ -193,7 +190,11 @@ fn emit_open(ctx: &TracePointContext) -> u32 {
         if bpf_probe_read_user_str_bytes(pending.path as *const u8, &mut (*ev).path).is_err() {
             (*ev).path[0] = 0;
         }
-        let n = if sp != 0 { copy_stack(&mut (*ev).stack, sp) } else { 0 };
+        let n = if sp != 0 {
+            copy_stack(&mut (*ev).stack, sp)
+        } else {
+            0
+        };
         if n == 0 {
             bump(stat::STACK_ERRORS);
         }

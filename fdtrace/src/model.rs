@@ -142,7 +142,13 @@ impl FdTable {
         let old = self.fds.insert(fd, entry);
         // A pre-existing entry may be a birth that raced with the /proc baseline (the event
         // arrives after the baseline listed it): the event is the better record, not a miss.
-        if matches!(old, Some(OpenFd { origin: Origin::Stack(_), .. })) {
+        if matches!(
+            old,
+            Some(OpenFd {
+                origin: Origin::Stack(_),
+                ..
+            })
+        ) {
             self.stats.replaced += 1;
         }
         old

@@ -171,11 +171,17 @@ pub fn build(
                 .max_by_key(|(k, n)| (*n, std::cmp::Reverse(*k)))
                 .map(|(k, _)| k.as_str())
                 .unwrap_or("other");
-            let ages: Vec<f64> = fds.iter().filter_map(|(_, e)| age(now_ns, e.opened_ns)).collect();
+            let ages: Vec<f64> = fds
+                .iter()
+                .filter_map(|(_, e)| age(now_ns, e.opened_ns))
+                .collect();
             Site {
                 count: fds.len(),
                 kind,
-                example: fds.last().map(|(_, e)| e.target.clone()).unwrap_or_default(),
+                example: fds
+                    .last()
+                    .map(|(_, e)| e.target.clone())
+                    .unwrap_or_default(),
                 user_frame,
                 truncated,
                 oldest_age_s: ages.iter().copied().reduce(f64::max),
@@ -204,9 +210,12 @@ pub fn build(
         })
         .collect();
     sites.sort_by(|a, b| {
-        b.count
-            .cmp(&a.count)
-            .then_with(|| a.fds.first().map(|f| f.fd).cmp(&b.fds.first().map(|f| f.fd)))
+        b.count.cmp(&a.count).then_with(|| {
+            a.fds
+                .first()
+                .map(|f| f.fd)
+                .cmp(&b.fds.first().map(|f| f.fd))
+        })
     });
     let drift = proc_fds.map(|pfds| {
         let mut d = Drift::default();
@@ -258,7 +267,11 @@ fn fmt_age(s: f64) -> String {
     } else if s < 3600.0 {
         format!("{}m{:02}s", (s / 60.0) as u64, (s % 60.0) as u64)
     } else {
-        format!("{}h{:02}m", (s / 3600.0) as u64, ((s % 3600.0) / 60.0) as u64)
+        format!(
+            "{}h{:02}m",
+            (s / 3600.0) as u64,
+            ((s % 3600.0) / 60.0) as u64
+        )
     }
 }
 
@@ -349,7 +362,11 @@ pub fn render_text(r: &Report) -> String {
         );
         let _ = writeln!(s, "    {ages}; e.g. {}", site.example);
         for (i, f) in site.frames.iter().enumerate() {
-            let mark = if Some(i) == site.user_frame { "->" } else { "  " };
+            let mark = if Some(i) == site.user_frame {
+                "->"
+            } else {
+                "  "
+            };
             let _ = writeln!(s, "  {mark} #{i:<2} {}", frame_text(f));
         }
         if site.truncated {
@@ -357,7 +374,10 @@ pub fn render_text(r: &Report) -> String {
         }
     }
     if !r.preexisting.is_empty() {
-        let _ = writeln!(s, "\npre-existing (open before tracing began, origin unknown):");
+        let _ = writeln!(
+            s,
+            "\npre-existing (open before tracing began, origin unknown):"
+        );
         for p in &r.preexisting {
             let _ = writeln!(s, "  fd {:<4} {:<8} {}", p.fd, p.kind, p.target);
         }

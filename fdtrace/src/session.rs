@@ -78,8 +78,8 @@ impl State {
 
     /// Read the descriptors open now as pre-existing, and the mappings.
     pub fn baseline(&mut self) -> Result<()> {
-        let fds = procinfo::fds(self.pid)
-            .with_context(|| format!("reading /proc/{}/fd", self.pid))?;
+        let fds =
+            procinfo::fds(self.pid).with_context(|| format!("reading /proc/{}/fd", self.pid))?;
         for f in fds {
             self.table.preexisting(f.fd, f.kind, f.target, f.cloexec);
         }
@@ -250,9 +250,13 @@ pub fn run(opts: Options) -> Result<()> {
     let mut state = State::new(pid);
     state.baseline()?;
     let command_name = match &opts.target {
-        Target::Command(argv) => argv
-            .first()
-            .map(|a| PathBuf::from(a).file_name().unwrap_or(a).to_string_lossy().into_owned()),
+        Target::Command(argv) => argv.first().map(|a| {
+            PathBuf::from(a)
+                .file_name()
+                .unwrap_or(a)
+                .to_string_lossy()
+                .into_owned()
+        }),
         Target::Pid(p) => procinfo::comm(*p),
     };
     let started = Instant::now();

@@ -66,7 +66,9 @@ pub fn ensure_tracefs() -> Result<()> {
 pub fn check_privileges() -> Result<()> {
     // SAFETY: no arguments.
     if unsafe { libc::geteuid() } != 0 {
-        bail!("fdtrace needs root (CAP_BPF and CAP_PERFMON) to load its eBPF programs: run it with sudo");
+        bail!(
+            "fdtrace needs root (CAP_BPF and CAP_PERFMON) to load its eBPF programs: run it with sudo"
+        );
     }
     if !Path::new("/sys/kernel/btf/vmlinux").exists() {
         bail!(
@@ -99,7 +101,12 @@ impl Tracer {
         let mut missing = Vec::new();
         let mut loaded = std::collections::HashSet::new();
         for &(prog, category, name, required) in ATTACH {
-            if !Path::new(TRACEFS).join("events").join(category).join(name).exists() {
+            if !Path::new(TRACEFS)
+                .join("events")
+                .join(category)
+                .join(name)
+                .exists()
+            {
                 if required {
                     bail!("tracepoint {category}:{name} does not exist on this kernel");
                 }

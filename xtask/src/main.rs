@@ -210,7 +210,13 @@ fn demo() -> Result<()> {
 fn test() -> Result<()> {
     build()?;
     run(Command::new("cargo")
-        .args(["test", "--workspace", "--exclude", "fdtrace-ebpf", "--release"])
+        .args([
+            "test",
+            "--workspace",
+            "--exclude",
+            "fdtrace-ebpf",
+            "--release",
+        ])
         .args(["--", "--test-threads=1"])
         .current_dir(root())
         .env("PATH", path_with_tools())

@@ -1,0 +1,382 @@
+//! Privileged end-to-end tests: the real fdtrace binary, real eBPF programs on this kernel,
+//! real C programs that leak at known lines. They need root (CI runs as root) and fail, rather
+//! than skip, without it.
+use std::{
+    collections::BTreeSet,
+    io::{BufRead as _, BufReader},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::OnceLock,
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+
+fn fdtrace_bin() -> PathBuf {
+    std::env::var_os("FDTRACE_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_fdtrace")))
+}
+
+/// The tests share the kernel (and one unmounts tracefs): they run one at a time.
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn require_root() {
+    assert_eq!(
+        unsafe { libc::geteuid() },
+        0,
+        "the privileged tests need root: run `cargo xtask test` as root"
+    );
+}
+
+fn source(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/programs")
+        .join(name)
+}
+
+/// Line of the marker comment in a test program.
+fn line_of(file: &str, marker: &str) -> u32 {
+    let text = std::fs::read_to_string(source(file)).unwrap();
+    let hits: Vec<u32> = text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| l.contains(&format!("/* {marker} */")))
+        .map(|(i, _)| i as u32 + 1)
+        .collect();
+    assert_eq!(hits.len(), 1, "marker {marker} in {file}");
+    hits[0]
+}
+
+struct Built {
+    _dir: tempfile::TempDir,
+    /// -O0 with frame pointers.
+    fp: PathBuf,
+    /// -O2 without frame pointers: only DWARF unwinding finds the callers.
+    nofp: PathBuf,
+}
+
+fn built() -> &'static Built {
+    static B: OnceLock<Built> = OnceLock::new();
+    B.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let fp = dir.path().join("leaky");
+        let nofp = dir.path().join("leaky-nofp");
+        for (out, flags) in [
+            (&fp, &["-O0", "-fno-omit-frame-pointer"][..]),
+            (&nofp, &["-O2", "-fomit-frame-pointer"][..]),
+        ] {
+            let st = Command::new("cc")
+                .arg("-g")
+                .args(flags)
+                .arg("-o")
+                .arg(out)
+                .arg(source("leaky.c"))
+                .status()
+                .expect("a C compiler (cc)");
+            assert!(st.success());
+        }
+        Built {
+            _dir: dir,
+            fp,
+            nofp,
+        }
+    })
+}
+
+struct Run {
+    json: Value,
+    stderr: String,
+    code: i32,
+}
+
+fn fdtrace(args: &[&str], extra: &[&std::ffi::OsStr], env: &[(&str, &Path)]) -> Run {
+    let out_dir = tempfile::tempdir().unwrap();
+    let report = out_dir.path().join("r.json");
+    let mut cmd = Command::new(fdtrace_bin());
+    cmd.arg("--json")
+        .arg("-o")
+        .arg(&report)
+        .args(args)
+        .args(extra);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.stdin(Stdio::null()).output().unwrap();
+    let json = std::fs::read_to_string(&report)
+        .ok()
+        .map(|s| serde_json::from_str(&s).expect("valid JSON report"))
+        .unwrap_or(Value::Null);
+    Run {
+        json,
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        code: out.status.code().unwrap_or(-1),
+    }
+}
+
+/// (file basename, line) of a site's user frame.
+fn user_line(site: &Value) -> Option<(String, u64)> {
+    let i = site["user_frame"].as_u64()? as usize;
+    let f = &site["frames"][i];
+    let file = f["file"].as_str()?;
+    Some((
+        Path::new(file).file_name()?.to_string_lossy().into_owned(),
+        f["line"].as_u64()?,
+    ))
+}
+
+fn site_counts(r: &Value) -> Vec<((String, u64), u64)> {
+    r["sites"]
+        .as_array()
+        .expect("sites")
+        .iter()
+        .map(|s| {
+            (
+                user_line(s).unwrap_or_else(|| panic!("site without a user frame: {s:#}")),
+                s["count"].as_u64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+fn all_lines(r: &Value) -> BTreeSet<u64> {
+    r["sites"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|s| s["frames"].as_array().unwrap().clone())
+        .filter(|f| f["file"].as_str().is_some_and(|x| x.ends_with("leaky.c")))
+        .filter_map(|f| f["line"].as_u64())
+        .collect()
+}
+
+/// The exact leaks of `leaky 40`: 40 open() at LEAK_OPEN, 10 fopen() at LEAK_FOPEN, nothing
+/// from the correct lines.
+fn assert_leaky_40(r: &Value) {
+    let leak = line_of("leaky.c", "LEAK_OPEN") as u64;
+    let fleak = line_of("leaky.c", "LEAK_FOPEN") as u64;
+    assert_eq!(
+        site_counts(r),
+        vec![
+            (("leaky.c".to_string(), leak), 40),
+            (("leaky.c".to_string(), fleak), 10)
+        ],
+        "report: {r:#}"
+    );
+    let lines = all_lines(r);
+    for ok in ["OK_OPEN", "OK_FOPEN"] {
+        let l = line_of("leaky.c", ok) as u64;
+        assert!(
+            !lines.contains(&l),
+            "correct line {l} ({ok}) reported: {r:#}"
+        );
+    }
+    assert_eq!(r["lost_events"], 0, "{r:#}");
+    for s in r["sites"].as_array().unwrap() {
+        assert_eq!(s["kind"], "file");
+        assert_eq!(
+            s["fds"].as_array().unwrap().len() as u64,
+            s["count"].as_u64().unwrap()
+        );
+        assert!(r["preexisting"].as_array().is_some());
+    }
+}
+
+#[test]
+fn launch_mode_names_the_leaking_lines_with_exact_counts() {
+    let _serial = serial();
+    require_root();
+    let data = tempfile::tempdir().unwrap();
+    let r = fdtrace(
+        &["-d", "3", "--"],
+        &[built().fp.as_os_str(), "40".as_ref()],
+        &[("LEAKY_DIR", data.path())],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_leaky_40(&r.json);
+    assert_eq!(r.json["target_exited"], false);
+    // The launched program was alive at report time: the model equals /proc/PID/fd.
+    assert_eq!(
+        r.json["drift"]["missed_opens"],
+        Value::Array(vec![]),
+        "{:#}",
+        r.json
+    );
+    assert_eq!(
+        r.json["drift"]["missed_closes"],
+        Value::Array(vec![]),
+        "{:#}",
+        r.json
+    );
+    // fdtrace ended the child it started.
+    let pid = r.json["pid"].as_u64().unwrap();
+    assert!(
+        !Path::new(&format!("/proc/{pid}")).exists(),
+        "child {pid} still running"
+    );
+}
+
+#[test]
+fn code_without_frame_pointers_is_unwound_with_dwarf() {
+    let _serial = serial();
+    require_root();
+    let data = tempfile::tempdir().unwrap();
+    let r = fdtrace(
+        &["-d", "3", "--"],
+        &[built().nofp.as_os_str(), "40".as_ref()],
+        &[("LEAKY_DIR", data.path())],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_leaky_40(&r.json);
+}
+
+#[test]
+fn a_target_that_exits_is_reported_with_what_it_held() {
+    let _serial = serial();
+    require_root();
+    let data = tempfile::tempdir().unwrap();
+    let started = Instant::now();
+    let r = fdtrace(
+        &["-d", "30", "--"],
+        &[
+            built().fp.as_os_str(),
+            "40".as_ref(),
+            "0".as_ref(),
+            "300".as_ref(),
+        ],
+        &[("LEAKY_DIR", data.path())],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "did not stop at exit"
+    );
+    assert_eq!(r.json["target_exited"], true);
+    assert_leaky_40(&r.json);
+}
+
+struct Killed(Child);
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn attach_mode_matches_proc_fd() {
+    let _serial = serial();
+    require_root();
+    let data = tempfile::tempdir().unwrap();
+    // The program waits 1.5 s before leaking, so fdtrace is attached by then.
+    let mut child = Killed(
+        Command::new(&built().fp)
+            .args(["40", "1500", "0"])
+            .env("LEAKY_DIR", data.path())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let pid = child.0.id();
+    let stdout = child.0.stdout.take().unwrap();
+    let tracer =
+        std::thread::spawn(move || fdtrace(&["-d", "4", "-p", &pid.to_string()], &[], &[]));
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "done");
+    // Ground truth while both are alive.
+    let proc_fds: BTreeSet<i64> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().parse().unwrap())
+        .collect();
+    let r = tracer.join().unwrap();
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_leaky_40(&r.json);
+    let mut model: BTreeSet<i64> = BTreeSet::new();
+    for s in r.json["sites"].as_array().unwrap() {
+        for f in s["fds"].as_array().unwrap() {
+            model.insert(f["fd"].as_i64().unwrap());
+        }
+    }
+    for f in r.json["preexisting"].as_array().unwrap() {
+        model.insert(f["fd"].as_i64().unwrap());
+    }
+    assert_eq!(model, proc_fds, "{:#}", r.json);
+    assert_eq!(r.json["pid"], pid);
+}
+
+#[test]
+fn no_such_pid_is_one_clear_line() {
+    let _serial = serial();
+    require_root();
+    let out = Command::new(fdtrace_bin())
+        .args(["-p", "999999999", "-d", "1"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.trim(), "fdtrace: no process with pid 999999999");
+}
+
+#[test]
+fn missing_command_is_one_clear_line() {
+    let _serial = serial();
+    require_root();
+    let out = Command::new(fdtrace_bin())
+        .args(["-d", "1", "--", "/nonexistent/prog"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("/nonexistent/prog"), "{err}");
+}
+
+#[test]
+fn not_root_is_one_clear_line() {
+    let _serial = serial();
+    require_root();
+    use std::os::unix::process::CommandExt as _;
+    let mut cmd = Command::new(fdtrace_bin());
+    cmd.args(["-d", "1", "--", "/bin/true"]);
+    // SAFETY: setgid/setuid are async-signal-safe.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::setgid(65534) != 0 || libc::setuid(65534) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let out = cmd.output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("needs root"), "{err}");
+}
+
+#[test]
+fn tracefs_is_mounted_when_missing() {
+    let _serial = serial();
+    require_root();
+    let tracing = Path::new("/sys/kernel/tracing/events");
+    if tracing.exists() {
+        // Unmount every stacked tracefs mount there.
+        while tracing.exists() {
+            let st = Command::new("umount")
+                .arg("/sys/kernel/tracing")
+                .status()
+                .unwrap();
+            if !st.success() {
+                break;
+            }
+        }
+    }
+    assert!(!tracing.exists(), "could not unmount tracefs for the test");
+    let r = fdtrace(&["-d", "1", "--", "/bin/true"], &[], &[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(tracing.exists(), "fdtrace did not mount tracefs");
+}
