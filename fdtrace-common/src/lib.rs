@@ -21,6 +21,8 @@ pub mod kind {
     pub const EXEC: u32 = 3;
     /// A thread of the process exited ([`crate::ProcEvent`]).
     pub const EXIT: u32 = 4;
+    /// `close_range(first, last, flags)` was entered ([`crate::CloseRangeEvent`]).
+    pub const CLOSE_RANGE: u32 = 5;
 }
 
 /// Which syscall created a descriptor (`OpenEvent::syscall`).
@@ -29,6 +31,34 @@ pub mod syscall {
     pub const OPEN: u32 = 2;
     pub const CREAT: u32 = 3;
     pub const OPENAT2: u32 = 4;
+    pub const SOCKET: u32 = 10;
+    pub const ACCEPT: u32 = 11;
+    pub const DUP: u32 = 13;
+    /// dup2 and dup3: the new number is closed first if it was open.
+    pub const DUP2: u32 = 14;
+    /// fcntl F_DUPFD / F_DUPFD_CLOEXEC.
+    pub const FCNTL_DUPFD: u32 = 16;
+    pub const EVENTFD: u32 = 17;
+    pub const EPOLL: u32 = 18;
+    /// pipe and pipe2: two descriptors (`fd` and `fd2`).
+    pub const PIPE: u32 = 19;
+    /// Two descriptors (`fd` and `fd2`).
+    pub const SOCKETPAIR: u32 = 20;
+    pub const TIMERFD: u32 = 21;
+    pub const SIGNALFD: u32 = 22;
+    pub const INOTIFY: u32 = 23;
+    pub const MEMFD: u32 = 24;
+    pub const PIDFD: u32 = 25;
+
+    /// Does this syscall return two descriptors through a user array?
+    pub const fn returns_pair(sc: u32) -> bool {
+        sc == PIPE || sc == SOCKETPAIR
+    }
+
+    /// Does this syscall take a path (or name) argument worth copying?
+    pub const fn has_path(sc: u32) -> bool {
+        sc == OPENAT || sc == OPEN || sc == CREAT || sc == OPENAT2 || sc == MEMFD
+    }
 }
 
 /// Indexes into the per-CPU `STATS` array kept by the eBPF side.
@@ -62,11 +92,15 @@ pub struct Header {
 pub struct OpenEvent {
     pub hdr: Header,
     pub fd: i32,
-    /// Open flags (O_*), as passed to the syscall.
+    /// Second descriptor of pipe/socketpair, -1 otherwise.
+    pub fd2: i32,
+    /// Open flags (O_*); `O_CLOEXEC` is set when the syscall's own cloexec flag was given.
     pub flags: u32,
     pub syscall: u32,
     /// Number of valid bytes in `stack` (0 when the copy failed).
     pub stack_len: u32,
+    /// The duplicated descriptor for dup/dup2/dup3/fcntl, -1 otherwise.
+    pub arg: i32,
     /// User registers at the syscall: instruction, stack and frame pointer.
     pub ip: u64,
     pub sp: u64,
@@ -86,6 +120,20 @@ pub struct CloseEvent {
     pub _pad: u32,
 }
 
+/// `close_range(first, last, flags)`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CloseRangeEvent {
+    pub hdr: Header,
+    pub first: u32,
+    pub last: u32,
+    pub flags: u32,
+    pub _pad: u32,
+}
+
+/// `CLOSE_RANGE_CLOEXEC`: mark close-on-exec instead of closing.
+pub const CLOSE_RANGE_CLOEXEC: u32 = 1 << 2;
+
 /// Exec or thread exit.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -100,10 +148,12 @@ mod user {
     unsafe impl aya::Pod for super::OpenEvent {}
     unsafe impl aya::Pod for super::CloseEvent {}
     unsafe impl aya::Pod for super::ProcEvent {}
+    unsafe impl aya::Pod for super::CloseRangeEvent {}
 }
 
 // Layout checks: both sides compile these.
 const _: () = assert!(core::mem::size_of::<Header>() == 24);
 const _: () = assert!(core::mem::size_of::<CloseEvent>() == 32);
 const _: () = assert!(core::mem::size_of::<ProcEvent>() == 24);
-const _: () = assert!(core::mem::size_of::<OpenEvent>() == 24 + 16 + 24 + MAX_PATH + STACK_BYTES);
+const _: () = assert!(core::mem::size_of::<CloseRangeEvent>() == 40);
+const _: () = assert!(core::mem::size_of::<OpenEvent>() == 24 + 24 + 24 + MAX_PATH + STACK_BYTES);

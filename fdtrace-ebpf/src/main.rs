@@ -21,7 +21,9 @@ use aya_ebpf::{
     maps::{HashMap, PerCpuArray, RingBuf},
     programs::TracePointContext,
 };
-use fdtrace_common::{CloseEvent, Header, OpenEvent, ProcEvent, STACK_BYTES, kind, stat, syscall};
+use fdtrace_common::{
+    CloseEvent, CloseRangeEvent, Header, OpenEvent, ProcEvent, STACK_BYTES, kind, stat, syscall,
+};
 
 /// Thread-group ids being traced (value unused).
 #[map]
@@ -34,7 +36,7 @@ struct Pending {
     path: u64,
     flags: u64,
     syscall: u32,
-    _pad: u32,
+    arg: i32,
 }
 
 #[map]
@@ -50,6 +52,7 @@ static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(stat::COUNT, 0);
 const ARG0: usize = 16;
 const ARG1: usize = 24;
 const ARG2: usize = 32;
+const ARG3: usize = 40;
 const RET: usize = 16;
 
 // x86_64 `struct pt_regs` word indexes.
@@ -60,6 +63,10 @@ const PT_REGS_SP: usize = 19;
 const O_WRONLY: u64 = 0o1;
 const O_CREAT: u64 = 0o100;
 const O_TRUNC: u64 = 0o1000;
+const O_CLOEXEC: u64 = 0o2_000_000;
+const MFD_CLOEXEC: u64 = 1;
+const F_DUPFD: u64 = 0;
+const F_DUPFD_CLOEXEC: u64 = 1030;
 
 #[inline(always)]
 fn bump(index: u32) {
@@ -87,29 +94,66 @@ fn header(kind: u32, pid_tgid: u64) -> Header {
     }
 }
 
+/// Where a syscall's interesting arguments are in its tracepoint record.
+#[derive(Clone, Copy)]
+struct Args {
+    sc: u32,
+    /// Path, name or result-array pointer.
+    path: Option<usize>,
+    /// Flags argument.
+    flags: Option<usize>,
+    /// Bits of `flags` that mean close-on-exec (translated to O_CLOEXEC).
+    cloexec_bit: u64,
+    /// Flags that always apply.
+    fixed: u64,
+    /// Duplicated descriptor.
+    arg: Option<usize>,
+}
+
+const NONE: Args = Args {
+    sc: 0,
+    path: None,
+    flags: None,
+    cloexec_bit: O_CLOEXEC,
+    fixed: 0,
+    arg: None,
+};
+
 #[inline(always)]
-fn remember(ctx: &TracePointContext, path_off: usize, flags: Option<usize>, sc: u32) -> u32 {
+fn remember(ctx: &TracePointContext, a: Args) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
     if !is_target((pid_tgid >> 32) as u32) {
         return 0;
     }
     // SAFETY: offsets come from the tracepoint formats of these syscalls.
-    let path: u64 = unsafe { ctx.read_at(path_off) }.unwrap_or(0);
-    let flags: u64 = match (sc, flags) {
-        (syscall::CREAT, _) => O_CREAT | O_WRONLY | O_TRUNC,
-        (syscall::OPENAT2, Some(off)) => {
-            // `struct open_how` starts with `__u64 flags`.
-            let how: u64 = unsafe { ctx.read_at(off) }.unwrap_or(0);
-            unsafe { bpf_probe_read_user(how as *const u64) }.unwrap_or(0)
+    let read = |off: Option<usize>| -> u64 {
+        match off {
+            Some(o) => unsafe { ctx.read_at::<u64>(o) }.unwrap_or(0),
+            None => 0,
         }
-        (_, Some(off)) => unsafe { ctx.read_at(off) }.unwrap_or(0),
-        (_, None) => 0,
     };
+    let path = read(a.path);
+    let mut flags = a.fixed;
+    if a.sc == syscall::OPENAT2 {
+        // `struct open_how` starts with `__u64 flags`.
+        let how = read(a.flags);
+        flags |= unsafe { bpf_probe_read_user(how as *const u64) }.unwrap_or(0);
+    } else if a.flags.is_some() {
+        let f = read(a.flags);
+        if a.cloexec_bit == O_CLOEXEC {
+            flags |= f;
+        } else if f & a.cloexec_bit != 0 {
+            flags |= O_CLOEXEC;
+        }
+    }
     let p = Pending {
         path,
         flags,
-        syscall: sc,
-        _pad: 0,
+        syscall: a.sc,
+        arg: match a.arg {
+            Some(_) => read(a.arg) as i32,
+            None => -1,
+        },
     };
     if PENDING.insert(&pid_tgid, &p, 0).is_err() {
         bump(stat::PENDING_ERRORS);
@@ -172,6 +216,14 @@ fn emit_open(ctx: &TracePointContext) -> u32 {
     if ret < 0 {
         return 0;
     }
+    let (fd, fd2) = if syscall::returns_pair(pending.syscall) {
+        // SAFETY: the kernel just wrote two ints to this user array.
+        let pair: [i32; 2] =
+            unsafe { bpf_probe_read_user(pending.path as *const [i32; 2]) }.unwrap_or([-1, -1]);
+        (pair[0], pair[1])
+    } else {
+        (ret as i32, -1)
+    };
     let Some(mut entry) = EVENTS.reserve::<OpenEvent>(0) else {
         bump(stat::LOST_EVENTS);
         return 0;
@@ -181,13 +233,18 @@ fn emit_open(ctx: &TracePointContext) -> u32 {
     // SAFETY: `ev` points to a reserved record of the right size; every field is written.
     unsafe {
         (*ev).hdr = header(kind::OPEN, pid_tgid);
-        (*ev).fd = ret as i32;
+        (*ev).fd = fd;
+        (*ev).fd2 = fd2;
+        (*ev).arg = pending.arg;
         (*ev).flags = pending.flags as u32;
         (*ev).syscall = pending.syscall;
         (*ev).ip = ip;
         (*ev).sp = sp;
         (*ev).bp = bp;
-        if bpf_probe_read_user_str_bytes(pending.path as *const u8, &mut (*ev).path).is_err() {
+        (*ev).path[0] = 0;
+        if syscall::has_path(pending.syscall)
+            && bpf_probe_read_user_str_bytes(pending.path as *const u8, &mut (*ev).path).is_err()
+        {
             (*ev).path[0] = 0;
         }
         let n = if sp != 0 {
@@ -204,24 +261,262 @@ fn emit_open(ctx: &TracePointContext) -> u32 {
     0
 }
 
-#[tracepoint]
-pub fn enter_openat(ctx: TracePointContext) -> u32 {
-    remember(&ctx, ARG1, Some(ARG2), syscall::OPENAT)
+/// One entry program per syscall, naming where its arguments are.
+macro_rules! enter {
+    ($name:ident, $args:expr) => {
+        #[tracepoint]
+        pub fn $name(ctx: TracePointContext) -> u32 {
+            remember(&ctx, $args)
+        }
+    };
+}
+
+enter!(
+    enter_openat,
+    Args {
+        sc: syscall::OPENAT,
+        path: Some(ARG1),
+        flags: Some(ARG2),
+        ..NONE
+    }
+);
+enter!(
+    enter_open,
+    Args {
+        sc: syscall::OPEN,
+        path: Some(ARG0),
+        flags: Some(ARG1),
+        ..NONE
+    }
+);
+enter!(
+    enter_creat,
+    Args {
+        sc: syscall::CREAT,
+        path: Some(ARG0),
+        fixed: O_CREAT | O_WRONLY | O_TRUNC,
+        ..NONE
+    }
+);
+enter!(
+    enter_openat2,
+    Args {
+        sc: syscall::OPENAT2,
+        path: Some(ARG1),
+        flags: Some(ARG2),
+        ..NONE
+    }
+);
+enter!(
+    enter_socket,
+    Args {
+        sc: syscall::SOCKET,
+        flags: Some(ARG1),
+        ..NONE
+    }
+);
+enter!(
+    enter_accept,
+    Args {
+        sc: syscall::ACCEPT,
+        ..NONE
+    }
+);
+enter!(
+    enter_accept4,
+    Args {
+        sc: syscall::ACCEPT,
+        flags: Some(ARG3),
+        ..NONE
+    }
+);
+enter!(
+    enter_dup,
+    Args {
+        sc: syscall::DUP,
+        arg: Some(ARG0),
+        ..NONE
+    }
+);
+enter!(
+    enter_dup2,
+    Args {
+        sc: syscall::DUP2,
+        arg: Some(ARG0),
+        ..NONE
+    }
+);
+enter!(
+    enter_dup3,
+    Args {
+        sc: syscall::DUP2,
+        arg: Some(ARG0),
+        flags: Some(ARG2),
+        ..NONE
+    }
+);
+enter!(
+    enter_eventfd,
+    Args {
+        sc: syscall::EVENTFD,
+        ..NONE
+    }
+);
+enter!(
+    enter_eventfd2,
+    Args {
+        sc: syscall::EVENTFD,
+        flags: Some(ARG1),
+        ..NONE
+    }
+);
+enter!(
+    enter_epoll_create,
+    Args {
+        sc: syscall::EPOLL,
+        ..NONE
+    }
+);
+enter!(
+    enter_epoll_create1,
+    Args {
+        sc: syscall::EPOLL,
+        flags: Some(ARG0),
+        ..NONE
+    }
+);
+enter!(
+    enter_pipe,
+    Args {
+        sc: syscall::PIPE,
+        path: Some(ARG0),
+        ..NONE
+    }
+);
+enter!(
+    enter_pipe2,
+    Args {
+        sc: syscall::PIPE,
+        path: Some(ARG0),
+        flags: Some(ARG1),
+        ..NONE
+    }
+);
+enter!(
+    enter_socketpair,
+    Args {
+        sc: syscall::SOCKETPAIR,
+        path: Some(ARG3),
+        flags: Some(ARG1),
+        ..NONE
+    }
+);
+enter!(
+    enter_timerfd_create,
+    Args {
+        sc: syscall::TIMERFD,
+        flags: Some(ARG1),
+        ..NONE
+    }
+);
+enter!(
+    enter_inotify_init,
+    Args {
+        sc: syscall::INOTIFY,
+        ..NONE
+    }
+);
+enter!(
+    enter_inotify_init1,
+    Args {
+        sc: syscall::INOTIFY,
+        flags: Some(ARG0),
+        ..NONE
+    }
+);
+enter!(
+    enter_memfd_create,
+    Args {
+        sc: syscall::MEMFD,
+        path: Some(ARG0),
+        flags: Some(ARG1),
+        cloexec_bit: MFD_CLOEXEC,
+        ..NONE
+    }
+);
+enter!(
+    enter_pidfd_open,
+    Args {
+        sc: syscall::PIDFD,
+        fixed: O_CLOEXEC,
+        ..NONE
+    }
+);
+
+/// signalfd/signalfd4 create a descriptor only when `ufd` is -1 (else they update it).
+#[inline(always)]
+fn signalfd(ctx: &TracePointContext, flags: Option<usize>) -> u32 {
+    let ufd: u64 = unsafe { ctx.read_at(ARG0) }.unwrap_or(0);
+    if ufd as i32 != -1 {
+        return 0;
+    }
+    remember(
+        ctx,
+        Args {
+            sc: syscall::SIGNALFD,
+            flags,
+            ..NONE
+        },
+    )
 }
 
 #[tracepoint]
-pub fn enter_open(ctx: TracePointContext) -> u32 {
-    remember(&ctx, ARG0, Some(ARG1), syscall::OPEN)
+pub fn enter_signalfd(ctx: TracePointContext) -> u32 {
+    signalfd(&ctx, None)
 }
 
 #[tracepoint]
-pub fn enter_creat(ctx: TracePointContext) -> u32 {
-    remember(&ctx, ARG0, None, syscall::CREAT)
+pub fn enter_signalfd4(ctx: TracePointContext) -> u32 {
+    signalfd(&ctx, Some(ARG3))
+}
+
+/// fcntl creates a descriptor only for F_DUPFD and F_DUPFD_CLOEXEC.
+#[tracepoint]
+pub fn enter_fcntl(ctx: TracePointContext) -> u32 {
+    let cmd: u64 = unsafe { ctx.read_at(ARG1) }.unwrap_or(u64::MAX);
+    let fixed = match cmd {
+        F_DUPFD => 0,
+        F_DUPFD_CLOEXEC => O_CLOEXEC,
+        _ => return 0,
+    };
+    remember(
+        &ctx,
+        Args {
+            sc: syscall::FCNTL_DUPFD,
+            arg: Some(ARG0),
+            fixed,
+            ..NONE
+        },
+    )
 }
 
 #[tracepoint]
-pub fn enter_openat2(ctx: TracePointContext) -> u32 {
-    remember(&ctx, ARG1, Some(ARG2), syscall::OPENAT2)
+pub fn enter_close_range(ctx: TracePointContext) -> u32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    if !is_target((pid_tgid >> 32) as u32) {
+        return 0;
+    }
+    let ev = CloseRangeEvent {
+        hdr: header(kind::CLOSE_RANGE, pid_tgid),
+        first: unsafe { ctx.read_at::<u64>(ARG0) }.unwrap_or(0) as u32,
+        last: unsafe { ctx.read_at::<u64>(ARG1) }.unwrap_or(0) as u32,
+        flags: unsafe { ctx.read_at::<u64>(ARG2) }.unwrap_or(0) as u32,
+        _pad: 0,
+    };
+    if EVENTS.output::<CloseRangeEvent>(&ev, 0).is_err() {
+        bump(stat::LOST_EVENTS);
+    }
+    0
 }
 
 /// Shared by the exits of every open-like syscall.

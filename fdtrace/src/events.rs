@@ -1,13 +1,28 @@
 //! Decoding of ring-buffer records into typed events (pure, no BPF).
-use fdtrace_common::{CloseEvent, Header, MAX_PATH, OpenEvent, ProcEvent, STACK_BYTES, kind};
+use fdtrace_common::{
+    CloseEvent, CloseRangeEvent, Header, MAX_PATH, OpenEvent, ProcEvent, STACK_BYTES, kind,
+};
 
 /// One decoded ring-buffer record.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Event {
     Open(Open),
-    Close { hdr: Header, fd: i32 },
-    Exec { hdr: Header },
-    Exit { hdr: Header },
+    Close {
+        hdr: Header,
+        fd: i32,
+    },
+    CloseRange {
+        hdr: Header,
+        first: u32,
+        last: u32,
+        flags: u32,
+    },
+    Exec {
+        hdr: Header,
+    },
+    Exit {
+        hdr: Header,
+    },
 }
 
 /// A new descriptor, with what is needed to unwind its creating stack.
@@ -15,6 +30,10 @@ pub enum Event {
 pub struct Open {
     pub hdr: Header,
     pub fd: i32,
+    /// Second descriptor of pipe/socketpair, -1 otherwise.
+    pub fd2: i32,
+    /// Duplicated descriptor of dup*/fcntl, -1 otherwise.
+    pub arg: i32,
     pub flags: u32,
     pub syscall: u32,
     pub path: String,
@@ -38,6 +57,8 @@ pub enum DecodeError {
     #[error("unknown record kind {0}")]
     Kind(u32),
 }
+
+const PATH_OFF: usize = 72;
 
 fn read<T: Copy>(bytes: &[u8]) -> T {
     assert!(bytes.len() >= size_of::<T>());
@@ -67,21 +88,25 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
             check(hdr.kind, bytes, size_of::<OpenEvent>())?;
             // Read the fixed part without copying the whole stack array twice.
             let fd: i32 = read(&bytes[24..]);
-            let flags: u32 = read(&bytes[28..]);
-            let syscall: u32 = read(&bytes[32..]);
-            let stack_len: u32 = read(&bytes[36..]);
-            let ip: u64 = read(&bytes[40..]);
-            let sp: u64 = read(&bytes[48..]);
-            let bp: u64 = read(&bytes[56..]);
-            let path_bytes = &bytes[64..64 + MAX_PATH];
+            let fd2: i32 = read(&bytes[28..]);
+            let flags: u32 = read(&bytes[32..]);
+            let syscall: u32 = read(&bytes[36..]);
+            let stack_len: u32 = read(&bytes[40..]);
+            let arg: i32 = read(&bytes[44..]);
+            let ip: u64 = read(&bytes[48..]);
+            let sp: u64 = read(&bytes[56..]);
+            let bp: u64 = read(&bytes[64..]);
+            let path_bytes = &bytes[PATH_OFF..PATH_OFF + MAX_PATH];
             let end = path_bytes.iter().position(|&b| b == 0).unwrap_or(MAX_PATH);
             let path = String::from_utf8_lossy(&path_bytes[..end]).into_owned();
-            let stack_off = 64 + MAX_PATH;
+            let stack_off = PATH_OFF + MAX_PATH;
             let n = (stack_len as usize).min(STACK_BYTES);
             let stack = bytes[stack_off..stack_off + n].to_vec();
             Ok(Event::Open(Open {
                 hdr,
                 fd,
+                fd2,
+                arg,
                 flags,
                 syscall,
                 path,
@@ -95,6 +120,16 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
             check(hdr.kind, bytes, size_of::<CloseEvent>())?;
             let ev: CloseEvent = read(bytes);
             Ok(Event::Close { hdr, fd: ev.fd })
+        }
+        kind::CLOSE_RANGE => {
+            check(hdr.kind, bytes, size_of::<CloseRangeEvent>())?;
+            let ev: CloseRangeEvent = read(bytes);
+            Ok(Event::CloseRange {
+                hdr,
+                first: ev.first,
+                last: ev.last,
+                flags: ev.flags,
+            })
         }
         kind::EXEC => {
             check(hdr.kind, bytes, size_of::<ProcEvent>())?;
@@ -131,14 +166,16 @@ mod tests {
     #[test]
     fn offsets_match_the_decoder() {
         assert_eq!(offset_of!(OpenEvent, fd), 24);
-        assert_eq!(offset_of!(OpenEvent, flags), 28);
-        assert_eq!(offset_of!(OpenEvent, syscall), 32);
-        assert_eq!(offset_of!(OpenEvent, stack_len), 36);
-        assert_eq!(offset_of!(OpenEvent, ip), 40);
-        assert_eq!(offset_of!(OpenEvent, sp), 48);
-        assert_eq!(offset_of!(OpenEvent, bp), 56);
-        assert_eq!(offset_of!(OpenEvent, path), 64);
-        assert_eq!(offset_of!(OpenEvent, stack), 64 + MAX_PATH);
+        assert_eq!(offset_of!(OpenEvent, fd2), 28);
+        assert_eq!(offset_of!(OpenEvent, flags), 32);
+        assert_eq!(offset_of!(OpenEvent, syscall), 36);
+        assert_eq!(offset_of!(OpenEvent, stack_len), 40);
+        assert_eq!(offset_of!(OpenEvent, arg), 44);
+        assert_eq!(offset_of!(OpenEvent, ip), 48);
+        assert_eq!(offset_of!(OpenEvent, sp), 56);
+        assert_eq!(offset_of!(OpenEvent, bp), 64);
+        assert_eq!(offset_of!(OpenEvent, path), PATH_OFF);
+        assert_eq!(offset_of!(OpenEvent, stack), PATH_OFF + MAX_PATH);
     }
 
     #[test]
@@ -146,9 +183,11 @@ mod tests {
         let mut ev = OpenEvent {
             hdr: hdr(kind::OPEN),
             fd: 7,
+            fd2: 8,
             flags: 0o2000001,
             syscall: fdtrace_common::syscall::OPENAT,
             stack_len: 16,
+            arg: 5,
             ip: 0x7f00_0000_1234,
             sp: 0x7ffc_0000_0000,
             bp: 0x7ffc_0000_0040,
@@ -162,6 +201,8 @@ mod tests {
             Event::Open(Open {
                 hdr: hdr(kind::OPEN),
                 fd: 7,
+                fd2: 8,
+                arg: 5,
                 flags: 0o2000001,
                 syscall: fdtrace_common::syscall::OPENAT,
                 path: "/tmp/x.txt".into(),
@@ -178,9 +219,11 @@ mod tests {
         let ev = OpenEvent {
             hdr: hdr(kind::OPEN),
             fd: 3,
+            fd2: -1,
             flags: 0,
             syscall: 1,
             stack_len: u32::MAX,
+            arg: -1,
             ip: 0,
             sp: 0,
             bp: 0,
@@ -206,6 +249,22 @@ mod tests {
             Event::Close {
                 hdr: hdr(kind::CLOSE),
                 fd: 9
+            }
+        );
+        let r = CloseRangeEvent {
+            hdr: hdr(kind::CLOSE_RANGE),
+            first: 3,
+            last: u32::MAX,
+            flags: 4,
+            _pad: 0,
+        };
+        assert_eq!(
+            decode(&as_bytes(&r)).unwrap(),
+            Event::CloseRange {
+                hdr: hdr(kind::CLOSE_RANGE),
+                first: 3,
+                last: u32::MAX,
+                flags: 4
             }
         );
         let e = ProcEvent {

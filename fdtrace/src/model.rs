@@ -165,6 +165,39 @@ impl FdTable {
         old
     }
 
+    /// An implicit close (dup2/dup3 onto an open number); nothing happens if it was not open.
+    pub fn close_if_open(&mut self, fd: i32) -> Option<OpenFd> {
+        let old = self.fds.remove(&fd);
+        if old.is_some() {
+            self.stats.closes += 1;
+        }
+        old
+    }
+
+    /// `close_range(first, last, flags)`: closes every descriptor in the range, or only marks
+    /// them close-on-exec with `CLOSE_RANGE_CLOEXEC`. Returns how many were affected.
+    pub fn close_range(&mut self, first: u32, last: u32, cloexec_only: bool) -> usize {
+        let lo = first.min(i32::MAX as u32) as i32;
+        let hi = last.min(i32::MAX as u32) as i32;
+        if lo > hi {
+            return 0;
+        }
+        if cloexec_only {
+            let mut n = 0;
+            for (_, e) in self.fds.range_mut(lo..=hi) {
+                e.cloexec = true;
+                n += 1;
+            }
+            return n;
+        }
+        let doomed: Vec<i32> = self.fds.range(lo..=hi).map(|(fd, _)| *fd).collect();
+        for fd in &doomed {
+            self.fds.remove(fd);
+        }
+        self.stats.closes += doomed.len() as u64;
+        doomed.len()
+    }
+
     /// A successful exec closes every close-on-exec descriptor.
     pub fn exec(&mut self) -> usize {
         let before = self.fds.len();
@@ -249,6 +282,21 @@ mod tests {
     }
 
     #[test]
+    fn close_range_closes_or_marks() {
+        let mut t = FdTable::new();
+        for fd in [1, 3, 4, 5, 9] {
+            t.open(fd, born(fd as u32, 0, false));
+        }
+        assert_eq!(t.close_range(4, u32::MAX, true), 3);
+        assert!(t.get(5).unwrap().cloexec && !t.get(3).unwrap().cloexec);
+        assert_eq!(t.close_range(3, 5, false), 3);
+        let left: Vec<i32> = t.iter().map(|(fd, _)| fd).collect();
+        assert_eq!(left, vec![1, 9]);
+        assert_eq!(t.close_range(7, 2, false), 0);
+        assert_eq!(t.exec(), 1);
+    }
+
+    #[test]
     fn classify_links() {
         assert_eq!(FdKind::from_link("socket:[12]"), FdKind::Socket);
         assert_eq!(FdKind::from_link("pipe:[3]"), FdKind::Pipe);
@@ -264,6 +312,7 @@ mod tests {
     enum Op {
         Open(i32, StackId, bool),
         Close(i32),
+        CloseRange(u32, u32, bool),
         Exec,
     }
 
@@ -271,6 +320,7 @@ mod tests {
         prop_oneof![
             (0..8i32, 0..4u32, any::<bool>()).prop_map(|(fd, s, c)| Op::Open(fd, s, c)),
             (0..8i32).prop_map(Op::Close),
+            (0..9u32, 0..9u32, any::<bool>()).prop_map(|(a, b, c)| Op::CloseRange(a, b, c)),
             Just(Op::Exec),
         ]
     }
@@ -292,6 +342,17 @@ mod tests {
                     Op::Close(fd) => {
                         if reference.remove(&fd).is_some() { closes += 1 } else { unknown += 1 }
                         t.close(fd);
+                    }
+                    Op::CloseRange(a, b, cloexec) => {
+                        let inr = |fd: &i32| (a as i64..=b as i64).contains(&(*fd as i64));
+                        if cloexec {
+                            for (fd, v) in reference.iter_mut() { if inr(fd) { v.1 = true } }
+                        } else {
+                            let before = reference.len();
+                            reference.retain(|fd, _| !inr(fd));
+                            closes += (before - reference.len()) as u64;
+                        }
+                        t.close_range(a, b, cloexec);
                     }
                     Op::Exec => {
                         reference.retain(|_, (_, c)| !*c);

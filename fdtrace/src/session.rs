@@ -120,16 +120,50 @@ impl State {
             unwound = self.unwinder.unwind(o.ip, o.sp, o.bp, &o.stack);
         }
         let id = self.stacks.intern(unwound, self.unwinder.mappings());
-        self.table.open(
-            o.fd,
-            OpenFd {
-                kind: FdKind::File,
-                target: o.path,
-                opened_ns: Some(o.hdr.ts_ns),
-                origin: Origin::Stack(id),
-                cloexec: o.flags & O_CLOEXEC != 0,
-            },
-        );
+        use fdtrace_common::syscall as sc;
+        let (kind, target) = match o.syscall {
+            sc::OPENAT | sc::OPEN | sc::CREAT | sc::OPENAT2 => (FdKind::File, o.path),
+            sc::SOCKET | sc::ACCEPT | sc::SOCKETPAIR => (FdKind::Socket, "socket".into()),
+            sc::PIPE => (FdKind::Pipe, "pipe".into()),
+            sc::EVENTFD => (FdKind::Eventfd, "eventfd".into()),
+            sc::EPOLL => (FdKind::Epoll, "epoll".into()),
+            sc::TIMERFD => (FdKind::Timerfd, "timerfd".into()),
+            sc::SIGNALFD => (FdKind::Signalfd, "signalfd".into()),
+            sc::INOTIFY => (FdKind::Inotify, "inotify".into()),
+            sc::MEMFD => (FdKind::Memfd, format!("memfd:{}", o.path)),
+            sc::PIDFD => (FdKind::Pidfd, "pidfd".into()),
+            sc::DUP | sc::DUP2 | sc::FCNTL_DUPFD => {
+                if o.syscall == sc::DUP2 && o.arg == o.fd {
+                    // dup2(fd, fd) changes nothing.
+                    return;
+                }
+                match self.table.get(o.arg) {
+                    Some(e) => (e.kind, e.target.clone()),
+                    None => (FdKind::Other, format!("dup of fd {}", o.arg)),
+                }
+            }
+            _ => (FdKind::Other, String::new()),
+        };
+        if o.syscall == sc::DUP2 {
+            // dup2/dup3 onto an open number closes it first.
+            self.table.close_if_open(o.fd);
+        }
+        let cloexec = o.flags & O_CLOEXEC != 0;
+        for fd in [o.fd, o.fd2] {
+            if fd < 0 {
+                continue;
+            }
+            self.table.open(
+                fd,
+                OpenFd {
+                    kind,
+                    target: target.clone(),
+                    opened_ns: Some(o.hdr.ts_ns),
+                    origin: Origin::Stack(id),
+                    cloexec,
+                },
+            );
+        }
     }
 
     /// Apply one event. Returns true when the target process has exited.
@@ -138,6 +172,15 @@ impl State {
             Event::Open(o) => self.on_open(o),
             Event::Close { fd, .. } => {
                 self.table.close(fd);
+            }
+            Event::CloseRange {
+                first, last, flags, ..
+            } => {
+                self.table.close_range(
+                    first,
+                    last,
+                    flags & fdtrace_common::CLOSE_RANGE_CLOEXEC != 0,
+                );
             }
             Event::Exec { .. } => {
                 let n = self.table.exec();

@@ -380,3 +380,75 @@ fn tracefs_is_mounted_when_missing() {
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert!(tracing.exists(), "fdtrace did not mount tracefs");
 }
+
+#[test]
+fn every_way_of_birth_and_death_matches_proc_exactly() {
+    let _serial = serial();
+    require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let bin = dir.path().join("births");
+    let st = Command::new("cc")
+        .args(["-g", "-O0", "-o"])
+        .arg(&bin)
+        .arg(source("births.c"))
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let r = fdtrace(&["-d", "2", "--"], &[bin.as_os_str()], &[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let j = &r.json;
+    let l = |m: &str| ("births.c".to_string(), line_of("births.c", m) as u64);
+    let mut got = site_counts(j);
+    got.sort();
+    let mut want = vec![
+        (l("LEAK_SOCKET"), 3),
+        (l("LEAK_PIPE"), 4),
+        (l("LEAK_SOCKETPAIR"), 2),
+        (l("LEAK_EVENTFD"), 1),
+        (l("LEAK_EPOLL"), 1),
+        (l("LEAK_DUP"), 1),
+        (l("LEAK_FCNTL"), 1),
+        (l("LEAK_DUP2"), 1),
+        (l("LEAK_LISTEN"), 1),
+        (l("LEAK_CLIENT"), 1),
+        (l("LEAK_ACCEPT"), 1),
+    ];
+    want.sort();
+    assert_eq!(got, want, "{j:#}");
+    // The correct lines (closed, closed by close_range, replaced by dup2) never appear.
+    let lines: BTreeSet<u64> = j["sites"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|s| s["frames"].as_array().unwrap().clone())
+        .filter(|f| f["file"].as_str().is_some_and(|x| x.ends_with("births.c")))
+        .filter_map(|f| f["line"].as_u64())
+        .collect();
+    for ok in [
+        "OK_SOCKET",
+        "OK_PIPE2",
+        "OK_BASE",
+        "OK_VICTIM",
+        "OK_RANGE",
+        "OK_RANGE_DUP2",
+    ] {
+        assert!(!lines.contains(&l(ok).1), "{ok} reported: {j:#}");
+    }
+    // Kinds and copied targets.
+    let kinds: BTreeSet<&str> = j["sites"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds,
+        ["epoll", "eventfd", "file", "pipe", "socket"]
+            .into_iter()
+            .collect()
+    );
+    assert_eq!(j["drift"]["missed_opens"], Value::Array(vec![]), "{j:#}");
+    assert_eq!(j["drift"]["missed_closes"], Value::Array(vec![]), "{j:#}");
+    assert_eq!(j["model"]["replaced"], 0);
+    assert_eq!(j["lost_events"], 0);
+}
