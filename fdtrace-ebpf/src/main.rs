@@ -150,9 +150,10 @@ fn remember(ctx: &TracePointContext, a: Args) -> u32 {
         path,
         flags,
         syscall: a.sc,
-        arg: match a.arg {
-            Some(_) => read(a.arg) as i32,
-            None => -1,
+        arg: if a.arg.is_some() {
+            read(a.arg) as i32
+        } else {
+            -1
         },
     };
     if PENDING.insert(&pid_tgid, &p, 0).is_err() {
@@ -241,9 +242,8 @@ fn emit_open(ctx: &TracePointContext) -> u32 {
         (*ev).ip = ip;
         (*ev).sp = sp;
         (*ev).bp = bp;
-        (*ev).path[0] = 0;
-        if syscall::has_path(pending.syscall)
-            && bpf_probe_read_user_str_bytes(pending.path as *const u8, &mut (*ev).path).is_err()
+        if !syscall::has_path(pending.syscall)
+            || bpf_probe_read_user_str_bytes(pending.path as *const u8, &mut (*ev).path).is_err()
         {
             (*ev).path[0] = 0;
         }

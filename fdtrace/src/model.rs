@@ -183,12 +183,11 @@ impl FdTable {
             return 0;
         }
         if cloexec_only {
-            let mut n = 0;
-            for (_, e) in self.fds.range_mut(lo..=hi) {
-                e.cloexec = true;
-                n += 1;
-            }
-            return n;
+            return self
+                .fds
+                .range_mut(lo..=hi)
+                .map(|(_, e)| e.cloexec = true)
+                .count();
         }
         let doomed: Vec<i32> = self.fds.range(lo..=hi).map(|(fd, _)| *fd).collect();
         for fd in &doomed {

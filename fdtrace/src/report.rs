@@ -12,15 +12,8 @@ use crate::{
 
 #[derive(Debug, Serialize)]
 pub struct Report {
-    pub pid: u32,
-    pub command: Option<String>,
-    pub duration_s: f64,
-    /// The target exited during the session; the report shows what it held when it exited.
-    pub target_exited: bool,
-    /// Events the kernel could not hand over (ring buffer full). Non-zero makes counts unsure.
-    pub lost_events: u64,
-    /// Births whose user stack could not be copied.
-    pub stack_errors: u64,
+    #[serde(flatten)]
+    pub meta: Meta,
     /// Descriptors open at the end of the session.
     pub open_count: usize,
     /// Call sites with still-open descriptors, largest count first.
@@ -31,8 +24,6 @@ pub struct Report {
     /// was gone and could not be checked).
     pub drift: Option<Drift>,
     pub model: TableStats,
-    /// Tracepoints this kernel lacks (those syscalls were not observed).
-    pub missing_tracepoints: Vec<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -124,13 +115,19 @@ fn age(now_ns: u64, opened: Option<u64>) -> Option<f64> {
     opened.map(|t| now_ns.saturating_sub(t) as f64 / 1e9)
 }
 
+/// What the session knows about itself, apart from the descriptors.
+#[derive(Debug, Serialize)]
 pub struct Meta {
     pub pid: u32,
     pub command: Option<String>,
     pub duration_s: f64,
+    /// The target exited during the session; the report shows what it held when it exited.
     pub target_exited: bool,
+    /// Events the kernel could not hand over (ring buffer full). Non-zero makes counts unsure.
     pub lost_events: u64,
+    /// Births whose user stack could not be copied.
     pub stack_errors: u64,
+    /// Tracepoints this kernel lacks (those syscalls were not observed).
     pub missing_tracepoints: Vec<String>,
 }
 
@@ -242,18 +239,12 @@ pub fn build(
         d
     });
     Report {
-        pid: meta.pid,
-        command: meta.command,
-        duration_s: meta.duration_s,
-        target_exited: meta.target_exited,
-        lost_events: meta.lost_events,
-        stack_errors: meta.stack_errors,
+        meta,
         open_count: table.len(),
         sites,
         preexisting,
         drift,
         model: table.stats,
-        missing_tracepoints: meta.missing_tracepoints,
     }
 }
 
@@ -290,14 +281,14 @@ fn frame_text(f: &JsonFrame) -> String {
 /// The report for people.
 pub fn render_text(r: &Report) -> String {
     let mut s = String::new();
-    let name = r.command.as_deref().unwrap_or("?");
+    let name = r.meta.command.as_deref().unwrap_or("?");
     let leaked: usize = r.sites.iter().map(|x| x.count).sum();
     let _ = writeln!(
         s,
         "fdtrace: pid {} ({name}), traced for {:.1}s{}",
-        r.pid,
-        r.duration_s,
-        if r.target_exited {
+        r.meta.pid,
+        r.meta.duration_s,
+        if r.meta.target_exited {
             "; the process exited: this is what it held at exit"
         } else {
             ""
@@ -315,24 +306,28 @@ pub fn render_text(r: &Report) -> String {
     let _ = writeln!(
         s,
         "lost events: {}{}",
-        r.lost_events,
-        if r.lost_events > 0 {
+        r.meta.lost_events,
+        if r.meta.lost_events > 0 {
             " (WARNING: counts below may be wrong)"
         } else {
             ""
         }
     );
-    if r.stack_errors > 0 {
-        let _ = writeln!(s, "stacks that could not be captured: {}", r.stack_errors);
+    if r.meta.stack_errors > 0 {
+        let _ = writeln!(
+            s,
+            "stacks that could not be captured: {}",
+            r.meta.stack_errors
+        );
     }
     if let Some(d) = &r.drift {
         if d.is_zero() {
-            let _ = writeln!(s, "checked against /proc/{}/fd: no drift", r.pid);
+            let _ = writeln!(s, "checked against /proc/{}/fd: no drift", r.meta.pid);
         } else {
             let _ = writeln!(
                 s,
                 "drift against /proc/{}/fd: {} descriptors the model missed, {} closes it missed",
-                r.pid,
+                r.meta.pid,
                 d.missed_opens.len(),
                 d.missed_closes.len()
             );

@@ -12,94 +12,39 @@ use tracing::{debug, warn};
 
 const TRACEFS: &str = "/sys/kernel/tracing";
 
-/// Tracepoints each program attaches to. Optional ones (absent on some kernels or
+/// Syscalls that create descriptors: program `enter_<name>` on `sys_enter_<name>`, and the
+/// shared `exit_open` on `sys_exit_<name>`. Optional ones (absent on some kernels or
 /// architectures) are skipped with a message.
-const ATTACH: &[(&str, &str, &str, bool)] = &[
-    ("enter_openat", "syscalls", "sys_enter_openat", true),
-    ("enter_open", "syscalls", "sys_enter_open", false),
-    ("enter_creat", "syscalls", "sys_enter_creat", false),
-    ("enter_openat2", "syscalls", "sys_enter_openat2", false),
-    ("enter_socket", "syscalls", "sys_enter_socket", true),
-    ("enter_accept", "syscalls", "sys_enter_accept", false),
-    ("enter_accept4", "syscalls", "sys_enter_accept4", true),
-    ("enter_dup", "syscalls", "sys_enter_dup", true),
-    ("enter_dup2", "syscalls", "sys_enter_dup2", false),
-    ("enter_dup3", "syscalls", "sys_enter_dup3", true),
-    ("enter_fcntl", "syscalls", "sys_enter_fcntl", true),
-    ("enter_eventfd", "syscalls", "sys_enter_eventfd", false),
-    ("enter_eventfd2", "syscalls", "sys_enter_eventfd2", true),
-    (
-        "enter_epoll_create",
-        "syscalls",
-        "sys_enter_epoll_create",
-        false,
-    ),
-    (
-        "enter_epoll_create1",
-        "syscalls",
-        "sys_enter_epoll_create1",
-        true,
-    ),
-    ("enter_pipe", "syscalls", "sys_enter_pipe", false),
-    ("enter_pipe2", "syscalls", "sys_enter_pipe2", true),
-    ("enter_socketpair", "syscalls", "sys_enter_socketpair", true),
-    (
-        "enter_timerfd_create",
-        "syscalls",
-        "sys_enter_timerfd_create",
-        false,
-    ),
-    ("enter_signalfd", "syscalls", "sys_enter_signalfd", false),
-    ("enter_signalfd4", "syscalls", "sys_enter_signalfd4", false),
-    (
-        "enter_inotify_init",
-        "syscalls",
-        "sys_enter_inotify_init",
-        false,
-    ),
-    (
-        "enter_inotify_init1",
-        "syscalls",
-        "sys_enter_inotify_init1",
-        false,
-    ),
-    (
-        "enter_memfd_create",
-        "syscalls",
-        "sys_enter_memfd_create",
-        false,
-    ),
-    (
-        "enter_pidfd_open",
-        "syscalls",
-        "sys_enter_pidfd_open",
-        false,
-    ),
-    ("exit_open", "syscalls", "sys_exit_openat", true),
-    ("exit_open", "syscalls", "sys_exit_open", false),
-    ("exit_open", "syscalls", "sys_exit_creat", false),
-    ("exit_open", "syscalls", "sys_exit_openat2", false),
-    ("exit_open", "syscalls", "sys_exit_socket", true),
-    ("exit_open", "syscalls", "sys_exit_accept", false),
-    ("exit_open", "syscalls", "sys_exit_accept4", true),
-    ("exit_open", "syscalls", "sys_exit_dup", true),
-    ("exit_open", "syscalls", "sys_exit_dup2", false),
-    ("exit_open", "syscalls", "sys_exit_dup3", true),
-    ("exit_open", "syscalls", "sys_exit_fcntl", true),
-    ("exit_open", "syscalls", "sys_exit_eventfd", false),
-    ("exit_open", "syscalls", "sys_exit_eventfd2", true),
-    ("exit_open", "syscalls", "sys_exit_epoll_create", false),
-    ("exit_open", "syscalls", "sys_exit_epoll_create1", true),
-    ("exit_open", "syscalls", "sys_exit_pipe", false),
-    ("exit_open", "syscalls", "sys_exit_pipe2", true),
-    ("exit_open", "syscalls", "sys_exit_socketpair", true),
-    ("exit_open", "syscalls", "sys_exit_timerfd_create", false),
-    ("exit_open", "syscalls", "sys_exit_signalfd", false),
-    ("exit_open", "syscalls", "sys_exit_signalfd4", false),
-    ("exit_open", "syscalls", "sys_exit_inotify_init", false),
-    ("exit_open", "syscalls", "sys_exit_inotify_init1", false),
-    ("exit_open", "syscalls", "sys_exit_memfd_create", false),
-    ("exit_open", "syscalls", "sys_exit_pidfd_open", false),
+const BIRTHS: &[(&str, bool)] = &[
+    ("openat", true),
+    ("open", false),
+    ("creat", false),
+    ("openat2", false),
+    ("socket", true),
+    ("accept", false),
+    ("accept4", true),
+    ("dup", true),
+    ("dup2", false),
+    ("dup3", true),
+    ("fcntl", true),
+    ("eventfd", false),
+    ("eventfd2", true),
+    ("epoll_create", false),
+    ("epoll_create1", true),
+    ("pipe", false),
+    ("pipe2", true),
+    ("socketpair", true),
+    ("timerfd_create", false),
+    ("signalfd", false),
+    ("signalfd4", false),
+    ("inotify_init", false),
+    ("inotify_init1", false),
+    ("memfd_create", false),
+    ("pidfd_open", false),
+];
+
+/// The other programs: (program, category, tracepoint, required).
+const OTHERS: &[(&str, &str, &str, bool)] = &[
     ("enter_close", "syscalls", "sys_enter_close", true),
     (
         "enter_close_range",
@@ -110,6 +55,29 @@ const ATTACH: &[(&str, &str, &str, bool)] = &[
     ("sched_exec", "sched", "sched_process_exec", true),
     ("sched_exit", "sched", "sched_process_exit", true),
 ];
+
+/// Every (program, category, tracepoint, required) to attach.
+fn attach_plan() -> Vec<(String, &'static str, String, bool)> {
+    let mut plan = Vec::new();
+    for &(name, required) in BIRTHS {
+        plan.push((
+            format!("enter_{name}"),
+            "syscalls",
+            format!("sys_enter_{name}"),
+            required,
+        ));
+        plan.push((
+            "exit_open".to_string(),
+            "syscalls",
+            format!("sys_exit_{name}"),
+            required,
+        ));
+    }
+    for &(prog, category, name, required) in OTHERS {
+        plan.push((prog.to_string(), category, name.to_string(), required));
+    }
+    plan
+}
 
 /// The loaded programs and their maps.
 pub struct Tracer {
@@ -183,11 +151,11 @@ impl Tracer {
         .context("loading the eBPF programs into the kernel failed")?;
         let mut missing = Vec::new();
         let mut loaded = std::collections::HashSet::new();
-        for &(prog, category, name, required) in ATTACH {
+        for (prog, category, name, required) in attach_plan() {
             if !Path::new(TRACEFS)
                 .join("events")
                 .join(category)
-                .join(name)
+                .join(&name)
                 .exists()
             {
                 if required {
@@ -198,14 +166,14 @@ impl Tracer {
                 continue;
             }
             let p: &mut TracePoint = ebpf
-                .program_mut(prog)
+                .program_mut(&prog)
                 .with_context(|| format!("program {prog} missing from the eBPF object"))?
                 .try_into()?;
-            if loaded.insert(prog) {
+            if loaded.insert(prog.clone()) {
                 p.load()
                     .with_context(|| format!("the kernel rejected program {prog}"))?;
             }
-            p.attach(category, name)
+            p.attach(category, &name)
                 .with_context(|| format!("attaching to {category}:{name} failed"))?;
         }
         Ok(Self { ebpf, missing })

@@ -192,18 +192,16 @@ fn demo() -> Result<()> {
         "\nxtask: tracing the demo: `fdtrace -d 4 -- {}` (a tiny image service that leaks)\n",
         bin.display()
     );
-    let mut cmd = Command::new(root().join("target/release/fdtrace"));
-    cmd.args(["-d", "4", "--"]).arg(&bin).arg(&data);
-    // SAFETY-free: plain process spawn. Not root: say how to run it.
-    if output(Command::new("id").arg("-u")).is_ok_and(|s| s.trim() != "0") {
+    let fdtrace = root().join("target/release/fdtrace");
+    let mut cmd = if output(Command::new("id").arg("-u")).is_ok_and(|s| s.trim() == "0") {
+        Command::new(&fdtrace)
+    } else {
         eprintln!("xtask: not root; running fdtrace through sudo");
         let mut sudo = Command::new("sudo");
-        sudo.arg(root().join("target/release/fdtrace"))
-            .args(["-d", "4", "--"])
-            .arg(&bin)
-            .arg(&data);
-        cmd = sudo;
-    }
+        sudo.arg(&fdtrace);
+        sudo
+    };
+    cmd.args(["-d", "4", "--"]).arg(&bin).arg(&data);
     run(&mut cmd)
 }
 
