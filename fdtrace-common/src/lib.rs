@@ -23,6 +23,10 @@ pub mod kind {
     pub const EXIT: u32 = 4;
     /// `close_range(first, last, flags)` was entered ([`crate::CloseRangeEvent`]).
     pub const CLOSE_RANGE: u32 = 5;
+    /// `bind` or `connect` succeeded (or a non-blocking connect began): [`crate::SockAddrEvent`].
+    pub const SOCK_ADDR: u32 = 6;
+    /// A traced TCP socket changed state (`sock:inet_sock_set_state`): [`crate::SockStateEvent`].
+    pub const SOCK_STATE: u32 = 7;
 }
 
 /// Which syscall created a descriptor (`OpenEvent::syscall`).
@@ -69,7 +73,9 @@ pub mod stat {
     pub const STACK_ERRORS: u32 = 1;
     /// Syscall entries that could not be remembered until their exit (pending map full).
     pub const PENDING_ERRORS: u32 = 2;
-    pub const COUNT: u32 = 3;
+    /// Sockets whose kernel object could not be found from their descriptor.
+    pub const SOCK_ERRORS: u32 = 3;
+    pub const COUNT: u32 = 4;
 }
 
 /// First field of every ring-buffer record.
@@ -99,17 +105,110 @@ pub struct OpenEvent {
     pub syscall: u32,
     /// Number of valid bytes in `stack` (0 when the copy failed).
     pub stack_len: u32,
-    /// The duplicated descriptor for dup/dup2/dup3/fcntl, -1 otherwise.
+    /// The duplicated descriptor for dup/dup2/dup3/fcntl, the listening one for accept, -1
+    /// otherwise.
     pub arg: i32,
     /// User registers at the syscall: instruction, stack and frame pointer.
     pub ip: u64,
     pub sp: u64,
     pub bp: u64,
+    /// The kernel socket behind `fd`, for socket births (`sock.sk == 0` otherwise).
+    pub sock: SockInfo,
     /// NUL-terminated path (truncated to `MAX_PATH - 1` bytes).
     pub path: [u8; MAX_PATH],
     /// Copy of the user stack from `sp` upwards.
     pub stack: [u8; STACK_BYTES],
 }
+
+/// A kernel socket as read from its `struct sock` at the moment a descriptor for it was born.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SockInfo {
+    /// Address of the `struct sock`: the key of `sock:inet_sock_set_state` events.
+    pub sk: u64,
+    /// AF_* family.
+    pub family: u16,
+    /// SOCK_* type.
+    pub sk_type: u16,
+    /// IPPROTO_* protocol.
+    pub protocol: u16,
+    /// TCP state (TCP_* numbering of the kernel), 0 when unknown.
+    pub state: u16,
+    /// Local and peer ports, host byte order.
+    pub lport: u16,
+    pub rport: u16,
+    pub _pad: u32,
+    /// Local and peer addresses: 4 bytes for AF_INET, 16 for AF_INET6, network byte order.
+    pub laddr: [u8; 16],
+    pub raddr: [u8; 16],
+}
+
+/// Longest socket address copied from `bind`/`connect` (`sizeof(struct sockaddr_un)` is 110).
+pub const MAX_SOCKADDR: usize = 112;
+
+/// `bind(fd, addr)` or `connect(fd, addr)` succeeded.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SockAddrEvent {
+    pub hdr: Header,
+    pub fd: i32,
+    /// [`SOCK_OP_BIND`] or [`SOCK_OP_CONNECT`].
+    pub op: u32,
+    /// Syscall result (0, or -EINPROGRESS for a non-blocking connect).
+    pub ret: i32,
+    /// Valid bytes in `addr`.
+    pub len: u32,
+    pub addr: [u8; MAX_SOCKADDR],
+}
+
+pub const SOCK_OP_BIND: u32 = 1;
+pub const SOCK_OP_CONNECT: u32 = 2;
+
+/// A traced socket changed TCP state. `hdr.tgid` is the process that created the descriptor
+/// (the transition itself often runs in softirq under another process).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SockStateEvent {
+    pub hdr: Header,
+    pub sk: u64,
+    pub oldstate: u32,
+    pub newstate: u32,
+    pub family: u16,
+    pub protocol: u16,
+    /// Host byte order.
+    pub sport: u16,
+    pub dport: u16,
+    pub saddr: [u8; 16],
+    pub daddr: [u8; 16],
+}
+
+/// Offsets of the kernel structures the eBPF side walks to find a descriptor's socket, read
+/// from the running kernel's BTF by user space and stored in the `LAYOUT` map. An offset of
+/// [`NO_OFFSET`] means the member was not found; `valid == 0` disables the walk.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KernelLayout {
+    pub valid: u32,
+    pub task_files: u32,
+    pub files_fdt: u32,
+    pub fdt_max_fds: u32,
+    pub fdt_fd: u32,
+    pub file_private_data: u32,
+    pub socket_sk: u32,
+    pub skc_family: u32,
+    pub skc_state: u32,
+    pub skc_daddr: u32,
+    pub skc_rcv_saddr: u32,
+    pub skc_dport: u32,
+    pub skc_num: u32,
+    pub skc_v6_daddr: u32,
+    pub skc_v6_rcv_saddr: u32,
+    pub sk_type: u32,
+    pub sk_protocol: u32,
+    pub _pad: u32,
+}
+
+pub const NO_OFFSET: u32 = u32::MAX;
 
 /// A thread entered `close(fd)`.
 #[repr(C)]
@@ -149,6 +248,10 @@ mod user {
     unsafe impl aya::Pod for super::CloseEvent {}
     unsafe impl aya::Pod for super::ProcEvent {}
     unsafe impl aya::Pod for super::CloseRangeEvent {}
+    unsafe impl aya::Pod for super::SockInfo {}
+    unsafe impl aya::Pod for super::SockAddrEvent {}
+    unsafe impl aya::Pod for super::SockStateEvent {}
+    unsafe impl aya::Pod for super::KernelLayout {}
 }
 
 // Layout checks: both sides compile these.
@@ -156,4 +259,9 @@ const _: () = assert!(core::mem::size_of::<Header>() == 24);
 const _: () = assert!(core::mem::size_of::<CloseEvent>() == 32);
 const _: () = assert!(core::mem::size_of::<ProcEvent>() == 24);
 const _: () = assert!(core::mem::size_of::<CloseRangeEvent>() == 40);
-const _: () = assert!(core::mem::size_of::<OpenEvent>() == 24 + 24 + 24 + MAX_PATH + STACK_BYTES);
+const _: () = assert!(core::mem::size_of::<SockInfo>() == 56);
+const _: () = assert!(core::mem::size_of::<SockAddrEvent>() == 24 + 16 + MAX_SOCKADDR);
+const _: () = assert!(core::mem::size_of::<SockStateEvent>() == 24 + 24 + 32);
+const _: () = assert!(core::mem::size_of::<KernelLayout>() == 72);
+const _: () =
+    assert!(core::mem::size_of::<OpenEvent>() == 24 + 24 + 24 + 56 + MAX_PATH + STACK_BYTES);

@@ -11,18 +11,19 @@ use core::ffi::c_void;
 use aya_ebpf::{
     EbpfContext as _,
     helpers::{
-        bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel, bpf_probe_read_user,
-        bpf_probe_read_user_str_bytes,
+        bpf_get_current_pid_tgid, bpf_get_current_task, bpf_ktime_get_ns, bpf_probe_read_kernel,
+        bpf_probe_read_user, bpf_probe_read_user_str_bytes,
         generated::{
             bpf_get_current_task_btf, bpf_probe_read_user as probe_read_user_raw, bpf_task_pt_regs,
         },
     },
     macros::{map, tracepoint},
-    maps::{HashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
     programs::TracePointContext,
 };
 use fdtrace_common::{
-    CloseEvent, CloseRangeEvent, Header, OpenEvent, ProcEvent, STACK_BYTES, kind, stat, syscall,
+    CloseEvent, CloseRangeEvent, Header, KernelLayout, MAX_SOCKADDR, OpenEvent, ProcEvent,
+    STACK_BYTES, SockAddrEvent, SockInfo, SockStateEvent, kind, stat, syscall,
 };
 
 /// Thread-group ids being traced (value unused).
@@ -48,6 +49,29 @@ static EVENTS: RingBuf = RingBuf::with_byte_size(16 * 1024 * 1024, 0);
 #[map]
 static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(stat::COUNT, 0);
 
+/// Offsets of kernel structures, filled by user space from BTF before attaching.
+#[map]
+static LAYOUT: Array<KernelLayout> = Array::with_max_entries(1, 0);
+
+/// Kernel sockets (`struct sock *`) owned by a traced process, with the owner's tgid: the
+/// filter of TCP state events, which often run in softirq under an unrelated process.
+#[map]
+static SOCKS: LruHashMap<u64, u32> = LruHashMap::with_max_entries(131072, 0);
+
+/// `bind`/`connect` arguments remembered from entry until exit, per thread.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct AddrPending {
+    addr: u64,
+    len: u32,
+    fd: i32,
+    op: u32,
+    _pad: u32,
+}
+
+#[map]
+static ADDR_PENDING: HashMap<u64, AddrPending> = HashMap::with_max_entries(4096, 0);
+
 // Offsets in the syscall tracepoint records (see events/syscalls/*/format).
 const ARG0: usize = 16;
 const ARG1: usize = 24;
@@ -67,6 +91,11 @@ const O_CLOEXEC: u64 = 0o2_000_000;
 const MFD_CLOEXEC: u64 = 1;
 const F_DUPFD: u64 = 0;
 const F_DUPFD_CLOEXEC: u64 = 1030;
+const AF_INET: u16 = 2;
+const AF_INET6: u16 = 10;
+const IPPROTO_TCP: u16 = 6;
+const TCP_CLOSE: u32 = 7;
+const EINPROGRESS: i64 = 115;
 
 #[inline(always)]
 fn bump(index: u32) {
@@ -205,6 +234,61 @@ fn user_regs() -> (u64, u64, u64) {
 }
 
 #[inline(always)]
+fn read_kernel<T: Copy>(addr: u64) -> Option<T> {
+    // SAFETY: probe_read_kernel checks the address.
+    unsafe { bpf_probe_read_kernel(addr as *const T) }.ok()
+}
+
+/// Find the `struct sock` behind descriptor `fd` of the current task and read what it says
+/// about itself: task->files->fdt->fd[fd]->private_data (a `struct socket`)->sk.
+#[inline(always)]
+fn sock_info(fd: i32) -> Option<SockInfo> {
+    let l = LAYOUT.get(0)?;
+    if l.valid == 0 || fd < 0 {
+        return None;
+    }
+    // SAFETY: helper without arguments.
+    let task = unsafe { bpf_get_current_task() };
+    let files: u64 = read_kernel(task + l.task_files as u64)?;
+    let fdt: u64 = read_kernel(files + l.files_fdt as u64)?;
+    let max_fds: u32 = read_kernel(fdt + l.fdt_max_fds as u64)?;
+    if fd as u32 >= max_fds {
+        return None;
+    }
+    let array: u64 = read_kernel(fdt + l.fdt_fd as u64)?;
+    let file: u64 = read_kernel(array + (fd as u64) * 8)?;
+    let socket: u64 = read_kernel(file + l.file_private_data as u64)?;
+    let sk: u64 = read_kernel(socket + l.socket_sk as u64)?;
+    if sk == 0 {
+        return None;
+    }
+    let mut info = SockInfo {
+        sk,
+        family: read_kernel(sk + l.skc_family as u64).unwrap_or(0),
+        state: read_kernel::<u8>(sk + l.skc_state as u64).unwrap_or(0) as u16,
+        lport: read_kernel(sk + l.skc_num as u64).unwrap_or(0),
+        rport: u16::from_be(read_kernel(sk + l.skc_dport as u64).unwrap_or(0)),
+        ..SockInfo::default()
+    };
+    if l.sk_type != fdtrace_common::NO_OFFSET {
+        info.sk_type = read_kernel(sk + l.sk_type as u64).unwrap_or(0);
+    }
+    if l.sk_protocol != fdtrace_common::NO_OFFSET {
+        info.protocol = read_kernel(sk + l.sk_protocol as u64).unwrap_or(0);
+    }
+    if info.family == AF_INET {
+        let d: [u8; 4] = read_kernel(sk + l.skc_daddr as u64).unwrap_or([0; 4]);
+        let s: [u8; 4] = read_kernel(sk + l.skc_rcv_saddr as u64).unwrap_or([0; 4]);
+        info.raddr[..4].copy_from_slice(&d);
+        info.laddr[..4].copy_from_slice(&s);
+    } else if info.family == AF_INET6 && l.skc_v6_daddr != fdtrace_common::NO_OFFSET {
+        info.raddr = read_kernel(sk + l.skc_v6_daddr as u64).unwrap_or([0; 16]);
+        info.laddr = read_kernel(sk + l.skc_v6_rcv_saddr as u64).unwrap_or([0; 16]);
+    }
+    Some(info)
+}
+
+#[inline(always)]
 fn emit_open(ctx: &TracePointContext) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
     // SAFETY: plain value copied out before removal.
@@ -225,6 +309,26 @@ fn emit_open(ctx: &TracePointContext) -> u32 {
     } else {
         (ret as i32, -1)
     };
+    let is_socket = pending.syscall == syscall::SOCKET
+        || pending.syscall == syscall::ACCEPT
+        || pending.syscall == syscall::SOCKETPAIR;
+    let sock = if is_socket {
+        match sock_info(fd) {
+            Some(info) => {
+                if info.family == AF_INET || info.family == AF_INET6 {
+                    // Failure only means the state events of this socket are not seen.
+                    let _ = SOCKS.insert(&info.sk, &((pid_tgid >> 32) as u32), 0);
+                }
+                info
+            }
+            None => {
+                bump(stat::SOCK_ERRORS);
+                SockInfo::default()
+            }
+        }
+    } else {
+        SockInfo::default()
+    };
     let Some(mut entry) = EVENTS.reserve::<OpenEvent>(0) else {
         bump(stat::LOST_EVENTS);
         return 0;
@@ -242,6 +346,7 @@ fn emit_open(ctx: &TracePointContext) -> u32 {
         (*ev).ip = ip;
         (*ev).sp = sp;
         (*ev).bp = bp;
+        (*ev).sock = sock;
         if !syscall::has_path(pending.syscall)
             || bpf_probe_read_user_str_bytes(pending.path as *const u8, &mut (*ev).path).is_err()
         {
@@ -319,6 +424,7 @@ enter!(
     enter_accept,
     Args {
         sc: syscall::ACCEPT,
+        arg: Some(ARG0),
         ..NONE
     }
 );
@@ -327,6 +433,7 @@ enter!(
     Args {
         sc: syscall::ACCEPT,
         flags: Some(ARG3),
+        arg: Some(ARG0),
         ..NONE
     }
 );
@@ -539,6 +646,136 @@ pub fn enter_close(ctx: TracePointContext) -> u32 {
     };
     if EVENTS.output::<CloseEvent>(&ev, 0).is_err() {
         bump(stat::LOST_EVENTS);
+    }
+    0
+}
+
+#[inline(always)]
+fn sockaddr_enter(ctx: &TracePointContext, op: u32) -> u32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    if !is_target((pid_tgid >> 32) as u32) {
+        return 0;
+    }
+    // SAFETY: offsets from the formats of sys_enter_bind/sys_enter_connect.
+    let p = unsafe {
+        AddrPending {
+            fd: ctx.read_at::<u64>(ARG0).unwrap_or(u64::MAX) as i32,
+            addr: ctx.read_at::<u64>(ARG1).unwrap_or(0),
+            len: ctx.read_at::<u64>(ARG2).unwrap_or(0) as u32,
+            op,
+            _pad: 0,
+        }
+    };
+    if ADDR_PENDING.insert(&pid_tgid, &p, 0).is_err() {
+        bump(stat::PENDING_ERRORS);
+    }
+    0
+}
+
+#[tracepoint]
+pub fn enter_bind(ctx: TracePointContext) -> u32 {
+    sockaddr_enter(&ctx, fdtrace_common::SOCK_OP_BIND)
+}
+
+#[tracepoint]
+pub fn enter_connect(ctx: TracePointContext) -> u32 {
+    sockaddr_enter(&ctx, fdtrace_common::SOCK_OP_CONNECT)
+}
+
+/// Shared by the exits of bind and connect: report the address of a successful call (a
+/// non-blocking connect that is under way counts).
+#[tracepoint]
+pub fn exit_sockaddr(ctx: TracePointContext) -> u32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    // SAFETY: plain value copied out before removal.
+    let p = match unsafe { ADDR_PENDING.get(&pid_tgid) } {
+        Some(p) => *p,
+        None => return 0,
+    };
+    let _ = ADDR_PENDING.remove(&pid_tgid);
+    let ret: i64 = unsafe { ctx.read_at(RET) }.unwrap_or(-1);
+    if ret < 0 && ret != -EINPROGRESS {
+        return 0;
+    }
+    let Some(mut entry) = EVENTS.reserve::<SockAddrEvent>(0) else {
+        bump(stat::LOST_EVENTS);
+        return 0;
+    };
+    let ev = entry.as_mut_ptr();
+    // SAFETY: `ev` points to a reserved record of the right size; every field is written.
+    unsafe {
+        (*ev).hdr = header(kind::SOCK_ADDR, pid_tgid);
+        (*ev).fd = p.fd;
+        (*ev).op = p.op;
+        (*ev).ret = ret as i32;
+        let len = if p.len as usize > MAX_SOCKADDR {
+            MAX_SOCKADDR as u32
+        } else {
+            p.len
+        };
+        let dst = (*ev).addr.as_mut_ptr() as *mut c_void;
+        let src = p.addr as *const c_void;
+        // The address may sit near the end of a mapping: try the full size, then the sizes of
+        // sockaddr_in6 and sockaddr_in.
+        (*ev).len = if probe_read_user_raw(dst, MAX_SOCKADDR as u32, src) == 0 {
+            len
+        } else if probe_read_user_raw(dst, 28, src) == 0 {
+            if len > 28 { 28 } else { len }
+        } else if probe_read_user_raw(dst, 16, src) == 0 {
+            if len > 16 { 16 } else { len }
+        } else {
+            0
+        };
+    }
+    entry.submit(0);
+    0
+}
+
+/// `sock:inet_sock_set_state`: a TCP state change of any socket on the system; only sockets in
+/// `SOCKS` (created or accepted by a target) pass.
+#[tracepoint]
+pub fn sock_state(ctx: TracePointContext) -> u32 {
+    // SAFETY: offsets from events/sock/inet_sock_set_state/format.
+    let sk: u64 = unsafe { ctx.read_at(8) }.unwrap_or(0);
+    // SAFETY: plain value.
+    let owner = match unsafe { SOCKS.get(&sk) } {
+        Some(o) => *o,
+        None => return 0,
+    };
+    let protocol: u16 = unsafe { ctx.read_at(30) }.unwrap_or(0);
+    if protocol != IPPROTO_TCP {
+        return 0;
+    }
+    let newstate: i32 = unsafe { ctx.read_at(20) }.unwrap_or(0);
+    let mut hdr = header(kind::SOCK_STATE, bpf_get_current_pid_tgid());
+    hdr.tgid = owner;
+    let family: u16 = unsafe { ctx.read_at(28) }.unwrap_or(0);
+    let mut ev = SockStateEvent {
+        hdr,
+        sk,
+        oldstate: unsafe { ctx.read_at::<i32>(16) }.unwrap_or(0) as u32,
+        newstate: newstate as u32,
+        family,
+        protocol,
+        sport: unsafe { ctx.read_at(24) }.unwrap_or(0),
+        dport: unsafe { ctx.read_at(26) }.unwrap_or(0),
+        saddr: [0; 16],
+        daddr: [0; 16],
+    };
+    if family == AF_INET6 {
+        ev.saddr = unsafe { ctx.read_at(40) }.unwrap_or([0; 16]);
+        ev.daddr = unsafe { ctx.read_at(56) }.unwrap_or([0; 16]);
+    } else {
+        let s: [u8; 4] = unsafe { ctx.read_at(32) }.unwrap_or([0; 4]);
+        let d: [u8; 4] = unsafe { ctx.read_at(36) }.unwrap_or([0; 4]);
+        ev.saddr[..4].copy_from_slice(&s);
+        ev.daddr[..4].copy_from_slice(&d);
+    }
+    if EVENTS.output::<SockStateEvent>(&ev, 0).is_err() {
+        bump(stat::LOST_EVENTS);
+    }
+    if newstate as u32 == TCP_CLOSE {
+        let _ = SOCKS.remove(&sk);
     }
     0
 }

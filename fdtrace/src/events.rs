@@ -1,6 +1,7 @@
 //! Decoding of ring-buffer records into typed events (pure, no BPF).
 use fdtrace_common::{
-    CloseEvent, CloseRangeEvent, Header, MAX_PATH, OpenEvent, ProcEvent, STACK_BYTES, kind,
+    CloseEvent, CloseRangeEvent, Header, MAX_PATH, MAX_SOCKADDR, OpenEvent, ProcEvent, STACK_BYTES,
+    SockAddrEvent, SockInfo, SockStateEvent, kind,
 };
 
 /// One decoded ring-buffer record.
@@ -23,6 +24,15 @@ pub enum Event {
     Exit {
         hdr: Header,
     },
+    /// A successful bind or connect, with the raw `struct sockaddr`.
+    SockAddr {
+        hdr: Header,
+        fd: i32,
+        op: u32,
+        addr: Vec<u8>,
+    },
+    /// A traced socket changed TCP state.
+    SockState(SockStateEvent),
 }
 
 /// A new descriptor, with what is needed to unwind its creating stack.
@@ -40,6 +50,8 @@ pub struct Open {
     pub ip: u64,
     pub sp: u64,
     pub bp: u64,
+    /// The kernel socket behind `fd` (socket births), zeroed otherwise.
+    pub sock: SockInfo,
     /// The copied top of the user stack, starting at `sp`.
     pub stack: Vec<u8>,
 }
@@ -58,7 +70,8 @@ pub enum DecodeError {
     Kind(u32),
 }
 
-const PATH_OFF: usize = 72;
+const SOCK_OFF: usize = 72;
+const PATH_OFF: usize = SOCK_OFF + size_of::<SockInfo>();
 
 fn read<T: Copy>(bytes: &[u8]) -> T {
     assert!(bytes.len() >= size_of::<T>());
@@ -96,6 +109,7 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
             let ip: u64 = read(&bytes[48..]);
             let sp: u64 = read(&bytes[56..]);
             let bp: u64 = read(&bytes[64..]);
+            let sock: SockInfo = read(&bytes[SOCK_OFF..]);
             let path_bytes = &bytes[PATH_OFF..PATH_OFF + MAX_PATH];
             let end = path_bytes.iter().position(|&b| b == 0).unwrap_or(MAX_PATH);
             let path = String::from_utf8_lossy(&path_bytes[..end]).into_owned();
@@ -113,6 +127,7 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
                 ip,
                 sp,
                 bp,
+                sock,
                 stack,
             }))
         }
@@ -138,6 +153,21 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
         kind::EXIT => {
             check(hdr.kind, bytes, size_of::<ProcEvent>())?;
             Ok(Event::Exit { hdr })
+        }
+        kind::SOCK_ADDR => {
+            check(hdr.kind, bytes, size_of::<SockAddrEvent>())?;
+            let ev: SockAddrEvent = read(bytes);
+            let n = (ev.len as usize).min(MAX_SOCKADDR);
+            Ok(Event::SockAddr {
+                hdr,
+                fd: ev.fd,
+                op: ev.op,
+                addr: ev.addr[..n].to_vec(),
+            })
+        }
+        kind::SOCK_STATE => {
+            check(hdr.kind, bytes, size_of::<SockStateEvent>())?;
+            Ok(Event::SockState(read(bytes)))
         }
         k => Err(DecodeError::Kind(k)),
     }
@@ -174,6 +204,7 @@ mod tests {
         assert_eq!(offset_of!(OpenEvent, ip), 48);
         assert_eq!(offset_of!(OpenEvent, sp), 56);
         assert_eq!(offset_of!(OpenEvent, bp), 64);
+        assert_eq!(offset_of!(OpenEvent, sock), SOCK_OFF);
         assert_eq!(offset_of!(OpenEvent, path), PATH_OFF);
         assert_eq!(offset_of!(OpenEvent, stack), PATH_OFF + MAX_PATH);
     }
@@ -191,6 +222,12 @@ mod tests {
             ip: 0x7f00_0000_1234,
             sp: 0x7ffc_0000_0000,
             bp: 0x7ffc_0000_0040,
+            sock: SockInfo {
+                sk: 0xffff_8880_0000_1000,
+                family: 2,
+                lport: 80,
+                ..SockInfo::default()
+            },
             path: [0; MAX_PATH],
             stack: [0xAA; STACK_BYTES],
         };
@@ -209,6 +246,12 @@ mod tests {
                 ip: 0x7f00_0000_1234,
                 sp: 0x7ffc_0000_0000,
                 bp: 0x7ffc_0000_0040,
+                sock: SockInfo {
+                    sk: 0xffff_8880_0000_1000,
+                    family: 2,
+                    lport: 80,
+                    ..SockInfo::default()
+                },
                 stack: vec![0xAA; 16],
             })
         );
@@ -227,6 +270,7 @@ mod tests {
             ip: 0,
             sp: 0,
             bp: 0,
+            sock: SockInfo::default(),
             path: [b'a'; MAX_PATH],
             stack: [0; STACK_BYTES],
         };
@@ -285,6 +329,46 @@ mod tests {
                 hdr: hdr(kind::EXIT)
             }
         );
+    }
+
+    #[test]
+    fn socket_records_round_trip() {
+        let mut a = SockAddrEvent {
+            hdr: hdr(kind::SOCK_ADDR),
+            fd: 5,
+            op: fdtrace_common::SOCK_OP_CONNECT,
+            ret: 0,
+            len: 16,
+            addr: [0; MAX_SOCKADDR],
+        };
+        a.addr[..4].copy_from_slice(&[2, 0, 0x1f, 0x91]);
+        let Event::SockAddr { fd, op, addr, .. } = decode(&as_bytes(&a)).unwrap() else {
+            panic!("not an address")
+        };
+        assert_eq!(
+            (fd, op, addr.len()),
+            (5, fdtrace_common::SOCK_OP_CONNECT, 16)
+        );
+        assert_eq!(&addr[..4], &[2, 0, 0x1f, 0x91]);
+        // A length beyond the buffer is bounded.
+        a.len = 10_000;
+        let Event::SockAddr { addr, .. } = decode(&as_bytes(&a)).unwrap() else {
+            panic!("not an address")
+        };
+        assert_eq!(addr.len(), MAX_SOCKADDR);
+        let st = SockStateEvent {
+            hdr: hdr(kind::SOCK_STATE),
+            sk: 77,
+            oldstate: 1,
+            newstate: 8,
+            family: 2,
+            protocol: 6,
+            sport: 40000,
+            dport: 8081,
+            saddr: [127, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+            daddr: [127, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+        };
+        assert_eq!(decode(&as_bytes(&st)).unwrap(), Event::SockState(st));
     }
 
     #[test]

@@ -4,6 +4,8 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
+use crate::sockets::SocketInfo;
+
 /// Identifies an interned creating stack (see `stacks::StackStore`).
 pub type StackId = u32;
 
@@ -96,6 +98,8 @@ pub struct OpenFd {
     pub opened_ns: Option<u64>,
     pub origin: Origin,
     pub cloexec: bool,
+    /// Family, addresses and TCP state of a socket descriptor.
+    pub sock: Option<SocketInfo>,
 }
 
 /// Counters that tell how well the model tracked the kernel.
@@ -131,6 +135,7 @@ impl FdTable {
                 opened_ns: None,
                 origin: Origin::Preexisting,
                 cloexec,
+                sock: None,
             },
         );
     }
@@ -208,6 +213,10 @@ impl FdTable {
         self.fds.get(&fd)
     }
 
+    pub fn get_mut(&mut self, fd: i32) -> Option<&mut OpenFd> {
+        self.fds.get_mut(&fd)
+    }
+
     pub fn len(&self) -> usize {
         self.fds.len()
     }
@@ -234,6 +243,7 @@ mod tests {
             opened_ns: Some(t),
             origin: Origin::Stack(stack),
             cloexec,
+            sock: None,
         }
     }
 

@@ -1,10 +1,13 @@
 //! The report: still-open descriptors grouped by the call site that created them.
-use std::{collections::HashMap, fmt::Write as _};
+use std::{
+    collections::{BTreeMap, HashMap},
+    fmt::Write as _,
+};
 
 use serde::Serialize;
 
 use crate::{
-    model::{FdKind, FdTable, Origin, StackId, TableStats},
+    model::{FdKind, FdTable, OpenFd, Origin, StackId, TableStats},
     procinfo::ProcFd,
     stacks::StackStore,
     symbolize::{Frame, Symbols},
@@ -24,6 +27,8 @@ pub struct Report {
     /// was gone and could not be checked).
     pub drift: Option<Drift>,
     pub model: TableStats,
+    /// The process's TCP sockets by state (`ESTABLISHED`, `CLOSE_WAIT`, …).
+    pub tcp_states: BTreeMap<&'static str, usize>,
 }
 
 #[derive(Debug, Serialize)]
@@ -41,8 +46,33 @@ pub struct Site {
     pub newest_age_s: Option<f64>,
     /// Innermost first.
     pub frames: Vec<JsonFrame>,
+    /// This site's sockets grouped by (peer, state), largest group first.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub sockets: Vec<SocketGroup>,
+    /// What the descriptors' state suggests (e.g. the CLOSE_WAIT leak signature).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hint: Option<String>,
     pub fds: Vec<FdEntry>,
 }
+
+#[derive(Debug, Serialize)]
+pub struct SocketGroup {
+    pub count: usize,
+    /// `tcp`, `udp6`, `unix-stream`, …
+    pub proto: String,
+    /// The peer (`host:port`; only the host for accepted connections).
+    pub peer: Option<String>,
+    /// Local address, for listening, unconnected and accepted sockets.
+    pub local: Option<String>,
+    /// Accepted connections (the server side).
+    pub accepted: bool,
+    pub state: Option<&'static str>,
+    /// How long the longest-waiting socket of the group has been in `state`.
+    pub oldest_state_age_s: Option<f64>,
+}
+
+/// Shown for call sites whose sockets sit in CLOSE_WAIT.
+pub const CLOSE_WAIT_HINT: &str = "CLOSE_WAIT: the peer closed these connections and this process never did, the classic socket leak; usual causes: HTTP response bodies never closed, clients without timeouts, connections not returned to their pool";
 
 #[derive(Debug, Serialize)]
 pub struct JsonFrame {
@@ -60,6 +90,93 @@ pub struct FdEntry {
     pub kind: &'static str,
     pub target: String,
     pub age_s: Option<f64>,
+    /// TCP state of a socket (`CLOSE_WAIT`, …).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state: Option<&'static str>,
+    /// Peer and local address of a socket.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peer: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub local: Option<String>,
+    /// Time since the socket entered `state`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state_age_s: Option<f64>,
+}
+
+impl FdEntry {
+    pub fn new(fd: i32, e: &OpenFd, now_ns: u64) -> Self {
+        let sock = e.sock.as_ref();
+        Self {
+            fd,
+            kind: e.kind.as_str(),
+            target: sock
+                .map(|s| s.describe())
+                .unwrap_or_else(|| e.target.clone()),
+            age_s: age(now_ns, e.opened_ns),
+            state: sock.and_then(|s| s.state_name()),
+            peer: sock.and_then(|s| s.peer.clone()),
+            local: sock.and_then(|s| s.local.clone()),
+            state_age_s: sock.and_then(|s| age(now_ns, s.state_since_ns)),
+        }
+    }
+
+    /// A descriptor only /proc knows of.
+    fn from_proc(p: &ProcFd) -> Self {
+        Self {
+            fd: p.fd,
+            kind: p.kind.as_str(),
+            target: p.target.clone(),
+            age_s: None,
+            state: None,
+            peer: None,
+            local: None,
+            state_age_s: None,
+        }
+    }
+}
+
+/// (protocol, peer, local, state)
+type GroupKey = (String, Option<String>, Option<String>, Option<&'static str>);
+
+/// Group a site's sockets by (protocol, peer, state).
+fn socket_groups(fds: &[(i32, &OpenFd)], now_ns: u64) -> Vec<SocketGroup> {
+    let mut groups: HashMap<GroupKey, SocketGroup> = HashMap::new();
+    for (_, e) in fds {
+        let Some(s) = &e.sock else { continue };
+        // Client sockets are told apart by their peer; accepted ones by where they were accepted
+        // and the peer host; the others by their local address.
+        let (peer, local) = if s.accepted {
+            (s.peer_host(), s.local.clone())
+        } else if s.peer.is_some() {
+            (s.peer.clone(), None)
+        } else {
+            (None, s.local.clone())
+        };
+        let key = (s.proto_name(), peer.clone(), local.clone(), s.state_name());
+        let g = groups.entry(key).or_insert_with(|| SocketGroup {
+            count: 0,
+            proto: s.proto_name(),
+            peer,
+            local,
+            accepted: s.accepted,
+            state: s.state_name(),
+            oldest_state_age_s: None,
+        });
+        g.count += 1;
+        let a = age(now_ns, s.state_since_ns.or(e.opened_ns));
+        g.oldest_state_age_s = match (g.oldest_state_age_s, a) {
+            (Some(x), Some(y)) => Some(x.max(y)),
+            (x, y) => x.or(y),
+        };
+    }
+    let mut v: Vec<SocketGroup> = groups.into_values().collect();
+    v.sort_by(|a, b| {
+        b.count
+            .cmp(&a.count)
+            .then_with(|| a.peer.cmp(&b.peer))
+            .then_with(|| a.state.cmp(&b.state))
+    });
+    v
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -144,12 +261,7 @@ pub fn build(
     let mut preexisting = Vec::new();
     for (fd, e) in table.iter() {
         match e.origin {
-            Origin::Preexisting => preexisting.push(FdEntry {
-                fd,
-                kind: e.kind.as_str(),
-                target: e.target.clone(),
-                age_s: None,
-            }),
+            Origin::Preexisting => preexisting.push(FdEntry::new(fd, e, now_ns)),
             Origin::Stack(id) => by_stack.entry(id).or_default().push((fd, e)),
         }
     }
@@ -168,6 +280,11 @@ pub fn build(
                 .max_by_key(|(k, n)| (*n, std::cmp::Reverse(*k)))
                 .map(|(k, _)| k.as_str())
                 .unwrap_or("other");
+            let sockets = socket_groups(&fds, now_ns);
+            let hint = sockets
+                .iter()
+                .any(|g| g.state == Some("CLOSE_WAIT"))
+                .then(|| CLOSE_WAIT_HINT.to_string());
             let ages: Vec<f64> = fds
                 .iter()
                 .filter_map(|(_, e)| age(now_ns, e.opened_ns))
@@ -177,7 +294,7 @@ pub fn build(
                 kind,
                 example: fds
                     .last()
-                    .map(|(_, e)| e.target.clone())
+                    .map(|(fd, e)| FdEntry::new(*fd, e, now_ns).target)
                     .unwrap_or_default(),
                 user_frame,
                 truncated,
@@ -194,14 +311,11 @@ pub fn build(
                         inlined: f.inlined,
                     })
                     .collect(),
+                sockets,
+                hint,
                 fds: fds
                     .iter()
-                    .map(|(fd, e)| FdEntry {
-                        fd: *fd,
-                        kind: e.kind.as_str(),
-                        target: e.target.clone(),
-                        age_s: age(now_ns, e.opened_ns),
-                    })
+                    .map(|(fd, e)| FdEntry::new(*fd, e, now_ns))
                     .collect(),
             }
         })
@@ -218,26 +332,22 @@ pub fn build(
         let mut d = Drift::default();
         for p in pfds {
             if table.get(p.fd).is_none() {
-                d.missed_opens.push(FdEntry {
-                    fd: p.fd,
-                    kind: p.kind.as_str(),
-                    target: p.target.clone(),
-                    age_s: None,
-                });
+                d.missed_opens.push(FdEntry::from_proc(p));
             }
         }
         for (fd, e) in table.iter() {
             if !pfds.iter().any(|p| p.fd == fd) {
-                d.missed_closes.push(FdEntry {
-                    fd,
-                    kind: e.kind.as_str(),
-                    target: e.target.clone(),
-                    age_s: age(now_ns, e.opened_ns),
-                });
+                d.missed_closes.push(FdEntry::new(fd, e, now_ns));
             }
         }
         d
     });
+    let mut tcp_states = BTreeMap::new();
+    for (_, e) in table.iter() {
+        if let Some(st) = e.sock.as_ref().and_then(|s| s.state_name()) {
+            *tcp_states.entry(st).or_default() += 1;
+        }
+    }
     Report {
         meta,
         open_count: table.len(),
@@ -245,6 +355,7 @@ pub fn build(
         preexisting,
         drift,
         model: table.stats,
+        tcp_states,
     }
 }
 
@@ -276,6 +387,33 @@ fn frame_text(f: &JsonFrame) -> String {
             None => format!("{func} [{}]", f.addr),
         },
     }
+}
+
+/// "37 tcp sockets to 127.0.0.1:8081 in CLOSE_WAIT, oldest 5m12s".
+fn socket_group_text(g: &SocketGroup) -> String {
+    let noun = if g.count == 1 { "socket" } else { "sockets" };
+    let mut t = format!("{} {} {noun}", g.count, g.proto);
+    match (g.state, &g.peer, &g.local) {
+        (Some("LISTEN"), _, Some(l)) => t += &format!(" listening on {l}"),
+        (_, p, Some(l)) if g.accepted => {
+            t += &format!(" accepted on {l}");
+            if let Some(p) = p {
+                t += &format!(" from {p}");
+            }
+        }
+        (_, Some(p), _) => t += &format!(" to {p}"),
+        (_, None, Some(l)) => t += &format!(" on {l}"),
+        _ => {}
+    }
+    if let Some(st) = g.state
+        && st != "LISTEN"
+    {
+        t += &format!(" in {st}");
+    }
+    if let Some(a) = g.oldest_state_age_s {
+        t += &format!(", oldest {}", fmt_age(a));
+    }
+    t
 }
 
 /// The report for people.
@@ -320,6 +458,14 @@ pub fn render_text(r: &Report) -> String {
             r.meta.stack_errors
         );
     }
+    if !r.tcp_states.is_empty() {
+        let by_state: Vec<String> = r
+            .tcp_states
+            .iter()
+            .map(|(st, n)| format!("{n} {st}"))
+            .collect();
+        let _ = writeln!(s, "TCP sockets: {}", by_state.join(", "));
+    }
     if let Some(d) = &r.drift {
         if d.is_zero() {
             let _ = writeln!(s, "checked against /proc/{}/fd: no drift", r.meta.pid);
@@ -356,6 +502,12 @@ pub fn render_text(r: &Report) -> String {
             }
         );
         let _ = writeln!(s, "    {ages}; e.g. {}", site.example);
+        for g in &site.sockets {
+            let _ = writeln!(s, "    {}", socket_group_text(g));
+        }
+        if let Some(h) = &site.hint {
+            let _ = writeln!(s, "    hint: {h}");
+        }
         for (i, f) in site.frames.iter().enumerate() {
             let mark = if Some(i) == site.user_frame {
                 "->"

@@ -17,6 +17,7 @@ use crate::{
     model::{FdKind, FdTable, O_CLOEXEC, OpenFd, Origin},
     procinfo,
     report::{self, Meta},
+    sockets::{self, SocketInfo},
     stacks::StackStore,
     symbolize::Symbols,
     tracer::{self, Tracer},
@@ -60,6 +61,8 @@ pub struct State {
     last_refresh_changed: bool,
     pub exited_ns: Option<u64>,
     pub decode_errors: u64,
+    /// Kernel socket → descriptors that may refer to it (checked on use).
+    socks: std::collections::HashMap<u64, Vec<i32>>,
 }
 
 impl State {
@@ -73,6 +76,7 @@ impl State {
             last_refresh_changed: true,
             exited_ns: None,
             decode_errors: 0,
+            socks: Default::default(),
         }
     }
 
@@ -121,9 +125,22 @@ impl State {
         }
         let id = self.stacks.intern(unwound, self.unwinder.mappings());
         use fdtrace_common::syscall as sc;
+        let mut sock = None;
         let (kind, target) = match o.syscall {
             sc::OPENAT | sc::OPEN | sc::CREAT | sc::OPENAT2 => (FdKind::File, o.path),
-            sc::SOCKET | sc::ACCEPT | sc::SOCKETPAIR => (FdKind::Socket, "socket".into()),
+            sc::SOCKET | sc::ACCEPT | sc::SOCKETPAIR => {
+                let mut info = SocketInfo::from_kernel(&o.sock, o.hdr.ts_ns);
+                info.accepted = o.syscall == sc::ACCEPT;
+                if info.accepted
+                    && info.local.is_none()
+                    && let Some(l) = self.table.get(o.arg).and_then(|e| e.sock.as_ref())
+                {
+                    // A unix listener's path is the accepted socket's local address.
+                    info.local = l.local.clone();
+                }
+                sock = Some(info);
+                (FdKind::Socket, "socket".into())
+            }
             sc::PIPE => (FdKind::Pipe, "pipe".into()),
             sc::EVENTFD => (FdKind::Eventfd, "eventfd".into()),
             sc::EPOLL => (FdKind::Epoll, "epoll".into()),
@@ -138,7 +155,10 @@ impl State {
                     return;
                 }
                 match self.table.get(o.arg) {
-                    Some(e) => (e.kind, e.target.clone()),
+                    Some(e) => {
+                        sock = e.sock.clone();
+                        (e.kind, e.target.clone())
+                    }
                     None => (FdKind::Other, format!("dup of fd {}", o.arg)),
                 }
             }
@@ -153,6 +173,16 @@ impl State {
             if fd < 0 {
                 continue;
             }
+            let mut sock = sock.clone();
+            if fd == o.fd2
+                && let Some(s) = sock.as_mut()
+            {
+                // The kernel described the first of the pair only.
+                s.sk = 0;
+            }
+            if let Some(sk) = sock.as_ref().map(|s| s.sk).filter(|&sk| sk != 0) {
+                self.socks.entry(sk).or_default().push(fd);
+            }
             self.table.open(
                 fd,
                 OpenFd {
@@ -161,8 +191,55 @@ impl State {
                     opened_ns: Some(o.hdr.ts_ns),
                     origin: Origin::Stack(id),
                     cloexec,
+                    sock,
                 },
             );
+        }
+    }
+
+    /// A successful bind (local address) or connect (peer address).
+    fn on_sock_addr(&mut self, fd: i32, op: u32, addr: &[u8]) {
+        let Some((family, text)) = sockets::parse_sockaddr(addr) else {
+            return;
+        };
+        let Some(e) = self.table.get_mut(fd) else {
+            return;
+        };
+        let s = e.sock.get_or_insert_with(|| SocketInfo {
+            family,
+            ..SocketInfo::default()
+        });
+        if op == fdtrace_common::SOCK_OP_BIND {
+            s.local = Some(text);
+        } else if family != sockets::AF_UNIX || s.peer.is_none() {
+            s.peer = Some(text);
+        }
+    }
+
+    /// A TCP state change: applies to every descriptor still referring to that socket.
+    fn on_sock_state(&mut self, ev: &fdtrace_common::SockStateEvent) {
+        let Some(fds) = self.socks.get_mut(&ev.sk) else {
+            return;
+        };
+        let table = &mut self.table;
+        fds.retain(|&fd| {
+            let Some(s) = table
+                .get_mut(fd)
+                .and_then(|e| e.sock.as_mut())
+                .filter(|s| s.sk == ev.sk)
+            else {
+                return false;
+            };
+            s.set_state(
+                ev.newstate as u8,
+                ev.hdr.ts_ns,
+                sockets::inet_endpoint(ev.family, &ev.saddr, ev.sport),
+                sockets::inet_endpoint(ev.family, &ev.daddr, ev.dport),
+            );
+            true
+        });
+        if fds.is_empty() {
+            self.socks.remove(&ev.sk);
         }
     }
 
@@ -187,6 +264,8 @@ impl State {
                 debug!("exec: {n} close-on-exec descriptors closed");
                 self.refresh_maps(true);
             }
+            Event::SockAddr { fd, op, addr, .. } => self.on_sock_addr(fd, op, &addr),
+            Event::SockState(ev) => self.on_sock_state(&ev),
             Event::Exit { hdr } => {
                 if hdr.tid == hdr.tgid {
                     self.exited_ns = Some(hdr.ts_ns);

@@ -4,10 +4,12 @@ use std::path::Path;
 use anyhow::{Context as _, Result, bail};
 use aya::{
     Ebpf,
-    maps::{HashMap, MapData, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, MapData, PerCpuArray, RingBuf},
     programs::TracePoint,
 };
-use fdtrace_common::stat;
+use fdtrace_common::{KernelLayout, stat};
+
+use crate::kernel_layout::KernelTypes;
 use tracing::{debug, warn};
 
 const TRACEFS: &str = "/sys/kernel/tracing";
@@ -52,6 +54,11 @@ const OTHERS: &[(&str, &str, &str, bool)] = &[
         "sys_enter_close_range",
         false,
     ),
+    ("enter_bind", "syscalls", "sys_enter_bind", true),
+    ("exit_sockaddr", "syscalls", "sys_exit_bind", true),
+    ("enter_connect", "syscalls", "sys_enter_connect", true),
+    ("exit_sockaddr", "syscalls", "sys_exit_connect", true),
+    ("sock_state", "sock", "inet_sock_set_state", false),
     ("sched_exec", "sched", "sched_process_exec", true),
     ("sched_exit", "sched", "sched_process_exit", true),
 ];
@@ -150,6 +157,18 @@ impl Tracer {
         )))
         .context("loading the eBPF programs into the kernel failed")?;
         let mut missing = Vec::new();
+        // Without the layout, sockets are still traced but carry no address or TCP state.
+        match KernelTypes::load().and_then(|t| t.layout()) {
+            Ok(layout) => {
+                let mut map: Array<_, KernelLayout> =
+                    Array::try_from(ebpf.map_mut("LAYOUT").context("LAYOUT map")?)?;
+                map.set(0, layout, 0).context("storing the kernel layout")?;
+            }
+            Err(e) => {
+                warn!("socket addresses and TCP states are not available: {e:#}");
+                missing.push("socket layout (BTF)".to_string());
+            }
+        }
         let mut loaded = std::collections::HashSet::new();
         for (prog, category, name, required) in attach_plan() {
             if !Path::new(TRACEFS)
@@ -215,6 +234,10 @@ impl Tracer {
 
     pub fn stack_errors(&self) -> u64 {
         self.counter(stat::STACK_ERRORS)
+    }
+
+    pub fn sock_errors(&self) -> u64 {
+        self.counter(stat::SOCK_ERRORS)
     }
 
     pub fn pending_errors(&self) -> u64 {

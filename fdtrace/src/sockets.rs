@@ -1,0 +1,336 @@
+//! What fdtrace knows of a socket descriptor: family, type, addresses and TCP state (pure).
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+use fdtrace_common::SockInfo;
+
+pub const AF_UNIX: u16 = 1;
+pub const AF_INET: u16 = 2;
+pub const AF_INET6: u16 = 10;
+pub const AF_NETLINK: u16 = 16;
+
+const SOCK_STREAM: u16 = 1;
+const SOCK_DGRAM: u16 = 2;
+const SOCK_SEQPACKET: u16 = 5;
+const IPPROTO_TCP: u16 = 6;
+const IPPROTO_UDP: u16 = 17;
+
+/// TCP states as the kernel numbers them (`include/net/tcp_states.h`).
+pub mod tcp {
+    pub const ESTABLISHED: u8 = 1;
+    pub const SYN_SENT: u8 = 2;
+    pub const CLOSE: u8 = 7;
+    pub const CLOSE_WAIT: u8 = 8;
+    pub const LISTEN: u8 = 10;
+}
+
+/// Name of a TCP state, as `ss` prints it.
+pub fn tcp_state_name(state: u8) -> &'static str {
+    match state {
+        1 => "ESTABLISHED",
+        2 => "SYN_SENT",
+        3 => "SYN_RECV",
+        4 => "FIN_WAIT1",
+        5 => "FIN_WAIT2",
+        6 => "TIME_WAIT",
+        7 => "CLOSE",
+        8 => "CLOSE_WAIT",
+        9 => "LAST_ACK",
+        10 => "LISTEN",
+        11 => "CLOSING",
+        12 => "NEW_SYN_RECV",
+        _ => "UNKNOWN",
+    }
+}
+
+/// `address:port` of an IPv4 or IPv6 endpoint (`[v6]:port`); None for the unspecified address
+/// with port 0 (not bound, not connected).
+pub fn inet_endpoint(family: u16, addr: &[u8; 16], port: u16) -> Option<String> {
+    match family {
+        AF_INET => {
+            let ip = Ipv4Addr::new(addr[0], addr[1], addr[2], addr[3]);
+            (port != 0 || !ip.is_unspecified()).then(|| format!("{ip}:{port}"))
+        }
+        AF_INET6 => {
+            let ip = Ipv6Addr::from(*addr);
+            (port != 0 || !ip.is_unspecified()).then(|| match ip.to_ipv4_mapped() {
+                Some(v4) => format!("{v4}:{port}"),
+                None => format!("[{ip}]:{port}"),
+            })
+        }
+        _ => None,
+    }
+}
+
+/// Decode a `struct sockaddr` as passed to bind/connect: (family, printable address).
+/// Unix paths print as they are, abstract names with a leading `@` (as `ss` does).
+pub fn parse_sockaddr(bytes: &[u8]) -> Option<(u16, String)> {
+    if bytes.len() < 2 {
+        return None;
+    }
+    let family = u16::from_ne_bytes([bytes[0], bytes[1]]);
+    match family {
+        AF_INET if bytes.len() >= 8 => {
+            let port = u16::from_be_bytes([bytes[2], bytes[3]]);
+            let mut a = [0u8; 16];
+            a[..4].copy_from_slice(&bytes[4..8]);
+            Some((family, inet_endpoint(family, &a, port)?))
+        }
+        AF_INET6 if bytes.len() >= 24 => {
+            let port = u16::from_be_bytes([bytes[2], bytes[3]]);
+            let a: [u8; 16] = bytes[8..24].try_into().ok()?;
+            Some((family, inet_endpoint(family, &a, port)?))
+        }
+        AF_UNIX => {
+            let path = &bytes[2..];
+            if path.is_empty() {
+                return None;
+            }
+            if path[0] == 0 {
+                // Abstract: every byte of the given length is part of the name.
+                let name = &path[1..];
+                let end = name.len() - name.iter().rev().take_while(|&&b| b == 0).count();
+                Some((
+                    family,
+                    format!("@{}", String::from_utf8_lossy(&name[..end])),
+                ))
+            } else {
+                let end = path.iter().position(|&b| b == 0).unwrap_or(path.len());
+                Some((family, String::from_utf8_lossy(&path[..end]).into_owned()))
+            }
+        }
+        _ => None,
+    }
+}
+
+/// One socket as the model knows it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SocketInfo {
+    /// Kernel `struct sock` address (0 when unknown): joins TCP state events.
+    pub sk: u64,
+    pub family: u16,
+    pub sk_type: u16,
+    pub protocol: u16,
+    pub local: Option<String>,
+    pub peer: Option<String>,
+    /// TCP state, when known.
+    pub state: Option<u8>,
+    /// Monotonic time the socket entered `state` (None when it was already in it when seen).
+    pub state_since_ns: Option<u64>,
+    /// Came from accept: the server side of a connection.
+    pub accepted: bool,
+}
+
+impl SocketInfo {
+    /// From what the kernel said at the descriptor's birth.
+    pub fn from_kernel(k: &SockInfo, birth_ns: u64) -> Self {
+        let is_tcp = (k.family == AF_INET || k.family == AF_INET6)
+            && (k.protocol == IPPROTO_TCP || (k.protocol == 0 && k.sk_type == SOCK_STREAM));
+        Self {
+            sk: k.sk,
+            family: k.family,
+            sk_type: k.sk_type,
+            protocol: k.protocol,
+            local: inet_endpoint(k.family, &k.laddr, k.lport),
+            peer: inet_endpoint(k.family, &k.raddr, k.rport),
+            state: (is_tcp && k.state != 0).then_some(k.state as u8),
+            state_since_ns: (is_tcp && k.state != 0).then_some(birth_ns),
+            accepted: false,
+        }
+    }
+
+    /// The peer without its port: accepted connections come from ephemeral ports, so they
+    /// are told apart by host.
+    pub fn peer_host(&self) -> Option<String> {
+        let p = self.peer.as_deref()?;
+        match p.rsplit_once(':') {
+            Some((host, port)) if port.parse::<u16>().is_ok() && self.family != AF_UNIX => {
+                Some(host.to_string())
+            }
+            _ => Some(p.to_string()),
+        }
+    }
+
+    pub fn is_tcp(&self) -> bool {
+        (self.family == AF_INET || self.family == AF_INET6)
+            && (self.protocol == IPPROTO_TCP || self.sk_type == SOCK_STREAM)
+    }
+
+    /// `tcp`, `udp6`, `unix-stream`, …
+    pub fn proto_name(&self) -> String {
+        let v6 = if self.family == AF_INET6 { "6" } else { "" };
+        match self.family {
+            AF_INET | AF_INET6 => match (self.protocol, self.sk_type) {
+                (IPPROTO_TCP, _) | (_, SOCK_STREAM) => format!("tcp{v6}"),
+                (IPPROTO_UDP, _) | (_, SOCK_DGRAM) => format!("udp{v6}"),
+                (p, _) => format!("ip{v6}/{p}"),
+            },
+            AF_UNIX => match self.sk_type {
+                SOCK_STREAM => "unix-stream".into(),
+                SOCK_DGRAM => "unix-dgram".into(),
+                SOCK_SEQPACKET => "unix-seqpacket".into(),
+                _ => "unix".into(),
+            },
+            AF_NETLINK => "netlink".into(),
+            0 => "socket".into(),
+            f => format!("socket/af{f}"),
+        }
+    }
+
+    pub fn state_name(&self) -> Option<&'static str> {
+        self.state.map(tcp_state_name)
+    }
+
+    /// One line, like `tcp 127.0.0.1:40312 -> 127.0.0.1:8081 CLOSE_WAIT`.
+    pub fn describe(&self) -> String {
+        let mut s = self.proto_name();
+        match (&self.local, &self.peer) {
+            (Some(l), Some(p)) => s += &format!(" {l} -> {p}"),
+            (Some(l), None) => s += &format!(" {l}"),
+            (None, Some(p)) => s += &format!(" -> {p}"),
+            (None, None) => {}
+        }
+        if let Some(st) = self.state_name() {
+            s += " ";
+            s += st;
+        }
+        s
+    }
+
+    /// A TCP state change of this socket, with the addresses the kernel reported with it.
+    pub fn set_state(
+        &mut self,
+        state: u8,
+        ts_ns: u64,
+        local: Option<String>,
+        peer: Option<String>,
+    ) {
+        if self.state != Some(state) {
+            self.state = Some(state);
+            self.state_since_ns = Some(ts_ns);
+        }
+        // A connecting socket gets its local port only after SYN_SENT; keep the best known.
+        if let Some(l) = local
+            && !l.ends_with(":0")
+        {
+            self.local = Some(l);
+        }
+        if peer.is_some() {
+            self.peer = peer;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sockaddr_in(ip: [u8; 4], port: u16) -> Vec<u8> {
+        let mut b = vec![0u8; 16];
+        b[..2].copy_from_slice(&AF_INET.to_ne_bytes());
+        b[2..4].copy_from_slice(&port.to_be_bytes());
+        b[4..8].copy_from_slice(&ip);
+        b
+    }
+
+    #[test]
+    fn ipv4_and_ipv6_addresses() {
+        assert_eq!(
+            parse_sockaddr(&sockaddr_in([127, 0, 0, 1], 8081)),
+            Some((AF_INET, "127.0.0.1:8081".into()))
+        );
+        let mut b = vec![0u8; 28];
+        b[..2].copy_from_slice(&AF_INET6.to_ne_bytes());
+        b[2..4].copy_from_slice(&443u16.to_be_bytes());
+        b[23] = 1;
+        assert_eq!(parse_sockaddr(&b), Some((AF_INET6, "[::1]:443".into())));
+        // A v4-mapped address prints as IPv4.
+        let mut a = [0u8; 16];
+        a[10] = 0xff;
+        a[11] = 0xff;
+        a[12..].copy_from_slice(&[10, 0, 0, 5]);
+        assert_eq!(
+            inet_endpoint(AF_INET6, &a, 80).as_deref(),
+            Some("10.0.0.5:80")
+        );
+        // Unbound and unconnected: nothing to say.
+        assert_eq!(inet_endpoint(AF_INET, &[0; 16], 0), None);
+    }
+
+    #[test]
+    fn unix_paths_and_abstract_names() {
+        let mut b = AF_UNIX.to_ne_bytes().to_vec();
+        b.extend_from_slice(b"/run/x.sock\0\0\0");
+        assert_eq!(parse_sockaddr(&b), Some((AF_UNIX, "/run/x.sock".into())));
+        let mut b = AF_UNIX.to_ne_bytes().to_vec();
+        b.extend_from_slice(b"\0hidden");
+        assert_eq!(parse_sockaddr(&b), Some((AF_UNIX, "@hidden".into())));
+        assert_eq!(parse_sockaddr(&AF_UNIX.to_ne_bytes()), None);
+        assert_eq!(parse_sockaddr(&[1]), None);
+        assert_eq!(parse_sockaddr(&[99, 0, 1, 2]), None);
+    }
+
+    #[test]
+    fn state_changes_keep_the_best_addresses() {
+        let k = SockInfo {
+            sk: 0xffff_1234,
+            family: AF_INET,
+            sk_type: SOCK_STREAM,
+            protocol: IPPROTO_TCP,
+            state: tcp::CLOSE as u16,
+            ..SockInfo::default()
+        };
+        let mut s = SocketInfo::from_kernel(&k, 5);
+        assert_eq!(s.describe(), "tcp CLOSE");
+        s.set_state(
+            tcp::SYN_SENT,
+            10,
+            Some("0.0.0.0:0".into()),
+            Some("127.0.0.1:8081".into()),
+        );
+        s.set_state(
+            tcp::ESTABLISHED,
+            11,
+            Some("127.0.0.1:40000".into()),
+            Some("127.0.0.1:8081".into()),
+        );
+        s.set_state(tcp::CLOSE_WAIT, 20, None, None);
+        assert_eq!(
+            s.describe(),
+            "tcp 127.0.0.1:40000 -> 127.0.0.1:8081 CLOSE_WAIT"
+        );
+        assert_eq!(s.state_since_ns, Some(20));
+        // The same state again does not reset its age.
+        s.set_state(tcp::CLOSE_WAIT, 30, None, None);
+        assert_eq!(s.state_since_ns, Some(20));
+    }
+
+    #[test]
+    fn peer_host_drops_the_port() {
+        let mut s = SocketInfo {
+            family: AF_INET6,
+            peer: Some("[::1]:44080".into()),
+            ..Default::default()
+        };
+        assert_eq!(s.peer_host().as_deref(), Some("[::1]"));
+        s.family = AF_INET;
+        s.peer = Some("10.0.0.5:80".into());
+        assert_eq!(s.peer_host().as_deref(), Some("10.0.0.5"));
+        s.family = AF_UNIX;
+        s.peer = Some("/run/a:1".into());
+        assert_eq!(s.peer_host().as_deref(), Some("/run/a:1"));
+    }
+
+    #[test]
+    fn names() {
+        let s = SocketInfo {
+            family: AF_UNIX,
+            sk_type: SOCK_STREAM,
+            local: Some("/tmp/s".into()),
+            ..Default::default()
+        };
+        assert_eq!(s.describe(), "unix-stream /tmp/s");
+        assert!(!s.is_tcp());
+        assert_eq!(tcp_state_name(tcp::LISTEN), "LISTEN");
+        assert_eq!(tcp_state_name(99), "UNKNOWN");
+    }
+}

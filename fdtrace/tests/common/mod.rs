@@ -1,0 +1,135 @@
+//! Helpers shared by the privileged end-to-end tests.
+#![allow(dead_code)]
+use std::{
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+};
+
+use serde_json::Value;
+
+pub fn fdtrace_bin() -> PathBuf {
+    std::env::var_os("FDTRACE_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_fdtrace")))
+}
+
+/// The tests share the kernel (and one unmounts tracefs): they run one at a time.
+pub fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+pub fn require_root() {
+    assert_eq!(
+        unsafe { libc::geteuid() },
+        0,
+        "the privileged tests need root: run `cargo xtask test` as root"
+    );
+}
+
+pub fn source(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/programs")
+        .join(name)
+}
+
+/// Line of the marker comment in a test program.
+pub fn line_of(file: &str, marker: &str) -> u32 {
+    let text = std::fs::read_to_string(source(file)).unwrap();
+    let hits: Vec<u32> = text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| l.contains(&format!("/* {marker} */")))
+        .map(|(i, _)| i as u32 + 1)
+        .collect();
+    assert_eq!(hits.len(), 1, "marker {marker} in {file}");
+    hits[0]
+}
+
+pub struct Run {
+    pub json: Value,
+    pub stdout: String,
+    pub stderr: String,
+    pub code: i32,
+}
+
+pub fn fdtrace(args: &[&str], extra: &[&std::ffi::OsStr], env: &[(&str, &Path)]) -> Run {
+    let out_dir = tempfile::tempdir().unwrap();
+    let report = out_dir.path().join("r.json");
+    let mut cmd = Command::new(fdtrace_bin());
+    cmd.arg("--json")
+        .arg("-o")
+        .arg(&report)
+        .args(args)
+        .args(extra);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.stdin(Stdio::null()).output().unwrap();
+    let json = std::fs::read_to_string(&report)
+        .ok()
+        .map(|s| serde_json::from_str(&s).expect("valid JSON report"))
+        .unwrap_or(Value::Null);
+    Run {
+        json,
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        code: out.status.code().unwrap_or(-1),
+    }
+}
+
+/// (file basename, line) of a site's user frame.
+pub fn user_line(site: &Value) -> Option<(String, u64)> {
+    let i = site["user_frame"].as_u64()? as usize;
+    let f = &site["frames"][i];
+    let file = f["file"].as_str()?;
+    Some((
+        Path::new(file).file_name()?.to_string_lossy().into_owned(),
+        f["line"].as_u64()?,
+    ))
+}
+
+pub fn site_counts(r: &Value) -> Vec<((String, u64), u64)> {
+    r["sites"]
+        .as_array()
+        .expect("sites")
+        .iter()
+        .map(|s| {
+            (
+                user_line(s).unwrap_or_else(|| panic!("site without a user frame: {s:#}")),
+                s["count"].as_u64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+pub struct Killed(pub Child);
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Compile a C test program from tests/programs into `dir`.
+pub fn compile_c(name: &str, dir: &Path, flags: &[&str]) -> PathBuf {
+    let out = dir.join(name.trim_end_matches(".c"));
+    let st = Command::new("cc")
+        .arg("-g")
+        .args(flags)
+        .arg("-o")
+        .arg(&out)
+        .arg(source(name))
+        .status()
+        .expect("a C compiler (cc)");
+    assert!(st.success(), "compiling {name}");
+    out
+}
+
+/// The site whose user frame is at `line` of `file`.
+pub fn site_at<'a>(r: &'a Value, file: &str, line: u32) -> Option<&'a Value> {
+    r["sites"]
+        .as_array()?
+        .iter()
+        .find(|s| user_line(s) == Some((file.to_string(), line as u64)))
+}

@@ -1,0 +1,144 @@
+//! Privileged end-to-end tests of socket descriptors: addresses over IPv4, IPv6 and unix, and
+//! TCP states joined to descriptors through the kernel socket, including transitions that run
+//! while another process is on the CPU.
+use serde_json::Value;
+
+mod common;
+use common::*;
+
+fn group<'a>(site: &'a Value, peer: Option<&str>, state: Option<&str>) -> Option<&'a Value> {
+    site["sockets"]
+        .as_array()?
+        .iter()
+        .find(|g| g["peer"].as_str() == peer && g["state"].as_str() == state)
+}
+
+#[test]
+fn sockets_carry_addresses_and_tcp_states() {
+    let _serial = serial();
+    require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let bin = compile_c("sockets.c", dir.path(), &["-O0"]);
+    let upath = dir.path().join("s.sock");
+    let r = fdtrace(
+        &["-d", "3", "--"],
+        &[bin.as_os_str(), upath.as_os_str()],
+        &[],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let j = &r.json;
+    let ready = r
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("ready "))
+        .unwrap_or_else(|| panic!("the program did not get ready: {}\n{}", r.stdout, r.stderr));
+    let nums: Vec<u32> = ready[6..].split(' ').map(|x| x.parse().unwrap()).collect();
+    let (port4, port6, child) = (nums[0], nums[1], nums[2]);
+    // The untraced server child dies with its parent; make sure.
+    unsafe { libc::kill(child as i32, libc::SIGKILL) };
+    let site = |m: &str| {
+        site_at(j, "sockets.c", line_of("sockets.c", m))
+            .unwrap_or_else(|| panic!("no site for {m}: {j:#}"))
+    };
+
+    // IPv4 clients whose server (another process) closed: CLOSE_WAIT, with the hint.
+    let c4 = site("C4");
+    assert_eq!(c4["count"], 5, "{c4:#}");
+    let peer4 = format!("127.0.0.1:{port4}");
+    let g = group(c4, Some(&peer4), Some("CLOSE_WAIT")).unwrap_or_else(|| panic!("{c4:#}"));
+    assert_eq!(g["count"], 5);
+    assert!(
+        c4["hint"].as_str().unwrap().contains("CLOSE_WAIT"),
+        "{c4:#}"
+    );
+    for f in c4["fds"].as_array().unwrap() {
+        assert_eq!(f["state"], "CLOSE_WAIT");
+        assert_eq!(f["peer"], peer4.as_str());
+        assert!(
+            f["local"].as_str().unwrap().starts_with("127.0.0.1:"),
+            "{f:#}"
+        );
+        assert!(f["state_age_s"].as_f64().is_some(), "{f:#}");
+    }
+
+    // IPv6: listener, clients and accepted sockets.
+    let peer6 = format!("[::1]:{port6}");
+    let l6 = site("L6");
+    assert_eq!(l6["count"], 1);
+    assert_eq!(l6["fds"][0]["state"], "LISTEN");
+    assert_eq!(l6["fds"][0]["local"], peer6.as_str());
+    let c6 = site("C6");
+    assert_eq!(c6["count"], 3);
+    assert_eq!(
+        group(c6, Some(&peer6), Some("ESTABLISHED")).map(|g| g["count"].clone()),
+        Some(3.into()),
+        "{c6:#}"
+    );
+    assert!(c6.get("hint").is_none(), "{c6:#}");
+    let a6 = site("A6");
+    assert_eq!(a6["count"], 3);
+    let g = group(a6, Some("[::1]"), Some("ESTABLISHED")).unwrap_or_else(|| panic!("{a6:#}"));
+    assert_eq!(
+        (g["count"].clone(), g["local"].clone()),
+        (3.into(), peer6.clone().into())
+    );
+    // Both ends agree: every accepted socket's peer is one of the clients.
+    let client_locals: Vec<&str> = c6["fds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["local"].as_str().unwrap())
+        .collect();
+    for f in a6["fds"].as_array().unwrap() {
+        assert!(
+            client_locals.contains(&f["peer"].as_str().unwrap()),
+            "{j:#}"
+        );
+    }
+
+    // Unix: the listener's path on every side.
+    let up = upath.to_str().unwrap();
+    let lu = site("LU");
+    assert_eq!(lu["fds"][0]["local"], up);
+    let cu = site("CU");
+    assert_eq!(cu["count"], 2);
+    assert!(
+        cu["fds"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|f| f["peer"] == up),
+        "{cu:#}"
+    );
+    let au = site("AU");
+    assert_eq!(au["count"], 2);
+    assert!(
+        au["fds"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|f| f["local"] == up),
+        "{au:#}"
+    );
+    assert!(
+        au["fds"][0]["target"]
+            .as_str()
+            .unwrap()
+            .starts_with("unix-stream")
+    );
+
+    // UDP: connected peer, no TCP state.
+    let udp = site("UDP");
+    assert_eq!(udp["fds"][0]["peer"], "127.0.0.1:9");
+    assert!(udp["fds"][0].get("state").is_none(), "{udp:#}");
+
+    // The closed socket never appears; TCP states are summed up.
+    let ok = line_of("sockets.c", "OK_SOCKET");
+    assert!(site_at(j, "sockets.c", ok).is_none(), "{j:#}");
+    assert_eq!(j["tcp_states"]["CLOSE_WAIT"], 5, "{j:#}");
+    assert_eq!(j["tcp_states"]["ESTABLISHED"], 6, "{j:#}");
+    assert_eq!(j["tcp_states"]["LISTEN"], 1, "{j:#}");
+    assert_eq!(j["drift"]["missed_opens"], Value::Array(vec![]), "{j:#}");
+    assert_eq!(j["drift"]["missed_closes"], Value::Array(vec![]), "{j:#}");
+    assert_eq!(j["lost_events"], 0);
+}
