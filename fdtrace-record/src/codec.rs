@@ -773,6 +773,40 @@ mod tests {
     }
 
     #[test]
+    fn format_md_example_bytes() {
+        // The example at the end of docs/FORMAT.md.
+        let mut enc = BlockEncoder {
+            prev_ts: 5_000,
+            body: Vec::new(),
+        };
+        let rec = Record::Open {
+            ts_ns: 6_000,
+            tgid: 48_213,
+            tid: 48_219,
+            fd: 7,
+            kind: 1,
+            syscall: 1,
+            cloexec: true,
+            stack: Some(42),
+            target: "/a".into(),
+        };
+        let mut out = Vec::new();
+        enc.encode(&rec, usize::MAX, &mut out).unwrap();
+        let want = [
+            0x09, 0xd0, 0x0f, 0x0f, 0xd5, 0xf8, 0x02, 0xdb, 0xf8, 0x02, 0x0e, 0x01, 0x01, 0x01,
+            0x01, 0x2a, 0x02, 0x2f, 0x61,
+        ];
+        assert_eq!(out, want);
+        let mut dec = BlockDecoder::new(out, false);
+        dec.prev_ts = 5_000;
+        match dec.next().unwrap() {
+            Decoded::Record(r) => assert_eq!(r, rec),
+            other => panic!("{other:?}"),
+        }
+        assert!(dec.is_empty());
+    }
+
+    #[test]
     fn u32_overflow_is_an_error() {
         let mut out = Vec::new();
         put_varint(&mut out, u64::from(u32::MAX) + 1);

@@ -70,3 +70,10 @@ pub const DEFAULT_BLOCK_SIZE: usize = 64 << 10;
 /// Largest block size [`Writer::set_block_size`] accepts. With [`MAX_RECORD_BODY`] this keeps
 /// every block (even incompressible) under [`MAX_BLOCK_LEN`].
 pub const MAX_BLOCK_SIZE: usize = 8 << 20;
+
+// The tracer moves the writer into its event task, and a report may read on a worker thread.
+const _: () = {
+    const fn assert_send<T: Send>() {}
+    assert_send::<Writer<std::fs::File>>();
+    assert_send::<Reader<std::io::BufReader<std::fs::File>>>();
+};
