@@ -2,7 +2,7 @@
 //!
 //! Every type here owns its data and derives serde's `Serialize`/`Deserialize`, so a report can
 //! also dump a recording as JSON. The serde derive is *not* the on-disk encoding: that is the
-//! explicit, versioned codec described in `docs/FORMAT.md` (see [`crate::codec`]).
+//! explicit, versioned codec described in `docs/FORMAT.md` (implemented in `src/codec.rs`).
 //!
 //! Timestamps (`ts_ns`) are absolute values of CLOCK_MONOTONIC in nanoseconds, the clock of
 //! `bpf_ktime_get_ns()`. [`Header::start_monotonic_ns`] and [`Header::start_unix_ns`] relate them
