@@ -27,7 +27,23 @@ pub mod kind {
     pub const SOCK_ADDR: u32 = 6;
     /// A traced TCP socket changed state (`sock:inet_sock_set_state`): [`crate::SockStateEvent`].
     pub const SOCK_STATE: u32 = 7;
+    /// A traced process created a process (not a thread): [`crate::ForkEvent`].
+    pub const FORK: u32 = 8;
+    /// `fcntl(F_SETFD)` or `ioctl(FIOCLEX/FIONCLEX)` changed a close-on-exec flag:
+    /// [`crate::CloexecEvent`].
+    pub const CLOEXEC: u32 = 9;
 }
+
+/// Indexes into the `SETTINGS` array of the eBPF side.
+pub mod setting {
+    /// Non-zero: children of traced processes are traced too (`-f`).
+    pub const FOLLOW: u32 = 0;
+    pub const COUNT: u32 = 4;
+}
+
+/// `clone` flags that matter to the descriptor model.
+pub const CLONE_FILES: u64 = 0x400;
+pub const CLONE_THREAD: u64 = 0x10000;
 
 /// Which syscall created a descriptor (`OpenEvent::syscall`).
 pub mod syscall {
@@ -53,15 +69,43 @@ pub mod syscall {
     pub const INOTIFY: u32 = 23;
     pub const MEMFD: u32 = 24;
     pub const PIDFD: u32 = 25;
+    pub const OPEN_BY_HANDLE: u32 = 26;
+    pub const FANOTIFY: u32 = 27;
+    pub const MEMFD_SECRET: u32 = 28;
+    pub const USERFAULTFD: u32 = 29;
+    pub const PERF_EVENT: u32 = 30;
+    /// bpf() commands that return a descriptor.
+    pub const BPF: u32 = 31;
+    /// pidfd_getfd: a copy of another process's descriptor.
+    pub const PIDFD_GETFD: u32 = 32;
+    pub const IO_URING: u32 = 33;
+    pub const MQ_OPEN: u32 = 34;
+    /// fsopen, fsmount, fspick, open_tree.
+    pub const MOUNT_API: u32 = 35;
+    pub const LANDLOCK: u32 = 36;
+    /// Descriptors received with SCM_RIGHTS (recvmsg, recvmmsg): the control message is in
+    /// `path`, its length in `arg`.
+    pub const RECVMSG: u32 = 37;
+    /// Not a birth: fcntl(F_SETFD) / ioctl(FIOCLEX, FIONCLEX), turned into a `CloexecEvent`.
+    pub const SET_CLOEXEC: u32 = 40;
 
     /// Does this syscall return two descriptors through a user array?
     pub const fn returns_pair(sc: u32) -> bool {
         sc == PIPE || sc == SOCKETPAIR
     }
 
+    /// open_tree and fspick: a path argument (a `MOUNT_API` birth whose path is copied).
+    pub const OPEN_TREE_PATH: u32 = 38;
+
     /// Does this syscall take a path (or name) argument worth copying?
     pub const fn has_path(sc: u32) -> bool {
-        sc == OPENAT || sc == OPEN || sc == CREAT || sc == OPENAT2 || sc == MEMFD
+        sc == OPENAT
+            || sc == OPEN
+            || sc == CREAT
+            || sc == OPENAT2
+            || sc == MEMFD
+            || sc == MQ_OPEN
+            || sc == OPEN_TREE_PATH
     }
 }
 
@@ -230,6 +274,27 @@ pub struct CloseRangeEvent {
     pub _pad: u32,
 }
 
+/// A process created another (fork, vfork, clone without CLONE_THREAD).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ForkEvent {
+    pub hdr: Header,
+    /// Process id of the child.
+    pub child: u32,
+    pub _pad: u32,
+    /// The clone flags (0 for fork).
+    pub flags: u64,
+}
+
+/// The close-on-exec flag of `fd` was set (`on == 1`) or cleared, successfully.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CloexecEvent {
+    pub hdr: Header,
+    pub fd: i32,
+    pub on: u32,
+}
+
 /// `CLOSE_RANGE_CLOEXEC`: mark close-on-exec instead of closing.
 pub const CLOSE_RANGE_CLOEXEC: u32 = 1 << 2;
 
@@ -252,6 +317,8 @@ mod user {
     unsafe impl aya::Pod for super::SockAddrEvent {}
     unsafe impl aya::Pod for super::SockStateEvent {}
     unsafe impl aya::Pod for super::KernelLayout {}
+    unsafe impl aya::Pod for super::ForkEvent {}
+    unsafe impl aya::Pod for super::CloexecEvent {}
 }
 
 // Layout checks: both sides compile these.
@@ -263,5 +330,7 @@ const _: () = assert!(core::mem::size_of::<SockInfo>() == 56);
 const _: () = assert!(core::mem::size_of::<SockAddrEvent>() == 24 + 16 + MAX_SOCKADDR);
 const _: () = assert!(core::mem::size_of::<SockStateEvent>() == 24 + 24 + 32);
 const _: () = assert!(core::mem::size_of::<KernelLayout>() == 72);
+const _: () = assert!(core::mem::size_of::<ForkEvent>() == 40);
+const _: () = assert!(core::mem::size_of::<CloexecEvent>() == 32);
 const _: () =
     assert!(core::mem::size_of::<OpenEvent>() == 24 + 24 + 24 + 56 + MAX_PATH + STACK_BYTES);

@@ -22,8 +22,9 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 use fdtrace_common::{
-    CloseEvent, CloseRangeEvent, Header, KernelLayout, MAX_SOCKADDR, OpenEvent, ProcEvent,
-    STACK_BYTES, SockAddrEvent, SockInfo, SockStateEvent, kind, stat, syscall,
+    CLONE_FILES, CLONE_THREAD, CloexecEvent, CloseEvent, CloseRangeEvent, ForkEvent, Header,
+    KernelLayout, MAX_PATH, MAX_SOCKADDR, OpenEvent, ProcEvent, STACK_BYTES, SockAddrEvent,
+    SockInfo, SockStateEvent, kind, setting, stat, syscall,
 };
 
 /// Thread-group ids being traced (value unused).
@@ -69,6 +70,14 @@ struct AddrPending {
     _pad: u32,
 }
 
+/// Settings from user space (`setting::*`).
+#[map]
+static SETTINGS: Array<u32> = Array::with_max_entries(setting::COUNT, 0);
+
+/// Flags of a clone/clone3 in progress, per thread, read when the child appears.
+#[map]
+static CLONE_FLAGS: HashMap<u64, u64> = HashMap::with_max_entries(4096, 0);
+
 #[map]
 static ADDR_PENDING: HashMap<u64, AddrPending> = HashMap::with_max_entries(4096, 0);
 
@@ -91,6 +100,12 @@ const O_CLOEXEC: u64 = 0o2_000_000;
 const MFD_CLOEXEC: u64 = 1;
 const F_DUPFD: u64 = 0;
 const F_DUPFD_CLOEXEC: u64 = 1030;
+const F_SETFD: u64 = 2;
+const FD_CLOEXEC: u64 = 1;
+const FIONCLEX: u32 = 0x5450;
+const FIOCLEX: u32 = 0x5451;
+const MSG_CMSG_CLOEXEC: u64 = 0x4000_0000;
+const ARG4: usize = 48;
 const AF_INET: u16 = 2;
 const AF_INET6: u16 = 10;
 const IPPROTO_TCP: u16 = 6;
@@ -301,7 +316,32 @@ fn emit_open(ctx: &TracePointContext) -> u32 {
     if ret < 0 {
         return 0;
     }
-    let (fd, fd2) = if syscall::returns_pair(pending.syscall) {
+    if pending.syscall == syscall::SET_CLOEXEC {
+        let ev = CloexecEvent {
+            hdr: header(kind::CLOEXEC, pid_tgid),
+            fd: pending.arg,
+            on: pending.flags as u32,
+        };
+        if EVENTS.output::<CloexecEvent>(&ev, 0).is_err() {
+            bump(stat::LOST_EVENTS);
+        }
+        return 0;
+    }
+    // recvmsg: a birth only when the control data the kernel wrote back is not empty.
+    let mut control: u64 = 0;
+    let mut control_len: u64 = 0;
+    if pending.syscall == syscall::RECVMSG {
+        // struct msghdr: msg_control at 32, msg_controllen at 40 (updated by the kernel).
+        control = unsafe { bpf_probe_read_user((pending.path + 32) as *const u64) }.unwrap_or(0);
+        control_len =
+            unsafe { bpf_probe_read_user((pending.path + 40) as *const u64) }.unwrap_or(0);
+        if control == 0 || control_len < 16 {
+            return 0;
+        }
+    }
+    let (fd, fd2) = if pending.syscall == syscall::RECVMSG {
+        (-1, -1)
+    } else if syscall::returns_pair(pending.syscall) {
         // SAFETY: the kernel just wrote two ints to this user array.
         let pair: [i32; 2] =
             unsafe { bpf_probe_read_user(pending.path as *const [i32; 2]) }.unwrap_or([-1, -1]);
@@ -340,14 +380,27 @@ fn emit_open(ctx: &TracePointContext) -> u32 {
         (*ev).hdr = header(kind::OPEN, pid_tgid);
         (*ev).fd = fd;
         (*ev).fd2 = fd2;
-        (*ev).arg = pending.arg;
+        (*ev).arg = if pending.syscall == syscall::RECVMSG {
+            control_len as i32
+        } else {
+            pending.arg
+        };
         (*ev).flags = pending.flags as u32;
         (*ev).syscall = pending.syscall;
         (*ev).ip = ip;
         (*ev).sp = sp;
         (*ev).bp = bp;
         (*ev).sock = sock;
-        if !syscall::has_path(pending.syscall)
+        if pending.syscall == syscall::RECVMSG {
+            // The control messages, raw: user space finds the SCM_RIGHTS descriptors.
+            let dst = (*ev).path.as_mut_ptr() as *mut c_void;
+            if probe_read_user_raw(dst, MAX_PATH as u32, control as *const c_void) != 0
+                && probe_read_user_raw(dst, 64, control as *const c_void) != 0
+                && probe_read_user_raw(dst, 24, control as *const c_void) != 0
+            {
+                (*ev).arg = 0;
+            }
+        } else if !syscall::has_path(pending.syscall)
             || bpf_probe_read_user_str_bytes(pending.path as *const u8, &mut (*ev).path).is_err()
         {
             (*ev).path[0] = 0;
@@ -560,6 +613,193 @@ enter!(
     }
 );
 
+enter!(
+    enter_open_by_handle_at,
+    Args {
+        sc: syscall::OPEN_BY_HANDLE,
+        flags: Some(ARG2),
+        ..NONE
+    }
+);
+enter!(
+    enter_fanotify_init,
+    Args {
+        sc: syscall::FANOTIFY,
+        flags: Some(ARG0),
+        cloexec_bit: 1,
+        ..NONE
+    }
+);
+enter!(
+    enter_memfd_secret,
+    Args {
+        sc: syscall::MEMFD_SECRET,
+        flags: Some(ARG0),
+        ..NONE
+    }
+);
+enter!(
+    enter_userfaultfd,
+    Args {
+        sc: syscall::USERFAULTFD,
+        flags: Some(ARG0),
+        ..NONE
+    }
+);
+enter!(
+    enter_perf_event_open,
+    Args {
+        sc: syscall::PERF_EVENT,
+        flags: Some(ARG4),
+        cloexec_bit: 8,
+        ..NONE
+    }
+);
+enter!(
+    enter_pidfd_getfd,
+    Args {
+        sc: syscall::PIDFD_GETFD,
+        fixed: O_CLOEXEC,
+        ..NONE
+    }
+);
+enter!(
+    enter_io_uring_setup,
+    Args {
+        sc: syscall::IO_URING,
+        fixed: O_CLOEXEC,
+        ..NONE
+    }
+);
+enter!(
+    enter_mq_open,
+    Args {
+        sc: syscall::MQ_OPEN,
+        path: Some(ARG0),
+        fixed: O_CLOEXEC,
+        ..NONE
+    }
+);
+enter!(
+    enter_fsopen,
+    Args {
+        sc: syscall::MOUNT_API,
+        flags: Some(ARG1),
+        cloexec_bit: 1,
+        ..NONE
+    }
+);
+enter!(
+    enter_fsmount,
+    Args {
+        sc: syscall::MOUNT_API,
+        flags: Some(ARG1),
+        cloexec_bit: 1,
+        ..NONE
+    }
+);
+enter!(
+    enter_fspick,
+    Args {
+        sc: syscall::OPEN_TREE_PATH,
+        path: Some(ARG1),
+        flags: Some(ARG2),
+        cloexec_bit: 1,
+        ..NONE
+    }
+);
+enter!(
+    enter_open_tree,
+    Args {
+        sc: syscall::OPEN_TREE_PATH,
+        path: Some(ARG1),
+        flags: Some(ARG2),
+        ..NONE
+    }
+);
+enter!(
+    enter_recvmsg,
+    Args {
+        sc: syscall::RECVMSG,
+        path: Some(ARG1),
+        flags: Some(ARG2),
+        cloexec_bit: MSG_CMSG_CLOEXEC,
+        ..NONE
+    }
+);
+// Only the first message of a recvmmsg batch is examined (struct mmsghdr starts with msghdr).
+enter!(
+    enter_recvmmsg,
+    Args {
+        sc: syscall::RECVMSG,
+        path: Some(ARG1),
+        flags: Some(ARG3),
+        cloexec_bit: MSG_CMSG_CLOEXEC,
+        ..NONE
+    }
+);
+
+/// landlock_create_ruleset returns the ABI version, not a descriptor, with flag VERSION (1).
+#[tracepoint]
+pub fn enter_landlock_create_ruleset(ctx: TracePointContext) -> u32 {
+    let flags: u64 = unsafe { ctx.read_at(ARG2) }.unwrap_or(1);
+    if flags & 1 != 0 {
+        return 0;
+    }
+    remember(
+        &ctx,
+        Args {
+            sc: syscall::LANDLOCK,
+            fixed: O_CLOEXEC,
+            ..NONE
+        },
+    )
+}
+
+/// bpf(): only the commands that return a new descriptor.
+#[tracepoint]
+pub fn enter_bpf(ctx: TracePointContext) -> u32 {
+    let cmd: u64 = unsafe { ctx.read_at(ARG0) }.unwrap_or(u64::MAX);
+    // MAP_CREATE, PROG_LOAD, OBJ_GET, PROG/MAP_GET_FD_BY_ID, RAW_TRACEPOINT_OPEN, BTF_LOAD,
+    // BTF_GET_FD_BY_ID, LINK_CREATE, LINK_GET_FD_BY_ID, ENABLE_STATS, ITER_CREATE,
+    // TOKEN_CREATE.
+    let returns_fd = matches!(
+        cmd,
+        0 | 5 | 7 | 13 | 14 | 17 | 18 | 19 | 28 | 30 | 32 | 33 | 36
+    );
+    if !returns_fd {
+        return 0;
+    }
+    remember(
+        &ctx,
+        Args {
+            sc: syscall::BPF,
+            fixed: O_CLOEXEC,
+            ..NONE
+        },
+    )
+}
+
+/// ioctl FIOCLEX / FIONCLEX set and clear close-on-exec.
+#[tracepoint]
+pub fn enter_ioctl(ctx: TracePointContext) -> u32 {
+    let cmd: u64 = unsafe { ctx.read_at(ARG1) }.unwrap_or(0);
+    let on = match cmd as u32 {
+        FIOCLEX => 1,
+        FIONCLEX => 0,
+        _ => return 0,
+    };
+    remember(
+        &ctx,
+        Args {
+            sc: syscall::SET_CLOEXEC,
+            arg: Some(ARG0),
+            fixed: on,
+            ..NONE
+        },
+    )
+}
+
 /// signalfd/signalfd4 create a descriptor only when `ufd` is -1 (else they update it).
 #[inline(always)]
 fn signalfd(ctx: &TracePointContext, flags: Option<usize>) -> u32 {
@@ -594,6 +834,18 @@ pub fn enter_fcntl(ctx: TracePointContext) -> u32 {
     let fixed = match cmd {
         F_DUPFD => 0,
         F_DUPFD_CLOEXEC => O_CLOEXEC,
+        F_SETFD => {
+            let arg: u64 = unsafe { ctx.read_at(ARG2) }.unwrap_or(0);
+            return remember(
+                &ctx,
+                Args {
+                    sc: syscall::SET_CLOEXEC,
+                    arg: Some(ARG0),
+                    fixed: arg & FD_CLOEXEC,
+                    ..NONE
+                },
+            );
+        }
         _ => return 0,
     };
     remember(
@@ -776,6 +1028,72 @@ pub fn sock_state(ctx: TracePointContext) -> u32 {
     }
     if newstate as u32 == TCP_CLOSE {
         let _ = SOCKS.remove(&sk);
+    }
+    0
+}
+
+#[tracepoint]
+pub fn enter_clone(ctx: TracePointContext) -> u32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    if !is_target((pid_tgid >> 32) as u32) {
+        return 0;
+    }
+    let flags: u64 = unsafe { ctx.read_at(ARG0) }.unwrap_or(0);
+    let _ = CLONE_FLAGS.insert(&pid_tgid, &flags, 0);
+    0
+}
+
+#[tracepoint]
+pub fn enter_clone3(ctx: TracePointContext) -> u32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    if !is_target((pid_tgid >> 32) as u32) {
+        return 0;
+    }
+    // `struct clone_args` starts with `__u64 flags`.
+    let args: u64 = unsafe { ctx.read_at(ARG0) }.unwrap_or(0);
+    let flags = unsafe { bpf_probe_read_user(args as *const u64) }.unwrap_or(0);
+    let _ = CLONE_FLAGS.insert(&pid_tgid, &flags, 0);
+    0
+}
+
+/// Shared by the exits of clone and clone3.
+#[tracepoint]
+pub fn exit_clone(ctx: TracePointContext) -> u32 {
+    let _ = ctx.as_ptr();
+    let _ = CLONE_FLAGS.remove(&bpf_get_current_pid_tgid());
+    0
+}
+
+/// `sched:sched_process_fork` runs in the parent before the child can run: a followed child is
+/// a target from its first instruction. Threads (CLONE_THREAD) are not new processes.
+#[tracepoint]
+pub fn sched_fork(ctx: TracePointContext) -> u32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    if !is_target((pid_tgid >> 32) as u32) {
+        return 0;
+    }
+    // SAFETY: plain value.
+    let flags = unsafe { CLONE_FLAGS.get(&pid_tgid) }.copied().unwrap_or(0);
+    if flags & CLONE_THREAD != 0 {
+        return 0;
+    }
+    let child: i32 = unsafe { ctx.read_at(20) }.unwrap_or(0);
+    if child <= 0 {
+        return 0;
+    }
+    let follow = SETTINGS.get(setting::FOLLOW).copied().unwrap_or(0) != 0;
+    // A child sharing the descriptor table changes the parent's: it is always traced.
+    if follow || flags & CLONE_FILES != 0 {
+        let _ = TARGETS.insert(&(child as u32), &1, 0);
+    }
+    let ev = ForkEvent {
+        hdr: header(kind::FORK, pid_tgid),
+        child: child as u32,
+        _pad: 0,
+        flags,
+    };
+    if EVENTS.output::<ForkEvent>(&ev, 0).is_err() {
+        bump(stat::LOST_EVENTS);
     }
     0
 }

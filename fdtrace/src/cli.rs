@@ -29,6 +29,11 @@ pub struct Cli {
     #[arg(short, long, value_name = "FILE")]
     pub output: Option<PathBuf>,
 
+    /// Also trace the children the target creates, and theirs, each with its own table; the
+    /// report has one section per process.
+    #[arg(short, long)]
+    pub follow: bool,
+
     /// More diagnostics on stderr (-v, -vv).
     #[arg(short, long, action = clap::ArgAction::Count)]
     pub verbose: u8,
@@ -64,6 +69,7 @@ impl Cli {
             duration: self.duration,
             json: self.json,
             output: self.output.clone(),
+            follow: self.follow,
         })
     }
 }
@@ -88,8 +94,9 @@ mod tests {
 
     #[test]
     fn command_mode_keeps_its_arguments() {
-        let c = parse(&["-d", "5", "--", "./prog", "-x", "--json"]).unwrap();
+        let c = parse(&["-d", "5", "-f", "--", "./prog", "-x", "--json"]).unwrap();
         let o = c.options().unwrap();
+        assert!(o.follow);
         assert_eq!(
             o.target,
             Target::Command(vec!["./prog".into(), "-x".into(), "--json".into()])

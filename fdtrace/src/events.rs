@@ -1,7 +1,7 @@
 //! Decoding of ring-buffer records into typed events (pure, no BPF).
 use fdtrace_common::{
-    CloseEvent, CloseRangeEvent, Header, MAX_PATH, MAX_SOCKADDR, OpenEvent, ProcEvent, STACK_BYTES,
-    SockAddrEvent, SockInfo, SockStateEvent, kind,
+    CloexecEvent, CloseEvent, CloseRangeEvent, ForkEvent, Header, MAX_PATH, MAX_SOCKADDR,
+    OpenEvent, ProcEvent, STACK_BYTES, SockAddrEvent, SockInfo, SockStateEvent, kind,
 };
 
 /// One decoded ring-buffer record.
@@ -33,6 +33,35 @@ pub enum Event {
     },
     /// A traced socket changed TCP state.
     SockState(SockStateEvent),
+    /// A traced process created a process.
+    Fork {
+        hdr: Header,
+        child: u32,
+        flags: u64,
+    },
+    /// The close-on-exec flag of `fd` was set or cleared.
+    Cloexec {
+        hdr: Header,
+        fd: i32,
+        on: bool,
+    },
+}
+
+impl Event {
+    /// The header every record starts with.
+    pub fn header(&self) -> &Header {
+        match self {
+            Event::Open(o) => &o.hdr,
+            Event::SockState(s) => &s.hdr,
+            Event::Close { hdr, .. }
+            | Event::CloseRange { hdr, .. }
+            | Event::Exec { hdr }
+            | Event::Exit { hdr }
+            | Event::SockAddr { hdr, .. }
+            | Event::Fork { hdr, .. }
+            | Event::Cloexec { hdr, .. } => hdr,
+        }
+    }
 }
 
 /// A new descriptor, with what is needed to unwind its creating stack.
@@ -52,6 +81,8 @@ pub struct Open {
     pub bp: u64,
     /// The kernel socket behind `fd` (socket births), zeroed otherwise.
     pub sock: SockInfo,
+    /// recvmsg: the control messages (SCM_RIGHTS descriptors are in them).
+    pub control: Vec<u8>,
     /// The copied top of the user stack, starting at `sp`.
     pub stack: Vec<u8>,
 }
@@ -111,8 +142,16 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
             let bp: u64 = read(&bytes[64..]);
             let sock: SockInfo = read(&bytes[SOCK_OFF..]);
             let path_bytes = &bytes[PATH_OFF..PATH_OFF + MAX_PATH];
-            let end = path_bytes.iter().position(|&b| b == 0).unwrap_or(MAX_PATH);
-            let path = String::from_utf8_lossy(&path_bytes[..end]).into_owned();
+            let (path, control) = if syscall == fdtrace_common::syscall::RECVMSG {
+                let n = (arg.max(0) as usize).min(MAX_PATH);
+                (String::new(), path_bytes[..n].to_vec())
+            } else {
+                let end = path_bytes.iter().position(|&b| b == 0).unwrap_or(MAX_PATH);
+                (
+                    String::from_utf8_lossy(&path_bytes[..end]).into_owned(),
+                    Vec::new(),
+                )
+            };
             let stack_off = PATH_OFF + MAX_PATH;
             let n = (stack_len as usize).min(STACK_BYTES);
             let stack = bytes[stack_off..stack_off + n].to_vec();
@@ -128,6 +167,7 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
                 sp,
                 bp,
                 sock,
+                control,
                 stack,
             }))
         }
@@ -163,6 +203,24 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
                 fd: ev.fd,
                 op: ev.op,
                 addr: ev.addr[..n].to_vec(),
+            })
+        }
+        kind::FORK => {
+            check(hdr.kind, bytes, size_of::<ForkEvent>())?;
+            let ev: ForkEvent = read(bytes);
+            Ok(Event::Fork {
+                hdr,
+                child: ev.child,
+                flags: ev.flags,
+            })
+        }
+        kind::CLOEXEC => {
+            check(hdr.kind, bytes, size_of::<CloexecEvent>())?;
+            let ev: CloexecEvent = read(bytes);
+            Ok(Event::Cloexec {
+                hdr,
+                fd: ev.fd,
+                on: ev.on != 0,
             })
         }
         kind::SOCK_STATE => {
@@ -252,6 +310,7 @@ mod tests {
                     lport: 80,
                     ..SockInfo::default()
                 },
+                control: Vec::new(),
                 stack: vec![0xAA; 16],
             })
         );
@@ -329,6 +388,59 @@ mod tests {
                 hdr: hdr(kind::EXIT)
             }
         );
+    }
+
+    #[test]
+    fn fork_cloexec_and_scm_rights_round_trip() {
+        let f = ForkEvent {
+            hdr: hdr(kind::FORK),
+            child: 77,
+            _pad: 0,
+            flags: fdtrace_common::CLONE_FILES,
+        };
+        assert_eq!(
+            decode(&as_bytes(&f)).unwrap(),
+            Event::Fork {
+                hdr: hdr(kind::FORK),
+                child: 77,
+                flags: fdtrace_common::CLONE_FILES
+            }
+        );
+        let c = CloexecEvent {
+            hdr: hdr(kind::CLOEXEC),
+            fd: 4,
+            on: 1,
+        };
+        assert_eq!(
+            decode(&as_bytes(&c)).unwrap(),
+            Event::Cloexec {
+                hdr: hdr(kind::CLOEXEC),
+                fd: 4,
+                on: true
+            }
+        );
+        let mut ev = OpenEvent {
+            hdr: hdr(kind::OPEN),
+            fd: -1,
+            fd2: -1,
+            flags: 0,
+            syscall: fdtrace_common::syscall::RECVMSG,
+            stack_len: 0,
+            arg: 20,
+            ip: 0,
+            sp: 0,
+            bp: 0,
+            sock: SockInfo::default(),
+            path: [0; MAX_PATH],
+            stack: [0; STACK_BYTES],
+        };
+        ev.path[0] = 20;
+        let Event::Open(o) = decode(&as_bytes(&ev)).unwrap() else {
+            panic!("not an open")
+        };
+        assert_eq!(o.control.len(), 20);
+        assert_eq!(o.control[0], 20);
+        assert!(o.path.is_empty());
     }
 
     #[test]

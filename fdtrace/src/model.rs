@@ -86,6 +86,8 @@ pub enum Origin {
     Preexisting,
     /// Created while traced, by the stack with this id.
     Stack(StackId),
+    /// Found in /proc without a traced birth (drift, corrected by reconciliation).
+    Untraced,
 }
 
 /// One open descriptor.
@@ -111,6 +113,10 @@ pub struct TableStats {
     pub replaced: u64,
     /// A close named a number the model did not hold (EBADF, or a missed birth).
     pub unknown_closes: u64,
+    /// Reconciliation with /proc found a descriptor the model missed (and added it).
+    pub drift_opens: u64,
+    /// Reconciliation with /proc found a descriptor the model held but the kernel had closed.
+    pub drift_closes: u64,
 }
 
 /// The descriptor table of one process (shared by its threads).
@@ -138,6 +144,29 @@ impl FdTable {
                 sock: None,
             },
         );
+    }
+
+    /// Reconciliation: `fd` is open in the kernel but was never seen born.
+    pub fn untraced(&mut self, fd: i32, kind: FdKind, target: String, cloexec: bool) {
+        self.stats.drift_opens += 1;
+        self.fds.insert(
+            fd,
+            OpenFd {
+                kind,
+                target,
+                opened_ns: None,
+                origin: Origin::Untraced,
+                cloexec,
+                sock: None,
+            },
+        );
+    }
+
+    /// Reconciliation: the kernel closed `fd` without the model seeing it.
+    pub fn drift_close(&mut self, fd: i32) {
+        if self.fds.remove(&fd).is_some() {
+            self.stats.drift_closes += 1;
+        }
     }
 
     /// A syscall returned the new descriptor `fd`. Returns the entry it replaced, if the model
@@ -207,6 +236,21 @@ impl FdTable {
         let before = self.fds.len();
         self.fds.retain(|_, e| !e.cloexec);
         before - self.fds.len()
+    }
+
+    /// fcntl(F_SETFD) / ioctl(FIOCLEX, FIONCLEX); nothing happens if `fd` is not open.
+    pub fn set_cloexec(&mut self, fd: i32, on: bool) {
+        if let Some(e) = self.fds.get_mut(&fd) {
+            e.cloexec = on;
+        }
+    }
+
+    /// The table a forked child starts with: the same descriptors and origins, fresh counters.
+    pub fn inherited(&self) -> FdTable {
+        FdTable {
+            fds: self.fds.clone(),
+            stats: TableStats::default(),
+        }
     }
 
     pub fn get(&self, fd: i32) -> Option<&OpenFd> {
@@ -323,6 +367,9 @@ mod tests {
         Close(i32),
         CloseRange(u32, u32, bool),
         Exec,
+        SetCloexec(i32, bool),
+        Fork,
+        DriftClose(i32),
     }
 
     fn op() -> impl Strategy<Value = Op> {
@@ -331,6 +378,9 @@ mod tests {
             (0..8i32).prop_map(Op::Close),
             (0..9u32, 0..9u32, any::<bool>()).prop_map(|(a, b, c)| Op::CloseRange(a, b, c)),
             Just(Op::Exec),
+            (0..8i32, any::<bool>()).prop_map(|(fd, on)| Op::SetCloexec(fd, on)),
+            Just(Op::Fork),
+            (0..8i32).prop_map(Op::DriftClose),
         ]
     }
 
@@ -341,6 +391,7 @@ mod tests {
             let mut t = FdTable::new();
             let mut reference: HashMap<i32, (StackId, bool)> = HashMap::new();
             let (mut opens, mut closes, mut replaced, mut unknown) = (0u64, 0u64, 0u64, 0u64);
+            let mut drift_closes = 0u64;
             for (i, op) in ops.iter().enumerate() {
                 match *op {
                     Op::Open(fd, s, c) => {
@@ -367,6 +418,19 @@ mod tests {
                         reference.retain(|_, (_, c)| !*c);
                         t.exec();
                     }
+                    Op::SetCloexec(fd, on) => {
+                        if let Some(v) = reference.get_mut(&fd) { v.1 = on }
+                        t.set_cloexec(fd, on);
+                    }
+                    Op::Fork => {
+                        // The child's table: same descriptors, fresh counters.
+                        t = t.inherited();
+                        (opens, closes, replaced, unknown, drift_closes) = (0, 0, 0, 0, 0);
+                    }
+                    Op::DriftClose(fd) => {
+                        if reference.remove(&fd).is_some() { drift_closes += 1 }
+                        t.drift_close(fd);
+                    }
                 }
                 prop_assert_eq!(t.len(), reference.len());
             }
@@ -375,7 +439,9 @@ mod tests {
                 prop_assert_eq!(e.origin, Origin::Stack(s));
                 prop_assert_eq!(e.cloexec, c);
             }
-            prop_assert_eq!(t.stats, TableStats { opens, closes, replaced, unknown_closes: unknown });
+            prop_assert_eq!(t.stats, TableStats {
+                opens, closes, replaced, unknown_closes: unknown, drift_opens: 0, drift_closes,
+            });
         }
     }
 }

@@ -106,6 +106,22 @@ pub fn exec_mappings(pid: u32) -> Vec<Mapping> {
         .collect()
 }
 
+/// Where `/proc/PID/fd/FD` points now (None when it is gone).
+pub fn fd_link(pid: u32, fd: i32) -> Option<String> {
+    std::fs::read_link(format!("/proc/{pid}/fd/{fd}"))
+        .ok()
+        .map(|p| p.to_string_lossy().into_owned())
+}
+
+/// The thread-group id of a task (a thread's process), from /proc.
+pub fn tgid_of(tid: u32) -> Option<u32> {
+    let status = std::fs::read_to_string(format!("/proc/{tid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Tgid:"))
+        .and_then(|v| v.trim().parse().ok())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

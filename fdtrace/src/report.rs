@@ -23,12 +23,18 @@ pub struct Report {
     pub sites: Vec<Site>,
     /// Descriptors open before tracing began (no known origin).
     pub preexisting: Vec<FdEntry>,
+    /// Descriptors found in /proc during the session that no traced syscall created (drift the
+    /// model corrected; see `model.drift_opens`).
+    pub untraced: Vec<FdEntry>,
     /// Differences between the model and /proc/PID/fd at report time (null when the process
     /// was gone and could not be checked).
     pub drift: Option<Drift>,
     pub model: TableStats,
     /// The process's TCP sockets by state (`ESTABLISHED`, `CLOSE_WAIT`, …).
     pub tcp_states: BTreeMap<&'static str, usize>,
+    /// With `-f`: one report per traced descendant, exited ones included.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub processes: Vec<Report>,
 }
 
 #[derive(Debug, Serialize)]
@@ -101,6 +107,8 @@ pub struct FdEntry {
     /// Time since the socket entered `state`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub state_age_s: Option<f64>,
+    /// Closed by a successful exec.
+    pub cloexec: bool,
 }
 
 impl FdEntry {
@@ -117,6 +125,7 @@ impl FdEntry {
             peer: sock.and_then(|s| s.peer.clone()),
             local: sock.and_then(|s| s.local.clone()),
             state_age_s: sock.and_then(|s| age(now_ns, s.state_since_ns)),
+            cloexec: e.cloexec,
         }
     }
 
@@ -131,6 +140,7 @@ impl FdEntry {
             peer: None,
             local: None,
             state_age_s: None,
+            cloexec: p.cloexec,
         }
     }
 }
@@ -185,11 +195,15 @@ pub struct Drift {
     pub missed_opens: Vec<FdEntry>,
     /// In the model but not in /proc.
     pub missed_closes: Vec<FdEntry>,
+    /// Open in both, but the model's close-on-exec flag differs from the kernel's.
+    pub cloexec_mismatches: Vec<FdEntry>,
 }
 
 impl Drift {
     pub fn is_zero(&self) -> bool {
-        self.missed_opens.is_empty() && self.missed_closes.is_empty()
+        self.missed_opens.is_empty()
+            && self.missed_closes.is_empty()
+            && self.cloexec_mismatches.is_empty()
     }
 }
 
@@ -236,6 +250,9 @@ fn age(now_ns: u64, opened: Option<u64>) -> Option<f64> {
 #[derive(Debug, Serialize)]
 pub struct Meta {
     pub pid: u32,
+    /// The traced process that created this one (`-f`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parent: Option<u32>,
     pub command: Option<String>,
     pub duration_s: f64,
     /// The target exited during the session; the report shows what it held when it exited.
@@ -259,9 +276,11 @@ pub fn build(
 ) -> Report {
     let mut by_stack: HashMap<StackId, Vec<(i32, &crate::model::OpenFd)>> = HashMap::new();
     let mut preexisting = Vec::new();
+    let mut untraced = Vec::new();
     for (fd, e) in table.iter() {
         match e.origin {
             Origin::Preexisting => preexisting.push(FdEntry::new(fd, e, now_ns)),
+            Origin::Untraced => untraced.push(FdEntry::new(fd, e, now_ns)),
             Origin::Stack(id) => by_stack.entry(id).or_default().push((fd, e)),
         }
     }
@@ -331,8 +350,12 @@ pub fn build(
     let drift = proc_fds.map(|pfds| {
         let mut d = Drift::default();
         for p in pfds {
-            if table.get(p.fd).is_none() {
-                d.missed_opens.push(FdEntry::from_proc(p));
+            match table.get(p.fd) {
+                None => d.missed_opens.push(FdEntry::from_proc(p)),
+                Some(e) if e.cloexec != p.cloexec => {
+                    d.cloexec_mismatches.push(FdEntry::new(p.fd, e, now_ns))
+                }
+                Some(_) => {}
             }
         }
         for (fd, e) in table.iter() {
@@ -353,9 +376,11 @@ pub fn build(
         open_count: table.len(),
         sites,
         preexisting,
+        untraced,
         drift,
         model: table.stats,
         tcp_states,
+        processes: Vec::new(),
     }
 }
 
@@ -426,7 +451,9 @@ pub fn render_text(r: &Report) -> String {
         "fdtrace: pid {} ({name}), traced for {:.1}s{}",
         r.meta.pid,
         r.meta.duration_s,
-        if r.meta.target_exited {
+        if r.meta.target_exited && r.meta.parent.is_some() {
+            "; exited: this is what it held at exit"
+        } else if r.meta.target_exited {
             "; the process exited: this is what it held at exit"
         } else {
             ""
@@ -472,10 +499,11 @@ pub fn render_text(r: &Report) -> String {
         } else {
             let _ = writeln!(
                 s,
-                "drift against /proc/{}/fd: {} descriptors the model missed, {} closes it missed",
+                "drift against /proc/{}/fd: {} descriptors the model missed, {} closes it missed, {} close-on-exec flags it got wrong",
                 r.meta.pid,
                 d.missed_opens.len(),
-                d.missed_closes.len()
+                d.missed_closes.len(),
+                d.cloexec_mismatches.len()
             );
         }
     }
@@ -520,6 +548,16 @@ pub fn render_text(r: &Report) -> String {
             let _ = writeln!(s, "     (stack cut short)");
         }
     }
+    if r.model.drift_opens + r.model.drift_closes > 0 {
+        let _ = writeln!(
+            s,
+            "\ncorrected during the session (checked against /proc): {} descriptors opened without a traced birth, {} closed without a traced close",
+            r.model.drift_opens, r.model.drift_closes
+        );
+        for p in &r.untraced {
+            let _ = writeln!(s, "  fd {:<4} {:<8} {}", p.fd, p.kind, p.target);
+        }
+    }
     if !r.preexisting.is_empty() {
         let _ = writeln!(
             s,
@@ -528,6 +566,15 @@ pub fn render_text(r: &Report) -> String {
         for p in &r.preexisting {
             let _ = writeln!(s, "  fd {:<4} {:<8} {}", p.fd, p.kind, p.target);
         }
+    }
+    for child in &r.processes {
+        let _ = writeln!(
+            s,
+            "\n==== child pid {} (of pid {}) ====",
+            child.meta.pid,
+            child.meta.parent.unwrap_or(0)
+        );
+        s += &render_text(child);
     }
     s
 }

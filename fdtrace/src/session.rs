@@ -8,6 +8,7 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 use aya::maps::{MapData, RingBuf};
+use fdtrace_common::Header;
 use tokio::io::unix::AsyncFd;
 use tracing::{debug, warn};
 
@@ -37,6 +38,8 @@ pub struct Options {
     pub duration: Option<Duration>,
     pub json: bool,
     pub output: Option<PathBuf>,
+    /// Trace children too (`-f`).
+    pub follow: bool,
 }
 
 /// Monotonic clock in ns: the clock of `bpf_ktime_get_ns`.
@@ -53,6 +56,9 @@ pub fn monotonic_ns() -> u64 {
 /// The user-side state of one traced process.
 pub struct State {
     pub pid: u32,
+    /// The traced process that created this one (followed children).
+    pub parent: Option<u32>,
+    pub comm: Option<String>,
     pub table: FdTable,
     pub stacks: StackStore,
     unwinder: StackUnwinder,
@@ -60,24 +66,40 @@ pub struct State {
     /// Whether the last refresh found different mappings (the process is still loading).
     last_refresh_changed: bool,
     pub exited_ns: Option<u64>,
-    pub decode_errors: u64,
     /// Kernel socket → descriptors that may refer to it (checked on use).
     socks: std::collections::HashMap<u64, Vec<i32>>,
+    /// Differences with /proc seen at the last reconciliation (fd → missed open?).
+    suspects: std::collections::HashMap<i32, bool>,
 }
 
 impl State {
     pub fn new(pid: u32) -> Self {
         Self {
             pid,
+            parent: None,
+            comm: None,
             table: FdTable::new(),
             stacks: StackStore::new(),
             unwinder: StackUnwinder::new(),
             last_refresh: None,
             last_refresh_changed: true,
             exited_ns: None,
-            decode_errors: 0,
             socks: Default::default(),
+            suspects: Default::default(),
         }
+    }
+
+    /// The state of a child created by fork: the same descriptors, with their origins, and the
+    /// same memory image until it execs.
+    pub fn fork_child(&self, child: u32) -> State {
+        let mut c = State::new(child);
+        c.parent = Some(self.pid);
+        c.comm = self.comm.clone();
+        c.table = self.table.inherited();
+        c.stacks = self.stacks.clone();
+        c.unwinder.set_mappings(self.unwinder.mappings().to_vec());
+        c.socks = self.socks.clone();
+        c
     }
 
     /// Read the descriptors open now as pre-existing, and the mappings.
@@ -149,6 +171,50 @@ impl State {
             sc::INOTIFY => (FdKind::Inotify, "inotify".into()),
             sc::MEMFD => (FdKind::Memfd, format!("memfd:{}", o.path)),
             sc::PIDFD => (FdKind::Pidfd, "pidfd".into()),
+            sc::OPEN_BY_HANDLE => (
+                FdKind::File,
+                procinfo::fd_link(self.pid, o.fd).unwrap_or_else(|| "open_by_handle_at".into()),
+            ),
+            sc::FANOTIFY => (FdKind::Other, "fanotify".into()),
+            sc::MEMFD_SECRET => (FdKind::Memfd, "secretmem".into()),
+            sc::USERFAULTFD => (FdKind::Other, "userfaultfd".into()),
+            sc::PERF_EVENT => (FdKind::Other, "perf_event".into()),
+            sc::BPF => (FdKind::Bpf, "bpf".into()),
+            sc::IO_URING => (FdKind::IoUring, "io_uring".into()),
+            sc::MQ_OPEN => (
+                FdKind::File,
+                format!("mqueue:/{}", o.path.trim_start_matches('/')),
+            ),
+            sc::MOUNT_API => (FdKind::Other, "fs context".into()),
+            sc::OPEN_TREE_PATH => (FdKind::Other, format!("mount tree {}", o.path)),
+            sc::LANDLOCK => (FdKind::Other, "landlock ruleset".into()),
+            sc::PIDFD_GETFD => match procinfo::fd_link(self.pid, o.fd) {
+                Some(link) => (FdKind::from_link(&link), link),
+                None => (FdKind::Other, "pidfd_getfd".into()),
+            },
+            sc::RECVMSG => {
+                // Descriptors received with SCM_RIGHTS: one birth each, at this recvmsg.
+                let cloexec = o.flags & O_CLOEXEC != 0;
+                for fd in scm_rights_fds(&o.control) {
+                    let link = procinfo::fd_link(self.pid, fd);
+                    let kind = link
+                        .as_deref()
+                        .map(FdKind::from_link)
+                        .unwrap_or(FdKind::Other);
+                    self.table.open(
+                        fd,
+                        OpenFd {
+                            kind,
+                            target: link.unwrap_or_else(|| "received with SCM_RIGHTS".into()),
+                            opened_ns: Some(o.hdr.ts_ns),
+                            origin: Origin::Stack(id),
+                            cloexec,
+                            sock: None,
+                        },
+                    );
+                }
+                return;
+            }
             sc::DUP | sc::DUP2 | sc::FCNTL_DUPFD => {
                 if o.syscall == sc::DUP2 && o.arg == o.fd {
                     // dup2(fd, fd) changes nothing.
@@ -195,6 +261,47 @@ impl State {
                 },
             );
         }
+    }
+
+    /// Compare the model with /proc/PID/fd. A difference seen at two checks in a row is not an
+    /// event in flight: it is drift, counted and corrected (the model takes the kernel's word).
+    pub fn reconcile(&mut self) {
+        let Ok(fds) = procinfo::fds(self.pid) else {
+            return;
+        };
+        let mut now: std::collections::HashMap<i32, bool> = Default::default();
+        for p in &fds {
+            if self.table.get(p.fd).is_none() {
+                now.insert(p.fd, true);
+            }
+        }
+        for (fd, _) in self.table.iter() {
+            if !fds.iter().any(|p| p.fd == fd) {
+                now.insert(fd, false);
+            }
+        }
+        for (&fd, &missed_open) in &now {
+            if self.suspects.get(&fd) != Some(&missed_open) {
+                continue;
+            }
+            if missed_open {
+                if let Some(p) = fds.iter().find(|p| p.fd == fd) {
+                    warn!(
+                        "pid {}: fd {fd} ({}) opened without a traced birth",
+                        self.pid, p.target
+                    );
+                    self.table.untraced(fd, p.kind, p.target.clone(), p.cloexec);
+                }
+            } else {
+                warn!("pid {}: fd {fd} closed without a traced close", self.pid);
+                self.table.drift_close(fd);
+            }
+        }
+        now.retain(|fd, missed_open| {
+            // Corrected entries are no longer suspects.
+            self.table.get(*fd).is_some() != *missed_open
+        });
+        self.suspects = now;
     }
 
     /// A successful bind (local address) or connect (peer address).
@@ -265,6 +372,9 @@ impl State {
                 self.refresh_maps(true);
             }
             Event::SockAddr { fd, op, addr, .. } => self.on_sock_addr(fd, op, &addr),
+            Event::Cloexec { fd, on, .. } => self.table.set_cloexec(fd, on),
+            // Handled by the session, which knows every process.
+            Event::Fork { .. } => {}
             Event::SockState(ev) => self.on_sock_state(&ev),
             Event::Exit { hdr } => {
                 if hdr.tid == hdr.tgid {
@@ -275,15 +385,147 @@ impl State {
         }
         false
     }
+}
+
+/// Descriptor numbers in SCM_RIGHTS control messages (`struct cmsghdr` list, 8-byte aligned).
+pub fn scm_rights_fds(control: &[u8]) -> Vec<i32> {
+    const HDR: usize = 16;
+    let mut fds = Vec::new();
+    let mut off = 0;
+    while off + HDR <= control.len() {
+        let len = u64::from_ne_bytes(control[off..off + 8].try_into().unwrap()) as usize;
+        let level = i32::from_ne_bytes(control[off + 8..off + 12].try_into().unwrap());
+        let typ = i32::from_ne_bytes(control[off + 12..off + 16].try_into().unwrap());
+        if len < HDR {
+            break;
+        }
+        let end = off.saturating_add(len).min(control.len());
+        if level == libc::SOL_SOCKET && typ == libc::SCM_RIGHTS {
+            fds.extend(
+                control[off + HDR..end]
+                    .chunks_exact(4)
+                    .map(|c| i32::from_ne_bytes(c.try_into().unwrap())),
+            );
+        }
+        off = off.saturating_add(len.div_ceil(8) * 8);
+    }
+    fds
+}
+
+/// Every traced process of a session: the target and, with `-f`, its descendants.
+pub struct Session {
+    pub root: u32,
+    pub follow: bool,
+    /// By pid, exited ones included (they keep what they held at exit).
+    pub procs: std::collections::BTreeMap<u32, State>,
+    /// Children created with CLONE_FILES share their parent's table: pid -> the owner's pid.
+    alias: std::collections::HashMap<u32, u32>,
+    pub decode_errors: u64,
+    /// Processes that exited, to be removed from the kernel filter.
+    pub gone: Vec<u32>,
+}
+
+impl Session {
+    pub fn new(root: State, follow: bool) -> Self {
+        let pid = root.pid;
+        Self {
+            root: pid,
+            follow,
+            procs: [(pid, root)].into_iter().collect(),
+            alias: Default::default(),
+            decode_errors: 0,
+            gone: Vec::new(),
+        }
+    }
+
+    pub fn root(&self) -> &State {
+        &self.procs[&self.root]
+    }
+
+    fn owner(&self, tgid: u32) -> u32 {
+        self.alias.get(&tgid).copied().unwrap_or(tgid)
+    }
+
+    /// Has every traced process exited?
+    pub fn all_exited(&self) -> bool {
+        self.procs.values().all(|p| p.exited_ns.is_some())
+    }
+
+    fn on_fork(&mut self, parent: u32, child: u32, flags: u64) {
+        let owner = self.owner(parent);
+        if flags & fdtrace_common::CLONE_FILES != 0 {
+            self.alias.insert(child, owner);
+            return;
+        }
+        if !self.follow || self.procs.contains_key(&child) {
+            return;
+        }
+        // Kernel-created threads (io_uring workers) arrive without clone flags.
+        if procinfo::tgid_of(child).is_some_and(|t| t != child) {
+            return;
+        }
+        if let Some(p) = self.procs.get(&owner) {
+            let c = p.fork_child(child);
+            self.procs.insert(child, c);
+        }
+    }
+
+    fn on_exec(&mut self, hdr: Header) {
+        let pid = hdr.tgid;
+        if let Some(owner) = self.alias.remove(&pid) {
+            // exec unshares a shared table: the process goes on with a copy of it.
+            if self.follow
+                && let Some(p) = self.procs.get(&owner)
+            {
+                let mut c = p.fork_child(pid);
+                c.parent = Some(owner);
+                self.procs.insert(pid, c);
+            } else {
+                self.gone.push(pid);
+                return;
+            }
+        }
+        if let Some(p) = self.procs.get_mut(&pid) {
+            p.apply(Event::Exec { hdr });
+            p.comm = procinfo::comm(pid).or(p.comm.take());
+        }
+    }
+
+    /// Apply one event to the process it belongs to.
+    pub fn apply(&mut self, ev: Event) {
+        match ev {
+            Event::Fork { hdr, child, flags } => self.on_fork(hdr.tgid, child, flags),
+            Event::Exec { hdr } => self.on_exec(hdr),
+            Event::Exit { hdr } if hdr.tid == hdr.tgid && self.alias.contains_key(&hdr.tgid) => {
+                self.alias.remove(&hdr.tgid);
+                self.gone.push(hdr.tgid);
+            }
+            Event::SockState(st) => {
+                // Any process that inherited the socket sees the change.
+                for p in self.procs.values_mut() {
+                    p.apply(Event::SockState(st));
+                }
+            }
+            ev => {
+                let hdr = *ev.header();
+                let key = self.owner(hdr.tgid);
+                if let Some(p) = self.procs.get_mut(&key)
+                    && p.apply(ev)
+                    && key != self.root
+                {
+                    self.gone.push(key);
+                }
+            }
+        }
+    }
 
     /// Drain every record waiting in the ring buffer.
-    pub fn drain(&mut self, ring: &mut RingBuf<MapData>) -> bool {
-        let mut exited = false;
+    pub fn drain(&mut self, ring: &mut RingBuf<MapData>) {
         while let Some(item) = ring.next() {
             let ev = events::decode(&item);
             drop(item);
             match ev {
-                Ok(ev) => exited |= self.apply(ev),
+                Ok(ev) => self.apply(ev),
                 Err(e) => {
                     if self.decode_errors == 0 {
                         warn!("undecodable event: {e}");
@@ -292,7 +534,12 @@ impl State {
                 }
             }
         }
-        exited
+    }
+
+    /// The session is over: the root exited and, when following, every descendant too.
+    pub fn finished(&self) -> bool {
+        let root_gone = self.root().exited_ns.is_some();
+        root_gone && (!self.follow || self.all_exited())
     }
 }
 
@@ -303,7 +550,8 @@ enum Stop {
 }
 
 async fn follow(
-    state: &mut State,
+    session: &mut Session,
+    tracer: &mut Tracer,
     ring: RingBuf<MapData>,
     launched: &mut Option<Launched>,
     duration: Option<Duration>,
@@ -317,13 +565,17 @@ async fn follow(
     let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
     let deadline = duration.map(|d| tokio::time::Instant::now() + d);
     let mut tick = tokio::time::interval(Duration::from_millis(250));
+    let mut ticks: u64 = 0;
     let stop = loop {
         tokio::select! {
             guard = ring.readable_mut() => {
                 let mut guard = guard?;
-                let exited = state.drain(guard.get_inner_mut());
+                session.drain(guard.get_inner_mut());
                 guard.clear_ready();
-                if exited {
+                for pid in session.gone.drain(..) {
+                    tracer.remove_target(pid);
+                }
+                if session.finished() {
                     break Stop::TargetExited;
                 }
             }
@@ -333,18 +585,43 @@ async fn follow(
                 break Stop::Duration;
             }
             _ = tick.tick() => {
-                let gone = match launched {
+                ticks += 1;
+                let root_gone = match launched {
                     Some(l) => l.exited(),
-                    None => !procinfo::exists(state.pid),
+                    None => !procinfo::exists(session.root),
                 };
-                if gone {
+                if root_gone && session.root().exited_ns.is_none() {
+                    // The exit event was lost or the process vanished: stop following it.
+                    session.drain(ring.get_mut());
+                    let root = session.root;
+                    if let Some(p) = session.procs.get_mut(&root) {
+                        p.exited_ns.get_or_insert_with(monotonic_ns);
+                    }
+                }
+                if session.follow {
+                    for p in session.procs.values_mut() {
+                        if p.exited_ns.is_none() && !procinfo::exists(p.pid) {
+                            p.exited_ns = Some(monotonic_ns());
+                        }
+                    }
+                }
+                if session.finished() {
                     break Stop::TargetExited;
+                }
+                // Every two seconds, check the model against the kernel's tables.
+                if ticks.is_multiple_of(8) {
+                    session.drain(ring.get_mut());
+                    for p in session.procs.values_mut() {
+                        if p.exited_ns.is_none() {
+                            p.reconcile();
+                        }
+                    }
                 }
             }
         }
     };
     // Everything the kernel produced before we stopped is applied.
-    state.drain(ring.get_mut());
+    session.drain(ring.get_mut());
     Ok(stop)
 }
 
@@ -367,11 +644,11 @@ pub fn run(opts: Options) -> Result<()> {
         _ => unreachable!(),
     };
     let mut tracer = Tracer::load()?;
+    tracer.set_follow(opts.follow)?;
     tracer.add_target(pid)?;
     let ring = tracer.take_ring()?;
     let mut state = State::new(pid);
-    state.baseline()?;
-    let command_name = match &opts.target {
+    state.comm = match &opts.target {
         Target::Command(argv) => argv.first().map(|a| {
             PathBuf::from(a)
                 .file_name()
@@ -381,6 +658,15 @@ pub fn run(opts: Options) -> Result<()> {
         }),
         Target::Pid(p) => procinfo::comm(*p),
     };
+    state.baseline()?;
+    if let Target::Pid(p) = opts.target {
+        eprintln!(
+            "fdtrace: tracing pid {p} ({}){}; Ctrl-C to stop and report",
+            state.comm.as_deref().unwrap_or("?"),
+            if opts.follow { " and its children" } else { "" }
+        );
+    }
+    let mut session = Session::new(state, opts.follow);
     let started = Instant::now();
     if let Some(l) = launched.as_mut() {
         l.release()?;
@@ -388,8 +674,13 @@ pub fn run(opts: Options) -> Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let stop = rt.block_on(follow(&mut state, ring, &mut launched, opts.duration))?;
-    let exited = matches!(stop, Stop::TargetExited) || state.exited_ns.is_some();
+    let stop = rt.block_on(follow(
+        &mut session,
+        &mut tracer,
+        ring,
+        &mut launched,
+        opts.duration,
+    ))?;
     debug!(
         "stopped after {:?} ({})",
         started.elapsed(),
@@ -399,40 +690,52 @@ pub fn run(opts: Options) -> Result<()> {
             Stop::TargetExited => "target exited",
         }
     );
-    let now_ns = state.exited_ns.unwrap_or_else(monotonic_ns);
-    // Ground truth, while the process still lives.
-    let proc_fds = if exited {
-        None
-    } else {
-        procinfo::fds(pid).ok()
-    };
-    let symbols = Symbols::new();
-    let meta = Meta {
-        pid,
-        command: command_name,
-        duration_s: started.elapsed().as_secs_f64(),
-        target_exited: exited,
-        lost_events: tracer.lost_events(),
-        stack_errors: tracer.stack_errors(),
-        missing_tracepoints: tracer.missing.clone(),
-    };
     if tracer.pending_errors() > 0 {
         warn!(
             "{} syscalls could not be followed from entry to exit",
             tracer.pending_errors()
         );
     }
-    let report = report::build(
-        meta,
-        &state.table,
-        &mut state.stacks,
-        &symbols,
-        now_ns,
-        proc_fds.as_deref(),
-    );
+    let symbols = Symbols::new();
+    let duration_s = started.elapsed().as_secs_f64();
+    let mut reports = Vec::new();
+    for p in session.procs.values_mut() {
+        let exited = p.exited_ns.is_some() || !procinfo::exists(p.pid);
+        let now_ns = p.exited_ns.unwrap_or_else(monotonic_ns);
+        // Ground truth, while the process still lives.
+        let proc_fds = if exited {
+            None
+        } else {
+            procinfo::fds(p.pid).ok()
+        };
+        let meta = Meta {
+            pid: p.pid,
+            parent: p.parent,
+            command: p.comm.clone(),
+            duration_s,
+            target_exited: exited,
+            lost_events: tracer.lost_events(),
+            stack_errors: tracer.stack_errors(),
+            missing_tracepoints: tracer.missing.clone(),
+        };
+        reports.push(report::build(
+            meta,
+            &p.table,
+            &mut p.stacks,
+            &symbols,
+            now_ns,
+            proc_fds.as_deref(),
+        ));
+    }
     if let Some(l) = launched.as_mut() {
         l.terminate();
     }
+    let root_index = reports
+        .iter()
+        .position(|r| r.meta.pid == session.root)
+        .expect("the root process has a report");
+    let mut report = reports.remove(root_index);
+    report.processes = reports;
     let text = if opts.json {
         let mut s = serde_json::to_string_pretty(&report)?;
         s.push('\n');
@@ -448,6 +751,7 @@ pub fn run(opts: Options) -> Result<()> {
             err.write_all(text.as_bytes())?;
         }
     }
+    tracer.detach();
     Ok(())
 }
 

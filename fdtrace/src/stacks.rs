@@ -9,6 +9,7 @@ use crate::{
     unwind::{RawFrame, Unwound},
 };
 
+#[derive(Clone)]
 pub struct StoredStack {
     pub raw: Unwound,
     /// The mappings holding the frames, captured when the stack was seen.
@@ -16,7 +17,7 @@ pub struct StoredStack {
     symbolized: Option<Vec<Frame>>,
 }
 
-#[derive(Default)]
+#[derive(Clone, Default)]
 pub struct StackStore {
     ids: HashMap<Vec<RawFrame>, StackId>,
     stacks: Vec<StoredStack>,

@@ -43,6 +43,25 @@ const BIRTHS: &[(&str, bool)] = &[
     ("inotify_init1", false),
     ("memfd_create", false),
     ("pidfd_open", false),
+    ("open_by_handle_at", false),
+    ("fanotify_init", false),
+    ("memfd_secret", false),
+    ("userfaultfd", false),
+    ("perf_event_open", false),
+    ("bpf", false),
+    ("pidfd_getfd", false),
+    ("io_uring_setup", false),
+    ("mq_open", false),
+    ("fsopen", false),
+    ("fsmount", false),
+    ("fspick", false),
+    ("open_tree", false),
+    ("landlock_create_ruleset", false),
+    // SCM_RIGHTS descriptors arrive with recvmsg/recvmmsg.
+    ("recvmsg", true),
+    ("recvmmsg", false),
+    // Not births: close-on-exec changes (F_SETFD goes through fcntl above).
+    ("ioctl", true),
 ];
 
 /// The other programs: (program, category, tracepoint, required).
@@ -59,6 +78,11 @@ const OTHERS: &[(&str, &str, &str, bool)] = &[
     ("enter_connect", "syscalls", "sys_enter_connect", true),
     ("exit_sockaddr", "syscalls", "sys_exit_connect", true),
     ("sock_state", "sock", "inet_sock_set_state", false),
+    ("enter_clone", "syscalls", "sys_enter_clone", true),
+    ("exit_clone", "syscalls", "sys_exit_clone", true),
+    ("enter_clone3", "syscalls", "sys_enter_clone3", false),
+    ("exit_clone", "syscalls", "sys_exit_clone3", false),
+    ("sched_fork", "sched", "sched_process_fork", true),
     ("sched_exec", "sched", "sched_process_exec", true),
     ("sched_exit", "sched", "sched_process_exit", true),
 ];
@@ -89,6 +113,8 @@ fn attach_plan() -> Vec<(String, &'static str, String, bool)> {
 /// The loaded programs and their maps.
 pub struct Tracer {
     ebpf: Ebpf,
+    /// Every attachment, to detach them all at once at the end.
+    links: Vec<(String, aya::programs::trace_point::TracePointLinkId)>,
     /// Tracepoints that are missing on this kernel.
     pub missing: Vec<String>,
 }
@@ -170,6 +196,7 @@ impl Tracer {
             }
         }
         let mut loaded = std::collections::HashSet::new();
+        let mut links = Vec::new();
         for (prog, category, name, required) in attach_plan() {
             if !Path::new(TRACEFS)
                 .join("events")
@@ -192,10 +219,37 @@ impl Tracer {
                 p.load()
                     .with_context(|| format!("the kernel rejected program {prog}"))?;
             }
-            p.attach(category, &name)
+            let link = p
+                .attach(category, &name)
                 .with_context(|| format!("attaching to {category}:{name} failed"))?;
+            links.push((prog, link));
         }
-        Ok(Self { ebpf, missing })
+        Ok(Self {
+            ebpf,
+            links,
+            missing,
+        })
+    }
+
+    /// Detach every program. The kernel waits for an RCU grace period per tracepoint it
+    /// unregisters; detaching from several threads lets those waits overlap (seconds otherwise).
+    pub fn detach(&mut self) {
+        let mut links = Vec::new();
+        for (prog, id) in self.links.drain(..) {
+            if let Some(p) = self.ebpf.program_mut(&prog)
+                && let Ok(tp) = <&mut TracePoint>::try_from(p)
+                && let Ok(link) = tp.take_link(id)
+            {
+                links.push(link);
+            }
+        }
+        let per_thread = links.len().div_ceil(16).max(1);
+        std::thread::scope(|s| {
+            while !links.is_empty() {
+                let chunk: Vec<_> = links.drain(..per_thread.min(links.len())).collect();
+                s.spawn(move || drop(chunk));
+            }
+        });
     }
 
     /// Let this thread group's events through the in-kernel filter.
@@ -205,6 +259,25 @@ impl Tracer {
         targets
             .insert(tgid, 1, 0)
             .context("adding the target to the filter")?;
+        Ok(())
+    }
+
+    /// Stop letting this thread group's events through (it exited).
+    pub fn remove_target(&mut self, tgid: u32) {
+        if let Some(map) = self.ebpf.map_mut("TARGETS")
+            && let Ok(mut targets) = HashMap::<_, u32, u32>::try_from(map)
+        {
+            let _ = targets.remove(&tgid);
+        }
+    }
+
+    /// Trace the children of traced processes too (`-f`).
+    pub fn set_follow(&mut self, follow: bool) -> Result<()> {
+        let mut settings: Array<_, u32> =
+            Array::try_from(self.ebpf.map_mut("SETTINGS").context("SETTINGS map")?)?;
+        settings
+            .set(fdtrace_common::setting::FOLLOW, u32::from(follow), 0)
+            .context("storing the follow setting")?;
         Ok(())
     }
 

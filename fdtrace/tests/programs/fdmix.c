@@ -1,0 +1,149 @@
+/* A seeded random mix of the syscalls that create, copy, mark and destroy descriptors.
+ * The tests trace it and compare fdtrace's model with /proc/PID/fd (and close-on-exec flags
+ * with /proc/PID/fdinfo) exactly.
+ *
+ * usage: fdmix SEED OPS DIR
+ *   runs OPS random operations (some in a second thread), then forks a child that execs
+ *   `sleep 600` (inheriting what is not close-on-exec), prints "done CHILD_PID" and sleeps. */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/close_range.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/inotify.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/timerfd.h>
+#include <unistd.h>
+
+static unsigned long long seed;
+static __thread unsigned long long state;
+static const char *dir;
+
+static unsigned rnd(unsigned n) {
+    state = state * 6364136223846793005ULL + 1442695040888963407ULL;
+    return (unsigned)(state >> 33) % n;
+}
+
+/* A descriptor number to touch: never 0-2 (the report goes there); the low numbers the
+ * kernel hands out first, and a few beyond. */
+static int pick(void) { return 3 + rnd(45); }
+
+static int open_some(void) {
+    char path[300];
+    snprintf(path, sizeof path, "%s/f%u", dir, rnd(8));
+    return open(path, O_CREAT | O_RDWR | (rnd(2) ? O_CLOEXEC : 0), 0600);
+}
+
+static void send_fds(void) {
+    int sv[2];
+    if (socketpair(AF_UNIX, SOCK_DGRAM, 0, sv) != 0) return;
+    int a = open_some(), b = eventfd(0, 0);
+    char buf[CMSG_SPACE(2 * sizeof(int))];
+    memset(buf, 0, sizeof buf);
+    char byte = 'x';
+    struct iovec iov = {.iov_base = &byte, .iov_len = 1};
+    struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = buf,
+                       .msg_controllen = sizeof buf};
+    struct cmsghdr *c = CMSG_FIRSTHDR(&m);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(2 * sizeof(int));
+    memcpy(CMSG_DATA(c), (int[]){a, b}, 2 * sizeof(int));
+    if (sendmsg(sv[0], &m, 0) == 1) {
+        struct msghdr r = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = buf,
+                           .msg_controllen = sizeof buf};
+        if (rnd(2)) {
+            recvmsg(sv[1], &r, rnd(2) ? MSG_CMSG_CLOEXEC : 0);
+        } else {
+            struct mmsghdr mm = {.msg_hdr = r};
+            recvmmsg(sv[1], &mm, 1, rnd(2) ? MSG_CMSG_CLOEXEC : 0, NULL);
+        }
+    }
+    close(a);
+    close(b);
+    if (rnd(2)) close(sv[0]);
+    if (rnd(2)) close(sv[1]);
+}
+
+static void one_op(void) {
+    int fd = -1, p[2];
+    switch (rnd(22)) {
+    case 0: case 1: case 2: fd = open_some(); break;
+    case 3: case 4: close(pick()); break; /* often EBADF: must change nothing */
+    case 5: fd = dup(pick()); break;
+    case 6: dup2(pick(), pick()); break;
+    case 7: dup3(pick(), pick(), O_CLOEXEC); break;
+    case 8: fcntl(pick(), rnd(2) ? F_DUPFD : F_DUPFD_CLOEXEC, pick()); break;
+    case 9: if (pipe2(p, rnd(2) ? O_CLOEXEC : 0) != 0) break; break;
+    case 10: socketpair(AF_UNIX, SOCK_STREAM | (rnd(2) ? SOCK_CLOEXEC : 0), 0, p); break;
+    case 11: eventfd(0, rnd(2) ? EFD_CLOEXEC : 0); break;
+    case 12: epoll_create1(rnd(2) ? EPOLL_CLOEXEC : 0); break;
+    case 13: timerfd_create(CLOCK_MONOTONIC, rnd(2) ? TFD_CLOEXEC : 0); break;
+    case 14: inotify_init1(rnd(2) ? IN_CLOEXEC : 0); break;
+    case 15: memfd_create("mix", rnd(2) ? MFD_CLOEXEC : 0); break;
+    case 16: socket(rnd(2) ? AF_INET : AF_UNIX, SOCK_STREAM | (rnd(2) ? SOCK_CLOEXEC : 0), 0); break;
+    case 17: fcntl(pick(), F_SETFD, rnd(2) ? FD_CLOEXEC : 0); break;
+    case 18: ioctl(pick(), rnd(2) ? FIOCLEX : FIONCLEX); break;
+    case 19: {
+        unsigned first = pick(), len = rnd(6);
+        syscall(SYS_close_range, first, first + len, rnd(3) == 0 ? CLOSE_RANGE_CLOEXEC : 0);
+        break;
+    }
+    case 20: send_fds(); break;
+    case 21: {
+        sigset_t s;
+        sigemptyset(&s);
+        sigaddset(&s, SIGUSR1);
+        signalfd(-1, &s, rnd(2) ? SFD_CLOEXEC : 0);
+        break;
+    }
+    }
+    (void)fd;
+}
+
+static int ops_per_thread;
+
+static void *worker(void *arg) {
+    state = seed * 2654435761ULL + (unsigned long long)(long)arg;
+    for (int i = 0; i < ops_per_thread; i++) one_op();
+    return NULL;
+}
+
+int main(int argc, char **argv) {
+    if (argc < 4) {
+        fprintf(stderr, "usage: fdmix SEED OPS DIR\n");
+        return 2;
+    }
+    seed = strtoull(argv[1], NULL, 10);
+    int ops = atoi(argv[2]);
+    dir = argv[3];
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    /* Half the work in this thread, half in another: threads share one table. Each draws from
+     * their own seeded generator; the interleaving varies, which is fine: the kernel's table is
+     * the truth either way. */
+    ops_per_thread = ops / 2;
+    pthread_t t;
+    pthread_create(&t, NULL, worker, (void *)1);
+    worker((void *)2);
+    pthread_join(t, NULL);
+    pid_t child = fork();
+    if (child == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        execl("/bin/sleep", "sleep", "600", (char *)NULL);
+        _exit(127);
+    }
+    usleep(200 * 1000);
+    printf("done %d\n", (int)child);
+    for (;;) pause();
+}
