@@ -32,6 +32,9 @@ pub mod kind {
     /// `fcntl(F_SETFD)` or `ioctl(FIOCLEX/FIONCLEX)` changed a close-on-exec flag:
     /// [`crate::CloexecEvent`].
     pub const CLOEXEC: u32 = 9;
+    /// A birth failed with EMFILE or ENFILE ("too many open files"): an [`crate::OpenEvent`]
+    /// whose `fd` is the negative errno.
+    pub const OPEN_FAILED: u32 = 10;
 }
 
 /// Indexes into the `SETTINGS` array of the eBPF side.

@@ -111,6 +111,8 @@ const AF_INET6: u16 = 10;
 const IPPROTO_TCP: u16 = 6;
 const TCP_CLOSE: u32 = 7;
 const EINPROGRESS: i64 = 115;
+const EMFILE: i64 = 24;
+const ENFILE: i64 = 23;
 
 #[inline(always)]
 fn bump(index: u32) {
@@ -313,7 +315,11 @@ fn emit_open(ctx: &TracePointContext) -> u32 {
     };
     let _ = PENDING.remove(&pid_tgid);
     let ret: i64 = unsafe { ctx.read_at(RET) }.unwrap_or(-1);
-    if ret < 0 {
+    // "Too many open files" is the failure worth a stack: the leak's symptom.
+    let failed = (ret == -EMFILE || ret == -ENFILE)
+        && pending.syscall != syscall::SET_CLOEXEC
+        && pending.syscall != syscall::RECVMSG;
+    if ret < 0 && !failed {
         return 0;
     }
     if pending.syscall == syscall::SET_CLOEXEC {
@@ -339,7 +345,9 @@ fn emit_open(ctx: &TracePointContext) -> u32 {
             return 0;
         }
     }
-    let (fd, fd2) = if pending.syscall == syscall::RECVMSG {
+    let (fd, fd2) = if failed {
+        (ret as i32, -1)
+    } else if pending.syscall == syscall::RECVMSG {
         (-1, -1)
     } else if syscall::returns_pair(pending.syscall) {
         // SAFETY: the kernel just wrote two ints to this user array.
@@ -352,7 +360,7 @@ fn emit_open(ctx: &TracePointContext) -> u32 {
     let is_socket = pending.syscall == syscall::SOCKET
         || pending.syscall == syscall::ACCEPT
         || pending.syscall == syscall::SOCKETPAIR;
-    let sock = if is_socket {
+    let sock = if is_socket && !failed {
         match sock_info(fd) {
             Some(info) => {
                 if info.family == AF_INET || info.family == AF_INET6 {
@@ -377,7 +385,14 @@ fn emit_open(ctx: &TracePointContext) -> u32 {
     let (ip, sp, bp) = user_regs();
     // SAFETY: `ev` points to a reserved record of the right size; every field is written.
     unsafe {
-        (*ev).hdr = header(kind::OPEN, pid_tgid);
+        (*ev).hdr = header(
+            if failed {
+                kind::OPEN_FAILED
+            } else {
+                kind::OPEN
+            },
+            pid_tgid,
+        );
         (*ev).fd = fd;
         (*ev).fd2 = fd2;
         (*ev).arg = if pending.syscall == syscall::RECVMSG {

@@ -34,6 +34,11 @@ pub struct Cli {
     #[arg(short, long)]
     pub follow: bool,
 
+    /// Size of the kernel's event ring buffer in MiB (a power of two). Raise it when the report
+    /// shows lost events.
+    #[arg(long, value_name = "MIB", default_value_t = 16, value_parser = parse_ring_mb)]
+    pub ring_mb: u32,
+
     /// More diagnostics on stderr (-v, -vv).
     #[arg(short, long, action = clap::ArgAction::Count)]
     pub verbose: u8,
@@ -53,6 +58,18 @@ fn parse_secs(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(v))
 }
 
+fn parse_ring_mb(s: &str) -> Result<u32, String> {
+    let v: u32 = s
+        .parse()
+        .map_err(|_| format!("`{s}` is not a whole number of MiB"))?;
+    if !v.is_power_of_two() || v > 2048 {
+        return Err(format!(
+            "the ring buffer size must be a power of two up to 2048 MiB, got {s}"
+        ));
+    }
+    Ok(v)
+}
+
 impl Cli {
     /// The session options, or a message saying what is missing.
     pub fn options(&self) -> Result<Options, String> {
@@ -70,6 +87,7 @@ impl Cli {
             json: self.json,
             output: self.output.clone(),
             follow: self.follow,
+            ring_mb: self.ring_mb,
         })
     }
 }
@@ -111,5 +129,8 @@ mod tests {
         assert!(parse(&["-d", "x", "-p", "1"]).is_err());
         assert!(parse(&["-p", "1", "--", "ls"]).is_err());
         assert!(parse(&["--json"]).unwrap().options().is_err());
+        assert!(parse(&["-p", "1", "--ring-mb", "3"]).is_err());
+        assert!(parse(&["-p", "1", "--ring-mb", "4096"]).is_err());
+        assert_eq!(parse(&["-p", "1", "--ring-mb", "64"]).unwrap().ring_mb, 64);
     }
 }

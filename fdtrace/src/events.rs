@@ -8,6 +8,8 @@ use fdtrace_common::{
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Event {
     Open(Open),
+    /// A birth failed with EMFILE/ENFILE; `fd` holds the negative errno.
+    OpenFailed(Open),
     Close {
         hdr: Header,
         fd: i32,
@@ -51,7 +53,7 @@ impl Event {
     /// The header every record starts with.
     pub fn header(&self) -> &Header {
         match self {
-            Event::Open(o) => &o.hdr,
+            Event::Open(o) | Event::OpenFailed(o) => &o.hdr,
             Event::SockState(s) => &s.hdr,
             Event::Close { hdr, .. }
             | Event::CloseRange { hdr, .. }
@@ -128,7 +130,7 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
     }
     let hdr: Header = read(bytes);
     match hdr.kind {
-        kind::OPEN => {
+        kind::OPEN | kind::OPEN_FAILED => {
             check(hdr.kind, bytes, size_of::<OpenEvent>())?;
             // Read the fixed part without copying the whole stack array twice.
             let fd: i32 = read(&bytes[24..]);
@@ -155,7 +157,7 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
             let stack_off = PATH_OFF + MAX_PATH;
             let n = (stack_len as usize).min(STACK_BYTES);
             let stack = bytes[stack_off..stack_off + n].to_vec();
-            Ok(Event::Open(Open {
+            let open = Open {
                 hdr,
                 fd,
                 fd2,
@@ -169,7 +171,12 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
                 sock,
                 control,
                 stack,
-            }))
+            };
+            Ok(if hdr.kind == kind::OPEN {
+                Event::Open(open)
+            } else {
+                Event::OpenFailed(open)
+            })
         }
         kind::CLOSE => {
             check(hdr.kind, bytes, size_of::<CloseEvent>())?;

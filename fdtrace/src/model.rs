@@ -119,11 +119,51 @@ pub struct TableStats {
     pub drift_closes: u64,
 }
 
+/// Births that failed with "too many open files" at one call site.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Failures {
+    pub count: u64,
+    /// EMFILE (the process's limit) or ENFILE (the system's).
+    pub errno: i32,
+    pub first_ns: u64,
+    pub last_ns: u64,
+    /// What was being opened (a path, or the syscall).
+    pub example: String,
+}
+
+/// A short name for a birth syscall id.
+pub fn syscall_name(sc: u32) -> &'static str {
+    use fdtrace_common::syscall as s;
+    match sc {
+        s::OPENAT => "openat",
+        s::OPEN => "open",
+        s::CREAT => "creat",
+        s::OPENAT2 => "openat2",
+        s::SOCKET => "socket",
+        s::ACCEPT => "accept",
+        s::DUP => "dup",
+        s::DUP2 => "dup2",
+        s::FCNTL_DUPFD => "fcntl(F_DUPFD)",
+        s::EVENTFD => "eventfd",
+        s::EPOLL => "epoll_create",
+        s::PIPE => "pipe",
+        s::SOCKETPAIR => "socketpair",
+        s::TIMERFD => "timerfd_create",
+        s::SIGNALFD => "signalfd",
+        s::INOTIFY => "inotify_init",
+        s::MEMFD => "memfd_create",
+        s::PIDFD => "pidfd_open",
+        _ => "a descriptor syscall",
+    }
+}
+
 /// The descriptor table of one process (shared by its threads).
 #[derive(Clone, Debug, Default)]
 pub struct FdTable {
     fds: BTreeMap<i32, OpenFd>,
     pub stats: TableStats,
+    /// Failed births ("too many open files") by call site.
+    pub failures: BTreeMap<StackId, Failures>,
 }
 
 impl FdTable {
@@ -144,6 +184,19 @@ impl FdTable {
                 sock: None,
             },
         );
+    }
+
+    /// A birth at `stack` failed with `errno` (EMFILE or ENFILE).
+    pub fn failed(&mut self, stack: StackId, errno: i32, ts_ns: u64, example: String) {
+        let f = self.failures.entry(stack).or_insert_with(|| Failures {
+            errno,
+            first_ns: ts_ns,
+            example,
+            ..Failures::default()
+        });
+        f.count += 1;
+        f.last_ns = ts_ns;
+        f.errno = errno;
     }
 
     /// Reconciliation: `fd` is open in the kernel but was never seen born.
@@ -250,6 +303,7 @@ impl FdTable {
         FdTable {
             fds: self.fds.clone(),
             stats: TableStats::default(),
+            failures: BTreeMap::new(),
         }
     }
 
@@ -347,6 +401,23 @@ mod tests {
         assert_eq!(left, vec![1, 9]);
         assert_eq!(t.close_range(7, 2, false), 0);
         assert_eq!(t.exec(), 1);
+    }
+
+    #[test]
+    fn failures_are_counted_per_call_site() {
+        let mut t = FdTable::new();
+        t.failed(7, 24, 100, "/tmp/a".into());
+        t.failed(7, 24, 200, "/tmp/b".into());
+        t.failed(9, 23, 300, "socket".into());
+        assert_eq!(t.failures[&7].count, 2);
+        assert_eq!(
+            (t.failures[&7].first_ns, t.failures[&7].last_ns),
+            (100, 200)
+        );
+        assert_eq!(t.failures[&7].example, "/tmp/a");
+        assert_eq!(t.failures[&9].errno, 23);
+        assert!(t.is_empty());
+        assert!(t.inherited().failures.is_empty());
     }
 
     #[test]

@@ -122,6 +122,33 @@ pub fn tgid_of(tid: u32) -> Option<u32> {
         .and_then(|v| v.trim().parse().ok())
 }
 
+/// The soft and hard RLIMIT_NOFILE of a process (None for "unlimited").
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct NofileLimit {
+    pub soft: Option<u64>,
+    pub hard: Option<u64>,
+}
+
+/// Parse the "Max open files" line of /proc/PID/limits.
+pub fn parse_nofile_limit(limits: &str) -> Option<NofileLimit> {
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    let mut nums = line["Max open files".len()..].split_whitespace();
+    let parse = |v: Option<&str>| -> Option<Option<u64>> {
+        match v? {
+            "unlimited" => Some(None),
+            n => n.parse().ok().map(Some),
+        }
+    };
+    Some(NofileLimit {
+        soft: parse(nums.next())?,
+        hard: parse(nums.next())?,
+    })
+}
+
+pub fn nofile_limit(pid: u32) -> Option<NofileLimit> {
+    parse_nofile_limit(&std::fs::read_to_string(format!("/proc/{pid}/limits")).ok()?)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -146,5 +173,29 @@ mod tests {
         assert!(got.cloexec);
         assert!(exists(me));
         assert!(!exec_mappings(me).is_empty());
+    }
+
+    #[test]
+    fn nofile_limit_from_proc_limits() {
+        let text = "Limit                     Soft Limit           Hard Limit           Units     \n\
+                    Max processes             95426                95426                processes \n\
+                    Max open files            1024                 524288               files     \n";
+        assert_eq!(
+            parse_nofile_limit(text),
+            Some(NofileLimit {
+                soft: Some(1024),
+                hard: Some(524288)
+            })
+        );
+        let text = "Max open files            unlimited            unlimited            files\n";
+        assert_eq!(
+            parse_nofile_limit(text),
+            Some(NofileLimit {
+                soft: None,
+                hard: None
+            })
+        );
+        assert_eq!(parse_nofile_limit("nothing"), None);
+        assert!(nofile_limit(std::process::id()).is_some());
     }
 }

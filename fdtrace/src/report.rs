@@ -30,6 +30,8 @@ pub struct Report {
     /// was gone and could not be checked).
     pub drift: Option<Drift>,
     pub model: TableStats,
+    /// Births that failed with EMFILE/ENFILE ("too many open files"), by call site.
+    pub failed_opens: Vec<FailedSite>,
     /// The process's TCP sockets by state (`ESTABLISHED`, `CLOSE_WAIT`, …).
     pub tcp_states: BTreeMap<&'static str, usize>,
     /// With `-f`: one report per traced descendant, exited ones included.
@@ -59,6 +61,19 @@ pub struct Site {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub hint: Option<String>,
     pub fds: Vec<FdEntry>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct FailedSite {
+    pub count: u64,
+    /// "EMFILE" (the process's limit) or "ENFILE" (the system's).
+    pub errno: &'static str,
+    /// What was being opened.
+    pub example: String,
+    pub user_frame: Option<usize>,
+    pub first_age_s: Option<f64>,
+    pub last_age_s: Option<f64>,
+    pub frames: Vec<JsonFrame>,
 }
 
 #[derive(Debug, Serialize)]
@@ -242,6 +257,20 @@ pub fn is_library_frame(f: &Frame) -> bool {
     }
 }
 
+fn json_frames(frames: Vec<Frame>) -> Vec<JsonFrame> {
+    frames
+        .into_iter()
+        .map(|f| JsonFrame {
+            function: f.function,
+            file: f.file,
+            line: f.line,
+            addr: format!("{:#x}", f.addr),
+            module: f.module,
+            inlined: f.inlined,
+        })
+        .collect()
+}
+
 fn age(now_ns: u64, opened: Option<u64>) -> Option<f64> {
     opened.map(|t| now_ns.saturating_sub(t) as f64 / 1e9)
 }
@@ -263,6 +292,8 @@ pub struct Meta {
     pub stack_errors: u64,
     /// Tracepoints this kernel lacks (those syscalls were not observed).
     pub missing_tracepoints: Vec<String>,
+    /// RLIMIT_NOFILE of the process (from /proc/PID/limits) when it was last seen.
+    pub rlimit_nofile: Option<crate::procinfo::NofileLimit>,
 }
 
 /// Build the report from the model as of `now_ns` (monotonic).
@@ -319,17 +350,7 @@ pub fn build(
                 truncated,
                 oldest_age_s: ages.iter().copied().reduce(f64::max),
                 newest_age_s: ages.iter().copied().reduce(f64::min),
-                frames: frames
-                    .into_iter()
-                    .map(|f| JsonFrame {
-                        function: f.function,
-                        file: f.file,
-                        line: f.line,
-                        addr: format!("{:#x}", f.addr),
-                        module: f.module,
-                        inlined: f.inlined,
-                    })
-                    .collect(),
+                frames: json_frames(frames),
                 sockets,
                 hint,
                 fds: fds
@@ -365,6 +386,27 @@ pub fn build(
         }
         d
     });
+    let mut failed_opens: Vec<FailedSite> = table
+        .failures
+        .iter()
+        .map(|(&id, f)| {
+            let frames = stacks.frames(id, symbols);
+            FailedSite {
+                count: f.count,
+                errno: if f.errno == libc::ENFILE {
+                    "ENFILE"
+                } else {
+                    "EMFILE"
+                },
+                example: f.example.clone(),
+                user_frame: frames.iter().position(|f| !is_library_frame(f)),
+                first_age_s: age(now_ns, Some(f.first_ns)),
+                last_age_s: age(now_ns, Some(f.last_ns)),
+                frames: json_frames(frames),
+            }
+        })
+        .collect();
+    failed_opens.sort_by_key(|f| std::cmp::Reverse(f.count));
     let mut tcp_states = BTreeMap::new();
     for (_, e) in table.iter() {
         if let Some(st) = e.sock.as_ref().and_then(|s| s.state_name()) {
@@ -379,6 +421,7 @@ pub fn build(
         untraced,
         drift,
         model: table.stats,
+        failed_opens,
         tcp_states,
         processes: Vec::new(),
     }
@@ -505,6 +548,31 @@ pub fn render_text(r: &Report) -> String {
                 d.missed_closes.len(),
                 d.cloexec_mismatches.len()
             );
+        }
+    }
+    for f in &r.failed_opens {
+        let at = f
+            .user_frame
+            .and_then(|i| f.frames.get(i))
+            .map(frame_text)
+            .unwrap_or_else(|| "an unknown call site".into());
+        let limit = match r.meta.rlimit_nofile.and_then(|l| l.soft) {
+            Some(soft) if f.errno == "EMFILE" => {
+                format!(" (limit {soft} open files, {} open now)", r.open_count)
+            }
+            _ => String::new(),
+        };
+        let _ = writeln!(
+            s,
+            "\n{} {} failed with {} (too many open files){limit}, at {at}; last {} ago",
+            f.count,
+            if f.count == 1 { "birth" } else { "births" },
+            f.errno,
+            f.last_age_s.map(fmt_age).unwrap_or_default()
+        );
+        for (i, fr) in f.frames.iter().enumerate() {
+            let mark = if Some(i) == f.user_frame { "->" } else { "  " };
+            let _ = writeln!(s, "  {mark} #{i:<2} {}", frame_text(fr));
         }
     }
     for site in &r.sites {

@@ -15,7 +15,7 @@ use tracing::{debug, warn};
 use crate::{
     events::{self, Event, Open},
     launch::Launched,
-    model::{FdKind, FdTable, O_CLOEXEC, OpenFd, Origin},
+    model::{FdKind, FdTable, O_CLOEXEC, OpenFd, Origin, StackId},
     procinfo,
     report::{self, Meta},
     sockets::{self, SocketInfo},
@@ -40,6 +40,8 @@ pub struct Options {
     pub output: Option<PathBuf>,
     /// Trace children too (`-f`).
     pub follow: bool,
+    /// Size of the kernel's event ring buffer, in MiB (a power of two).
+    pub ring_mb: u32,
 }
 
 /// Monotonic clock in ns: the clock of `bpf_ktime_get_ns`.
@@ -66,6 +68,8 @@ pub struct State {
     /// Whether the last refresh found different mappings (the process is still loading).
     last_refresh_changed: bool,
     pub exited_ns: Option<u64>,
+    /// RLIMIT_NOFILE, read at attach and at each reconciliation.
+    pub rlimit: Option<procinfo::NofileLimit>,
     /// Kernel socket → descriptors that may refer to it (checked on use).
     socks: std::collections::HashMap<u64, Vec<i32>>,
     /// Differences with /proc seen at the last reconciliation (fd → missed open?).
@@ -84,6 +88,7 @@ impl State {
             last_refresh: None,
             last_refresh_changed: true,
             exited_ns: None,
+            rlimit: None,
             socks: Default::default(),
             suspects: Default::default(),
         }
@@ -110,6 +115,7 @@ impl State {
             self.table.preexisting(f.fd, f.kind, f.target, f.cloexec);
         }
         self.refresh_maps(true);
+        self.rlimit = procinfo::nofile_limit(self.pid);
         Ok(())
     }
 
@@ -133,7 +139,19 @@ impl State {
         }
     }
 
-    fn on_open(&mut self, o: Open) {
+    /// A birth that failed with EMFILE/ENFILE: counted per call site.
+    fn on_open_failed(&mut self, o: Open) {
+        let id = self.stack_of(&o);
+        let what = if o.path.is_empty() {
+            crate::model::syscall_name(o.syscall).to_string()
+        } else {
+            o.path.clone()
+        };
+        self.table.failed(id, -o.fd, o.hdr.ts_ns, what);
+    }
+
+    /// Unwind and intern the creating stack of a birth.
+    fn stack_of(&mut self, o: &Open) -> StackId {
         if self.unwinder.mapping_for(o.ip).is_none() {
             self.refresh_maps(false);
         }
@@ -145,7 +163,11 @@ impl State {
             self.refresh_maps(false);
             unwound = self.unwinder.unwind(o.ip, o.sp, o.bp, &o.stack);
         }
-        let id = self.stacks.intern(unwound, self.unwinder.mappings());
+        self.stacks.intern(unwound, self.unwinder.mappings())
+    }
+
+    fn on_open(&mut self, o: Open) {
+        let id = self.stack_of(&o);
         use fdtrace_common::syscall as sc;
         let mut sock = None;
         let (kind, target) = match o.syscall {
@@ -269,6 +291,7 @@ impl State {
         let Ok(fds) = procinfo::fds(self.pid) else {
             return;
         };
+        self.rlimit = procinfo::nofile_limit(self.pid).or(self.rlimit);
         let mut now: std::collections::HashMap<i32, bool> = Default::default();
         for p in &fds {
             if self.table.get(p.fd).is_none() {
@@ -354,6 +377,7 @@ impl State {
     pub fn apply(&mut self, ev: Event) -> bool {
         match ev {
             Event::Open(o) => self.on_open(o),
+            Event::OpenFailed(o) => self.on_open_failed(o),
             Event::Close { fd, .. } => {
                 self.table.close(fd);
             }
@@ -643,7 +667,7 @@ pub fn run(opts: Options) -> Result<()> {
         (_, Some(l)) => l.pid,
         _ => unreachable!(),
     };
-    let mut tracer = Tracer::load()?;
+    let mut tracer = Tracer::load(opts.ring_mb << 20)?;
     tracer.set_follow(opts.follow)?;
     tracer.add_target(pid)?;
     let ring = tracer.take_ring()?;
@@ -717,6 +741,7 @@ pub fn run(opts: Options) -> Result<()> {
             lost_events: tracer.lost_events(),
             stack_errors: tracer.stack_errors(),
             missing_tracepoints: tracer.missing.clone(),
+            rlimit_nofile: procinfo::nofile_limit(p.pid).or(p.rlimit),
         };
         reports.push(report::build(
             meta,

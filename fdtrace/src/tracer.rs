@@ -163,8 +163,9 @@ pub fn check_privileges() -> Result<()> {
 }
 
 impl Tracer {
-    /// Load the embedded object and attach every program.
-    pub fn load() -> Result<Self> {
+    /// Load the embedded object with a ring buffer of `ring_bytes` (a power of two, a multiple
+    /// of the page size) and attach every program.
+    pub fn load(ring_bytes: u32) -> Result<Self> {
         check_privileges()?;
         ensure_tracefs()?;
         // Memory of BPF maps is charged to the memory cgroup on current kernels; the limit
@@ -177,11 +178,13 @@ impl Tracer {
         if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &rlim) } != 0 {
             debug!("could not raise RLIMIT_MEMLOCK (not needed on kernels with memcg accounting)");
         }
-        let mut ebpf = Ebpf::load(aya::include_bytes_aligned!(concat!(
-            env!("OUT_DIR"),
-            "/fdtrace"
-        )))
-        .context("loading the eBPF programs into the kernel failed")?;
+        let mut ebpf = aya::EbpfLoader::new()
+            .map_max_entries("EVENTS", ring_bytes)
+            .load(aya::include_bytes_aligned!(concat!(
+                env!("OUT_DIR"),
+                "/fdtrace"
+            )))
+            .context("loading the eBPF programs into the kernel failed")?;
         let mut missing = Vec::new();
         // Without the layout, sockets are still traced but carry no address or TCP state.
         match KernelTypes::load().and_then(|t| t.layout()) {

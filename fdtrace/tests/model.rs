@@ -74,3 +74,42 @@ fn random_mix_with_fork_and_exec_matches_proc_exactly() {
         }
     }
 }
+
+#[test]
+fn too_many_open_files_is_counted_at_its_call_site() {
+    let _serial = serial();
+    require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let bin = compile_c("emfile.c", dir.path(), &["-O0"]);
+    let data = tempfile::tempdir().unwrap();
+    let r = fdtrace(
+        &["-d", "2", "--"],
+        &[bin.as_os_str(), data.path().as_os_str()],
+        &[],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let j = &r.json;
+    let nums: Vec<u64> = r
+        .stdout
+        .trim()
+        .strip_prefix("done ")
+        .unwrap_or_else(|| panic!("{}", r.stdout))
+        .split(' ')
+        .map(|x| x.parse().unwrap())
+        .collect();
+    let (opened, failed) = (nums[0], nums[1]);
+    assert!(failed > 0 && opened + failed == 100, "{nums:?}");
+    let line = line_of("emfile.c", "LEAK_UNTIL_FULL");
+    let site = site_at(j, "emfile.c", line).unwrap_or_else(|| panic!("{j:#}"));
+    assert_eq!(site["count"], opened);
+    let f = &j["failed_opens"];
+    assert_eq!(f.as_array().unwrap().len(), 1, "{j:#}");
+    assert_eq!(f[0]["count"], failed);
+    assert_eq!(f[0]["errno"], "EMFILE");
+    assert_eq!(
+        user_line(&f[0]),
+        Some(("emfile.c".to_string(), line as u64))
+    );
+    assert_eq!(j["rlimit_nofile"]["soft"], 64, "{j:#}");
+    assert_no_drift(j, "emfile");
+}
