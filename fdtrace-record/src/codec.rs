@@ -26,8 +26,9 @@ pub(crate) const TAG_SOCK_STATE: u64 = 11;
 pub(crate) const TAG_PREEXISTING: u64 = 12;
 pub(crate) const TAG_LOST: u64 = 13;
 pub(crate) const TAG_END: u64 = 14;
+pub(crate) const TAG_EXTRA: u64 = 15;
 /// Highest tag this version knows.
-pub(crate) const TAG_MAX_KNOWN: u64 = TAG_END;
+pub(crate) const TAG_MAX_KNOWN: u64 = TAG_EXTRA;
 
 /// A decoding failure inside a buffer: where, and what was expected there.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -122,6 +123,7 @@ pub(crate) fn tag_of(r: &Record) -> u64 {
         Record::Preexisting { .. } => TAG_PREEXISTING,
         Record::Lost { .. } => TAG_LOST,
         Record::End { .. } => TAG_END,
+        Record::Extra { .. } => TAG_EXTRA,
     }
 }
 
@@ -267,12 +269,32 @@ fn encode_body(r: &Record, out: &mut Vec<u8>) {
             state,
             local,
             peer,
+            family,
+            sk_type,
+            protocol,
+            accepted,
+            since_ns,
         } => {
             put_varint(out, (*tgid).into());
             put_i64(out, (*fd).into());
             out.push(*state);
             put_opt_str(out, local);
             put_opt_str(out, peer);
+            put_varint(out, (*family).into());
+            put_varint(out, (*sk_type).into());
+            put_varint(out, (*protocol).into());
+            put_bool(out, *accepted);
+            put_opt(out, since_ns, |o, v| put_varint(o, *v));
+        }
+        Record::Extra {
+            ts_ns: _,
+            tgid,
+            name,
+            json,
+        } => {
+            put_varint(out, (*tgid).into());
+            put_str(out, name);
+            put_str(out, json);
         }
         Record::Preexisting {
             tgid,
@@ -410,6 +432,13 @@ impl<'a> Dec<'a> {
             format!("a varint of at most 64 bits ({field})"),
             "a longer one",
         ))
+    }
+
+    pub fn u16(&mut self, field: &str) -> Result<u16, DecodeError> {
+        let at = self.pos;
+        let v = self.varint(field)?;
+        u16::try_from(v)
+            .map_err(|_| self.err(at, format!("a 16-bit value ({field})"), format!("{v}")))
     }
 
     pub fn u32(&mut self, field: &str) -> Result<u32, DecodeError> {
@@ -708,6 +737,17 @@ fn decode_body(tag: u64, ts_ns: u64, d: &mut Dec) -> Result<Record, DecodeError>
             state: d.u8("SockState.state")?,
             local: d.opt("SockState.local", |d| d.string("SockState.local"))?,
             peer: d.opt("SockState.peer", |d| d.string("SockState.peer"))?,
+            family: d.u16("SockState.family")?,
+            sk_type: d.u16("SockState.sk_type")?,
+            protocol: d.u16("SockState.protocol")?,
+            accepted: d.bool("SockState.accepted")?,
+            since_ns: d.opt("SockState.since_ns", |d| d.varint("SockState.since_ns"))?,
+        },
+        TAG_EXTRA => Record::Extra {
+            ts_ns,
+            tgid: d.u32("Extra.tgid")?,
+            name: d.string("Extra.name")?,
+            json: d.string("Extra.json")?,
         },
         TAG_PREEXISTING => Record::Preexisting {
             tgid: d.u32("Preexisting.tgid")?,

@@ -145,15 +145,33 @@ pub enum Record {
     Exec { ts_ns: u64, tgid: u32 },
     /// The process exited.
     Exit { ts_ns: u64, tgid: u32 },
-    /// A socket's state changed.
+    /// What is known of a socket descriptor changed (addresses, TCP state): the whole
+    /// description, so a reader needs only the last one.
     SockState {
         ts_ns: u64,
         tgid: u32,
         fd: i32,
-        /// Socket state (tracer's code).
+        /// TCP state (the kernel's TCP_* numbering), 0 when none.
         state: u8,
         local: Option<String>,
         peer: Option<String>,
+        /// AF_*, SOCK_* and IPPROTO_* numbers.
+        family: u16,
+        sk_type: u16,
+        protocol: u16,
+        /// Came from accept (the server side of a connection).
+        accepted: bool,
+        /// When the socket entered `state` (CLOCK_MONOTONIC ns).
+        since_ns: Option<u64>,
+    },
+    /// A rare fact of the session for which no compact record exists, as JSON (failed
+    /// births, corrections by reconciliation, limits, counters, drift at the end).
+    Extra {
+        ts_ns: u64,
+        tgid: u32,
+        /// What the JSON describes, e.g. `"failed_open"`.
+        name: String,
+        json: String,
     },
     /// A descriptor that was already open when tracing started.
     Preexisting {
@@ -185,6 +203,7 @@ impl Record {
             | Record::Exec { ts_ns, .. }
             | Record::Exit { ts_ns, .. }
             | Record::SockState { ts_ns, .. }
+            | Record::Extra { ts_ns, .. }
             | Record::Lost { ts_ns, .. }
             | Record::End { ts_ns, .. } => Some(ts_ns),
             Record::Process { .. }
@@ -210,6 +229,7 @@ impl Record {
             Record::Exec { .. } => "Exec",
             Record::Exit { .. } => "Exit",
             Record::SockState { .. } => "SockState",
+            Record::Extra { .. } => "Extra",
             Record::Preexisting { .. } => "Preexisting",
             Record::Lost { .. } => "Lost",
             Record::End { .. } => "End",

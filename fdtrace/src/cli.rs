@@ -1,7 +1,7 @@
 //! Command-line interface.
 use std::{ffi::OsString, path::PathBuf, time::Duration};
 
-use clap::Parser;
+use clap::{Args, Parser, Subcommand};
 
 use crate::session::{Options, Target};
 
@@ -9,10 +9,60 @@ use crate::session::{Options, Target};
 ///
 /// Traces a running process (-p PID) or starts one (-- CMD ARGS...), matches every descriptor
 /// it opens to its close, and reports the descriptors still open grouped by the call site that
-/// created them.
+/// created them. `fdtrace record` saves a session to a file; `fdtrace report FILE` analyzes it
+/// later, anywhere.
 #[derive(Debug, Parser)]
-#[command(name = "fdtrace", version, arg_required_else_help = true)]
+#[command(
+    name = "fdtrace",
+    version,
+    arg_required_else_help = true,
+    args_conflicts_with_subcommands = true
+)]
 pub struct Cli {
+    #[command(subcommand)]
+    pub cmd: Option<Cmd>,
+
+    #[command(flatten)]
+    pub trace: TraceArgs,
+
+    /// More diagnostics on stderr (-v, -vv).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Cmd {
+    /// Trace like `fdtrace -p PID` / `fdtrace -- CMD`, writing everything needed to rebuild the
+    /// report (including symbols) into the recording given with -o.
+    Record(TraceArgs),
+    /// The report of a recording, as live mode would have shown it (same text, same JSON).
+    Report(ReportArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// The recording (from `fdtrace record`).
+    pub file: PathBuf,
+
+    /// Print the report as one JSON object.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Write the report to OUT (default: stdout).
+    #[arg(short, long, value_name = "OUT")]
+    pub output: Option<PathBuf>,
+
+    /// The state SECS seconds after the recording began, instead of at its end.
+    #[arg(long, value_name = "SECS", value_parser = parse_secs_f64)]
+    pub at: Option<f64>,
+
+    /// Only descriptors at least SECS seconds old (hides the ones still in use).
+    #[arg(long, value_name = "SECS", value_parser = parse_secs_f64)]
+    pub min_age: Option<f64>,
+}
+
+#[derive(Debug, Args)]
+pub struct TraceArgs {
     /// Trace this running process (all its threads).
     #[arg(short, long, value_name = "PID", conflicts_with = "command")]
     pub pid: Option<u32>,
@@ -25,7 +75,8 @@ pub struct Cli {
     #[arg(long)]
     pub json: bool,
 
-    /// Write the report to FILE (default: stderr, so a launched program keeps its stdout).
+    /// Write the report to FILE (default: stderr, so a launched program keeps its stdout). For
+    /// `fdtrace record`: the recording to create.
     #[arg(short, long, value_name = "FILE")]
     pub output: Option<PathBuf>,
 
@@ -39,13 +90,19 @@ pub struct Cli {
     #[arg(long, value_name = "MIB", default_value_t = 16, value_parser = parse_ring_mb)]
     pub ring_mb: u32,
 
-    /// More diagnostics on stderr (-v, -vv).
-    #[arg(short, long, action = clap::ArgAction::Count)]
-    pub verbose: u8,
-
     /// Start this command and trace it from its first instruction.
     #[arg(last = true, value_name = "CMD")]
     pub command: Vec<OsString>,
+}
+
+fn parse_secs_f64(s: &str) -> Result<f64, String> {
+    let v: f64 = s
+        .parse()
+        .map_err(|_| format!("`{s}` is not a number of seconds"))?;
+    if !(v.is_finite() && v >= 0.0) {
+        return Err(format!("expected a number of seconds >= 0, got {s}"));
+    }
+    Ok(v)
 }
 
 fn parse_secs(s: &str) -> Result<Duration, String> {
@@ -70,7 +127,7 @@ fn parse_ring_mb(s: &str) -> Result<u32, String> {
     Ok(v)
 }
 
-impl Cli {
+impl TraceArgs {
     /// The session options, or a message saying what is missing.
     pub fn options(&self) -> Result<Options, String> {
         let target = match (self.pid, self.command.is_empty()) {
@@ -88,6 +145,7 @@ impl Cli {
             output: self.output.clone(),
             follow: self.follow,
             ring_mb: self.ring_mb,
+            record: None,
         })
     }
 }
@@ -103,7 +161,7 @@ mod tests {
     #[test]
     fn pid_mode() {
         let c = parse(&["-p", "42", "-d", "2.5", "--json", "-o", "r.json"]).unwrap();
-        let o = c.options().unwrap();
+        let o = c.trace.options().unwrap();
         assert_eq!(o.target, Target::Pid(42));
         assert_eq!(o.duration, Some(Duration::from_millis(2500)));
         assert!(o.json);
@@ -113,7 +171,7 @@ mod tests {
     #[test]
     fn command_mode_keeps_its_arguments() {
         let c = parse(&["-d", "5", "-f", "--", "./prog", "-x", "--json"]).unwrap();
-        let o = c.options().unwrap();
+        let o = c.trace.options().unwrap();
         assert!(o.follow);
         assert_eq!(
             o.target,
@@ -128,9 +186,45 @@ mod tests {
         assert!(parse(&["-d", "-1", "-p", "1"]).is_err());
         assert!(parse(&["-d", "x", "-p", "1"]).is_err());
         assert!(parse(&["-p", "1", "--", "ls"]).is_err());
-        assert!(parse(&["--json"]).unwrap().options().is_err());
+        assert!(parse(&["--json"]).unwrap().trace.options().is_err());
         assert!(parse(&["-p", "1", "--ring-mb", "3"]).is_err());
         assert!(parse(&["-p", "1", "--ring-mb", "4096"]).is_err());
-        assert_eq!(parse(&["-p", "1", "--ring-mb", "64"]).unwrap().ring_mb, 64);
+        assert_eq!(
+            parse(&["-p", "1", "--ring-mb", "64"])
+                .unwrap()
+                .trace
+                .ring_mb,
+            64
+        );
+    }
+
+    #[test]
+    fn subcommands() {
+        let c = parse(&["record", "-p", "7", "-o", "x.rec", "-f"]).unwrap();
+        let Some(Cmd::Record(t)) = c.cmd else {
+            panic!("not record")
+        };
+        assert_eq!(t.options().unwrap().target, Target::Pid(7));
+        assert!(t.follow);
+        let c = parse(&[
+            "report",
+            "x.rec",
+            "--json",
+            "--at",
+            "2.5",
+            "--min-age",
+            "10",
+        ])
+        .unwrap();
+        let Some(Cmd::Report(r)) = c.cmd else {
+            panic!("not report")
+        };
+        assert_eq!((r.at, r.min_age, r.json), (Some(2.5), Some(10.0), true));
+        assert!(parse(&["report"]).is_err());
+        assert!(parse(&["report", "x", "--at", "-1"]).is_err());
+        // A command named like a subcommand is still a command after `--`.
+        let c = parse(&["--", "report"]).unwrap();
+        assert!(c.cmd.is_none());
+        assert_eq!(c.trace.command, vec![OsString::from("report")]);
     }
 }

@@ -1,5 +1,5 @@
 use clap::Parser as _;
-use fdtrace::cli::Cli;
+use fdtrace::cli::{Cli, Cmd};
 
 fn main() {
     let cli = Cli::parse();
@@ -17,13 +17,20 @@ fn main() {
         .with_target(false)
         .without_time()
         .init();
-    let result = cli
-        .options()
-        .map_err(anyhow::Error::msg)
-        .and_then(fdtrace::session::run);
+    let result = match &cli.cmd {
+        None => cli
+            .trace
+            .options()
+            .map_err(anyhow::Error::msg)
+            .and_then(fdtrace::session::run),
+        Some(Cmd::Record(t)) => fdtrace::offline::record(t),
+        Some(Cmd::Report(r)) => fdtrace::offline::report(r),
+    };
     if let Err(e) = result {
-        // One line, no backtrace: the chain of causes joined with ': '.
+        // One line, no backtrace: the chain of causes joined with ': '. A damaged recording
+        // exits with 2, every other failure with 1.
         eprintln!("fdtrace: {e:#}");
-        std::process::exit(1);
+        let damaged = e.downcast_ref::<fdtrace::recording::Damaged>().is_some();
+        std::process::exit(if damaged { 2 } else { 1 });
     }
 }

@@ -13,7 +13,9 @@ pub type StackId = u32;
 pub const O_CLOEXEC: u32 = 0o2_000_000;
 
 /// What kind of object a descriptor refers to.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum FdKind {
     File,
@@ -48,6 +50,35 @@ impl FdKind {
             FdKind::Bpf => "bpf",
             FdKind::Other => "other",
         }
+    }
+
+    /// Every kind, in the order of their codes in recordings.
+    pub const ALL: [FdKind; 13] = [
+        FdKind::File,
+        FdKind::Socket,
+        FdKind::Pipe,
+        FdKind::Eventfd,
+        FdKind::Epoll,
+        FdKind::Timerfd,
+        FdKind::Signalfd,
+        FdKind::Inotify,
+        FdKind::Memfd,
+        FdKind::Pidfd,
+        FdKind::IoUring,
+        FdKind::Bpf,
+        FdKind::Other,
+    ];
+
+    /// The kind's code in recordings.
+    pub fn code(self) -> u8 {
+        FdKind::ALL.iter().position(|k| *k == self).unwrap_or(12) as u8
+    }
+
+    pub fn from_code(code: u8) -> FdKind {
+        FdKind::ALL
+            .get(code as usize)
+            .copied()
+            .unwrap_or(FdKind::Other)
     }
 
     /// Classify a `/proc/PID/fd/N` link target (`socket:[123]`, `anon_inode:[eventfd]`, …).
@@ -298,6 +329,16 @@ impl FdTable {
         }
     }
 
+    /// Keep only descriptors opened at least `min_s` seconds before `now_ns` (and those of
+    /// unknown age).
+    pub fn retain_older(&mut self, now_ns: u64, min_s: f64) {
+        let min_ns = (min_s * 1e9) as u64;
+        self.fds.retain(|_, e| {
+            e.opened_ns
+                .is_none_or(|t| now_ns.saturating_sub(t) >= min_ns)
+        });
+    }
+
     /// The table a forked child starts with: the same descriptors and origins, fresh counters.
     pub fn inherited(&self) -> FdTable {
         FdTable {
@@ -418,6 +459,14 @@ mod tests {
         assert_eq!(t.failures[&9].errno, 23);
         assert!(t.is_empty());
         assert!(t.inherited().failures.is_empty());
+    }
+
+    #[test]
+    fn kind_codes_round_trip() {
+        for k in FdKind::ALL {
+            assert_eq!(FdKind::from_code(k.code()), k);
+        }
+        assert_eq!(FdKind::from_code(200), FdKind::Other);
     }
 
     #[test]

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use crate::model::{FdKind, O_CLOEXEC};
 
 /// One descriptor as `/proc/PID/fd` and `/proc/PID/fdinfo` show it.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ProcFd {
     pub fd: i32,
     pub target: String,
@@ -14,7 +14,7 @@ pub struct ProcFd {
 }
 
 /// An executable, file-backed mapping.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Mapping {
     pub start: u64,
     pub end: u64,
@@ -106,6 +106,18 @@ pub fn exec_mappings(pid: u32) -> Vec<Mapping> {
         .collect()
 }
 
+/// The command line of a process, one argument per element (empty when unreadable).
+pub fn cmdline(pid: u32) -> Vec<String> {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|b| {
+            b.split(|&c| c == 0)
+                .filter(|a| !a.is_empty())
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// Where `/proc/PID/fd/FD` points now (None when it is gone).
 pub fn fd_link(pid: u32, fd: i32) -> Option<String> {
     std::fs::read_link(format!("/proc/{pid}/fd/{fd}"))
@@ -123,7 +135,7 @@ pub fn tgid_of(tid: u32) -> Option<u32> {
 }
 
 /// The soft and hard RLIMIT_NOFILE of a process (None for "unlimited").
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct NofileLimit {
     pub soft: Option<u64>,
     pub hard: Option<u64>,

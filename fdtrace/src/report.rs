@@ -37,6 +37,24 @@ pub struct Report {
     /// With `-f`: one report per traced descendant, exited ones included.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub processes: Vec<Report>,
+    /// Reports of recordings: where and when it was recorded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recording: Option<RecordingInfo>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct RecordingInfo {
+    pub file: String,
+    pub hostname: String,
+    pub kernel_release: String,
+    /// Wall-clock start, seconds since the Unix epoch.
+    pub start_unix_s: f64,
+    /// Why the recording ended (None: it was cut short).
+    pub ended: Option<String>,
+    /// Where the file was cut, when the recorder was killed or the disk filled.
+    pub cut_short: Option<String>,
+    /// The report shows the state at this many seconds into the recording.
+    pub at_s: Option<f64>,
 }
 
 #[derive(Debug, Serialize)]
@@ -276,7 +294,7 @@ fn age(now_ns: u64, opened: Option<u64>) -> Option<f64> {
 }
 
 /// What the session knows about itself, apart from the descriptors.
-#[derive(Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, serde::Deserialize)]
 pub struct Meta {
     pub pid: u32,
     /// The traced process that created this one (`-f`).
@@ -424,6 +442,7 @@ pub fn build(
         failed_opens,
         tcp_states,
         processes: Vec::new(),
+        recording: None,
     }
 }
 
@@ -487,6 +506,22 @@ fn socket_group_text(g: &SocketGroup) -> String {
 /// The report for people.
 pub fn render_text(r: &Report) -> String {
     let mut s = String::new();
+    if let Some(rec) = &r.recording {
+        let _ = writeln!(
+            s,
+            "recording {} (host {}, kernel {}){}",
+            rec.file,
+            rec.hostname,
+            rec.kernel_release,
+            match rec.at_s {
+                Some(at) => format!(", as of {at:.1}s into it"),
+                None => String::new(),
+            }
+        );
+        if let Some(cut) = &rec.cut_short {
+            let _ = writeln!(s, "WARNING: {cut}; everything before it is reported");
+        }
+    }
     let name = r.meta.command.as_deref().unwrap_or("?");
     let leaked: usize = r.sites.iter().map(|x| x.count).sum();
     let _ = writeln!(

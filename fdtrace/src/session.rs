@@ -9,6 +9,7 @@ use std::{
 use anyhow::{Context as _, Result, bail};
 use aya::maps::{MapData, RingBuf};
 use fdtrace_common::Header;
+use fdtrace_record::Record;
 use tokio::io::unix::AsyncFd;
 use tracing::{debug, warn};
 
@@ -17,6 +18,8 @@ use crate::{
     launch::Launched,
     model::{FdKind, FdTable, O_CLOEXEC, OpenFd, Origin, StackId},
     procinfo,
+    procinfo::ProcFd,
+    recording::Recorder,
     report::{self, Meta},
     sockets::{self, SocketInfo},
     stacks::StackStore,
@@ -42,6 +45,8 @@ pub struct Options {
     pub follow: bool,
     /// Size of the kernel's event ring buffer, in MiB (a power of two).
     pub ring_mb: u32,
+    /// Record the session to this file (`fdtrace record`).
+    pub record: Option<PathBuf>,
 }
 
 /// Monotonic clock in ns: the clock of `bpf_ktime_get_ns`.
@@ -70,6 +75,8 @@ pub struct State {
     pub exited_ns: Option<u64>,
     /// RLIMIT_NOFILE, read at attach and at each reconciliation.
     pub rlimit: Option<procinfo::NofileLimit>,
+    /// When recording: the changes to the model, in order, with this process's stack ids.
+    pub log: Option<Vec<Record>>,
     /// Kernel socket → descriptors that may refer to it (checked on use).
     socks: std::collections::HashMap<u64, Vec<i32>>,
     /// Differences with /proc seen at the last reconciliation (fd → missed open?).
@@ -89,6 +96,7 @@ impl State {
             last_refresh_changed: true,
             exited_ns: None,
             rlimit: None,
+            log: None,
             socks: Default::default(),
             suspects: Default::default(),
         }
@@ -104,7 +112,50 @@ impl State {
         c.stacks = self.stacks.clone();
         c.unwinder.set_mappings(self.unwinder.mappings().to_vec());
         c.socks = self.socks.clone();
+        c.log = self.log.as_ref().map(|_| Vec::new());
         c
+    }
+
+    fn log(&mut self, r: Record) {
+        if let Some(l) = self.log.as_mut() {
+            l.push(r);
+        }
+    }
+
+    /// Log what is known of socket `fd` now.
+    fn log_socket(&mut self, fd: i32, ts_ns: u64) {
+        if self.log.is_none() {
+            return;
+        }
+        if let Some(s) = self.table.get(fd).and_then(|e| e.sock.clone()) {
+            self.log(crate::recording::sock_record(self.pid, fd, ts_ns, &s));
+        }
+    }
+
+    /// Add a birth to the table (and the log).
+    fn born(&mut self, tid: u32, syscall: u32, fd: i32, entry: OpenFd) {
+        let ts_ns = entry.opened_ns.unwrap_or(0);
+        if self.log.is_some() {
+            self.log(Record::Open {
+                ts_ns,
+                tgid: self.pid,
+                tid,
+                fd,
+                kind: entry.kind.code(),
+                syscall: syscall as u8,
+                cloexec: entry.cloexec,
+                stack: match entry.origin {
+                    Origin::Stack(id) => Some(id),
+                    _ => None,
+                },
+                target: entry.target.clone(),
+            });
+        }
+        let has_sock = entry.sock.is_some();
+        self.table.open(fd, entry);
+        if has_sock {
+            self.log_socket(fd, ts_ns);
+        }
     }
 
     /// Read the descriptors open now as pre-existing, and the mappings.
@@ -112,6 +163,13 @@ impl State {
         let fds =
             procinfo::fds(self.pid).with_context(|| format!("reading /proc/{}/fd", self.pid))?;
         for f in fds {
+            self.log(Record::Preexisting {
+                tgid: self.pid,
+                fd: f.fd,
+                kind: f.kind.code(),
+                cloexec: f.cloexec,
+                target: f.target.clone(),
+            });
             self.table.preexisting(f.fd, f.kind, f.target, f.cloexec);
         }
         self.refresh_maps(true);
@@ -147,6 +205,15 @@ impl State {
         } else {
             o.path.clone()
         };
+        if self.log.is_some() {
+            let json = serde_json::json!({"stack": id, "errno": -o.fd, "example": what});
+            self.log(Record::Extra {
+                ts_ns: o.hdr.ts_ns,
+                tgid: self.pid,
+                name: "failed_open".into(),
+                json: json.to_string(),
+            });
+        }
         self.table.failed(id, -o.fd, o.hdr.ts_ns, what);
     }
 
@@ -223,7 +290,9 @@ impl State {
                         .as_deref()
                         .map(FdKind::from_link)
                         .unwrap_or(FdKind::Other);
-                    self.table.open(
+                    self.born(
+                        o.hdr.tid,
+                        o.syscall,
                         fd,
                         OpenFd {
                             kind,
@@ -254,7 +323,14 @@ impl State {
         };
         if o.syscall == sc::DUP2 {
             // dup2/dup3 onto an open number closes it first.
-            self.table.close_if_open(o.fd);
+            if self.table.close_if_open(o.fd).is_some() {
+                self.log(Record::Close {
+                    ts_ns: o.hdr.ts_ns,
+                    tgid: self.pid,
+                    tid: o.hdr.tid,
+                    fd: o.fd,
+                });
+            }
         }
         let cloexec = o.flags & O_CLOEXEC != 0;
         for fd in [o.fd, o.fd2] {
@@ -271,7 +347,9 @@ impl State {
             if let Some(sk) = sock.as_ref().map(|s| s.sk).filter(|&sk| sk != 0) {
                 self.socks.entry(sk).or_default().push(fd);
             }
-            self.table.open(
+            self.born(
+                o.hdr.tid,
+                o.syscall,
                 fd,
                 OpenFd {
                     kind,
@@ -313,10 +391,23 @@ impl State {
                         "pid {}: fd {fd} ({}) opened without a traced birth",
                         self.pid, p.target
                     );
+                    let json = serde_json::json!({"fd": fd, "kind": p.kind, "target": p.target, "cloexec": p.cloexec});
+                    self.log(Record::Extra {
+                        ts_ns: monotonic_ns(),
+                        tgid: self.pid,
+                        name: "untraced".into(),
+                        json: json.to_string(),
+                    });
                     self.table.untraced(fd, p.kind, p.target.clone(), p.cloexec);
                 }
             } else {
                 warn!("pid {}: fd {fd} closed without a traced close", self.pid);
+                self.log(Record::Extra {
+                    ts_ns: monotonic_ns(),
+                    tgid: self.pid,
+                    name: "drift_close".into(),
+                    json: serde_json::json!({ "fd": fd }).to_string(),
+                });
                 self.table.drift_close(fd);
             }
         }
@@ -328,7 +419,12 @@ impl State {
     }
 
     /// A successful bind (local address) or connect (peer address).
-    fn on_sock_addr(&mut self, fd: i32, op: u32, addr: &[u8]) {
+    fn on_sock_addr(&mut self, ts_ns: u64, fd: i32, op: u32, addr: &[u8]) {
+        self.update_sock_addr(fd, op, addr);
+        self.log_socket(fd, ts_ns);
+    }
+
+    fn update_sock_addr(&mut self, fd: i32, op: u32, addr: &[u8]) {
         let Some((family, text)) = sockets::parse_sockaddr(addr) else {
             return;
         };
@@ -370,6 +466,10 @@ impl State {
         });
         if fds.is_empty() {
             self.socks.remove(&ev.sk);
+        } else if self.log.is_some() {
+            for fd in fds.clone() {
+                self.log_socket(fd, ev.hdr.ts_ns);
+            }
         }
     }
 
@@ -378,30 +478,62 @@ impl State {
         match ev {
             Event::Open(o) => self.on_open(o),
             Event::OpenFailed(o) => self.on_open_failed(o),
-            Event::Close { fd, .. } => {
+            Event::Close { hdr, fd } => {
+                self.log(Record::Close {
+                    ts_ns: hdr.ts_ns,
+                    tgid: self.pid,
+                    tid: hdr.tid,
+                    fd,
+                });
                 self.table.close(fd);
             }
             Event::CloseRange {
-                first, last, flags, ..
+                hdr,
+                first,
+                last,
+                flags,
             } => {
+                self.log(Record::CloseRange {
+                    ts_ns: hdr.ts_ns,
+                    tgid: self.pid,
+                    first,
+                    last,
+                    cloexec_only: flags & fdtrace_common::CLOSE_RANGE_CLOEXEC != 0,
+                });
                 self.table.close_range(
                     first,
                     last,
                     flags & fdtrace_common::CLOSE_RANGE_CLOEXEC != 0,
                 );
             }
-            Event::Exec { .. } => {
+            Event::Exec { hdr } => {
+                self.log(Record::Exec {
+                    ts_ns: hdr.ts_ns,
+                    tgid: self.pid,
+                });
                 let n = self.table.exec();
                 debug!("exec: {n} close-on-exec descriptors closed");
                 self.refresh_maps(true);
             }
-            Event::SockAddr { fd, op, addr, .. } => self.on_sock_addr(fd, op, &addr),
-            Event::Cloexec { fd, on, .. } => self.table.set_cloexec(fd, on),
+            Event::SockAddr { hdr, fd, op, addr } => self.on_sock_addr(hdr.ts_ns, fd, op, &addr),
+            Event::Cloexec { hdr, fd, on } => {
+                self.log(Record::SetCloexec {
+                    ts_ns: hdr.ts_ns,
+                    tgid: self.pid,
+                    fd,
+                    on,
+                });
+                self.table.set_cloexec(fd, on);
+            }
             // Handled by the session, which knows every process.
             Event::Fork { .. } => {}
             Event::SockState(ev) => self.on_sock_state(&ev),
             Event::Exit { hdr } => {
                 if hdr.tid == hdr.tgid {
+                    self.log(Record::Exit {
+                        ts_ns: hdr.ts_ns,
+                        tgid: self.pid,
+                    });
                     self.exited_ns = Some(hdr.ts_ns);
                     return true;
                 }
@@ -447,6 +579,8 @@ pub struct Session {
     pub decode_errors: u64,
     /// Processes that exited, to be removed from the kernel filter.
     pub gone: Vec<u32>,
+    /// `fdtrace record`: where the changes to the model go.
+    pub recorder: Option<Recorder>,
 }
 
 impl Session {
@@ -459,7 +593,112 @@ impl Session {
             alias: Default::default(),
             decode_errors: 0,
             gone: Vec::new(),
+            recorder: None,
         }
+    }
+
+    /// Record into `recorder` from now on, starting with what is known of the root process.
+    pub fn start_recording(&mut self, mut recorder: Recorder) {
+        let root = self.root;
+        let comm = self.root().comm.clone().unwrap_or_default();
+        recorder.write(&Record::Process {
+            tgid: root,
+            parent: None,
+            comm,
+            cmdline: procinfo::cmdline(root),
+        });
+        self.recorder = Some(recorder);
+        self.flush_log(root);
+    }
+
+    /// Move a process's logged changes into the recording, numbering its stacks.
+    fn flush_log(&mut self, pid: u32) {
+        let Some(rec) = self.recorder.as_mut() else {
+            return;
+        };
+        let Some(p) = self.procs.get_mut(&pid) else {
+            return;
+        };
+        let Some(log) = p.log.as_mut() else {
+            return;
+        };
+        if log.is_empty() {
+            return;
+        }
+        let entries = std::mem::take(log);
+        for mut r in entries {
+            match &mut r {
+                Record::Open {
+                    stack: Some(id), ..
+                } => *id = rec.stack_id(pid, *id, &p.stacks),
+                Record::Extra { name, json, .. } if name == "failed_open" => {
+                    if let Ok(mut v) = serde_json::from_str::<serde_json::Value>(json)
+                        && let Some(local) = v["stack"].as_u64()
+                    {
+                        v["stack"] = rec.stack_id(pid, local as StackId, &p.stacks).into();
+                        *json = v.to_string();
+                    }
+                }
+                _ => {}
+            }
+            rec.write(&r);
+        }
+    }
+
+    /// End of a recording: what each process held and what /proc said, the symbols of every
+    /// stack, the counters.
+    pub fn finish_recording(
+        &mut self,
+        reports: &[(u32, Meta, Option<Vec<ProcFd>>)],
+        lost: u64,
+        reason: &str,
+    ) -> Result<Option<(u64, std::path::PathBuf)>> {
+        let pids: Vec<u32> = self.procs.keys().copied().collect();
+        for pid in pids {
+            self.flush_log(pid);
+        }
+        let Some(mut rec) = self.recorder.take() else {
+            return Ok(None);
+        };
+        let now = monotonic_ns();
+        for (pid, meta, proc_fds) in reports {
+            rec.write(&Record::Extra {
+                ts_ns: now,
+                tgid: *pid,
+                name: "meta".into(),
+                json: serde_json::to_string(meta)?,
+            });
+            if let Some(fds) = proc_fds {
+                rec.write(&Record::Extra {
+                    ts_ns: now,
+                    tgid: *pid,
+                    name: "proc_fds".into(),
+                    json: serde_json::to_string(fds)?,
+                });
+            }
+        }
+        let symbols = Symbols::new();
+        for (id, &(pid, local)) in rec.stacks().to_vec().iter().enumerate() {
+            let frames = self
+                .procs
+                .get_mut(&pid)
+                .map(|p| p.stacks.frames(local, &symbols))
+                .unwrap_or_default();
+            rec.write(&Record::Symbols {
+                stack_id: id as u32,
+                frames: crate::recording::sym_frames(&frames),
+            });
+        }
+        rec.write(&Record::Lost {
+            ts_ns: now,
+            count: lost,
+        });
+        rec.write(&Record::End {
+            ts_ns: now,
+            reason: reason.to_string(),
+        });
+        let bytes = rec.finish()?;
+        Ok(Some((bytes, rec.path.clone())))
     }
 
     pub fn root(&self) -> &State {
@@ -490,7 +729,22 @@ impl Session {
         }
         if let Some(p) = self.procs.get(&owner) {
             let c = p.fork_child(child);
+            let comm = c.comm.clone().unwrap_or_default();
             self.procs.insert(child, c);
+            if let Some(rec) = self.recorder.as_mut() {
+                rec.write(&Record::Fork {
+                    ts_ns: monotonic_ns(),
+                    parent: owner,
+                    child,
+                    shares_table: false,
+                });
+                rec.write(&Record::Process {
+                    tgid: child,
+                    parent: Some(owner),
+                    comm,
+                    cmdline: Vec::new(),
+                });
+            }
         }
     }
 
@@ -512,6 +766,16 @@ impl Session {
         if let Some(p) = self.procs.get_mut(&pid) {
             p.apply(Event::Exec { hdr });
             p.comm = procinfo::comm(pid).or(p.comm.take());
+            let (parent, comm) = (p.parent, p.comm.clone().unwrap_or_default());
+            self.flush_log(pid);
+            if let Some(rec) = self.recorder.as_mut() {
+                rec.write(&Record::Process {
+                    tgid: pid,
+                    parent,
+                    comm,
+                    cmdline: procinfo::cmdline(pid),
+                });
+            }
         }
     }
 
@@ -526,8 +790,12 @@ impl Session {
             }
             Event::SockState(st) => {
                 // Any process that inherited the socket sees the change.
-                for p in self.procs.values_mut() {
-                    p.apply(Event::SockState(st));
+                let pids: Vec<u32> = self.procs.keys().copied().collect();
+                for pid in pids {
+                    if let Some(p) = self.procs.get_mut(&pid) {
+                        p.apply(Event::SockState(st));
+                    }
+                    self.flush_log(pid);
                 }
             }
             ev => {
@@ -539,6 +807,7 @@ impl Session {
                 {
                     self.gone.push(key);
                 }
+                self.flush_log(key);
             }
         }
     }
@@ -610,6 +879,13 @@ async fn follow(
             }
             _ = tick.tick() => {
                 ticks += 1;
+                // A recording is written in complete blocks every second, so a killed recorder
+                // leaves a readable file.
+                if ticks.is_multiple_of(4)
+                    && let Some(rec) = session.recorder.as_mut()
+                {
+                    rec.flush();
+                }
                 let root_gone = match launched {
                     Some(l) => l.exited(),
                     None => !procinfo::exists(session.root),
@@ -639,6 +915,10 @@ async fn follow(
                         if p.exited_ns.is_none() {
                             p.reconcile();
                         }
+                    }
+                    let pids: Vec<u32> = session.procs.keys().copied().collect();
+                    for pid in pids {
+                        session.flush_log(pid);
                     }
                 }
             }
@@ -682,6 +962,23 @@ pub fn run(opts: Options) -> Result<()> {
         }),
         Target::Pid(p) => procinfo::comm(*p),
     };
+    let recorder = match &opts.record {
+        Some(path) => Some(Recorder::create(
+            path,
+            match &opts.target {
+                Target::Pid(p) => format!("pid {p} ({})", state.comm.as_deref().unwrap_or("?")),
+                Target::Command(argv) => argv
+                    .iter()
+                    .map(|a| a.to_string_lossy())
+                    .collect::<Vec<_>>()
+                    .join(" "),
+            },
+        )?),
+        None => None,
+    };
+    if recorder.is_some() {
+        state.log = Some(Vec::new());
+    }
     state.baseline()?;
     if let Target::Pid(p) = opts.target {
         eprintln!(
@@ -691,6 +988,9 @@ pub fn run(opts: Options) -> Result<()> {
         );
     }
     let mut session = Session::new(state, opts.follow);
+    if let Some(r) = recorder {
+        session.start_recording(r);
+    }
     let started = Instant::now();
     if let Some(l) = launched.as_mut() {
         l.release()?;
@@ -723,6 +1023,7 @@ pub fn run(opts: Options) -> Result<()> {
     let symbols = Symbols::new();
     let duration_s = started.elapsed().as_secs_f64();
     let mut reports = Vec::new();
+    let mut ends = Vec::new();
     for p in session.procs.values_mut() {
         let exited = p.exited_ns.is_some() || !procinfo::exists(p.pid);
         let now_ns = p.exited_ns.unwrap_or_else(monotonic_ns);
@@ -743,6 +1044,7 @@ pub fn run(opts: Options) -> Result<()> {
             missing_tracepoints: tracer.missing.clone(),
             rlimit_nofile: procinfo::nofile_limit(p.pid).or(p.rlimit),
         };
+        ends.push((p.pid, meta.clone(), proc_fds.clone()));
         reports.push(report::build(
             meta,
             &p.table,
@@ -754,6 +1056,26 @@ pub fn run(opts: Options) -> Result<()> {
     }
     if let Some(l) = launched.as_mut() {
         l.terminate();
+    }
+    let reason = match stop {
+        Stop::Duration => "duration reached",
+        Stop::Signal => "interrupted",
+        Stop::TargetExited => "target exited",
+    };
+    if let Some((bytes, path)) = session.finish_recording(&ends, tracer.lost_events(), reason)? {
+        let events: u64 = session
+            .procs
+            .values()
+            .map(|p| p.table.stats.opens + p.table.stats.closes)
+            .sum();
+        eprintln!(
+            "fdtrace: recorded {} processes, {events} births and closes, {bytes} bytes, to {}; read it with `fdtrace report {}`",
+            session.procs.len(),
+            path.display(),
+            path.display()
+        );
+        tracer.detach();
+        return Ok(());
     }
     let root_index = reports
         .iter()

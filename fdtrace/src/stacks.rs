@@ -51,6 +51,25 @@ impl StackStore {
         id
     }
 
+    /// Append a stack without looking for an equal one (recordings number their stacks).
+    pub fn push(&mut self, raw: Unwound, mappings: Vec<Mapping>) -> StackId {
+        let id = self.stacks.len() as StackId;
+        self.ids.entry(raw.frames.clone()).or_insert(id);
+        self.stacks.push(StoredStack {
+            raw,
+            mappings,
+            symbolized: None,
+        });
+        id
+    }
+
+    /// Give a stack the symbols resolved elsewhere (when it was recorded).
+    pub fn set_symbolized(&mut self, id: StackId, frames: Vec<Frame>) {
+        if let Some(s) = self.stacks.get_mut(id as usize) {
+            s.symbolized = Some(frames);
+        }
+    }
+
     pub fn len(&self) -> usize {
         self.stacks.len()
     }

@@ -33,24 +33,6 @@ fn wait_for_port(port: u16) {
     }
 }
 
-fn children_of(pid: u32) -> Vec<u32> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(p) = e.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat")) else {
-            continue;
-        };
-        // The fields after the command name, which may hold spaces: state, ppid, …
-        let after = &stat[stat.rfind(')').unwrap() + 2..];
-        if after.split(' ').nth(1) == Some(&pid.to_string()) {
-            out.push(p);
-        }
-    }
-    out
-}
-
 /// Trace `pid` for `secs` seconds while `load` runs (started once fdtrace is attached).
 fn trace_under_load(pid: u32, secs: &str, load: impl FnOnce()) -> Value {
     let out_dir = tempfile::tempdir().unwrap();

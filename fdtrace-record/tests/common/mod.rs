@@ -171,21 +171,48 @@ pub fn record() -> impl Strategy<Value = Record> {
         (ts(), any::<u32>()).prop_map(|(ts_ns, tgid)| Record::Exec { ts_ns, tgid }),
         (ts(), any::<u32>()).prop_map(|(ts_ns, tgid)| Record::Exit { ts_ns, tgid }),
         (
-            ts(),
-            any::<u32>(),
-            any::<i32>(),
-            any::<u8>(),
-            opt_text(),
-            opt_text()
+            (
+                ts(),
+                any::<u32>(),
+                any::<i32>(),
+                any::<u8>(),
+                opt_text(),
+                opt_text()
+            ),
+            (
+                any::<u16>(),
+                any::<u16>(),
+                any::<u16>(),
+                any::<bool>(),
+                proptest::option::of(any::<u64>())
+            )
         )
-            .prop_map(|(ts_ns, tgid, fd, state, local, peer)| Record::SockState {
+            .prop_map(
+                |(
+                    (ts_ns, tgid, fd, state, local, peer),
+                    (family, sk_type, protocol, accepted, since_ns),
+                )| Record::SockState {
+                    ts_ns,
+                    tgid,
+                    fd,
+                    state,
+                    local,
+                    peer,
+                    family,
+                    sk_type,
+                    protocol,
+                    accepted,
+                    since_ns,
+                }
+            ),
+        (ts(), any::<u32>(), text(), text()).prop_map(|(ts_ns, tgid, name, json)| {
+            Record::Extra {
                 ts_ns,
                 tgid,
-                fd,
-                state,
-                local,
-                peer
-            }),
+                name,
+                json,
+            }
+        }),
         (
             any::<u32>(),
             any::<i32>(),
@@ -293,6 +320,17 @@ pub fn one_of_each() -> Vec<Record> {
             state: 1,
             local: Some("127.0.0.1:8080".into()),
             peer: None,
+            family: 2,
+            sk_type: 1,
+            protocol: 6,
+            accepted: false,
+            since_ns: Some(5_000_006_000),
+        },
+        Record::Extra {
+            ts_ns: 5_000_006_500,
+            tgid: 1234,
+            name: "failed_open".into(),
+            json: "{\"errno\":24}".into(),
         },
         Record::Lost {
             ts_ns: 5_000_007_000,

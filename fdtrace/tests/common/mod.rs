@@ -1,8 +1,10 @@
 //! Helpers shared by the privileged end-to-end tests.
 #![allow(dead_code)]
 use std::{
+    collections::BTreeSet,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
+    sync::OnceLock,
 };
 
 use serde_json::Value;
@@ -132,4 +134,102 @@ pub fn site_at<'a>(r: &'a Value, file: &str, line: u32) -> Option<&'a Value> {
         .as_array()?
         .iter()
         .find(|s| user_line(s) == Some((file.to_string(), line as u64)))
+}
+
+pub struct Built {
+    _dir: tempfile::TempDir,
+    /// -O0 with frame pointers.
+    pub fp: PathBuf,
+    /// -O2 without frame pointers: only DWARF unwinding finds the callers.
+    pub nofp: PathBuf,
+}
+
+pub fn built() -> &'static Built {
+    static B: OnceLock<Built> = OnceLock::new();
+    B.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let fp = dir.path().join("leaky");
+        let nofp = dir.path().join("leaky-nofp");
+        for (out, flags) in [
+            (&fp, &["-O0", "-fno-omit-frame-pointer"][..]),
+            (&nofp, &["-O2", "-fomit-frame-pointer"][..]),
+        ] {
+            let st = Command::new("cc")
+                .arg("-g")
+                .args(flags)
+                .arg("-o")
+                .arg(out)
+                .arg(source("leaky.c"))
+                .status()
+                .expect("a C compiler (cc)");
+            assert!(st.success());
+        }
+        Built {
+            _dir: dir,
+            fp,
+            nofp,
+        }
+    })
+}
+
+pub fn all_lines(r: &Value) -> BTreeSet<u64> {
+    r["sites"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|s| s["frames"].as_array().unwrap().clone())
+        .filter(|f| f["file"].as_str().is_some_and(|x| x.ends_with("leaky.c")))
+        .filter_map(|f| f["line"].as_u64())
+        .collect()
+}
+
+/// The exact leaks of `leaky 40`: 40 open() at LEAK_OPEN, 10 fopen() at LEAK_FOPEN, nothing
+/// from the correct lines.
+pub fn assert_leaky_40(r: &Value) {
+    let leak = line_of("leaky.c", "LEAK_OPEN") as u64;
+    let fleak = line_of("leaky.c", "LEAK_FOPEN") as u64;
+    assert_eq!(
+        site_counts(r),
+        vec![
+            (("leaky.c".to_string(), leak), 40),
+            (("leaky.c".to_string(), fleak), 10)
+        ],
+        "report: {r:#}"
+    );
+    let lines = all_lines(r);
+    for ok in ["OK_OPEN", "OK_FOPEN"] {
+        let l = line_of("leaky.c", ok) as u64;
+        assert!(
+            !lines.contains(&l),
+            "correct line {l} ({ok}) reported: {r:#}"
+        );
+    }
+    assert_eq!(r["lost_events"], 0, "{r:#}");
+    for s in r["sites"].as_array().unwrap() {
+        assert_eq!(s["kind"], "file");
+        assert_eq!(
+            s["fds"].as_array().unwrap().len() as u64,
+            s["count"].as_u64().unwrap()
+        );
+        assert!(r["preexisting"].as_array().is_some());
+    }
+}
+
+/// Pids whose parent is `pid`.
+pub fn children_of(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(p) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat")) else {
+            continue;
+        };
+        // The fields after the command name, which may hold spaces: state, ppid, …
+        let after = &stat[stat.rfind(')').unwrap() + 2..];
+        if after.split(' ').nth(1) == Some(&pid.to_string()) {
+            out.push(p);
+        }
+    }
+    out
 }

@@ -1,0 +1,597 @@
+//! Recording a session (`fdtrace record`) and replaying a recording into the same reports as
+//! live mode (`fdtrace report FILE`), after the traced process is gone and on another machine.
+//!
+//! What is recorded is the sequence of changes to each process's descriptor table, as the live
+//! session made them, plus every creating stack with its symbols (resolved when the recording
+//! ends, so the binaries are not needed later). Replaying the changes rebuilds the same tables;
+//! the report is then built by the same code as in live mode.
+use std::{
+    collections::{BTreeMap, HashMap},
+    fs::File,
+    io,
+    path::{Path, PathBuf},
+};
+
+use anyhow::{Context as _, Result};
+use fdtrace_record::{Header, Reader, Record, SymFrame, Tail, Writer};
+
+use crate::{
+    model::{FdKind, FdTable, OpenFd, Origin, StackId},
+    procinfo::{Mapping, ProcFd},
+    report::{self, Meta, Report},
+    sockets::SocketInfo,
+    stacks::StackStore,
+    symbolize::{Frame, Symbols},
+    unwind::{RawFrame, Unwound},
+};
+
+/// The record describing socket `fd` of `tgid` as it is now.
+pub fn sock_record(tgid: u32, fd: i32, ts_ns: u64, s: &SocketInfo) -> Record {
+    Record::SockState {
+        ts_ns,
+        tgid,
+        fd,
+        state: s.state.unwrap_or(0),
+        local: s.local.clone(),
+        peer: s.peer.clone(),
+        family: s.family,
+        sk_type: s.sk_type,
+        protocol: s.protocol,
+        accepted: s.accepted,
+        since_ns: s.state_since_ns,
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
+}
+
+fn kernel_release() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
+}
+
+/// Writes a recording while the session runs.
+pub struct Recorder {
+    writer: Option<Writer<File>>,
+    pub path: PathBuf,
+    /// (pid, that process's stack id) → the recording's stack id.
+    stack_ids: HashMap<(u32, StackId), u32>,
+    /// The recording's stack ids, in order: where to find each one's symbols at the end.
+    stacks: Vec<(u32, StackId)>,
+    /// Mappings already written, and the build ids of the files.
+    mappings: std::collections::HashSet<Mapping>,
+    build_ids: HashMap<PathBuf, Option<Vec<u8>>>,
+    /// The first write error: recording stops there; what was written stays readable.
+    pub error: Option<io::Error>,
+}
+
+impl Recorder {
+    /// Create the file (mode 0600; an existing file is not overwritten).
+    pub fn create(path: &Path, target: String) -> Result<Self> {
+        let now_unix = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0);
+        let header = Header {
+            fdtrace_version: env!("CARGO_PKG_VERSION").to_string(),
+            hostname: hostname(),
+            kernel_release: kernel_release(),
+            start_unix_ns: now_unix,
+            start_monotonic_ns: crate::session::monotonic_ns(),
+            recorder_cmdline: std::env::args().collect(),
+            target,
+        };
+        let writer = Writer::create(path, &header).with_context(|| {
+            format!(
+                "creating the recording {} (fdtrace does not overwrite a file)",
+                path.display()
+            )
+        })?;
+        Ok(Self {
+            writer: Some(writer),
+            path: path.to_path_buf(),
+            stack_ids: HashMap::new(),
+            stacks: Vec::new(),
+            mappings: Default::default(),
+            build_ids: HashMap::new(),
+            error: None,
+        })
+    }
+
+    /// Write one record. After a write error (a full disk, say) nothing more is written.
+    pub fn write(&mut self, r: &Record) {
+        let Some(w) = self.writer.as_mut() else {
+            return;
+        };
+        if let Err(e) = w.write(r) {
+            self.writer = None;
+            self.error = Some(e);
+        }
+    }
+
+    /// The recording's id of a process's stack, writing the stack on first use.
+    pub fn stack_id(&mut self, pid: u32, local: StackId, stacks: &StackStore) -> u32 {
+        if let Some(&id) = self.stack_ids.get(&(pid, local)) {
+            return id;
+        }
+        let id = self.stacks.len() as u32;
+        self.stack_ids.insert((pid, local), id);
+        self.stacks.push((pid, local));
+        let (frames, truncated) = stacks
+            .get(local)
+            .map(|s| {
+                (
+                    s.raw.frames.iter().map(|f| f.addr).collect(),
+                    s.raw.truncated,
+                )
+            })
+            .unwrap_or((Vec::new(), true));
+        // The mappings its frames fall in, so a recording cut before its symbols were written
+        // can still be symbolized from the binaries (checked by build id).
+        for m in stacks
+            .get(local)
+            .map(|s| s.mappings.clone())
+            .unwrap_or_default()
+        {
+            if self.mappings.insert(m.clone()) {
+                let build_id = self
+                    .build_ids
+                    .entry(m.path.clone())
+                    .or_insert_with(|| build_id(&m.path))
+                    .clone();
+                self.write(&Record::Mapping {
+                    tgid: pid,
+                    start: m.start,
+                    end: m.end,
+                    offset: m.offset,
+                    path: m.path.to_string_lossy().into_owned(),
+                    build_id,
+                });
+            }
+        }
+        self.write(&Record::Stack {
+            id,
+            frames,
+            truncated,
+            method: 0,
+        });
+        id
+    }
+
+    /// Every recording stack as (process, that process's stack id), in id order.
+    pub fn stacks(&self) -> &[(u32, StackId)] {
+        &self.stacks
+    }
+
+    /// Write out the buffered records as a complete block.
+    pub fn flush(&mut self) {
+        if let Some(w) = self.writer.as_mut()
+            && let Err(e) = w.flush()
+        {
+            self.writer = None;
+            self.error = Some(e);
+        }
+    }
+
+    /// Flush, sync and close the file. Returns the bytes written.
+    pub fn finish(&mut self) -> Result<u64> {
+        if let Some(mut w) = self.writer.take() {
+            let res = w.sync();
+            let bytes = w.bytes_written();
+            if let Err(e) = res.and_then(|_| w.finish().map(|_| ())) {
+                self.error = Some(e);
+            } else {
+                return Ok(bytes);
+            }
+        }
+        match &self.error {
+            Some(e) => anyhow::bail!(
+                "writing the recording {} failed ({e}); everything recorded before the failure is readable",
+                self.path.display()
+            ),
+            None => Ok(0),
+        }
+    }
+}
+
+/// The GNU build id of an ELF file.
+pub fn build_id(path: &Path) -> Option<Vec<u8>> {
+    use object::Object as _;
+    let data = std::fs::read(path).ok()?;
+    let file = object::File::parse(&*data).ok()?;
+    file.build_id().ok().flatten().map(|b| b.to_vec())
+}
+
+/// Symbols of a stack in the recording's form.
+pub fn sym_frames(frames: &[Frame]) -> Vec<SymFrame> {
+    frames
+        .iter()
+        .map(|f| SymFrame {
+            addr: f.addr,
+            function: f.function.clone(),
+            file: f.file.clone(),
+            line: f.line,
+            module: f.module.clone(),
+            inlined: f.inlined,
+        })
+        .collect()
+}
+
+/// One process as rebuilt from a recording.
+#[derive(Default)]
+pub struct ReplayedProcess {
+    pub pid: u32,
+    pub parent: Option<u32>,
+    pub comm: Option<String>,
+    pub table: FdTable,
+    pub exited_ns: Option<u64>,
+    /// The session's own description of the process, written when recording ended.
+    pub meta: Option<Meta>,
+    /// /proc/PID/fd when recording ended (None if the process had exited).
+    pub proc_fds: Option<Vec<ProcFd>>,
+}
+
+/// A recording, replayed up to its end or to a moment of it.
+pub struct Replay {
+    pub header: Header,
+    pub root: Option<u32>,
+    pub procs: BTreeMap<u32, ReplayedProcess>,
+    pub stacks: StackStore,
+    /// Monotonic time of the last record applied.
+    pub last_ns: u64,
+    pub lost_events: u64,
+    /// Why the recording ended, when it ended normally.
+    pub end: Option<String>,
+    /// Said when the file was cut short (a killed recorder, a full disk).
+    pub tail_note: Option<String>,
+    /// Replay stopped at this moment (`--at`).
+    pub at_ns: Option<u64>,
+    /// Every record, for callers that want to follow the replay (timelines).
+    records_seen: u64,
+    /// Executable mappings recorded so far, latest last.
+    mappings: Vec<Mapping>,
+}
+
+/// A recording that cannot be read (exit code 2).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Damaged(pub String);
+
+impl Replay {
+    /// Replay the recording at `path`, up to `at_s` seconds after it started when given.
+    /// `observe` sees every record applied, in order.
+    pub fn read(
+        path: &Path,
+        at_s: Option<f64>,
+        mut observe: impl FnMut(&Replay, &Record),
+    ) -> Result<Replay> {
+        let mut reader = Reader::open(path).map_err(|e| {
+            if e.is_damaged() {
+                anyhow::Error::new(Damaged(format!("{}: {e}", path.display())))
+            } else {
+                anyhow::anyhow!("{}: {e}", path.display())
+            }
+        })?;
+        let header = reader.header().clone();
+        let at_ns = at_s.map(|s| header.start_monotonic_ns + (s * 1e9) as u64);
+        let mut r = Replay {
+            root: None,
+            procs: BTreeMap::new(),
+            stacks: StackStore::new(),
+            last_ns: header.start_monotonic_ns,
+            lost_events: 0,
+            end: None,
+            tail_note: None,
+            at_ns,
+            records_seen: 0,
+            mappings: Vec::new(),
+            header,
+        };
+        for item in reader.by_ref() {
+            let rec = match item {
+                Ok(rec) => rec,
+                Err(e) if e.is_fatal() => {
+                    return Err(anyhow::Error::new(Damaged(format!(
+                        "{}: {e}",
+                        path.display()
+                    ))));
+                }
+                Err(e) => {
+                    tracing::warn!("{e}");
+                    continue;
+                }
+            };
+            if let (Some(at), Some(ts)) = (at_ns, rec.ts_ns())
+                && ts > at
+            {
+                // Later changes are past the moment asked for; stacks and symbols still count.
+                if !matches!(rec, Record::Symbols { .. } | Record::Stack { .. }) {
+                    continue;
+                }
+            }
+            r.apply(&rec);
+            observe(&r, &rec);
+        }
+        if let Tail::Truncated { .. } | Tail::Stopped { .. } = reader.tail() {
+            r.tail_note = Some(reader.tail().to_string());
+        }
+        Ok(r)
+    }
+
+    fn proc(&mut self, pid: u32) -> &mut ReplayedProcess {
+        self.root.get_or_insert(pid);
+        self.procs.entry(pid).or_insert_with(|| ReplayedProcess {
+            pid,
+            ..Default::default()
+        })
+    }
+
+    fn apply(&mut self, rec: &Record) {
+        self.records_seen += 1;
+        if let Some(ts) = rec.ts_ns() {
+            self.last_ns = self.last_ns.max(ts);
+        }
+        match rec {
+            Record::Process {
+                tgid, parent, comm, ..
+            } => {
+                let p = self.proc(*tgid);
+                p.parent = *parent;
+                p.comm = Some(comm.clone());
+            }
+            Record::Mapping {
+                start,
+                end,
+                offset,
+                path,
+                build_id: recorded,
+                ..
+            } => {
+                // Only a file that is still the same binary can give the stack's symbols.
+                let p = PathBuf::from(path);
+                if recorded.is_none() || build_id(&p) == *recorded {
+                    self.mappings.push(Mapping {
+                        start: *start,
+                        end: *end,
+                        offset: *offset,
+                        path: p,
+                    });
+                }
+            }
+            Record::Stack {
+                frames, truncated, ..
+            } => {
+                let mut mappings: Vec<Mapping> = Vec::new();
+                for &a in frames {
+                    if let Some(m) = self.mappings.iter().rev().find(|m| m.contains(a))
+                        && !mappings.contains(m)
+                    {
+                        mappings.push(m.clone());
+                    }
+                }
+                self.stacks.push(
+                    Unwound {
+                        frames: frames
+                            .iter()
+                            .enumerate()
+                            .map(|(i, &addr)| RawFrame {
+                                addr,
+                                lookup: if i == 0 { addr } else { addr.wrapping_sub(1) },
+                            })
+                            .collect(),
+                        truncated: *truncated,
+                    },
+                    mappings,
+                );
+            }
+            Record::Symbols { stack_id, frames } => {
+                let frames = frames
+                    .iter()
+                    .map(|f| Frame {
+                        function: f.function.clone(),
+                        file: f.file.clone(),
+                        line: f.line,
+                        addr: f.addr,
+                        module: f.module.clone(),
+                        inlined: f.inlined,
+                    })
+                    .collect();
+                self.stacks.set_symbolized(*stack_id, frames);
+            }
+            Record::Preexisting {
+                tgid,
+                fd,
+                kind,
+                cloexec,
+                target,
+            } => {
+                self.proc(*tgid).table.preexisting(
+                    *fd,
+                    FdKind::from_code(*kind),
+                    target.clone(),
+                    *cloexec,
+                );
+            }
+            Record::Open {
+                ts_ns,
+                tgid,
+                fd,
+                kind,
+                cloexec,
+                stack,
+                target,
+                ..
+            } => {
+                self.proc(*tgid).table.open(
+                    *fd,
+                    OpenFd {
+                        kind: FdKind::from_code(*kind),
+                        target: target.clone(),
+                        opened_ns: Some(*ts_ns),
+                        origin: stack.map(Origin::Stack).unwrap_or(Origin::Untraced),
+                        cloexec: *cloexec,
+                        sock: None,
+                    },
+                );
+            }
+            Record::Close { tgid, fd, .. } => {
+                self.proc(*tgid).table.close(*fd);
+            }
+            Record::CloseRange {
+                tgid,
+                first,
+                last,
+                cloexec_only,
+                ..
+            } => {
+                self.proc(*tgid)
+                    .table
+                    .close_range(*first, *last, *cloexec_only);
+            }
+            Record::SetCloexec { tgid, fd, on, .. } => {
+                self.proc(*tgid).table.set_cloexec(*fd, *on);
+            }
+            Record::Fork {
+                parent,
+                child,
+                shares_table,
+                ..
+            } => {
+                // A shared table's changes are recorded under its owner.
+                if !shares_table {
+                    let table = self.proc(*parent).table.inherited();
+                    let comm = self.proc(*parent).comm.clone();
+                    let c = self.proc(*child);
+                    c.table = table;
+                    c.parent = Some(*parent);
+                    c.comm = comm;
+                }
+            }
+            Record::Exec { tgid, .. } => {
+                self.proc(*tgid).table.exec();
+            }
+            Record::Exit { ts_ns, tgid } => {
+                self.proc(*tgid).exited_ns = Some(*ts_ns);
+            }
+            Record::SockState {
+                ts_ns: _,
+                tgid,
+                fd,
+                state,
+                local,
+                peer,
+                family,
+                sk_type,
+                protocol,
+                accepted,
+                since_ns,
+            } => {
+                if let Some(e) = self.proc(*tgid).table.get_mut(*fd) {
+                    e.sock = Some(SocketInfo {
+                        sk: 0,
+                        family: *family,
+                        sk_type: *sk_type,
+                        protocol: *protocol,
+                        local: local.clone(),
+                        peer: peer.clone(),
+                        state: (*state != 0).then_some(*state),
+                        state_since_ns: *since_ns,
+                        accepted: *accepted,
+                    });
+                }
+            }
+            Record::Extra {
+                ts_ns,
+                tgid,
+                name,
+                json,
+            } => self.apply_extra(*ts_ns, *tgid, name, json),
+            Record::Lost { count, .. } => self.lost_events += count,
+            Record::End { reason, .. } => self.end = Some(reason.clone()),
+        }
+    }
+
+    fn apply_extra(&mut self, ts_ns: u64, tgid: u32, name: &str, json: &str) {
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(json) else {
+            tracing::warn!("unreadable {name} record");
+            return;
+        };
+        let fd = v["fd"].as_i64().unwrap_or(-1) as i32;
+        match name {
+            "failed_open" => {
+                let stack = v["stack"].as_u64().unwrap_or(0) as StackId;
+                let errno = v["errno"].as_i64().unwrap_or(0) as i32;
+                let example = v["example"].as_str().unwrap_or_default().to_string();
+                self.proc(tgid).table.failed(stack, errno, ts_ns, example);
+            }
+            "untraced" => {
+                let kind = serde_json::from_value(v["kind"].clone()).unwrap_or(FdKind::Other);
+                let target = v["target"].as_str().unwrap_or_default().to_string();
+                let cloexec = v["cloexec"].as_bool().unwrap_or(false);
+                self.proc(tgid).table.untraced(fd, kind, target, cloexec);
+            }
+            "drift_close" => self.proc(tgid).table.drift_close(fd),
+            "meta" => self.proc(tgid).meta = serde_json::from_value(v).ok(),
+            "proc_fds" => self.proc(tgid).proc_fds = serde_json::from_value(v).ok(),
+            other => tracing::debug!("record {other} ignored"),
+        }
+    }
+
+    /// The report as of the end of the replay, built like the live one.
+    pub fn report(&mut self, min_age_s: Option<f64>) -> Option<Report> {
+        let root = self.root?;
+        let symbols = Symbols::new();
+        let now_default = self.at_ns.unwrap_or(self.last_ns);
+        let duration_s = (now_default.saturating_sub(self.header.start_monotonic_ns)) as f64 / 1e9;
+        let mut reports = Vec::new();
+        let pids: Vec<u32> = self.procs.keys().copied().collect();
+        for pid in pids {
+            let p = &self.procs[&pid];
+            let exited = p.exited_ns.is_some_and(|t| t <= now_default);
+            let now_ns = if exited {
+                p.exited_ns.unwrap_or(now_default)
+            } else {
+                now_default
+            };
+            let mut meta = p.meta.clone().unwrap_or(Meta {
+                pid,
+                parent: p.parent,
+                command: p.comm.clone(),
+                duration_s,
+                target_exited: exited,
+                lost_events: self.lost_events,
+                stack_errors: 0,
+                missing_tracepoints: Vec::new(),
+                rlimit_nofile: None,
+            });
+            // The drift check compares with /proc as of the recording's end only.
+            let proc_fds = if self.at_ns.is_none() {
+                p.proc_fds.clone()
+            } else {
+                meta.duration_s = duration_s;
+                meta.target_exited = exited;
+                None
+            };
+            let mut table = p.table.clone();
+            if let Some(min) = min_age_s {
+                table.retain_older(now_ns, min);
+            }
+            reports.push(report::build(
+                meta,
+                &table,
+                &mut self.stacks,
+                &symbols,
+                now_ns,
+                proc_fds.as_deref(),
+            ));
+        }
+        let i = reports.iter().position(|r| r.meta.pid == root)?;
+        let mut report = reports.remove(i);
+        report.processes = reports;
+        Some(report)
+    }
+}
