@@ -35,6 +35,42 @@ pub struct Unwound {
 
 type Data = Arc<[u8]>;
 
+/// The stated virtual address (svma) at which an executable mapping of the file at `offset`
+/// starts.
+///
+/// The kernel maps a segment from its file offset rounded down to a page, so the mapping may
+/// start before the segment's own offset: lld (Rust's default linker) lays segments out with
+/// `p_offset` not page aligned (e.g. offset 0x13f90 at address 0x14f90, mapped from offset
+/// 0x13000 at address 0x14000). The executable segment whose page-aligned range holds the
+/// offset is the one; a read-only segment that merely covers the same file bytes is not.
+pub fn mapping_svma(obj: &object::File<'_>, offset: u64) -> Option<u64> {
+    const PAGE: u64 = 4096;
+    let mut best: Option<(bool, u64, u64)> = None;
+    for seg in obj.segments() {
+        let (off, size) = seg.file_range();
+        let aligned = off & !(PAGE - 1);
+        if !(aligned <= offset && offset < off + size.max(1)) {
+            continue;
+        }
+        let exec = match seg.flags() {
+            object::SegmentFlags::Elf { p_flags } => p_flags & object::elf::PF_X != 0,
+            _ => false,
+        };
+        // Prefer executable segments, then the one starting closest to the offset.
+        let Some(svma) = seg
+            .address()
+            .checked_add(offset)
+            .and_then(|a| a.checked_sub(off))
+        else {
+            continue;
+        };
+        if best.is_none_or(|(e, a, _)| (exec, aligned) > (e, a)) {
+            best = Some((exec, aligned, svma));
+        }
+    }
+    best.map(|(_, _, svma)| svma)
+}
+
 /// Unwinds stacks of one process; keeps its executable mappings and their unwind tables.
 pub struct StackUnwinder {
     unwinder: UnwinderX86_64<ArcSlice>,
@@ -107,12 +143,7 @@ impl StackUnwinder {
     fn module_for(&mut self, m: &Mapping) -> Option<Module<ArcSlice>> {
         let data = self.file(&m.path)?;
         let obj = object::File::parse(&*data).ok()?;
-        // The stated address of the mapping's start: find the segment holding its file offset.
-        let seg = obj.segments().find(|s| {
-            let (off, size) = s.file_range();
-            off <= m.offset && m.offset < off + size.max(1)
-        })?;
-        let svma_start = seg.address() + (m.offset - seg.file_range().0);
+        let svma_start = mapping_svma(&obj, m.offset)?;
         let base_avma = m.start.wrapping_sub(svma_start);
         let section = |name: &str| -> (Option<std::ops::Range<u64>>, Option<ArcSlice>) {
             match obj.section_by_name(name) {
@@ -187,5 +218,35 @@ impl StackUnwinder {
             }
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[unsafe(no_mangle)]
+    #[inline(never)]
+    extern "C" fn fdtrace_unwind_svma_probe() -> u64 {
+        std::hint::black_box(42)
+    }
+
+    /// The test binary is linked like Rust programs are (lld: the executable segment's file
+    /// offset is not page aligned): the address of a function in its mapping must map back to
+    /// the function's stated address.
+    #[test]
+    fn svma_of_an_executable_mapping() {
+        let addr = fdtrace_unwind_svma_probe as *const () as u64;
+        let maps = crate::procinfo::exec_mappings(std::process::id());
+        let m = maps.iter().find(|m| m.contains(addr)).expect("own mapping");
+        let data = std::fs::read(&m.path).unwrap();
+        let obj = object::File::parse(&*data).unwrap();
+        use object::ObjectSymbol as _;
+        let sym = obj
+            .symbols()
+            .find(|s| s.name() == Ok("fdtrace_unwind_svma_probe"))
+            .expect("symbol");
+        let svma_start = mapping_svma(&obj, m.offset).unwrap();
+        assert_eq!(addr - m.start + svma_start, sym.address());
     }
 }
