@@ -14,7 +14,8 @@ use aya_ebpf::{
         bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel, bpf_probe_read_user,
         bpf_probe_read_user_str_bytes,
         generated::{
-            bpf_get_current_task_btf, bpf_probe_read_user as probe_read_user_raw, bpf_task_pt_regs,
+            bpf_get_current_task_btf, bpf_get_stack, bpf_probe_read_user as probe_read_user_raw,
+            bpf_task_pt_regs,
         },
     },
     macros::{map, tracepoint},
@@ -22,10 +23,11 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 use fdtrace_common::{
-    CloseEvent, CloseRangeEvent, Header, OpenEvent, ProcEvent, STACK_BYTES, kind, stat, syscall,
+    CloseEvent, CloseRangeEvent, Header, OpenEvent, ProcEvent, STACK_BYTES, capture, kind, stat,
+    syscall,
 };
 
-/// Thread-group ids being traced (value unused).
+/// Thread-group ids being traced; the value says how to capture their stacks (`capture::*`).
 #[map]
 static TARGETS: HashMap<u32, u32> = HashMap::with_max_entries(4096, 0);
 
@@ -185,6 +187,22 @@ fn copy_stack(dst: &mut [u8; STACK_BYTES], sp: u64) -> u32 {
     0
 }
 
+/// The kernel's frame-pointer walk of the user stack into `dst`: u64 addresses, innermost first.
+/// Returns the number of bytes written (0 on failure).
+#[inline(always)]
+fn walk_frame_pointers(ctx: &TracePointContext, dst: &mut [u8; STACK_BYTES]) -> u32 {
+    // SAFETY: the helper writes at most STACK_BYTES into `dst`.
+    let n = unsafe {
+        bpf_get_stack(
+            ctx.as_ptr(),
+            dst.as_mut_ptr() as *mut c_void,
+            STACK_BYTES as u32,
+            aya_ebpf::bindings::BPF_F_USER_STACK as u64,
+        )
+    };
+    if n > 0 { n as u32 } else { 0 }
+}
+
 // The generated binding is declared with a `task_struct` argument.
 use aya_ebpf::bindings::task_struct;
 #[inline(always)]
@@ -247,7 +265,14 @@ fn emit_open(ctx: &TracePointContext) -> u32 {
         {
             (*ev).path[0] = 0;
         }
-        let n = if sp != 0 {
+        // How this process's stacks are captured (set per target by user space).
+        let how = match TARGETS.get(&((pid_tgid >> 32) as u32)) {
+            Some(v) if *v == capture::FRAME_POINTERS as u32 => capture::FRAME_POINTERS,
+            _ => capture::STACK_COPY,
+        };
+        let n = if how == capture::FRAME_POINTERS {
+            walk_frame_pointers(ctx, &mut (*ev).stack)
+        } else if sp != 0 {
             copy_stack(&mut (*ev).stack, sp)
         } else {
             0
@@ -255,7 +280,8 @@ fn emit_open(ctx: &TracePointContext) -> u32 {
         if n == 0 {
             bump(stat::STACK_ERRORS);
         }
-        (*ev).stack_len = n;
+        (*ev).stack_len = n as u16;
+        (*ev).stack_kind = if n == 0 { capture::NONE } else { how };
     }
     entry.submit(0);
     0

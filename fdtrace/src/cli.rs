@@ -3,7 +3,7 @@ use std::{ffi::OsString, path::PathBuf, time::Duration};
 
 use clap::Parser;
 
-use crate::session::{Options, Target};
+use crate::session::{Options, Target, UnwindMode};
 
 /// Find the exact line of code that leaks file descriptors, live, with eBPF.
 ///
@@ -28,6 +28,12 @@ pub struct Cli {
     /// Write the report to FILE (default: stderr, so a launched program keeps its stdout).
     #[arg(short, long, value_name = "FILE")]
     pub output: Option<PathBuf>,
+
+    /// How to unwind the stacks that create descriptors: `dwarf` (CFI over a copy of the top of
+    /// the stack; works without frame pointers), `fp` (the kernel walks the frame pointers; not
+    /// limited by the copy) or `auto`: `fp` for Go programs, `dwarf` for the others.
+    #[arg(long, value_enum, default_value_t = UnwindMode::Auto, value_name = "METHOD")]
+    pub unwind: UnwindMode,
 
     /// More diagnostics on stderr (-v, -vv).
     #[arg(short, long, action = clap::ArgAction::Count)]
@@ -64,6 +70,7 @@ impl Cli {
             duration: self.duration,
             json: self.json,
             output: self.output.clone(),
+            unwind: self.unwind,
         })
     }
 }
@@ -84,6 +91,23 @@ mod tests {
         assert_eq!(o.duration, Some(Duration::from_millis(2500)));
         assert!(o.json);
         assert_eq!(o.output, Some(PathBuf::from("r.json")));
+        assert_eq!(o.unwind, UnwindMode::Auto);
+    }
+
+    #[test]
+    fn unwind_methods() {
+        for (arg, mode) in [
+            ("auto", UnwindMode::Auto),
+            ("fp", UnwindMode::Fp),
+            ("dwarf", UnwindMode::Dwarf),
+        ] {
+            let o = parse(&["--unwind", arg, "-p", "1"])
+                .unwrap()
+                .options()
+                .unwrap();
+            assert_eq!(o.unwind, mode);
+        }
+        assert!(parse(&["--unwind", "lbr", "-p", "1"]).is_err());
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! Decoding of ring-buffer records into typed events (pure, no BPF).
 use fdtrace_common::{
-    CloseEvent, CloseRangeEvent, Header, MAX_PATH, OpenEvent, ProcEvent, STACK_BYTES, kind,
+    CloseEvent, CloseRangeEvent, Header, MAX_PATH, OpenEvent, ProcEvent, STACK_BYTES, capture, kind,
 };
 
 /// One decoded ring-buffer record.
@@ -40,8 +40,19 @@ pub struct Open {
     pub ip: u64,
     pub sp: u64,
     pub bp: u64,
-    /// The copied top of the user stack, starting at `sp`.
-    pub stack: Vec<u8>,
+    /// The captured user stack.
+    pub stack: UserStack,
+}
+
+/// The user stack as the kernel captured it at a birth.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum UserStack {
+    /// Nothing could be captured.
+    None,
+    /// The top of the user stack memory, starting at `sp` (unwound with DWARF CFI).
+    Copy(Vec<u8>),
+    /// The kernel's frame-pointer walk: the instruction pointer, then return addresses.
+    FramePointers(Vec<u64>),
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -91,7 +102,8 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
             let fd2: i32 = read(&bytes[28..]);
             let flags: u32 = read(&bytes[32..]);
             let syscall: u32 = read(&bytes[36..]);
-            let stack_len: u32 = read(&bytes[40..]);
+            let stack_len: u16 = read(&bytes[40..]);
+            let stack_kind: u16 = read(&bytes[42..]);
             let arg: i32 = read(&bytes[44..]);
             let ip: u64 = read(&bytes[48..]);
             let sp: u64 = read(&bytes[56..]);
@@ -101,7 +113,17 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
             let path = String::from_utf8_lossy(&path_bytes[..end]).into_owned();
             let stack_off = PATH_OFF + MAX_PATH;
             let n = (stack_len as usize).min(STACK_BYTES);
-            let stack = bytes[stack_off..stack_off + n].to_vec();
+            let raw = &bytes[stack_off..stack_off + n];
+            let stack = match stack_kind {
+                _ if n == 0 => UserStack::None,
+                capture::STACK_COPY => UserStack::Copy(raw.to_vec()),
+                capture::FRAME_POINTERS => UserStack::FramePointers(
+                    raw.chunks_exact(8)
+                        .map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes")))
+                        .collect(),
+                ),
+                _ => UserStack::None,
+            };
             Ok(Event::Open(Open {
                 hdr,
                 fd,
@@ -170,6 +192,7 @@ mod tests {
         assert_eq!(offset_of!(OpenEvent, flags), 32);
         assert_eq!(offset_of!(OpenEvent, syscall), 36);
         assert_eq!(offset_of!(OpenEvent, stack_len), 40);
+        assert_eq!(offset_of!(OpenEvent, stack_kind), 42);
         assert_eq!(offset_of!(OpenEvent, arg), 44);
         assert_eq!(offset_of!(OpenEvent, ip), 48);
         assert_eq!(offset_of!(OpenEvent, sp), 56);
@@ -187,6 +210,7 @@ mod tests {
             flags: 0o2000001,
             syscall: fdtrace_common::syscall::OPENAT,
             stack_len: 16,
+            stack_kind: capture::STACK_COPY,
             arg: 5,
             ip: 0x7f00_0000_1234,
             sp: 0x7ffc_0000_0000,
@@ -209,7 +233,7 @@ mod tests {
                 ip: 0x7f00_0000_1234,
                 sp: 0x7ffc_0000_0000,
                 bp: 0x7ffc_0000_0040,
-                stack: vec![0xAA; 16],
+                stack: UserStack::Copy(vec![0xAA; 16]),
             })
         );
     }
@@ -222,7 +246,8 @@ mod tests {
             fd2: -1,
             flags: 0,
             syscall: 1,
-            stack_len: u32::MAX,
+            stack_len: u16::MAX,
+            stack_kind: capture::STACK_COPY,
             arg: -1,
             ip: 0,
             sp: 0,
@@ -234,7 +259,47 @@ mod tests {
             panic!("not an open")
         };
         assert_eq!(o.path.len(), MAX_PATH);
-        assert_eq!(o.stack.len(), STACK_BYTES);
+        assert_eq!(o.stack, UserStack::Copy(vec![0; STACK_BYTES]));
+    }
+
+    #[test]
+    fn frame_pointer_walk_and_failed_capture() {
+        let mut ev = OpenEvent {
+            hdr: hdr(kind::OPEN),
+            fd: 3,
+            fd2: -1,
+            flags: 0,
+            syscall: 1,
+            stack_len: 24,
+            stack_kind: capture::FRAME_POINTERS,
+            arg: -1,
+            ip: 0x401000,
+            sp: 0,
+            bp: 0,
+            path: [0; MAX_PATH],
+            stack: [0; STACK_BYTES],
+        };
+        for (i, a) in [0x401000u64, 0x402345, 0x40abcd].iter().enumerate() {
+            ev.stack[i * 8..i * 8 + 8].copy_from_slice(&a.to_le_bytes());
+        }
+        let Event::Open(o) = decode(&as_bytes(&ev)).unwrap() else {
+            panic!("not an open")
+        };
+        assert_eq!(
+            o.stack,
+            UserStack::FramePointers(vec![0x401000, 0x402345, 0x40abcd])
+        );
+        ev.stack_len = 0;
+        let Event::Open(o) = decode(&as_bytes(&ev)).unwrap() else {
+            panic!("not an open")
+        };
+        assert_eq!(o.stack, UserStack::None);
+        ev.stack_len = 8;
+        ev.stack_kind = 77;
+        let Event::Open(o) = decode(&as_bytes(&ev)).unwrap() else {
+            panic!("not an open")
+        };
+        assert_eq!(o.stack, UserStack::None);
     }
 
     #[test]

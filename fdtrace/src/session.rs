@@ -2,7 +2,7 @@
 use std::{
     ffi::OsString,
     io::Write as _,
-    path::PathBuf,
+    path::{Path, PathBuf},
     time::{Duration, Instant},
 };
 
@@ -11,8 +11,10 @@ use aya::maps::{MapData, RingBuf};
 use tokio::io::unix::AsyncFd;
 use tracing::{debug, warn};
 
+use fdtrace_common::capture;
+
 use crate::{
-    events::{self, Event, Open},
+    events::{self, Event, Open, UserStack},
     launch::Launched,
     model::{FdKind, FdTable, O_CLOEXEC, OpenFd, Origin},
     procinfo,
@@ -20,7 +22,7 @@ use crate::{
     stacks::StackStore,
     symbolize::Symbols,
     tracer::{self, Tracer},
-    unwind::StackUnwinder,
+    unwind::{self, StackUnwinder, Unwound},
 };
 
 /// What to trace.
@@ -30,12 +32,40 @@ pub enum Target {
     Command(Vec<OsString>),
 }
 
+/// How the stacks of the traced process are captured and unwound (`--unwind`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum UnwindMode {
+    /// Frame pointers for Go programs, DWARF CFI for the others.
+    #[default]
+    Auto,
+    /// The kernel's frame-pointer walk.
+    Fp,
+    /// DWARF CFI over a copy of the top of the stack.
+    Dwarf,
+}
+
+/// What the kernel captures at each birth of a process running `exe` (a `capture` constant).
+pub fn capture_for(mode: UnwindMode, exe: Option<&Path>) -> u16 {
+    match mode {
+        UnwindMode::Fp => capture::FRAME_POINTERS,
+        UnwindMode::Dwarf => capture::STACK_COPY,
+        UnwindMode::Auto => {
+            if exe.is_some_and(unwind::is_go_binary) {
+                capture::FRAME_POINTERS
+            } else {
+                capture::STACK_COPY
+            }
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct Options {
     pub target: Target,
     pub duration: Option<Duration>,
     pub json: bool,
     pub output: Option<PathBuf>,
+    pub unwind: UnwindMode,
 }
 
 /// Monotonic clock in ns: the clock of `bpf_ktime_get_ns`.
@@ -60,12 +90,20 @@ pub struct State {
     last_refresh_changed: bool,
     pub exited_ns: Option<u64>,
     pub decode_errors: u64,
+    mode: UnwindMode,
+    /// How the kernel captures this process's stacks now (a `capture` constant).
+    pub capture: u16,
+    /// A new capture the kernel filter must be told about (the process exec'd another program).
+    pub capture_change: Option<u16>,
 }
 
 impl State {
-    pub fn new(pid: u32) -> Self {
+    pub fn new(pid: u32, mode: UnwindMode, capture: u16) -> Self {
         Self {
             pid,
+            mode,
+            capture,
+            capture_change: None,
             table: FdTable::new(),
             stacks: StackStore::new(),
             unwinder: StackUnwinder::new(),
@@ -111,14 +149,7 @@ impl State {
         if self.unwinder.mapping_for(o.ip).is_none() {
             self.refresh_maps(false);
         }
-        let mut unwound = self.unwinder.unwind(o.ip, o.sp, o.bp, &o.stack);
-        let uncovered = |u: &crate::unwind::Unwound, w: &StackUnwinder| {
-            u.frames.iter().any(|f| w.mapping_for(f.lookup).is_none())
-        };
-        if uncovered(&unwound, &self.unwinder) {
-            self.refresh_maps(false);
-            unwound = self.unwinder.unwind(o.ip, o.sp, o.bp, &o.stack);
-        }
+        let unwound = self.unwind(&o);
         let id = self.stacks.intern(unwound, self.unwinder.mappings());
         use fdtrace_common::syscall as sc;
         let (kind, target) = match o.syscall {
@@ -166,6 +197,40 @@ impl State {
         }
     }
 
+    /// Unwind the stack of a birth with the method its capture calls for.
+    fn unwind(&mut self, o: &Open) -> Unwound {
+        match &o.stack {
+            UserStack::FramePointers(ips) => {
+                if ips.iter().any(|&a| self.unwinder.mapping_for(a).is_none()) {
+                    self.refresh_maps(false);
+                }
+                self.unwinder.unwind_fp(ips)
+            }
+            UserStack::Copy(bytes) => self.unwind_copy(o, bytes),
+            UserStack::None => {
+                // Nothing captured: the instruction pointer alone, cut short.
+                let mut u = self.unwind_copy(o, &[]);
+                u.truncated = true;
+                if self.capture == capture::FRAME_POINTERS {
+                    u.method = unwind::Method::Fp;
+                }
+                u
+            }
+        }
+    }
+
+    fn unwind_copy(&mut self, o: &Open, stack: &[u8]) -> Unwound {
+        let mut unwound = self.unwinder.unwind(o.ip, o.sp, o.bp, stack);
+        let uncovered = |u: &Unwound, w: &StackUnwinder| {
+            u.frames.iter().any(|f| w.mapping_for(f.lookup).is_none())
+        };
+        if uncovered(&unwound, &self.unwinder) {
+            self.refresh_maps(false);
+            unwound = self.unwinder.unwind(o.ip, o.sp, o.bp, stack);
+        }
+        unwound
+    }
+
     /// Apply one event. Returns true when the target process has exited.
     pub fn apply(&mut self, ev: Event) -> bool {
         match ev {
@@ -186,6 +251,14 @@ impl State {
                 let n = self.table.exec();
                 debug!("exec: {n} close-on-exec descriptors closed");
                 self.refresh_maps(true);
+                if self.mode == UnwindMode::Auto {
+                    let exe = std::fs::read_link(format!("/proc/{}/exe", self.pid)).ok();
+                    let c = capture_for(self.mode, exe.as_deref());
+                    if c != self.capture {
+                        self.capture = c;
+                        self.capture_change = Some(c);
+                    }
+                }
             }
             Event::Exit { hdr } => {
                 if hdr.tid == hdr.tgid {
@@ -225,6 +298,7 @@ enum Stop {
 
 async fn follow(
     state: &mut State,
+    tracer: &mut Tracer,
     ring: RingBuf<MapData>,
     launched: &mut Option<Launched>,
     duration: Option<Duration>,
@@ -244,6 +318,12 @@ async fn follow(
                 let mut guard = guard?;
                 let exited = state.drain(guard.get_inner_mut());
                 guard.clear_ready();
+                if let Some(c) = state.capture_change.take() {
+                    debug!("the target exec'd: stacks now captured as {c}");
+                    if let Err(e) = tracer.add_target(state.pid, c) {
+                        warn!("could not change how stacks are captured: {e:#}");
+                    }
+                }
                 if exited {
                     break Stop::TargetExited;
                 }
@@ -287,10 +367,25 @@ pub fn run(opts: Options) -> Result<()> {
         (_, Some(l)) => l.pid,
         _ => unreachable!(),
     };
+    // The program whose stacks we will see: the command about to be exec'd, or the running one.
+    let exe = match &launched {
+        Some(l) => Some(l.program.clone()),
+        None => std::fs::read_link(format!("/proc/{pid}/exe")).ok(),
+    };
+    let capture = capture_for(opts.unwind, exe.as_deref());
+    debug!(
+        "unwinding {}: {}",
+        exe.as_deref().unwrap_or(Path::new("?")).display(),
+        if capture == capture::FRAME_POINTERS {
+            "frame pointers"
+        } else {
+            "DWARF CFI over a stack copy"
+        }
+    );
     let mut tracer = Tracer::load()?;
-    tracer.add_target(pid)?;
+    tracer.add_target(pid, capture)?;
     let ring = tracer.take_ring()?;
-    let mut state = State::new(pid);
+    let mut state = State::new(pid, opts.unwind, capture);
     state.baseline()?;
     let command_name = match &opts.target {
         Target::Command(argv) => argv.first().map(|a| {
@@ -309,7 +404,13 @@ pub fn run(opts: Options) -> Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let stop = rt.block_on(follow(&mut state, ring, &mut launched, opts.duration))?;
+    let stop = rt.block_on(follow(
+        &mut state,
+        &mut tracer,
+        ring,
+        &mut launched,
+        opts.duration,
+    ))?;
     let exited = matches!(stop, Stop::TargetExited) || state.exited_ns.is_some();
     debug!(
         "stopped after {:?} ({})",
