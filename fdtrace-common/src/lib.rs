@@ -7,9 +7,25 @@
 
 /// Longest path copied from a syscall argument (including the terminating NUL).
 pub const MAX_PATH: usize = 256;
-/// Bytes of the user stack copied (from the user stack pointer upwards) at each descriptor birth,
-/// so user space can unwind with DWARF CFI even through code built without frame pointers.
+/// Size of `OpenEvent::stack`. With [`capture::STACK_COPY`] it holds the user stack copied from the
+/// user stack pointer upwards at each descriptor birth, so user space can unwind with DWARF CFI
+/// even through code built without frame pointers; with [`capture::FRAME_POINTERS`] it holds the
+/// kernel's frame-pointer walk (up to `STACK_BYTES / 8` addresses).
 pub const STACK_BYTES: usize = 2048;
+
+/// How the user stack of a birth is captured: the value of the eBPF `TARGETS` map for each traced
+/// process (set by user space per process), echoed in `OpenEvent::stack_kind`.
+pub mod capture {
+    /// Nothing was captured (`OpenEvent::stack_kind` only).
+    pub const NONE: u16 = 0;
+    /// `stack` is a copy of the user stack memory from `sp` upwards (`stack_len` bytes).
+    pub const STACK_COPY: u16 = 1;
+    /// `stack` holds the kernel's frame-pointer walk (`bpf_get_stack` with `BPF_F_USER_STACK`):
+    /// `stack_len / 8` little-endian u64 addresses, the instruction pointer first, then return
+    /// addresses, innermost first. For programs that keep frame pointers (Go): the walk is not
+    /// limited by the size of a stack copy.
+    pub const FRAME_POINTERS: u16 = 2;
+}
 
 /// Record kinds (`Header::kind`).
 pub mod kind {
@@ -116,7 +132,7 @@ pub mod syscall {
 pub mod stat {
     /// Ring-buffer reservations that failed: events that were lost.
     pub const LOST_EVENTS: u32 = 0;
-    /// Births whose user stack could not be copied.
+    /// Births whose user stack could not be captured (copied or walked).
     pub const STACK_ERRORS: u32 = 1;
     /// Syscall entries that could not be remembered until their exit (pending map full).
     pub const PENDING_ERRORS: u32 = 2;
@@ -150,8 +166,10 @@ pub struct OpenEvent {
     /// Open flags (O_*); `O_CLOEXEC` is set when the syscall's own cloexec flag was given.
     pub flags: u32,
     pub syscall: u32,
-    /// Number of valid bytes in `stack` (0 when the copy failed).
-    pub stack_len: u32,
+    /// Number of valid bytes in `stack` (0 when the capture failed).
+    pub stack_len: u16,
+    /// What `stack` holds: a [`capture`] constant.
+    pub stack_kind: u16,
     /// The duplicated descriptor for dup/dup2/dup3/fcntl, the listening one for accept, -1
     /// otherwise.
     pub arg: i32,
@@ -163,7 +181,7 @@ pub struct OpenEvent {
     pub sock: SockInfo,
     /// NUL-terminated path (truncated to `MAX_PATH - 1` bytes).
     pub path: [u8; MAX_PATH],
-    /// Copy of the user stack from `sp` upwards.
+    /// The captured user stack (see `stack_kind`).
     pub stack: [u8; STACK_BYTES],
 }
 

@@ -14,7 +14,8 @@ use aya_ebpf::{
         bpf_get_current_pid_tgid, bpf_get_current_task, bpf_ktime_get_ns, bpf_probe_read_kernel,
         bpf_probe_read_user, bpf_probe_read_user_str_bytes,
         generated::{
-            bpf_get_current_task_btf, bpf_probe_read_user as probe_read_user_raw, bpf_task_pt_regs,
+            bpf_get_current_task_btf, bpf_get_stack, bpf_probe_read_user as probe_read_user_raw,
+            bpf_task_pt_regs,
         },
     },
     macros::{map, tracepoint},
@@ -24,10 +25,10 @@ use aya_ebpf::{
 use fdtrace_common::{
     CLONE_FILES, CLONE_THREAD, CloexecEvent, CloseEvent, CloseRangeEvent, ForkEvent, Header,
     KernelLayout, MAX_PATH, MAX_SOCKADDR, OpenEvent, ProcEvent, STACK_BYTES, SockAddrEvent,
-    SockInfo, SockStateEvent, kind, setting, stat, syscall,
+    SockInfo, SockStateEvent, capture, kind, setting, stat, syscall,
 };
 
-/// Thread-group ids being traced (value unused).
+/// Thread-group ids being traced; the value says how to capture their stacks (`capture::*`).
 #[map]
 static TARGETS: HashMap<u32, u32> = HashMap::with_max_entries(4096, 0);
 
@@ -231,6 +232,22 @@ fn copy_stack(dst: &mut [u8; STACK_BYTES], sp: u64) -> u32 {
     0
 }
 
+/// The kernel's frame-pointer walk of the user stack into `dst`: u64 addresses, innermost first.
+/// Returns the number of bytes written (0 on failure).
+#[inline(always)]
+fn walk_frame_pointers(ctx: &TracePointContext, dst: &mut [u8; STACK_BYTES]) -> u32 {
+    // SAFETY: the helper writes at most STACK_BYTES into `dst`.
+    let n = unsafe {
+        bpf_get_stack(
+            ctx.as_ptr(),
+            dst.as_mut_ptr() as *mut c_void,
+            STACK_BYTES as u32,
+            aya_ebpf::bindings::BPF_F_USER_STACK as u64,
+        )
+    };
+    if n > 0 { n as u32 } else { 0 }
+}
+
 // The generated binding is declared with a `task_struct` argument.
 use aya_ebpf::bindings::task_struct;
 #[inline(always)]
@@ -420,7 +437,14 @@ fn emit_open(ctx: &TracePointContext) -> u32 {
         {
             (*ev).path[0] = 0;
         }
-        let n = if sp != 0 {
+        // How this process's stacks are captured (set per target by user space).
+        let how = match TARGETS.get(&((pid_tgid >> 32) as u32)) {
+            Some(v) if *v == capture::FRAME_POINTERS as u32 => capture::FRAME_POINTERS,
+            _ => capture::STACK_COPY,
+        };
+        let n = if how == capture::FRAME_POINTERS {
+            walk_frame_pointers(ctx, &mut (*ev).stack)
+        } else if sp != 0 {
             copy_stack(&mut (*ev).stack, sp)
         } else {
             0
@@ -428,7 +452,8 @@ fn emit_open(ctx: &TracePointContext) -> u32 {
         if n == 0 {
             bump(stat::STACK_ERRORS);
         }
-        (*ev).stack_len = n;
+        (*ev).stack_len = n as u16;
+        (*ev).stack_kind = if n == 0 { capture::NONE } else { how };
     }
     entry.submit(0);
     0
@@ -1099,7 +1124,11 @@ pub fn sched_fork(ctx: TracePointContext) -> u32 {
     let follow = SETTINGS.get(setting::FOLLOW).copied().unwrap_or(0) != 0;
     // A child sharing the descriptor table changes the parent's: it is always traced.
     if follow || flags & CLONE_FILES != 0 {
-        let _ = TARGETS.insert(&(child as u32), &1, 0);
+        // The child runs the same program: its stacks are captured the same way.
+        let mode = unsafe { TARGETS.get(&((pid_tgid >> 32) as u32)) }
+            .copied()
+            .unwrap_or(capture::STACK_COPY as u32);
+        let _ = TARGETS.insert(&(child as u32), &mode, 0);
     }
     let ev = ForkEvent {
         hdr: header(kind::FORK, pid_tgid),

@@ -3,7 +3,7 @@ use std::{ffi::OsString, path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::session::{Options, Target};
+use crate::session::{Options, Target, UnwindMode};
 
 /// Find the exact line of code that leaks file descriptors, live, with eBPF.
 ///
@@ -90,6 +90,12 @@ pub struct TraceArgs {
     #[arg(long, value_name = "MIB", default_value_t = 16, value_parser = parse_ring_mb)]
     pub ring_mb: u32,
 
+    /// How to unwind the stacks that create descriptors: `dwarf` (CFI over a copy of the top of
+    /// the stack; works without frame pointers), `fp` (the kernel walks the frame pointers; not
+    /// limited by the copy) or `auto`: `fp` for Go programs, `dwarf` for the others.
+    #[arg(long, value_enum, default_value_t = UnwindMode::Auto, value_name = "METHOD")]
+    pub unwind: UnwindMode,
+
     /// Start this command and trace it from its first instruction.
     #[arg(last = true, value_name = "CMD")]
     pub command: Vec<OsString>,
@@ -146,6 +152,7 @@ impl TraceArgs {
             follow: self.follow,
             ring_mb: self.ring_mb,
             record: None,
+            unwind: self.unwind,
         })
     }
 }
@@ -166,6 +173,24 @@ mod tests {
         assert_eq!(o.duration, Some(Duration::from_millis(2500)));
         assert!(o.json);
         assert_eq!(o.output, Some(PathBuf::from("r.json")));
+        assert_eq!(o.unwind, UnwindMode::Auto);
+    }
+
+    #[test]
+    fn unwind_methods() {
+        for (arg, mode) in [
+            ("auto", UnwindMode::Auto),
+            ("fp", UnwindMode::Fp),
+            ("dwarf", UnwindMode::Dwarf),
+        ] {
+            let o = parse(&["--unwind", arg, "-p", "1"])
+                .unwrap()
+                .trace
+                .options()
+                .unwrap();
+            assert_eq!(o.unwind, mode);
+        }
+        assert!(parse(&["--unwind", "lbr", "-p", "1"]).is_err());
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Decoding of ring-buffer records into typed events (pure, no BPF).
 use fdtrace_common::{
     CloexecEvent, CloseEvent, CloseRangeEvent, ForkEvent, Header, MAX_PATH, MAX_SOCKADDR,
-    OpenEvent, ProcEvent, STACK_BYTES, SockAddrEvent, SockInfo, SockStateEvent, kind,
+    OpenEvent, ProcEvent, STACK_BYTES, SockAddrEvent, SockInfo, SockStateEvent, capture, kind,
 };
 
 /// One decoded ring-buffer record.
@@ -85,8 +85,19 @@ pub struct Open {
     pub sock: SockInfo,
     /// recvmsg: the control messages (SCM_RIGHTS descriptors are in them).
     pub control: Vec<u8>,
-    /// The copied top of the user stack, starting at `sp`.
-    pub stack: Vec<u8>,
+    /// The captured user stack.
+    pub stack: UserStack,
+}
+
+/// The user stack as the kernel captured it at a birth.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum UserStack {
+    /// Nothing could be captured.
+    None,
+    /// The top of the user stack memory, starting at `sp` (unwound with DWARF CFI).
+    Copy(Vec<u8>),
+    /// The kernel's frame-pointer walk: the instruction pointer, then return addresses.
+    FramePointers(Vec<u64>),
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -137,7 +148,8 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
             let fd2: i32 = read(&bytes[28..]);
             let flags: u32 = read(&bytes[32..]);
             let syscall: u32 = read(&bytes[36..]);
-            let stack_len: u32 = read(&bytes[40..]);
+            let stack_len: u16 = read(&bytes[40..]);
+            let stack_kind: u16 = read(&bytes[42..]);
             let arg: i32 = read(&bytes[44..]);
             let ip: u64 = read(&bytes[48..]);
             let sp: u64 = read(&bytes[56..]);
@@ -156,7 +168,17 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
             };
             let stack_off = PATH_OFF + MAX_PATH;
             let n = (stack_len as usize).min(STACK_BYTES);
-            let stack = bytes[stack_off..stack_off + n].to_vec();
+            let raw = &bytes[stack_off..stack_off + n];
+            let stack = match stack_kind {
+                _ if n == 0 => UserStack::None,
+                capture::STACK_COPY => UserStack::Copy(raw.to_vec()),
+                capture::FRAME_POINTERS => UserStack::FramePointers(
+                    raw.chunks_exact(8)
+                        .map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes")))
+                        .collect(),
+                ),
+                _ => UserStack::None,
+            };
             let open = Open {
                 hdr,
                 fd,
@@ -265,6 +287,7 @@ mod tests {
         assert_eq!(offset_of!(OpenEvent, flags), 32);
         assert_eq!(offset_of!(OpenEvent, syscall), 36);
         assert_eq!(offset_of!(OpenEvent, stack_len), 40);
+        assert_eq!(offset_of!(OpenEvent, stack_kind), 42);
         assert_eq!(offset_of!(OpenEvent, arg), 44);
         assert_eq!(offset_of!(OpenEvent, ip), 48);
         assert_eq!(offset_of!(OpenEvent, sp), 56);
@@ -283,6 +306,7 @@ mod tests {
             flags: 0o2000001,
             syscall: fdtrace_common::syscall::OPENAT,
             stack_len: 16,
+            stack_kind: capture::STACK_COPY,
             arg: 5,
             ip: 0x7f00_0000_1234,
             sp: 0x7ffc_0000_0000,
@@ -318,7 +342,7 @@ mod tests {
                     ..SockInfo::default()
                 },
                 control: Vec::new(),
-                stack: vec![0xAA; 16],
+                stack: UserStack::Copy(vec![0xAA; 16]),
             })
         );
     }
@@ -331,7 +355,8 @@ mod tests {
             fd2: -1,
             flags: 0,
             syscall: 1,
-            stack_len: u32::MAX,
+            stack_len: u16::MAX,
+            stack_kind: capture::STACK_COPY,
             arg: -1,
             ip: 0,
             sp: 0,
@@ -344,7 +369,48 @@ mod tests {
             panic!("not an open")
         };
         assert_eq!(o.path.len(), MAX_PATH);
-        assert_eq!(o.stack.len(), STACK_BYTES);
+        assert_eq!(o.stack, UserStack::Copy(vec![0; STACK_BYTES]));
+    }
+
+    #[test]
+    fn frame_pointer_walk_and_failed_capture() {
+        let mut ev = OpenEvent {
+            hdr: hdr(kind::OPEN),
+            fd: 3,
+            fd2: -1,
+            flags: 0,
+            syscall: 1,
+            stack_len: 24,
+            stack_kind: capture::FRAME_POINTERS,
+            arg: -1,
+            ip: 0x401000,
+            sp: 0,
+            bp: 0,
+            sock: SockInfo::default(),
+            path: [0; MAX_PATH],
+            stack: [0; STACK_BYTES],
+        };
+        for (i, a) in [0x401000u64, 0x402345, 0x40abcd].iter().enumerate() {
+            ev.stack[i * 8..i * 8 + 8].copy_from_slice(&a.to_le_bytes());
+        }
+        let Event::Open(o) = decode(&as_bytes(&ev)).unwrap() else {
+            panic!("not an open")
+        };
+        assert_eq!(
+            o.stack,
+            UserStack::FramePointers(vec![0x401000, 0x402345, 0x40abcd])
+        );
+        ev.stack_len = 0;
+        let Event::Open(o) = decode(&as_bytes(&ev)).unwrap() else {
+            panic!("not an open")
+        };
+        assert_eq!(o.stack, UserStack::None);
+        ev.stack_len = 8;
+        ev.stack_kind = 77;
+        let Event::Open(o) = decode(&as_bytes(&ev)).unwrap() else {
+            panic!("not an open")
+        };
+        assert_eq!(o.stack, UserStack::None);
     }
 
     #[test]
@@ -433,6 +499,7 @@ mod tests {
             flags: 0,
             syscall: fdtrace_common::syscall::RECVMSG,
             stack_len: 0,
+            stack_kind: capture::NONE,
             arg: 20,
             ip: 0,
             sp: 0,

@@ -12,6 +12,8 @@ use anyhow::{Context as _, Result, bail};
 /// A forked child held before its exec.
 pub struct Launched {
     pub pid: u32,
+    /// The executable the child execs (the command resolved through PATH).
+    pub program: PathBuf,
     go: libc::c_int,
     err: libc::c_int,
     reaped: bool,
@@ -85,6 +87,7 @@ impl Launched {
         }
         Ok(Self {
             pid: pid as u32,
+            program: prog,
             go: go_w,
             err: err_r,
             reaped: false,

@@ -22,7 +22,7 @@ use crate::{
     sockets::SocketInfo,
     stacks::StackStore,
     symbolize::{Frame, Symbols},
-    unwind::{RawFrame, Unwound},
+    unwind::{Method, RawFrame, Unwound},
 };
 
 /// The record describing socket `fd` of `tgid` as it is now.
@@ -121,15 +121,16 @@ impl Recorder {
         let id = self.stacks.len() as u32;
         self.stack_ids.insert((pid, local), id);
         self.stacks.push((pid, local));
-        let (frames, truncated) = stacks
+        let (frames, truncated, method) = stacks
             .get(local)
             .map(|s| {
                 (
                     s.raw.frames.iter().map(|f| f.addr).collect(),
                     s.raw.truncated,
+                    s.raw.method,
                 )
             })
-            .unwrap_or((Vec::new(), true));
+            .unwrap_or((Vec::new(), true, Method::Dwarf));
         // The mappings its frames fall in, so a recording cut before its symbols were written
         // can still be symbolized from the binaries (checked by build id).
         for m in stacks
@@ -157,7 +158,10 @@ impl Recorder {
             id,
             frames,
             truncated,
-            method: 0,
+            method: match method {
+                Method::Dwarf => 0,
+                Method::Fp => 1,
+            },
         });
         id
     }
@@ -363,7 +367,10 @@ impl Replay {
                 }
             }
             Record::Stack {
-                frames, truncated, ..
+                frames,
+                truncated,
+                method,
+                ..
             } => {
                 let mut mappings: Vec<Mapping> = Vec::new();
                 for &a in frames {
@@ -384,6 +391,11 @@ impl Replay {
                             })
                             .collect(),
                         truncated: *truncated,
+                        method: if *method == 1 {
+                            Method::Fp
+                        } else {
+                            Method::Dwarf
+                        },
                     },
                     mappings,
                 );

@@ -2,19 +2,19 @@
 use std::{
     ffi::OsString,
     io::Write as _,
-    path::PathBuf,
+    path::{Path, PathBuf},
     time::{Duration, Instant},
 };
 
 use anyhow::{Context as _, Result, bail};
 use aya::maps::{MapData, RingBuf};
-use fdtrace_common::Header;
+use fdtrace_common::{Header, capture};
 use fdtrace_record::Record;
 use tokio::io::unix::AsyncFd;
 use tracing::{debug, warn};
 
 use crate::{
-    events::{self, Event, Open},
+    events::{self, Event, Open, UserStack},
     launch::Launched,
     model::{FdKind, FdTable, O_CLOEXEC, OpenFd, Origin, StackId},
     procinfo,
@@ -25,7 +25,7 @@ use crate::{
     stacks::StackStore,
     symbolize::Symbols,
     tracer::{self, Tracer},
-    unwind::StackUnwinder,
+    unwind::{self, StackUnwinder, Unwound},
 };
 
 /// What to trace.
@@ -33,6 +33,33 @@ use crate::{
 pub enum Target {
     Pid(u32),
     Command(Vec<OsString>),
+}
+
+/// How the stacks of the traced process are captured and unwound (`--unwind`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum UnwindMode {
+    /// Frame pointers for Go programs, DWARF CFI for the others.
+    #[default]
+    Auto,
+    /// The kernel's frame-pointer walk.
+    Fp,
+    /// DWARF CFI over a copy of the top of the stack.
+    Dwarf,
+}
+
+/// What the kernel captures at each birth of a process running `exe` (a `capture` constant).
+pub fn capture_for(mode: UnwindMode, exe: Option<&Path>) -> u16 {
+    match mode {
+        UnwindMode::Fp => capture::FRAME_POINTERS,
+        UnwindMode::Dwarf => capture::STACK_COPY,
+        UnwindMode::Auto => {
+            if exe.is_some_and(unwind::is_go_binary) {
+                capture::FRAME_POINTERS
+            } else {
+                capture::STACK_COPY
+            }
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -47,6 +74,7 @@ pub struct Options {
     pub ring_mb: u32,
     /// Record the session to this file (`fdtrace record`).
     pub record: Option<PathBuf>,
+    pub unwind: UnwindMode,
 }
 
 /// Monotonic clock in ns: the clock of `bpf_ktime_get_ns`.
@@ -81,12 +109,20 @@ pub struct State {
     socks: std::collections::HashMap<u64, Vec<i32>>,
     /// Differences with /proc seen at the last reconciliation (fd → missed open?).
     suspects: std::collections::HashMap<i32, bool>,
+    mode: UnwindMode,
+    /// How the kernel captures this process's stacks now (a `capture` constant).
+    pub capture: u16,
+    /// A new capture the kernel filter must be told about (the process exec'd another program).
+    pub capture_change: Option<u16>,
 }
 
 impl State {
-    pub fn new(pid: u32) -> Self {
+    pub fn new(pid: u32, mode: UnwindMode, capture: u16) -> Self {
         Self {
             pid,
+            mode,
+            capture,
+            capture_change: None,
             parent: None,
             comm: None,
             table: FdTable::new(),
@@ -105,7 +141,7 @@ impl State {
     /// The state of a child created by fork: the same descriptors, with their origins, and the
     /// same memory image until it execs.
     pub fn fork_child(&self, child: u32) -> State {
-        let mut c = State::new(child);
+        let mut c = State::new(child, self.mode, self.capture);
         c.parent = Some(self.pid);
         c.comm = self.comm.clone();
         c.table = self.table.inherited();
@@ -222,15 +258,42 @@ impl State {
         if self.unwinder.mapping_for(o.ip).is_none() {
             self.refresh_maps(false);
         }
-        let mut unwound = self.unwinder.unwind(o.ip, o.sp, o.bp, &o.stack);
-        let uncovered = |u: &crate::unwind::Unwound, w: &StackUnwinder| {
+        let unwound = self.unwind(o);
+        self.stacks.intern(unwound, self.unwinder.mappings())
+    }
+
+    /// Unwind the stack of a birth with the method its capture calls for.
+    fn unwind(&mut self, o: &Open) -> Unwound {
+        match &o.stack {
+            UserStack::FramePointers(ips) => {
+                if ips.iter().any(|&a| self.unwinder.mapping_for(a).is_none()) {
+                    self.refresh_maps(false);
+                }
+                self.unwinder.unwind_fp(ips)
+            }
+            UserStack::Copy(bytes) => self.unwind_copy(o, bytes),
+            UserStack::None => {
+                // Nothing captured: the instruction pointer alone, cut short.
+                let mut u = self.unwind_copy(o, &[]);
+                u.truncated = true;
+                if self.capture == capture::FRAME_POINTERS {
+                    u.method = unwind::Method::Fp;
+                }
+                u
+            }
+        }
+    }
+
+    fn unwind_copy(&mut self, o: &Open, stack: &[u8]) -> Unwound {
+        let mut unwound = self.unwinder.unwind(o.ip, o.sp, o.bp, stack);
+        let uncovered = |u: &Unwound, w: &StackUnwinder| {
             u.frames.iter().any(|f| w.mapping_for(f.lookup).is_none())
         };
         if uncovered(&unwound, &self.unwinder) {
             self.refresh_maps(false);
-            unwound = self.unwinder.unwind(o.ip, o.sp, o.bp, &o.stack);
+            unwound = self.unwinder.unwind(o.ip, o.sp, o.bp, stack);
         }
-        self.stacks.intern(unwound, self.unwinder.mappings())
+        unwound
     }
 
     fn on_open(&mut self, o: Open) {
@@ -514,6 +577,14 @@ impl State {
                 let n = self.table.exec();
                 debug!("exec: {n} close-on-exec descriptors closed");
                 self.refresh_maps(true);
+                if self.mode == UnwindMode::Auto {
+                    let exe = std::fs::read_link(format!("/proc/{}/exe", self.pid)).ok();
+                    let c = capture_for(self.mode, exe.as_deref());
+                    if c != self.capture {
+                        self.capture = c;
+                        self.capture_change = Some(c);
+                    }
+                }
             }
             Event::SockAddr { hdr, fd, op, addr } => self.on_sock_addr(hdr.ts_ns, fd, op, &addr),
             Event::Cloexec { hdr, fd, on } => {
@@ -868,6 +939,16 @@ async fn follow(
                 for pid in session.gone.drain(..) {
                     tracer.remove_target(pid);
                 }
+                for p in session.procs.values_mut() {
+                    if let Some(c) = p.capture_change.take()
+                        && p.exited_ns.is_none()
+                    {
+                        debug!("pid {} exec'd: stacks now captured as {c}", p.pid);
+                        if let Err(e) = tracer.add_target(p.pid, c) {
+                            warn!("could not change how stacks are captured: {e:#}");
+                        }
+                    }
+                }
                 if session.finished() {
                     break Stop::TargetExited;
                 }
@@ -947,11 +1028,26 @@ pub fn run(opts: Options) -> Result<()> {
         (_, Some(l)) => l.pid,
         _ => unreachable!(),
     };
+    // The program whose stacks we will see: the command about to be exec'd, or the running one.
+    let exe = match &launched {
+        Some(l) => Some(l.program.clone()),
+        None => std::fs::read_link(format!("/proc/{pid}/exe")).ok(),
+    };
+    let capture = capture_for(opts.unwind, exe.as_deref());
+    debug!(
+        "unwinding {}: {}",
+        exe.as_deref().unwrap_or(Path::new("?")).display(),
+        if capture == capture::FRAME_POINTERS {
+            "frame pointers"
+        } else {
+            "DWARF CFI over a stack copy"
+        }
+    );
     let mut tracer = Tracer::load(opts.ring_mb << 20)?;
     tracer.set_follow(opts.follow)?;
-    tracer.add_target(pid)?;
+    tracer.add_target(pid, capture)?;
     let ring = tracer.take_ring()?;
-    let mut state = State::new(pid);
+    let mut state = State::new(pid, opts.unwind, capture);
     state.comm = match &opts.target {
         Target::Command(argv) => argv.first().map(|a| {
             PathBuf::from(a)

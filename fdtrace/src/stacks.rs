@@ -6,7 +6,7 @@ use crate::{
     model::StackId,
     procinfo::Mapping,
     symbolize::{Frame, Symbols},
-    unwind::{RawFrame, Unwound},
+    unwind::{Method, RawFrame, Unwound},
 };
 
 #[derive(Clone)]
@@ -19,7 +19,7 @@ pub struct StoredStack {
 
 #[derive(Clone, Default)]
 pub struct StackStore {
-    ids: HashMap<Vec<RawFrame>, StackId>,
+    ids: HashMap<(Method, Vec<RawFrame>), StackId>,
     stacks: Vec<StoredStack>,
 }
 
@@ -28,23 +28,35 @@ impl StackStore {
         Self::default()
     }
 
-    /// The id of this stack, interning it on first sight.
+    /// The id of this stack, interning it on first sight. The same addresses found by another
+    /// unwinding method are another stack.
     pub fn intern(&mut self, unwound: Unwound, all: &[Mapping]) -> StackId {
-        if let Some(&id) = self.ids.get(&unwound.frames) {
+        let Unwound {
+            frames,
+            truncated,
+            method,
+        } = unwound;
+        let key = (method, frames);
+        if let Some(&id) = self.ids.get(&key) {
             return id;
         }
+        let (method, frames) = key;
         let id = self.stacks.len() as StackId;
         let mut mappings: Vec<Mapping> = Vec::new();
-        for f in &unwound.frames {
+        for f in &frames {
             if let Some(m) = all.iter().find(|m| m.contains(f.lookup))
                 && !mappings.contains(m)
             {
                 mappings.push(m.clone());
             }
         }
-        self.ids.insert(unwound.frames.clone(), id);
+        self.ids.insert((method, frames.clone()), id);
         self.stacks.push(StoredStack {
-            raw: unwound,
+            raw: Unwound {
+                frames,
+                truncated,
+                method,
+            },
             mappings,
             symbolized: None,
         });
@@ -54,7 +66,9 @@ impl StackStore {
     /// Append a stack without looking for an equal one (recordings number their stacks).
     pub fn push(&mut self, raw: Unwound, mappings: Vec<Mapping>) -> StackId {
         let id = self.stacks.len() as StackId;
-        self.ids.entry(raw.frames.clone()).or_insert(id);
+        self.ids
+            .entry((raw.method, raw.frames.clone()))
+            .or_insert(id);
         self.stacks.push(StoredStack {
             raw,
             mappings,
@@ -108,6 +122,7 @@ mod tests {
                 })
                 .collect(),
             truncated: false,
+            method: Method::Dwarf,
         }
     }
 
@@ -123,9 +138,21 @@ mod tests {
         let a = s.intern(unwound(&[0x1010, 0x1020]), &maps);
         let b = s.intern(unwound(&[0x1010, 0x1030]), &maps);
         let c = s.intern(unwound(&[0x1010, 0x1020]), &maps);
+        let d = s.intern(
+            Unwound {
+                method: Method::Fp,
+                ..unwound(&[0x1010, 0x1020])
+            },
+            &maps,
+        );
         assert_eq!(a, c);
         assert_ne!(a, b);
-        assert_eq!(s.len(), 2);
+        assert_ne!(
+            a, d,
+            "the same addresses found by another method are another stack"
+        );
+        assert_eq!(s.len(), 3);
+        assert_eq!(s.get(d).unwrap().raw.method, Method::Fp);
         assert_eq!(s.get(a).unwrap().mappings.len(), 1);
     }
 }

@@ -255,12 +255,14 @@ impl Tracer {
         });
     }
 
-    /// Let this thread group's events through the in-kernel filter.
-    pub fn add_target(&mut self, tgid: u32) -> Result<()> {
+    /// Let this thread group's events through the in-kernel filter, capturing its stacks as
+    /// `capture` says (`fdtrace_common::capture::STACK_COPY` or `FRAME_POINTERS`). Calling it
+    /// again for a traced process changes how its stacks are captured.
+    pub fn add_target(&mut self, tgid: u32, capture: u16) -> Result<()> {
         let mut targets: HashMap<_, u32, u32> =
             HashMap::try_from(self.ebpf.map_mut("TARGETS").context("TARGETS map")?)?;
         targets
-            .insert(tgid, 1, 0)
+            .insert(tgid, u32::from(capture), 0)
             .context("adding the target to the filter")?;
         Ok(())
     }

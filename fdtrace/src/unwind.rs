@@ -1,16 +1,22 @@
 //! Unwinding of the user stacks captured at each descriptor birth.
 //!
-//! The kernel side copies the user registers and the top of the user stack. Here we walk it with
-//! the DWARF call-frame information (`.eh_frame`) of each mapped binary through framehop, which
-//! falls back to frame pointers where a binary has no CFI. This finds the caller of `open()` even
-//! through glibc and other code built without frame pointers.
-use std::{collections::HashMap, path::Path, sync::Arc};
+//! Two methods, chosen per process (`--unwind auto|fp|dwarf`):
+//! - `dwarf`: the kernel side copies the user registers and the top of the user stack. Here we
+//!   walk it with the DWARF call-frame information (`.eh_frame`, `.debug_frame`) of each mapped
+//!   binary through framehop, which falls back to frame pointers where a binary has no CFI. This
+//!   finds the caller of `open()` even through glibc and other code built without frame
+//!   pointers, as far as the copy reaches.
+//! - `fp`: the kernel walks the frame-pointer chain itself (`bpf_get_stack`), as deep as it
+//!   goes. Right for Go, which keeps frame pointers, runs its syscalls on goroutine stacks with
+//!   large frames and has no `.eh_frame`; wrong for glibc, which does not keep them.
+use std::{collections::HashMap, io::Read as _, path::Path, sync::Arc};
 
 use framehop::{
     ExplicitModuleSectionInfo, FrameAddress, Module, Unwinder as _,
     x86_64::{CacheX86_64, UnwindRegsX86_64, UnwinderX86_64},
 };
 use object::{Object as _, ObjectSection as _, ObjectSegment as _};
+use serde::Serialize;
 
 use crate::procinfo::Mapping;
 
@@ -26,14 +32,132 @@ pub struct RawFrame {
     pub lookup: u64,
 }
 
-/// The unwound stack and whether it ended early (ran out of copied stack or unwind info).
+/// How a stack was unwound.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Method {
+    /// DWARF CFI (framehop) over the copied top of the stack.
+    #[default]
+    Dwarf,
+    /// The kernel's frame-pointer walk.
+    Fp,
+}
+
+impl Method {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Method::Dwarf => "dwarf",
+            Method::Fp => "fp",
+        }
+    }
+}
+
+/// The unwound stack and whether it ended early (ran out of copied stack or unwind info, or the
+/// frame-pointer chain left the program's code).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Unwound {
     pub frames: Vec<RawFrame>,
     pub truncated: bool,
+    pub method: Method,
+}
+
+/// Does this executable keep frame pointers and lack the CFI a DWARF unwinder needs: a Go
+/// binary (`.go.buildinfo`, `.gopclntab` or the Go build-id note)? `--unwind auto` walks the
+/// frame pointers of such programs and unwinds the others with DWARF CFI.
+pub fn is_go_binary(path: &Path) -> bool {
+    let Ok(file) = std::fs::File::open(path) else {
+        return false;
+    };
+    let cache = object::ReadCache::new(file);
+    let Ok(obj) = object::File::parse(&cache) else {
+        return false;
+    };
+    [".go.buildinfo", ".gopclntab", ".note.go.buildid"]
+        .iter()
+        .any(|name| obj.section_by_name(name).is_some())
+}
+
+/// Most addresses the kernel's frame-pointer walk returns (`kernel.perf_event_max_stack`, and
+/// the room in the event).
+fn fp_capacity() -> usize {
+    static CAP: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *CAP.get_or_init(|| {
+        let sysctl = std::fs::read_to_string("/proc/sys/kernel/perf_event_max_stack")
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(127);
+        (fdtrace_common::STACK_BYTES / 8).min(sysctl)
+    })
 }
 
 type Data = Arc<[u8]>;
+
+/// A section's bytes as framehop needs them: a view of the file, or decompressed when the
+/// section is compressed (Go compresses `.debug_frame` with zlib). None when unreadable.
+fn section_bytes(data: &Data, s: &object::Section<'_, '_>) -> Option<ArcSlice> {
+    let c = s.compressed_file_range().ok()?;
+    let start = usize::try_from(c.offset).ok()?;
+    let end = start.checked_add(usize::try_from(c.compressed_size).ok()?)?;
+    if end > data.len() {
+        return None;
+    }
+    match c.format {
+        object::CompressionFormat::None => Some(ArcSlice {
+            data: data.clone(),
+            range: start..end,
+        }),
+        object::CompressionFormat::Zlib => {
+            let size = usize::try_from(c.uncompressed_size).ok()?;
+            let mut out = Vec::with_capacity(size.min(256 << 20));
+            flate2::read::ZlibDecoder::new(&data[start..end])
+                .take(size as u64)
+                .read_to_end(&mut out)
+                .ok()?;
+            let len = out.len();
+            Some(ArcSlice {
+                data: Data::from(out),
+                range: 0..len,
+            })
+        }
+        _ => None,
+    }
+}
+
+/// The stated virtual address (svma) at which an executable mapping of the file at `offset`
+/// starts.
+///
+/// The kernel maps a segment from its file offset rounded down to a page, so the mapping may
+/// start before the segment's own offset: lld (Rust's default linker) lays segments out with
+/// `p_offset` not page aligned (e.g. offset 0x13f90 at address 0x14f90, mapped from offset
+/// 0x13000 at address 0x14000). The executable segment whose page-aligned range holds the
+/// offset is the one; a read-only segment that merely covers the same file bytes is not.
+pub fn mapping_svma(obj: &object::File<'_>, offset: u64) -> Option<u64> {
+    const PAGE: u64 = 4096;
+    let mut best: Option<(bool, u64, u64)> = None;
+    for seg in obj.segments() {
+        let (off, size) = seg.file_range();
+        let aligned = off & !(PAGE - 1);
+        if !(aligned <= offset && offset < off + size.max(1)) {
+            continue;
+        }
+        let exec = match seg.flags() {
+            object::SegmentFlags::Elf { p_flags } => p_flags & object::elf::PF_X != 0,
+            _ => false,
+        };
+        // Prefer executable segments, then the one starting closest to the offset.
+        let Some(svma) = seg
+            .address()
+            .checked_add(offset)
+            .and_then(|a| a.checked_sub(off))
+        else {
+            continue;
+        };
+        if best.is_none_or(|(e, a, _)| (exec, aligned) > (e, a)) {
+            best = Some((exec, aligned, svma));
+        }
+    }
+    best.map(|(_, _, svma)| svma)
+}
 
 /// Unwinds stacks of one process; keeps its executable mappings and their unwind tables.
 pub struct StackUnwinder {
@@ -107,22 +231,13 @@ impl StackUnwinder {
     fn module_for(&mut self, m: &Mapping) -> Option<Module<ArcSlice>> {
         let data = self.file(&m.path)?;
         let obj = object::File::parse(&*data).ok()?;
-        // The stated address of the mapping's start: find the segment holding its file offset.
-        let seg = obj.segments().find(|s| {
-            let (off, size) = s.file_range();
-            off <= m.offset && m.offset < off + size.max(1)
-        })?;
-        let svma_start = seg.address() + (m.offset - seg.file_range().0);
+        let svma_start = mapping_svma(&obj, m.offset)?;
         let base_avma = m.start.wrapping_sub(svma_start);
         let section = |name: &str| -> (Option<std::ops::Range<u64>>, Option<ArcSlice>) {
             match obj.section_by_name(name) {
                 Some(s) => {
                     let range = s.address()..s.address() + s.size();
-                    let bytes = s.file_range().map(|(off, size)| ArcSlice {
-                        data: data.clone(),
-                        range: off as usize..(off + size) as usize,
-                    });
-                    (Some(range), bytes.filter(|b| b.range.end <= b.data.len()))
+                    (Some(range), section_bytes(&data, &s))
                 }
                 None => (None, None),
             }
@@ -152,6 +267,34 @@ impl StackUnwinder {
         ))
     }
 
+    /// The stack from the kernel's frame-pointer walk: the instruction pointer, then return
+    /// addresses. The walk ends where the chain leaves the mapped code (garbage or the end of
+    /// the chain), or at the capacity of the walk; the stack is marked truncated then, unless the
+    /// chain ended cleanly (the kernel stopped at a null frame pointer after a mapped address).
+    pub fn unwind_fp(&self, ips: &[u64]) -> Unwound {
+        let mut out = Unwound {
+            method: Method::Fp,
+            ..Default::default()
+        };
+        for (i, &a) in ips.iter().enumerate() {
+            if a == 0 || self.mapping_for(a).is_none() {
+                // The chain left the program's code: what follows is not a stack.
+                out.truncated = true;
+                break;
+            }
+            let lookup = if i == 0 { a } else { a - 1 };
+            out.frames.push(RawFrame { addr: a, lookup });
+            if out.frames.len() >= MAX_FRAMES {
+                out.truncated = i + 1 < ips.len();
+                break;
+            }
+        }
+        if ips.len() >= fp_capacity() {
+            out.truncated = true;
+        }
+        out
+    }
+
     /// Unwind a captured stack: registers at the syscall and a copy of the stack from `sp` up.
     pub fn unwind(&mut self, ip: u64, sp: u64, bp: u64, stack: &[u8]) -> Unwound {
         let mut read_stack = |addr: u64| -> Result<u64, ()> {
@@ -159,7 +302,10 @@ impl StackUnwinder {
             let bytes = stack.get(off..off.checked_add(8).ok_or(())?).ok_or(())?;
             Ok(u64::from_le_bytes(bytes.try_into().map_err(|_| ())?))
         };
-        let mut out = Unwound::default();
+        let mut out = Unwound {
+            method: Method::Dwarf,
+            ..Default::default()
+        };
         let mut iter = self.unwinder.iter_frames(
             ip,
             UnwindRegsX86_64::new(ip, sp, bp),
@@ -187,5 +333,80 @@ impl StackUnwinder {
             }
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[unsafe(no_mangle)]
+    #[inline(never)]
+    extern "C" fn fdtrace_unwind_svma_probe() -> u64 {
+        std::hint::black_box(42)
+    }
+
+    /// The test binary is linked like Rust programs are (lld: the executable segment's file
+    /// offset is not page aligned): the address of a function in its mapping must map back to
+    /// the function's stated address.
+    #[test]
+    fn svma_of_an_executable_mapping() {
+        let addr = fdtrace_unwind_svma_probe as *const () as u64;
+        let maps = crate::procinfo::exec_mappings(std::process::id());
+        let m = maps.iter().find(|m| m.contains(addr)).expect("own mapping");
+        let data = std::fs::read(&m.path).unwrap();
+        let obj = object::File::parse(&*data).unwrap();
+        use object::ObjectSymbol as _;
+        let sym = obj
+            .symbols()
+            .find(|s| s.name() == Ok("fdtrace_unwind_svma_probe"))
+            .expect("symbol");
+        let svma_start = mapping_svma(&obj, m.offset).unwrap();
+        assert_eq!(addr - m.start + svma_start, sym.address());
+    }
+
+    #[test]
+    fn frame_pointer_walks_end_where_the_code_ends() {
+        let mut u = StackUnwinder::new();
+        u.mappings = vec![crate::procinfo::Mapping {
+            start: 0x400000,
+            end: 0x500000,
+            offset: 0,
+            path: "/nonexistent".into(),
+        }];
+        let w = u.unwind_fp(&[0x401000, 0x402000, 0x403000]);
+        assert_eq!(w.method, Method::Fp);
+        assert!(!w.truncated);
+        assert_eq!(
+            w.frames,
+            vec![
+                RawFrame {
+                    addr: 0x401000,
+                    lookup: 0x401000
+                },
+                RawFrame {
+                    addr: 0x402000,
+                    lookup: 0x401fff
+                },
+                RawFrame {
+                    addr: 0x403000,
+                    lookup: 0x402fff
+                },
+            ]
+        );
+        // The chain wandered off into data: cut there and say so.
+        let w = u.unwind_fp(&[0x401000, 0x402000, 0x7, 0x403000]);
+        assert_eq!(w.frames.len(), 2);
+        assert!(w.truncated);
+        // A walk as long as the kernel allows may have been cut.
+        let full = vec![0x401000; fp_capacity()];
+        assert!(u.unwind_fp(&full).truncated);
+    }
+
+    #[test]
+    fn go_binaries_are_recognized() {
+        // This test binary is Rust; a missing file is nothing.
+        assert!(!is_go_binary(&std::env::current_exe().unwrap()));
+        assert!(!is_go_binary(Path::new("/nonexistent")));
     }
 }

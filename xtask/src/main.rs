@@ -153,6 +153,10 @@ fn check_machine() {
             "kernel BTF at /sys/kernel/btf/vmlinux (needs CONFIG_DEBUG_INFO_BTF=y)",
         ),
         (
+            output(Command::new("go").arg("version")).is_ok(),
+            "go, for the Go unwinding tests (Debian: apt-get install golang-go)",
+        ),
+        (
             Path::new("/sys/kernel/tracing/events").exists(),
             "tracefs mounted at /sys/kernel/tracing (fdtrace mounts it itself when run as root)",
         ),
