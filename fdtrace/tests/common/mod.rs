@@ -144,10 +144,21 @@ pub struct Built {
     pub nofp: PathBuf,
 }
 
+static BUILT: OnceLock<Built> = OnceLock::new();
+
+/// Statics are never dropped: remove the build directory when the test binary exits.
+extern "C" fn remove_built() {
+    if let Some(b) = BUILT.get() {
+        let _ = std::fs::remove_dir_all(b._dir.path());
+    }
+}
+
+/// leaky.c built twice (with and without frame pointers), once per test binary.
 pub fn built() -> &'static Built {
-    static B: OnceLock<Built> = OnceLock::new();
-    B.get_or_init(|| {
+    BUILT.get_or_init(|| {
         let dir = tempfile::tempdir().unwrap();
+        // SAFETY: registers a plain function that only removes files.
+        unsafe { libc::atexit(remove_built) };
         let fp = dir.path().join("leaky");
         let nofp = dir.path().join("leaky-nofp");
         for (out, flags) in [
