@@ -96,6 +96,15 @@ pub struct TraceArgs {
     #[arg(long, value_enum, default_value_t = UnwindMode::Auto, value_name = "METHOD")]
     pub unwind: UnwindMode,
 
+    /// Refresh the live view every SECS seconds (a screen on a terminal, one line per interval
+    /// on stderr otherwise).
+    #[arg(long, value_name = "SECS", default_value = "1", value_parser = parse_secs)]
+    pub interval: Duration,
+
+    /// No live view: only the report at the end.
+    #[arg(short, long)]
+    pub quiet: bool,
+
     /// Start this command and trace it from its first instruction.
     #[arg(last = true, value_name = "CMD")]
     pub command: Vec<OsString>,
@@ -152,6 +161,8 @@ impl TraceArgs {
             follow: self.follow,
             ring_mb: self.ring_mb,
             record: None,
+            interval: self.interval,
+            quiet: self.quiet,
             unwind: self.unwind,
         })
     }

@@ -23,6 +23,7 @@ use crate::{
     stacks::StackStore,
     symbolize::{Frame, Symbols},
     unwind::{Method, RawFrame, Unwound},
+    verdict::History,
 };
 
 /// The record describing socket `fd` of `tgid` as it is now.
@@ -237,6 +238,8 @@ pub struct ReplayedProcess {
     pub meta: Option<Meta>,
     /// /proc/PID/fd when recording ended (None if the process had exited).
     pub proc_fds: Option<Vec<ProcFd>>,
+    /// Open counts per site, sampled every second of the recording while replaying.
+    pub history: History,
 }
 
 /// A recording, replayed up to its end or to a moment of it.
@@ -258,6 +261,8 @@ pub struct Replay {
     records_seen: u64,
     /// Executable mappings recorded so far, latest last.
     mappings: Vec<Mapping>,
+    /// When the next history sample is due.
+    next_sample_ns: u64,
 }
 
 /// A recording that cannot be read (exit code 2).
@@ -293,6 +298,7 @@ impl Replay {
             at_ns,
             records_seen: 0,
             mappings: Vec::new(),
+            next_sample_ns: 0,
             header,
         };
         for item in reader.by_ref() {
@@ -338,6 +344,15 @@ impl Replay {
         self.records_seen += 1;
         if let Some(ts) = rec.ts_ns() {
             self.last_ns = self.last_ns.max(ts);
+            // The state just before this record, once a second, as live mode samples it.
+            if ts >= self.next_sample_ns {
+                for p in self.procs.values_mut() {
+                    if p.exited_ns.is_none() {
+                        p.history.sample(ts, &p.table);
+                    }
+                }
+                self.next_sample_ns = ts + 1_000_000_000;
+            }
         }
         match rec {
             Record::Process {
@@ -599,6 +614,7 @@ impl Replay {
                 &symbols,
                 now_ns,
                 proc_fds.as_deref(),
+                Some(&p.history),
             ));
         }
         let i = reports.iter().position(|r| r.meta.pid == root)?;

@@ -11,6 +11,7 @@ use crate::{
     procinfo::ProcFd,
     stacks::StackStore,
     symbolize::{Frame, Symbols},
+    verdict::{self, History, Trend, Verdict},
 };
 
 #[derive(Debug, Serialize)]
@@ -30,6 +31,11 @@ pub struct Report {
     /// was gone and could not be checked).
     pub drift: Option<Drift>,
     pub model: TableStats,
+    /// Growth of the process's open count, per minute (null with too little history).
+    pub growth_per_min: Option<f64>,
+    /// Seconds until the open count reaches the soft RLIMIT_NOFILE at that growth (null when
+    /// not growing or unlimited).
+    pub exhaustion_eta_s: Option<f64>,
     /// Births that failed with EMFILE/ENFILE ("too many open files"), by call site.
     pub failed_opens: Vec<FailedSite>,
     /// The process's TCP sockets by state (`ESTABLISHED`, `CLOSE_WAIT`, …).
@@ -68,6 +74,12 @@ pub struct Site {
     pub user_frame: Option<usize>,
     /// The stack walk ended before reaching the stack's root.
     pub truncated: bool,
+    /// From the site's history: "leaking" (its count keeps growing and its descriptors keep
+    /// aging), "held" (a steady count: a pool, log files) or "unknown" (too little history, or
+    /// a count that rose and fell).
+    pub verdict: &'static str,
+    /// Net growth of the site's open count, per minute (null with too little history).
+    pub growth_per_min: Option<f64>,
     /// How the stack was unwound: `dwarf` (CFI over the copied top of the stack) or `fp` (the
     /// kernel's frame-pointer walk).
     pub method: &'static str,
@@ -494,6 +506,7 @@ pub fn build(
     symbols: &Symbols,
     now_ns: u64,
     proc_fds: Option<&[ProcFd]>,
+    history: Option<&History>,
 ) -> Report {
     let mut by_stack: HashMap<StackId, Vec<(i32, &crate::model::OpenFd)>> = HashMap::new();
     let mut preexisting = Vec::new();
@@ -525,6 +538,14 @@ pub fn build(
                 .max_by_key(|(k, n)| (*n, std::cmp::Reverse(*k)))
                 .map(|(k, _)| k.as_str())
                 .unwrap_or("other");
+            let oldest = fds
+                .iter()
+                .filter_map(|(_, e)| age(now_ns, e.opened_ns))
+                .reduce(f64::max);
+            let trend = history.map(|h| h.site_trend(id, oldest)).unwrap_or(Trend {
+                verdict: Verdict::Unknown,
+                growth_per_min: None,
+            });
             let sockets = socket_groups(&fds, now_ns);
             let hint = sockets
                 .iter()
@@ -544,6 +565,8 @@ pub fn build(
                 user_frame,
                 truncated,
                 method,
+                verdict: trend.verdict.as_str(),
+                growth_per_min: trend.growth_per_min,
                 oldest_age_s: ages.iter().copied().reduce(f64::max),
                 newest_age_s: ages.iter().copied().reduce(f64::min),
                 frames: json_frames(frames),
@@ -609,7 +632,15 @@ pub fn build(
             *tcp_states.entry(st).or_default() += 1;
         }
     }
+    let growth_per_min = history.and_then(|h| h.total_trend().growth_per_min);
+    let exhaustion_eta_s = verdict::exhaustion_eta_s(
+        table.len(),
+        meta.rlimit_nofile.and_then(|l| l.soft),
+        growth_per_min,
+    );
     Report {
+        growth_per_min,
+        exhaustion_eta_s,
         meta,
         open_count: table.len(),
         sites,
@@ -628,7 +659,7 @@ fn short_path(p: &str) -> &str {
     p.rsplit('/').next().unwrap_or(p)
 }
 
-fn fmt_age(s: f64) -> String {
+pub fn fmt_age(s: f64) -> String {
     if s < 60.0 {
         format!("{s:.1}s")
     } else if s < 3600.0 {
@@ -640,6 +671,18 @@ fn fmt_age(s: f64) -> String {
             ((s % 3600.0) / 60.0) as u64
         )
     }
+}
+
+/// A symbolized frame as the text report prints it.
+pub fn frame_text_of(f: &Frame) -> String {
+    frame_text(&JsonFrame {
+        function: f.function.clone(),
+        file: f.file.clone(),
+        line: f.line,
+        addr: format!("{:#x}", f.addr),
+        module: f.module.clone(),
+        inlined: f.inlined,
+    })
 }
 
 fn frame_text(f: &JsonFrame) -> String {
@@ -741,6 +784,18 @@ pub fn render_text(r: &Report) -> String {
             r.meta.stack_errors
         );
     }
+    if let (Some(eta), Some(limit)) = (
+        r.exhaustion_eta_s,
+        r.meta.rlimit_nofile.and_then(|l| l.soft),
+    ) {
+        let _ = writeln!(
+            s,
+            "at this rate ({:+.1}/min) pid {} hits its limit of {limit} open files in about {}",
+            r.growth_per_min.unwrap_or(0.0),
+            r.meta.pid,
+            fmt_age(eta)
+        );
+    }
     if !r.tcp_states.is_empty() {
         let by_state: Vec<String> = r
             .tcp_states
@@ -800,9 +855,14 @@ pub fn render_text(r: &Report) -> String {
             (Some(a), _) => format!("age {}", fmt_age(a)),
             _ => String::new(),
         };
+        let trend = match (site.verdict, site.growth_per_min) {
+            ("leaking", Some(g)) => format!(": LEAKING, {g:+.1}/min"),
+            ("held", _) => ": held (steady)".to_string(),
+            _ => String::new(),
+        };
         let _ = writeln!(
             s,
-            "{} {} still open, opened by {at}",
+            "{} {} still open, opened by {at}{trend}",
             site.count,
             if site.count == 1 {
                 site.kind.to_string()

@@ -26,6 +26,7 @@ use crate::{
     symbolize::Symbols,
     tracer::{self, Tracer},
     unwind::{self, StackUnwinder, Unwound},
+    verdict::History,
 };
 
 /// What to trace.
@@ -74,6 +75,10 @@ pub struct Options {
     pub ring_mb: u32,
     /// Record the session to this file (`fdtrace record`).
     pub record: Option<PathBuf>,
+    /// How often the live view is refreshed (a screen on a terminal, else one line).
+    pub interval: Duration,
+    /// No live view.
+    pub quiet: bool,
     pub unwind: UnwindMode,
 }
 
@@ -114,6 +119,8 @@ pub struct State {
     pub capture: u16,
     /// A new capture the kernel filter must be told about (the process exec'd another program).
     pub capture_change: Option<u16>,
+    /// Open counts per call site, sampled every second: the verdicts' evidence.
+    pub history: History,
 }
 
 impl State {
@@ -123,6 +130,7 @@ impl State {
             mode,
             capture,
             capture_change: None,
+            history: History::new(),
             parent: None,
             comm: None,
             table: FdTable::new(),
@@ -913,13 +921,47 @@ enum Stop {
     TargetExited,
 }
 
+/// The live view of the root process, on stderr.
+fn show_live(session: &mut Session, tracer: &Tracer, symbols: &Symbols, started: Instant) {
+    use std::io::IsTerminal as _;
+    let root = session.root;
+    let Some(p) = session.procs.get_mut(&root) else {
+        return;
+    };
+    let st = crate::live::status(
+        p.pid,
+        p.comm.as_deref().unwrap_or("?"),
+        started.elapsed().as_secs_f64(),
+        &p.table,
+        &p.history,
+        &mut p.stacks,
+        symbols,
+        monotonic_ns(),
+        p.rlimit.and_then(|l| l.soft),
+        tracer.lost_events(),
+        8,
+    );
+    let mut err = std::io::stderr().lock();
+    let _ = if err.is_terminal() {
+        // Clear the screen and draw from the top.
+        write!(err, "\x1b[H\x1b[2J{}", crate::live::render_screen(&st))
+    } else {
+        writeln!(err, "{}", crate::live::render_line(&st))
+    };
+}
+
 async fn follow(
     session: &mut Session,
     tracer: &mut Tracer,
     ring: RingBuf<MapData>,
     launched: &mut Option<Launched>,
-    duration: Option<Duration>,
+    opts: &Options,
+    symbols: &Symbols,
 ) -> Result<Stop> {
+    let duration = opts.duration;
+    let started = Instant::now();
+    let mut live = tokio::time::interval(opts.interval);
+    live.tick().await;
     // SAFETY: the ring buffer owns its map fd, which stays open and unchanged for as long as
     // the AsyncFd owns the ring buffer.
     let mut ring = unsafe { AsyncFd::register(ring) }
@@ -958,14 +1000,21 @@ async fn follow(
             _ = async { tokio::time::sleep_until(deadline.unwrap()).await }, if deadline.is_some() => {
                 break Stop::Duration;
             }
+            _ = live.tick(), if !opts.quiet => show_live(session, tracer, symbols, started),
             _ = tick.tick() => {
                 ticks += 1;
                 // A recording is written in complete blocks every second, so a killed recorder
                 // leaves a readable file.
-                if ticks.is_multiple_of(4)
-                    && let Some(rec) = session.recorder.as_mut()
-                {
-                    rec.flush();
+                if ticks.is_multiple_of(4) {
+                    if let Some(rec) = session.recorder.as_mut() {
+                        rec.flush();
+                    }
+                    let now = monotonic_ns();
+                    for p in session.procs.values_mut() {
+                        if p.exited_ns.is_none() {
+                            p.history.sample(now, &p.table);
+                        }
+                    }
                 }
                 let root_gone = match launched {
                     Some(l) => l.exited(),
@@ -1094,12 +1143,14 @@ pub fn run(opts: Options) -> Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
+    let symbols = Symbols::new();
     let stop = rt.block_on(follow(
         &mut session,
         &mut tracer,
         ring,
         &mut launched,
-        opts.duration,
+        &opts,
+        &symbols,
     ))?;
     debug!(
         "stopped after {:?} ({})",
@@ -1116,7 +1167,6 @@ pub fn run(opts: Options) -> Result<()> {
             tracer.pending_errors()
         );
     }
-    let symbols = Symbols::new();
     let duration_s = started.elapsed().as_secs_f64();
     let mut reports = Vec::new();
     let mut ends = Vec::new();
@@ -1148,6 +1198,7 @@ pub fn run(opts: Options) -> Result<()> {
             &symbols,
             now_ns,
             proc_fds.as_deref(),
+            Some(&p.history),
         ));
     }
     if let Some(l) = launched.as_mut() {

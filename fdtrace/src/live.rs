@@ -1,0 +1,255 @@
+//! What the live view shows while fdtrace runs: a screen redrawn every second on a terminal, or
+//! one line per interval otherwise.
+use std::{collections::BTreeMap, fmt::Write as _};
+
+use crate::{
+    model::{FdTable, Origin, StackId},
+    report::{fmt_age, frame_text_of, user_frame},
+    stacks::StackStore,
+    symbolize::Symbols,
+    verdict::{self, History, Verdict},
+};
+
+/// One call site in the live view.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LiveSite {
+    pub at: String,
+    pub count: usize,
+    pub growth_per_min: Option<f64>,
+    pub verdict: Verdict,
+    pub oldest_age_s: Option<f64>,
+}
+
+/// A snapshot of one process for the live view.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LiveStatus {
+    pub pid: u32,
+    pub comm: String,
+    pub elapsed_s: f64,
+    pub open: usize,
+    pub by_kind: BTreeMap<&'static str, usize>,
+    pub tcp_states: BTreeMap<&'static str, usize>,
+    pub limit: Option<u64>,
+    pub growth_per_min: Option<f64>,
+    pub eta_s: Option<f64>,
+    pub lost_events: u64,
+    pub drift: u64,
+    /// Largest first.
+    pub sites: Vec<LiveSite>,
+}
+
+/// Build the snapshot of a process (symbolizes the top sites, once per stack).
+#[allow(clippy::too_many_arguments)]
+pub fn status(
+    pid: u32,
+    comm: &str,
+    elapsed_s: f64,
+    table: &FdTable,
+    history: &History,
+    stacks: &mut StackStore,
+    symbols: &Symbols,
+    now_ns: u64,
+    limit: Option<u64>,
+    lost_events: u64,
+    top: usize,
+) -> LiveStatus {
+    let mut by_kind = BTreeMap::new();
+    let mut tcp_states = BTreeMap::new();
+    let mut per_site: BTreeMap<StackId, (usize, u64)> = BTreeMap::new();
+    for (_, e) in table.iter() {
+        *by_kind.entry(e.kind.as_str()).or_insert(0) += 1;
+        if let Some(st) = e.sock.as_ref().and_then(|s| s.state_name()) {
+            *tcp_states.entry(st).or_insert(0) += 1;
+        }
+        if let Origin::Stack(id) = e.origin {
+            let s = per_site.entry(id).or_insert((0, u64::MAX));
+            s.0 += 1;
+            s.1 = s.1.min(e.opened_ns.unwrap_or(u64::MAX));
+        }
+    }
+    let mut ranked: Vec<(StackId, usize, u64)> = per_site
+        .into_iter()
+        .map(|(id, (n, t))| (id, n, t))
+        .collect();
+    ranked.sort_by_key(|&(id, n, _)| (std::cmp::Reverse(n), id));
+    ranked.truncate(top);
+    let sites = ranked
+        .into_iter()
+        .map(|(id, count, oldest_ns)| {
+            let oldest_age_s =
+                (oldest_ns != u64::MAX).then(|| now_ns.saturating_sub(oldest_ns) as f64 / 1e9);
+            let frames = stacks.frames(id, symbols);
+            let at = user_frame(&frames)
+                .and_then(|i| frames.get(i))
+                .map(frame_text_of)
+                .unwrap_or_else(|| "an unknown call site".into());
+            let t = history.site_trend(id, oldest_age_s);
+            LiveSite {
+                at,
+                count,
+                growth_per_min: t.growth_per_min,
+                verdict: t.verdict,
+                oldest_age_s,
+            }
+        })
+        .collect();
+    let growth_per_min = history.total_trend().growth_per_min;
+    LiveStatus {
+        pid,
+        comm: comm.to_string(),
+        elapsed_s,
+        open: table.len(),
+        by_kind,
+        tcp_states,
+        limit,
+        growth_per_min,
+        eta_s: verdict::exhaustion_eta_s(table.len(), limit, growth_per_min),
+        lost_events,
+        drift: table.stats.drift_opens + table.stats.drift_closes,
+        sites,
+    }
+}
+
+fn counts(m: &BTreeMap<&'static str, usize>) -> String {
+    let mut v: Vec<(&&str, &usize)> = m.iter().collect();
+    v.sort_by_key(|(k, n)| (std::cmp::Reverse(**n), **k));
+    v.iter()
+        .map(|(k, n)| format!("{n} {k}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn growth(g: Option<f64>) -> String {
+    g.map(|g| format!("{g:+.1}/min"))
+        .unwrap_or_else(|| "-".into())
+}
+
+/// The screen, redrawn every interval on a terminal.
+pub fn render_screen(s: &LiveStatus) -> String {
+    let mut o = String::new();
+    let _ = writeln!(
+        o,
+        "fdtrace: pid {} ({}), {} traced; lost events {}; drift corrected {}; Ctrl-C for the report",
+        s.pid,
+        s.comm,
+        fmt_age(s.elapsed_s),
+        s.lost_events,
+        s.drift
+    );
+    let _ = write!(o, "open descriptors: {}", s.open);
+    if !s.by_kind.is_empty() {
+        let _ = write!(o, " ({})", counts(&s.by_kind));
+    }
+    if let Some(l) = s.limit {
+        let _ = write!(o, "; limit {l}");
+    }
+    let _ = write!(o, "; growth {}", growth(s.growth_per_min));
+    if let Some(eta) = s.eta_s {
+        let _ = write!(o, "; limit reached in about {}", fmt_age(eta));
+    }
+    o.push('\n');
+    if !s.tcp_states.is_empty() {
+        let _ = writeln!(o, "TCP sockets: {}", counts(&s.tcp_states));
+    }
+    let _ = writeln!(
+        o,
+        "\n{:>7} {:>12} {:>8} {:>9}  call site",
+        "open", "growth", "verdict", "oldest"
+    );
+    for site in &s.sites {
+        let _ = writeln!(
+            o,
+            "{:>7} {:>12} {:>8} {:>9}  {}",
+            site.count,
+            growth(site.growth_per_min),
+            site.verdict.as_str(),
+            site.oldest_age_s.map(fmt_age).unwrap_or_default(),
+            site.at
+        );
+    }
+    o
+}
+
+/// One line per interval when the output is not a terminal.
+pub fn render_line(s: &LiveStatus) -> String {
+    let mut o = format!(
+        "fdtrace: {:.0}s pid {} open {} ({})",
+        s.elapsed_s,
+        s.pid,
+        s.open,
+        growth(s.growth_per_min)
+    );
+    if !s.tcp_states.is_empty() {
+        let _ = write!(o, " tcp[{}]", counts(&s.tcp_states));
+    }
+    if let Some(top) = s.sites.first() {
+        let _ = write!(
+            o,
+            " top: {} x{} {}",
+            top.at,
+            top.count,
+            top.verdict.as_str()
+        );
+    }
+    let _ = write!(o, " lost {}", s.lost_events);
+    o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> LiveStatus {
+        LiveStatus {
+            pid: 4242,
+            comm: "imgsrv".into(),
+            elapsed_s: 75.0,
+            open: 612,
+            by_kind: [("file", 212), ("socket", 400)].into_iter().collect(),
+            tcp_states: [("CLOSE_WAIT", 398), ("LISTEN", 2)].into_iter().collect(),
+            limit: Some(1024),
+            growth_per_min: Some(35.2),
+            eta_s: Some(702.0),
+            lost_events: 0,
+            drift: 0,
+            sites: vec![LiveSite {
+                at: "leak_file at leaky.c:19".into(),
+                count: 212,
+                growth_per_min: Some(30.0),
+                verdict: Verdict::Leaking,
+                oldest_age_s: Some(61.0),
+            }],
+        }
+    }
+
+    #[test]
+    fn screen_shows_counts_growth_and_sites() {
+        let s = render_screen(&sample());
+        assert!(s.contains("pid 4242 (imgsrv)"), "{s}");
+        assert!(
+            s.contains("open descriptors: 612 (400 socket, 212 file); limit 1024"),
+            "{s}"
+        );
+        assert!(
+            s.contains("+35.2/min; limit reached in about 11m42s"),
+            "{s}"
+        );
+        assert!(s.contains("TCP sockets: 398 CLOSE_WAIT, 2 LISTEN"), "{s}");
+        assert!(s.contains("leaking"), "{s}");
+        assert!(s.contains("leak_file at leaky.c:19"), "{s}");
+    }
+
+    #[test]
+    fn line_mode_is_one_line() {
+        let l = render_line(&sample());
+        assert_eq!(l.lines().count(), 1);
+        assert!(
+            l.starts_with("fdtrace: 75s pid 4242 open 612 (+35.2/min)"),
+            "{l}"
+        );
+        assert!(
+            l.contains("top: leak_file at leaky.c:19 x212 leaking"),
+            "{l}"
+        );
+    }
+}
