@@ -123,6 +123,20 @@ fn bump(index: u32) {
     }
 }
 
+/// Unread bytes in the ring buffer above which user space is woken at once. Below it, records
+/// are submitted without a wake-up and user space drains the ring on a short timer: one wake-up
+/// per record cost more than the record itself (measured in docs/PERFORMANCE.md).
+const WAKEUP_BYTES: u64 = 512 * 1024;
+
+#[inline(always)]
+fn wakeup() -> u64 {
+    if EVENTS.query(BPF_RB_AVAIL_DATA as u64) > WAKEUP_BYTES {
+        BPF_RB_FORCE_WAKEUP as u64
+    } else {
+        BPF_RB_NO_WAKEUP as u64
+    }
+}
+
 #[inline(always)]
 fn is_target(tgid: u32) -> bool {
     // SAFETY: read-only lookup of a plain value.
@@ -249,7 +263,7 @@ fn walk_frame_pointers(ctx: &TracePointContext, dst: &mut [u8; STACK_BYTES]) -> 
 }
 
 // The generated binding is declared with a `task_struct` argument.
-use aya_ebpf::bindings::task_struct;
+use aya_ebpf::bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP, task_struct};
 #[inline(always)]
 fn user_regs() -> (u64, u64, u64) {
     // SAFETY: helpers available to tracing programs since 5.15; the pointer is read with
@@ -345,7 +359,7 @@ fn emit_open(ctx: &TracePointContext) -> u32 {
             fd: pending.arg,
             on: pending.flags as u32,
         };
-        if EVENTS.output::<CloexecEvent>(&ev, 0).is_err() {
+        if EVENTS.output::<CloexecEvent>(&ev, wakeup()).is_err() {
             bump(stat::LOST_EVENTS);
         }
         return 0;
@@ -455,7 +469,7 @@ fn emit_open(ctx: &TracePointContext) -> u32 {
         (*ev).stack_len = n as u16;
         (*ev).stack_kind = if n == 0 { capture::NONE } else { how };
     }
-    entry.submit(0);
+    entry.submit(wakeup());
     0
 }
 
@@ -912,7 +926,7 @@ pub fn enter_close_range(ctx: TracePointContext) -> u32 {
         flags: unsafe { ctx.read_at::<u64>(ARG2) }.unwrap_or(0) as u32,
         _pad: 0,
     };
-    if EVENTS.output::<CloseRangeEvent>(&ev, 0).is_err() {
+    if EVENTS.output::<CloseRangeEvent>(&ev, wakeup()).is_err() {
         bump(stat::LOST_EVENTS);
     }
     0
@@ -936,7 +950,7 @@ pub fn enter_close(ctx: TracePointContext) -> u32 {
         fd: fd as i32,
         _pad: 0,
     };
-    if EVENTS.output::<CloseEvent>(&ev, 0).is_err() {
+    if EVENTS.output::<CloseEvent>(&ev, wakeup()).is_err() {
         bump(stat::LOST_EVENTS);
     }
     0
@@ -1019,7 +1033,7 @@ pub fn exit_sockaddr(ctx: TracePointContext) -> u32 {
             0
         };
     }
-    entry.submit(0);
+    entry.submit(wakeup());
     0
 }
 
@@ -1063,7 +1077,7 @@ pub fn sock_state(ctx: TracePointContext) -> u32 {
         ev.saddr[..4].copy_from_slice(&s);
         ev.daddr[..4].copy_from_slice(&d);
     }
-    if EVENTS.output::<SockStateEvent>(&ev, 0).is_err() {
+    if EVENTS.output::<SockStateEvent>(&ev, wakeup()).is_err() {
         bump(stat::LOST_EVENTS);
     }
     if newstate as u32 == TCP_CLOSE {
@@ -1136,7 +1150,7 @@ pub fn sched_fork(ctx: TracePointContext) -> u32 {
         _pad: 0,
         flags,
     };
-    if EVENTS.output::<ForkEvent>(&ev, 0).is_err() {
+    if EVENTS.output::<ForkEvent>(&ev, wakeup()).is_err() {
         bump(stat::LOST_EVENTS);
     }
     0
@@ -1151,7 +1165,7 @@ fn proc_event(kind: u32) -> u32 {
     let ev = ProcEvent {
         hdr: header(kind, pid_tgid),
     };
-    if EVENTS.output::<ProcEvent>(&ev, 0).is_err() {
+    if EVENTS.output::<ProcEvent>(&ev, wakeup()).is_err() {
         bump(stat::LOST_EVENTS);
     }
     0

@@ -37,6 +37,30 @@ pub enum Cmd {
     Record(TraceArgs),
     /// The report of a recording, as live mode would have shown it (same text, same JSON).
     Report(ReportArgs),
+    /// Every process by open descriptors and growth (from /proc), to find the leaking one.
+    Top(TopArgs),
+    /// Print shell completions (bash, zsh, fish, elvish, powershell).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff).
+    Manpage,
+}
+
+#[derive(Debug, Args)]
+pub struct TopArgs {
+    /// Show the N processes growing fastest (then largest).
+    #[arg(short = 'n', long, default_value_t = 15)]
+    pub count: usize,
+
+    /// Measure growth over SECS seconds.
+    #[arg(short, long, value_name = "SECS", default_value = "2", value_parser = parse_secs)]
+    pub interval: Duration,
+
+    /// One table, then exit (the default when stdout is not a terminal).
+    #[arg(long)]
+    pub once: bool,
 }
 
 #[derive(Debug, Args)]
@@ -105,6 +129,11 @@ pub struct TraceArgs {
     #[arg(short, long)]
     pub quiet: bool,
 
+    /// Serve Prometheus metrics (open descriptors by kind and TCP state, top call sites with
+    /// their growth and verdict, time to exhaustion, lost events) at http://ADDR/metrics.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<std::net::SocketAddr>,
+
     /// Start this command and trace it from its first instruction.
     #[arg(last = true, value_name = "CMD")]
     pub command: Vec<OsString>,
@@ -163,6 +192,7 @@ impl TraceArgs {
             record: None,
             interval: self.interval,
             quiet: self.quiet,
+            metrics: self.metrics,
             unwind: self.unwind,
         })
     }

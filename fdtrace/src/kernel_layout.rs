@@ -1,35 +1,52 @@
 //! Offsets of the kernel structures the eBPF side walks (task → files → fdtable → file →
 //! socket → sock), read from the running kernel's BTF so one eBPF object fits every kernel.
+//!
+//! Only struct and union members are needed, so this reads the BTF type section directly: one
+//! pass records where each type starts, and lookups decode the few types they touch. (A
+//! general BTF library held ~60 MiB at its peak for the 6 MiB vmlinux BTF.)
 use anyhow::{Context as _, Result, anyhow, bail};
-use btfparse::{Offset, Readable, TypeInformation, TypeVariant};
 use fdtrace_common::{KernelLayout, NO_OFFSET};
 
 const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
+const BTF_MAGIC: u16 = 0xeb9f;
 
-struct Bytes(Vec<u8>);
-
-impl Readable for Bytes {
-    fn read(&self, offset: u64, buffer: &mut [u8]) -> btfparse::Result<()> {
-        let start = usize::try_from(offset).unwrap_or(usize::MAX);
-        match start
-            .checked_add(buffer.len())
-            .and_then(|end| self.0.get(start..end))
-        {
-            Some(src) => {
-                buffer.copy_from_slice(src);
-                Ok(())
-            }
-            None => Err(btfparse::Error::new(
-                btfparse::ErrorKind::IOError,
-                "read past the end of the BTF data",
-            )),
-        }
-    }
-}
+// BTF kinds (include/uapi/linux/btf.h).
+const KIND_INT: u32 = 1;
+const KIND_ARRAY: u32 = 3;
+const KIND_STRUCT: u32 = 4;
+const KIND_UNION: u32 = 5;
+const KIND_ENUM: u32 = 6;
+const KIND_TYPEDEF: u32 = 8;
+const KIND_VOLATILE: u32 = 9;
+const KIND_CONST: u32 = 10;
+const KIND_RESTRICT: u32 = 11;
+const KIND_FUNC_PROTO: u32 = 13;
+const KIND_VAR: u32 = 14;
+const KIND_DATASEC: u32 = 15;
+const KIND_DECL_TAG: u32 = 17;
+const KIND_TYPE_TAG: u32 = 18;
+const KIND_ENUM64: u32 = 19;
 
 /// The kernel's type information.
 pub struct KernelTypes {
-    types: TypeInformation,
+    data: Vec<u8>,
+    /// Start of the type section and of the string section, in `data`.
+    types: usize,
+    strings: usize,
+    strings_len: usize,
+    /// Byte offset in `data` of each type id (id 0 is void).
+    offsets: Vec<usize>,
+}
+
+struct TypeRef {
+    name_off: u32,
+    kind: u32,
+    vlen: usize,
+    kind_flag: bool,
+    /// Size, or the referenced type id.
+    size_or_type: u32,
+    /// Where the kind-specific data starts.
+    extra: usize,
 }
 
 impl KernelTypes {
@@ -39,40 +56,148 @@ impl KernelTypes {
         )
     }
 
-    pub fn from_bytes(bytes: Vec<u8>) -> Result<Self> {
-        let types = TypeInformation::new(&Bytes(bytes))
-            .map_err(|e| anyhow!("parsing the kernel's BTF: {e:?}"))?;
-        Ok(Self { types })
+    pub fn from_bytes(data: Vec<u8>) -> Result<Self> {
+        let u32_at = |o: usize| -> Result<u32> {
+            data.get(o..o + 4)
+                .map(|b| u32::from_le_bytes(b.try_into().unwrap()))
+                .ok_or_else(|| anyhow!("BTF data ends at {o}"))
+        };
+        if data.len() < 24 || u16::from_le_bytes([data[0], data[1]]) != BTF_MAGIC {
+            bail!("not BTF data (no magic 0xeb9f)");
+        }
+        let hdr_len = u32_at(4)? as usize;
+        let type_off = u32_at(8)? as usize;
+        let type_len = u32_at(12)? as usize;
+        let str_off = u32_at(16)? as usize;
+        let str_len = u32_at(20)? as usize;
+        let types = hdr_len + type_off;
+        let strings = hdr_len + str_off;
+        if types + type_len > data.len() || strings + str_len > data.len() {
+            bail!("BTF sections run past the end of the data");
+        }
+        let mut offsets = vec![0usize];
+        let mut o = types;
+        while o < types + type_len {
+            offsets.push(o);
+            let info = u32_at(o + 4)?;
+            let kind = (info >> 24) & 0x1f;
+            let vlen = (info & 0xffff) as usize;
+            o += 12
+                + match kind {
+                    KIND_INT | KIND_VAR | KIND_DECL_TAG => 4,
+                    KIND_ARRAY => 12,
+                    KIND_STRUCT | KIND_UNION | KIND_DATASEC | KIND_ENUM64 => 12 * vlen,
+                    KIND_ENUM | KIND_FUNC_PROTO => 8 * vlen,
+                    _ => 0,
+                };
+        }
+        Ok(Self {
+            data,
+            types,
+            strings,
+            strings_len: str_len,
+            offsets,
+        })
     }
 
-    /// Type id of `struct name`. Names in BTF are not unique (a struct and a function may share
-    /// one), so look for the struct itself when the name's last owner is something else.
-    fn struct_id(&self, name: &str) -> Result<u32> {
-        if let Some(id) = self.types.id_of(name)
-            && matches!(self.types.from_id(id), Some(TypeVariant::Struct(_)))
-        {
-            return Ok(id);
+    fn u32_at(&self, o: usize) -> u32 {
+        self.data
+            .get(o..o + 4)
+            .map(|b| u32::from_le_bytes(b.try_into().unwrap()))
+            .unwrap_or(0)
+    }
+
+    fn name(&self, off: u32) -> &[u8] {
+        let start = self.strings + off as usize;
+        let end = self.strings + self.strings_len;
+        let s = self.data.get(start..end).unwrap_or_default();
+        &s[..s.iter().position(|&b| b == 0).unwrap_or(s.len())]
+    }
+
+    fn ty(&self, id: u32) -> Option<TypeRef> {
+        let o = *self.offsets.get(id as usize)?;
+        if id == 0 || o < self.types {
+            return None;
         }
-        self.types
-            .get()
-            .iter()
-            .find(|(id, t)| {
-                matches!(t, TypeVariant::Struct(_))
-                    && self.types.name_of(**id).as_deref() == Some(name)
+        let info = self.u32_at(o + 4);
+        Some(TypeRef {
+            name_off: self.u32_at(o),
+            kind: (info >> 24) & 0x1f,
+            vlen: (info & 0xffff) as usize,
+            kind_flag: info >> 31 != 0,
+            size_or_type: self.u32_at(o + 8),
+            extra: o + 12,
+        })
+    }
+
+    /// Follow typedefs and qualifiers to the type itself.
+    fn resolve(&self, mut id: u32) -> Option<(u32, TypeRef)> {
+        for _ in 0..32 {
+            let t = self.ty(id)?;
+            match t.kind {
+                KIND_TYPEDEF | KIND_VOLATILE | KIND_CONST | KIND_RESTRICT | KIND_TYPE_TAG => {
+                    id = t.size_or_type
+                }
+                _ => return Some((id, t)),
+            }
+        }
+        None
+    }
+
+    /// Type id of `struct name`.
+    fn struct_id(&self, name: &str) -> Result<u32> {
+        (1..self.offsets.len() as u32)
+            .find(|&id| {
+                self.ty(id).is_some_and(|t| {
+                    t.kind == KIND_STRUCT && t.vlen > 0 && self.name(t.name_off) == name.as_bytes()
+                })
             })
-            .map(|(id, _)| *id)
             .ok_or_else(|| anyhow!("struct {name} not found in the kernel's BTF"))
+    }
+
+    /// Bit offset of member `name` in struct/union `id`, looking into anonymous members.
+    /// Returns (bit offset, member type, is a bit field).
+    fn member(&self, id: u32, name: &str, depth: u32) -> Option<(u64, u32, bool)> {
+        let (_, t) = self.resolve(id)?;
+        if (t.kind != KIND_STRUCT && t.kind != KIND_UNION) || depth > 8 {
+            return None;
+        }
+        for i in 0..t.vlen {
+            let m = t.extra + 12 * i;
+            let (m_name, m_type, m_off) = (self.u32_at(m), self.u32_at(m + 4), self.u32_at(m + 8));
+            let (bit_off, bitfield) = if t.kind_flag {
+                ((m_off & 0xff_ffff) as u64, m_off >> 24 != 0)
+            } else {
+                (m_off as u64, false)
+            };
+            if m_name == 0 {
+                if let Some((inner, ty, bf)) = self.member(m_type, name, depth + 1) {
+                    return Some((bit_off + inner, ty, bf));
+                }
+            } else if self.name(m_name) == name.as_bytes() {
+                return Some((bit_off, m_type, bitfield));
+            }
+        }
+        None
     }
 
     /// Byte offset of `path` (members separated by dots) in `struct name`.
     pub fn offset(&self, name: &str, path: &str) -> Result<u32> {
-        let id = self.struct_id(name)?;
-        match self.types.offset_of(id, path) {
-            Ok((_, Offset::ByteOffset(o))) => Ok(o),
-            Ok((_, Offset::BitOffsetAndSize(bits, _))) if bits % 8 == 0 => Ok(bits / 8),
-            Ok((_, Offset::BitOffsetAndSize(..))) => bail!("{name}.{path} is a bit field"),
-            Err(e) => bail!("{name}.{path} not found in the kernel's BTF: {e:?}"),
+        let mut id = self.struct_id(name)?;
+        let mut bits = 0u64;
+        let mut bitfield = false;
+        for part in path.split('.') {
+            let (off, ty, bf) = self
+                .member(id, part, 0)
+                .ok_or_else(|| anyhow!("{name}.{path} not found in the kernel's BTF"))?;
+            bits += off;
+            id = ty;
+            bitfield = bf;
         }
+        if bitfield || bits % 8 != 0 {
+            bail!("{name}.{path} is a bit field");
+        }
+        Ok((bits / 8) as u32)
     }
 
     /// The offsets the eBPF side needs to find a socket from a descriptor. Members that only
@@ -113,12 +238,17 @@ mod tests {
         let types = KernelTypes::load().expect("this kernel has BTF");
         let l = types.layout().expect("every member is found");
         // `struct sock` starts with `struct sock_common`, whose first words are the address
-        // pair; these have not moved in many years.
+        // pair (inside an anonymous union); these have not moved in many years.
         assert_eq!(l.skc_daddr, 0);
         assert_eq!(l.skc_rcv_saddr, 4);
         assert!(l.skc_family > l.skc_num);
         assert!(l.fdt_fd > l.fdt_max_fds);
         assert_ne!(l.skc_v6_daddr, NO_OFFSET);
+        // A nested path adds up: sock.__sk_common.skc_family is sock_common.skc_family.
+        assert_eq!(
+            types.offset("sock", "__sk_common.skc_family").unwrap(),
+            l.skc_family
+        );
         assert!(types.offset("sock", "no_such_member").is_err());
         assert!(types.offset("no_such_struct", "x").is_err());
     }
@@ -126,5 +256,8 @@ mod tests {
     #[test]
     fn garbage_is_an_error() {
         assert!(KernelTypes::from_bytes(vec![0u8; 64]).is_err());
+        let mut truncated = std::fs::read(VMLINUX_BTF).unwrap();
+        truncated.truncate(100);
+        assert!(KernelTypes::from_bytes(truncated).is_err());
     }
 }

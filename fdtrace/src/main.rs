@@ -25,6 +25,23 @@ fn main() {
             .and_then(fdtrace::session::run),
         Some(Cmd::Record(t)) => fdtrace::offline::record(t),
         Some(Cmd::Report(r)) => fdtrace::offline::report(r),
+        Some(Cmd::Top(t)) => fdtrace::top::run(t.count, t.interval, t.once),
+        Some(Cmd::Completions { shell }) => {
+            use clap::CommandFactory as _;
+            clap_complete::generate(
+                *shell,
+                &mut Cli::command(),
+                "fdtrace",
+                &mut std::io::stdout(),
+            );
+            Ok(())
+        }
+        Some(Cmd::Manpage) => {
+            use clap::CommandFactory as _;
+            clap_mangen::Man::new(Cli::command())
+                .render(&mut std::io::stdout())
+                .map_err(anyhow::Error::from)
+        }
     };
     if let Err(e) = result {
         // One line, no backtrace: the chain of causes joined with ': '. A damaged recording

@@ -79,6 +79,8 @@ pub struct Options {
     pub interval: Duration,
     /// No live view.
     pub quiet: bool,
+    /// Serve Prometheus metrics on this address.
+    pub metrics: Option<std::net::SocketAddr>,
     pub unwind: UnwindMode,
 }
 
@@ -908,6 +910,24 @@ impl Session {
         }
     }
 
+    /// Let the kernel forget the processes that exited, and tell it how to capture the stacks
+    /// of processes that exec'd another program.
+    pub fn untarget_gone(&mut self, tracer: &mut Tracer) {
+        for pid in self.gone.drain(..) {
+            tracer.remove_target(pid);
+        }
+        for p in self.procs.values_mut() {
+            if let Some(c) = p.capture_change.take()
+                && p.exited_ns.is_none()
+            {
+                debug!("pid {} exec'd: stacks now captured as {c}", p.pid);
+                if let Err(e) = tracer.add_target(p.pid, c) {
+                    warn!("could not change how stacks are captured: {e:#}");
+                }
+            }
+        }
+    }
+
     /// The session is over: the root exited and, when following, every descendant too.
     pub fn finished(&self) -> bool {
         let root_gone = self.root().exited_ns.is_some();
@@ -921,26 +941,52 @@ enum Stop {
     TargetExited,
 }
 
+/// A live snapshot of each traced process still running (the root first).
+fn live_statuses(
+    session: &mut Session,
+    tracer: &Tracer,
+    symbols: &Symbols,
+    started: Instant,
+    top: usize,
+) -> Vec<crate::live::LiveStatus> {
+    let root = session.root;
+    let lost = tracer.lost_events();
+    let mut out = Vec::new();
+    for p in session.procs.values_mut() {
+        if p.exited_ns.is_some() && p.pid != root {
+            continue;
+        }
+        let st = crate::live::status(
+            p.pid,
+            p.comm.as_deref().unwrap_or("?"),
+            started.elapsed().as_secs_f64(),
+            &p.table,
+            &p.history,
+            &mut p.stacks,
+            symbols,
+            monotonic_ns(),
+            p.rlimit.and_then(|l| l.soft),
+            lost,
+            top,
+        );
+        if p.pid == root {
+            out.insert(0, st);
+        } else {
+            out.push(st);
+        }
+    }
+    out
+}
+
 /// The live view of the root process, on stderr.
 fn show_live(session: &mut Session, tracer: &Tracer, symbols: &Symbols, started: Instant) {
     use std::io::IsTerminal as _;
-    let root = session.root;
-    let Some(p) = session.procs.get_mut(&root) else {
+    let Some(st) = live_statuses(session, tracer, symbols, started, 8)
+        .into_iter()
+        .next()
+    else {
         return;
     };
-    let st = crate::live::status(
-        p.pid,
-        p.comm.as_deref().unwrap_or("?"),
-        started.elapsed().as_secs_f64(),
-        &p.table,
-        &p.history,
-        &mut p.stacks,
-        symbols,
-        monotonic_ns(),
-        p.rlimit.and_then(|l| l.soft),
-        tracer.lost_events(),
-        8,
-    );
     let mut err = std::io::stderr().lock();
     let _ = if err.is_terminal() {
         // Clear the screen and draw from the top.
@@ -962,6 +1008,14 @@ async fn follow(
     let started = Instant::now();
     let mut live = tokio::time::interval(opts.interval);
     live.tick().await;
+    let metrics = match opts.metrics {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("serving metrics on {addr}"))?,
+        ),
+        None => None,
+    };
     // SAFETY: the ring buffer owns its map fd, which stays open and unchanged for as long as
     // the AsyncFd owns the ring buffer.
     let mut ring = unsafe { AsyncFd::register(ring) }
@@ -971,6 +1025,9 @@ async fn follow(
     let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
     let deadline = duration.map(|d| tokio::time::Instant::now() + d);
     let mut tick = tokio::time::interval(Duration::from_millis(250));
+    // The kernel wakes us only when much is waiting; otherwise we look every few milliseconds.
+    let mut poll = tokio::time::interval(Duration::from_millis(20));
+    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut ticks: u64 = 0;
     let stop = loop {
         tokio::select! {
@@ -978,19 +1035,14 @@ async fn follow(
                 let mut guard = guard?;
                 session.drain(guard.get_inner_mut());
                 guard.clear_ready();
-                for pid in session.gone.drain(..) {
-                    tracer.remove_target(pid);
+                session.untarget_gone(tracer);
+                if session.finished() {
+                    break Stop::TargetExited;
                 }
-                for p in session.procs.values_mut() {
-                    if let Some(c) = p.capture_change.take()
-                        && p.exited_ns.is_none()
-                    {
-                        debug!("pid {} exec'd: stacks now captured as {c}", p.pid);
-                        if let Err(e) = tracer.add_target(p.pid, c) {
-                            warn!("could not change how stacks are captured: {e:#}");
-                        }
-                    }
-                }
+            }
+            _ = poll.tick() => {
+                session.drain(ring.get_mut());
+                session.untarget_gone(tracer);
                 if session.finished() {
                     break Stop::TargetExited;
                 }
@@ -1001,6 +1053,13 @@ async fn follow(
                 break Stop::Duration;
             }
             _ = live.tick(), if !opts.quiet => show_live(session, tracer, symbols, started),
+            conn = async { metrics.as_ref().unwrap().accept().await }, if metrics.is_some() => {
+                if let Ok((stream, _)) = conn {
+                    let st = live_statuses(session, tracer, symbols, started, 20);
+                    let body = crate::metrics::render(&st, tracer.lost_events());
+                    crate::metrics::serve_one(stream, body).await;
+                }
+            }
             _ = tick.tick() => {
                 ticks += 1;
                 // A recording is written in complete blocks every second, so a killed recorder
@@ -1250,7 +1309,13 @@ pub fn run(opts: Options) -> Result<()> {
 }
 
 /// Write through a temporary file so a full disk never leaves a half report behind.
+/// A device or a pipe (`-o /dev/stdout`, `-o /dev/null`) is written as it is.
 fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> Result<()> {
+    if std::fs::metadata(path).is_ok_and(|m| !m.is_file()) {
+        let mut f = std::fs::OpenOptions::new().write(true).open(path)?;
+        f.write_all(bytes)?;
+        return Ok(());
+    }
     let tmp = path.with_extension("fdtrace-tmp");
     let res = (|| -> std::io::Result<()> {
         let mut f = std::fs::File::create(&tmp)?;

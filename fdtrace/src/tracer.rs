@@ -178,7 +178,10 @@ impl Tracer {
         if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &rlim) } != 0 {
             debug!("could not raise RLIMIT_MEMLOCK (not needed on kernels with memcg accounting)");
         }
+        // No CO-RE relocations in our programs (kernel offsets come from KernelTypes), so aya
+        // need not parse the kernel's BTF: that parse alone peaked at ~18 MiB.
         let mut ebpf = aya::EbpfLoader::new()
+            .btf(None)
             .map_max_entries("EVENTS", ring_bytes)
             .load(aya::include_bytes_aligned!(concat!(
                 env!("OUT_DIR"),
