@@ -724,6 +724,19 @@ fn socket_group_text(g: &SocketGroup) -> String {
     t
 }
 
+/// Who opened a site's descriptors: its first frame of the program's own code; a complete stack
+/// without one (Go's net/http dials in a goroutine of its own) is said to be library code, only
+/// a stack cut short or missing is unknown.
+fn site_origin_text(site: &Site) -> String {
+    match site.user_frame.and_then(|i| site.frames.get(i)) {
+        Some(f) => frame_text(f),
+        None if !site.truncated && !site.frames.is_empty() => {
+            "library code only (no frame of the program's own code)".into()
+        }
+        None => "an unknown call site".into(),
+    }
+}
+
 /// The report for people.
 pub fn render_text(r: &Report) -> String {
     let mut s = String::new();
@@ -845,11 +858,7 @@ pub fn render_text(r: &Report) -> String {
     }
     for site in &r.sites {
         let _ = writeln!(s);
-        let at = site
-            .user_frame
-            .and_then(|i| site.frames.get(i))
-            .map(frame_text)
-            .unwrap_or_else(|| "an unknown call site".into());
+        let at = site_origin_text(site);
         let ages = match (site.newest_age_s, site.oldest_age_s) {
             (Some(a), Some(b)) if site.count > 1 => format!("ages {}..{}", fmt_age(a), fmt_age(b)),
             (Some(a), _) => format!("age {}", fmt_age(a)),
@@ -1091,6 +1100,48 @@ mod tests {
             go("main.leakCreate", "/w/goleak/main.go"),
         ];
         assert_eq!(user_frame(&frames), Some(4));
+    }
+
+    #[test]
+    fn origin_of_a_site_without_a_user_frame() {
+        let jf = |function: &str| JsonFrame {
+            function: Some(function.into()),
+            file: Some(format!("/usr/lib/go-1.19/src/{function}.go")),
+            line: Some(7),
+            addr: "0x1000".into(),
+            module: Some("/tmp/gosvc".into()),
+            inlined: false,
+        };
+        let mut site = Site {
+            count: 30,
+            kind: "socket",
+            example: String::new(),
+            user_frame: None,
+            truncated: false,
+            method: "fp",
+            oldest_age_s: None,
+            newest_age_s: None,
+            frames: vec![jf("net/http.(*Transport).dialConn"), jf("runtime.goexit")],
+            sockets: Vec::new(),
+            hint: None,
+            fds: Vec::new(),
+        };
+        // net/http's own dialing goroutine: the whole stack, none of it the program's.
+        assert_eq!(
+            site_origin_text(&site),
+            "library code only (no frame of the program's own code)"
+        );
+        site.truncated = true;
+        assert_eq!(site_origin_text(&site), "an unknown call site");
+        site.truncated = false;
+        site.frames.clear();
+        assert_eq!(site_origin_text(&site), "an unknown call site");
+        site.frames = vec![jf("main.upload")];
+        site.user_frame = Some(0);
+        assert_eq!(
+            site_origin_text(&site),
+            "main.upload at /usr/lib/go-1.19/src/main.upload.go:7"
+        );
     }
 
     const RUSTC: &str = "/rustc/59807616e1fa2540724bfbac14d7976d7e4a3860";

@@ -3,7 +3,6 @@
 //! request. After the load, no descriptor may be attributed to a call site (no false leak), no
 //! event may be lost and the model must equal /proc/PID/fd.
 use std::{
-    io::{BufRead as _, BufReader},
     net::TcpListener,
     process::{Command, Stdio},
     time::{Duration, Instant},
@@ -35,30 +34,7 @@ fn wait_for_port(port: u16) {
 
 /// Trace `pid` for `secs` seconds while `load` runs (started once fdtrace is attached).
 fn trace_under_load(pid: u32, secs: &str, load: impl FnOnce()) -> Value {
-    let out_dir = tempfile::tempdir().unwrap();
-    let report = out_dir.path().join("r.json");
-    let mut tracer = Killed(
-        Command::new(fdtrace_bin())
-            .args(["--json", "-o"])
-            .arg(&report)
-            .args(["-d", secs, "-p", &pid.to_string()])
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    let mut err = BufReader::new(tracer.0.stderr.take().unwrap());
-    let mut line = String::new();
-    err.read_line(&mut line).unwrap();
-    assert!(
-        line.contains("tracing pid"),
-        "fdtrace did not attach: {line}"
-    );
-    load();
-    let st = tracer.0.wait().unwrap();
-    let mut rest = String::new();
-    let _ = std::io::Read::read_to_string(&mut err, &mut rest);
-    assert!(st.success(), "fdtrace failed: {rest}");
-    serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap()
+    serde_json::from_str(&attach_during(pid, &["--json", "-d", secs], load)).unwrap()
 }
 
 fn assert_no_false_leak(r: &Value, what: &str) {

@@ -4,53 +4,23 @@
 //! lines. They need root, `rustc` and `go` (Debian: golang-go), and fail, rather than skip,
 //! without them.
 use std::{
-    collections::BTreeSet,
-    ffi::OsStr,
     io::{BufRead as _, BufReader},
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    process::{Command, Stdio},
     sync::OnceLock,
 };
 
 use serde_json::Value;
 
-fn fdtrace_bin() -> PathBuf {
-    std::env::var_os("FDTRACE_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_fdtrace")))
-}
-
-/// The tests share the kernel: they run one at a time.
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    LOCK.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn require_root() {
-    assert_eq!(
-        unsafe { libc::geteuid() },
-        0,
-        "the privileged tests need root: run `cargo xtask test` as root"
-    );
-}
-
-fn source(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/programs")
-        .join(name)
-}
+mod common;
+use common::{
+    Killed, Run, fdtrace, fdtrace_text, go_build, lines_in, require_root, serial, sites, source,
+    user_frame,
+};
 
 /// Line of the marker comment in a test program.
 fn line_of(file: &str, marker: &str) -> u64 {
-    let text = std::fs::read_to_string(source(file)).unwrap();
-    let hits: Vec<u64> = text
-        .lines()
-        .enumerate()
-        .filter(|(_, l)| l.contains(&format!("/* {marker} */")))
-        .map(|(i, _)| i as u64 + 1)
-        .collect();
-    assert_eq!(hits.len(), 1, "marker {marker} in {file}");
-    hits[0]
+    common::line_of(file, marker).into()
 }
 
 struct Built {
@@ -86,95 +56,9 @@ fn built() -> &'static Built {
             .expect("rustc");
         assert!(st.success(), "rustc failed");
         // Go, with its caches and settings confined to the temporary directory.
-        let go = dir.path().join("goleak");
-        let gotmp = dir.path().join("go");
-        let st = Command::new("go")
-            .arg("build")
-            .arg("-o")
-            .arg(&go)
-            .arg(source("goleak/main.go"))
-            .env("GOCACHE", gotmp.join("cache"))
-            .env("GOPATH", gotmp.join("path"))
-            .env("GOMODCACHE", gotmp.join("mod"))
-            .env("GOTMPDIR", dir.path())
-            .env("GOFLAGS", "")
-            .env("GOENV", "off")
-            .env("GO111MODULE", "off")
-            .env("GOTOOLCHAIN", "local")
-            .env("GOTELEMETRY", "off")
-            .env("GOPROXY", "off")
-            .status()
-            .expect("go (Debian: apt-get install golang-go) is needed for the Go tests");
-        assert!(st.success(), "go build failed");
+        let go = go_build("goleak", dir.path());
         Built { dir, rust, go }
     })
-}
-
-struct Run {
-    json: Value,
-    stderr: String,
-    code: i32,
-}
-
-/// Run fdtrace with a JSON report.
-fn fdtrace(args: &[&str], extra: &[&OsStr], env: &[(&str, &Path)]) -> Run {
-    let out_dir = tempfile::tempdir().unwrap();
-    let report = out_dir.path().join("r.json");
-    let mut cmd = Command::new(fdtrace_bin());
-    cmd.arg("--json")
-        .arg("-o")
-        .arg(&report)
-        .args(args)
-        .args(extra);
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let out = cmd.stdin(Stdio::null()).output().unwrap();
-    let json = std::fs::read_to_string(&report)
-        .ok()
-        .map(|s| serde_json::from_str(&s).expect("valid JSON report"))
-        .unwrap_or(Value::Null);
-    Run {
-        json,
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        code: out.status.code().unwrap_or(-1),
-    }
-}
-
-/// The text report of a run.
-fn fdtrace_text(args: &[&str], extra: &[&OsStr], env: &[(&str, &Path)]) -> String {
-    let out_dir = tempfile::tempdir().unwrap();
-    let report = out_dir.path().join("r.txt");
-    let mut cmd = Command::new(fdtrace_bin());
-    cmd.arg("-o").arg(&report).args(args).args(extra);
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let out = cmd.stdin(Stdio::null()).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    std::fs::read_to_string(&report).unwrap()
-}
-
-/// (file basename, line, function) of a site's user frame.
-fn user_frame(site: &Value) -> Option<(String, u64, String)> {
-    let i = site["user_frame"].as_u64()? as usize;
-    let f = &site["frames"][i];
-    Some((
-        Path::new(f["file"].as_str()?)
-            .file_name()?
-            .to_string_lossy()
-            .into_owned(),
-        f["line"].as_u64()?,
-        f["function"].as_str()?.to_string(),
-    ))
-}
-
-fn sites(r: &Value) -> &Vec<Value> {
-    r["sites"].as_array().expect("sites")
 }
 
 /// Sites whose user frame is in `file`: ((line, function), count), sorted.
@@ -188,16 +72,6 @@ fn counts_in(r: &Value, file: &str) -> Vec<((u64, String), u64)> {
         .collect();
     v.sort();
     v
-}
-
-/// Every line of `file` in any frame of any site.
-fn all_lines(r: &Value, file: &str) -> BTreeSet<u64> {
-    sites(r)
-        .iter()
-        .flat_map(|s| s["frames"].as_array().unwrap().clone())
-        .filter(|f| f["file"].as_str().is_some_and(|x| x.ends_with(file)))
-        .filter_map(|f| f["line"].as_u64())
-        .collect()
 }
 
 fn assert_no_drift(r: &Value) {
@@ -216,7 +90,7 @@ fn assert_rustleak_40(r: &Value) {
     );
     let ok = line_of("rustleak.rs", "OK_RUST");
     assert!(
-        !all_lines(r, "rustleak.rs").contains(&ok),
+        !lines_in(r, "rustleak.rs").contains(&ok),
         "correct line {ok} reported: {r:#}"
     );
     for s in sites(r) {
@@ -255,14 +129,6 @@ fn rust_release_build_without_frame_pointers_names_the_leaking_line() {
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert_rustleak_40(&r.json);
     assert_no_drift(&r.json);
-}
-
-struct Killed(Child);
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 /// Start a program that waits 1.5 s, leaks, prints "done" and waits to be killed; trace it by
@@ -326,7 +192,7 @@ fn assert_goleak_40(r: &Value, method: &str) {
         "{r:#}"
     );
     assert_eq!(file_sites.len(), 2, "{r:#}");
-    let lines = all_lines(r, "goleak/main.go");
+    let lines = lines_in(r, "goleak/main.go");
     for ok in ["OK_GO_CREATE", "OK_GO_OPEN", "OK_GO_DIAL"] {
         assert!(!lines.contains(&l(ok)), "{ok} reported: {r:#}");
     }
@@ -395,7 +261,7 @@ fn go_program_with_dwarf_unwinding_and_a_stack_cut_short() {
     // net.Dial does not fit in the 2 KiB copy: that stack is marked as cut short.
     let dial = line_of("goleak/main.go", "LEAK_GO_DIAL");
     assert!(
-        !all_lines(&r.json, "goleak/main.go").contains(&dial),
+        !lines_in(&r.json, "goleak/main.go").contains(&dial),
         "{:#}",
         r.json
     );

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 use std::{
     collections::BTreeSet,
+    io::{BufRead as _, BufReader, Read as _},
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     sync::OnceLock,
@@ -80,15 +81,77 @@ pub fn fdtrace(args: &[&str], extra: &[&std::ffi::OsStr], env: &[(&str, &Path)])
     }
 }
 
-/// (file basename, line) of a site's user frame.
-pub fn user_line(site: &Value) -> Option<(String, u64)> {
+/// The text report of a run (`fdtrace -o FILE ARGS EXTRA`), which must succeed.
+pub fn fdtrace_text(args: &[&str], extra: &[&std::ffi::OsStr], env: &[(&str, &Path)]) -> String {
+    let out_dir = tempfile::tempdir().unwrap();
+    let report = out_dir.path().join("r.txt");
+    let mut cmd = Command::new(fdtrace_bin());
+    cmd.arg("-o").arg(&report).args(args).args(extra);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.stdin(Stdio::null()).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::read_to_string(&report).unwrap()
+}
+
+/// Trace the running process `pid` with `fdtrace ARGS -o FILE -p PID` (ARGS should end the
+/// session, e.g. with `-d`); once fdtrace says it is tracing, run `load`; wait for fdtrace to
+/// finish and return the report it wrote (text, or JSON with `--json`).
+pub fn attach_during(pid: u32, args: &[&str], load: impl FnOnce()) -> String {
+    let out_dir = tempfile::tempdir().unwrap();
+    let report = out_dir.path().join("report");
+    let mut tracer = Killed(
+        Command::new(fdtrace_bin())
+            .args(args)
+            .arg("-o")
+            .arg(&report)
+            .args(["-p", &pid.to_string()])
+            .stdin(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut err = BufReader::new(tracer.0.stderr.take().unwrap());
+    let mut line = String::new();
+    err.read_line(&mut line).unwrap();
+    assert!(
+        line.contains("tracing pid"),
+        "fdtrace did not attach: {line}"
+    );
+    load();
+    let st = tracer.0.wait().unwrap();
+    let mut rest = String::new();
+    let _ = err.read_to_string(&mut rest);
+    assert!(st.success(), "fdtrace failed: {rest}");
+    std::fs::read_to_string(&report).unwrap()
+}
+
+/// (file basename, line, function) of a site's user frame.
+pub fn user_frame(site: &Value) -> Option<(String, u64, String)> {
     let i = site["user_frame"].as_u64()? as usize;
     let f = &site["frames"][i];
-    let file = f["file"].as_str()?;
     Some((
-        Path::new(file).file_name()?.to_string_lossy().into_owned(),
+        Path::new(f["file"].as_str()?)
+            .file_name()?
+            .to_string_lossy()
+            .into_owned(),
         f["line"].as_u64()?,
+        f["function"].as_str()?.to_string(),
     ))
+}
+
+/// (file basename, line) of a site's user frame.
+pub fn user_line(site: &Value) -> Option<(String, u64)> {
+    user_frame(site).map(|(file, line, _)| (file, line))
+}
+
+pub fn sites(r: &Value) -> &Vec<Value> {
+    r["sites"].as_array().expect("sites")
 }
 
 pub fn site_counts(r: &Value) -> Vec<((String, u64), u64)> {
@@ -125,6 +188,32 @@ pub fn compile_c(name: &str, dir: &Path, flags: &[&str]) -> PathBuf {
         .status()
         .expect("a C compiler (cc)");
     assert!(st.success(), "compiling {name}");
+    out
+}
+
+/// Build the Go program `tests/programs/NAME/main.go` into `DIR/NAME`, with Go's caches and
+/// settings confined to `DIR` (removed with it).
+pub fn go_build(name: &str, dir: &Path) -> PathBuf {
+    let out = dir.join(name);
+    let gotmp = dir.join("go");
+    let st = Command::new("go")
+        .arg("build")
+        .arg("-o")
+        .arg(&out)
+        .arg(source(&format!("{name}/main.go")))
+        .env("GOCACHE", gotmp.join("cache"))
+        .env("GOPATH", gotmp.join("path"))
+        .env("GOMODCACHE", gotmp.join("mod"))
+        .env("GOTMPDIR", dir)
+        .env("GOFLAGS", "")
+        .env("GOENV", "off")
+        .env("GO111MODULE", "off")
+        .env("GOTOOLCHAIN", "local")
+        .env("GOTELEMETRY", "off")
+        .env("GOPROXY", "off")
+        .status()
+        .expect("go (Debian: apt-get install golang-go) is needed for the Go tests");
+    assert!(st.success(), "go build of {name} failed");
     out
 }
 
@@ -183,15 +272,18 @@ pub fn built() -> &'static Built {
     })
 }
 
-pub fn all_lines(r: &Value) -> BTreeSet<u64> {
-    r["sites"]
-        .as_array()
-        .unwrap()
+/// Every line of `file` in any frame of any site.
+pub fn lines_in(r: &Value, file: &str) -> BTreeSet<u64> {
+    sites(r)
         .iter()
         .flat_map(|s| s["frames"].as_array().unwrap().clone())
-        .filter(|f| f["file"].as_str().is_some_and(|x| x.ends_with("leaky.c")))
+        .filter(|f| f["file"].as_str().is_some_and(|x| x.ends_with(file)))
         .filter_map(|f| f["line"].as_u64())
         .collect()
+}
+
+pub fn all_lines(r: &Value) -> BTreeSet<u64> {
+    lines_in(r, "leaky.c")
 }
 
 /// The exact leaks of `leaky 40`: 40 open() at LEAK_OPEN, 10 fopen() at LEAK_FOPEN, nothing

@@ -1,0 +1,266 @@
+//! The incident of issue 4, reproduced and traced by pid: a Go service (standard library only,
+//! `tests/programs/gosvc`) whose HTTP client has no timeout and never closes response bodies,
+//! so its connections to an upstream (a second process) pile up in CLOSE_WAIT once the upstream
+//! closes its side, and whose upload handler never closes the files it creates. fdtrace must
+//! name the upload line with the exact count, find every upstream connection in CLOSE_WAIT with
+//! the upstream's address and the CLOSE_WAIT hint, and never report the correct handler.
+//!
+//! What the report can and cannot say about the sockets: Go's net/http client dials in a
+//! goroutine of its own (`net/http.(*Transport).dialConnFor`, started by `queueForDial`), so
+//! the sockets' creating stacks end in the transport, not at the handler's `client.Get` line
+//! (LEAK_PROXY): the site has no frame of the program's own code (`user_frame` null) and is
+//! recognized by its peer, its state and the transport's frames instead.
+use std::{
+    io::{BufRead as _, BufReader, Read as _, Write as _},
+    net::TcpStream,
+    path::Path,
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+
+mod common;
+use common::*;
+
+/// Start `bin ARGS`, which prints "port N" once it serves; the process and its port.
+fn start(bin: &Path, args: &[&std::ffi::OsStr]) -> (Killed, u16) {
+    let mut child = Killed(
+        Command::new(bin)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut line = String::new();
+    BufReader::new(child.0.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let port = line
+        .strip_prefix("port ")
+        .and_then(|p| p.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{} did not say its port: {line:?}", bin.display()));
+    (child, port)
+}
+
+/// One HTTP/1.1 request on a connection of its own (`Connection: close`); the whole response,
+/// which must be a 200.
+fn request(port: u16, method: &str, path: &str, body: &str) -> String {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    assert!(resp.starts_with("HTTP/1.1 200 "), "{method} {path}: {resp}");
+    resp
+}
+
+/// `uploads` uploads, `proxies` proxied requests and `oks` correct requests, interleaved.
+fn load(port: u16, uploads: usize, proxies: usize, oks: usize) {
+    for i in 0..uploads.max(proxies).max(oks) {
+        if i < uploads {
+            request(port, "POST", "/upload", &format!("upload {i}\n"));
+        }
+        if i < proxies {
+            let r = request(port, "GET", "/proxy", "");
+            assert!(r.contains("upstream said 200 OK"), "{r}");
+        }
+        if i < oks {
+            request(port, "GET", "/ok", "");
+        }
+    }
+}
+
+/// Run `load` and let the service finish closing: Go's server closes a connection 0.5 s after
+/// its last response (it waits for the client's FIN to avoid a reset). Fails, rather than give
+/// a report of an unfinished load, when all this took more than `budget` of fdtrace's `-d`.
+fn load_and_settle(budget: Duration, load: impl FnOnce()) {
+    let t = Instant::now();
+    load();
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(
+        t.elapsed() < budget,
+        "the load took {:?}: too slow for the session's duration",
+        t.elapsed()
+    );
+}
+
+/// The socket groups of a site: (count, peer, state, proto, accepted).
+fn groups(site: &Value) -> Vec<(u64, String, String, String, bool)> {
+    site["sockets"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no socket groups: {site:#}"))
+        .iter()
+        .map(|g| {
+            (
+                g["count"].as_u64().unwrap(),
+                g["peer"].as_str().unwrap_or("").to_string(),
+                g["state"].as_str().unwrap_or("").to_string(),
+                g["proto"].as_str().unwrap().to_string(),
+                g["accepted"].as_bool().unwrap(),
+            )
+        })
+        .collect()
+}
+
+fn frame_functions(site: &Value) -> Vec<&str> {
+    site["frames"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["function"].as_str().unwrap_or("??"))
+        .collect()
+}
+
+#[test]
+fn go_service_leaking_uploads_and_close_wait_sockets() {
+    let _serial = serial();
+    require_root();
+    let build = tempfile::tempdir().unwrap();
+    let bin = go_build("gosvc", build.path());
+    let data = tempfile::tempdir().unwrap();
+    let main_go = "gosvc/main.go";
+    let leak_upload = u64::from(line_of(main_go, "LEAK_UPLOAD"));
+    let leak_proxy = u64::from(line_of(main_go, "LEAK_PROXY"));
+    let ok_file = u64::from(line_of(main_go, "OK_FILE"));
+
+    let (_upstream, up_port) = start(&bin, &["-upstream".as_ref()]);
+    let up_addr = format!("127.0.0.1:{up_port}");
+    let (service, port) = start(
+        &bin,
+        &[
+            "-upstream-addr".as_ref(),
+            up_addr.as_ref(),
+            "-dir".as_ref(),
+            data.path().as_os_str(),
+        ],
+    );
+    let pid = service.0.id();
+
+    // The incident, traced from the outside while it happens.
+    let json = attach_during(pid, &["--json", "-d", "8"], || {
+        load_and_settle(Duration::from_secs(7), || load(port, 25, 30, 20))
+    });
+    let r: Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(r["lost_events"], 0, "{r:#}");
+    for k in ["missed_opens", "missed_closes", "cloexec_mismatches"] {
+        assert_eq!(r["drift"][k], Value::Array(vec![]), "drift {k}: {r:#}");
+    }
+    // Every request was seen: 75 accepted connections (all closed again), 25 uploads, 30
+    // upstream connections and 20 correct files (closed).
+    assert_eq!(r["model"]["opens"], 150, "{r:#}");
+    assert_eq!(r["model"]["closes"], 95, "{r:#}");
+    assert_eq!(r["failed_opens"], Value::Array(vec![]), "{r:#}");
+    // Exactly the two leaks, nothing of the runtime, the server or the correct handler.
+    assert_eq!(sites(&r).len(), 2, "{r:#}");
+
+    // The uploads: the exact line, the exact count.
+    let uploads = sites(&r)
+        .iter()
+        .find(|s| user_line(s) == Some(("main.go".into(), leak_upload)))
+        .unwrap_or_else(|| panic!("no site at main.go:{leak_upload}: {r:#}"));
+    assert_eq!(
+        user_frame(uploads),
+        Some(("main.go".into(), leak_upload, "main.upload".into()))
+    );
+    assert_eq!(uploads["count"], 25, "{uploads:#}");
+    assert_eq!(uploads["kind"], "file", "{uploads:#}");
+    assert_eq!(uploads["method"], "fp", "{uploads:#}");
+    assert_eq!(uploads["truncated"], false, "{uploads:#}");
+    for f in uploads["fds"].as_array().unwrap() {
+        let target = Path::new(f["target"].as_str().unwrap());
+        assert_eq!(target.parent(), Some(data.path()), "{f:#}");
+        assert!(
+            target.to_str().unwrap().ends_with(".bin"),
+            "not an upload: {f:#}"
+        );
+    }
+
+    // The upstream connections: all 30 in CLOSE_WAIT, to the upstream, with the hint.
+    let conns = sites(&r)
+        .iter()
+        .find(|s| s["kind"] == "socket")
+        .unwrap_or_else(|| panic!("no socket site: {r:#}"));
+    assert_eq!(conns["count"], 30, "{conns:#}");
+    assert_eq!(
+        groups(conns),
+        vec![(
+            30,
+            up_addr.clone(),
+            "CLOSE_WAIT".into(),
+            "tcp".into(),
+            false
+        )],
+        "{conns:#}"
+    );
+    assert!(
+        conns["hint"]
+            .as_str()
+            .is_some_and(|h| h.starts_with("CLOSE_WAIT: the peer closed")),
+        "{conns:#}"
+    );
+    for f in conns["fds"].as_array().unwrap() {
+        assert_eq!(f["state"], "CLOSE_WAIT", "{f:#}");
+        assert_eq!(f["peer"], up_addr.as_str(), "{f:#}");
+        assert!(
+            f["local"].as_str().unwrap().starts_with("127.0.0.1:"),
+            "{f:#}"
+        );
+    }
+    assert_eq!(
+        r["tcp_states"],
+        serde_json::json!({"CLOSE_WAIT": 30}),
+        "{r:#}"
+    );
+    // Created in net/http's dialing goroutine: a whole stack down to the goroutine's root, with
+    // no frame of the program (the handler's client.Get is in another goroutine).
+    assert_eq!(conns["user_frame"], Value::Null, "{conns:#}");
+    assert_eq!(conns["method"], "fp", "{conns:#}");
+    assert_eq!(conns["truncated"], false, "{conns:#}");
+    let funcs = frame_functions(conns);
+    assert!(
+        funcs.contains(&"net/http.(*Transport).dialConn"),
+        "{conns:#}"
+    );
+    assert_eq!(funcs.last(), Some(&"runtime.goexit"), "{conns:#}");
+    assert!(!funcs.iter().any(|f| f.starts_with("main.")), "{conns:#}");
+
+    // The correct handler never appears; neither does the proxy line (see the module's doc).
+    let lines = lines_in(&r, main_go);
+    assert!(!lines.contains(&ok_file), "OK_FILE reported: {r:#}");
+    assert!(!lines.contains(&leak_proxy), "{r:#}");
+
+    // Attached again later, with the text report: the first round's leaks are pre-existing now,
+    // the new ones are grouped as before.
+    let text = attach_during(pid, &["-d", "6"], || {
+        load_and_settle(Duration::from_secs(5), || load(port, 3, 5, 2))
+    });
+    let expect = [
+        format!(
+            "3 files still open, opened by main.upload at {}:{leak_upload}\n",
+            source(main_go).display()
+        ),
+        "\n5 sockets still open, opened by library code only (no frame of the program's own code)\n"
+            .to_string(),
+        format!("\n    5 tcp sockets to {up_addr} in CLOSE_WAIT, oldest "),
+        "\n    hint: CLOSE_WAIT: the peer closed these connections and this process never did"
+            .to_string(),
+        "net/http.(*Transport).dialConn at ".to_string(),
+        "TCP sockets: 5 CLOSE_WAIT\n".to_string(),
+        "lost events: 0\n".to_string(),
+        "no drift\n".to_string(),
+    ];
+    for e in &expect {
+        assert!(text.contains(e.as_str()), "no {e:?} in:\n{text}");
+    }
+    assert!(!text.contains(&format!("main.go:{ok_file}\n")), "{text}");
+    // The service and the upstream are killed by pid as they go out of scope.
+    drop(service);
+}
