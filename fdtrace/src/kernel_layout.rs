@@ -194,7 +194,7 @@ impl KernelTypes {
             id = ty;
             bitfield = bf;
         }
-        if bitfield || bits % 8 != 0 {
+        if bitfield || !bits.is_multiple_of(8) {
             bail!("{name}.{path} is a bit field");
         }
         Ok((bits / 8) as u32)
