@@ -8,6 +8,8 @@ use std::{
 use anyhow::{Context as _, Result, bail};
 use clap::{Parser, Subcommand};
 
+mod bench;
+
 const BPF_LINKER_VERSION: &str = "0.13.0";
 
 #[derive(Parser)]
@@ -27,6 +29,8 @@ enum Cmd {
     Demo,
     /// Build, then run every test: unit tests and the privileged integration tests.
     Test,
+    /// Build, then measure fdtrace's overhead against baselines (root; see docs/PERFORMANCE.md).
+    Bench(bench::Opts),
 }
 
 fn root() -> PathBuf {
@@ -234,5 +238,6 @@ fn main() -> Result<()> {
         Cmd::Build => build(),
         Cmd::Demo => demo(),
         Cmd::Test => test(),
+        Cmd::Bench(opts) => bench::bench(opts),
     }
 }
