@@ -1119,6 +1119,8 @@ mod tests {
             user_frame: None,
             truncated: false,
             method: "fp",
+            verdict: "unknown",
+            growth_per_min: None,
             oldest_age_s: None,
             newest_age_s: None,
             frames: vec![jf("net/http.(*Transport).dialConn"), jf("runtime.goexit")],
