@@ -1,9 +1,9 @@
 //! Memory of the start-up steps of fdtrace that parse the kernel's BTF, each alone in this
-//! process: `btfparse` (fdtrace's kernel layout, `kernel_layout::KernelTypes`) or `aya` (aya's
-//! own BTF, which `Ebpf::load` parses for CO-RE relocations). Used by `cargo xtask bench`.
+//! process: `layout` (fdtrace's kernel layout, `kernel_layout::KernelTypes`) or `aya` (aya's
+//! full BTF parse, which fdtrace skips with `EbpfLoader::btf(None)`). Used by `cargo xtask bench`.
 //!
 //! ```sh
-//! cargo run --release -p fdtrace --example startup_memory -- btfparse|aya
+//! cargo run --release -p fdtrace --example startup_memory -- layout|aya
 //! ```
 //!
 //! Prints `key value` lines: the process's peak RSS (VmHWM, KiB) before and after the step.
@@ -20,7 +20,7 @@ fn main() {
     let step = std::env::args().nth(1).unwrap_or_default();
     let before = vm_hwm_kib();
     match step.as_str() {
-        "btfparse" => {
+        "layout" => {
             let types = fdtrace::kernel_layout::KernelTypes::load().expect("kernel BTF");
             let layout = types.layout().expect("kernel layout");
             std::hint::black_box(layout);
@@ -30,7 +30,7 @@ fn main() {
             std::hint::black_box(&btf);
         }
         _ => {
-            eprintln!("usage: startup_memory btfparse|aya");
+            eprintln!("usage: startup_memory layout|aya");
             std::process::exit(2);
         }
     }

@@ -134,7 +134,8 @@ fn run(pairs: u64, pid: u32, (ip, sp, bp): (u64, u64, u64), captured: &[u8]) {
         fd2: -1,
         flags: 0,
         syscall: syscall::OPENAT,
-        stack_len: STACK_BYTES as u32,
+        stack_len: STACK_BYTES as u16,
+        stack_kind: fdtrace_common::capture::STACK_COPY,
         arg: -1,
         ip,
         sp,
@@ -165,7 +166,11 @@ fn run(pairs: u64, pid: u32, (ip, sp, bp): (u64, u64, u64), captured: &[u8]) {
     });
 
     // Decoding and applying: what fdtrace does with each record it takes from the ring.
-    let mut state = State::new(pid);
+    let mut state = State::new(
+        pid,
+        fdtrace::session::UnwindMode::Dwarf,
+        fdtrace_common::capture::STACK_COPY,
+    );
     state.baseline().expect("reading /proc/PID");
     let apply = rate(pairs, |_| {
         state.apply(events::decode(black_box(&open)).unwrap());
