@@ -66,7 +66,7 @@ fn the_live_screen_renders_in_a_terminal() {
     let data = tempfile::tempdir().unwrap();
     let session = format!("fdtrace-live-{}", std::process::id());
     let cmd = format!(
-        "{} -d 10 -o {} -- {} {} 100",
+        "{} -d 14 -o {} -- {} {} 100",
         fdtrace_bin().display(),
         dir.path().join("report.txt").display(),
         bin.display(),
@@ -96,7 +96,8 @@ fn the_live_screen_renders_in_a_terminal() {
         }
     }
     let _kill = Kill(session.clone());
-    std::thread::sleep(Duration::from_secs(7));
+    // Verdicts need five seconds of history; fdtrace starts in a second or two.
+    std::thread::sleep(Duration::from_secs(10));
     let out = Command::new("tmux")
         .args(["capture-pane", "-p", "-t", &session])
         .output()
