@@ -105,6 +105,13 @@ pub mod syscall {
     /// Descriptors received with SCM_RIGHTS (recvmsg, recvmmsg): the control message is in
     /// `path`, its length in `arg`.
     pub const RECVMSG: u32 = 37;
+    /// SCM_RIGHTS descriptors of the first [`RECVMMSG_MSGS`] messages of a recvmmsg batch:
+    /// `path` holds one [`RECVMMSG_CHUNK`]-byte chunk per message (a u64 control length, then
+    /// the start of the control data); `arg` is the number of messages received.
+    pub const RECVMMSG: u32 = 39;
+    /// Messages of a recvmmsg batch examined.
+    pub const RECVMMSG_MSGS: usize = 4;
+    pub const RECVMMSG_CHUNK: usize = 64;
     /// Not a birth: fcntl(F_SETFD) / ioctl(FIOCLEX, FIONCLEX), turned into a `CloexecEvent`.
     pub const SET_CLOEXEC: u32 = 40;
 

@@ -336,8 +336,49 @@ fn sock_info(fd: i32) -> Option<SockInfo> {
     Some(info)
 }
 
+/// One chunk per message of a recvmmsg batch: its control length, then the start of its control
+/// data (zeros for messages not received or without control data).
 #[inline(always)]
-fn emit_open(ctx: &TracePointContext) -> u32 {
+fn recvmmsg_controls(dst: *mut u8, mmsg: u64, received: i64) {
+    const CHUNK: usize = syscall::RECVMMSG_CHUNK;
+    let words = dst as *mut u64;
+    // SAFETY: `dst` points to MAX_PATH (256) bytes of a reserved record; every write below
+    // stays within them (4 chunks of 64 bytes).
+    unsafe {
+        for w in 0..MAX_PATH / 8 {
+            words.add(w).write_unaligned(0);
+        }
+    }
+    macro_rules! chunk {
+        ($i:expr) => {
+            if ($i as i64) < received {
+                let hdr = mmsg + ($i as u64) * 64;
+                // SAFETY: user memory is read with probe_read_user; see above for `dst`.
+                unsafe {
+                    let control = bpf_probe_read_user((hdr + 32) as *const u64).unwrap_or(0);
+                    let len = bpf_probe_read_user((hdr + 40) as *const u64).unwrap_or(0);
+                    if control != 0 && len >= 16 {
+                        words.add($i * CHUNK / 8).write_unaligned(len);
+                        let d = dst.add($i * CHUNK + 8) as *mut c_void;
+                        if probe_read_user_raw(d, (CHUNK - 8) as u32, control as *const c_void)
+                            != 0
+                        {
+                            let _ = probe_read_user_raw(d, 24, control as *const c_void);
+                        }
+                    }
+                }
+            }
+        };
+    }
+    chunk!(0usize);
+    chunk!(1usize);
+    chunk!(2usize);
+    chunk!(3usize);
+}
+
+/// `MMSG`: the recvmmsg variant (its own program, so each stays within the BPF stack limit).
+#[inline(always)]
+fn emit_open<const MMSG: bool>(ctx: &TracePointContext) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
     // SAFETY: plain value copied out before removal.
     let pending = match unsafe { PENDING.get(&pid_tgid) } {
@@ -349,7 +390,8 @@ fn emit_open(ctx: &TracePointContext) -> u32 {
     // "Too many open files" is the failure worth a stack: the leak's symptom.
     let failed = (ret == -EMFILE || ret == -ENFILE)
         && pending.syscall != syscall::SET_CLOEXEC
-        && pending.syscall != syscall::RECVMSG;
+        && pending.syscall != syscall::RECVMSG
+        && pending.syscall != syscall::RECVMMSG;
     if ret < 0 && !failed {
         return 0;
     }
@@ -376,9 +418,28 @@ fn emit_open(ctx: &TracePointContext) -> u32 {
             return 0;
         }
     }
+    // recvmmsg: struct mmsghdr (64 bytes) starts with its msghdr; a birth when any of the first
+    // messages brought control data.
+    if MMSG != (pending.syscall == syscall::RECVMMSG) {
+        return 0;
+    }
+    if MMSG {
+        let mut any = false;
+        for i in 0..syscall::RECVMMSG_MSGS as u64 {
+            if (i as i64) < ret {
+                let len =
+                    unsafe { bpf_probe_read_user((pending.path + i * 64 + 40) as *const u64) }
+                        .unwrap_or(0);
+                any |= len >= 16;
+            }
+        }
+        if !any {
+            return 0;
+        }
+    }
     let (fd, fd2) = if failed {
         (ret as i32, -1)
-    } else if pending.syscall == syscall::RECVMSG {
+    } else if pending.syscall == syscall::RECVMSG || pending.syscall == syscall::RECVMMSG {
         (-1, -1)
     } else if syscall::returns_pair(pending.syscall) {
         // SAFETY: the kernel just wrote two ints to this user array.
@@ -391,7 +452,7 @@ fn emit_open(ctx: &TracePointContext) -> u32 {
     let is_socket = pending.syscall == syscall::SOCKET
         || pending.syscall == syscall::ACCEPT
         || pending.syscall == syscall::SOCKETPAIR;
-    let sock = if is_socket && !failed {
+    let sock = if is_socket && !failed && !MMSG {
         match sock_info(fd) {
             Some(info) => {
                 if info.family == AF_INET || info.family == AF_INET6 {
@@ -428,6 +489,8 @@ fn emit_open(ctx: &TracePointContext) -> u32 {
         (*ev).fd2 = fd2;
         (*ev).arg = if pending.syscall == syscall::RECVMSG {
             control_len as i32
+        } else if pending.syscall == syscall::RECVMMSG {
+            ret as i32
         } else {
             pending.arg
         };
@@ -446,6 +509,8 @@ fn emit_open(ctx: &TracePointContext) -> u32 {
             {
                 (*ev).arg = 0;
             }
+        } else if MMSG {
+            recvmmsg_controls((*ev).path.as_mut_ptr(), pending.path, ret);
         } else if !syscall::has_path(pending.syscall)
             || bpf_probe_read_user_str_bytes(pending.path as *const u8, &mut (*ev).path).is_err()
         {
@@ -781,11 +846,11 @@ enter!(
         ..NONE
     }
 );
-// Only the first message of a recvmmsg batch is examined (struct mmsghdr starts with msghdr).
+// The first RECVMMSG_MSGS messages of a batch are examined.
 enter!(
     enter_recvmmsg,
     Args {
-        sc: syscall::RECVMSG,
+        sc: syscall::RECVMMSG,
         path: Some(ARG1),
         flags: Some(ARG3),
         cloexec_bit: MSG_CMSG_CLOEXEC,
@@ -935,7 +1000,13 @@ pub fn enter_close_range(ctx: TracePointContext) -> u32 {
 /// Shared by the exits of every open-like syscall.
 #[tracepoint]
 pub fn exit_open(ctx: TracePointContext) -> u32 {
-    emit_open(&ctx)
+    emit_open::<false>(&ctx)
+}
+
+/// The exit of recvmmsg.
+#[tracepoint]
+pub fn exit_recvmmsg(ctx: TracePointContext) -> u32 {
+    emit_open::<true>(&ctx)
 }
 
 #[tracepoint]

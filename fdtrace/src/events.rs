@@ -159,6 +159,8 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
             let (path, control) = if syscall == fdtrace_common::syscall::RECVMSG {
                 let n = (arg.max(0) as usize).min(MAX_PATH);
                 (String::new(), path_bytes[..n].to_vec())
+            } else if syscall == fdtrace_common::syscall::RECVMMSG {
+                (String::new(), path_bytes.to_vec())
             } else {
                 let end = path_bytes.iter().position(|&b| b == 0).unwrap_or(MAX_PATH);
                 (

@@ -97,8 +97,14 @@ fn attach_plan() -> Vec<(String, &'static str, String, bool)> {
             format!("sys_enter_{name}"),
             required,
         ));
+        // recvmmsg has an exit program of its own (see fdtrace-ebpf).
+        let exit = if name == "recvmmsg" {
+            "exit_recvmmsg"
+        } else {
+            "exit_open"
+        };
         plan.push((
-            "exit_open".to_string(),
+            exit.to_string(),
             "syscalls",
             format!("sys_exit_{name}"),
             required,

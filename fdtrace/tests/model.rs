@@ -18,6 +18,13 @@ fn assert_no_drift(r: &Value, what: &str) {
     assert_eq!(r["model"]["drift_closes"], 0, "{what}: {r:#}");
 }
 
+/// The model equals /proc at report time (whatever was corrected before).
+fn assert_no_drift_now(r: &Value) {
+    for k in ["missed_opens", "missed_closes", "cloexec_mismatches"] {
+        assert_eq!(r["drift"][k], Value::Array(vec![]), "{k}: {r:#}");
+    }
+}
+
 #[test]
 fn random_mix_with_fork_and_exec_matches_proc_exactly() {
     let _serial = serial();
@@ -112,4 +119,41 @@ fn too_many_open_files_is_counted_at_its_call_site() {
     );
     assert_eq!(j["rlimit_nofile"]["soft"], 64, "{j:#}");
     assert_no_drift(j, "emfile");
+}
+
+#[test]
+fn io_uring_births_show_up_as_drift_not_vanish() {
+    let _serial = serial();
+    require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let bin = compile_c("uring.c", dir.path(), &["-O0", "-luring"]);
+    let data = tempfile::tempdir().unwrap();
+    // Two reconciliations (every 2 s) must agree before a difference counts as drift.
+    let r = fdtrace(
+        &["-q", "-d", "6", "--"],
+        &[bin.as_os_str(), data.path().as_os_str(), "3".as_ref()],
+        &[],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.stdout.trim(), "done");
+    let j = &r.json;
+    // The ring itself was created by a traced syscall.
+    let ring =
+        site_at(j, "uring.c", line_of("uring.c", "URING_SETUP")).unwrap_or_else(|| panic!("{j:#}"));
+    assert_eq!(ring["kind"], "io_uring");
+    // The three files opened by the ring were found in /proc, reported and added to the model.
+    assert_eq!(j["model"]["drift_opens"], 3, "{j:#}");
+    let untraced: Vec<&str> = j["untraced"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["target"].as_str().unwrap())
+        .collect();
+    assert_eq!(untraced.len(), 3, "{j:#}");
+    for i in 0..3 {
+        let p = data.path().join(format!("uring-{i}"));
+        assert!(untraced.contains(&p.to_str().unwrap()), "{untraced:?}");
+    }
+    // Corrected: at the end the model equals /proc again.
+    assert_no_drift_now(j);
 }

@@ -177,14 +177,15 @@ impl Drop for Killed {
 }
 
 /// Compile a C test program from tests/programs into `dir`.
+/// (Flags come after the source, so libraries like `-luring` link.)
 pub fn compile_c(name: &str, dir: &Path, flags: &[&str]) -> PathBuf {
     let out = dir.join(name.trim_end_matches(".c"));
     let st = Command::new("cc")
         .arg("-g")
-        .args(flags)
         .arg("-o")
         .arg(&out)
         .arg(source(name))
+        .args(flags)
         .status()
         .expect("a C compiler (cc)");
     assert!(st.success(), "compiling {name}");

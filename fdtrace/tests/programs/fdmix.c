@@ -45,33 +45,53 @@ static int open_some(void) {
     return open(path, O_CREAT | O_RDWR | (rnd(2) ? O_CLOEXEC : 0), 0600);
 }
 
+/* Put `fds` in the control data of `m` (one SCM_RIGHTS message). */
+static void with_fds(struct msghdr *m, char *buf, size_t size, const int *fds, int n) {
+    memset(buf, 0, size);
+    m->msg_control = buf;
+    m->msg_controllen = CMSG_SPACE(n * sizeof(int));
+    struct cmsghdr *c = CMSG_FIRSTHDR(m);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(n * sizeof(int));
+    memcpy(CMSG_DATA(c), fds, n * sizeof(int));
+}
+
+/* Pass descriptors to ourselves over a unix socket: recvmsg, or recvmmsg taking two messages
+ * (three descriptors) at once. */
 static void send_fds(void) {
     int sv[2];
     if (socketpair(AF_UNIX, SOCK_DGRAM, 0, sv) != 0) return;
-    int a = open_some(), b = eventfd(0, 0);
-    char buf[CMSG_SPACE(2 * sizeof(int))];
-    memset(buf, 0, sizeof buf);
-    char byte = 'x';
+    int a = open_some(), b = eventfd(0, 0), c = memfd_create("passed", 0);
+    char byte = 'x', buf1[CMSG_SPACE(2 * sizeof(int))], buf2[CMSG_SPACE(sizeof(int))];
     struct iovec iov = {.iov_base = &byte, .iov_len = 1};
-    struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = buf,
-                       .msg_controllen = sizeof buf};
-    struct cmsghdr *c = CMSG_FIRSTHDR(&m);
-    c->cmsg_level = SOL_SOCKET;
-    c->cmsg_type = SCM_RIGHTS;
-    c->cmsg_len = CMSG_LEN(2 * sizeof(int));
-    memcpy(CMSG_DATA(c), (int[]){a, b}, 2 * sizeof(int));
-    if (sendmsg(sv[0], &m, 0) == 1) {
-        struct msghdr r = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = buf,
-                           .msg_controllen = sizeof buf};
-        if (rnd(2)) {
-            recvmsg(sv[1], &r, rnd(2) ? MSG_CMSG_CLOEXEC : 0);
-        } else {
-            struct mmsghdr mm = {.msg_hdr = r};
-            recvmmsg(sv[1], &mm, 1, rnd(2) ? MSG_CMSG_CLOEXEC : 0, NULL);
+    struct msghdr m1 = {.msg_iov = &iov, .msg_iovlen = 1};
+    struct msghdr m2 = {.msg_iov = &iov, .msg_iovlen = 1};
+    with_fds(&m1, buf1, sizeof buf1, (int[]){a, b}, 2);
+    with_fds(&m2, buf2, sizeof buf2, (int[]){c}, 1);
+    int flags = rnd(2) ? MSG_CMSG_CLOEXEC : 0;
+    if (rnd(2)) {
+        if (sendmsg(sv[0], &m1, 0) == 1) {
+            char rbuf[CMSG_SPACE(2 * sizeof(int))];
+            struct msghdr r = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = rbuf,
+                               .msg_controllen = sizeof rbuf};
+            recvmsg(sv[1], &r, flags);
         }
+    } else if (sendmsg(sv[0], &m1, 0) == 1 && sendmsg(sv[0], &m2, 0) == 1) {
+        char r1[CMSG_SPACE(2 * sizeof(int))], r2[CMSG_SPACE(2 * sizeof(int))];
+        char b1, b2;
+        struct iovec i1 = {.iov_base = &b1, .iov_len = 1}, i2 = {.iov_base = &b2, .iov_len = 1};
+        struct mmsghdr mm[2] = {
+            {.msg_hdr = {.msg_iov = &i1, .msg_iovlen = 1, .msg_control = r1,
+                         .msg_controllen = sizeof r1}},
+            {.msg_hdr = {.msg_iov = &i2, .msg_iovlen = 1, .msg_control = r2,
+                         .msg_controllen = sizeof r2}},
+        };
+        recvmmsg(sv[1], mm, 2, flags, NULL);
     }
     close(a);
     close(b);
+    close(c);
     if (rnd(2)) close(sv[0]);
     if (rnd(2)) close(sv[1]);
 }
@@ -113,10 +133,18 @@ static void one_op(void) {
 }
 
 static int ops_per_thread;
+/* One operation at a time: the threads share one table, but neither closes a number the other
+ * is being handed by the kernel at that moment (a race in a real program, whose outcome a
+ * tracer that sees births at syscall exit cannot order). */
+static pthread_mutex_t one_at_a_time = PTHREAD_MUTEX_INITIALIZER;
 
 static void *worker(void *arg) {
     state = seed * 2654435761ULL + (unsigned long long)(long)arg;
-    for (int i = 0; i < ops_per_thread; i++) one_op();
+    for (int i = 0; i < ops_per_thread; i++) {
+        pthread_mutex_lock(&one_at_a_time);
+        one_op();
+        pthread_mutex_unlock(&one_at_a_time);
+    }
     return NULL;
 }
 
