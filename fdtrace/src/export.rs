@@ -13,16 +13,14 @@ use std::{
     path::Path,
 };
 
-use anyhow::{Context as _, Result, bail};
-use fdtrace_record::Record;
-use serde_json::Value;
-
 use crate::{
     cli::{ExportArgs, ExportFormat},
     model::{Origin, StackId},
     recording::{Damaged, Replay},
     symbolize::{Frame, Symbols},
 };
+use anyhow::{Context as _, Result, bail};
+use fdtrace_record::Record;
 
 /// Descriptors open at one moment that share a process, a creating stack and labels.
 #[derive(Clone, Debug, PartialEq)]
@@ -136,8 +134,22 @@ pub fn open_groups(replay: &mut Replay, min_age_s: Option<f64>) -> Vec<OpenGroup
         .collect()
 }
 
-/// `fdtrace export FILE --format …`.
+/// `fdtrace export FILE --format …`. A reader that stops early (`| head`) ends it quietly.
 pub fn export(a: &ExportArgs) -> Result<()> {
+    match write_export(a) {
+        Err(e)
+            if e.chain().any(|c| {
+                c.downcast_ref::<io::Error>()
+                    .is_some_and(|e| e.kind() == io::ErrorKind::BrokenPipe)
+            }) =>
+        {
+            Ok(())
+        }
+        other => other,
+    }
+}
+
+fn write_export(a: &ExportArgs) -> Result<()> {
     let to_terminal = a.output.is_none() && io::stdout().is_terminal();
     if to_terminal && matches!(a.format, ExportFormat::Pprof) {
         bail!("a pprof profile is binary: write it to a file with -o OUT");
@@ -211,49 +223,38 @@ pub fn export(a: &ExportArgs) -> Result<()> {
     Ok(())
 }
 
-/// One JSON object: `{"type": "Open", "ts_ns": …, …}` from serde's `{"Open": {…}}`.
-fn typed(name: &str, v: Value) -> Value {
-    let inner = match v {
-        Value::Object(mut m) if m.len() == 1 && m.contains_key(name) => {
-            m.remove(name).unwrap_or(Value::Null)
-        }
-        other => other,
-    };
-    let mut obj = serde_json::Map::new();
-    obj.insert("type".into(), Value::String(name.to_string()));
-    match inner {
-        Value::Object(m) => obj.extend(m),
-        Value::Null => {}
-        other => {
-            obj.insert("value".into(), other);
-        }
-    }
-    Value::Object(obj)
+/// One JSON line, `{"type":"Open","ts_ns":…,…}` with the fields in the order of their struct,
+/// from serde's `{"Open":{…}}` (or from a plain object, for the header).
+fn typed_line<T: serde::Serialize>(name: &str, v: &T) -> serde_json::Result<String> {
+    let s = serde_json::to_string(v)?;
+    let tag = serde_json::to_string(name)?;
+    let wrapped = format!("{{{tag}:");
+    let inner = s
+        .strip_prefix(&wrapped)
+        .and_then(|r| r.strip_suffix('}'))
+        .unwrap_or(&s);
+    Ok(match inner.strip_prefix('{') {
+        Some("}") => format!("{{\"type\":{tag}}}\n"),
+        Some(fields) => format!("{{\"type\":{tag},{fields}\n"),
+        None => format!("{{\"type\":{tag},\"value\":{inner}}}\n"),
+    })
 }
 
 /// The header, then every record replayed (up to `at_s`), one JSON object a line.
 fn jsonl(path: &Path, at_s: Option<f64>, out: &mut dyn Write) -> Result<()> {
     let mut err: Option<io::Error> = None;
     let mut wrote_header = false;
-    let line = |v: &Value, out: &mut dyn Write| -> io::Result<()> {
-        serde_json::to_writer(&mut *out, v)?;
-        out.write_all(b"\n")
-    };
     let replay = Replay::read(path, at_s, |r, rec: &Record| {
         if err.is_some() {
             return;
         }
-        let mut res = Ok(());
+        let mut text = String::new();
         if !wrote_header {
             wrote_header = true;
-            let h = serde_json::to_value(&r.header).unwrap_or(Value::Null);
-            res = line(&typed("Header", h), out);
+            text += &typed_line("Header", &r.header).unwrap_or_default();
         }
-        if res.is_ok() {
-            let v = serde_json::to_value(rec).unwrap_or(Value::Null);
-            res = line(&typed(rec.name(), v), out);
-        }
-        if let Err(e) = res {
+        text += &typed_line(rec.name(), rec).unwrap_or_default();
+        if let Err(e) = out.write_all(text.as_bytes()) {
             err = Some(e);
         }
     })?;
@@ -261,8 +262,7 @@ fn jsonl(path: &Path, at_s: Option<f64>, out: &mut dyn Write) -> Result<()> {
         return Err(e).context("writing the export");
     }
     if !wrote_header {
-        let h = serde_json::to_value(&replay.header).unwrap_or(Value::Null);
-        line(&typed("Header", h), out)?;
+        out.write_all(typed_line("Header", &replay.header)?.as_bytes())?;
     }
     Ok(())
 }
@@ -579,6 +579,8 @@ pub mod pprof {
 #[cfg(test)]
 mod tests {
     use std::collections::HashMap;
+
+    use serde_json::Value;
 
     use super::*;
 
@@ -921,10 +923,32 @@ mod tests {
             tid: 2,
             fd: 3,
         };
-        let v = typed(rec.name(), serde_json::to_value(&rec).unwrap());
+        let line = typed_line(rec.name(), &rec).unwrap();
         assert_eq!(
-            v,
-            serde_json::json!({"type": "Close", "ts_ns": 5, "tgid": 1, "tid": 2, "fd": 3})
+            line,
+            "{\"type\":\"Close\",\"ts_ns\":5,\"tgid\":1,\"tid\":2,\"fd\":3}\n"
+        );
+        let h = fdtrace_record::Header {
+            target: "pid 1".into(),
+            ..Default::default()
+        };
+        let v: Value = serde_json::from_str(&typed_line("Header", &h).unwrap()).unwrap();
+        assert_eq!(
+            (&v["type"], &v["target"]),
+            (&Value::from("Header"), &Value::from("pid 1"))
+        );
+        #[derive(serde::Serialize)]
+        enum E {
+            Unit,
+            Empty {},
+        }
+        assert_eq!(
+            typed_line("Unit", &E::Unit).unwrap(),
+            "{\"type\":\"Unit\",\"value\":\"Unit\"}\n"
+        );
+        assert_eq!(
+            typed_line("Empty", &E::Empty {}).unwrap(),
+            "{\"type\":\"Empty\"}\n"
         );
     }
 }
