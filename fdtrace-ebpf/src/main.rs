@@ -360,8 +360,7 @@ fn recvmmsg_controls(dst: *mut u8, mmsg: u64, received: i64) {
                     if control != 0 && len >= 16 {
                         words.add($i * CHUNK / 8).write_unaligned(len);
                         let d = dst.add($i * CHUNK + 8) as *mut c_void;
-                        if probe_read_user_raw(d, (CHUNK - 8) as u32, control as *const c_void)
-                            != 0
+                        if probe_read_user_raw(d, (CHUNK - 8) as u32, control as *const c_void) != 0
                         {
                             let _ = probe_read_user_raw(d, 24, control as *const c_void);
                         }

@@ -35,8 +35,14 @@ pub enum Cmd {
     /// Trace like `fdtrace -p PID` / `fdtrace -- CMD`, writing everything needed to rebuild the
     /// report (including symbols) into the recording given with -o.
     Record(TraceArgs),
-    /// The report of a recording, as live mode would have shown it (same text, same JSON).
+    /// The report of a recording, as live mode would have shown it (same text, same JSON), or
+    /// with --timeline how its open descriptors grew.
     Report(ReportArgs),
+    /// A recording for other tools: the descriptors still open by creating stack as a pprof
+    /// profile, folded stacks or a flame graph (SVG), or every record as JSON lines.
+    Export(ExportArgs),
+    /// Which call sites grew between two recordings (A, then B).
+    Diff(DiffArgs),
     /// Every process by open descriptors and growth (from /proc), to find the leaking one.
     Top(TopArgs),
     /// Print shell completions (bash, zsh, fish, elvish, powershell).
@@ -63,6 +69,58 @@ pub struct TopArgs {
     pub once: bool,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ExportFormat {
+    /// gzip-compressed pprof profile (`go tool pprof FILE`).
+    Pprof,
+    /// Folded stacks, root first (`frame;frame;frame count`), for flame graph tools.
+    Folded,
+    /// One JSON object per line: the header, then every record.
+    Jsonl,
+    /// A flame graph (SVG).
+    Svg,
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// The recording (from `fdtrace record`).
+    pub file: PathBuf,
+
+    /// What to write.
+    #[arg(long, value_enum, value_name = "FORMAT")]
+    pub format: ExportFormat,
+
+    /// Write to OUT (default: stdout).
+    #[arg(short, long, value_name = "OUT")]
+    pub output: Option<PathBuf>,
+
+    /// The state SECS seconds after the recording began, instead of at its end (jsonl: the
+    /// records up to then).
+    #[arg(long, value_name = "SECS", value_parser = parse_secs_f64)]
+    pub at: Option<f64>,
+
+    /// Only descriptors at least SECS seconds old (not for jsonl).
+    #[arg(long, value_name = "SECS", value_parser = parse_secs_f64)]
+    pub min_age: Option<f64>,
+}
+
+#[derive(Debug, Args)]
+pub struct DiffArgs {
+    /// The earlier recording.
+    pub a: PathBuf,
+
+    /// The later recording.
+    pub b: PathBuf,
+
+    /// Print the comparison as one JSON object.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Write to OUT (default: stdout).
+    #[arg(short, long, value_name = "OUT")]
+    pub output: Option<PathBuf>,
+}
+
 #[derive(Debug, Args)]
 pub struct ReportArgs {
     /// The recording (from `fdtrace record`).
@@ -83,6 +141,20 @@ pub struct ReportArgs {
     /// Only descriptors at least SECS seconds old (hides the ones still in use).
     #[arg(long, value_name = "SECS", value_parser = parse_secs_f64)]
     pub min_age: Option<f64>,
+
+    /// How the number of open descriptors grew: a table of samples at regular intervals, in
+    /// total and for the 5 call sites holding the most at the end.
+    #[arg(long, conflicts_with = "min_age")]
+    pub timeline: bool,
+
+    /// With --timeline: also write the chart to OUT.html (one self-contained file).
+    #[arg(long, value_name = "OUT.html", requires = "timeline")]
+    pub html: Option<PathBuf>,
+
+    /// With --timeline: sample every SECS seconds (default: a few hundred samples over the
+    /// recording, about 20 of them in the table).
+    #[arg(long, value_name = "SECS", requires = "timeline", value_parser = parse_secs)]
+    pub interval: Option<Duration>,
 }
 
 #[derive(Debug, Args)]
@@ -287,6 +359,54 @@ mod tests {
         };
         assert_eq!((r.at, r.min_age, r.json), (Some(2.5), Some(10.0), true));
         assert!(parse(&["report"]).is_err());
+        let c = parse(&[
+            "report",
+            "x.rec",
+            "--timeline",
+            "--html",
+            "t.html",
+            "--interval",
+            "0.5",
+        ])
+        .unwrap();
+        let Some(Cmd::Report(r)) = c.cmd else {
+            panic!("not report")
+        };
+        assert!(r.timeline);
+        assert_eq!(r.html, Some(PathBuf::from("t.html")));
+        assert_eq!(r.interval, Some(Duration::from_millis(500)));
+        assert!(parse(&["report", "x", "--html", "t.html"]).is_err());
+        assert!(parse(&["report", "x", "--interval", "1"]).is_err());
+        assert!(parse(&["report", "x", "--timeline", "--interval", "0"]).is_err());
+        assert!(parse(&["report", "x", "--timeline", "--min-age", "1"]).is_err());
+        let c = parse(&["export", "x.rec", "--format", "pprof", "-o", "p.pb.gz"]).unwrap();
+        let Some(Cmd::Export(e)) = c.cmd else {
+            panic!("not export")
+        };
+        assert_eq!(e.format, ExportFormat::Pprof);
+        assert_eq!(e.output, Some(PathBuf::from("p.pb.gz")));
+        for (name, f) in [
+            ("folded", ExportFormat::Folded),
+            ("jsonl", ExportFormat::Jsonl),
+            ("svg", ExportFormat::Svg),
+        ] {
+            let Some(Cmd::Export(e)) = parse(&["export", "x", "--format", name]).unwrap().cmd
+            else {
+                panic!("not export")
+            };
+            assert_eq!(e.format, f);
+        }
+        assert!(parse(&["export", "x"]).is_err());
+        assert!(parse(&["export", "x", "--format", "png"]).is_err());
+        let c = parse(&["diff", "a.rec", "b.rec", "--json"]).unwrap();
+        let Some(Cmd::Diff(d)) = c.cmd else {
+            panic!("not diff")
+        };
+        assert_eq!(
+            (d.a, d.b, d.json),
+            (PathBuf::from("a.rec"), PathBuf::from("b.rec"), true)
+        );
+        assert!(parse(&["diff", "a.rec"]).is_err());
         assert!(parse(&["report", "x", "--at", "-1"]).is_err());
         // A command named like a subcommand is still a command after `--`.
         let c = parse(&["--", "report"]).unwrap();

@@ -1,6 +1,8 @@
 //! fdtrace: find the exact line of code that leaks file descriptors, live, with eBPF.
 pub mod cli;
+pub mod diff;
 pub mod events;
+pub mod export;
 pub mod kernel_layout;
 pub mod launch;
 pub mod live;
@@ -14,6 +16,7 @@ pub mod session;
 pub mod sockets;
 pub mod stacks;
 pub mod symbolize;
+pub mod timeline;
 pub mod top;
 pub mod tracer;
 pub mod unwind;

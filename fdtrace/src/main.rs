@@ -25,6 +25,8 @@ fn main() {
             .and_then(fdtrace::session::run),
         Some(Cmd::Record(t)) => fdtrace::offline::record(t),
         Some(Cmd::Report(r)) => fdtrace::offline::report(r),
+        Some(Cmd::Export(e)) => fdtrace::export::export(e),
+        Some(Cmd::Diff(d)) => fdtrace::diff::diff(d),
         Some(Cmd::Top(t)) => fdtrace::top::run(t.count, t.interval, t.once),
         Some(Cmd::Completions { shell }) => {
             use clap::CommandFactory as _;

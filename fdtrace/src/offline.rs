@@ -22,6 +22,9 @@ pub fn record(t: &TraceArgs) -> Result<()> {
 
 /// `fdtrace report FILE`: the report of a recording, built like the live one.
 pub fn report(a: &ReportArgs) -> Result<()> {
+    if a.timeline {
+        return crate::timeline::run(a);
+    }
     let mut replay = Replay::read(&a.file, a.at, |_, _| {})?;
     let Some(mut r) = replay.report(a.min_age) else {
         let why = replay

@@ -276,6 +276,17 @@ impl Replay {
     pub fn read(
         path: &Path,
         at_s: Option<f64>,
+        observe: impl FnMut(&Replay, &Record),
+    ) -> Result<Replay> {
+        Self::read_with(path, at_s, |_, _| {}, observe)
+    }
+
+    /// [`Replay::read`], also showing `before` every record about to be applied, with the
+    /// replay as it was just before it (the state at any moment earlier than the record).
+    pub fn read_with(
+        path: &Path,
+        at_s: Option<f64>,
+        mut before: impl FnMut(&Replay, &Record),
         mut observe: impl FnMut(&Replay, &Record),
     ) -> Result<Replay> {
         let mut reader = Reader::open(path).map_err(|e| {
@@ -323,6 +334,7 @@ impl Replay {
                     continue;
                 }
             }
+            before(&r, &rec);
             r.apply(&rec);
             observe(&r, &rec);
         }
@@ -566,6 +578,27 @@ impl Replay {
             "proc_fds" => self.proc(tgid).proc_fds = serde_json::from_value(v).ok(),
             other => tracing::debug!("record {other} ignored"),
         }
+    }
+
+    /// Descriptors created while traced (by a known stack) and open now, per creating stack,
+    /// over every process: what the report's call sites count at this point of the replay (a
+    /// process that exited counts what it held when it exited). Costs one pass over the open
+    /// descriptors.
+    pub fn open_per_stack(&self) -> HashMap<StackId, u64> {
+        let mut counts: HashMap<StackId, u64> = HashMap::new();
+        for p in self.procs.values() {
+            for (_, e) in p.table.iter() {
+                if let Origin::Stack(id) = e.origin {
+                    *counts.entry(id).or_default() += 1;
+                }
+            }
+        }
+        counts
+    }
+
+    /// The moment the replay describes: `--at`, or the last record applied.
+    pub fn now_ns(&self) -> u64 {
+        self.at_ns.unwrap_or(self.last_ns)
     }
 
     /// The report as of the end of the replay, built like the live one.

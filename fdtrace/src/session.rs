@@ -663,7 +663,10 @@ pub fn scm_rights_fds(control: &[u8]) -> Vec<i32> {
             );
         }
         // A length past the buffer ends the list (and never loops: it always advances).
-        match len.checked_next_multiple_of(8).and_then(|l| off.checked_add(l)) {
+        match len
+            .checked_next_multiple_of(8)
+            .and_then(|l| off.checked_add(l))
+        {
             Some(next) if next > off => off = next,
             _ => break,
         }

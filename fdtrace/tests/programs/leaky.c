@@ -1,10 +1,11 @@
 /* A program that leaks descriptors at known lines and handles them correctly at others.
  * Lines are found by the tests through the markers in the comments (LEAK_OPEN, ...).
  *
- * usage: leaky N [DELAY_MS] [LINGER_MS]
+ * usage: leaky N [DELAY_MS] [LINGER_MS] [STEP_MS]
  *   waits DELAY_MS, then N times: leaks one open() file, opens and closes another correctly;
  *   every 4th round leaks a FILE* from fopen(); prints "done" and waits LINGER_MS (or until
- *   killed when LINGER_MS is 0). */
+ *   killed when LINGER_MS is 0). With STEP_MS, sleeps that long after each round, so the leaks
+ *   grow gradually (default 0: all at once). */
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -52,6 +53,7 @@ int main(int argc, char **argv) {
     int n = argc > 1 ? atoi(argv[1]) : 40;
     int delay_ms = argc > 2 ? atoi(argv[2]) : 0;
     int linger_ms = argc > 3 ? atoi(argv[3]) : 0;
+    int step_ms = argc > 4 ? atoi(argv[4]) : 0;
     const char *d = getenv("LEAKY_DIR");
     snprintf(dir, sizeof dir, "%s", d ? d : "/tmp");
     if (delay_ms > 0) {
@@ -63,6 +65,9 @@ int main(int argc, char **argv) {
         stream_correctly();
         if (i % 4 == 0) {
             leak_stream(i);
+        }
+        if (step_ms > 0) {
+            usleep(step_ms * 1000);
         }
     }
     printf("done\n");

@@ -1,0 +1,954 @@
+//! `fdtrace export FILE --format pprof|folded|svg|jsonl`: a recording for other tools.
+//!
+//! - `pprof`: the descriptors still open at the end of the recording (or `--at`) as a
+//!   gzip-compressed pprof profile (profile.proto), one sample per creating stack and labels,
+//!   for `go tool pprof`.
+//! - `folded`: the same stacks in the collapsed format of FlameGraph and inferno
+//!   (`root;…;leaf count`).
+//! - `svg`: a flame graph of those stacks, drawn by inferno.
+//! - `jsonl`: every record of the recording as one JSON object a line, after the header.
+use std::{
+    collections::BTreeMap,
+    io::{self, IsTerminal as _, Write},
+    path::Path,
+};
+
+use crate::{
+    cli::{ExportArgs, ExportFormat},
+    model::{Origin, StackId},
+    recording::{Damaged, Replay},
+    symbolize::{Frame, Symbols},
+};
+use anyhow::{Context as _, Result, bail};
+use fdtrace_record::Record;
+
+/// Descriptors open at one moment that share a process, a creating stack and labels.
+#[derive(Clone, Debug, PartialEq)]
+pub struct OpenGroup {
+    pub pid: u32,
+    /// The creating stack, innermost first. Descriptors without one get a single pseudo-frame
+    /// (`[pre-existing]`, `[untraced]`, `[unknown stack]`).
+    pub frames: Vec<Frame>,
+    pub kind: &'static str,
+    /// Sockets: protocol (`tcp`, `unix-stream`, …), TCP state and peer, when known.
+    pub proto: Option<String>,
+    pub state: Option<&'static str>,
+    pub peer: Option<String>,
+    pub count: u64,
+}
+
+/// A frame standing for descriptors without a creating stack.
+fn pseudo_frame(name: &str) -> Frame {
+    Frame {
+        function: Some(name.to_string()),
+        file: None,
+        line: None,
+        addr: 0,
+        module: None,
+        inlined: false,
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Source {
+    Stack(StackId),
+    Preexisting,
+    Untraced,
+}
+
+/// (pid, source, kind, proto, state, peer)
+type GroupKey = (
+    u32,
+    Source,
+    &'static str,
+    Option<String>,
+    Option<&'static str>,
+    Option<String>,
+);
+
+/// The descriptors open where the replay stopped, grouped like the report (a process that
+/// exited counts what it held when it exited); with `min_age_s`, only those at least that old.
+pub fn open_groups(replay: &mut Replay, min_age_s: Option<f64>) -> Vec<OpenGroup> {
+    let now_default = replay.now_ns();
+    let mut counts: BTreeMap<GroupKey, u64> = BTreeMap::new();
+    for (&pid, p) in &replay.procs {
+        let now_ns = match p.exited_ns {
+            Some(t) if t <= now_default => t,
+            _ => now_default,
+        };
+        let mut table = p.table.clone();
+        if let Some(min) = min_age_s {
+            table.retain_older(now_ns, min);
+        }
+        for (_, e) in table.iter() {
+            let source = match e.origin {
+                Origin::Stack(id) => Source::Stack(id),
+                Origin::Preexisting => Source::Preexisting,
+                Origin::Untraced => Source::Untraced,
+            };
+            let s = e.sock.as_ref();
+            let peer = s.and_then(|s| {
+                if s.accepted {
+                    s.peer_host()
+                } else {
+                    s.peer.clone()
+                }
+            });
+            let key = (
+                pid,
+                source,
+                e.kind.as_str(),
+                s.map(|s| s.proto_name()),
+                s.and_then(|s| s.state_name()),
+                peer,
+            );
+            *counts.entry(key).or_default() += 1;
+        }
+    }
+    let symbols = Symbols::new();
+    counts
+        .into_iter()
+        .map(|((pid, source, kind, proto, state, peer), count)| {
+            let frames = match source {
+                Source::Stack(id) => {
+                    let f = replay.stacks.frames(id, &symbols);
+                    if f.is_empty() {
+                        vec![pseudo_frame("[unknown stack]")]
+                    } else {
+                        f
+                    }
+                }
+                Source::Preexisting => vec![pseudo_frame("[pre-existing]")],
+                Source::Untraced => vec![pseudo_frame("[untraced]")],
+            };
+            OpenGroup {
+                pid,
+                frames,
+                kind,
+                proto,
+                state,
+                peer,
+                count,
+            }
+        })
+        .collect()
+}
+
+/// `fdtrace export FILE --format …`. A reader that stops early (`| head`) ends it quietly.
+pub fn export(a: &ExportArgs) -> Result<()> {
+    match write_export(a) {
+        Err(e)
+            if e.chain().any(|c| {
+                c.downcast_ref::<io::Error>()
+                    .is_some_and(|e| e.kind() == io::ErrorKind::BrokenPipe)
+            }) =>
+        {
+            Ok(())
+        }
+        other => other,
+    }
+}
+
+fn write_export(a: &ExportArgs) -> Result<()> {
+    let to_terminal = a.output.is_none() && io::stdout().is_terminal();
+    if to_terminal && matches!(a.format, ExportFormat::Pprof) {
+        bail!("a pprof profile is binary: write it to a file with -o OUT");
+    }
+    let mut out: Box<dyn Write> = match &a.output {
+        Some(p) => Box::new(io::BufWriter::new(
+            std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?,
+        )),
+        None => Box::new(io::BufWriter::new(io::stdout().lock())),
+    };
+    if let ExportFormat::Jsonl = a.format {
+        jsonl(&a.file, a.at, &mut out)?;
+    } else {
+        let mut replay = Replay::read(&a.file, a.at, |_, _| {})?;
+        if replay.root.is_none() {
+            let why = replay
+                .tail_note
+                .clone()
+                .unwrap_or_else(|| "it holds no process".into());
+            return Err(Damaged(format!("{}: nothing to export: {why}", a.file.display())).into());
+        }
+        let groups = open_groups(&mut replay, a.min_age);
+        match a.format {
+            ExportFormat::Pprof => {
+                let start = replay.header.start_unix_ns as i64;
+                let duration = replay
+                    .now_ns()
+                    .saturating_sub(replay.header.start_monotonic_ns)
+                    as i64;
+                let comment = format!(
+                    "fdtrace: descriptors open {} of {} ({})",
+                    match a.at {
+                        Some(at) => format!("{at}s into the recording"),
+                        None => "at the end".into(),
+                    },
+                    a.file.display(),
+                    replay.header.target
+                );
+                let profile = pprof::encode(&groups, start, duration, &[&comment]);
+                let mut gz =
+                    flate2::write::GzEncoder::new(&mut out, flate2::Compression::default());
+                gz.write_all(&profile)?;
+                gz.finish()?;
+            }
+            ExportFormat::Folded => out.write_all(folded(&groups).as_bytes())?,
+            ExportFormat::Svg => {
+                let lines = folded(&groups);
+                if lines.is_empty() {
+                    bail!(
+                        "{}: no descriptor open {}: nothing to draw",
+                        a.file.display(),
+                        if a.at.is_some() { "then" } else { "at the end" }
+                    );
+                }
+                let subtitle = format!(
+                    "{} — {}{}",
+                    replay.header.target,
+                    a.file.display(),
+                    match a.at {
+                        Some(at) => format!(", {at}s into it"),
+                        None => String::new(),
+                    }
+                );
+                flamegraph(&lines, &subtitle, &mut out)?;
+            }
+            ExportFormat::Jsonl => unreachable!(),
+        }
+    }
+    out.flush()
+        .with_context(|| "writing the export".to_string())?;
+    Ok(())
+}
+
+/// One JSON line, `{"type":"Open","ts_ns":…,…}` with the fields in the order of their struct,
+/// from serde's `{"Open":{…}}` (or from a plain object, for the header).
+fn typed_line<T: serde::Serialize>(name: &str, v: &T) -> serde_json::Result<String> {
+    let s = serde_json::to_string(v)?;
+    let tag = serde_json::to_string(name)?;
+    let wrapped = format!("{{{tag}:");
+    let inner = s
+        .strip_prefix(&wrapped)
+        .and_then(|r| r.strip_suffix('}'))
+        .unwrap_or(&s);
+    Ok(match inner.strip_prefix('{') {
+        Some("}") => format!("{{\"type\":{tag}}}\n"),
+        Some(fields) => format!("{{\"type\":{tag},{fields}\n"),
+        None => format!("{{\"type\":{tag},\"value\":{inner}}}\n"),
+    })
+}
+
+/// The header, then every record replayed (up to `at_s`), one JSON object a line.
+fn jsonl(path: &Path, at_s: Option<f64>, out: &mut dyn Write) -> Result<()> {
+    let mut err: Option<io::Error> = None;
+    let mut wrote_header = false;
+    let replay = Replay::read(path, at_s, |r, rec: &Record| {
+        if err.is_some() {
+            return;
+        }
+        let mut text = String::new();
+        if !wrote_header {
+            wrote_header = true;
+            text += &typed_line("Header", &r.header).unwrap_or_default();
+        }
+        text += &typed_line(rec.name(), rec).unwrap_or_default();
+        if let Err(e) = out.write_all(text.as_bytes()) {
+            err = Some(e);
+        }
+    })?;
+    if let Some(e) = err {
+        return Err(e).context("writing the export");
+    }
+    if !wrote_header {
+        out.write_all(typed_line("Header", &replay.header)?.as_bytes())?;
+    }
+    Ok(())
+}
+
+/// The name of a frame in folded stacks: `leak_file leaky.c:20`, `[libc.so.6]` without
+/// symbols. `;` separates frames in the format, so it cannot appear in a name.
+pub fn frame_name(f: &Frame) -> String {
+    let base = |p: &str| p.rsplit('/').next().unwrap_or(p).to_string();
+    let name = match (&f.function, &f.file, f.line) {
+        (Some(func), Some(file), Some(line)) => format!("{func} {}:{line}", base(file)),
+        (Some(func), Some(file), None) => format!("{func} {}", base(file)),
+        (Some(func), None, _) => func.clone(),
+        (None, _, _) => match &f.module {
+            Some(m) => format!("[{}]", base(m)),
+            None => "[unknown]".into(),
+        },
+    };
+    name.replace(';', ",").replace(['\n', '\r'], " ")
+}
+
+/// Collapsed stacks, root first, one `frame;frame;…;leaf count` line per distinct stack, in
+/// the order inferno's collapsers write them (sorted).
+pub fn folded(groups: &[OpenGroup]) -> String {
+    let mut stacks: BTreeMap<String, u64> = BTreeMap::new();
+    for g in groups {
+        let names: Vec<String> = g.frames.iter().rev().map(frame_name).collect();
+        *stacks.entry(names.join(";")).or_default() += g.count;
+    }
+    let mut s = String::new();
+    for (stack, n) in stacks {
+        s += &format!("{stack} {n}\n");
+    }
+    s
+}
+
+/// A flame graph (SVG) of folded stacks.
+fn flamegraph(folded: &str, subtitle: &str, out: &mut dyn Write) -> Result<()> {
+    let mut opts = inferno::flamegraph::Options::default();
+    opts.title = "Open descriptors by creating stack".into();
+    opts.subtitle = Some(subtitle.to_string());
+    opts.count_name = "descriptors".into();
+    // The same colors for the same functions in every export.
+    opts.hash = true;
+    opts.deterministic = true;
+    inferno::flamegraph::from_lines(&mut opts, folded.lines(), out)
+        .context("drawing the flame graph")?;
+    Ok(())
+}
+
+/// A minimal protobuf writer: varints and length-delimited fields, as profile.proto needs.
+pub mod pb {
+    #[derive(Default, Debug, Clone)]
+    pub struct Msg {
+        pub buf: Vec<u8>,
+    }
+
+    pub fn varint(buf: &mut Vec<u8>, mut v: u64) {
+        while v >= 0x80 {
+            buf.push((v as u8) | 0x80);
+            v >>= 7;
+        }
+        buf.push(v as u8);
+    }
+
+    impl Msg {
+        pub fn new() -> Self {
+            Self::default()
+        }
+
+        fn key(&mut self, field: u32, wire: u8) {
+            varint(&mut self.buf, (u64::from(field) << 3) | u64::from(wire));
+        }
+
+        /// A varint field (uint64, int64, bool); zero is the default and is left out.
+        pub fn uint(&mut self, field: u32, v: u64) -> &mut Self {
+            if v != 0 {
+                self.key(field, 0);
+                varint(&mut self.buf, v);
+            }
+            self
+        }
+
+        /// An int64 field (two's complement, as protobuf encodes int64).
+        pub fn int(&mut self, field: u32, v: i64) -> &mut Self {
+            self.uint(field, v as u64)
+        }
+
+        pub fn boolean(&mut self, field: u32, v: bool) -> &mut Self {
+            self.uint(field, u64::from(v))
+        }
+
+        /// A length-delimited field (bytes, string, embedded message), written even when empty.
+        pub fn bytes(&mut self, field: u32, b: &[u8]) -> &mut Self {
+            self.key(field, 2);
+            varint(&mut self.buf, b.len() as u64);
+            self.buf.extend_from_slice(b);
+            self
+        }
+
+        pub fn message(&mut self, field: u32, m: &Msg) -> &mut Self {
+            self.bytes(field, &m.buf)
+        }
+
+        /// A packed repeated varint field; left out when empty.
+        pub fn packed(&mut self, field: u32, vals: impl IntoIterator<Item = u64>) -> &mut Self {
+            let mut body = Vec::new();
+            for v in vals {
+                varint(&mut body, v);
+            }
+            if !body.is_empty() {
+                self.bytes(field, &body);
+            }
+            self
+        }
+    }
+}
+
+/// Encoding of pprof profiles (github.com/google/pprof, proto/profile.proto).
+pub mod pprof {
+    use std::collections::HashMap;
+
+    use super::{OpenGroup, pb::Msg};
+
+    // Profile
+    const SAMPLE_TYPE: u32 = 1;
+    const SAMPLE: u32 = 2;
+    const MAPPING: u32 = 3;
+    const LOCATION: u32 = 4;
+    const FUNCTION: u32 = 5;
+    const STRING_TABLE: u32 = 6;
+    const TIME_NANOS: u32 = 9;
+    const DURATION_NANOS: u32 = 10;
+    const PERIOD_TYPE: u32 = 11;
+    const PERIOD: u32 = 12;
+    const COMMENT: u32 = 13;
+
+    #[derive(Default)]
+    struct Strings {
+        table: Vec<String>,
+        ids: HashMap<String, i64>,
+    }
+
+    impl Strings {
+        fn new() -> Self {
+            let mut s = Self::default();
+            s.id("");
+            s
+        }
+
+        fn id(&mut self, s: &str) -> i64 {
+            if let Some(&i) = self.ids.get(s) {
+                return i;
+            }
+            let i = self.table.len() as i64;
+            self.table.push(s.to_string());
+            self.ids.insert(s.to_string(), i);
+            i
+        }
+    }
+
+    /// (module, address, the lines: (function, file, line) innermost first)
+    type LocKey = (Option<String>, u64, Vec<(u64, i64)>);
+
+    /// The serialized (not yet compressed) profile of `groups`: sample type
+    /// `descriptors`/`count`, one sample per group with its count, one location per frame
+    /// address (inlined frames as extra lines of their caller's location), labels `kind`
+    /// (and `proto`, `state`, `peer` for sockets) and `pid`.
+    pub fn encode(
+        groups: &[OpenGroup],
+        time_nanos: i64,
+        duration_nanos: i64,
+        comments: &[&str],
+    ) -> Vec<u8> {
+        let mut strings = Strings::new();
+        let mut functions: Vec<Msg> = Vec::new();
+        let mut function_ids: HashMap<(i64, i64), u64> = HashMap::new();
+        let mut locations: Vec<Msg> = Vec::new();
+        let mut location_ids: HashMap<LocKey, u64> = HashMap::new();
+        let mut samples: Vec<Msg> = Vec::new();
+        // One mapping per binary with the span of its addresses; programs before shared
+        // libraries, since pprof names the profile after the first mapping.
+        let mut mappings: Vec<(String, u64, u64)> = Vec::new();
+        for f in groups.iter().flat_map(|g| &g.frames) {
+            let Some(m) = &f.module else { continue };
+            match mappings.iter_mut().find(|(p, _, _)| p == m) {
+                Some(e) => {
+                    e.1 = e.1.min(f.addr);
+                    e.2 = e.2.max(f.addr);
+                }
+                None => mappings.push((m.clone(), f.addr, f.addr)),
+            }
+        }
+        let is_library = |p: &str| p.rsplit('/').next().is_some_and(|n| n.contains(".so"));
+        mappings.sort_by_key(|(p, _, _)| is_library(p));
+        let mapping_ids: HashMap<&str, u64> = mappings
+            .iter()
+            .enumerate()
+            .map(|(i, (p, _, _))| (p.as_str(), i as u64 + 1))
+            .collect();
+
+        let descriptors = strings.id("descriptors");
+        let count = strings.id("count");
+        let mut value_type = Msg::new();
+        value_type.int(1, descriptors).int(2, count);
+
+        for g in groups {
+            let mut loc_ids: Vec<u64> = Vec::new();
+            let mut pending: Vec<&crate::symbolize::Frame> = Vec::new();
+            for (i, f) in g.frames.iter().enumerate() {
+                pending.push(f);
+                // A location ends with its non-inlined frame (or with the stack).
+                if f.inlined && i + 1 < g.frames.len() {
+                    continue;
+                }
+                let mut lines: Vec<(u64, i64)> = Vec::new();
+                for p in pending.drain(..) {
+                    let name = strings.id(p.function.as_deref().unwrap_or("??"));
+                    let file = strings.id(p.file.as_deref().unwrap_or(""));
+                    let next = functions.len() as u64 + 1;
+                    let fid = *function_ids.entry((name, file)).or_insert_with(|| {
+                        let mut m = Msg::new();
+                        m.uint(1, next).int(2, name).int(3, name).int(4, file);
+                        functions.push(m);
+                        next
+                    });
+                    lines.push((fid, i64::from(p.line.unwrap_or(0))));
+                }
+                let key: LocKey = (f.module.clone(), f.addr, lines);
+                let next = locations.len() as u64 + 1;
+                if let Some(&id) = location_ids.get(&key) {
+                    loc_ids.push(id);
+                    continue;
+                }
+                let mapping_id = f
+                    .module
+                    .as_deref()
+                    .and_then(|m| mapping_ids.get(m).copied())
+                    .unwrap_or(0);
+                let mut loc = Msg::new();
+                loc.uint(1, next).uint(2, mapping_id).uint(3, f.addr);
+                for &(fid, line) in &key.2 {
+                    let mut l = Msg::new();
+                    l.uint(1, fid).int(2, line);
+                    loc.message(4, &l);
+                }
+                locations.push(loc);
+                location_ids.insert(key, next);
+                loc_ids.push(next);
+            }
+            let mut s = Msg::new();
+            s.packed(1, loc_ids).packed(2, [g.count]);
+            let mut label = |key: &str, value: &str| {
+                let mut l = Msg::new();
+                l.int(1, strings.id(key)).int(2, strings.id(value));
+                s.message(3, &l);
+            };
+            label("kind", g.kind);
+            if let Some(p) = &g.proto {
+                label("proto", p);
+            }
+            if let Some(st) = g.state {
+                label("state", st);
+            }
+            if let Some(p) = &g.peer {
+                label("peer", p);
+            }
+            let mut l = Msg::new();
+            l.int(1, strings.id("pid")).int(3, i64::from(g.pid));
+            s.message(3, &l);
+            samples.push(s);
+        }
+
+        let mut mapping_msgs = Vec::new();
+        for (i, (path, lo, hi)) in mappings.iter().enumerate() {
+            let mut m = Msg::new();
+            m.uint(1, i as u64 + 1)
+                .uint(2, *lo)
+                .uint(3, hi.saturating_add(1))
+                .int(5, strings.id(path))
+                .boolean(7, true)
+                .boolean(8, true)
+                .boolean(9, true)
+                .boolean(10, true);
+            mapping_msgs.push(m);
+        }
+        let comment_ids: Vec<i64> = comments.iter().map(|c| strings.id(c)).collect();
+
+        let mut p = Msg::new();
+        p.message(SAMPLE_TYPE, &value_type);
+        for s in &samples {
+            p.message(SAMPLE, s);
+        }
+        for m in &mapping_msgs {
+            p.message(MAPPING, m);
+        }
+        for l in &locations {
+            p.message(LOCATION, l);
+        }
+        for f in &functions {
+            p.message(FUNCTION, f);
+        }
+        for s in &strings.table {
+            p.bytes(STRING_TABLE, s.as_bytes());
+        }
+        p.int(TIME_NANOS, time_nanos)
+            .int(DURATION_NANOS, duration_nanos)
+            .message(PERIOD_TYPE, &value_type)
+            .int(PERIOD, 1)
+            .packed(COMMENT, comment_ids.iter().map(|&c| c as u64));
+        p.buf
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use serde_json::Value;
+
+    use super::*;
+
+    fn frame(function: &str, file: &str, line: u32, addr: u64, inlined: bool) -> Frame {
+        Frame {
+            function: Some(function.into()),
+            file: Some(file.into()),
+            line: Some(line),
+            addr,
+            module: Some("/w/leaky".into()),
+            inlined,
+        }
+    }
+
+    fn libc_open() -> Frame {
+        Frame {
+            function: Some("__libc_open64".into()),
+            file: None,
+            line: None,
+            addr: 0x7f00_0000_1000,
+            module: Some("/usr/lib/x86_64-linux-gnu/libc.so.6".into()),
+            inlined: false,
+        }
+    }
+
+    fn groups() -> Vec<OpenGroup> {
+        let g = |frames: Vec<Frame>, count| OpenGroup {
+            pid: 42,
+            frames,
+            kind: "file",
+            proto: None,
+            state: None,
+            peer: None,
+            count,
+        };
+        vec![
+            g(
+                vec![
+                    libc_open(),
+                    frame("leak_file", "/w/leaky.c", 20, 0x1100, false),
+                    frame("main", "/w/leaky.c", 60, 0x1200, false),
+                ],
+                40,
+            ),
+            g(
+                vec![
+                    libc_open(),
+                    // open_log inlined into leak_stream: one address, two lines.
+                    frame("open_log", "/w/log.h", 3, 0x1300, true),
+                    frame("leak_stream", "/w/leaky.c", 37, 0x1300, false),
+                    frame("main", "/w/leaky.c", 64, 0x1210, false),
+                ],
+                10,
+            ),
+            OpenGroup {
+                proto: Some("tcp".into()),
+                state: Some("CLOSE_WAIT"),
+                peer: Some("127.0.0.1:8081".into()),
+                kind: "socket",
+                ..g(vec![pseudo_frame("[pre-existing]")], 2)
+            },
+        ]
+    }
+
+    #[test]
+    fn frame_names() {
+        assert_eq!(
+            frame_name(&frame("leak_file", "/w/leaky.c", 20, 1, false)),
+            "leak_file leaky.c:20"
+        );
+        assert_eq!(frame_name(&libc_open()), "__libc_open64");
+        let unknown = Frame {
+            function: None,
+            file: None,
+            line: None,
+            addr: 5,
+            module: Some("/usr/lib/libz.so.1".into()),
+            inlined: false,
+        };
+        assert_eq!(frame_name(&unknown), "[libz.so.1]");
+        let f = Frame {
+            module: None,
+            ..unknown
+        };
+        assert_eq!(frame_name(&f), "[unknown]");
+        // `;` separates frames: it cannot stay in a name.
+        let f = frame("<[u8; 4] as Foo>::bar", "/w/x.rs", 1, 1, false);
+        assert_eq!(frame_name(&f), "<[u8, 4] as Foo>::bar x.rs:1");
+    }
+
+    #[test]
+    fn folded_stacks_are_root_first_and_merged() {
+        let mut gs = groups();
+        // The same stack in another process adds up.
+        gs.push(OpenGroup {
+            pid: 43,
+            count: 2,
+            ..gs[0].clone()
+        });
+        let text = folded(&gs);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines,
+            vec![
+                "[pre-existing] 2",
+                "main leaky.c:60;leak_file leaky.c:20;__libc_open64 42",
+                "main leaky.c:64;leak_stream leaky.c:37;open_log log.h:3;__libc_open64 10",
+            ]
+        );
+        assert_eq!(folded(&[]), "");
+    }
+
+    /// A protobuf reader for the tests: each field as (number, varint or bytes).
+    #[derive(Debug, Clone, PartialEq)]
+    enum F {
+        V(u64),
+        B(Vec<u8>),
+    }
+
+    fn read_varint(b: &[u8], i: &mut usize) -> u64 {
+        let mut v = 0u64;
+        let mut shift = 0;
+        loop {
+            let byte = b[*i];
+            *i += 1;
+            v |= u64::from(byte & 0x7f) << shift;
+            if byte & 0x80 == 0 {
+                return v;
+            }
+            shift += 7;
+        }
+    }
+
+    fn decode(b: &[u8]) -> Vec<(u32, F)> {
+        let mut out = Vec::new();
+        let mut i = 0;
+        while i < b.len() {
+            let key = read_varint(b, &mut i);
+            let field = (key >> 3) as u32;
+            match key & 7 {
+                0 => out.push((field, F::V(read_varint(b, &mut i)))),
+                2 => {
+                    let n = read_varint(b, &mut i) as usize;
+                    out.push((field, F::B(b[i..i + n].to_vec())));
+                    i += n;
+                }
+                w => panic!("wire type {w}"),
+            }
+        }
+        out
+    }
+
+    fn get(fields: &[(u32, F)], n: u32) -> Vec<F> {
+        fields
+            .iter()
+            .filter(|(f, _)| *f == n)
+            .map(|(_, v)| v.clone())
+            .collect()
+    }
+
+    fn uint(fields: &[(u32, F)], n: u32) -> u64 {
+        match get(fields, n).first() {
+            Some(F::V(v)) => *v,
+            None => 0,
+            other => panic!("field {n}: {other:?}"),
+        }
+    }
+
+    fn bytes(f: &F) -> &[u8] {
+        match f {
+            F::B(b) => b,
+            other => panic!("not bytes: {other:?}"),
+        }
+    }
+
+    fn packed(fields: &[(u32, F)], n: u32) -> Vec<u64> {
+        let mut v = Vec::new();
+        for f in get(fields, n) {
+            let b = bytes(&f);
+            let mut i = 0;
+            while i < b.len() {
+                v.push(read_varint(b, &mut i));
+            }
+        }
+        v
+    }
+
+    #[test]
+    fn varints_and_fields() {
+        let mut buf = Vec::new();
+        for v in [0u64, 1, 127, 128, 300, u64::MAX] {
+            pb::varint(&mut buf, v);
+        }
+        assert_eq!(
+            buf,
+            [
+                0x00, 0x01, 0x7f, 0x80, 0x01, 0xac, 0x02, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+                0xff, 0xff, 0x01
+            ]
+        );
+        let mut m = pb::Msg::new();
+        m.uint(1, 150)
+            .uint(2, 0)
+            .bytes(3, b"hi")
+            .int(4, -1)
+            .packed(5, [1, 300]);
+        let mut want = vec![0x08, 0x96, 0x01, 0x1a, 0x02, b'h', b'i', 0x20];
+        want.extend([0xff; 9]);
+        want.extend([0x01, 0x2a, 0x03, 0x01, 0xac, 0x02]);
+        assert_eq!(m.buf, want);
+    }
+
+    #[test]
+    fn profile_decodes_back() {
+        let bytes_ = pprof::encode(&groups(), 1_000, 2_000, &["a comment"]);
+        let p = decode(&bytes_);
+        let strings: Vec<String> = get(&p, 6)
+            .iter()
+            .map(|f| String::from_utf8(bytes(f).to_vec()).unwrap())
+            .collect();
+        assert_eq!(strings[0], "");
+        let s = |i: u64| strings[i as usize].as_str();
+        // Sample type descriptors/count, and the same as the period type.
+        let st = decode(bytes(&get(&p, 1)[0]));
+        assert_eq!((s(uint(&st, 1)), s(uint(&st, 2))), ("descriptors", "count"));
+        assert_eq!(get(&p, 11), get(&p, 1));
+        assert_eq!((uint(&p, 9), uint(&p, 10), uint(&p, 12)), (1_000, 2_000, 1));
+        assert_eq!(s(packed(&p, 13)[0]), "a comment");
+        // Functions by id: name and file.
+        let functions: HashMap<u64, (String, String)> = get(&p, 5)
+            .iter()
+            .map(|f| {
+                let f = decode(bytes(f));
+                assert_eq!(uint(&f, 2), uint(&f, 3), "system name");
+                (
+                    uint(&f, 1),
+                    (s(uint(&f, 2)).to_string(), s(uint(&f, 4)).to_string()),
+                )
+            })
+            .collect();
+        // Locations by id: address, mapping and lines (function name, line).
+        let mappings: Vec<Vec<(u32, F)>> = get(&p, 3).iter().map(|m| decode(bytes(m))).collect();
+        assert_eq!(mappings.len(), 2, "leaky and libc");
+        // The program first: pprof names the profile after it.
+        assert_eq!(s(uint(&mappings[0], 5)), "/w/leaky");
+        for m in &mappings {
+            assert!(uint(m, 2) < uint(m, 3));
+            for flag in 7..=10 {
+                assert_eq!(uint(m, flag), 1);
+            }
+        }
+        let locations: HashMap<u64, (u64, Vec<(String, u64)>)> = get(&p, 4)
+            .iter()
+            .map(|l| {
+                let l = decode(bytes(l));
+                let lines = get(&l, 4)
+                    .iter()
+                    .map(|line| {
+                        let line = decode(bytes(line));
+                        (functions[&uint(&line, 1)].0.clone(), uint(&line, 2))
+                    })
+                    .collect();
+                (uint(&l, 1), (uint(&l, 3), lines))
+            })
+            .collect();
+        assert_eq!(functions.len(), 6, "{functions:?}");
+        assert_eq!(locations.len(), 6, "{locations:?}");
+        let samples: Vec<Vec<(u32, F)>> = get(&p, 2).iter().map(|x| decode(bytes(x))).collect();
+        assert_eq!(samples.len(), 3);
+        let stack = |sample: &[(u32, F)]| -> Vec<Vec<(String, u64)>> {
+            packed(sample, 1)
+                .iter()
+                .map(|id| locations[id].1.clone())
+                .collect()
+        };
+        let labels = |sample: &[(u32, F)]| -> Vec<(String, String)> {
+            get(sample, 3)
+                .iter()
+                .map(|l| {
+                    let l = decode(bytes(l));
+                    let v = if uint(&l, 2) != 0 {
+                        s(uint(&l, 2)).to_string()
+                    } else {
+                        uint(&l, 3).to_string()
+                    };
+                    (s(uint(&l, 1)).to_string(), v)
+                })
+                .collect()
+        };
+        let l = |f: &str, n: u64| (f.to_string(), n);
+        assert_eq!(packed(&samples[0], 2), vec![40]);
+        assert_eq!(
+            stack(&samples[0]),
+            vec![
+                vec![l("__libc_open64", 0)],
+                vec![l("leak_file", 20)],
+                vec![l("main", 60)]
+            ]
+        );
+        assert_eq!(
+            labels(&samples[0]),
+            vec![
+                ("kind".to_string(), "file".to_string()),
+                ("pid".to_string(), "42".to_string())
+            ]
+        );
+        // The inlined frame is the first line of its caller's location.
+        assert_eq!(packed(&samples[1], 2), vec![10]);
+        let st = stack(&samples[1]);
+        assert_eq!(st[1], vec![l("open_log", 3), l("leak_stream", 37)]);
+        assert_eq!(packed(&samples[1], 1)[0], packed(&samples[0], 1)[0]);
+        // Sockets carry their state and peer.
+        assert_eq!(packed(&samples[2], 2), vec![2]);
+        assert_eq!(stack(&samples[2]), vec![vec![l("[pre-existing]", 0)]]);
+        let lb = labels(&samples[2]);
+        for want in [
+            ("kind", "socket"),
+            ("proto", "tcp"),
+            ("state", "CLOSE_WAIT"),
+            ("peer", "127.0.0.1:8081"),
+        ] {
+            assert!(
+                lb.contains(&(want.0.to_string(), want.1.to_string())),
+                "{lb:?}"
+            );
+        }
+        assert_eq!(functions[&1].1, "");
+        assert!(
+            functions
+                .values()
+                .any(|(n, f)| n == "leak_file" && f == "/w/leaky.c")
+        );
+    }
+
+    #[test]
+    fn jsonl_objects_carry_their_type() {
+        let rec = Record::Close {
+            ts_ns: 5,
+            tgid: 1,
+            tid: 2,
+            fd: 3,
+        };
+        let line = typed_line(rec.name(), &rec).unwrap();
+        assert_eq!(
+            line,
+            "{\"type\":\"Close\",\"ts_ns\":5,\"tgid\":1,\"tid\":2,\"fd\":3}\n"
+        );
+        let h = fdtrace_record::Header {
+            target: "pid 1".into(),
+            ..Default::default()
+        };
+        let v: Value = serde_json::from_str(&typed_line("Header", &h).unwrap()).unwrap();
+        assert_eq!(
+            (&v["type"], &v["target"]),
+            (&Value::from("Header"), &Value::from("pid 1"))
+        );
+        #[derive(serde::Serialize)]
+        enum E {
+            Unit,
+            Empty {},
+        }
+        assert_eq!(
+            typed_line("Unit", &E::Unit).unwrap(),
+            "{\"type\":\"Unit\",\"value\":\"Unit\"}\n"
+        );
+        assert_eq!(
+            typed_line("Empty", &E::Empty {}).unwrap(),
+            "{\"type\":\"Empty\"}\n"
+        );
+    }
+}
