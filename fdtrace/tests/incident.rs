@@ -244,10 +244,11 @@ fn go_service_leaking_uploads_and_close_wait_sockets() {
     });
     let expect = [
         format!(
-            "3 files still open, opened by main.upload at {}:{leak_upload}\n",
+            // (A verdict may follow on the same line.)
+            "3 files still open, opened by main.upload at {}:{leak_upload}",
             source(main_go).display()
         ),
-        "\n5 sockets still open, opened by library code only (no frame of the program's own code)\n"
+        "\n5 sockets still open, opened by library code only (no frame of the program's own code)"
             .to_string(),
         format!("\n    5 tcp sockets to {up_addr} in CLOSE_WAIT, oldest "),
         "\n    hint: CLOSE_WAIT: the peer closed these connections and this process never did"

@@ -157,3 +157,57 @@ fn io_uring_births_show_up_as_drift_not_vanish() {
     // Corrected: at the end the model equals /proc again.
     assert_no_drift_now(j);
 }
+
+#[test]
+fn rarer_syscalls_are_births_at_their_lines() {
+    let _serial = serial();
+    require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let bin = compile_c("rare.c", dir.path(), &["-O0", "-lrt"]);
+    let data = tempfile::tempdir().unwrap();
+    let r = fdtrace(
+        &["-q", "-d", "2", "--"],
+        &[bin.as_os_str(), data.path().as_os_str()],
+        &[],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stdout.contains("done"), "{}", r.stdout);
+    let j = &r.json;
+    let marks = [
+        ("open_by_handle_at", "R_HANDLE", "file"),
+        ("fanotify_init", "R_FANOTIFY", "other"),
+        ("memfd_secret", "R_SECRET", "memfd"),
+        ("userfaultfd", "R_UFFD", "other"),
+        ("perf_event_open", "R_PERF", "other"),
+        ("bpf", "R_BPF", "bpf"),
+        ("pidfd_getfd", "R_GETFD", "pipe"),
+        ("mq_open", "R_MQ", "file"),
+        ("fsopen", "R_FSOPEN", "other"),
+        ("fsmount", "R_FSMOUNT", "other"),
+        ("fspick", "R_FSPICK", "other"),
+        ("open_tree", "R_TREE", "other"),
+        ("landlock_create_ruleset", "R_LANDLOCK", "other"),
+    ];
+    let mut seen = 0;
+    for (name, mark, kind) in marks {
+        let line = line_of("rare.c", mark);
+        let site = site_at(j, "rare.c", line);
+        if r.stdout.contains(&format!("ok {name}\n")) {
+            let s = site.unwrap_or_else(|| panic!("{name}: no site at rare.c:{line}: {j:#}"));
+            assert_eq!(s["count"], 1, "{name}: {s:#}");
+            assert_eq!(s["kind"], kind, "{name}: {s:#}");
+            seen += 1;
+        } else {
+            // Not available on this kernel (the program says why): nothing to attribute.
+            eprintln!("{name} not available here: {}", r.stdout);
+            assert!(site.is_none(), "{name}");
+        }
+    }
+    assert!(
+        seen >= 8,
+        "too few of these syscalls work here: {}",
+        r.stdout
+    );
+    // Every descriptor and its close-on-exec flag matches the kernel's.
+    assert_no_drift(j, "rare");
+}
