@@ -3,13 +3,16 @@
  * with /proc/PID/fdinfo) exactly.
  *
  * usage: fdmix SEED OPS DIR
- *   runs OPS random operations (some in a second thread), then forks a child that execs
+ *   runs OPS random operations (some in a second thread), lets a clone(CLONE_FILES) child open
+ *   two files in the shared table and close one, then forks a child that execs
  *   `sleep 600` (inheriting what is not close-on-exec), prints "done CHILD_PID" and sleeps. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/close_range.h>
 #include <pthread.h>
+#include <sched.h>
+#include <sys/wait.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -148,6 +151,23 @@ static void *worker(void *arg) {
     return NULL;
 }
 
+/* A child made with clone(CLONE_FILES) shares this process's table: what it opens and closes
+ * is this process's. */
+static int shared_child(void *arg) {
+    (void)arg;
+    int a = open_some();
+    int b = open_some();
+    close(a);
+    (void)b;
+    return 0;
+}
+
+static void clone_files(void) {
+    static char stack[64 * 1024];
+    pid_t c = clone(shared_child, stack + sizeof stack, CLONE_FILES | SIGCHLD, NULL);
+    if (c > 0) waitpid(c, NULL, 0);
+}
+
 int main(int argc, char **argv) {
     if (argc < 4) {
         fprintf(stderr, "usage: fdmix SEED OPS DIR\n");
@@ -165,6 +185,7 @@ int main(int argc, char **argv) {
     pthread_create(&t, NULL, worker, (void *)1);
     worker((void *)2);
     pthread_join(t, NULL);
+    clone_files();
     pid_t child = fork();
     if (child == 0) {
         prctl(PR_SET_PDEATHSIG, SIGKILL);
