@@ -201,6 +201,10 @@ pub struct TraceArgs {
     #[arg(short, long)]
     pub quiet: bool,
 
+    /// Report only descriptors at least SECS seconds old (hides the ones still in use).
+    #[arg(long, value_name = "SECS", value_parser = parse_secs_f64)]
+    pub min_age: Option<f64>,
+
     /// Serve Prometheus metrics (open descriptors by kind and TCP state, top call sites with
     /// their growth and verdict, time to exhaustion, lost events) at http://ADDR/metrics.
     #[arg(long, value_name = "ADDR")]
@@ -264,6 +268,7 @@ impl TraceArgs {
             record: None,
             interval: self.interval,
             quiet: self.quiet,
+            min_age: self.min_age,
             metrics: self.metrics,
             unwind: self.unwind,
         })

@@ -79,6 +79,8 @@ pub struct Options {
     pub interval: Duration,
     /// No live view.
     pub quiet: bool,
+    /// Report only descriptors at least this many seconds old.
+    pub min_age: Option<f64>,
     /// Serve Prometheus metrics on this address.
     pub metrics: Option<std::net::SocketAddr>,
     pub unwind: UnwindMode,
@@ -1275,9 +1277,15 @@ pub fn run(opts: Options) -> Result<()> {
             rlimit_nofile: procinfo::nofile_limit(p.pid).or(p.rlimit),
         };
         ends.push((p.pid, meta.clone(), proc_fds.clone()));
+        let mut shown = None;
+        if let Some(min) = opts.min_age {
+            let mut t = p.table.clone();
+            t.retain_older(now_ns, min);
+            shown = Some(t);
+        }
         reports.push(report::build(
             meta,
-            &p.table,
+            shown.as_ref().unwrap_or(&p.table),
             &mut p.stacks,
             &symbols,
             now_ns,

@@ -273,3 +273,19 @@ fn every_way_of_birth_and_death_matches_proc_exactly() {
     assert_eq!(j["model"]["replaced"], 0);
     assert_eq!(j["lost_events"], 0);
 }
+
+#[test]
+fn min_age_hides_young_descriptors() {
+    let _serial = serial();
+    require_root();
+    let data = tempfile::tempdir().unwrap();
+    let r = fdtrace(
+        &["-q", "-d", "2", "--min-age", "3600", "--"],
+        &[built().fp.as_os_str(), "40".as_ref()],
+        &[("LEAKY_DIR", data.path())],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.json["sites"], Value::Array(vec![]), "{:#}", r.json);
+    // Descriptors of unknown age (open before tracing) are not hidden.
+    assert!(!r.json["preexisting"].as_array().unwrap().is_empty());
+}
