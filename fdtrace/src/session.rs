@@ -220,9 +220,33 @@ impl State {
             });
             self.table.preexisting(f.fd, f.kind, f.target, f.cloexec);
         }
+        self.describe_preexisting_sockets();
         self.refresh_maps(true);
         self.rlimit = procinfo::nofile_limit(self.pid);
         Ok(())
+    }
+
+    /// Sockets open before tracing began: addresses and TCP state from /proc/PID/net, read at
+    /// attach and again at each reconciliation (their state changes are not traced).
+    fn describe_preexisting_sockets(&mut self) {
+        let pre: Vec<(i32, u64)> = self
+            .table
+            .iter()
+            .filter(|(_, e)| e.origin == Origin::Preexisting && e.kind == FdKind::Socket)
+            .filter_map(|(fd, e)| Some((fd, sockets::socket_inode(&e.target)?)))
+            .collect();
+        if pre.is_empty() {
+            return;
+        }
+        let known = sockets::proc_net_sockets(self.pid);
+        for (fd, inode) in pre {
+            if let (Some(e), Some(s)) = (self.table.get_mut(fd), known.get(&inode))
+                && e.sock.as_ref() != Some(s)
+            {
+                e.sock = Some(s.clone());
+                self.log_socket(fd, monotonic_ns());
+            }
+        }
     }
 
     /// Re-read the mappings when an address is not covered. Rate-limited only while re-reading
@@ -450,6 +474,7 @@ impl State {
             return;
         };
         self.rlimit = procinfo::nofile_limit(self.pid).or(self.rlimit);
+        self.describe_preexisting_sockets();
         let mut now: std::collections::HashMap<i32, bool> = Default::default();
         for p in &fds {
             if self.table.get(p.fd).is_none() {

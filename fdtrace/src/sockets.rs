@@ -220,6 +220,107 @@ impl SocketInfo {
     }
 }
 
+/// Sockets of a network namespace as `/proc/PID/net/{tcp,tcp6,udp,udp6,unix}` list them, by
+/// inode: what is known of sockets that were open before tracing began.
+pub fn proc_net_sockets(pid: u32) -> std::collections::HashMap<u64, SocketInfo> {
+    let mut out = std::collections::HashMap::new();
+    for (file, family, sk_type, protocol) in [
+        ("tcp", AF_INET, SOCK_STREAM, IPPROTO_TCP),
+        ("tcp6", AF_INET6, SOCK_STREAM, IPPROTO_TCP),
+        ("udp", AF_INET, SOCK_DGRAM, IPPROTO_UDP),
+        ("udp6", AF_INET6, SOCK_DGRAM, IPPROTO_UDP),
+    ] {
+        let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/net/{file}")) else {
+            continue;
+        };
+        for (inode, s) in parse_proc_net_inet(&text, family, sk_type, protocol) {
+            out.insert(inode, s);
+        }
+    }
+    if let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/net/unix")) {
+        out.extend(parse_proc_net_unix(&text));
+    }
+    out
+}
+
+/// `0100007F:1F90` (IPv4) or 32 hex digits (IPv6, four host-order words) and a port.
+fn parse_hex_endpoint(family: u16, text: &str) -> Option<String> {
+    let (addr, port) = text.split_once(':')?;
+    let port = u16::from_str_radix(port, 16).ok()?;
+    let mut a = [0u8; 16];
+    match family {
+        AF_INET => a[..4].copy_from_slice(&u32::from_str_radix(addr, 16).ok()?.to_ne_bytes()),
+        _ => {
+            if addr.len() != 32 {
+                return None;
+            }
+            for w in 0..4 {
+                let word = u32::from_str_radix(&addr[w * 8..w * 8 + 8], 16).ok()?;
+                a[w * 4..w * 4 + 4].copy_from_slice(&word.to_ne_bytes());
+            }
+        }
+    }
+    inet_endpoint(family, &a, port)
+}
+
+fn parse_proc_net_inet(
+    text: &str,
+    family: u16,
+    sk_type: u16,
+    protocol: u16,
+) -> Vec<(u64, SocketInfo)> {
+    text.lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let inode: u64 = f.get(9)?.parse().ok()?;
+            let state = u8::from_str_radix(f.get(3)?, 16).ok()?;
+            let tcp = protocol == IPPROTO_TCP;
+            Some((
+                inode,
+                SocketInfo {
+                    family,
+                    sk_type,
+                    protocol,
+                    local: parse_hex_endpoint(family, f.get(1)?),
+                    peer: parse_hex_endpoint(family, f.get(2)?),
+                    // UDP's "state" column is not a TCP state.
+                    state: tcp.then_some(state),
+                    ..SocketInfo::default()
+                },
+            ))
+        })
+        .collect()
+}
+
+fn parse_proc_net_unix(text: &str) -> Vec<(u64, SocketInfo)> {
+    text.lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let sk_type = u16::from_str_radix(f.get(4)?, 16).ok()?;
+            let inode: u64 = f.get(6)?.parse().ok()?;
+            Some((
+                inode,
+                SocketInfo {
+                    family: AF_UNIX,
+                    sk_type,
+                    local: f.get(7).map(|p| p.to_string()),
+                    ..SocketInfo::default()
+                },
+            ))
+        })
+        .collect()
+}
+
+/// The inode of a `socket:[123]` link.
+pub fn socket_inode(link: &str) -> Option<u64> {
+    link.strip_prefix("socket:[")?
+        .strip_suffix(']')?
+        .parse()
+        .ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -318,6 +419,29 @@ mod tests {
         s.family = AF_UNIX;
         s.peer = Some("/run/a:1".into());
         assert_eq!(s.peer_host().as_deref(), Some("/run/a:1"));
+    }
+
+    #[test]
+    fn proc_net_lines() {
+        let tcp = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n   0: 0100007F:1F90 0100007F:9C40 08 00000000:00000000 00:00000000 00000000     0        0 4242 1 0 20 4 30 10 -1\n";
+        let got = parse_proc_net_inet(tcp, AF_INET, SOCK_STREAM, IPPROTO_TCP);
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].0, 4242);
+        assert_eq!(
+            got[0].1.describe(),
+            "tcp 127.0.0.1:8080 -> 127.0.0.1:40000 CLOSE_WAIT"
+        );
+        let tcp6 = "header\n   0: 00000000000000000000000001000000:0050 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 77 1\n";
+        let got = parse_proc_net_inet(tcp6, AF_INET6, SOCK_STREAM, IPPROTO_TCP);
+        assert_eq!(got[0].1.describe(), "tcp6 [::1]:80 LISTEN");
+        let unix = "Num       RefCount Protocol Flags    Type St Inode Path\n0000000000000000: 00000002 00000000 00010000 0001 01 999 /run/x.sock\n0000000000000000: 00000003 00000000 00000000 0001 03 1000\n";
+        let got = parse_proc_net_unix(unix);
+        assert_eq!(got[0].1.describe(), "unix-stream /run/x.sock");
+        assert_eq!(got[1].1.local, None);
+        assert_eq!(socket_inode("socket:[4242]"), Some(4242));
+        assert_eq!(socket_inode("pipe:[1]"), None);
+        // This process's own table parses.
+        let _ = proc_net_sockets(std::process::id());
     }
 
     #[test]
