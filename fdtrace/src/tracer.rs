@@ -159,6 +159,17 @@ pub fn check_privileges() -> Result<()> {
             "this kernel has no BTF (/sys/kernel/btf/vmlinux is missing): fdtrace needs a kernel built with CONFIG_DEBUG_INFO_BTF=y"
         );
     }
+    // The programs read the task's user registers with bpf_task_pt_regs (Linux 5.15); older
+    // kernels reject every program that unwinds, after a warning per missing tracepoint.
+    if let Ok(v) = aya::util::KernelVersion::current()
+        && v < aya::util::KernelVersion::new(5, 15, 0)
+    {
+        let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+        bail!(
+            "this kernel ({}) is too old: fdtrace needs Linux 5.15 or newer (bpf_task_pt_regs)",
+            release.trim()
+        );
+    }
     Ok(())
 }
 
