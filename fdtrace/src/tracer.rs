@@ -146,6 +146,18 @@ pub fn ensure_tracefs() -> Result<()> {
     Ok(())
 }
 
+/// The offset of FIELD in a tracepoint's tracefs `format` file.
+fn field_offset(format: &Path, field: &str) -> Option<u32> {
+    let text = std::fs::read_to_string(format).ok()?;
+    let line = text.lines().find(|l| {
+        l.split(';')
+            .next()
+            .is_some_and(|d| d.ends_with(&format!(" {field}")))
+    })?;
+    let off = line.split("offset:").nth(1)?.split(';').next()?;
+    off.trim().parse().ok()
+}
+
 /// Fail early with a clear message when we cannot possibly load BPF programs.
 pub fn check_privileges() -> Result<()> {
     // SAFETY: no arguments.
@@ -240,6 +252,15 @@ impl Tracer {
                 .attach(category, &name)
                 .with_context(|| format!("attaching to {category}:{name} failed"))?;
             links.push((prog, link));
+        }
+        // The layout of sched_process_fork's record changed (comm arrays became strings).
+        let fork_format = Path::new(TRACEFS).join("events/sched/sched_process_fork/format");
+        if let Some(off) = field_offset(&fork_format, "child_pid") {
+            let mut settings: Array<_, u32> =
+                Array::try_from(ebpf.map_mut("SETTINGS").context("SETTINGS map")?)?;
+            settings
+                .set(fdtrace_common::setting::FORK_CHILD_PID, off, 0)
+                .context("storing the fork record layout")?;
         }
         Ok(Self {
             ebpf,
