@@ -171,8 +171,9 @@ pub fn check_privileges() -> Result<()> {
             "this kernel has no BTF (/sys/kernel/btf/vmlinux is missing): fdtrace needs a kernel built with CONFIG_DEBUG_INFO_BTF=y"
         );
     }
-    // The programs read the task's user registers with bpf_task_pt_regs (Linux 5.15); older
-    // kernels reject every program that unwinds, after a warning per missing tracepoint.
+    // The programs read the task's user registers with bpf_get_current_task_btf (5.11) and
+    // bpf_task_pt_regs (5.15); older kernels reject them with a verifier dump (5.10: "invalid
+    // func unknown#158"). Say so in one line instead.
     if let Ok(v) = aya::util::KernelVersion::current()
         && v < aya::util::KernelVersion::new(5, 15, 0)
     {
@@ -355,5 +356,36 @@ impl Tracer {
 
     pub fn pending_errors(&self) -> u64 {
         self.counter(stat::PENDING_ERRORS)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::field_offset;
+
+    #[test]
+    fn child_pid_offset_of_both_fork_record_layouts() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("format");
+        // 6.1 and 6.12: comm arrays.
+        std::fs::write(
+            &f,
+            "\tfield:char parent_comm[16];\toffset:8;\tsize:16;\tsigned:0;\n\
+             \tfield:pid_t parent_pid;\toffset:24;\tsize:4;\tsigned:1;\n\
+             \tfield:char child_comm[16];\toffset:28;\tsize:16;\tsigned:0;\n\
+             \tfield:pid_t child_pid;\toffset:44;\tsize:4;\tsigned:1;\n",
+        )
+        .unwrap();
+        assert_eq!(field_offset(&f, "child_pid"), Some(44));
+        assert_eq!(field_offset(&f, "parent_pid"), Some(24));
+        // Newer kernels: __data_loc strings.
+        std::fs::write(
+            &f,
+            "\tfield:__data_loc char[] child_comm;\toffset:16;\tsize:4;\tsigned:0;\n\
+             \tfield:pid_t child_pid;\toffset:20;\tsize:4;\tsigned:1;\n",
+        )
+        .unwrap();
+        assert_eq!(field_offset(&f, "child_pid"), Some(20));
+        assert_eq!(field_offset(&f, "pid"), None);
     }
 }

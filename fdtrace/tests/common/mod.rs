@@ -271,9 +271,8 @@ pub fn built() -> &'static Built {
         let dir = tempfile::tempdir().unwrap();
         // SAFETY: registers a plain function that only removes files.
         unsafe { libc::atexit(remove_built) };
-        let fp = dir.path().join("leaky");
-        let nofp = dir.path().join("leaky-nofp");
-        let (mut fp, mut nofp) = (fp, nofp);
+        let mut fp = dir.path().join("leaky");
+        let mut nofp = dir.path().join("leaky-nofp");
         for (out, flags) in [
             (&mut fp, &["-g", "-O0", "-fno-omit-frame-pointer"][..]),
             (&mut nofp, &["-g", "-O2", "-fomit-frame-pointer"][..]),
