@@ -57,6 +57,10 @@ pub mod kind {
 pub mod setting {
     /// Non-zero: children of traced processes are traced too (`-f`).
     pub const FOLLOW: u32 = 0;
+    /// Offset of `child_pid` in a `sched:sched_process_fork` record, from tracefs: 44 while
+    /// the comm fields are arrays (6.1, 6.12), 20 since they are `__data_loc` strings.
+    /// 0: not set, 20 assumed.
+    pub const FORK_CHILD_PID: u32 = 1;
     pub const COUNT: u32 = 4;
 }
 

@@ -1201,7 +1201,11 @@ pub fn sched_fork(ctx: TracePointContext) -> u32 {
     if flags & CLONE_THREAD != 0 {
         return 0;
     }
-    let child: i32 = unsafe { ctx.read_at(20) }.unwrap_or(0);
+    let off = match SETTINGS.get(setting::FORK_CHILD_PID).copied().unwrap_or(0) {
+        0 => 20,
+        n => n as usize,
+    };
+    let child: i32 = unsafe { ctx.read_at(off) }.unwrap_or(0);
     if child <= 0 {
         return 0;
     }

@@ -152,6 +152,18 @@ pub fn ensure_tracefs() -> Result<()> {
     Ok(())
 }
 
+/// The offset of FIELD in a tracepoint's tracefs `format` file.
+fn field_offset(format: &Path, field: &str) -> Option<u32> {
+    let text = std::fs::read_to_string(format).ok()?;
+    let line = text.lines().find(|l| {
+        l.split(';')
+            .next()
+            .is_some_and(|d| d.ends_with(&format!(" {field}")))
+    })?;
+    let off = line.split("offset:").nth(1)?.split(';').next()?;
+    off.trim().parse().ok()
+}
+
 /// Fail early with a clear message when we cannot possibly load BPF programs.
 pub fn check_privileges() -> Result<()> {
     // SAFETY: no arguments.
@@ -163,6 +175,18 @@ pub fn check_privileges() -> Result<()> {
     if !Path::new("/sys/kernel/btf/vmlinux").exists() {
         bail!(
             "this kernel has no BTF (/sys/kernel/btf/vmlinux is missing): fdtrace needs a kernel built with CONFIG_DEBUG_INFO_BTF=y"
+        );
+    }
+    // The programs read the task's user registers with bpf_get_current_task_btf (5.11) and
+    // bpf_task_pt_regs (5.15); older kernels reject them with a verifier dump (5.10: "invalid
+    // func unknown#158"). Say so in one line instead.
+    if let Ok(v) = aya::util::KernelVersion::current()
+        && v < aya::util::KernelVersion::new(5, 15, 0)
+    {
+        let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+        bail!(
+            "this kernel ({}) is too old: fdtrace needs Linux 5.15 or newer (bpf_task_pt_regs)",
+            release.trim()
         );
     }
     Ok(())
@@ -235,6 +259,15 @@ impl Tracer {
                 .attach(category, &name)
                 .with_context(|| format!("attaching to {category}:{name} failed"))?;
             links.push((prog, link));
+        }
+        // The layout of sched_process_fork's record changed (comm arrays became strings).
+        let fork_format = Path::new(TRACEFS).join("events/sched/sched_process_fork/format");
+        if let Some(off) = field_offset(&fork_format, "child_pid") {
+            let mut settings: Array<_, u32> =
+                Array::try_from(ebpf.map_mut("SETTINGS").context("SETTINGS map")?)?;
+            settings
+                .set(fdtrace_common::setting::FORK_CHILD_PID, off, 0)
+                .context("storing the fork record layout")?;
         }
         Ok(Self {
             ebpf,
@@ -329,5 +362,36 @@ impl Tracer {
 
     pub fn pending_errors(&self) -> u64 {
         self.counter(stat::PENDING_ERRORS)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::field_offset;
+
+    #[test]
+    fn child_pid_offset_of_both_fork_record_layouts() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("format");
+        // 6.1 and 6.12: comm arrays.
+        std::fs::write(
+            &f,
+            "\tfield:char parent_comm[16];\toffset:8;\tsize:16;\tsigned:0;\n\
+             \tfield:pid_t parent_pid;\toffset:24;\tsize:4;\tsigned:1;\n\
+             \tfield:char child_comm[16];\toffset:28;\tsize:16;\tsigned:0;\n\
+             \tfield:pid_t child_pid;\toffset:44;\tsize:4;\tsigned:1;\n",
+        )
+        .unwrap();
+        assert_eq!(field_offset(&f, "child_pid"), Some(44));
+        assert_eq!(field_offset(&f, "parent_pid"), Some(24));
+        // Newer kernels: __data_loc strings.
+        std::fs::write(
+            &f,
+            "\tfield:__data_loc char[] child_comm;\toffset:16;\tsize:4;\tsigned:0;\n\
+             \tfield:pid_t child_pid;\toffset:20;\tsize:4;\tsigned:1;\n",
+        )
+        .unwrap();
+        assert_eq!(field_offset(&f, "child_pid"), Some(20));
+        assert_eq!(field_offset(&f, "pid"), None);
     }
 }

@@ -207,14 +207,7 @@ fn every_way_of_birth_and_death_matches_proc_exactly() {
     let _serial = serial();
     require_root();
     let dir = tempfile::tempdir().unwrap();
-    let bin = dir.path().join("births");
-    let st = Command::new("cc")
-        .args(["-g", "-O0", "-o"])
-        .arg(&bin)
-        .arg(source("births.c"))
-        .status()
-        .unwrap();
-    assert!(st.success());
+    let bin = compile_c("births.c", dir.path(), &["-O0"]);
     let r = fdtrace(&["-d", "2", "--"], &[bin.as_os_str()], &[]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     let j = &r.json;

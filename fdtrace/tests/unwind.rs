@@ -14,8 +14,8 @@ use serde_json::Value;
 
 mod common;
 use common::{
-    Killed, Run, fdtrace, fdtrace_text, go_build, lines_in, require_root, serial, sites, source,
-    user_frame,
+    Killed, Run, fdtrace, fdtrace_text, go_build, lines_in, prebuilt, require_root, serial, sites,
+    source, user_frame,
 };
 
 /// Line of the marker comment in a test program.
@@ -46,15 +46,19 @@ fn built() -> &'static Built {
         // SAFETY: registers a plain function that only removes files.
         unsafe { libc::atexit(remove_built) };
         // A release build without frame pointers: only DWARF CFI finds the callers.
-        let rust = dir.path().join("rustleak");
-        let st = Command::new("rustc")
-            .args(["-C", "opt-level=2", "-C", "force-frame-pointers=no", "-g"])
-            .arg("-o")
-            .arg(&rust)
-            .arg(source("rustleak.rs"))
-            .status()
-            .expect("rustc");
-        assert!(st.success(), "rustc failed");
+        let flags = ["-C", "opt-level=2", "-C", "force-frame-pointers=no", "-g"];
+        let rust = prebuilt("rustc", &flags, "rustleak").unwrap_or_else(|| {
+            let rust = dir.path().join("rustleak");
+            let st = Command::new("rustc")
+                .args(flags)
+                .arg("-o")
+                .arg(&rust)
+                .arg(source("rustleak.rs"))
+                .status()
+                .expect("rustc");
+            assert!(st.success(), "rustc failed");
+            rust
+        });
         // Go, with its caches and settings confined to the temporary directory.
         let go = go_build("goleak", dir.path());
         Built { dir, rust, go }

@@ -1,4 +1,4 @@
-//! `cargo xtask setup|build|demo|test|bench`: everything needed on a fresh machine, from the
+//! `cargo xtask setup|build|demo|test|bench|vmtest`: everything needed on a fresh machine, from the
 //! project's own files.
 use std::{
     path::{Path, PathBuf},
@@ -9,6 +9,7 @@ use anyhow::{Context as _, Result, bail};
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod vmtest;
 
 const BPF_LINKER_VERSION: &str = "0.13.0";
 
@@ -31,6 +32,8 @@ enum Cmd {
     Test,
     /// Build, then measure fdtrace's overhead against baselines (root; see docs/PERFORMANCE.md).
     Bench(bench::Opts),
+    /// Build, then run the privileged integration tests on other kernels under QEMU.
+    Vmtest(vmtest::Opts),
 }
 
 fn root() -> PathBuf {
@@ -239,5 +242,6 @@ fn main() -> Result<()> {
         Cmd::Demo => demo(),
         Cmd::Test => test(),
         Cmd::Bench(opts) => bench::bench(opts),
+        Cmd::Vmtest(opts) => vmtest::vmtest(opts),
     }
 }

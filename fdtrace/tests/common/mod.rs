@@ -176,10 +176,31 @@ impl Drop for Killed {
     }
 }
 
+/// With FDTRACE_PROGRAMS_DIR set (`cargo xtask vmtest`: its VMs have no compiler), the test
+/// program OUT built by TOOL with ARGS is not built but taken from `DIR/KEY/OUT`, where KEY
+/// names the tool and its arguments (xtask/src/vmtest.rs builds them so); a program missing
+/// there fails the test.
+pub fn prebuilt(tool: &str, args: &[&str], out: &str) -> Option<PathBuf> {
+    let dir = std::env::var_os("FDTRACE_PROGRAMS_DIR")?;
+    let key = std::iter::once(tool)
+        .chain(args.iter().copied())
+        .collect::<Vec<_>>()
+        .join("_")
+        .replace('/', "_");
+    let p = PathBuf::from(dir).join(key).join(out);
+    assert!(p.exists(), "no prebuilt test program {}", p.display());
+    Some(p)
+}
+
 /// Compile a C test program from tests/programs into `dir`.
 /// (Flags come after the source, so libraries like `-luring` link.)
 pub fn compile_c(name: &str, dir: &Path, flags: &[&str]) -> PathBuf {
-    let out = dir.join(name.trim_end_matches(".c"));
+    let stem = name.trim_end_matches(".c");
+    let args: Vec<&str> = std::iter::once("-g").chain(flags.iter().copied()).collect();
+    if let Some(p) = prebuilt("cc", &args, stem) {
+        return p;
+    }
+    let out = dir.join(stem);
     let st = Command::new("cc")
         .arg("-g")
         .arg("-o")
@@ -195,6 +216,9 @@ pub fn compile_c(name: &str, dir: &Path, flags: &[&str]) -> PathBuf {
 /// Build the Go program `tests/programs/NAME/main.go` into `DIR/NAME`, with Go's caches and
 /// settings confined to `DIR` (removed with it).
 pub fn go_build(name: &str, dir: &Path) -> PathBuf {
+    if let Some(p) = prebuilt("go", &["build"], name) {
+        return p;
+    }
     let out = dir.join(name);
     let gotmp = dir.join("go");
     let st = Command::new("go")
@@ -249,14 +273,17 @@ pub fn built() -> &'static Built {
         let dir = tempfile::tempdir().unwrap();
         // SAFETY: registers a plain function that only removes files.
         unsafe { libc::atexit(remove_built) };
-        let fp = dir.path().join("leaky");
-        let nofp = dir.path().join("leaky-nofp");
+        let mut fp = dir.path().join("leaky");
+        let mut nofp = dir.path().join("leaky-nofp");
         for (out, flags) in [
-            (&fp, &["-O0", "-fno-omit-frame-pointer"][..]),
-            (&nofp, &["-O2", "-fomit-frame-pointer"][..]),
+            (&mut fp, &["-g", "-O0", "-fno-omit-frame-pointer"][..]),
+            (&mut nofp, &["-g", "-O2", "-fomit-frame-pointer"][..]),
         ] {
+            if let Some(p) = prebuilt("cc", flags, &out.file_name().unwrap().to_string_lossy()) {
+                *out = p;
+                continue;
+            }
             let st = Command::new("cc")
-                .arg("-g")
                 .args(flags)
                 .arg("-o")
                 .arg(out)

@@ -1,0 +1,781 @@
+//! `cargo xtask vmtest [--kernel 5.10|6.1|6.12|all]`: fdtrace's privileged integration tests on
+//! other kernels. Each kernel comes from Debian's archive (the `cloud-amd64` flavour has BTF and
+//! tracepoints), cached under target/vmtest/, and is booted under QEMU (software emulation) with
+//! an initramfs holding busybox, fdtrace, the test binaries, the test programs (built on the host,
+//! since the VM has no compiler) and the shared libraries they need.
+use std::{
+    collections::BTreeSet,
+    io::{BufRead as _, BufReader, Write as _},
+    os::unix::fs::PermissionsExt as _,
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result, bail};
+
+use crate::{output, path_with_tools, root, run};
+
+/// The kernel series, the Debian suites that carry them, and whether fdtrace supports them.
+/// Unsupported kernels are checked for fdtrace's one-line refusal instead of the suite.
+const KERNELS: &[(&str, bool)] = &[("5.10", false), ("6.1", true), ("6.12", true)];
+
+/// The integration test binaries run in the VM. Not run: `servers` (nginx, wrk, redis) and
+/// `live` (tmux), whose tools the VM does not have, and `incident`, whose one test expects its
+/// second report to carry no verdict: under emulation the load ends early enough for 5 s of
+/// steady history, and the site is called `held (steady)`.
+const SUITES: &[&str] = &["trace", "model", "sockets", "recording", "unwind"];
+
+/// Tests not run in the VM, and why.
+const SKIPPED: &[(&str, &str, &str)] = &[
+    (
+        "trace",
+        "attach_mode_matches_proc_fd",
+        "gives fdtrace a fixed 1.5 s head start, shorter than attaching takes under emulation",
+    ),
+    (
+        "unwind",
+        "rust_program_traced_by_pid",
+        "gives fdtrace a fixed 1.5 s head start, shorter than attaching takes under emulation",
+    ),
+    (
+        "unwind",
+        "go_program_traced_by_pid_is_recognized_as_go",
+        "gives fdtrace a fixed 1.5 s head start, shorter than attaching takes under emulation",
+    ),
+];
+
+/// How the tests build their programs (fdtrace/tests/common/mod.rs `compile_c`, `built()`,
+/// `go_build`, and tests/unwind.rs): built here the same way, found in the VM by
+/// `FDTRACE_PROGRAMS_DIR/KEY/OUT` where KEY names the tool and its arguments
+/// (`common::prebuilt`); a test whose flags change finds nothing and fails loudly.
+struct Prog {
+    tool: &'static str,
+    args: &'static [&'static str],
+    src: &'static str,
+    out: &'static str,
+}
+
+const PROGRAMS: &[Prog] = &[
+    Prog {
+        tool: "cc",
+        args: &["-g", "-O0", "-fno-omit-frame-pointer"],
+        src: "leaky.c",
+        out: "leaky",
+    },
+    Prog {
+        tool: "cc",
+        args: &["-g", "-O2", "-fomit-frame-pointer"],
+        src: "leaky.c",
+        out: "leaky-nofp",
+    },
+    Prog {
+        tool: "cc",
+        args: &["-g", "-O0"],
+        src: "births.c",
+        out: "births",
+    },
+    Prog {
+        tool: "cc",
+        args: &["-g", "-O1", "-pthread"],
+        src: "fdmix.c",
+        out: "fdmix",
+    },
+    Prog {
+        tool: "cc",
+        args: &["-g", "-O0"],
+        src: "emfile.c",
+        out: "emfile",
+    },
+    Prog {
+        tool: "cc",
+        args: &["-g", "-O0"],
+        src: "sockets.c",
+        out: "sockets",
+    },
+    Prog {
+        tool: "cc",
+        args: &["-g", "-O0", "-luring"],
+        src: "uring.c",
+        out: "uring",
+    },
+    Prog {
+        tool: "cc",
+        args: &["-g", "-O0", "-lrt"],
+        src: "rare.c",
+        out: "rare",
+    },
+    Prog {
+        tool: "rustc",
+        args: &["-C", "opt-level=2", "-C", "force-frame-pointers=no", "-g"],
+        src: "rustleak.rs",
+        out: "rustleak",
+    },
+    Prog {
+        tool: "go",
+        args: &["build"],
+        src: "goleak/main.go",
+        out: "goleak",
+    },
+];
+
+/// Same as `common::prebuilt_key` in the tests.
+fn key(tool: &str, args: &[&str]) -> String {
+    std::iter::once(tool)
+        .chain(args.iter().copied())
+        .collect::<Vec<_>>()
+        .join("_")
+        .replace('/', "_")
+}
+
+#[derive(clap::Args, Debug)]
+pub struct Opts {
+    /// Kernel series to boot: 5.10 (bullseye), 6.1 (bookworm), 6.12 (trixie) or all.
+    #[arg(long, default_value = "all", value_parser = ["5.10", "6.1", "6.12", "all"])]
+    kernel: String,
+    /// Run only these test binaries (default: all of them), e.g. `--suites trace,model`.
+    #[arg(long, value_delimiter = ',', value_name = "SUITES")]
+    suites: Vec<String>,
+    /// Minutes after which a VM that has not finished is stopped (and its kernel failed).
+    #[arg(long, default_value_t = 20)]
+    timeout_min: u64,
+}
+
+fn vmdir() -> PathBuf {
+    root().join("target/vmtest")
+}
+
+fn apt_install(pkgs: &[&str]) -> Result<()> {
+    run(Command::new("apt-get").args(["update", "-q"]))?;
+    run(Command::new("apt-get")
+        .args(["install", "-y", "-q", "--no-install-recommends"])
+        .args(pkgs)
+        .env("DEBIAN_FRONTEND", "noninteractive"))
+}
+
+fn ensure_host_tools() -> Result<()> {
+    let mut need = Vec::new();
+    if output(Command::new("qemu-system-x86_64").arg("--version")).is_err() {
+        need.push("qemu-system-x86");
+    }
+    let busybox_static =
+        output(Command::new("dpkg-query").args(["-W", "-f=${Status}", "busybox-static"]))
+            .is_ok_and(|s| s.contains("install ok installed"));
+    if !busybox_static {
+        need.push("busybox-static");
+    }
+    if !need.is_empty() {
+        apt_install(&need)?;
+    }
+    Ok(())
+}
+
+/// apt-get with an apt configuration of its own under target/vmtest/apt: Debian's suites that
+/// carry the kernels, without touching the system's sources.
+fn apt(tool: &str) -> Command {
+    let a = vmdir().join("apt");
+    let mut c = Command::new(tool);
+    for (k, v) in [
+        ("Dir::Etc::sourcelist", PathBuf::from("/dev/null")),
+        ("Dir::Etc::sourceparts", a.join("sources")),
+        ("Dir::State::Lists", a.join("lists")),
+        ("Dir::Cache", a.join("cache")),
+        ("Dir::Cache::archives", a.join("archives")),
+    ] {
+        c.arg("-o").arg(format!("{k}={}", v.display()));
+    }
+    c
+}
+
+fn apt_setup() -> Result<()> {
+    let a = vmdir().join("apt");
+    for d in ["sources", "lists/partial", "cache", "archives/partial"] {
+        std::fs::create_dir_all(a.join(d))?;
+    }
+    std::fs::write(
+        a.join("sources/kernels.sources"),
+        "Types: deb\nURIs: http://deb.debian.org/debian\n\
+         Suites: bullseye bookworm bookworm-backports trixie\nComponents: main\n\
+         Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg\n",
+    )?;
+    run(apt("apt-get").args(["update", "-q"]))
+}
+
+/// Numbers in a package name, for ordering versions: 6.12.117+deb13 > 6.12.95+deb12.
+fn numbers(s: &str) -> Vec<u64> {
+    s.split(|c: char| !c.is_ascii_digit())
+        .filter(|p| !p.is_empty())
+        .filter_map(|p| p.parse().ok())
+        .collect()
+}
+
+/// The kernel image of a series: cached in target/vmtest/kernels/SERIES/, otherwise the newest
+/// `linux-image-SERIES.*-cloud-amd64` package, downloaded and unpacked.
+fn kernel(series: &str, apt_ready: &mut bool) -> Result<PathBuf> {
+    let dir = vmdir().join("kernels").join(series);
+    if let Ok(rd) = std::fs::read_dir(&dir)
+        && let Some(p) = rd.flatten().map(|e| e.path()).find(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("vmlinuz-"))
+        })
+    {
+        return Ok(p);
+    }
+    if !*apt_ready {
+        apt_setup()?;
+        *apt_ready = true;
+    }
+    let pattern = format!("^linux-image-{}\\.", series.replace('.', "\\."));
+    let found = output(apt("apt-cache").args(["search", "--names-only", &pattern]))?;
+    let pkg = found
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|n| n.ends_with("-cloud-amd64"))
+        .max_by_key(|n| numbers(n))
+        .with_context(|| format!("no linux-image-{series}.*-cloud-amd64 package in Debian"))?
+        .to_string();
+    let dl = vmdir().join("download");
+    let _ = std::fs::remove_dir_all(&dl);
+    std::fs::create_dir_all(&dl)?;
+    run(apt("apt-get").args(["download", &pkg]).current_dir(&dl))?;
+    let deb = std::fs::read_dir(&dl)?
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|e| e == "deb"))
+        .context("apt-get download left no .deb")?;
+    let x = dl.join("x");
+    std::fs::create_dir_all(&x)?;
+    run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&x))?;
+    let image = std::fs::read_dir(x.join("boot"))?
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("vmlinuz-"))
+        })
+        .with_context(|| format!("{pkg} has no boot/vmlinuz-*"))?;
+    std::fs::create_dir_all(&dir)?;
+    let dst = dir.join(image.file_name().context("name")?);
+    std::fs::copy(&image, &dst)?;
+    let _ = std::fs::remove_dir_all(&dl);
+    eprintln!("xtask: kernel {series}: {pkg} cached at {}", dst.display());
+    Ok(dst)
+}
+
+/// The test binaries of SUITES, built by `cargo test --release --no-run`.
+fn test_binaries() -> Result<Vec<(String, PathBuf)>> {
+    let out = output(
+        Command::new("cargo")
+            .args([
+                "test",
+                "--release",
+                "-p",
+                "fdtrace",
+                "--no-run",
+                "--message-format=json",
+            ])
+            .current_dir(root())
+            .env("PATH", path_with_tools())
+            .stderr(Stdio::inherit()),
+    )?;
+    let mut bins = Vec::new();
+    for line in out.lines() {
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        if v["reason"] != "compiler-artifact" || v["profile"]["test"] != true {
+            continue;
+        }
+        let (Some(name), Some(exe)) = (v["target"]["name"].as_str(), v["executable"].as_str())
+        else {
+            continue;
+        };
+        if v["target"]["kind"][0] == "test" && SUITES.contains(&name) {
+            bins.push((name.to_string(), PathBuf::from(exe)));
+        }
+    }
+    for s in SUITES {
+        if !bins.iter().any(|(n, _)| n == s) {
+            bail!("cargo built no test binary `{s}`");
+        }
+    }
+    Ok(bins)
+}
+
+/// The test programs, built on the host into target/vmtest/programs/KEY/OUT.
+fn build_programs() -> Result<PathBuf> {
+    let dir = vmdir().join("programs");
+    let _ = std::fs::remove_dir_all(&dir);
+    let src = root().join("fdtrace/tests/programs");
+    let gocache = vmdir().join("go");
+    for p in PROGRAMS {
+        let d = dir.join(key(p.tool, p.args));
+        std::fs::create_dir_all(&d)?;
+        let mut c = Command::new(p.tool);
+        if p.tool == "cc" {
+            // As the tests' compile_c: flags (and libraries) after the source.
+            c.arg("-o")
+                .arg(d.join(p.out))
+                .arg(src.join(p.src))
+                .args(p.args);
+        } else {
+            c.args(p.args)
+                .arg("-o")
+                .arg(d.join(p.out))
+                .arg(src.join(p.src));
+        }
+        if p.tool == "go" {
+            // As the tests' go_build: no modules, no network, the local toolchain.
+            c.env("GOCACHE", gocache.join("cache"))
+                .env("GOPATH", gocache.join("path"))
+                .env("GOFLAGS", "")
+                .env("GOENV", "off")
+                .env("GO111MODULE", "off")
+                .env("GOTOOLCHAIN", "local")
+                .env("GOTELEMETRY", "off")
+                .env("GOPROXY", "off");
+        }
+        run(&mut c)?;
+    }
+    Ok(dir)
+}
+
+/// A `newc` cpio archive, the initramfs format.
+struct Cpio {
+    out: Vec<u8>,
+    ino: u32,
+    seen: BTreeSet<PathBuf>,
+}
+
+impl Cpio {
+    fn new() -> Self {
+        Self {
+            out: Vec::new(),
+            ino: 1,
+            seen: BTreeSet::new(),
+        }
+    }
+
+    fn entry(&mut self, name: &str, mode: u32, data: &[u8]) {
+        let name = name.trim_start_matches('/');
+        self.ino += 1;
+        let fields = [
+            self.ino,
+            mode,
+            0,
+            0,
+            1,
+            0,
+            data.len() as u32,
+            0,
+            0,
+            0,
+            0,
+            name.len() as u32 + 1,
+            0,
+        ];
+        self.out.extend_from_slice(b"070701");
+        for f in fields {
+            self.out.extend_from_slice(format!("{f:08X}").as_bytes());
+        }
+        self.out.extend_from_slice(name.as_bytes());
+        self.out.push(0);
+        self.pad();
+        self.out.extend_from_slice(data);
+        self.pad();
+    }
+
+    fn pad(&mut self) {
+        while !self.out.len().is_multiple_of(4) {
+            self.out.push(0);
+        }
+    }
+
+    /// The directory and its parents, once each.
+    fn dir(&mut self, path: &Path) {
+        if path == Path::new("/") || path.as_os_str().is_empty() || self.seen.contains(path) {
+            return;
+        }
+        if let Some(parent) = path.parent() {
+            self.dir(parent);
+        }
+        self.seen.insert(path.to_path_buf());
+        self.entry(&path.to_string_lossy(), 0o040755, &[]);
+    }
+
+    fn bytes(&mut self, path: &Path, mode: u32, data: &[u8]) {
+        if !self.seen.insert(path.to_path_buf()) {
+            return;
+        }
+        if let Some(parent) = path.parent() {
+            self.dir(parent);
+        }
+        self.entry(&path.to_string_lossy(), 0o100000 | mode, data);
+    }
+
+    /// The host file `src` (symlinks followed) at `dst`, with its permissions.
+    fn file(&mut self, dst: &Path, src: &Path) -> Result<()> {
+        let data = std::fs::read(src).with_context(|| format!("reading {}", src.display()))?;
+        let mode = std::fs::metadata(src)?.permissions().mode() & 0o7777;
+        self.bytes(dst, mode, &data);
+        Ok(())
+    }
+
+    fn finish(mut self) -> Vec<u8> {
+        self.entry("TRAILER!!!", 0, &[]);
+        self.out
+    }
+}
+
+/// Shared libraries (and the dynamic loader) a binary needs, from `ldd`.
+fn libraries(bin: &Path) -> Vec<PathBuf> {
+    let Ok(out) = output(Command::new("ldd").arg(bin)) else {
+        return Vec::new(); // static
+    };
+    out.lines()
+        .filter_map(|l| {
+            let l = l.trim();
+            let p = match l.split_once("=>") {
+                Some((_, rest)) => rest.split_whitespace().next()?,
+                None => l.split_whitespace().next()?,
+            };
+            p.starts_with('/').then(|| PathBuf::from(p))
+        })
+        .collect()
+}
+
+fn init_script(suites: &[&str]) -> String {
+    let mut s = String::from(
+        "#!/bin/busybox sh\n\
+         /bin/busybox --install -s\n\
+         export PATH=/bin:/sbin:/usr/bin:/usr/sbin HOME=/root TMPDIR=/tmp\n\
+         mount -t proc proc /proc\n\
+         mount -t sysfs sysfs /sys\n\
+         mount -t devtmpfs devtmpfs /dev\n\
+         mount -t tracefs tracefs /sys/kernel/tracing\n\
+         ip link set lo up\n\
+         echo \"@@vmtest kernel $(uname -r)\"\n\
+         echo \"@@vmtest uptime $(cut -d' ' -f1 /proc/uptime)\"\n\
+         echo '@@vmtest begin probe'\n\
+         /bin/fdtrace -d 1 -q -o /tmp/probe.txt -- /bin/true 2>/tmp/probe.err\n\
+         rc=$?\n\
+         cat /tmp/probe.err\n\
+         echo \"@@vmtest end probe $rc\"\n\
+         echo \"@@vmtest uptime $(cut -d' ' -f1 /proc/uptime)\"\n",
+    );
+    for t in suites {
+        let skips: String = SKIPPED
+            .iter()
+            .filter(|(s, _, _)| s == t)
+            .map(|(_, name, _)| format!(" --skip {name}"))
+            .collect();
+        s.push_str(&format!(
+            "echo '@@vmtest begin {t}'\n\
+             FDTRACE_BIN=/bin/fdtrace FDTRACE_PROGRAMS_DIR=/programs /tests/{t} --test-threads=1{skips}\n\
+             echo \"@@vmtest end {t} $?\"\n"
+        ));
+    }
+    s.push_str("echo '@@vmtest done'\npoweroff -f\n");
+    s
+}
+
+fn initramfs(
+    path: &Path,
+    fdtrace: &Path,
+    tests: &[(String, PathBuf)],
+    programs: &Path,
+    suites: &[&str],
+) -> Result<()> {
+    let supported = !suites.is_empty();
+    let mut c = Cpio::new();
+    for d in [
+        "/bin",
+        "/sbin",
+        "/usr/bin",
+        "/usr/sbin",
+        "/proc",
+        "/sys",
+        "/dev",
+        "/tmp",
+        "/root",
+    ] {
+        c.dir(Path::new(d));
+    }
+    c.file(Path::new("/bin/busybox"), Path::new("/bin/busybox"))?;
+    c.bytes(Path::new("/init"), 0o755, init_script(suites).as_bytes());
+    let mut elves = vec![fdtrace.to_path_buf()];
+    c.file(Path::new("/bin/fdtrace"), fdtrace)?;
+    if supported {
+        for (name, exe) in tests {
+            c.file(&Path::new("/tests").join(name), exe)?;
+            elves.push(exe.clone());
+        }
+        for p in PROGRAMS {
+            let rel = Path::new(&key(p.tool, p.args)).join(p.out);
+            let host = programs.join(&rel);
+            c.file(&Path::new("/programs").join(&rel), &host)?;
+            elves.push(host);
+        }
+        // The tests read their programs' sources (marker lines) at the host's path.
+        let src = root().join("fdtrace/tests/programs");
+        for e in walk(&src)? {
+            c.file(&e, &e)?;
+        }
+    }
+    let libs: BTreeSet<PathBuf> = elves.iter().flat_map(|e| libraries(e)).collect();
+    for l in libs {
+        c.file(&l, &l)?;
+    }
+    std::fs::write(path, c.finish())?;
+    Ok(())
+}
+
+fn walk(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir)? {
+        let p = e?.path();
+        if p.is_dir() {
+            out.extend(walk(&p)?);
+        } else {
+            out.push(p);
+        }
+    }
+    Ok(out)
+}
+
+#[derive(Default)]
+struct Outcome {
+    release: String,
+    probe: Vec<String>,
+    probe_rc: Option<i32>,
+    /// (suite, test, result): ok, FAILED, ignored.
+    tests: Vec<(String, String, String)>,
+    /// Suites whose binary exited non-zero (or never ended).
+    bad_suites: Vec<String>,
+    done: bool,
+    secs: f64,
+    /// How long `fdtrace -d 1 -- /bin/true` took in the VM (loading and attaching).
+    probe_secs: f64,
+}
+
+/// Boot `image` with `initrd`, stream its console to `log`, and parse the markers.
+fn boot(image: &Path, initrd: &Path, log: &Path, timeout: Duration) -> Result<Outcome> {
+    let started = Instant::now();
+    let mut child = Command::new("qemu-system-x86_64")
+        .args([
+            "-m",
+            "2048",
+            "-smp",
+            "2",
+            "-cpu",
+            "max",
+            "-nographic",
+            "-no-reboot",
+        ])
+        .arg("-kernel")
+        .arg(image)
+        .arg("-initrd")
+        .arg(initrd)
+        .args(["-append", "console=ttyS0 panic=-1 quiet loglevel=3"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .context("starting qemu-system-x86_64")?;
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    let watchdog = std::thread::spawn(move || {
+        if rx.recv_timeout(timeout).is_err() {
+            eprintln!("xtask: the VM did not finish in {timeout:?}; stopping it");
+            // SAFETY: signals the qemu process this function started (and has not reaped).
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        }
+    });
+    let mut logf = std::fs::File::create(log)?;
+    let mut o = Outcome::default();
+    let mut suite = String::new();
+    // A test whose result has not been printed yet: programs a test starts may write to the
+    // console between the name and the result.
+    let mut pending: Option<String> = None;
+    let mut uptimes = Vec::new();
+    let reader = BufReader::new(child.stdout.take().context("qemu stdout")?);
+    for line in reader.split(b'\n') {
+        let line = String::from_utf8_lossy(&line?).replace('\r', "");
+        writeln!(logf, "{line}")?;
+        let l = line.trim();
+        let marker = l.find("@@vmtest ").map(|i| &l[i + "@@vmtest ".len()..]);
+        if let Some(r) = marker.and_then(|m| m.strip_prefix("kernel ")) {
+            o.release = r.to_string();
+            eprintln!(
+                "xtask:   booted {r} after {:.1}s",
+                started.elapsed().as_secs_f64()
+            );
+        } else if let Some(u) = marker.and_then(|m| m.strip_prefix("uptime ")) {
+            uptimes.push(u.parse::<f64>().unwrap_or(0.0));
+            if let [a, b] = uptimes[..] {
+                o.probe_secs = b - a;
+            }
+        } else if let Some(s) = marker.and_then(|m| m.strip_prefix("begin ")) {
+            suite = s.to_string();
+            pending = None;
+        } else if let Some(rest) = marker.and_then(|m| m.strip_prefix("end ")) {
+            let (s, rc) = rest.split_once(' ').unwrap_or((rest, ""));
+            let rc: i32 = rc.parse().unwrap_or(-1);
+            if s == "probe" {
+                o.probe_rc = Some(rc);
+            } else if rc != 0 {
+                o.bad_suites.push(s.to_string());
+            }
+            suite.clear();
+        } else if marker == Some("done") {
+            o.done = true;
+        } else if suite == "probe" {
+            o.probe.push(l.to_string());
+        } else if let Some(rest) = l.strip_prefix("test ")
+            && let Some((name, result)) = rest.split_once(" ... ")
+        {
+            pending = Some(name.to_string());
+            result_of(&mut o, &suite, &mut pending, result);
+        } else if pending.is_some() {
+            result_of(&mut o, &suite, &mut pending, l);
+        }
+    }
+    let _ = child.wait();
+    let _ = tx.send(());
+    let _ = watchdog.join();
+    o.secs = started.elapsed().as_secs_f64();
+    Ok(o)
+}
+
+/// Record the pending test's result if `text` ends with one.
+fn result_of(o: &mut Outcome, suite: &str, pending: &mut Option<String>, text: &str) {
+    let Some(result) = ["ok", "FAILED", "ignored"].into_iter().find(|r| {
+        text == *r || text.ends_with(&format!(" {r}")) || text.ends_with(&format!("m{r}"))
+    }) else {
+        return;
+    };
+    let name = pending.take().unwrap_or_default();
+    eprintln!("xtask:   {suite}::{name} ... {result}");
+    o.tests.push((suite.to_string(), name, result.to_string()));
+}
+
+pub fn vmtest(opts: Opts) -> Result<()> {
+    let t0 = Instant::now();
+    ensure_host_tools()?;
+    let kernels: Vec<(&str, bool)> = KERNELS
+        .iter()
+        .copied()
+        .filter(|(k, _)| opts.kernel == "all" || opts.kernel == *k)
+        .collect();
+    let suites: Vec<&str> = if opts.suites.is_empty() {
+        SUITES.to_vec()
+    } else {
+        let mut v = Vec::new();
+        for s in &opts.suites {
+            let Some(known) = SUITES.iter().find(|k| *k == s) else {
+                bail!("unknown suite {s}: the VMs run {}", SUITES.join(","));
+            };
+            v.push(*known);
+        }
+        v
+    };
+    let mut apt_ready = false;
+    let images = kernels
+        .iter()
+        .map(|(k, _)| kernel(k, &mut apt_ready))
+        .collect::<Result<Vec<_>>>()?;
+    crate::build()?;
+    let tests = test_binaries()?;
+    let programs = build_programs()?;
+    let fdtrace = root().join("target/release/fdtrace");
+    eprintln!("xtask: prepared in {:.0}s", t0.elapsed().as_secs_f64());
+    let mut summary = Vec::new();
+    let mut failed = false;
+    for ((series, supported), image) in kernels.iter().zip(&images) {
+        eprintln!("\nxtask: kernel {series}: booting {}", image.display());
+        let initrd = vmdir().join(format!("initramfs-{series}.cpio"));
+        // Unsupported kernels only get the probe, which must refuse.
+        let run: &[&str] = if *supported { &suites } else { &[] };
+        initramfs(&initrd, &fdtrace, &tests, &programs, run)?;
+        let log = vmdir().join(format!("console-{series}.log"));
+        let o = boot(
+            image,
+            &initrd,
+            &log,
+            Duration::from_secs(opts.timeout_min * 60),
+        )?;
+        let (ok, line) = judge(run, *supported, &o);
+        failed |= !ok;
+        summary.push(format!(
+            "{series:>5} {:<28} {} in {:.0}s (fdtrace -d 1 -- true: {:.1}s): {line} (console: {})",
+            o.release,
+            if ok { "PASS" } else { "FAIL" },
+            o.secs,
+            o.probe_secs,
+            log.display()
+        ));
+        eprintln!("xtask: {}", summary.last().unwrap());
+    }
+    eprintln!(
+        "\nxtask: vmtest summary ({:.0}s in all)",
+        t0.elapsed().as_secs_f64()
+    );
+    for s in &summary {
+        eprintln!("  {s}");
+    }
+    if failed {
+        bail!("vmtest: at least one kernel failed");
+    }
+    Ok(())
+}
+
+fn judge(suites: &[&str], supported: bool, o: &Outcome) -> (bool, String) {
+    if !o.done {
+        return (false, "the VM stopped before the end".into());
+    }
+    if !supported {
+        // fdtrace must refuse in one clear line that names the lowest supported kernel.
+        let ok = o.probe_rc == Some(1) && o.probe.len() == 1 && o.probe[0].contains("5.15");
+        let what = o.probe.join(" | ");
+        return (
+            ok,
+            if ok {
+                format!("unsupported, refused as expected: {what}")
+            } else {
+                format!(
+                    "expected a one-line refusal naming 5.15, got rc {:?}: {what}",
+                    o.probe_rc
+                )
+            },
+        );
+    }
+    let count = |r: &str| o.tests.iter().filter(|t| t.2 == r).count();
+    let (pass, fail, skip) = (count("ok"), count("FAILED"), count("ignored"));
+    let mut ok = o.probe_rc == Some(0) && fail == 0 && o.bad_suites.is_empty() && pass > 0;
+    let mut line = format!(
+        "{pass} passed, {fail} failed, {skip} ignored, {} not run in VMs",
+        SKIPPED.iter().filter(|t| suites.contains(&t.0)).count()
+    );
+    if o.probe_rc != Some(0) {
+        line.push_str(&format!("; probe failed: {}", o.probe.join(" | ")));
+    }
+    for t in o.tests.iter().filter(|t| t.2 == "FAILED") {
+        line.push_str(&format!("; FAILED {}::{}", t.0, t.1));
+    }
+    if !o.bad_suites.is_empty() {
+        line.push_str(&format!(
+            "; suites exited non-zero: {}",
+            o.bad_suites.join(",")
+        ));
+    }
+    let missing: Vec<&str> = suites
+        .iter()
+        .copied()
+        .filter(|s| !o.tests.iter().any(|t| t.0 == *s))
+        .collect();
+    if !missing.is_empty() {
+        ok = false;
+        line.push_str(&format!("; no results from {}", missing.join(",")));
+    }
+    (ok, line)
+}
