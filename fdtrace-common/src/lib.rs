@@ -281,6 +281,10 @@ pub struct KernelLayout {
     pub skc_v6_rcv_saddr: u32,
     pub sk_type: u32,
     pub sk_protocol: u32,
+    /// `task_struct.stack`, and where the user `pt_regs` sit above it: the way to the user
+    /// registers on kernels without `bpf_task_pt_regs` (before 5.15).
+    pub task_stack: u32,
+    pub regs_in_stack: u32,
     pub _pad: u32,
 }
 
@@ -327,7 +331,9 @@ pub struct CloexecEvent {
     pub on: u32,
 }
 
-/// `CLOSE_RANGE_CLOEXEC`: mark close-on-exec instead of closing.
+/// `CLOSE_RANGE_UNSHARE` (5.9): unshare the table first.
+pub const CLOSE_RANGE_UNSHARE: u32 = 1 << 1;
+/// `CLOSE_RANGE_CLOEXEC` (5.11): mark close-on-exec instead of closing.
 pub const CLOSE_RANGE_CLOEXEC: u32 = 1 << 2;
 
 /// Exec or thread exit.
@@ -361,7 +367,7 @@ const _: () = assert!(core::mem::size_of::<CloseRangeEvent>() == 40);
 const _: () = assert!(core::mem::size_of::<SockInfo>() == 56);
 const _: () = assert!(core::mem::size_of::<SockAddrEvent>() == 24 + 16 + MAX_SOCKADDR);
 const _: () = assert!(core::mem::size_of::<SockStateEvent>() == 24 + 24 + 32);
-const _: () = assert!(core::mem::size_of::<KernelLayout>() == 72);
+const _: () = assert!(core::mem::size_of::<KernelLayout>() == 80);
 const _: () = assert!(core::mem::size_of::<ForkEvent>() == 40);
 const _: () = assert!(core::mem::size_of::<CloexecEvent>() == 32);
 const _: () =

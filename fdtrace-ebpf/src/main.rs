@@ -264,19 +264,54 @@ fn walk_frame_pointers(ctx: &TracePointContext, dst: &mut [u8; STACK_BYTES]) -> 
 
 // The generated binding is declared with a `task_struct` argument.
 use aya_ebpf::bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP, task_struct};
+
+/// 1 when the kernel has `bpf_get_current_task_btf` (5.11) and `bpf_task_pt_regs` (5.15). Set
+/// by user space before loading; it lives in the frozen `.rodata`, so the verifier knows its
+/// value and never visits the other branch: older kernels, which reject those helpers, load
+/// the programs because the calls are dead code to them.
+#[unsafe(no_mangle)]
+static HAVE_TASK_PT_REGS: u8 = 1;
+
+/// The interrupted user registers (ip, sp, bp) of the current thread; zeros when unknown.
 #[inline(always)]
 fn user_regs() -> (u64, u64, u64) {
-    // SAFETY: helpers available to tracing programs since 5.15; the pointer is read with
-    // probe_read_kernel only.
-    unsafe {
-        let task = bpf_get_current_task_btf() as *mut task_struct;
-        let regs = bpf_task_pt_regs(task) as *const u64;
-        if regs.is_null() {
+    // SAFETY: a volatile read of a constant the loader may have rewritten.
+    let have_helper = unsafe { core::ptr::read_volatile(&HAVE_TASK_PT_REGS) } != 0;
+    let regs = if have_helper {
+        // SAFETY: helpers available to tracing programs since 5.15; the pointer is read with
+        // probe_read_kernel only.
+        unsafe { bpf_task_pt_regs(bpf_get_current_task_btf() as *mut task_struct) as u64 }
+    } else {
+        // Before 5.15: x86_64's task_pt_regs(), task->stack + THREAD_SIZE - sizeof(pt_regs).
+        let Some(l) = LAYOUT.get(0) else {
+            return (0, 0, 0);
+        };
+        if l.valid == 0
+            || l.task_stack == fdtrace_common::NO_OFFSET
+            || l.regs_in_stack == fdtrace_common::NO_OFFSET
+        {
             return (0, 0, 0);
         }
+        // SAFETY: helper without arguments.
+        let task = unsafe { bpf_get_current_task() };
+        match read_kernel::<u64>(task + l.task_stack as u64) {
+            Some(stack) if stack != 0 => stack + l.regs_in_stack as u64,
+            _ => 0,
+        }
+    };
+    if regs == 0 {
+        return (0, 0, 0);
+    }
+    let regs = regs as *const u64;
+    // SAFETY: probe_read_kernel checks the addresses.
+    unsafe {
         let ip = bpf_probe_read_kernel(regs.add(PT_REGS_IP)).unwrap_or(0);
         let sp = bpf_probe_read_kernel(regs.add(PT_REGS_SP)).unwrap_or(0);
         let bp = bpf_probe_read_kernel(regs.add(PT_REGS_BP)).unwrap_or(0);
+        // A user-space ip, or the registers were not where we looked.
+        if ip >= 0x0000_8000_0000_0000 {
+            return (0, 0, 0);
+        }
         (ip, sp, bp)
     }
 }

@@ -9,6 +9,8 @@ use fdtrace_common::{KernelLayout, NO_OFFSET};
 
 const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
 const BTF_MAGIC: u16 = 0xeb9f;
+/// x86_64 kernel stack size without KASAN (PAGE_SIZE << 2).
+const THREAD_SIZE: u32 = 16 * 1024;
 
 // BTF kinds (include/uapi/linux/btf.h).
 const KIND_INT: u32 = 1;
@@ -155,6 +157,12 @@ impl KernelTypes {
             .ok_or_else(|| anyhow!("struct {name} not found in the kernel's BTF"))
     }
 
+    /// Size in bytes of `struct name`.
+    pub fn size_of(&self, name: &str) -> Result<u32> {
+        let id = self.struct_id(name)?;
+        Ok(self.ty(id).map(|t| t.size_or_type).unwrap_or(0))
+    }
+
     /// Bit offset of member `name` in struct/union `id`, looking into anonymous members.
     /// Returns (bit offset, member type, is a bit field).
     fn member(&self, id: u32, name: &str, depth: u32) -> Option<(u64, u32, bool)> {
@@ -222,6 +230,14 @@ impl KernelTypes {
             skc_v6_rcv_saddr: opt("sock_common", "skc_v6_rcv_saddr"),
             sk_type: opt("sock", "sk_type"),
             sk_protocol: opt("sock", "sk_protocol"),
+            task_stack: opt("task_struct", "stack"),
+            // x86_64's task_pt_regs(): the user registers sit at the top of the kernel stack,
+            // THREAD_SIZE (16 KiB; 32 with KASAN, which distribution kernels leave off) above
+            // task->stack, with no padding on 64-bit.
+            regs_in_stack: self
+                .size_of("pt_regs")
+                .map(|n| THREAD_SIZE - n)
+                .unwrap_or(NO_OFFSET),
             _pad: 0,
         })
     }
@@ -244,6 +260,9 @@ mod tests {
         assert!(l.skc_family > l.skc_num);
         assert!(l.fdt_fd > l.fdt_max_fds);
         assert_ne!(l.skc_v6_daddr, NO_OFFSET);
+        // x86_64's struct pt_regs is 21 words.
+        assert_eq!(l.regs_in_stack, THREAD_SIZE - 21 * 8);
+        assert_ne!(l.task_stack, NO_OFFSET);
         // A nested path adds up: sock.__sk_common.skc_family is sock_common.skc_family.
         assert_eq!(
             types.offset("sock", "__sk_common.skc_family").unwrap(),

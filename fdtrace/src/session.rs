@@ -598,6 +598,11 @@ impl State {
                 last,
                 flags,
             } => {
+                if flags & !close_range_flags() != 0 {
+                    // The kernel refused the call (EINVAL): nothing was closed or marked.
+                    debug!("close_range with flags {flags:#x} this kernel rejects: no effect");
+                    return false;
+                }
                 self.log(Record::CloseRange {
                     ts_ns: hdr.ts_ns,
                     tgid: self.pid,
@@ -1387,6 +1392,28 @@ fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> Result<()> {
     Ok(res?)
 }
 
+/// The `close_range` flags this kernel accepts: `CLOSE_RANGE_UNSHARE` since 5.9,
+/// `CLOSE_RANGE_CLOEXEC` since 5.11. A call with any other bit fails with EINVAL.
+fn close_range_flags() -> u32 {
+    static FLAGS: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    *FLAGS.get_or_init(|| {
+        let v = aya::util::KernelVersion::current().unwrap_or(aya::util::KernelVersion::new(
+            u8::MAX,
+            0,
+            0,
+        ));
+        close_range_flags_of(v >= aya::util::KernelVersion::new(5, 11, 0))
+    })
+}
+
+fn close_range_flags_of(has_cloexec: bool) -> u32 {
+    let mut f = fdtrace_common::CLOSE_RANGE_UNSHARE;
+    if has_cloexec {
+        f |= fdtrace_common::CLOSE_RANGE_CLOEXEC;
+    }
+    f
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1402,6 +1429,16 @@ mod tests {
         }
         b.resize(len.div_ceil(8) * 8, 0);
         b
+    }
+
+    #[test]
+    fn close_range_flags_follow_the_kernel() {
+        use fdtrace_common::{CLOSE_RANGE_CLOEXEC as C, CLOSE_RANGE_UNSHARE as U};
+        // 5.10: CLOSE_RANGE_CLOEXEC is an unknown flag, the call fails and marks nothing.
+        assert_ne!(C & !close_range_flags_of(false), 0);
+        assert_eq!(U & !close_range_flags_of(false), 0);
+        assert_eq!((C | U) & !close_range_flags_of(true), 0);
+        assert_ne!(8 & !close_range_flags_of(true), 0);
     }
 
     #[test]

@@ -3,9 +3,8 @@
 //! than skip, without it.
 use std::{
     collections::BTreeSet,
-    io::{BufRead as _, BufReader},
     path::Path,
-    process::{Command, Stdio},
+    process::Command,
     time::{Duration, Instant},
 };
 
@@ -91,42 +90,28 @@ fn a_target_that_exits_is_reported_with_what_it_held() {
 fn attach_mode_matches_proc_fd() {
     let _serial = serial();
     require_root();
-    let data = tempfile::tempdir().unwrap();
-    // The program waits 1.5 s before leaking, so fdtrace is attached by then.
-    let mut child = Killed(
-        Command::new(&built().fp)
-            .args(["40", "1500", "0"])
-            .env("LEAKY_DIR", data.path())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    let pid = child.0.id();
-    let stdout = child.0.stdout.take().unwrap();
-    let tracer =
-        std::thread::spawn(move || fdtrace(&["-d", "4", "-p", &pid.to_string()], &[], &[]));
-    let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line).unwrap();
-    assert_eq!(line.trim(), "done");
-    // Ground truth while both are alive.
-    let proc_fds: BTreeSet<i64> = std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().parse().unwrap())
-        .collect();
-    let r = tracer.join().unwrap();
-    assert_eq!(r.code, 0, "{}", r.stderr);
-    assert_leaky_40(&r.json);
+    let mut proc_fds = BTreeSet::new();
+    let mut target = 0;
+    let json = trace_leaker_by_pid(&built().fp, 40, &["-d", "4"], |pid| {
+        target = pid;
+        // Ground truth while both are alive.
+        proc_fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().parse().unwrap())
+            .collect();
+    });
+    assert_leaky_40(&json);
     let mut model: BTreeSet<i64> = BTreeSet::new();
-    for s in r.json["sites"].as_array().unwrap() {
+    for s in json["sites"].as_array().unwrap() {
         for f in s["fds"].as_array().unwrap() {
             model.insert(f["fd"].as_i64().unwrap());
         }
     }
-    for f in r.json["preexisting"].as_array().unwrap() {
+    for f in json["preexisting"].as_array().unwrap() {
         model.insert(f["fd"].as_i64().unwrap());
     }
-    assert_eq!(model, proc_fds, "{:#}", r.json);
-    assert_eq!(r.json["pid"], pid);
+    assert_eq!(model, proc_fds, "{json:#}");
+    assert_eq!(json["pid"], target);
 }
 
 #[test]

@@ -3,19 +3,14 @@
 //! frame-pointer walk). Real fdtrace binary, real eBPF programs, programs that leak at marked
 //! lines. They need root, `rustc` and `go` (Debian: golang-go), and fail, rather than skip,
 //! without them.
-use std::{
-    io::{BufRead as _, BufReader},
-    path::{Path, PathBuf},
-    process::{Command, Stdio},
-    sync::OnceLock,
-};
+use std::{path::PathBuf, process::Command, sync::OnceLock};
 
 use serde_json::Value;
 
 mod common;
 use common::{
-    Killed, Run, fdtrace, fdtrace_text, go_build, lines_in, prebuilt, require_root, serial, sites,
-    source, user_frame,
+    fdtrace, fdtrace_text, go_build, lines_in, prebuilt, require_root, serial, sites, source,
+    trace_leaker_by_pid, user_frame,
 };
 
 /// Line of the marker comment in a test program.
@@ -137,38 +132,13 @@ fn rust_release_build_without_frame_pointers_names_the_leaking_line() {
 
 /// Start a program that waits 1.5 s, leaks, prints "done" and waits to be killed; trace it by
 /// pid with `args`; return the report once the program said "done".
-fn attach(bin: &Path, args: &[&str]) -> Run {
-    let data = tempfile::tempdir().unwrap();
-    let mut child = Killed(
-        Command::new(bin)
-            .args(["40", "1500", "0"])
-            .env("LEAKY_DIR", data.path())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    let pid = child.0.id().to_string();
-    let stdout = child.0.stdout.take().unwrap();
-    let mut argv: Vec<String> = args.iter().map(|a| a.to_string()).collect();
-    argv.extend(["-d".into(), "4".into(), "-p".into(), pid]);
-    let tracer = std::thread::spawn(move || {
-        let a: Vec<&str> = argv.iter().map(String::as_str).collect();
-        fdtrace(&a, &[], &[])
-    });
-    let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line).unwrap();
-    assert_eq!(line.trim(), "done");
-    tracer.join().unwrap()
-}
-
 #[test]
 fn rust_program_traced_by_pid() {
     let _serial = serial();
     require_root();
-    let r = attach(&built().rust, &[]);
-    assert_eq!(r.code, 0, "{}", r.stderr);
-    assert_rustleak_40(&r.json);
-    assert_no_drift(&r.json);
+    let json = trace_leaker_by_pid(&built().rust, 40, &["-d", "4"], |_| {});
+    assert_rustleak_40(&json);
+    assert_no_drift(&json);
 }
 
 /// The exact leaks of `goleak 40`: 40 os.Create, 10 os.Open, one net.Dial; never the correct
@@ -243,10 +213,9 @@ fn go_program_is_unwound_with_frame_pointers() {
 fn go_program_traced_by_pid_is_recognized_as_go() {
     let _serial = serial();
     require_root();
-    let r = attach(&built().go, &[]);
-    assert_eq!(r.code, 0, "{}", r.stderr);
-    assert_goleak_40(&r.json, "fp");
-    assert_no_drift(&r.json);
+    let json = trace_leaker_by_pid(&built().go, 40, &["-d", "4"], |_| {});
+    assert_goleak_40(&json, "fp");
+    assert_no_drift(&json);
 }
 
 #[test]

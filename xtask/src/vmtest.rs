@@ -21,29 +21,18 @@ use crate::{output, path_with_tools, root, run};
 const KERNELS: &[(&str, bool)] = &[("5.10", true), ("6.1", true), ("6.12", true)];
 
 /// The integration test binaries run in the VM. Not run: `servers` (nginx, wrk, redis) and
-/// `live` (tmux), whose tools the VM does not have, and `incident`, whose one test expects its
-/// second report to carry no verdict: under emulation the load ends early enough for 5 s of
-/// steady history, and the site is called `held (steady)`.
-const SUITES: &[&str] = &["trace", "model", "sockets", "recording", "unwind"];
-
-/// Tests not run in the VM, and why.
-const SKIPPED: &[(&str, &str, &str)] = &[
-    (
-        "trace",
-        "attach_mode_matches_proc_fd",
-        "gives fdtrace a fixed 1.5 s head start, shorter than attaching takes under emulation",
-    ),
-    (
-        "unwind",
-        "rust_program_traced_by_pid",
-        "gives fdtrace a fixed 1.5 s head start, shorter than attaching takes under emulation",
-    ),
-    (
-        "unwind",
-        "go_program_traced_by_pid_is_recognized_as_go",
-        "gives fdtrace a fixed 1.5 s head start, shorter than attaching takes under emulation",
-    ),
+/// `live` (tmux), whose tools the VM does not have.
+const SUITES: &[&str] = &[
+    "trace",
+    "model",
+    "sockets",
+    "recording",
+    "unwind",
+    "incident",
 ];
+
+/// Tests not run in the VM, and why (suite, test, reason).
+const SKIPPED: &[(&str, &str, &str)] = &[];
 
 /// How the tests build their programs (fdtrace/tests/common/mod.rs `compile_c`, `built()`,
 /// `go_build`, and tests/unwind.rs): built here the same way, found in the VM by
@@ -116,6 +105,12 @@ const PROGRAMS: &[Prog] = &[
         args: &["build"],
         src: "goleak/main.go",
         out: "goleak",
+    },
+    Prog {
+        tool: "go",
+        args: &["build"],
+        src: "gosvc/main.go",
+        out: "gosvc",
     },
 ];
 

@@ -2,7 +2,7 @@
 #![allow(dead_code)]
 use std::{
     collections::BTreeSet,
-    io::{BufRead as _, BufReader, Read as _},
+    io::{BufRead as _, BufReader, Read as _, Write as _},
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     sync::OnceLock,
@@ -129,6 +129,42 @@ pub fn attach_during(pid: u32, args: &[&str], load: impl FnOnce()) -> String {
     let _ = err.read_to_string(&mut rest);
     assert!(st.success(), "fdtrace failed: {rest}");
     std::fs::read_to_string(&report).unwrap()
+}
+
+/// Trace one of the leaking programs (leaky, rustleak, goleak: `N 0 0` with LEAKY_WAIT) by pid
+/// with `fdtrace --json ARGS -p PID`: the program waits for a line on stdin, sent once fdtrace
+/// says it is tracing (however long attaching takes); once it has printed "done",
+/// `while_traced(pid)` runs with both still alive. Returns the JSON report.
+pub fn trace_leaker_by_pid(
+    bin: &Path,
+    n: u32,
+    args: &[&str],
+    while_traced: impl FnOnce(u32),
+) -> Value {
+    let data = tempfile::tempdir().unwrap();
+    let mut child = Killed(
+        Command::new(bin)
+            .args([n.to_string().as_str(), "0", "0"])
+            .env("LEAKY_DIR", data.path())
+            .env("LEAKY_WAIT", "1")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let pid = child.0.id();
+    let mut stdin = child.0.stdin.take().unwrap();
+    let stdout = child.0.stdout.take().unwrap();
+    let mut argv = vec!["--json"];
+    argv.extend_from_slice(args);
+    let json = attach_during(pid, &argv, || {
+        stdin.write_all(b"go\n").unwrap();
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).unwrap();
+        assert_eq!(line.trim(), "done");
+        while_traced(pid);
+    });
+    serde_json::from_str(&json).expect("valid JSON report")
 }
 
 /// (file basename, line, function) of a site's user frame.

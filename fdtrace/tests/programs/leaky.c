@@ -5,7 +5,8 @@
  *   waits DELAY_MS, then N times: leaks one open() file, opens and closes another correctly;
  *   every 4th round leaks a FILE* from fopen(); prints "done" and waits LINGER_MS (or until
  *   killed when LINGER_MS is 0). With STEP_MS, sleeps that long after each round, so the leaks
- *   grow gradually (default 0: all at once). */
+ *   grow gradually (default 0: all at once). With LEAKY_WAIT set, it then also waits for a line
+ *   on stdin (sent once a tracer has attached). */
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -58,6 +59,10 @@ int main(int argc, char **argv) {
     snprintf(dir, sizeof dir, "%s", d ? d : "/tmp");
     if (delay_ms > 0) {
         usleep(delay_ms * 1000);
+    }
+    if (getenv("LEAKY_WAIT")) {
+        char b[64];
+        (void)!read(0, b, sizeof b);
     }
     for (int i = 0; i < n; i++) {
         leak_file(i);

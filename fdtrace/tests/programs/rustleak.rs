@@ -4,7 +4,7 @@
 //! `rustc -C opt-level=2 -C force-frame-pointers=no -g`.
 //!
 //! usage: rustleak N [DELAY_MS] [LINGER_MS]
-//!   waits DELAY_MS, then N times: leaks one file created with File::create (forgotten with
+//!   waits DELAY_MS (and, with LEAKY_WAIT set, for a line on stdin), then N times: leaks one file created with File::create (forgotten with
 //!   mem::forget) and opens and closes another; prints "done" and waits LINGER_MS (or until
 //!   killed when LINGER_MS is 0).
 use std::{
@@ -41,6 +41,10 @@ fn main() {
     let linger_ms = args.get(2).copied().unwrap_or(0);
     let dir = PathBuf::from(std::env::var_os("LEAKY_DIR").unwrap_or_else(|| "/tmp".into()));
     std::thread::sleep(Duration::from_millis(delay_ms));
+    if std::env::var_os("LEAKY_WAIT").is_some() {
+        // Until a tracer has attached: the test sends a line.
+        let _ = std::io::stdin().read_line(&mut String::new());
+    }
     for i in 0..n {
         leak_file(&dir, i);
         read_correctly(&dir);

@@ -4,7 +4,7 @@
 //
 // usage: goleak N [DELAY_MS] [LINGER_MS]
 //
-// waits DELAY_MS, then N times: leaks one file from os.Create, creates and closes another,
+// waits DELAY_MS (and, with LEAKY_WAIT set, for a line on stdin), then N times: leaks one file from os.Create, creates and closes another,
 // opens and closes a third; every 4th round leaks a file from os.Open. Then dials a local
 // listener twice, leaking one connection and closing the other: net.Dial's frames between the
 // socket() call and the caller take more than 2 KiB of stack. Prints "done" and waits LINGER_MS
@@ -103,6 +103,10 @@ func main() {
 		dir = os.TempDir()
 	}
 	time.Sleep(time.Duration(delay) * time.Millisecond)
+	if os.Getenv("LEAKY_WAIT") != "" {
+		// Until a tracer has attached: the test sends a line.
+		os.Stdin.Read(make([]byte, 64))
+	}
 	for i := 0; i < n; i++ {
 		leakCreate(dir, i)
 		path := writeCorrectly(dir)
