@@ -171,7 +171,7 @@ fn run(pairs: u64, pid: u32, (ip, sp, bp): (u64, u64, u64), captured: &[u8]) {
         fdtrace::session::UnwindMode::Dwarf,
         fdtrace_common::capture::STACK_COPY,
     );
-    state.baseline().expect("reading /proc/PID");
+    state.baseline(true).expect("reading /proc/PID");
     let apply = rate(pairs, |_| {
         state.apply(events::decode(black_box(&open)).unwrap());
         state.apply(events::decode(black_box(&close)).unwrap());

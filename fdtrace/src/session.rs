@@ -118,6 +118,10 @@ pub struct State {
     socks: std::collections::HashMap<u64, Vec<i32>>,
     /// Differences with /proc seen at the last reconciliation (fd → missed open?).
     suspects: std::collections::HashMap<i32, bool>,
+    /// Descriptor numbers an event opened or closed since the last reconciliation: a
+    /// difference on such a number is the model and /proc seen at different moments of a busy
+    /// number (a loop that opens and closes it), not a missed event.
+    touched: std::collections::HashSet<i32>,
     mode: UnwindMode,
     /// How the kernel captures this process's stacks now (a `capture` constant).
     pub capture: u16,
@@ -147,6 +151,7 @@ impl State {
             log: None,
             socks: Default::default(),
             suspects: Default::default(),
+            touched: Default::default(),
         }
     }
 
@@ -206,8 +211,10 @@ impl State {
         }
     }
 
-    /// Read the descriptors open now as pre-existing, and the mappings.
-    pub fn baseline(&mut self) -> Result<()> {
+    /// Read the descriptors open now as pre-existing, and, with `maps`, the mappings (not for a
+    /// launched command that has not exec'd yet: its mappings are fdtrace's own, and its exec
+    /// reads them anew).
+    pub fn baseline(&mut self, maps: bool) -> Result<()> {
         let fds =
             procinfo::fds(self.pid).with_context(|| format!("reading /proc/{}/fd", self.pid))?;
         for f in fds {
@@ -221,7 +228,9 @@ impl State {
             self.table.preexisting(f.fd, f.kind, f.target, f.cloexec);
         }
         self.describe_preexisting_sockets();
-        self.refresh_maps(true);
+        if maps {
+            self.refresh_maps(true);
+        }
         self.rlimit = procinfo::nofile_limit(self.pid);
         Ok(())
     }
@@ -333,6 +342,10 @@ impl State {
     }
 
     fn on_open(&mut self, o: Open) {
+        self.touched.insert(o.fd);
+        if o.fd2 >= 0 {
+            self.touched.insert(o.fd2);
+        }
         let id = self.stack_of(&o);
         use fdtrace_common::syscall as sc;
         let mut sock = None;
@@ -487,7 +500,7 @@ impl State {
             }
         }
         for (&fd, &missed_open) in &now {
-            if self.suspects.get(&fd) != Some(&missed_open) {
+            if self.suspects.get(&fd) != Some(&missed_open) || self.touched.contains(&fd) {
                 continue;
             }
             if missed_open {
@@ -521,6 +534,7 @@ impl State {
             self.table.get(*fd).is_some() != *missed_open
         });
         self.suspects = now;
+        self.touched.clear();
     }
 
     /// A successful bind (local address) or connect (peer address).
@@ -590,6 +604,7 @@ impl State {
                     tid: hdr.tid,
                     fd,
                 });
+                self.touched.insert(fd);
                 self.table.close(fd);
             }
             Event::CloseRange {
@@ -1240,7 +1255,7 @@ pub fn run(opts: Options) -> Result<()> {
     if recorder.is_some() {
         state.log = Some(Vec::new());
     }
-    state.baseline()?;
+    state.baseline(launched.is_none())?;
     if let Target::Pid(p) = opts.target {
         eprintln!(
             "fdtrace: tracing pid {p} ({}){}; Ctrl-C to stop and report",
@@ -1429,6 +1444,87 @@ mod tests {
         }
         b.resize(len.div_ceil(8) * 8, 0);
         b
+    }
+
+    /// An open event of `fd` in process `pid`, with no stack.
+    fn open_event(pid: u32, fd: i32) -> Event {
+        Event::Open(Open {
+            hdr: Header {
+                kind: fdtrace_common::kind::OPEN,
+                tgid: pid,
+                tid: pid,
+                ..Header::default()
+            },
+            fd,
+            fd2: -1,
+            arg: -1,
+            flags: 0,
+            syscall: fdtrace_common::syscall::OPENAT,
+            path: "/dev/null".into(),
+            ip: 0,
+            sp: 0,
+            bp: 0,
+            sock: Default::default(),
+            control: Vec::new(),
+            stack: UserStack::None,
+        })
+    }
+
+    fn close_event(pid: u32, fd: i32) -> Event {
+        Event::Close {
+            hdr: Header {
+                kind: fdtrace_common::kind::CLOSE,
+                tgid: pid,
+                tid: pid,
+                ..Header::default()
+            },
+            fd,
+        }
+    }
+
+    /// Reconciliation against this test process's own /proc/self/fd: a descriptor born
+    /// without an event is drift after two rounds; a number that events keep opening and
+    /// closing (a busy loop caught open by /proc at both rounds) is not.
+    #[test]
+    fn reconciliation_tells_a_missed_open_from_a_busy_number() {
+        let pid = std::process::id();
+        let mut st = State::new(pid, UnwindMode::Fp, capture::FRAME_POINTERS);
+        st.baseline(false).unwrap();
+        // Numbers far above what this process uses, which no other test's open can take.
+        let high = |min: i32| {
+            let f = std::fs::File::open("/dev/null").unwrap();
+            // SAFETY: duplicating a descriptor we own; the copy is closed below.
+            let fd =
+                unsafe { libc::fcntl(std::os::fd::AsRawFd::as_raw_fd(&f), libc::F_DUPFD, min) };
+            assert!(fd >= min);
+            fd
+        };
+        // Opened behind the model's back (no event): a missed open.
+        let missed_fd = high(700);
+        // Open in /proc at both rounds, but opened and closed by events in between.
+        let busy_fd = high(800);
+        // (Other tests of this process open files too: only these two numbers are checked.)
+        st.reconcile();
+        assert!(st.table.get(missed_fd).is_none());
+        st.apply(open_event(pid, busy_fd));
+        st.apply(close_event(pid, busy_fd));
+        st.reconcile();
+        assert!(
+            st.table.get(missed_fd).is_some(),
+            "the missed open is corrected"
+        );
+        assert!(
+            st.table.get(busy_fd).is_none(),
+            "the busy number is not drift"
+        );
+        // Untouched since, a real difference on that number is found at the next round.
+        st.reconcile();
+        assert!(st.table.get(busy_fd).is_some());
+        // SAFETY: closing the two copies made above.
+        unsafe {
+            libc::close(missed_fd);
+            libc::close(busy_fd);
+        }
     }
 
     #[test]

@@ -90,7 +90,9 @@ fn fp_capacity() -> usize {
     })
 }
 
-type Data = Arc<[u8]>;
+/// A file's bytes (or a decompressed section), shared by the modules that use them. A `Vec`
+/// behind the `Arc`, not a `[u8]`: moving a read file into an `Arc<[u8]>` would copy it.
+type Data = Arc<Vec<u8>>;
 
 /// A section's bytes as framehop needs them: a view of the file, or decompressed when the
 /// section is compressed (Go compresses `.debug_frame` with zlib). None when unreadable.
@@ -115,7 +117,7 @@ fn section_bytes(data: &Data, s: &object::Section<'_, '_>) -> Option<ArcSlice> {
                 .ok()?;
             let len = out.len();
             Some(ArcSlice {
-                data: Data::from(out),
+                data: Arc::new(out),
                 range: 0..len,
             })
         }
@@ -219,18 +221,22 @@ impl StackUnwinder {
                 self.unwinder.add_module(module);
             }
         }
+        // Files no longer mapped (a library unloaded, the program before an exec) are dropped.
+        let mapped: std::collections::HashSet<&Path> =
+            self.mappings.iter().map(|m| m.path.as_path()).collect();
+        self.files.retain(|p, _| mapped.contains(p.as_path()));
     }
 
     fn file(&mut self, path: &Path) -> Option<Data> {
         self.files
             .entry(path.to_path_buf())
-            .or_insert_with(|| std::fs::read(path).ok().map(Data::from))
+            .or_insert_with(|| std::fs::read(path).ok().map(Arc::new))
             .clone()
     }
 
     fn module_for(&mut self, m: &Mapping) -> Option<Module<ArcSlice>> {
         let data = self.file(&m.path)?;
-        let obj = object::File::parse(&*data).ok()?;
+        let obj = object::File::parse(data.as_slice()).ok()?;
         let svma_start = mapping_svma(&obj, m.offset)?;
         let base_avma = m.start.wrapping_sub(svma_start);
         let section = |name: &str| -> (Option<std::ops::Range<u64>>, Option<ArcSlice>) {

@@ -117,12 +117,18 @@ pub fn attach_during(pid: u32, args: &[&str], load: impl FnOnce()) -> String {
             .unwrap(),
     );
     let mut err = BufReader::new(tracer.0.stderr.take().unwrap());
-    let mut line = String::new();
-    err.read_line(&mut line).unwrap();
-    assert!(
-        line.contains("tracing pid"),
-        "fdtrace did not attach: {line}"
-    );
+    // Warnings (a tracepoint this kernel lacks) may come first.
+    let mut said = String::new();
+    loop {
+        let mut line = String::new();
+        if err.read_line(&mut line).unwrap() == 0 {
+            panic!("fdtrace did not attach: {said}");
+        }
+        said.push_str(&line);
+        if line.contains("tracing pid") {
+            break;
+        }
+    }
     load();
     let st = tracer.0.wait().unwrap();
     let mut rest = String::new();
