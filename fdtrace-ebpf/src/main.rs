@@ -93,6 +93,10 @@ const RET: usize = 16;
 const PT_REGS_BP: usize = 4;
 const PT_REGS_IP: usize = 16;
 const PT_REGS_SP: usize = 19;
+const PT_REGS_R10: usize = 7;
+const PT_REGS_DX: usize = 12;
+const PT_REGS_SI: usize = 13;
+const PT_REGS_DI: usize = 14;
 
 const O_WRONLY: u64 = 0o1;
 const O_CREAT: u64 = 0o100;
@@ -123,14 +127,37 @@ fn bump(index: u32) {
     }
 }
 
-/// Unread bytes in the ring buffer above which user space is woken at once. Below it, records
-/// are submitted without a wake-up and user space drains the ring on a short timer: one wake-up
-/// per record cost more than the record itself (measured in docs/PERFORMANCE.md).
+/// User space is woken when a record carries the unread bytes in the ring buffer across a
+/// multiple of this. Other records are submitted without a wake-up and user space drains the
+/// ring on a short timer: a wake-up (an `irq_work` self-interrupt, then waking the consumer)
+/// costs more than the record itself (measured in docs/PERFORMANCE.md). Waking on every record
+/// once the threshold is passed would pay that cost per record exactly when user space is
+/// already behind; crossing a multiple wakes it at most once per this many bytes.
 const WAKEUP_BYTES: u64 = 512 * 1024;
 
+/// The ring buffer's share of a record of `T`: an 8-byte header, rounded up to 8 bytes.
 #[inline(always)]
-fn wakeup() -> u64 {
-    if EVENTS.query(BPF_RB_AVAIL_DATA as u64) > WAKEUP_BYTES {
+fn ring_bytes<T>() -> u64 {
+    (core::mem::size_of::<T>() as u64 + 8 + 7) & !7
+}
+
+/// Wake-up flag for a record of `T` about to be written with `output` (not yet counted).
+#[inline(always)]
+fn wakeup_before<T>() -> u64 {
+    let avail = EVENTS.query(BPF_RB_AVAIL_DATA as u64);
+    crossing(avail, avail + ring_bytes::<T>())
+}
+
+/// Wake-up flag for a reserved record of `T` (already counted as unread).
+#[inline(always)]
+fn wakeup_after<T>() -> u64 {
+    let avail = EVENTS.query(BPF_RB_AVAIL_DATA as u64);
+    crossing(avail.saturating_sub(ring_bytes::<T>()), avail)
+}
+
+#[inline(always)]
+fn crossing(before: u64, after: u64) -> u64 {
+    if before / WAKEUP_BYTES != after / WAKEUP_BYTES {
         BPF_RB_FORCE_WAKEUP as u64
     } else {
         BPF_RB_NO_WAKEUP as u64
@@ -180,19 +207,10 @@ const NONE: Args = Args {
     arg: None,
 };
 
+/// What the exit program needs to know of a call, from its arguments (`read` gives the argument
+/// at a tracepoint-record offset).
 #[inline(always)]
-fn remember(ctx: &TracePointContext, a: Args) -> u32 {
-    let pid_tgid = bpf_get_current_pid_tgid();
-    if !is_target((pid_tgid >> 32) as u32) {
-        return 0;
-    }
-    // SAFETY: offsets come from the tracepoint formats of these syscalls.
-    let read = |off: Option<usize>| -> u64 {
-        match off {
-            Some(o) => unsafe { ctx.read_at::<u64>(o) }.unwrap_or(0),
-            None => 0,
-        }
-    };
+fn pending_from(a: Args, read: impl Fn(Option<usize>) -> u64) -> Pending {
     let path = read(a.path);
     let mut flags = a.fixed;
     if a.sc == syscall::OPENAT2 {
@@ -207,7 +225,7 @@ fn remember(ctx: &TracePointContext, a: Args) -> u32 {
             flags |= O_CLOEXEC;
         }
     }
-    let p = Pending {
+    Pending {
         path,
         flags,
         syscall: a.sc,
@@ -216,7 +234,20 @@ fn remember(ctx: &TracePointContext, a: Args) -> u32 {
         } else {
             -1
         },
-    };
+    }
+}
+
+#[inline(always)]
+fn remember(ctx: &TracePointContext, a: Args) -> u32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    if !is_target((pid_tgid >> 32) as u32) {
+        return 0;
+    }
+    // SAFETY: offsets come from the tracepoint formats of these syscalls.
+    let p = pending_from(a, |off| match off {
+        Some(o) => unsafe { ctx.read_at::<u64>(o) }.unwrap_or(0),
+        None => 0,
+    });
     if PENDING.insert(&pid_tgid, &p, 0).is_err() {
         bump(stat::PENDING_ERRORS);
     }
@@ -272,9 +303,40 @@ use aya_ebpf::bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEU
 #[unsafe(no_mangle)]
 static HAVE_TASK_PT_REGS: u8 = 1;
 
-/// The interrupted user registers (ip, sp, bp) of the current thread; zeros when unknown.
+/// The user registers a syscall was entered with: where it was called from, and where the rest
+/// of them are (`pt_regs`), for its arguments.
+#[derive(Clone, Copy, Default)]
+struct UserRegs {
+    ip: u64,
+    sp: u64,
+    bp: u64,
+    /// Address of the task's `pt_regs`; 0 when unknown.
+    base: u64,
+}
+
+impl UserRegs {
+    /// The syscall argument at a tracepoint-record offset (`ARG0`..`ARG3`). x86_64 passes the
+    /// first four in rdi, rsi, rdx and r10, and the kernel leaves them in `pt_regs` until the
+    /// syscall returns.
+    #[inline(always)]
+    fn arg(&self, off: Option<usize>) -> u64 {
+        let word = match off {
+            Some(ARG0) => PT_REGS_DI,
+            Some(ARG1) => PT_REGS_SI,
+            Some(ARG2) => PT_REGS_DX,
+            Some(ARG3) => PT_REGS_R10,
+            _ => return 0,
+        };
+        if self.base == 0 {
+            return 0;
+        }
+        read_kernel::<u64>(self.base + word as u64 * 8).unwrap_or(0)
+    }
+}
+
+/// The current thread's user registers; zeros when unknown.
 #[inline(always)]
-fn user_regs() -> (u64, u64, u64) {
+fn user_regs() -> UserRegs {
     // SAFETY: a volatile read of a constant the loader may have rewritten.
     let have_helper = unsafe { core::ptr::read_volatile(&HAVE_TASK_PT_REGS) } != 0;
     let regs = if have_helper {
@@ -284,13 +346,13 @@ fn user_regs() -> (u64, u64, u64) {
     } else {
         // Before 5.15: x86_64's task_pt_regs(), task->stack + THREAD_SIZE - sizeof(pt_regs).
         let Some(l) = LAYOUT.get(0) else {
-            return (0, 0, 0);
+            return UserRegs::default();
         };
         if l.valid == 0
             || l.task_stack == fdtrace_common::NO_OFFSET
             || l.regs_in_stack == fdtrace_common::NO_OFFSET
         {
-            return (0, 0, 0);
+            return UserRegs::default();
         }
         // SAFETY: helper without arguments.
         let task = unsafe { bpf_get_current_task() };
@@ -300,19 +362,19 @@ fn user_regs() -> (u64, u64, u64) {
         }
     };
     if regs == 0 {
-        return (0, 0, 0);
+        return UserRegs::default();
     }
-    let regs = regs as *const u64;
-    // SAFETY: probe_read_kernel checks the addresses.
-    unsafe {
-        let ip = bpf_probe_read_kernel(regs.add(PT_REGS_IP)).unwrap_or(0);
-        let sp = bpf_probe_read_kernel(regs.add(PT_REGS_SP)).unwrap_or(0);
-        let bp = bpf_probe_read_kernel(regs.add(PT_REGS_BP)).unwrap_or(0);
-        // A user-space ip, or the registers were not where we looked.
-        if ip >= 0x0000_8000_0000_0000 {
-            return (0, 0, 0);
-        }
-        (ip, sp, bp)
+    let word = |i: usize| read_kernel::<u64>(regs + i as u64 * 8).unwrap_or(0);
+    let ip = word(PT_REGS_IP);
+    // A user-space ip, or the registers were not where we looked.
+    if ip >= 0x0000_8000_0000_0000 {
+        return UserRegs::default();
+    }
+    UserRegs {
+        ip,
+        sp: word(PT_REGS_SP),
+        bp: word(PT_REGS_BP),
+        base: regs,
     }
 }
 
@@ -420,6 +482,22 @@ fn emit_open<const MMSG: bool>(ctx: &TracePointContext) -> u32 {
         None => return 0,
     };
     let _ = PENDING.remove(&pid_tgid);
+    // SAFETY: read-only lookup of a plain value.
+    let Some(&target) = (unsafe { TARGETS.get(&((pid_tgid >> 32) as u32)) }) else {
+        return 0;
+    };
+    emit_birth::<MMSG>(ctx, pid_tgid, target, pending, user_regs())
+}
+
+/// The record of a syscall that may have created descriptors, at its exit.
+#[inline(always)]
+fn emit_birth<const MMSG: bool>(
+    ctx: &TracePointContext,
+    pid_tgid: u64,
+    target: u32,
+    pending: Pending,
+    regs: UserRegs,
+) -> u32 {
     let ret: i64 = unsafe { ctx.read_at(RET) }.unwrap_or(-1);
     // "Too many open files" is the failure worth a stack: the leak's symptom.
     let failed = (ret == -EMFILE || ret == -ENFILE)
@@ -435,7 +513,10 @@ fn emit_open<const MMSG: bool>(ctx: &TracePointContext) -> u32 {
             fd: pending.arg,
             on: pending.flags as u32,
         };
-        if EVENTS.output::<CloexecEvent>(&ev, wakeup()).is_err() {
+        if EVENTS
+            .output::<CloexecEvent>(&ev, wakeup_before::<CloexecEvent>())
+            .is_err()
+        {
             bump(stat::LOST_EVENTS);
         }
         return 0;
@@ -508,7 +589,7 @@ fn emit_open<const MMSG: bool>(ctx: &TracePointContext) -> u32 {
         return 0;
     };
     let ev = entry.as_mut_ptr();
-    let (ip, sp, bp) = user_regs();
+    let UserRegs { ip, sp, bp, .. } = regs;
     // SAFETY: `ev` points to a reserved record of the right size; every field is written.
     unsafe {
         (*ev).hdr = header(
@@ -551,9 +632,10 @@ fn emit_open<const MMSG: bool>(ctx: &TracePointContext) -> u32 {
             (*ev).path[0] = 0;
         }
         // How this process's stacks are captured (set per target by user space).
-        let how = match TARGETS.get(&((pid_tgid >> 32) as u32)) {
-            Some(v) if *v == capture::FRAME_POINTERS as u32 => capture::FRAME_POINTERS,
-            _ => capture::STACK_COPY,
+        let how = if target == capture::FRAME_POINTERS as u32 {
+            capture::FRAME_POINTERS
+        } else {
+            capture::STACK_COPY
         };
         let n = if how == capture::FRAME_POINTERS {
             walk_frame_pointers(ctx, &mut (*ev).stack)
@@ -568,8 +650,27 @@ fn emit_open<const MMSG: bool>(ctx: &TracePointContext) -> u32 {
         (*ev).stack_len = n as u16;
         (*ev).stack_kind = if n == 0 { capture::NONE } else { how };
     }
-    entry.submit(wakeup());
+    entry.submit(wakeup_after::<OpenEvent>());
     0
+}
+
+/// An exit program for a frequent syscall that needs no entry program: it reads the arguments
+/// from the registers the syscall was entered with, which saves a tracepoint hit and a hash-map
+/// insert, lookup and delete per call. User space attaches these where the registers can be read.
+macro_rules! exit_regs {
+    ($name:ident, $args:expr) => {
+        #[tracepoint]
+        pub fn $name(ctx: TracePointContext) -> u32 {
+            let pid_tgid = bpf_get_current_pid_tgid();
+            // SAFETY: read-only lookup of a plain value.
+            let Some(&target) = (unsafe { TARGETS.get(&((pid_tgid >> 32) as u32)) }) else {
+                return 0;
+            };
+            let regs = user_regs();
+            let pending = pending_from($args, |off| regs.arg(off));
+            emit_birth::<false>(&ctx, pid_tgid, target, pending, regs)
+        }
+    };
 }
 
 /// One entry program per syscall, naming where its arguments are.
@@ -591,8 +692,26 @@ enter!(
         ..NONE
     }
 );
+exit_regs!(
+    exit_regs_openat,
+    Args {
+        sc: syscall::OPENAT,
+        path: Some(ARG1),
+        flags: Some(ARG2),
+        ..NONE
+    }
+);
 enter!(
     enter_open,
+    Args {
+        sc: syscall::OPEN,
+        path: Some(ARG0),
+        flags: Some(ARG1),
+        ..NONE
+    }
+);
+exit_regs!(
+    exit_regs_open,
     Args {
         sc: syscall::OPEN,
         path: Some(ARG0),
@@ -626,6 +745,14 @@ enter!(
         ..NONE
     }
 );
+exit_regs!(
+    exit_regs_socket,
+    Args {
+        sc: syscall::SOCKET,
+        flags: Some(ARG1),
+        ..NONE
+    }
+);
 enter!(
     enter_accept,
     Args {
@@ -634,8 +761,25 @@ enter!(
         ..NONE
     }
 );
+exit_regs!(
+    exit_regs_accept,
+    Args {
+        sc: syscall::ACCEPT,
+        arg: Some(ARG0),
+        ..NONE
+    }
+);
 enter!(
     enter_accept4,
+    Args {
+        sc: syscall::ACCEPT,
+        flags: Some(ARG3),
+        arg: Some(ARG0),
+        ..NONE
+    }
+);
+exit_regs!(
+    exit_regs_accept4,
     Args {
         sc: syscall::ACCEPT,
         flags: Some(ARG3),
@@ -1025,7 +1169,10 @@ pub fn enter_close_range(ctx: TracePointContext) -> u32 {
         flags: unsafe { ctx.read_at::<u64>(ARG2) }.unwrap_or(0) as u32,
         _pad: 0,
     };
-    if EVENTS.output::<CloseRangeEvent>(&ev, wakeup()).is_err() {
+    if EVENTS
+        .output::<CloseRangeEvent>(&ev, wakeup_before::<CloseRangeEvent>())
+        .is_err()
+    {
         bump(stat::LOST_EVENTS);
     }
     0
@@ -1055,7 +1202,10 @@ pub fn enter_close(ctx: TracePointContext) -> u32 {
         fd: fd as i32,
         _pad: 0,
     };
-    if EVENTS.output::<CloseEvent>(&ev, wakeup()).is_err() {
+    if EVENTS
+        .output::<CloseEvent>(&ev, wakeup_before::<CloseEvent>())
+        .is_err()
+    {
         bump(stat::LOST_EVENTS);
     }
     0
@@ -1138,7 +1288,7 @@ pub fn exit_sockaddr(ctx: TracePointContext) -> u32 {
             0
         };
     }
-    entry.submit(wakeup());
+    entry.submit(wakeup_after::<SockAddrEvent>());
     0
 }
 
@@ -1182,7 +1332,10 @@ pub fn sock_state(ctx: TracePointContext) -> u32 {
         ev.saddr[..4].copy_from_slice(&s);
         ev.daddr[..4].copy_from_slice(&d);
     }
-    if EVENTS.output::<SockStateEvent>(&ev, wakeup()).is_err() {
+    if EVENTS
+        .output::<SockStateEvent>(&ev, wakeup_before::<SockStateEvent>())
+        .is_err()
+    {
         bump(stat::LOST_EVENTS);
     }
     if newstate as u32 == TCP_CLOSE {
@@ -1259,7 +1412,10 @@ pub fn sched_fork(ctx: TracePointContext) -> u32 {
         _pad: 0,
         flags,
     };
-    if EVENTS.output::<ForkEvent>(&ev, wakeup()).is_err() {
+    if EVENTS
+        .output::<ForkEvent>(&ev, wakeup_before::<ForkEvent>())
+        .is_err()
+    {
         bump(stat::LOST_EVENTS);
     }
     0
@@ -1274,7 +1430,10 @@ fn proc_event(kind: u32) -> u32 {
     let ev = ProcEvent {
         hdr: header(kind, pid_tgid),
     };
-    if EVENTS.output::<ProcEvent>(&ev, wakeup()).is_err() {
+    if EVENTS
+        .output::<ProcEvent>(&ev, wakeup_before::<ProcEvent>())
+        .is_err()
+    {
         bump(stat::LOST_EVENTS);
     }
     0

@@ -227,7 +227,7 @@ impl State {
             });
             self.table.preexisting(f.fd, f.kind, f.target, f.cloexec);
         }
-        self.describe_preexisting_sockets();
+        self.describe_preexisting_sockets(true);
         if maps {
             self.refresh_maps(true);
         }
@@ -236,12 +236,17 @@ impl State {
     }
 
     /// Sockets open before tracing began: addresses and TCP state from /proc/PID/net, read at
-    /// attach and again at each reconciliation (their state changes are not traced).
-    fn describe_preexisting_sockets(&mut self) {
+    /// attach (`all`) and again at each reconciliation for the TCP sockets whose state may
+    /// still change (their state changes are not traced). A listening socket stays listening,
+    /// and reading /proc/PID/net/tcp costs the consumer dearly on a busy server (it lists every
+    /// TIME_WAIT connection): a server whose only pre-existing socket listens never reads it
+    /// again.
+    fn describe_preexisting_sockets(&mut self, all: bool) {
         let pre: Vec<(i32, u64)> = self
             .table
             .iter()
             .filter(|(_, e)| e.origin == Origin::Preexisting && e.kind == FdKind::Socket)
+            .filter(|(_, e)| all || e.sock.as_ref().is_some_and(sockets::state_may_change))
             .filter_map(|(fd, e)| Some((fd, sockets::socket_inode(&e.target)?)))
             .collect();
         if pre.is_empty() {
@@ -487,7 +492,7 @@ impl State {
             return;
         };
         self.rlimit = procinfo::nofile_limit(self.pid).or(self.rlimit);
-        self.describe_preexisting_sockets();
+        self.describe_preexisting_sockets(false);
         let mut now: std::collections::HashMap<i32, bool> = Default::default();
         for p in &fds {
             if self.table.get(p.fd).is_none() {

@@ -23,6 +23,12 @@ pub mod tcp {
     pub const LISTEN: u8 = 10;
 }
 
+/// Whether a socket seen in /proc/PID/net may be in another state later: a TCP socket that is
+/// not listening (a listening socket leaves that state only by being closed).
+pub fn state_may_change(s: &SocketInfo) -> bool {
+    s.is_tcp() && s.state != Some(tcp::LISTEN)
+}
+
 /// Name of a TCP state, as `ss` prints it.
 pub fn tcp_state_name(state: u8) -> &'static str {
     match state {
@@ -442,6 +448,19 @@ mod tests {
         assert_eq!(socket_inode("pipe:[1]"), None);
         // This process's own table parses.
         let _ = proc_net_sockets(std::process::id());
+    }
+
+    #[test]
+    fn only_tcp_sockets_that_do_not_listen_are_read_again() {
+        let tcp = "header\n   0: 0100007F:1F90 00000000:0000 0A 0 0 0 0 0 1 0\n   1: 0100007F:1F90 0100007F:9C40 01 0 0 0 0 0 2 0\n   2: 0100007F:9C41 0100007F:1F90 07 0 0 0 0 0 3 0\n";
+        let got = parse_proc_net_inet(tcp, AF_INET, SOCK_STREAM, IPPROTO_TCP);
+        let may: Vec<bool> = got.iter().map(|(_, s)| state_may_change(s)).collect();
+        assert_eq!(may, [false, true, true], "LISTEN, ESTABLISHED, CLOSE");
+        let udp = "header\n   0: 0100007F:1F90 00000000:0000 07 0 0 0 0 0 4 0\n";
+        let got = parse_proc_net_inet(udp, AF_INET, 2, IPPROTO_UDP);
+        assert!(!state_may_change(&got[0].1));
+        let unix = "Num RefCount Protocol Flags Type St Inode Path\n0000000000000000: 00000002 00000000 00010000 0001 01 999 /run/x.sock\n";
+        assert!(!state_may_change(&parse_proc_net_unix(unix)[0].1));
     }
 
     #[test]

@@ -15,8 +15,8 @@ use tracing::{debug, warn};
 const TRACEFS: &str = "/sys/kernel/tracing";
 
 /// Syscalls that create descriptors: program `enter_<name>` on `sys_enter_<name>`, and the
-/// shared `exit_open` on `sys_exit_<name>`. Optional ones (absent on some kernels or
-/// architectures) are skipped with a message.
+/// shared `exit_open` on `sys_exit_<name>` (or `exit_regs_<name>` alone, see `FROM_REGS`).
+/// Optional ones (absent on some kernels or architectures) are skipped with a message.
 const BIRTHS: &[(&str, bool)] = &[
     ("openat", true),
     ("open", false),
@@ -87,10 +87,24 @@ const OTHERS: &[(&str, &str, &str, bool)] = &[
     ("sched_exit", "sched", "sched_process_exit", true),
 ];
 
-/// Every (program, category, tracepoint, required) to attach.
-fn attach_plan() -> Vec<(String, &'static str, String, bool)> {
+/// Frequent births whose exit program `exit_regs_<name>` reads the arguments from the user
+/// registers, so that they need no entry program (one tracepoint hit per call instead of two).
+const FROM_REGS: &[&str] = &["openat", "open", "socket", "accept", "accept4"];
+
+/// Every (program, category, tracepoint, required) to attach. `regs`: the programs can read the
+/// user registers of the current task (see `exit_regs_*` in fdtrace-ebpf).
+fn attach_plan(regs: bool) -> Vec<(String, &'static str, String, bool)> {
     let mut plan = Vec::new();
     for &(name, required) in BIRTHS {
+        if regs && FROM_REGS.contains(&name) {
+            plan.push((
+                format!("exit_regs_{name}"),
+                "syscalls",
+                format!("sys_exit_{name}"),
+                required,
+            ));
+            continue;
+        }
         plan.push((
             format!("enter_{name}"),
             "syscalls",
@@ -229,9 +243,13 @@ impl Tracer {
             )))
             .context("loading the eBPF programs into the kernel failed")?;
         let mut missing = Vec::new();
+        // Before 5.15 the user registers are found through the layout (task->stack).
+        let mut regs = have_task_pt_regs();
         // Without the layout, sockets are still traced but carry no address or TCP state.
         match KernelTypes::load().and_then(|t| t.layout()) {
             Ok(layout) => {
+                regs |= layout.task_stack != fdtrace_common::NO_OFFSET
+                    && layout.regs_in_stack != fdtrace_common::NO_OFFSET;
                 let mut map: Array<_, KernelLayout> =
                     Array::try_from(ebpf.map_mut("LAYOUT").context("LAYOUT map")?)?;
                 map.set(0, layout, 0).context("storing the kernel layout")?;
@@ -243,7 +261,7 @@ impl Tracer {
         }
         let mut loaded = std::collections::HashSet::new();
         let mut links = Vec::new();
-        for (prog, category, name, required) in attach_plan() {
+        for (prog, category, name, required) in attach_plan(regs) {
             if !Path::new(TRACEFS)
                 .join("events")
                 .join(category)
@@ -377,7 +395,42 @@ impl Tracer {
 
 #[cfg(test)]
 mod tests {
-    use super::field_offset;
+    use super::{BIRTHS, FROM_REGS, attach_plan, field_offset};
+
+    #[test]
+    fn every_birth_has_one_exit_program_and_register_births_no_entry() {
+        for name in FROM_REGS {
+            assert!(
+                BIRTHS.iter().any(|(b, _)| b == name),
+                "{name} is not a birth"
+            );
+        }
+        for regs in [false, true] {
+            let plan = attach_plan(regs);
+            for &(name, required) in BIRTHS {
+                let exits: Vec<_> = plan
+                    .iter()
+                    .filter(|p| p.2 == format!("sys_exit_{name}"))
+                    .collect();
+                assert_eq!(exits.len(), 1, "{name}: {exits:?}");
+                assert_eq!(exits[0].3, required);
+                let from_regs = regs && FROM_REGS.contains(&name);
+                let expected = if from_regs {
+                    format!("exit_regs_{name}")
+                } else if name == "recvmmsg" {
+                    "exit_recvmmsg".to_string()
+                } else {
+                    "exit_open".to_string()
+                };
+                assert_eq!(exits[0].0, expected);
+                let entries = plan
+                    .iter()
+                    .filter(|p| p.2 == format!("sys_enter_{name}"))
+                    .count();
+                assert_eq!(entries, usize::from(!from_regs), "{name}");
+            }
+        }
+    }
 
     #[test]
     fn child_pid_offset_of_both_fork_record_layouts() {

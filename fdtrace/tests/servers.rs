@@ -102,6 +102,8 @@ fn nginx_under_wrk_has_no_false_leak() {
     let workers = children_of(master.0.id());
     assert_eq!(workers.len(), 1, "one nginx worker expected: {workers:?}");
     let worker = workers[0];
+    // Killed by pid (before the master) however the test ends.
+    let worker_guard = KilledPid(worker);
     let url = format!("http://127.0.0.1:{port}/index.html");
     let r = trace_under_load(worker, "7", || {
         let out = Command::new("wrk")
@@ -116,8 +118,7 @@ fn nginx_under_wrk_has_no_false_leak() {
     let opens = r["model"]["opens"].as_u64().unwrap();
     assert!(opens > 1000, "only {opens} births seen: {r:#}");
     assert_no_false_leak(&r, "nginx");
-    // Kill the worker and the master by pid.
-    unsafe { libc::kill(worker as i32, libc::SIGKILL) };
+    drop(worker_guard);
     drop(master);
 }
 

@@ -748,13 +748,9 @@ fn model_opens(report: &serde_json::Value) -> u64 {
 // ---------------------------------------------------------------------------------------------
 // Case 1: the open/close loop under each configuration
 
-const OPENCLOSE_TPS: [&str; 5] = [
-    "sys_enter_openat",
-    "sys_exit_openat",
-    "sys_enter_open",
-    "sys_exit_open",
-    "sys_enter_close",
-];
+/// The tracepoints fdtrace attaches for open, openat and close (its `exit_regs_*` programs read
+/// the arguments at exit, so open and openat have no entry program).
+const OPENCLOSE_TPS: [&str; 3] = ["sys_exit_openat", "sys_exit_open", "sys_enter_close"];
 
 const BPFTRACE_EQUIVALENT: &str = "tracepoint:syscalls:sys_exit_openat /pid == cpid/ { @open[tid, args->ret] = ustack; } tracepoint:syscalls:sys_enter_close /pid == cpid/ { delete(@open[tid, args->fd]); }";
 
@@ -1108,7 +1104,7 @@ impl Bench {
                     *t as f64 / *cnt as f64,
                     *t as f64 / n
                 );
-                if ["exit_open", "enter_openat", "enter_close"].contains(&name.as_str()) {
+                if OPEN_CLOSE_PROGS.iter().any(|(p, _)| p == name) {
                     self.set(
                         format!("{prefix}.{name}_ns_per_run"),
                         *t as f64 / *cnt as f64,
@@ -1188,6 +1184,21 @@ impl Bench {
         })
     }
 }
+
+/// fdtrace's programs that run in the loop (the first two only on kernels where the user
+/// registers cannot be read), with what each does.
+const OPEN_CLOSE_PROGS: [(&str, &str); 4] = [
+    (
+        "exit_regs_openat",
+        "the open record: arguments and registers from `pt_regs`, path, 2 KiB stack copy",
+    ),
+    (
+        "exit_open",
+        "the open record: remembered arguments, registers, path, 2 KiB stack copy",
+    ),
+    ("enter_openat", "filter, remember the arguments"),
+    ("enter_close", "filter, a 32-byte close record"),
+];
 
 /// Pairs of the diagnostic run with a stopped consumer: their records (about 2.4 KiB per open)
 /// must fit in fdtrace's 16 MiB ring buffer.
@@ -2227,22 +2238,24 @@ costs are taken per repetition against the untraced run of the same repetition, 
 of the machine's load during the run shifts both sides.
 - **The loop** (`bench/openclose.c`) opens and closes `/dev/null` N times and reports the wall \
 time of the loop alone (CLOCK_MONOTONIC around it): tracer start-up and report writing are \
-not counted. glibc's `open()` is the `openat` syscall, so a pair is three tracepoint hits for \
-fdtrace: `sys_enter_openat`, `sys_exit_openat`, `sys_enter_close`.
+not counted. glibc's `open()` is the `openat` syscall, so a pair is two tracepoint hits for \
+fdtrace: `sys_exit_openat` (whose program reads the call's arguments from the registers the \
+syscall was entered with, left in `pt_regs`) and `sys_enter_close`.
 - **fdtrace** starts the loop itself (`fdtrace -- openclose N`) and writes its JSON report to a \
 file in `$TMP` (not `-o /dev/null`: fdtrace writes the report through a temporary file \
 renamed over the target, which must not be done to a device node).
 - **The floor** is bpftrace with empty action blocks on exactly the tracepoints fdtrace attaches \
-for open, openat and close (`sys_enter_openat`, `sys_exit_openat`, `sys_enter_open`, \
-`sys_exit_open`, `sys_enter_close`), with no filter: the pure cost of having a BPF program on \
+for open, openat and close (`sys_exit_openat`, `sys_exit_open`, `sys_enter_close`), with no \
+filter: the pure cost of having a BPF program on \
 those tracepoints (which also puts every syscall of every task on the kernel's syscall \
 tracing path). No tracer that uses these tracepoints can cost less.
 - **The bpftrace script** does what fdtrace does in the smallest form: remember the user stack \
 of each openat result per (tid, fd), forget it at close, only for the traced pid: \
 `tracepoint:syscalls:sys_exit_openat /pid == cpid/ { @open[tid, args->ret] = ustack; } \
 tracepoint:syscalls:sys_enter_close /pid == cpid/ { delete(@open[tid, args->fd]); }`. It \
-attaches two tracepoints where fdtrace attaches three, copies no path and no stack bytes (its \
-`ustack` is a frame-pointer walk in the kernel) and sends nothing to user space per event.
+attaches the same two tracepoints the loop hits under fdtrace, copies no path and no stack \
+bytes (its `ustack` is a frame-pointer walk in the kernel) and sends nothing to user space per \
+event.
 - **strace** runs fewer pairs (it is two orders of magnitude slower); the result is per pair \
 all the same.
 - **Untargeted processes** (case 2): fdtrace traces `sleep 1000` with `-p`; the loop runs in \
@@ -2353,20 +2366,13 @@ fn analysis(b: &Bench) -> String {
             let wake = f("diag.consumer_wakeups_per_pair").unwrap_or(f64::NAN);
             let dl = f("diag.loop_ns").unwrap_or(f64::NAN);
             let per_run = |prefix: &str| -> Vec<String> {
-                [
-                    (
-                        "exit_open",
-                        "the open record: registers, path, 2 KiB stack copy",
-                    ),
-                    ("enter_openat", "filter, remember the arguments"),
-                    ("enter_close", "a 32-byte close record"),
-                ]
-                .iter()
-                .filter_map(|(n, why)| {
-                    let v = fact(b, &format!("{prefix}.{n}_ns_per_run"))?;
-                    Some(format!("`{n}` {v:.0} ns ({why})"))
-                })
-                .collect()
+                OPEN_CLOSE_PROGS
+                    .iter()
+                    .filter_map(|(n, why)| {
+                        let v = fact(b, &format!("{prefix}.{n}_ns_per_run"))?;
+                        Some(format!("`{n}` {v:.0} ns ({why})"))
+                    })
+                    .collect()
             };
             // The diagnostic run is a run of its own (and BPF statistics slow it a little):
             // its decomposition refers to its own loop time.
@@ -2386,43 +2392,41 @@ fn analysis(b: &Bench) -> String {
                 let _ = write!(
                     a,
                     "With fdtrace's process stopped (SIGSTOP) during short loops of {STOPPED_PAIRS} \
-                     pairs ({STOPPED_RUNS} runs), whose records all fit in the ring buffer, nothing is consumed: the kernel \
-                     never finds a caught-up consumer to wake, and no consumer competes for the \
-                     CPUs. Then the loop took {sl:.0} ns per pair (median of the runs; {:+.0} ns \
+                     pairs ({STOPPED_RUNS} runs), whose records all fit in the ring buffer, nothing \
+                     is read while the loop runs: no consumer touches the ring buffer's pages or \
+                     competes for the CPUs, and at most one wake-up is queued per 512 KiB of \
+                     records. Then the loop took {sl:.0} ns per pair (median of the runs; {:+.0} ns \
                      against the untraced median) and the programs {sbpf:.0} ns per pair; per run: \
                      {}. ",
                     sl - u,
                     per_run("stopped").join(", ")
                 );
-                if let (Some(c), Some(sc)) = (
-                    f("diag.enter_close_ns_per_run"),
-                    f("stopped.enter_close_ns_per_run"),
-                ) {
+                let d = bpf - sbpf;
+                if d > 0.0 {
                     let _ = write!(
                         a,
-                        "`enter_close` does the same work in both runs, yet costs {:.0} ns more per \
-                         run while the consumer keeps up: when a record is submitted and the \
-                         consumer has read everything before it, the kernel queues a wake-up \
-                         (`irq_work`, a self-interrupt on x86, then a wake-up of fdtrace's thread \
-                         on the other CPU). ",
-                        c - sc
+                        "With the consumer following the ring buffer, the programs take {d:.0} ns \
+                         more per pair: the consumer reads, on the other CPU, the pages the \
+                         programs write, and their cache lines move between the CPUs."
+                    );
+                } else {
+                    let _ = write!(
+                        a,
+                        "With the consumer following the ring buffer, the programs take {:.0} ns \
+                         less per pair: a consumer reading along costs the programs nothing \
+                         measurable here (the difference is run-to-run noise, or the stopped \
+                         runs' fresh ring-buffer pages cost more than warm ones).",
+                        -d
                     );
                 }
-                let _ = write!(
-                    a,
-                    "Over the three programs, the wake-up path (and the consumer reading the same \
-                     ring-buffer pages) accounts for about {:.0} ns per pair; the records \
-                     themselves for about {sbpf:.0} ns per pair.",
-                    bpf - sbpf
-                );
-                if let (Some(o), Some(c)) = (
-                    f("stopped.exit_open_ns_per_run"),
-                    f("stopped.enter_close_ns_per_run"),
-                ) {
+                let open = ["exit_regs_openat", "exit_open"]
+                    .iter()
+                    .find_map(|n| f(&format!("stopped.{n}_ns_per_run")));
+                if let (Some(o), Some(c)) = (open, f("stopped.enter_close_ns_per_run")) {
                     let _ = write!(
                         a,
-                        " The open record costs {:.0} ns more than a close record: the path and \
-                         the 2 KiB stack copy, the registers and the pending-argument lookup.",
+                        " The open record costs {:.0} ns more than a close record: the path, the \
+                         2 KiB stack copy and the registers.",
                         o - c
                     );
                 }
@@ -2436,9 +2440,9 @@ fn analysis(b: &Bench) -> String {
                         "Of the {dadd:.0} ns added per pair in the diagnostic run, the floor (the \
                          syscall-tracepoint path with a program on it, from the table) is \
                          {floor:.0} ns and fdtrace's programs {bpf:.0} ns; the other {rest:.0} ns \
-                         are spent outside BPF programs: handling the queued wake-ups \
-                         (interrupt, scheduler) and the loop sharing 2 CPUs with fdtrace's \
-                         consumer and the rest of the machine. This remainder is inferred, not \
+                         are spent outside BPF programs: interrupts and scheduling, and the \
+                         loop sharing 2 CPUs with fdtrace's consumer and the rest of the \
+                         machine. This remainder is inferred, not \
                          measured piece by piece.\n\n"
                     );
                 } else {
@@ -2453,17 +2457,21 @@ fn analysis(b: &Bench) -> String {
             }
         }
         a.push_str(
-            "Levers, not tried here (the bench measures; it does not change fdtrace): \
-             (1) submit with `BPF_RB_NO_WAKEUP` and wake the consumer only every N records or \
-             on a timer (`BPF_RB_FORCE_WAKEUP` when the buffer passes a fill level), which removes \
-             most wake-ups and context switches; (2) copy less stack: most call sites unwind in \
+            "Levers already in fdtrace: the in-kernel target filter first; records submitted \
+             without a wake-up, user space woken only when the unread bytes cross a multiple of \
+             512 KiB and otherwise draining every 20 ms (a wake-up, an `irq_work` self-interrupt \
+             and then waking the consumer, costs more than a record); open, openat, socket, \
+             accept and accept4 read their arguments from the registers at exit instead of \
+             remembering them at entry (one tracepoint hit and no hash-map insert, lookup and \
+             delete per call). Levers not tried: (1) copy less stack: most call sites unwind in \
              far fewer than 2 KiB, so a first copy of 512 bytes (with the full copy only when the \
              unwinder runs out) or a per-binary hint would cut the `bpf_probe_read_user` cost; \
-             (3) skip the path copy for paths already seen (a per-process LRU of path hashes); \
-             (4) on the user side, `events::decode` allocates a `Vec` for the stack and a \
+             (2) skip the path copy for paths already seen (a per-process LRU of path hashes); \
+             (3) on the user side, `events::decode` allocates a `Vec` for the stack and a \
              `String` for the path of every open; unwinding straight from the ring-buffer slice \
              would avoid both (decode alone runs at the rate shown in case 3 with and without the \
-             stack copy).\n\n",
+             stack copy); (4) fentry/fexit programs instead of syscall tracepoints (see \
+             untargeted processes).\n\n",
         );
     }
     // Case 2.
@@ -2561,8 +2569,8 @@ fn analysis(b: &Bench) -> String {
             if loss >= 5.0 && bu > 90.0 {
                 a.push_str(
                     " With no idle CPU left, the time fdtrace's consumer and its programs take \
-                     comes out of wrk's and nginx's; the loop's levers above (fewer wake-ups, less \
-                     stack copied) apply here too.",
+                     comes out of wrk's and nginx's; the loop's levers not tried above (less stack and \
+                     path copied, fentry) apply here too.",
                 );
             }
         }

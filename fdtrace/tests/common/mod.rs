@@ -218,6 +218,16 @@ impl Drop for Killed {
     }
 }
 
+/// A process that is not our child (an nginx worker, say), killed by pid when dropped, so that a
+/// failed assertion does not leave it running.
+pub struct KilledPid(pub u32);
+impl Drop for KilledPid {
+    fn drop(&mut self) {
+        // SAFETY: plain kill(2) of a pid this test started (through its parent).
+        unsafe { libc::kill(self.0 as i32, libc::SIGKILL) };
+    }
+}
+
 /// With FDTRACE_PROGRAMS_DIR set (`cargo xtask vmtest`: its VMs have no compiler), the test
 /// program OUT built by TOOL with ARGS is not built but taken from `DIR/KEY/OUT`, where KEY
 /// names the tool and its arguments (xtask/src/vmtest.rs builds them so); a program missing
