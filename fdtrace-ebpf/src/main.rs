@@ -130,10 +130,15 @@ fn bump(index: u32) {
 /// User space is woken when a record carries the unread bytes in the ring buffer across a
 /// multiple of this. Other records are submitted without a wake-up and user space drains the
 /// ring on a short timer: a wake-up (an `irq_work` self-interrupt, then waking the consumer)
-/// costs more than the record itself (measured in docs/PERFORMANCE.md). Waking on every record
-/// once the threshold is passed would pay that cost per record exactly when user space is
-/// already behind; crossing a multiple wakes it at most once per this many bytes.
+/// costs more than the record itself (measured in docs/PERFORMANCE.md), and crossing a
+/// multiple wakes it at most once per this many bytes while it keeps up.
 const WAKEUP_BYTES: u64 = 512 * 1024;
+
+/// Once a quarter of the ring buffer is unread, user space has fallen far behind (it stalled
+/// reading /proc, say): every record then asks for a wake-up. That costs the traced thread the
+/// wake-up's interrupt per record, which slows it exactly while the ring fills up, so a stall of
+/// the consumer is ridden out instead of losing records.
+const BEHIND_SHIFT: u32 = 2;
 
 /// The ring buffer's share of a record of `T`: an 8-byte header, rounded up to 8 bytes.
 #[inline(always)]
@@ -157,7 +162,9 @@ fn wakeup_after<T>() -> u64 {
 
 #[inline(always)]
 fn crossing(before: u64, after: u64) -> u64 {
-    if before / WAKEUP_BYTES != after / WAKEUP_BYTES {
+    if before / WAKEUP_BYTES != after / WAKEUP_BYTES
+        || (after > WAKEUP_BYTES && after > EVENTS.query(BPF_RB_RING_SIZE as u64) >> BEHIND_SHIFT)
+    {
         BPF_RB_FORCE_WAKEUP as u64
     } else {
         BPF_RB_NO_WAKEUP as u64
@@ -294,7 +301,9 @@ fn walk_frame_pointers(ctx: &TracePointContext, dst: &mut [u8; STACK_BYTES]) -> 
 }
 
 // The generated binding is declared with a `task_struct` argument.
-use aya_ebpf::bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP, task_struct};
+use aya_ebpf::bindings::{
+    BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP, BPF_RB_RING_SIZE, task_struct,
+};
 
 /// 1 when the kernel has `bpf_get_current_task_btf` (5.11) and `bpf_task_pt_regs` (5.15). Set
 /// by user space before loading; it lives in the frozen `.rodata`, so the verifier knows its
