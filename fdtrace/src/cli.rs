@@ -52,6 +52,9 @@ pub enum Cmd {
     },
     /// Print the man page (roff).
     Manpage,
+    /// List the tracepoints fdtrace attaches on this kernel (category:name), one per line;
+    /// those this kernel lacks are marked "(missing)".
+    Tracepoints,
 }
 
 #[derive(Debug, Args)]

@@ -38,6 +38,7 @@ fn main() {
             );
             Ok(())
         }
+        Some(Cmd::Tracepoints) => fdtrace::tracer::print_tracepoints(),
         Some(Cmd::Manpage) => {
             use clap::CommandFactory as _;
             clap_mangen::Man::new(Cli::command())

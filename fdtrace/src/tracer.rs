@@ -191,6 +191,53 @@ fn have_task_pt_regs() -> bool {
     aya::util::KernelVersion::current().is_ok_and(|v| v >= aya::util::KernelVersion::new(5, 15, 0))
 }
 
+/// Whether the programs can read the user registers: through the helpers (5.15+) or through
+/// the task's kernel stack, whose layout comes from BTF.
+fn regs_readable(layout: Option<&KernelLayout>) -> bool {
+    have_task_pt_regs()
+        || layout.is_some_and(|l| {
+            l.task_stack != fdtrace_common::NO_OFFSET
+                && l.regs_in_stack != fdtrace_common::NO_OFFSET
+        })
+}
+
+/// `fdtrace tracepoints`: one line per tracepoint; a reader that goes away ends it quietly.
+pub fn print_tracepoints() -> Result<()> {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    for (tp, exists) in tracepoints() {
+        let missing = if exists { "" } else { " (missing)" };
+        match writeln!(out, "{tp}{missing}") {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(()),
+            Err(e) => return Err(e).context("writing to stdout"),
+        }
+    }
+    match out.flush() {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e).context("writing to stdout"),
+        _ => Ok(()),
+    }
+}
+
+/// The tracepoints fdtrace attaches on this kernel, as `category:name`, each with whether it
+/// exists here (`fdtrace tracepoints`; `cargo xtask bench` puts empty programs on them).
+pub fn tracepoints() -> Vec<(String, bool)> {
+    let layout = KernelTypes::load().and_then(|t| t.layout()).ok();
+    let mut seen = std::collections::BTreeSet::new();
+    attach_plan(regs_readable(layout.as_ref()))
+        .into_iter()
+        .filter(|(_, category, name, _)| seen.insert(format!("{category}:{name}")))
+        .map(|(_, category, name, _)| {
+            let exists = Path::new(TRACEFS)
+                .join("events")
+                .join(category)
+                .join(&name)
+                .exists();
+            (format!("{category}:{name}"), exists)
+        })
+        .collect()
+}
+
 /// Fail early with a clear message when we cannot possibly load BPF programs.
 pub fn check_privileges() -> Result<()> {
     // SAFETY: no arguments.
@@ -248,8 +295,7 @@ impl Tracer {
         // Without the layout, sockets are still traced but carry no address or TCP state.
         match KernelTypes::load().and_then(|t| t.layout()) {
             Ok(layout) => {
-                regs |= layout.task_stack != fdtrace_common::NO_OFFSET
-                    && layout.regs_in_stack != fdtrace_common::NO_OFFSET;
+                regs = regs_readable(Some(&layout));
                 let mut map: Array<_, KernelLayout> =
                     Array::try_from(ebpf.map_mut("LAYOUT").context("LAYOUT map")?)?;
                 map.set(0, layout, 0).context("storing the kernel layout")?;
@@ -396,6 +442,21 @@ impl Tracer {
 #[cfg(test)]
 mod tests {
     use super::{BIRTHS, FROM_REGS, attach_plan, field_offset};
+
+    #[test]
+    fn the_tracepoint_list_names_each_once() {
+        let tps: Vec<String> = super::tracepoints().into_iter().map(|t| t.0).collect();
+        let unique: std::collections::BTreeSet<&String> = tps.iter().collect();
+        assert_eq!(unique.len(), tps.len(), "{tps:?}");
+        for tp in [
+            "syscalls:sys_exit_openat",
+            "syscalls:sys_enter_close",
+            "sock:inet_sock_set_state",
+            "sched:sched_process_exit",
+        ] {
+            assert!(tps.iter().any(|t| t == tp), "{tp} missing from {tps:?}");
+        }
+    }
 
     #[test]
     fn every_birth_has_one_exit_program_and_register_births_no_entry() {
