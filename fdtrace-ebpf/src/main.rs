@@ -128,17 +128,19 @@ fn bump(index: u32) {
 }
 
 /// User space is woken when a record carries the unread bytes in the ring buffer across a
-/// multiple of this. Other records are submitted without a wake-up and user space drains the
-/// ring on a short timer: a wake-up (an `irq_work` self-interrupt, then waking the consumer)
+/// multiple of 1 << this (512 KiB). Other records are submitted without a wake-up and user
+/// space drains the ring on a short timer: a wake-up (an `irq_work` self-interrupt, then waking the consumer)
 /// costs more than the record itself (measured in docs/PERFORMANCE.md), and crossing a
-/// multiple wakes it at most once per this many bytes while it keeps up.
-const WAKEUP_BYTES: u64 = 512 * 1024;
+/// multiple wakes it at most once per 512 KiB while it keeps up.
+const WAKEUP_SHIFT: u32 = 19;
 
-/// Once a quarter of the ring buffer is unread, user space has fallen far behind (it stalled
-/// reading /proc, say): every record then asks for a wake-up. That costs the traced thread the
-/// wake-up's interrupt per record, which slows it exactly while the ring fills up, so a stall of
-/// the consumer is ridden out instead of losing records.
-const BEHIND_SHIFT: u32 = 2;
+/// Once 1 << this many bytes (a quarter of the ring buffer, set by user space before loading)
+/// are unread, user space has fallen far behind (it stalled reading /proc, say): every record then
+/// asks for a wake-up. That costs the traced thread the wake-up's interrupt per record, which
+/// slows it exactly while the ring fills up, so a stall of the consumer is ridden out instead of
+/// losing records.
+#[unsafe(no_mangle)]
+static BEHIND_SHIFT: u32 = 22;
 
 /// The ring buffer's share of a record of `T`: an 8-byte header, rounded up to 8 bytes.
 #[inline(always)]
@@ -160,11 +162,14 @@ fn wakeup_after<T>() -> u64 {
     crossing(avail.saturating_sub(ring_bytes::<T>()), avail)
 }
 
+/// One test at the end of every program: each branch there multiplies the states the 5.10
+/// verifier walks (it refused `exit_open` at its 1M-instruction limit with three).
 #[inline(always)]
 fn crossing(before: u64, after: u64) -> u64 {
-    if before / WAKEUP_BYTES != after / WAKEUP_BYTES
-        || (after > WAKEUP_BYTES && after > EVENTS.query(BPF_RB_RING_SIZE as u64) >> BEHIND_SHIFT)
-    {
+    // SAFETY: a volatile read of a constant the loader may have rewritten.
+    let behind = unsafe { core::ptr::read_volatile(&BEHIND_SHIFT) };
+    let crossed = (before >> WAKEUP_SHIFT) ^ (after >> WAKEUP_SHIFT);
+    if crossed | after.wrapping_shr(behind) != 0 {
         BPF_RB_FORCE_WAKEUP as u64
     } else {
         BPF_RB_NO_WAKEUP as u64
@@ -301,9 +306,7 @@ fn walk_frame_pointers(ctx: &TracePointContext, dst: &mut [u8; STACK_BYTES]) -> 
 }
 
 // The generated binding is declared with a `task_struct` argument.
-use aya_ebpf::bindings::{
-    BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP, BPF_RB_RING_SIZE, task_struct,
-};
+use aya_ebpf::bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP, task_struct};
 
 /// 1 when the kernel has `bpf_get_current_task_btf` (5.11) and `bpf_task_pt_regs` (5.15). Set
 /// by user space before loading; it lives in the frozen `.rodata`, so the verifier knows its
@@ -491,11 +494,10 @@ fn emit_open<const MMSG: bool>(ctx: &TracePointContext) -> u32 {
         None => return 0,
     };
     let _ = PENDING.remove(&pid_tgid);
-    // SAFETY: read-only lookup of a plain value.
-    let Some(&target) = (unsafe { TARGETS.get(&((pid_tgid >> 32) as u32)) }) else {
-        return 0;
-    };
-    emit_birth::<MMSG>(ctx, pid_tgid, target, pending, user_regs())
+    // The target's entry and the registers are looked up late, where the record is written:
+    // values held across the branches above multiply the states the 5.10 verifier walks (it
+    // refused this program at its 1M-instruction limit with them looked up here).
+    emit_birth::<MMSG>(ctx, pid_tgid, None, pending, None)
 }
 
 /// The record of a syscall that may have created descriptors, at its exit.
@@ -503,9 +505,9 @@ fn emit_open<const MMSG: bool>(ctx: &TracePointContext) -> u32 {
 fn emit_birth<const MMSG: bool>(
     ctx: &TracePointContext,
     pid_tgid: u64,
-    target: u32,
+    target: Option<u32>,
     pending: Pending,
-    regs: UserRegs,
+    regs: Option<UserRegs>,
 ) -> u32 {
     let ret: i64 = unsafe { ctx.read_at(RET) }.unwrap_or(-1);
     // "Too many open files" is the failure worth a stack: the leak's symptom.
@@ -598,7 +600,10 @@ fn emit_birth<const MMSG: bool>(
         return 0;
     };
     let ev = entry.as_mut_ptr();
-    let UserRegs { ip, sp, bp, .. } = regs;
+    let UserRegs { ip, sp, bp, .. } = match regs {
+        Some(r) => r,
+        None => user_regs(),
+    };
     // SAFETY: `ev` points to a reserved record of the right size; every field is written.
     unsafe {
         (*ev).hdr = header(
@@ -641,6 +646,13 @@ fn emit_birth<const MMSG: bool>(
             (*ev).path[0] = 0;
         }
         // How this process's stacks are captured (set per target by user space).
+        let target = match target {
+            Some(t) => t,
+            None => TARGETS
+                .get(&((pid_tgid >> 32) as u32))
+                .copied()
+                .unwrap_or(capture::STACK_COPY as u32),
+        };
         let how = if target == capture::FRAME_POINTERS as u32 {
             capture::FRAME_POINTERS
         } else {
@@ -665,7 +677,9 @@ fn emit_birth<const MMSG: bool>(
 
 /// An exit program for a frequent syscall that needs no entry program: it reads the arguments
 /// from the registers the syscall was entered with, which saves a tracepoint hit and a hash-map
-/// insert, lookup and delete per call. User space attaches these where the registers can be read.
+/// insert, lookup and delete per call. User space attaches these on 5.15 and newer. Not for the
+/// socket births: with `sock_info` after the early register reads, 5.10's and 6.1's verifiers
+/// stop at their 1M-instruction limit.
 macro_rules! exit_regs {
     ($name:ident, $args:expr) => {
         #[tracepoint]
@@ -677,7 +691,7 @@ macro_rules! exit_regs {
             };
             let regs = user_regs();
             let pending = pending_from($args, |off| regs.arg(off));
-            emit_birth::<false>(&ctx, pid_tgid, target, pending, regs)
+            emit_birth::<false>(&ctx, pid_tgid, Some(target), pending, Some(regs))
         }
     };
 }
@@ -754,14 +768,6 @@ enter!(
         ..NONE
     }
 );
-exit_regs!(
-    exit_regs_socket,
-    Args {
-        sc: syscall::SOCKET,
-        flags: Some(ARG1),
-        ..NONE
-    }
-);
 enter!(
     enter_accept,
     Args {
@@ -770,25 +776,8 @@ enter!(
         ..NONE
     }
 );
-exit_regs!(
-    exit_regs_accept,
-    Args {
-        sc: syscall::ACCEPT,
-        arg: Some(ARG0),
-        ..NONE
-    }
-);
 enter!(
     enter_accept4,
-    Args {
-        sc: syscall::ACCEPT,
-        flags: Some(ARG3),
-        arg: Some(ARG0),
-        ..NONE
-    }
-);
-exit_regs!(
-    exit_regs_accept4,
     Args {
         sc: syscall::ACCEPT,
         flags: Some(ARG3),

@@ -2578,9 +2578,9 @@ fn analysis(b: &Bench) -> String {
              512 KiB and otherwise draining every 20 ms (a wake-up, an `irq_work` self-interrupt \
              and then waking the consumer, costs more than a record), and on every record once a \
              quarter of the ring is unread (which slows the traced thread while its consumer is \
-             far behind, rather than losing records); open, openat, socket, \
-             accept and accept4 read their arguments from the registers at exit instead of \
-             remembering them at entry (one tracepoint hit and no hash-map insert, lookup and \
+             far behind, rather than losing records); open and openat \
+             read their arguments from the registers at exit instead of remembering them at \
+             entry (one tracepoint hit and no hash-map insert, lookup and \
              delete per call). Levers not tried: (1) copy less stack: most call sites unwind in \
              far fewer than 2 KiB, so a first copy of 512 bytes (with the full copy only when the \
              unwinder runs out) or a per-binary hint would cut the `bpf_probe_read_user` cost; \
