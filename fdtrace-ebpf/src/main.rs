@@ -129,9 +129,9 @@ fn bump(index: u32) {
 
 /// User space is woken when a record carries the unread bytes in the ring buffer across a
 /// multiple of 1 << this (512 KiB). Other records are submitted without a wake-up and user
-/// space drains the ring on a short timer: a wake-up (an `irq_work` self-interrupt, then waking the consumer)
-/// costs more than the record itself (measured in docs/PERFORMANCE.md), and crossing a
-/// multiple wakes it at most once per 512 KiB while it keeps up.
+/// space drains the ring on a short timer: a wake-up (an `irq_work` self-interrupt, then
+/// waking the consumer) costs more than the record itself (measured in docs/PERFORMANCE.md),
+/// and crossing a multiple wakes it at most once per 512 KiB while it keeps up.
 const WAKEUP_SHIFT: u32 = 19;
 
 /// Once 1 << this many bytes (a quarter of the ring buffer, set by user space before loading)

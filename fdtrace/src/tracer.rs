@@ -193,10 +193,13 @@ fn have_task_pt_regs() -> bool {
     aya::util::KernelVersion::current().is_ok_and(|v| v >= aya::util::KernelVersion::new(5, 15, 0))
 }
 
-/// Whether the `exit_regs_*` programs are used: on 5.15 and newer. Older kernels keep the entry
-/// programs for every birth (the combination the 5.10 VM suite checks).
-fn regs_readable() -> bool {
-    have_task_pt_regs()
+/// Whether `category:name` exists on this kernel.
+fn tracepoint_exists(category: &str, name: &str) -> bool {
+    Path::new(TRACEFS)
+        .join("events")
+        .join(category)
+        .join(name)
+        .exists()
 }
 
 /// `fdtrace tracepoints`: one line per tracepoint; a reader that goes away ends it quietly.
@@ -221,15 +224,11 @@ pub fn print_tracepoints() -> Result<()> {
 /// exists here (`fdtrace tracepoints`; `cargo xtask bench` puts empty programs on them).
 pub fn tracepoints() -> Vec<(String, bool)> {
     let mut seen = std::collections::BTreeSet::new();
-    attach_plan(regs_readable())
+    attach_plan(have_task_pt_regs())
         .into_iter()
         .filter(|(_, category, name, _)| seen.insert(format!("{category}:{name}")))
         .map(|(_, category, name, _)| {
-            let exists = Path::new(TRACEFS)
-                .join("events")
-                .join(category)
-                .join(&name)
-                .exists();
+            let exists = tracepoint_exists(category, &name);
             (format!("{category}:{name}"), exists)
         })
         .collect()
@@ -294,7 +293,9 @@ impl Tracer {
             )))
             .context("loading the eBPF programs into the kernel failed")?;
         let mut missing = Vec::new();
-        let regs = regs_readable();
+        // The `exit_regs_*` programs only on 5.15 and newer: older kernels keep the entry
+        // programs for every birth (the combination the 5.10 VM suite checks).
+        let regs = have_task_pt_regs();
         // Without the layout, sockets are still traced but carry no address or TCP state.
         match KernelTypes::load().and_then(|t| t.layout()) {
             Ok(layout) => {
@@ -310,12 +311,7 @@ impl Tracer {
         let mut loaded = std::collections::HashSet::new();
         let mut links = Vec::new();
         for (prog, category, name, required) in attach_plan(regs) {
-            if !Path::new(TRACEFS)
-                .join("events")
-                .join(category)
-                .join(&name)
-                .exists()
-            {
+            if !tracepoint_exists(category, &name) {
                 if required {
                     bail!("tracepoint {category}:{name} does not exist on this kernel");
                 }
