@@ -128,11 +128,13 @@ fn bump(index: u32) {
 }
 
 /// User space is woken when a record carries the unread bytes in the ring buffer across a
-/// multiple of 1 << this (512 KiB). Other records are submitted without a wake-up and user
+/// multiple of 1 << this (2 MiB). Other records are submitted without a wake-up and user
 /// space drains the ring on a short timer: a wake-up (an `irq_work` self-interrupt, then
 /// waking the consumer) costs more than the record itself (measured in docs/PERFORMANCE.md),
-/// and crossing a multiple wakes it at most once per 512 KiB while it keeps up.
-const WAKEUP_SHIFT: u32 = 19;
+/// and crossing a multiple wakes it at most once per 2 MiB while it keeps up. 2 MiB is half
+/// of the quarter of the default ring at which every record asks for a wake-up (`BEHIND_SHIFT`):
+/// a consumer woken at 2 MiB has the time of another 2 MiB of records to catch up.
+const WAKEUP_SHIFT: u32 = 21;
 
 /// Once 1 << this many bytes (a quarter of the ring buffer, set by user space before loading)
 /// are unread, user space has fallen far behind (it stalled reading /proc, say): every record then
@@ -315,16 +317,24 @@ use aya_ebpf::bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEU
 #[unsafe(no_mangle)]
 static HAVE_TASK_PT_REGS: u8 = 1;
 
-/// The user registers a syscall was entered with: where it was called from, and where the rest
-/// of them are (`pt_regs`), for its arguments.
+/// The user registers a syscall was entered with: where it was called from, and its first four
+/// arguments.
 #[derive(Clone, Copy, Default)]
 struct UserRegs {
     ip: u64,
     sp: u64,
     bp: u64,
-    /// Address of the task's `pt_regs`; 0 when unknown.
+    di: u64,
+    si: u64,
+    dx: u64,
+    /// Address of the task's `pt_regs` (for r10, read only when needed); 0 when unknown.
     base: u64,
 }
+
+/// The words of `pt_regs` read in one copy: `dx` (word 12) to `sp` (word 19). `bp` is read on
+/// its own: a copy from word 4 would not fit the BPF stack of every program.
+const PT_REGS_FIRST: usize = PT_REGS_DX;
+const PT_REGS_WORDS: usize = PT_REGS_SP - PT_REGS_FIRST + 1;
 
 impl UserRegs {
     /// The syscall argument at a tracepoint-record offset (`ARG0`..`ARG3`). x86_64 passes the
@@ -332,17 +342,15 @@ impl UserRegs {
     /// syscall returns.
     #[inline(always)]
     fn arg(&self, off: Option<usize>) -> u64 {
-        let word = match off {
-            Some(ARG0) => PT_REGS_DI,
-            Some(ARG1) => PT_REGS_SI,
-            Some(ARG2) => PT_REGS_DX,
-            Some(ARG3) => PT_REGS_R10,
-            _ => return 0,
-        };
-        if self.base == 0 {
-            return 0;
+        match off {
+            Some(ARG0) => self.di,
+            Some(ARG1) => self.si,
+            Some(ARG2) => self.dx,
+            Some(ARG3) if self.base != 0 => {
+                read_kernel::<u64>(self.base + PT_REGS_R10 as u64 * 8).unwrap_or(0)
+            }
+            _ => 0,
         }
-        read_kernel::<u64>(self.base + word as u64 * 8).unwrap_or(0)
     }
 }
 
@@ -376,7 +384,11 @@ fn user_regs() -> UserRegs {
     if regs == 0 {
         return UserRegs::default();
     }
-    let word = |i: usize| read_kernel::<u64>(regs + i as u64 * 8).unwrap_or(0);
+    // One copy of the words needed (each probe_read is a helper call with its own checks).
+    let Some(w) = read_kernel::<[u64; PT_REGS_WORDS]>(regs + PT_REGS_FIRST as u64 * 8) else {
+        return UserRegs::default();
+    };
+    let word = |i: usize| w[i - PT_REGS_FIRST];
     let ip = word(PT_REGS_IP);
     // A user-space ip, or the registers were not where we looked.
     if ip >= 0x0000_8000_0000_0000 {
@@ -385,7 +397,10 @@ fn user_regs() -> UserRegs {
     UserRegs {
         ip,
         sp: word(PT_REGS_SP),
-        bp: word(PT_REGS_BP),
+        bp: read_kernel::<u64>(regs + PT_REGS_BP as u64 * 8).unwrap_or(0),
+        di: word(PT_REGS_DI),
+        si: word(PT_REGS_SI),
+        dx: word(PT_REGS_DX),
         base: regs,
     }
 }

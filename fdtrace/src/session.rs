@@ -115,13 +115,13 @@ pub struct State {
     /// When recording: the changes to the model, in order, with this process's stack ids.
     pub log: Option<Vec<Record>>,
     /// Kernel socket → descriptors that may refer to it (checked on use).
-    socks: std::collections::HashMap<u64, Vec<i32>>,
+    socks: foldhash::HashMap<u64, Vec<i32>>,
     /// Differences with /proc seen at the last reconciliation (fd → missed open?).
-    suspects: std::collections::HashMap<i32, bool>,
+    suspects: foldhash::HashMap<i32, bool>,
     /// Descriptor numbers an event opened or closed since the last reconciliation: a
     /// difference on such a number is the model and /proc seen at different moments of a busy
     /// number (a loop that opens and closes it), not a missed event.
-    touched: std::collections::HashSet<i32>,
+    touched: foldhash::HashSet<i32>,
     mode: UnwindMode,
     /// How the kernel captures this process's stacks now (a `capture` constant).
     pub capture: u16,
@@ -493,7 +493,7 @@ impl State {
         };
         self.rlimit = procinfo::nofile_limit(self.pid).or(self.rlimit);
         self.describe_preexisting_sockets(false);
-        let mut now: std::collections::HashMap<i32, bool> = Default::default();
+        let mut now: foldhash::HashMap<i32, bool> = Default::default();
         for p in &fds {
             if self.table.get(p.fd).is_none() {
                 now.insert(p.fd, true);
@@ -733,7 +733,7 @@ pub struct Session {
     /// By pid, exited ones included (they keep what they held at exit).
     pub procs: std::collections::BTreeMap<u32, State>,
     /// Children created with CLONE_FILES share their parent's table: pid -> the owner's pid.
-    alias: std::collections::HashMap<u32, u32>,
+    alias: foldhash::HashMap<u32, u32>,
     pub decode_errors: u64,
     /// Processes that exited, to be removed from the kernel filter.
     pub gone: Vec<u32>,
@@ -973,9 +973,8 @@ impl Session {
     /// Drain every record waiting in the ring buffer.
     pub fn drain(&mut self, ring: &mut RingBuf<MapData>) {
         while let Some(item) = ring.next() {
-            let ev = events::decode(&item);
-            drop(item);
-            match ev {
+            // The record stays reserved while it is applied: the event borrows its stack copy.
+            match events::decode(&item) {
                 Ok(ev) => self.apply(ev),
                 Err(e) => {
                     if self.decode_errors == 0 {
@@ -984,6 +983,7 @@ impl Session {
                     self.decode_errors += 1;
                 }
             }
+            drop(item);
         }
     }
 
@@ -1452,7 +1452,7 @@ mod tests {
     }
 
     /// An open event of `fd` in process `pid`, with no stack.
-    fn open_event(pid: u32, fd: i32) -> Event {
+    fn open_event(pid: u32, fd: i32) -> Event<'static> {
         Event::Open(Open {
             hdr: Header {
                 kind: fdtrace_common::kind::OPEN,
@@ -1475,7 +1475,7 @@ mod tests {
         })
     }
 
-    fn close_event(pid: u32, fd: i32) -> Event {
+    fn close_event(pid: u32, fd: i32) -> Event<'static> {
         Event::Close {
             hdr: Header {
                 kind: fdtrace_common::kind::CLOSE,

@@ -1,7 +1,5 @@
 //! Interning of unwound stacks: each distinct stack gets one id and keeps the mappings its
 //! addresses fell in, so it can be symbolized later, even after the process exited.
-use std::collections::HashMap;
-
 use crate::{
     model::StackId,
     procinfo::Mapping,
@@ -19,7 +17,9 @@ pub struct StoredStack {
 
 #[derive(Clone, Default)]
 pub struct StackStore {
-    ids: HashMap<(Method, Vec<RawFrame>), StackId>,
+    /// Looked up once per birth: foldhash, not the default SipHash (a stack of frames is hashed
+    /// per event, and nothing here is keyed by untrusted input an attacker could aim at).
+    ids: foldhash::HashMap<(Method, Vec<RawFrame>), StackId>,
     stacks: Vec<StoredStack>,
 }
 
