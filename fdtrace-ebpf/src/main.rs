@@ -226,7 +226,9 @@ const NONE: Args = Args {
 #[inline(always)]
 fn pending_from(a: Args, read: impl Fn(Option<usize>) -> u64) -> Pending {
     let path = read(a.path);
-    let mut flags = a.fixed;
+    // `fixed` is a constant: kept opaque, the zeros of `Pending` are not merged into a call to
+    // the byte-at-a-time `memset` this target links.
+    let mut flags = a.fixed | opaque_zero();
     if a.sc == syscall::OPENAT2 {
         // `struct open_how` starts with `__u64 flags`.
         let how = read(a.flags);
@@ -260,7 +262,7 @@ fn remember(ctx: &TracePointContext, a: Args) -> u32 {
     // SAFETY: offsets come from the tracepoint formats of these syscalls.
     let p = pending_from(a, |off| match off {
         Some(o) => unsafe { ctx.read_at::<u64>(o) }.unwrap_or(0),
-        None => 0,
+        None => opaque_zero(),
     });
     if PENDING.insert(&pid_tgid, &p, 0).is_err() {
         bump(stat::PENDING_ERRORS);
@@ -402,6 +404,28 @@ fn user_regs() -> UserRegs {
         si: word(PT_REGS_SI),
         dx: word(PT_REGS_DX),
         base: regs,
+    }
+}
+
+/// 0, as a value the compiler cannot see (see `copy_words`).
+#[inline(always)]
+fn opaque_zero() -> u64 {
+    let zero = 0u64;
+    // SAFETY: a read of a local.
+    unsafe { core::ptr::read_volatile(&zero) }
+}
+
+/// `*dst = *src` word by word. A plain assignment of a zeroed value (or of odd-sized parts)
+/// becomes a call to `memset`/`memcpy`, which the BPF target links as byte-at-a-time loops:
+/// 56 iterations for a `SockInfo`, run on every birth and walked by the verifier.
+#[inline(always)]
+fn copy_words<T: Copy>(src: &T, dst: &mut T) {
+    const { assert!(core::mem::size_of::<T>() % 8 == 0 && core::mem::align_of::<T>() >= 8) };
+    let s = src as *const T as *const u64;
+    let d = dst as *mut T as *mut u64;
+    for i in 0..core::mem::size_of::<T>() / 8 {
+        // SAFETY: both point to a whole, aligned `T`; volatile keeps each word a store of its own.
+        unsafe { core::ptr::write_volatile(d.add(i), core::ptr::read_volatile(s.add(i))) };
     }
 }
 
@@ -643,7 +667,7 @@ fn emit_birth<const MMSG: bool>(
         (*ev).ip = ip;
         (*ev).sp = sp;
         (*ev).bp = bp;
-        (*ev).sock = sock;
+        copy_words(&sock, &mut (*ev).sock);
         if pending.syscall == syscall::RECVMSG {
             // The control messages, raw: user space finds the SCM_RIGHTS descriptors.
             let dst = (*ev).path.as_mut_ptr() as *mut c_void;
@@ -1324,7 +1348,20 @@ pub fn sock_state(ctx: TracePointContext) -> u32 {
     let mut hdr = header(kind::SOCK_STATE, bpf_get_current_pid_tgid());
     hdr.tgid = owner;
     let family: u16 = unsafe { ctx.read_at(28) }.unwrap_or(0);
-    let mut ev = SockStateEvent {
+    // The addresses as two words each, written whole (zeroing parts of byte arrays becomes
+    // byte-at-a-time `memset` loops on this target).
+    let (saddr, daddr): ([u64; 2], [u64; 2]) = if family == AF_INET6 {
+        (
+            unsafe { ctx.read_at(40) }.unwrap_or([0; 2]),
+            unsafe { ctx.read_at(56) }.unwrap_or([0; 2]),
+        )
+    } else {
+        // Little-endian: the 4 address bytes in memory order are the low 32 bits.
+        let s: u32 = unsafe { ctx.read_at(32) }.unwrap_or(0);
+        let d: u32 = unsafe { ctx.read_at(36) }.unwrap_or(0);
+        ([s as u64, 0], [d as u64, 0])
+    };
+    let ev = SockStateEvent {
         hdr,
         sk,
         oldstate: unsafe { ctx.read_at::<i32>(16) }.unwrap_or(0) as u32,
@@ -1333,18 +1370,10 @@ pub fn sock_state(ctx: TracePointContext) -> u32 {
         protocol,
         sport: unsafe { ctx.read_at(24) }.unwrap_or(0),
         dport: unsafe { ctx.read_at(26) }.unwrap_or(0),
-        saddr: [0; 16],
-        daddr: [0; 16],
+        // SAFETY: two u64 are 16 bytes, any bit pattern is a valid byte array.
+        saddr: unsafe { core::mem::transmute::<[u64; 2], [u8; 16]>(saddr) },
+        daddr: unsafe { core::mem::transmute::<[u64; 2], [u8; 16]>(daddr) },
     };
-    if family == AF_INET6 {
-        ev.saddr = unsafe { ctx.read_at(40) }.unwrap_or([0; 16]);
-        ev.daddr = unsafe { ctx.read_at(56) }.unwrap_or([0; 16]);
-    } else {
-        let s: [u8; 4] = unsafe { ctx.read_at(32) }.unwrap_or([0; 4]);
-        let d: [u8; 4] = unsafe { ctx.read_at(36) }.unwrap_or([0; 4]);
-        ev.saddr[..4].copy_from_slice(&s);
-        ev.daddr[..4].copy_from_slice(&d);
-    }
     if EVENTS
         .output::<SockStateEvent>(&ev, wakeup_before::<SockStateEvent>())
         .is_err()
