@@ -18,9 +18,9 @@ use aya_ebpf::{
             bpf_task_pt_regs,
         },
     },
-    macros::{map, tracepoint},
+    macros::{map, raw_tracepoint, tracepoint},
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
-    programs::TracePointContext,
+    programs::{RawTracePointContext, TracePointContext},
 };
 use fdtrace_common::{
     CLONE_FILES, CLONE_THREAD, CloexecEvent, CloseEvent, CloseRangeEvent, ForkEvent, Header,
@@ -1494,6 +1494,29 @@ pub fn sched_exit(ctx: TracePointContext) -> u32 {
 }
 
 #[cfg(not(test))]
+/// Not used by fdtrace: the floor of `cargo xtask bench` (loaded by `fdtrace/examples/floor.rs`
+/// on the tracepoints fdtrace attaches): an empty program, returning 0 like fdtrace's own (a
+/// tracepoint program that returns non-zero also has the kernel hand the record to perf).
+#[tracepoint]
+pub fn floor_empty(_ctx: TracePointContext) -> u32 {
+    0
+}
+
+/// Not used by fdtrace: a measurement for `cargo xtask bench` (loaded by
+/// `fdtrace/examples/floor.rs`). Attached to the raw `sys_enter` and `sys_exit` tracepoints,
+/// it does what a tracer built on them would do first for every syscall of every process: the
+/// target lookup. Set against the floor of the per-syscall tracepoints, it measures what moving
+/// fdtrace to these two hooks would save (no record built per hooked syscall; but a program run
+/// on every syscall).
+#[raw_tracepoint(tracepoint = "sys_enter")]
+pub fn floor_raw_syscalls(_ctx: RawTracePointContext) -> i32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    if is_target((pid_tgid >> 32) as u32) {
+        bump(stat::LOST_EVENTS);
+    }
+    0
+}
+
 #[panic_handler]
 fn panic(_info: &core::panic::PanicInfo) -> ! {
     loop {}

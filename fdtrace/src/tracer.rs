@@ -258,6 +258,11 @@ pub fn check_privileges() -> Result<()> {
     Ok(())
 }
 
+/// The eBPF object fdtrace loads (built from `fdtrace-ebpf`).
+pub fn ebpf_object() -> &'static [u8] {
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/fdtrace"))
+}
+
 impl Tracer {
     /// Load the embedded object with a ring buffer of `ring_bytes` (a power of two, a multiple
     /// of the page size) and attach every program.
@@ -287,10 +292,7 @@ impl Tracer {
                 &(ring_bytes / 4).max(4096).trailing_zeros(),
                 true,
             )
-            .load(aya::include_bytes_aligned!(concat!(
-                env!("OUT_DIR"),
-                "/fdtrace"
-            )))
+            .load(ebpf_object())
             .context("loading the eBPF programs into the kernel failed")?;
         let mut missing = Vec::new();
         // The `exit_regs_*` programs only on 5.15 and newer: older kernels keep the entry
