@@ -615,6 +615,8 @@ struct Bench {
     rows: Vec<Row>,
     /// Numbers the analysis refers to.
     facts: BTreeMap<String, f64>,
+    /// Measured text the analysis quotes (program costs, say).
+    texts: BTreeMap<String, String>,
     /// Observations for the analysis (diagnostics, caveats).
     notes: Vec<String>,
     /// The nginx configuration of case 4, as shown in the report.
@@ -1490,6 +1492,8 @@ impl Bench {
                 (Some(r), Some(t), Some(b)) => {
                     self.set(key, r);
                     let (lo, hi) = range(&rs);
+                    self.set(format!("{key}_lo"), lo);
+                    self.set(format!("{key}_hi"), hi);
                     let mut row = Row::new(
                         2,
                         row_what,
@@ -1823,6 +1827,10 @@ impl Bench {
                 }
             }
         }
+        if let Err(e) = self.nginx_diag(worker, &url) {
+            self.notes
+                .push(format!("case 4: diagnostic run failed: {e:#}"));
+        }
         nginx.stop();
         let t: Vec<f64> = traced.iter().flatten().copied().collect();
         let b: Vec<f64> = base.iter().flatten().copied().collect();
@@ -1888,6 +1896,74 @@ impl Bench {
         Ok(())
     }
 
+    /// One more traced wrk run with BPF statistics on: what each of fdtrace's programs costs
+    /// per request.
+    fn nginx_diag(&mut self, worker: u32, url: &str) -> Result<()> {
+        let stats = Sysctl::set("/proc/sys/kernel/bpf_stats_enabled", "1")?;
+        let json = self.tmp("nginx-diag.json");
+        let tracer = self.attach(worker, &json, "fdtrace -p nginx worker")?;
+        let before = ConsumerSnapshot::take(tracer.pid());
+        let r = self.wrk(url);
+        let after = ConsumerSnapshot::take(tracer.pid());
+        let names: BTreeMap<u32, String> = after
+            .as_ref()
+            .map(|a| {
+                a.progs
+                    .keys()
+                    .filter_map(|&id| Some((id, prog_name(id)?)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let report = self.detach(tracer, &json);
+        drop(stats);
+        let (rps, before, after) = (r?, before?, after?);
+        let _ = report?;
+        let requests = self
+            .facts
+            .remove("c4.last_wrk_requests")
+            .unwrap_or(rps * self.p.wrk_secs as f64);
+        let mut progs: Vec<(String, u64, u64)> = Vec::new();
+        for (id, (t1, c1)) in &after.progs {
+            let (t0, c0) = before.progs.get(id).copied().unwrap_or((0, 0));
+            let (dt, dc) = (t1.saturating_sub(t0), c1.saturating_sub(c0));
+            if dc > 0 {
+                let name = names
+                    .get(id)
+                    .cloned()
+                    .unwrap_or_else(|| format!("prog {id}"));
+                progs.push((name, dc, dt));
+            }
+        }
+        progs.sort_by_key(|p| std::cmp::Reverse(p.2));
+        let total: f64 = progs.iter().map(|p| p.2 as f64).sum::<f64>() / requests;
+        self.set("c4.diag_rps", rps);
+        self.set("c4.bpf_ns_per_request", total);
+        let per = |p: &(String, u64, u64)| {
+            format!(
+                "`{}` {:.1} runs per request, {:.0} ns per run, {:.0} ns per request",
+                p.0,
+                p.1 as f64 / requests,
+                p.2 as f64 / p.1 as f64,
+                p.2 as f64 / requests
+            )
+        };
+        let top: Vec<String> = progs.iter().take(4).map(per).collect();
+        self.texts.insert("c4.top_progs".into(), top.join("; "));
+        let all: Vec<String> = progs
+            .iter()
+            .filter(|p| p.1 as f64 >= 0.05 * requests)
+            .map(per)
+            .collect();
+        self.notes.push(format!(
+            "case 4 diagnostic run (`fdtrace -p` of the worker, kernel.bpf_stats_enabled=1, one \
+             {} s wrk run): {rps:.0} requests/s; fdtrace's BPF programs ran {total:.0} ns per \
+             request (those that ran at least once per 20 requests): {}",
+            self.p.wrk_secs,
+            all.join("; ")
+        ));
+        Ok(())
+    }
+
     fn wrk(&mut self, url: &str) -> Result<f64> {
         let mut cmd = Command::new(self.tool("wrk").context("wrk")?);
         cmd.args(["-t1", "-c16"])
@@ -1907,6 +1983,14 @@ impl Bench {
         {
             self.notes
                 .push(format!("case 4: wrk reported `{}`", l.trim()));
+        }
+        // "  70934 requests in 5.00s, 85.10MB read"
+        if let Some(n) = out.stdout.lines().find_map(|l| {
+            let (n, rest) = l.trim().split_once(' ')?;
+            rest.starts_with("requests in")
+                .then(|| n.parse::<f64>().ok())?
+        }) {
+            self.set("c4.last_wrk_requests", n);
         }
         field(&out.stdout, "Requests/sec:")
             .with_context(|| format!("no Requests/sec in wrk's output: {}", out.stdout))
@@ -2256,6 +2340,7 @@ pub fn bench(opts: Opts) -> Result<()> {
         commands: Vec::new(),
         rows: Vec::new(),
         facts: BTreeMap::new(),
+        texts: BTreeMap::new(),
         notes: Vec::new(),
         nginx_conf: None,
     };
@@ -2509,7 +2594,9 @@ real 2 KiB stack copy of an `openclose -w` process blocked in `read()` (so the u
 a real C stack with its real `.eh_frame`).
 - **nginx** (case 4), the floor: `examples/floor tp` with the empty program on every \
 tracepoint fdtrace attaches on this kernel (`fdtrace tracepoints` lists them), started before \
-and stopped after each floor run; its runs alternate with the untraced and traced ones.
+and stopped after each floor run; its runs alternate with the untraced and traced ones. After \
+them, one more traced run with `kernel.bpf_stats_enabled=1` reads the run time and count of \
+each of fdtrace's programs (as in the loop's diagnostics), per request.
 - **nginx** (case 4): one master and one worker, `access_log off`, a 1 KiB static file, \
 `wrk -t1 -c16 -H 'Connection: close'` (a new connection per request: an `accept4`, an \
 `openat` and two `close`s per request, plus TCP state events). fdtrace traces the **worker** \
@@ -2749,6 +2836,14 @@ fn analysis(b: &Bench) -> String {
     // Case 2.
     if let Some(r) = f("c2.ratio") {
         let pct = (r - 1.0) * 100.0;
+        let (lo, hi) = (
+            f("c2.ratio_lo").unwrap_or(f64::NAN),
+            f("c2.ratio_hi").unwrap_or(f64::NAN),
+        );
+        let (flo, fhi) = (
+            f("c2.floor_ratio_lo").unwrap_or(f64::NAN),
+            f("c2.floor_ratio_hi").unwrap_or(f64::NAN),
+        );
         let floor = match f("c2.floor_ratio") {
             Some(fr) => format!(
                 " The floor, empty programs on every tracepoint fdtrace attaches with no process \
@@ -2757,9 +2852,15 @@ fn analysis(b: &Bench) -> String {
                 if fr >= 1.03 {
                     format!(
                         "the kernel's share alone is over the 3% target, and fdtrace's filter \
-                         adds {:+.1} points to it (within this machine's run-to-run noise when \
-                         small or negative)",
-                        (r - fr) * 100.0
+                         adds {:+.1} points to it (per-run ratios {:.3}–{:.3} under fdtrace, \
+                         {:.3}–{:.3} under the floor: the difference is {} this machine's \
+                         run-to-run spread)",
+                        (r - fr) * 100.0,
+                        lo,
+                        hi,
+                        flo,
+                        fhi,
+                        if lo > fhi { "beyond" } else { "within" }
                     )
                 } else {
                     format!(
@@ -2887,6 +2988,18 @@ fn analysis(b: &Bench) -> String {
                  the machine) and {bt:.0}% during traced runs, in which fdtrace's process used \
                  {fc:.0}% of one CPU."
             );
+            if let (Some(ns), Some(drps)) = (f("c4.bpf_ns_per_request"), f("c4.diag_rps")) {
+                let _ = write!(
+                    a,
+                    " In one more traced run with BPF statistics on ({drps:.0} requests/s), \
+                     fdtrace's programs ran {ns:.0} ns per request, {:.1}% of the 2 CPUs' time; \
+                     the most costly: {}. `sock_state` runs on every TCP state change of every \
+                     socket on the machine (wrk's too) and writes a record for each change of a \
+                     traced socket.",
+                    100.0 * ns * drps / 2e9,
+                    b.texts.get("c4.top_progs").map_or("", String::as_str)
+                );
+            }
             if loss >= 5.0 && bu > 90.0 {
                 a.push_str(
                     " With no idle CPU left, the time fdtrace's consumer and its programs take \
