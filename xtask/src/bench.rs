@@ -770,6 +770,17 @@ fn tracepoint_exists(name: &str) -> bool {
         .any(|t| Path::new(t).join("events/syscalls").join(name).exists())
 }
 
+/// Start examples/floor (stdin piped: it detaches at end of file) and wait until it says its
+/// programs are attached.
+fn start_ready(cmd: &mut Command, what: &str) -> Result<Proc> {
+    let mut p = Proc::start(cmd, what, true)?;
+    if let Err(e) = p.wait_line("ready", Duration::from_secs(120)) {
+        p.stop();
+        return Err(e);
+    }
+    Ok(p)
+}
+
 /// The tracepoints fdtrace attaches for open, openat and close, as `syscalls:NAME`.
 fn openclose_tracepoints() -> Vec<String> {
     let tps: Vec<&str> = OPENCLOSE_TPS
@@ -1200,15 +1211,7 @@ impl Bench {
         }
         let after = ConsumerSnapshot::take(tracer.pid());
         // Names while the programs are still loaded.
-        let names: BTreeMap<u32, String> = after
-            .as_ref()
-            .map(|a| {
-                a.progs
-                    .keys()
-                    .filter_map(|&id| Some((id, prog_name(id)?)))
-                    .collect()
-            })
-            .unwrap_or_default();
+        let names = ConsumerSnapshot::names(&after);
         if stop_consumer {
             tracer.signal(libc::SIGCONT);
         }
@@ -1221,19 +1224,7 @@ impl Bench {
             .nth(1)
             .and_then(|v| v.parse().ok())
             .context("ns_per_pair")?;
-        let mut progs = Vec::new();
-        for (id, (t1, c1)) in &after.progs {
-            let (t0, c0) = before.progs.get(id).copied().unwrap_or((0, 0));
-            let (dt, dc) = (t1.saturating_sub(t0), c1.saturating_sub(c0));
-            if dc > 0 {
-                let name = names
-                    .get(id)
-                    .cloned()
-                    .unwrap_or_else(|| format!("prog {id}"));
-                progs.push((name, dc, dt));
-            }
-        }
-        progs.sort_by_key(|p| std::cmp::Reverse(p.2));
+        let progs = ConsumerSnapshot::runs_between(&before, &after, &names);
         Ok(Diag {
             pairs,
             loop_ns,
@@ -1314,6 +1305,41 @@ struct ConsumerSnapshot {
 }
 
 impl ConsumerSnapshot {
+    /// The names of the programs in a snapshot, read while they are still loaded.
+    fn names(snap: &Result<Self>) -> BTreeMap<u32, String> {
+        snap.as_ref()
+            .map(|a| {
+                a.progs
+                    .keys()
+                    .filter_map(|&id| Some((id, prog_name(id)?)))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// (name, runs, run time in ns) of each program that ran between two snapshots, the most
+    /// costly first.
+    fn runs_between(
+        before: &Self,
+        after: &Self,
+        names: &BTreeMap<u32, String>,
+    ) -> Vec<(String, u64, u64)> {
+        let mut progs = Vec::new();
+        for (id, (t1, c1)) in &after.progs {
+            let (t0, c0) = before.progs.get(id).copied().unwrap_or((0, 0));
+            let (dt, dc) = (t1.saturating_sub(t0), c1.saturating_sub(c0));
+            if dc > 0 {
+                let name = names
+                    .get(id)
+                    .cloned()
+                    .unwrap_or_else(|| format!("prog {id}"));
+                progs.push((name, dc, dt));
+            }
+        }
+        progs.sort_by_key(|p| std::cmp::Reverse(p.2));
+        progs
+    }
+
     fn take(pid: u32) -> Result<Self> {
         let mut progs = BTreeMap::new();
         for e in std::fs::read_dir(format!("/proc/{pid}/fd"))?.flatten() {
@@ -1905,15 +1931,7 @@ impl Bench {
         let before = ConsumerSnapshot::take(tracer.pid());
         let r = self.wrk(url);
         let after = ConsumerSnapshot::take(tracer.pid());
-        let names: BTreeMap<u32, String> = after
-            .as_ref()
-            .map(|a| {
-                a.progs
-                    .keys()
-                    .filter_map(|&id| Some((id, prog_name(id)?)))
-                    .collect()
-            })
-            .unwrap_or_default();
+        let names = ConsumerSnapshot::names(&after);
         let report = self.detach(tracer, &json);
         drop(stats);
         let (rps, before, after) = (r?, before?, after?);
@@ -1922,19 +1940,7 @@ impl Bench {
             .facts
             .remove("c4.last_wrk_requests")
             .unwrap_or(rps * self.p.wrk_secs as f64);
-        let mut progs: Vec<(String, u64, u64)> = Vec::new();
-        for (id, (t1, c1)) in &after.progs {
-            let (t0, c0) = before.progs.get(id).copied().unwrap_or((0, 0));
-            let (dt, dc) = (t1.saturating_sub(t0), c1.saturating_sub(c0));
-            if dc > 0 {
-                let name = names
-                    .get(id)
-                    .cloned()
-                    .unwrap_or_else(|| format!("prog {id}"));
-                progs.push((name, dc, dt));
-            }
-        }
-        progs.sort_by_key(|p| std::cmp::Reverse(p.2));
+        let progs = ConsumerSnapshot::runs_between(&before, &after, &names);
         let total: f64 = progs.iter().map(|p| p.2 as f64).sum::<f64>() / requests;
         self.set("c4.diag_rps", rps);
         self.set("c4.bpf_ns_per_request", total);
@@ -2042,12 +2048,7 @@ impl Bench {
         } else {
             self.record(&cmd, &[]);
         }
-        let mut p = Proc::start(&mut cmd, "floor", true)?;
-        if let Err(e) = p.wait_line("ready", Duration::from_secs(120)) {
-            p.stop();
-            return Err(e);
-        }
-        Ok(p)
+        start_ready(&mut cmd, "floor")
     }
 
     /// Start `examples/floor raw` and wait until its program is attached.
@@ -2055,12 +2056,7 @@ impl Bench {
         let mut cmd = Command::new(&self.floor);
         cmd.arg("raw");
         self.record(&cmd, &[]);
-        let mut p = Proc::start(&mut cmd, "floor raw", true)?;
-        if let Err(e) = p.wait_line("ready", Duration::from_secs(60)) {
-            p.stop();
-            return Err(e);
-        }
-        Ok(p)
+        start_ready(&mut cmd, "floor raw")
     }
 
     /// wrk against nginx while the floor's empty program is attached to `tps`.
