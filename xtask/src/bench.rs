@@ -864,12 +864,8 @@ impl Bench {
                 Ok(ns)
             }
             LoopCfg::Floor => {
-                let mut floor = self.start_floor(&openclose_tracepoints())?;
-                let r = self
-                    .run_loop(self.openclose(pairs), "openclose", pairs)
-                    .and_then(|o| ns_per_pair(&o));
-                floor.stop();
-                r
+                let floor = self.start_floor(&openclose_tracepoints())?;
+                self.loop_under(floor, pairs)
             }
             LoopCfg::BpftraceEmpty | LoopCfg::Bpftrace => {
                 let prog = if cfg == LoopCfg::BpftraceEmpty {
@@ -891,12 +887,8 @@ impl Bench {
                 ns_per_pair(&self.run_loop(cmd, "bpftrace -c openclose", pairs)?)
             }
             LoopCfg::RawFloor => {
-                let mut floor = self.start_raw_floor()?;
-                let r = self
-                    .run_loop(self.openclose(pairs), "openclose", pairs)
-                    .and_then(|o| ns_per_pair(&o));
-                floor.stop();
-                r
+                let floor = self.start_raw_floor()?;
+                self.loop_under(floor, pairs)
             }
             LoopCfg::Strace => {
                 let n = self.p.strace_pairs;
@@ -1450,7 +1442,8 @@ impl Bench {
         let reps = self.p.reps;
         let pairs = self.p.pairs;
         let floor_tps = self.all_tracepoints("case 2");
-        // untraced, untargeted (fdtrace), floor: rotated from one repetition to the next.
+        // untraced, untargeted (fdtrace), floor, raw floor: rotated from one repetition to the
+        // next.
         let names = ["untraced", "untargeted", "floor", "raw-floor"];
         let mut runs: Vec<[Option<f64>; 4]> = vec![[None; 4]; reps];
         let mut last_err = [None, None, None, None];
@@ -1462,20 +1455,15 @@ impl Bench {
                         .run_loop(self.openclose(pairs), "openclose", pairs)
                         .and_then(|o| ns_per_pair(&o)),
                     1 => self.untargeted_once(),
-                    3 => self.start_raw_floor().and_then(|mut floor| {
-                        let r = self
-                            .run_loop(self.openclose(pairs), "openclose", pairs)
-                            .and_then(|o| ns_per_pair(&o));
-                        floor.stop();
-                        r
-                    }),
-                    _ => match &floor_tps {
-                        Some(tps) => {
-                            let tps = tps.clone();
-                            self.loop_under_floor(&tps, pairs)
-                        }
+                    2 => match &floor_tps {
+                        Some(tps) => self
+                            .start_floor(tps)
+                            .and_then(|floor| self.loop_under(floor, pairs)),
                         None => continue,
                     },
+                    _ => self
+                        .start_raw_floor()
+                        .and_then(|floor| self.loop_under(floor, pairs)),
                 };
                 match r {
                     Ok(ns) => {
@@ -1547,13 +1535,12 @@ impl Bench {
         }
     }
 
-    /// The loop while the floor's empty program is attached to `tps`.
-    fn loop_under_floor(&mut self, tps: &[String], pairs: u64) -> Result<f64> {
-        let mut bt = self.start_floor(tps)?;
+    /// The loop (ns per pair) while `floor` holds its programs attached; then `floor` detaches.
+    fn loop_under(&mut self, mut floor: Proc, pairs: u64) -> Result<f64> {
         let r = self
             .run_loop(self.openclose(pairs), "openclose", pairs)
             .and_then(|o| ns_per_pair(&o));
-        bt.stop();
+        floor.stop();
         r
     }
 
@@ -1929,17 +1916,13 @@ impl Bench {
         let json = self.tmp("nginx-diag.json");
         let tracer = self.attach(worker, &json, "fdtrace -p nginx worker")?;
         let before = ConsumerSnapshot::take(tracer.pid());
-        let r = self.wrk(url);
+        let r = self.wrk_run(url);
         let after = ConsumerSnapshot::take(tracer.pid());
         let names = ConsumerSnapshot::names(&after);
         let report = self.detach(tracer, &json);
         drop(stats);
-        let (rps, before, after) = (r?, before?, after?);
+        let (WrkRun { rps, requests }, before, after) = (r?, before?, after?);
         let _ = report?;
-        let requests = self
-            .facts
-            .remove("c4.last_wrk_requests")
-            .unwrap_or(rps * self.p.wrk_secs as f64);
         let progs = ConsumerSnapshot::runs_between(&before, &after, &names);
         let total: f64 = progs.iter().map(|p| p.2 as f64).sum::<f64>() / requests;
         self.set("c4.diag_rps", rps);
@@ -1970,7 +1953,12 @@ impl Bench {
         Ok(())
     }
 
+    /// Requests per second of a wrk run against `url`.
     fn wrk(&mut self, url: &str) -> Result<f64> {
+        Ok(self.wrk_run(url)?.rps)
+    }
+
+    fn wrk_run(&mut self, url: &str) -> Result<WrkRun> {
         let mut cmd = Command::new(self.tool("wrk").context("wrk")?);
         cmd.args(["-t1", "-c16"])
             .arg(format!("-d{}s", self.p.wrk_secs))
@@ -1990,17 +1978,26 @@ impl Bench {
             self.notes
                 .push(format!("case 4: wrk reported `{}`", l.trim()));
         }
+        let rps = field(&out.stdout, "Requests/sec:")
+            .with_context(|| format!("no Requests/sec in wrk's output: {}", out.stdout))?;
         // "  70934 requests in 5.00s, 85.10MB read"
-        if let Some(n) = out.stdout.lines().find_map(|l| {
-            let (n, rest) = l.trim().split_once(' ')?;
-            rest.starts_with("requests in")
-                .then(|| n.parse::<f64>().ok())?
-        }) {
-            self.set("c4.last_wrk_requests", n);
-        }
-        field(&out.stdout, "Requests/sec:")
-            .with_context(|| format!("no Requests/sec in wrk's output: {}", out.stdout))
+        let requests = out
+            .stdout
+            .lines()
+            .find_map(|l| {
+                let (n, rest) = l.trim().split_once(' ')?;
+                rest.starts_with("requests in")
+                    .then(|| n.parse::<f64>().ok())?
+            })
+            .unwrap_or(rps * self.p.wrk_secs as f64);
+        Ok(WrkRun { rps, requests })
     }
+}
+
+/// What one wrk run measured.
+struct WrkRun {
+    rps: f64,
+    requests: f64,
 }
 
 /// Which configuration a case-4 run measures.
@@ -2985,14 +2982,15 @@ fn analysis(b: &Bench) -> String {
                  {fc:.0}% of one CPU."
             );
             if let (Some(ns), Some(drps)) = (f("c4.bpf_ns_per_request"), f("c4.diag_rps")) {
+                let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
                 let _ = write!(
                     a,
                     " In one more traced run with BPF statistics on ({drps:.0} requests/s), \
-                     fdtrace's programs ran {ns:.0} ns per request, {:.1}% of the 2 CPUs' time; \
+                     fdtrace's programs ran {ns:.0} ns per request, {:.1}% of the {cpus} CPUs' time; \
                      the most costly: {}. `sock_state` runs on every TCP state change of every \
                      socket on the machine (wrk's too) and writes a record for each change of a \
                      traced socket.",
-                    100.0 * ns * drps / 2e9,
+                    100.0 * ns * drps / (cpus as f64 * 1e9),
                     b.texts.get("c4.top_progs").map_or("", String::as_str)
                 );
             }
