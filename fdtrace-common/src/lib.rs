@@ -7,6 +7,10 @@
 
 /// Longest path copied from a syscall argument (including the terminating NUL).
 pub const MAX_PATH: usize = 256;
+/// The kernel's largest possible process id on 64-bit (`PID_MAX_LIMIT`, 4M).
+pub const PID_MAX_LIMIT: u32 = 4_194_304;
+/// Process ids per entry of the kernel's `TARGET_FLAGS` array: one byte each.
+pub const TARGET_FLAGS_PER_ENTRY: usize = 64;
 /// Size of `OpenEvent::stack`. With [`capture::STACK_COPY`] it holds the user stack copied from the
 /// user stack pointer upwards at each descriptor birth, so user space can unwind with DWARF CFI
 /// even through code built without frame pointers; with [`capture::FRAME_POINTERS`] it holds the

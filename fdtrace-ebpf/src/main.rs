@@ -24,13 +24,25 @@ use aya_ebpf::{
 };
 use fdtrace_common::{
     CLONE_FILES, CLONE_THREAD, CloexecEvent, CloseEvent, CloseRangeEvent, ForkEvent, Header,
-    KernelLayout, MAX_PATH, MAX_SOCKADDR, OpenEvent, ProcEvent, STACK_BYTES, SockAddrEvent,
-    SockInfo, SockStateEvent, capture, kind, setting, stat, syscall,
+    KernelLayout, MAX_PATH, MAX_SOCKADDR, OpenEvent, PID_MAX_LIMIT, ProcEvent, STACK_BYTES,
+    SockAddrEvent, SockInfo, SockStateEvent, TARGET_FLAGS_PER_ENTRY, capture, kind, setting, stat,
+    syscall,
 };
 
 /// Thread-group ids being traced; the value says how to capture their stacks (`capture::*`).
 #[map]
 static TARGETS: HashMap<u32, u32> = HashMap::with_max_entries(4096, 0);
+
+/// One byte per thread-group id that is or was in `TARGETS` (entry `tgid / 64`, byte
+/// `tgid % 64`): the first check of every program. The JIT inlines an array lookup, where a miss
+/// in `TARGETS` is a helper call and a hash (60-100 ns per traced syscall of every untargeted
+/// process in the nginx run). Flags are only ever set, each by a store of its own byte (no
+/// read-modify-write to race with): by user space before the process can fork, and by
+/// `sched_fork`. A stale flag costs its process the hash lookup, never an event. User space
+/// sizes the map for the kernel's `pid_max`; ids beyond it go to the hash lookup.
+#[map]
+static TARGET_FLAGS: Array<[u8; TARGET_FLAGS_PER_ENTRY]> =
+    Array::with_max_entries(PID_MAX_LIMIT / TARGET_FLAGS_PER_ENTRY as u32, 0);
 
 /// Arguments of an open-like syscall, remembered from entry until exit, per thread.
 #[repr(C)]
@@ -178,10 +190,39 @@ fn crossing(before: u64, after: u64) -> u64 {
     }
 }
 
+/// False only for processes that are not traced: the cheap first half of `is_target`.
+#[inline(always)]
+fn maybe_target(tgid: u32) -> bool {
+    match TARGET_FLAGS.get(tgid / TARGET_FLAGS_PER_ENTRY as u32) {
+        Some(flags) => flags[(tgid % TARGET_FLAGS_PER_ENTRY as u32) as usize] != 0,
+        None => true,
+    }
+}
+
 #[inline(always)]
 fn is_target(tgid: u32) -> bool {
     // SAFETY: read-only lookup of a plain value.
-    unsafe { TARGETS.get(&tgid).is_some() }
+    maybe_target(tgid) && unsafe { TARGETS.get(&tgid).is_some() }
+}
+
+/// Set the flag of `tgid` in `TARGET_FLAGS`.
+#[inline(always)]
+fn mark_target(tgid: u32) {
+    if let Some(flags) = TARGET_FLAGS.get_ptr_mut(tgid / TARGET_FLAGS_PER_ENTRY as u32) {
+        // SAFETY: a byte of an array slot; other writers store other bytes, or the same 1.
+        unsafe { (*flags)[(tgid % TARGET_FLAGS_PER_ENTRY as u32) as usize] = 1 };
+    }
+}
+
+/// The field of the tracepoint record at `off`, loaded directly. The verifier allows aligned
+/// loads of up to 8 bytes at constant offsets of a tracepoint's context; `read_at` calls
+/// `bpf_probe_read_kernel` instead, a helper call per field (ten per TCP state record).
+/// `off` must be a constant once inlined: a computed offset is refused at load time.
+#[inline(always)]
+fn field<T: Copy>(ctx: &TracePointContext, off: usize) -> T {
+    const { assert!(core::mem::size_of::<T>() <= 8) };
+    // SAFETY: the offsets come from the tracepoint formats; the record is readable.
+    unsafe { core::ptr::read_volatile((ctx.as_ptr() as *const u8).add(off) as *const T) }
 }
 
 #[inline(always)]
@@ -261,7 +302,7 @@ fn remember(ctx: &TracePointContext, a: Args) -> u32 {
     }
     // SAFETY: offsets come from the tracepoint formats of these syscalls.
     let p = pending_from(a, |off| match off {
-        Some(o) => unsafe { ctx.read_at::<u64>(o) }.unwrap_or(0),
+        Some(o) => field::<u64>(ctx, o),
         None => opaque_zero(),
     });
     if PENDING.insert(&pid_tgid, &p, 0).is_err() {
@@ -527,6 +568,9 @@ fn recvmmsg_controls(dst: *mut u8, mmsg: u64, received: i64) {
 #[inline(always)]
 fn emit_open<const MMSG: bool>(ctx: &TracePointContext) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
+    if !maybe_target((pid_tgid >> 32) as u32) {
+        return 0;
+    }
     // SAFETY: plain value copied out before removal.
     let pending = match unsafe { PENDING.get(&pid_tgid) } {
         Some(p) => *p,
@@ -548,7 +592,7 @@ fn emit_birth<const MMSG: bool>(
     pending: Pending,
     regs: Option<UserRegs>,
 ) -> u32 {
-    let ret: i64 = unsafe { ctx.read_at(RET) }.unwrap_or(-1);
+    let ret: i64 = field(ctx, RET);
     // "Too many open files" is the failure worth a stack: the leak's symptom.
     let failed = (ret == -EMFILE || ret == -ENFILE)
         && pending.syscall != syscall::SET_CLOEXEC
@@ -725,7 +769,12 @@ macro_rules! exit_regs {
         pub fn $name(ctx: TracePointContext) -> u32 {
             let pid_tgid = bpf_get_current_pid_tgid();
             // SAFETY: read-only lookup of a plain value.
-            let Some(&target) = (unsafe { TARGETS.get(&((pid_tgid >> 32) as u32)) }) else {
+            let tgid = (pid_tgid >> 32) as u32;
+            if !maybe_target(tgid) {
+                return 0;
+            }
+            // SAFETY: read-only lookup of a plain value.
+            let Some(&target) = (unsafe { TARGETS.get(&tgid) }) else {
                 return 0;
             };
             let regs = user_regs();
@@ -1076,7 +1125,7 @@ enter!(
 /// landlock_create_ruleset returns the ABI version, not a descriptor, with flag VERSION (1).
 #[tracepoint]
 pub fn enter_landlock_create_ruleset(ctx: TracePointContext) -> u32 {
-    let flags: u64 = unsafe { ctx.read_at(ARG2) }.unwrap_or(1);
+    let flags: u64 = field(&ctx, ARG2);
     if flags & 1 != 0 {
         return 0;
     }
@@ -1093,7 +1142,7 @@ pub fn enter_landlock_create_ruleset(ctx: TracePointContext) -> u32 {
 /// bpf(): only the commands that return a new descriptor.
 #[tracepoint]
 pub fn enter_bpf(ctx: TracePointContext) -> u32 {
-    let cmd: u64 = unsafe { ctx.read_at(ARG0) }.unwrap_or(u64::MAX);
+    let cmd: u64 = field(&ctx, ARG0);
     // MAP_CREATE, PROG_LOAD, OBJ_GET, PROG/MAP_GET_FD_BY_ID, RAW_TRACEPOINT_OPEN, BTF_LOAD,
     // BTF_GET_FD_BY_ID, LINK_CREATE, LINK_GET_FD_BY_ID, ENABLE_STATS, ITER_CREATE,
     // TOKEN_CREATE.
@@ -1117,7 +1166,7 @@ pub fn enter_bpf(ctx: TracePointContext) -> u32 {
 /// ioctl FIOCLEX / FIONCLEX set and clear close-on-exec.
 #[tracepoint]
 pub fn enter_ioctl(ctx: TracePointContext) -> u32 {
-    let cmd: u64 = unsafe { ctx.read_at(ARG1) }.unwrap_or(0);
+    let cmd: u64 = field(&ctx, ARG1);
     let on = match cmd as u32 {
         FIOCLEX => 1,
         FIONCLEX => 0,
@@ -1137,7 +1186,7 @@ pub fn enter_ioctl(ctx: TracePointContext) -> u32 {
 /// signalfd/signalfd4 create a descriptor only when `ufd` is -1 (else they update it).
 #[inline(always)]
 fn signalfd(ctx: &TracePointContext, flags: Option<usize>) -> u32 {
-    let ufd: u64 = unsafe { ctx.read_at(ARG0) }.unwrap_or(0);
+    let ufd: u64 = field(&ctx, ARG0);
     if ufd as i32 != -1 {
         return 0;
     }
@@ -1164,12 +1213,12 @@ pub fn enter_signalfd4(ctx: TracePointContext) -> u32 {
 /// fcntl creates a descriptor only for F_DUPFD and F_DUPFD_CLOEXEC.
 #[tracepoint]
 pub fn enter_fcntl(ctx: TracePointContext) -> u32 {
-    let cmd: u64 = unsafe { ctx.read_at(ARG1) }.unwrap_or(u64::MAX);
+    let cmd: u64 = field(&ctx, ARG1);
     let fixed = match cmd {
         F_DUPFD => 0,
         F_DUPFD_CLOEXEC => O_CLOEXEC,
         F_SETFD => {
-            let arg: u64 = unsafe { ctx.read_at(ARG2) }.unwrap_or(0);
+            let arg: u64 = field(&ctx, ARG2);
             return remember(
                 &ctx,
                 Args {
@@ -1201,9 +1250,9 @@ pub fn enter_close_range(ctx: TracePointContext) -> u32 {
     }
     let ev = CloseRangeEvent {
         hdr: header(kind::CLOSE_RANGE, pid_tgid),
-        first: unsafe { ctx.read_at::<u64>(ARG0) }.unwrap_or(0) as u32,
-        last: unsafe { ctx.read_at::<u64>(ARG1) }.unwrap_or(0) as u32,
-        flags: unsafe { ctx.read_at::<u64>(ARG2) }.unwrap_or(0) as u32,
+        first: field::<u64>(&ctx, ARG0) as u32,
+        last: field::<u64>(&ctx, ARG1) as u32,
+        flags: field::<u64>(&ctx, ARG2) as u32,
         _pad: 0,
     };
     if EVENTS
@@ -1233,7 +1282,7 @@ pub fn enter_close(ctx: TracePointContext) -> u32 {
     if !is_target((pid_tgid >> 32) as u32) {
         return 0;
     }
-    let fd: u64 = unsafe { ctx.read_at(ARG0) }.unwrap_or(u64::MAX);
+    let fd: u64 = field(&ctx, ARG0);
     let ev = CloseEvent {
         hdr: header(kind::CLOSE, pid_tgid),
         fd: fd as i32,
@@ -1254,15 +1303,13 @@ fn sockaddr_enter(ctx: &TracePointContext, op: u32) -> u32 {
     if !is_target((pid_tgid >> 32) as u32) {
         return 0;
     }
-    // SAFETY: offsets from the formats of sys_enter_bind/sys_enter_connect.
-    let p = unsafe {
-        AddrPending {
-            fd: ctx.read_at::<u64>(ARG0).unwrap_or(u64::MAX) as i32,
-            addr: ctx.read_at::<u64>(ARG1).unwrap_or(0),
-            len: ctx.read_at::<u64>(ARG2).unwrap_or(0) as u32,
-            op,
-            _pad: 0,
-        }
+    // Offsets from the formats of sys_enter_bind/sys_enter_connect.
+    let p = AddrPending {
+        fd: field::<u64>(ctx, ARG0) as i32,
+        addr: field(ctx, ARG1),
+        len: field::<u64>(ctx, ARG2) as u32,
+        op,
+        _pad: 0,
     };
     if ADDR_PENDING.insert(&pid_tgid, &p, 0).is_err() {
         bump(stat::PENDING_ERRORS);
@@ -1285,13 +1332,16 @@ pub fn enter_connect(ctx: TracePointContext) -> u32 {
 #[tracepoint]
 pub fn exit_sockaddr(ctx: TracePointContext) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
+    if !maybe_target((pid_tgid >> 32) as u32) {
+        return 0;
+    }
     // SAFETY: plain value copied out before removal.
     let p = match unsafe { ADDR_PENDING.get(&pid_tgid) } {
         Some(p) => *p,
         None => return 0,
     };
     let _ = ADDR_PENDING.remove(&pid_tgid);
-    let ret: i64 = unsafe { ctx.read_at(RET) }.unwrap_or(-1);
+    let ret: i64 = field(&ctx, RET);
     if ret < 0 && ret != -EINPROGRESS {
         return 0;
     }
@@ -1334,42 +1384,42 @@ pub fn exit_sockaddr(ctx: TracePointContext) -> u32 {
 #[tracepoint]
 pub fn sock_state(ctx: TracePointContext) -> u32 {
     // SAFETY: offsets from events/sock/inet_sock_set_state/format.
-    let sk: u64 = unsafe { ctx.read_at(8) }.unwrap_or(0);
+    let sk: u64 = field(&ctx, 8);
     // SAFETY: plain value.
     let owner = match unsafe { SOCKS.get(&sk) } {
         Some(o) => *o,
         None => return 0,
     };
-    let protocol: u16 = unsafe { ctx.read_at(30) }.unwrap_or(0);
+    let protocol: u16 = field(&ctx, 30);
     if protocol != IPPROTO_TCP {
         return 0;
     }
-    let newstate: i32 = unsafe { ctx.read_at(20) }.unwrap_or(0);
+    let newstate: i32 = field(&ctx, 20);
     let mut hdr = header(kind::SOCK_STATE, bpf_get_current_pid_tgid());
     hdr.tgid = owner;
-    let family: u16 = unsafe { ctx.read_at(28) }.unwrap_or(0);
+    let family: u16 = field(&ctx, 28);
     // The addresses as two words each, written whole (zeroing parts of byte arrays becomes
     // byte-at-a-time `memset` loops on this target).
     let (saddr, daddr): ([u64; 2], [u64; 2]) = if family == AF_INET6 {
         (
-            unsafe { ctx.read_at(40) }.unwrap_or([0; 2]),
-            unsafe { ctx.read_at(56) }.unwrap_or([0; 2]),
+            [field(&ctx, 40), field(&ctx, 48)],
+            [field(&ctx, 56), field(&ctx, 64)],
         )
     } else {
         // Little-endian: the 4 address bytes in memory order are the low 32 bits.
-        let s: u32 = unsafe { ctx.read_at(32) }.unwrap_or(0);
-        let d: u32 = unsafe { ctx.read_at(36) }.unwrap_or(0);
+        let s: u32 = field(&ctx, 32);
+        let d: u32 = field(&ctx, 36);
         ([s as u64, 0], [d as u64, 0])
     };
     let ev = SockStateEvent {
         hdr,
         sk,
-        oldstate: unsafe { ctx.read_at::<i32>(16) }.unwrap_or(0) as u32,
+        oldstate: field::<i32>(&ctx, 16) as u32,
         newstate: newstate as u32,
         family,
         protocol,
-        sport: unsafe { ctx.read_at(24) }.unwrap_or(0),
-        dport: unsafe { ctx.read_at(26) }.unwrap_or(0),
+        sport: field(&ctx, 24),
+        dport: field(&ctx, 26),
         // SAFETY: two u64 are 16 bytes, any bit pattern is a valid byte array.
         saddr: unsafe { core::mem::transmute::<[u64; 2], [u8; 16]>(saddr) },
         daddr: unsafe { core::mem::transmute::<[u64; 2], [u8; 16]>(daddr) },
@@ -1392,7 +1442,7 @@ pub fn enter_clone(ctx: TracePointContext) -> u32 {
     if !is_target((pid_tgid >> 32) as u32) {
         return 0;
     }
-    let flags: u64 = unsafe { ctx.read_at(ARG0) }.unwrap_or(0);
+    let flags: u64 = field(&ctx, ARG0);
     let _ = CLONE_FLAGS.insert(&pid_tgid, &flags, 0);
     0
 }
@@ -1404,7 +1454,7 @@ pub fn enter_clone3(ctx: TracePointContext) -> u32 {
         return 0;
     }
     // `struct clone_args` starts with `__u64 flags`.
-    let args: u64 = unsafe { ctx.read_at(ARG0) }.unwrap_or(0);
+    let args: u64 = field(&ctx, ARG0);
     let flags = unsafe { bpf_probe_read_user(args as *const u64) }.unwrap_or(0);
     let _ = CLONE_FLAGS.insert(&pid_tgid, &flags, 0);
     0
@@ -1414,7 +1464,10 @@ pub fn enter_clone3(ctx: TracePointContext) -> u32 {
 #[tracepoint]
 pub fn exit_clone(ctx: TracePointContext) -> u32 {
     let _ = ctx.as_ptr();
-    let _ = CLONE_FLAGS.remove(&bpf_get_current_pid_tgid());
+    let pid_tgid = bpf_get_current_pid_tgid();
+    if maybe_target((pid_tgid >> 32) as u32) {
+        let _ = CLONE_FLAGS.remove(&pid_tgid);
+    }
     0
 }
 
@@ -1435,6 +1488,7 @@ pub fn sched_fork(ctx: TracePointContext) -> u32 {
         0 => 20,
         n => n as usize,
     };
+    // A computed offset: read with the helper (the verifier refuses it as a direct load).
     let child: i32 = unsafe { ctx.read_at(off) }.unwrap_or(0);
     if child <= 0 {
         return 0;
@@ -1446,6 +1500,7 @@ pub fn sched_fork(ctx: TracePointContext) -> u32 {
         let mode = unsafe { TARGETS.get(&((pid_tgid >> 32) as u32)) }
             .copied()
             .unwrap_or(capture::STACK_COPY as u32);
+        mark_target(child as u32);
         let _ = TARGETS.insert(&(child as u32), &mode, 0);
     }
     let ev = ForkEvent {

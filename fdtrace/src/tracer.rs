@@ -7,7 +7,7 @@ use aya::{
     maps::{Array, HashMap, MapData, PerCpuArray, RingBuf},
     programs::TracePoint,
 };
-use fdtrace_common::{KernelLayout, stat};
+use fdtrace_common::{KernelLayout, PID_MAX_LIMIT, TARGET_FLAGS_PER_ENTRY, stat};
 
 use crate::kernel_layout::KernelTypes;
 use tracing::{debug, warn};
@@ -130,6 +130,16 @@ fn attach_plan(regs: bool) -> Vec<(String, &'static str, String, bool)> {
         plan.push((prog.to_string(), category, name.to_string(), required));
     }
     plan
+}
+
+/// Entries of `TARGET_FLAGS` for this kernel's `pid_max` (all ids when it cannot be read).
+fn target_flag_entries() -> u32 {
+    let pid_max = std::fs::read_to_string("/proc/sys/kernel/pid_max")
+        .ok()
+        .and_then(|s| s.trim().parse::<u32>().ok())
+        .unwrap_or(PID_MAX_LIMIT)
+        .clamp(1, PID_MAX_LIMIT);
+    pid_max.div_ceil(TARGET_FLAGS_PER_ENTRY as u32)
 }
 
 /// The loaded programs and their maps.
@@ -284,6 +294,7 @@ impl Tracer {
         let mut ebpf = aya::EbpfLoader::new()
             .btf(None)
             .map_max_entries("EVENTS", ring_bytes)
+            .map_max_entries("TARGET_FLAGS", target_flag_entries())
             .override_global("HAVE_TASK_PT_REGS", &u8::from(have_task_pt_regs()), true)
             // Every record asks for a wake-up once a quarter of the ring is unread.
             // (ring_bytes is a power of two).
@@ -380,6 +391,28 @@ impl Tracer {
         targets
             .insert(tgid, u32::from(capture), 0)
             .context("adding the target to the filter")?;
+        // The flags in front of TARGETS (see fdtrace-ebpf). Writing a whole entry could only
+        // undo a flag the kernel sets at that moment for a child of a target among the same 64
+        // ids: none when the first target is added, and a traced process added again (exec)
+        // already has its flag.
+        let mut flags: Array<_, [u8; TARGET_FLAGS_PER_ENTRY]> = Array::try_from(
+            self.ebpf
+                .map_mut("TARGET_FLAGS")
+                .context("TARGET_FLAGS map")?,
+        )?;
+        let (index, byte) = (
+            tgid / TARGET_FLAGS_PER_ENTRY as u32,
+            tgid as usize % TARGET_FLAGS_PER_ENTRY,
+        );
+        // Beyond the map (pid_max was raised): the kernel checks TARGETS alone for this id.
+        if let Ok(mut entry) = flags.get(&index, 0)
+            && entry[byte] == 0
+        {
+            entry[byte] = 1;
+            flags
+                .set(index, entry, 0)
+                .context("adding the target to the filter")?;
+        }
         Ok(())
     }
 
