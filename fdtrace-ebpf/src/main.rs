@@ -2,7 +2,7 @@
 //! target processes and stream them to user space through one ring buffer.
 //!
 //! Only processes whose thread-group id is in `TARGETS` pass the first check; every other
-//! process pays one hash lookup per traced syscall.
+//! process pays one array load per traced syscall (`TARGET_FLAGS`).
 #![no_std]
 #![no_main]
 
@@ -760,9 +760,10 @@ fn emit_birth<const MMSG: bool>(
 
 /// An exit program for a frequent syscall that needs no entry program: it reads the arguments
 /// from the registers the syscall was entered with, which saves a tracepoint hit and a hash-map
-/// insert, lookup and delete per call. User space attaches these on 5.15 and newer. Not for the
-/// socket births: with `sock_info` after the early register reads, 5.10's and 6.1's verifiers
-/// stop at their 1M-instruction limit.
+/// insert, lookup and delete per call. User space attaches these on 5.15 and newer. The socket
+/// births (`sock_info` after the early register reads) are too much for 6.1's verifier (it stops
+/// at its 1M-instruction limit): user space falls back to `enter_accept4` and `exit_open`
+/// where the kernel refuses `exit_regs_accept4`.
 macro_rules! exit_regs {
     ($name:ident, $args:expr) => {
         #[tracepoint]
@@ -866,6 +867,15 @@ enter!(
 );
 enter!(
     enter_accept4,
+    Args {
+        sc: syscall::ACCEPT,
+        flags: Some(ARG3),
+        arg: Some(ARG0),
+        ..NONE
+    }
+);
+exit_regs!(
+    exit_regs_accept4,
     Args {
         sc: syscall::ACCEPT,
         flags: Some(ARG3),

@@ -88,10 +88,15 @@ const OTHERS: &[(&str, &str, &str, bool)] = &[
 ];
 
 /// Frequent births whose exit program `exit_regs_<name>` reads the arguments from the user
-/// registers, so that they need no entry program (one tracepoint hit per call instead of two).
-/// Not the socket births: 5.10's and 6.1's verifiers give up on those programs (1M-instruction
-/// limit).
-const FROM_REGS: &[&str] = &["openat", "open"];
+/// registers, so that they need no entry program (one tracepoint hit per call instead of two,
+/// and no hash-map insert, lookup and delete).
+const FROM_REGS: &[&str] = &["openat", "open", "accept4"];
+
+/// Those of `FROM_REGS` whose `exit_regs_<name>` some verifiers refuse: 6.1's stops at its
+/// 1M-instruction limit on the socket births (the register reads, then `sock_info`), 6.12's
+/// and later accept them. Where the kernel refuses it, the birth keeps its entry program and
+/// `exit_open`.
+const FROM_REGS_IF_ACCEPTED: &[&str] = &["accept4"];
 
 /// Every (program, category, tracepoint, required) to attach. `regs`: the programs can read the
 /// user registers of the current task (see `exit_regs_*` in fdtrace-ebpf).
@@ -195,6 +200,27 @@ const MIN_KERNEL: aya::util::KernelVersion = aya::util::KernelVersion::new(5, 10
 
 fn too_old(release: &str) -> String {
     format!("this kernel ({release}) is too old: fdtrace needs Linux 5.10 or newer")
+}
+
+/// Load `prog` (once) and attach it to `category:name`.
+fn attach(
+    ebpf: &mut Ebpf,
+    loaded: &mut std::collections::HashSet<String>,
+    prog: &str,
+    category: &str,
+    name: &str,
+) -> Result<aya::programs::trace_point::TracePointLinkId> {
+    let p: &mut TracePoint = ebpf
+        .program_mut(prog)
+        .with_context(|| format!("program {prog} missing from the eBPF object"))?
+        .try_into()?;
+    if !loaded.contains(prog) {
+        p.load()
+            .with_context(|| format!("the kernel rejected program {prog}"))?;
+        loaded.insert(prog.to_string());
+    }
+    p.attach(category, name)
+        .with_context(|| format!("attaching to {category}:{name} failed"))
 }
 
 /// Whether the kernel has `bpf_get_current_task_btf` and `bpf_task_pt_regs` (5.15); without
@@ -332,18 +358,28 @@ impl Tracer {
                 missing.push(format!("{category}:{name}"));
                 continue;
             }
-            let p: &mut TracePoint = ebpf
-                .program_mut(&prog)
-                .with_context(|| format!("program {prog} missing from the eBPF object"))?
-                .try_into()?;
-            if loaded.insert(prog.clone()) {
-                p.load()
-                    .with_context(|| format!("the kernel rejected program {prog}"))?;
+            let fallback = prog
+                .strip_prefix("exit_regs_")
+                .filter(|birth| FROM_REGS_IF_ACCEPTED.contains(birth));
+            match (
+                attach(&mut ebpf, &mut loaded, &prog, category, &name),
+                fallback,
+            ) {
+                (Ok(link), _) => links.push((prog, link)),
+                (Err(e), Some(birth)) => {
+                    debug!("{birth} keeps its entry program: {e:#}");
+                    for (p, tp) in [
+                        (format!("enter_{birth}"), format!("sys_enter_{birth}")),
+                        ("exit_open".to_string(), name.clone()),
+                    ] {
+                        links.push((
+                            p.clone(),
+                            attach(&mut ebpf, &mut loaded, &p, category, &tp)?,
+                        ));
+                    }
+                }
+                (Err(e), None) => return Err(e),
             }
-            let link = p
-                .attach(category, &name)
-                .with_context(|| format!("attaching to {category}:{name} failed"))?;
-            links.push((prog, link));
         }
         // The layout of sched_process_fork's record changed (comm arrays became strings).
         let fork_format = Path::new(TRACEFS).join("events/sched/sched_process_fork/format");

@@ -2806,12 +2806,15 @@ fn analysis(b: &Bench) -> String {
             }
         }
         a.push_str(
-            "Levers already in fdtrace: the in-kernel target filter first; records submitted \
+            "Levers already in fdtrace: the in-kernel target filter first, an array load the \
+             JIT inlines (one byte per process id) in front of the hash of targets; tracepoint \
+             fields loaded straight from the record, not with a helper call each; records submitted \
              without a wake-up, user space woken only when the unread bytes cross a multiple of \
              2 MiB and otherwise draining every 20 ms (a wake-up, an `irq_work` self-interrupt \
              and then waking the consumer, costs more than a record), and on every record once a \
              quarter of the ring is unread (which slows the traced thread while its consumer is \
-             far behind, rather than losing records); open and openat \
+             far behind, rather than losing records); open and openat (and accept4 where the \
+             kernel's verifier accepts that program: 6.12 and later) \
              read their arguments from the registers at exit instead of remembering them at \
              entry (one tracepoint hit and no hash-map insert, lookup and \
              delete per call), and read the registers in two copies, not one helper call per \
@@ -2881,8 +2884,8 @@ fn analysis(b: &Bench) -> String {
              {pct:+.1}% against untraced: {}. A process that is not traced still takes the \
              kernel's syscall-tracing path on every syscall (enabling any `syscalls:` tracepoint \
              turns it on for every task), and on `openat` and `close` the kernel fills a \
-             tracepoint record and runs fdtrace's program, which returns after one hash lookup \
-             (`TARGETS`).{floor}",
+             tracepoint record and runs fdtrace's program, which returns after one array load \
+             the JIT inlines (`TARGET_FLAGS`, a byte per process id).{floor}",
             if r < 1.03 {
                 "within the 3% target".to_string()
             } else {
