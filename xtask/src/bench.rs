@@ -386,6 +386,32 @@ impl Drop for Sysctl {
     }
 }
 
+/// The peers and load generators the bench compares with, and their Debian packages.
+const TOOLS: [(&str, &str); 5] = [
+    ("bpftrace", "bpftrace"),
+    ("strace", "strace"),
+    ("nginx", "nginx-light"),
+    ("wrk", "wrk"),
+    ("time", "time"),
+];
+
+/// Install the missing tools from Debian's packages where apt-get is there; the rows of a tool
+/// that still cannot be installed say so.
+fn install_missing_tools() {
+    let missing: Vec<&str> = TOOLS
+        .iter()
+        .filter(|(t, _)| find_tool(t).is_none())
+        .map(|(_, pkg)| *pkg)
+        .collect();
+    if missing.is_empty() || find_tool("apt-get").is_none() {
+        return;
+    }
+    eprintln!("bench: installing {}", missing.join(" "));
+    if let Err(e) = super::apt_install(&missing) {
+        eprintln!("bench: could not install {}: {e:#}", missing.join(" "));
+    }
+}
+
 fn find_tool(name: &str) -> Option<PathBuf> {
     let mut dirs: Vec<PathBuf> =
         std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()).collect();
@@ -2300,22 +2326,13 @@ pub fn bench(opts: Opts) -> Result<()> {
             .arg(root.join("bench/openclose.c")),
     )?;
 
+    install_missing_tools();
     let tools: BTreeMap<&'static str, Option<PathBuf>> =
-        ["bpftrace", "strace", "nginx", "wrk", "time"]
-            .into_iter()
-            .map(|t| (t, find_tool(t)))
-            .collect();
+        TOOLS.into_iter().map(|(t, _)| (t, find_tool(t))).collect();
     for (t, p) in &tools {
         match p {
             Some(p) => eprintln!("bench: {t}: {}", p.display()),
-            None => eprintln!(
-                "bench: {t}: not installed; its rows will say so (Debian: apt-get install {})",
-                match *t {
-                    "nginx" => "nginx-light",
-                    "time" => "time",
-                    other => other,
-                }
-            ),
+            None => eprintln!("bench: {t}: not installed; its rows will say so"),
         }
     }
     let started = Instant::now();

@@ -54,6 +54,15 @@ fn run(cmd: &mut Command) -> Result<()> {
     Ok(())
 }
 
+/// Install Debian packages (root).
+fn apt_install(pkgs: &[&str]) -> Result<()> {
+    run(Command::new("apt-get").args(["update", "-q"]))?;
+    run(Command::new("apt-get")
+        .args(["install", "-y", "-q", "--no-install-recommends"])
+        .args(pkgs)
+        .env("DEBIAN_FRONTEND", "noninteractive"))
+}
+
 fn output(cmd: &mut Command) -> Result<String> {
     let out = cmd
         .output()

@@ -14,7 +14,7 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 
-use crate::{output, path_with_tools, root, run};
+use crate::{apt_install, output, path_with_tools, root, run};
 
 /// The kernel series, the Debian suites that carry them, and whether fdtrace supports them.
 /// Unsupported kernels are checked for fdtrace's one-line refusal instead of the suite.
@@ -138,14 +138,6 @@ pub struct Opts {
 
 fn vmdir() -> PathBuf {
     root().join("target/vmtest")
-}
-
-fn apt_install(pkgs: &[&str]) -> Result<()> {
-    run(Command::new("apt-get").args(["update", "-q"]))?;
-    run(Command::new("apt-get")
-        .args(["install", "-y", "-q", "--no-install-recommends"])
-        .args(pkgs)
-        .env("DEBIAN_FRONTEND", "noninteractive"))
 }
 
 fn ensure_host_tools() -> Result<()> {
