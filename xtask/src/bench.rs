@@ -2837,12 +2837,12 @@ fn analysis(b: &Bench) -> String {
              delete per call), and read the registers in two copies, not one helper call per \
              register; no zeroing left to the byte-at-a-time `memset` the BPF target links; \
              on the user side, the unwinder reads the stack copy in the ring buffer (no 2 KiB \
-             copy per open) and the per-event maps hash with foldhash. Levers not tried: (1) \
-             copy less stack: most call sites unwind in \
-             far fewer than 2 KiB, so a first copy of 512 bytes (with the full copy only when the \
-             unwinder runs out) or a per-binary hint would cut the `bpf_probe_read_user` cost; \
-             (2) skip the path copy for paths already seen (a per-process LRU of path hashes); \
-             (3) the raw syscall tracepoints (above); (4) fentry/fexit programs instead of \
+             copy per open) and the per-event maps hash with foldhash. Copying less stack is a smaller \
+             lever than it looks: in alternating runs of this loop under fdtrace and under a \
+             build that copied 512 bytes instead of 2 KiB, the medians differed by less than the \
+             runs' spread (tens of ns per pair). Levers not tried: \
+             (1) skip the path copy for paths already seen (a per-process LRU of path hashes); \
+             (2) the raw syscall tracepoints (above); (3) fentry/fexit programs instead of \
              syscall tracepoints (see untargeted processes).\n\n",
         );
     }
@@ -3017,8 +3017,8 @@ fn analysis(b: &Bench) -> String {
             if loss >= 5.0 && bu > 90.0 {
                 a.push_str(
                     " With no idle CPU left, the time fdtrace's consumer and its programs take \
-                     comes out of wrk's and nginx's; the loop's levers not tried above (less stack and \
-                     path copied, fentry) apply here too.",
+                     comes out of wrk's and nginx's; the loop's levers not tried above (repeated \
+                     path copies, fentry) apply here too.",
                 );
             }
         }
