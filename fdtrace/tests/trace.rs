@@ -267,3 +267,75 @@ fn min_age_hides_young_descriptors() {
     // Descriptors of unknown age (open before tracing) are not hidden.
     assert!(!r.json["preexisting"].as_array().unwrap().is_empty());
 }
+
+/// The in-kernel filter, read straight from the ring buffer (user space drops the events of
+/// processes it does not trace, so only the records show what the kernel let through): while
+/// fdtrace's programs trace one shell, another shell's opens never reach the ring buffer, and
+/// the traced shell's do, as do those of the child it forks (followed, `-f`).
+#[test]
+fn the_kernel_filter_passes_the_targets_and_their_children_only() {
+    use std::io::Write as _;
+    use std::process::Stdio;
+    let _serial = serial();
+    require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let marker = |who: &str| dir.path().join(who);
+    for who in ["traced", "other", "child"] {
+        std::fs::write(marker(who), who).unwrap();
+    }
+    // Each shell waits for a line, then opens its own file 20 times; the traced one also runs
+    // `cat` on the child's file (a fork and an exec).
+    let script = |who: &str, extra: &str| {
+        format!(
+            "read _; i=0; while [ $i -lt 20 ]; do exec 3<{}; exec 3<&-; i=$((i+1)); done; {extra}",
+            marker(who).display()
+        )
+    };
+    let spawn = |s: String| {
+        Killed(
+            Command::new("sh")
+                .args(["-c", &s])
+                .stdin(Stdio::piped())
+                .stdout(Stdio::null())
+                .spawn()
+                .unwrap(),
+        )
+    };
+    let mut traced = spawn(script(
+        "traced",
+        // `; true`: the shell must fork for cat, not exec it in place as its last command.
+        &format!("cat {}; true", marker("child").display()),
+    ));
+    let mut other = spawn(script("other", ""));
+    let mut tracer = fdtrace::tracer::Tracer::load(4 << 20).unwrap();
+    tracer.set_follow(true).unwrap();
+    tracer
+        .add_target(traced.0.id(), fdtrace_common::capture::STACK_COPY)
+        .unwrap();
+    let mut ring = tracer.take_ring().unwrap();
+    for p in [&mut traced, &mut other] {
+        writeln!(p.0.stdin.take().unwrap()).unwrap();
+    }
+    for p in [&mut traced, &mut other] {
+        assert!(p.0.wait().unwrap().success());
+    }
+    let mut opens: std::collections::BTreeMap<String, BTreeSet<u32>> = Default::default();
+    let mut count: std::collections::BTreeMap<String, usize> = Default::default();
+    while let Some(item) = ring.next() {
+        if let Ok(fdtrace::events::Event::Open(o)) = fdtrace::events::decode(&item) {
+            let who = ["traced", "other", "child"]
+                .into_iter()
+                .find(|w| Path::new(&o.path) == marker(w));
+            if let Some(who) = who {
+                opens.entry(who.to_string()).or_default().insert(o.hdr.tgid);
+                *count.entry(who.to_string()).or_default() += 1;
+            }
+        }
+    }
+    tracer.detach();
+    assert_eq!(count.get("traced"), Some(&20), "{count:?}");
+    assert_eq!(count.get("other"), None, "{count:?}");
+    assert_eq!(count.get("child"), Some(&1), "{count:?}");
+    assert_eq!(opens["traced"], BTreeSet::from([traced.0.id()]));
+    assert!(!opens["child"].contains(&traced.0.id()), "{opens:?}");
+}
