@@ -289,7 +289,8 @@ pub struct KernelLayout {
     /// registers on kernels without `bpf_task_pt_regs` (before 5.15).
     pub task_stack: u32,
     pub regs_in_stack: u32,
-    pub _pad: u32,
+    /// `sock.sk_socket`: NULL once no file refers to the socket (orphaned by its last close).
+    pub sk_socket: u32,
 }
 
 pub const NO_OFFSET: u32 = u32::MAX;

@@ -1404,6 +1404,17 @@ pub fn sock_state(ctx: TracePointContext) -> u32 {
     if protocol != IPPROTO_TCP {
         return 0;
     }
+    // No file refers to the socket any more: its last close orphaned it, after the FIN_WAIT1
+    // or LAST_ACK that close set. What it goes through next (FIN_WAIT2, CLOSE) concerns no
+    // descriptor: forget it instead of writing records user space would drop.
+    if let Some(l) = LAYOUT.get(0)
+        && l.valid != 0
+        && l.sk_socket != fdtrace_common::NO_OFFSET
+        && read_kernel::<u64>(sk + l.sk_socket as u64) == Some(0)
+    {
+        let _ = SOCKS.remove(&sk);
+        return 0;
+    }
     let newstate: i32 = field(&ctx, 20);
     let mut hdr = header(kind::SOCK_STATE, bpf_get_current_pid_tgid());
     hdr.tgid = owner;

@@ -238,7 +238,7 @@ impl KernelTypes {
                 .size_of("pt_regs")
                 .map(|n| THREAD_SIZE - n)
                 .unwrap_or(NO_OFFSET),
-            _pad: 0,
+            sk_socket: opt("sock", "sk_socket"),
         })
     }
 }
@@ -263,6 +263,8 @@ mod tests {
         // x86_64's struct pt_regs is 21 words.
         assert_eq!(l.regs_in_stack, THREAD_SIZE - 21 * 8);
         assert_ne!(l.task_stack, NO_OFFSET);
+        // After sock_common, within struct sock.
+        assert!(l.sk_socket != NO_OFFSET && l.sk_socket > l.skc_family);
         // A nested path adds up: sock.__sk_common.skc_family is sock_common.skc_family.
         assert_eq!(
             types.offset("sock", "__sk_common.skc_family").unwrap(),

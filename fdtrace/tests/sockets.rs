@@ -142,3 +142,55 @@ fn sockets_carry_addresses_and_tcp_states() {
     assert_eq!(j["drift"]["missed_closes"], Value::Array(vec![]), "{j:#}");
     assert_eq!(j["lost_events"], 0);
 }
+
+/// The kernel keeps writing a socket's TCP states while a descriptor refers to it, and stops once
+/// the last close orphaned it: read straight from the ring buffer, a connection closed from
+/// both ends yields the states its descriptors saw (up to the FIN_WAIT1 and LAST_ACK those
+/// closes set), and no FIN_WAIT2 or CLOSE after them.
+#[test]
+fn tcp_states_stop_once_no_descriptor_refers_to_the_socket() {
+    use std::collections::BTreeMap;
+    const FIN_WAIT1: u32 = 4;
+    const FIN_WAIT2: u32 = 5;
+    const CLOSE: u32 = 7;
+    const CLOSE_WAIT: u32 = 8;
+    const LAST_ACK: u32 = 9;
+    let _serial = serial();
+    require_root();
+    let mut tracer = fdtrace::tracer::Tracer::load(4 << 20).unwrap();
+    tracer
+        .add_target(std::process::id(), fdtrace_common::capture::STACK_COPY)
+        .unwrap();
+    let mut ring = tracer.take_ring().unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    let (server, _) = listener.accept().unwrap();
+    // The client closes first (FIN_WAIT1, then FIN_WAIT2 on the server's ACK), the server
+    // sees CLOSE_WAIT, closes too (LAST_ACK, then CLOSE on the client's ACK).
+    drop(client);
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    drop(server);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let mut states: BTreeMap<u64, Vec<u32>> = BTreeMap::new();
+    while let Some(item) = ring.next() {
+        if let Ok(fdtrace::events::Event::SockState(s)) = fdtrace::events::decode(&item) {
+            states.entry(s.sk).or_default().push(s.newstate);
+        }
+    }
+    tracer.detach();
+    drop(listener);
+    let with = |state: u32| {
+        states
+            .values()
+            .find(|v| v.contains(&state))
+            .unwrap_or_else(|| panic!("no socket reached state {state}: {states:?}"))
+    };
+    let (client, server) = (with(FIN_WAIT1), with(CLOSE_WAIT));
+    assert!(server.contains(&LAST_ACK), "{states:?}");
+    for s in [client, server] {
+        assert!(
+            !s.contains(&FIN_WAIT2) && !s.contains(&CLOSE),
+            "states after the last close: {states:?}"
+        );
+    }
+}

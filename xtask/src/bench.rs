@@ -419,6 +419,16 @@ fn find_tool(name: &str) -> Option<PathBuf> {
     dirs.into_iter().map(|d| d.join(name)).find(|p| p.is_file())
 }
 
+/// A loop's time ratio, with a third decimal where two would round it onto the 1.5x target
+/// (1.503x reads as "1.50x, missed" otherwise).
+fn loop_ratio(r: f64) -> String {
+    if (r - 1.5).abs() < 0.005 {
+        format!("{r:.3}x")
+    } else {
+        format!("{r:.2}x")
+    }
+}
+
 fn median(v: &[f64]) -> Option<f64> {
     let mut s: Vec<f64> = v.iter().copied().filter(|x| x.is_finite()).collect();
     if s.is_empty() {
@@ -1041,7 +1051,7 @@ impl Bench {
                 let add = median(&paired(cfg, &|x, b| x - b));
                 if let (Some(ratio), Some(add)) = (ratio, add) {
                     added.insert(cfg, add);
-                    row = row.vs(format!("{ratio:.2}x (+{add:.0} ns)"));
+                    row = row.vs(format!("{} (+{add:.0} ns)", loop_ratio(ratio)));
                     if cfg == LoopCfg::Fdtrace {
                         self.set("c1.fdtrace_ratio", ratio);
                         self.set("c1.fdtrace_added_ns", add);
@@ -2642,7 +2652,8 @@ fn analysis(b: &Bench) -> String {
         let _ = write!(
             a,
             "**Open/close loop.** Untraced, a pair takes {u:.0} ns; under fdtrace {fd:.0} ns: \
-             {ratio:.2}x, {add:.0} ns added per pair. "
+             {}, {add:.0} ns added per pair. ",
+            loop_ratio(ratio)
         );
         if ratio <= 1.5 {
             a.push_str("The 1.5x target is met. ");
@@ -3088,6 +3099,13 @@ fn analysis(b: &Bench) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_ratio_next_to_the_target_shows_which_side_it_is_on() {
+        assert_eq!(loop_ratio(1.5036), "1.504x");
+        assert_eq!(loop_ratio(1.4981), "1.498x");
+        assert_eq!(loop_ratio(1.86), "1.86x");
+    }
 
     #[test]
     fn medians_and_ranges() {
