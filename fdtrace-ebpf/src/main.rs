@@ -37,8 +37,8 @@ static TARGETS: HashMap<u32, u32> = HashMap::with_max_entries(4096, 0);
 /// `tgid % 64`): the first check of every program. The JIT inlines an array lookup, where a miss
 /// in `TARGETS` is a helper call and a hash (60-100 ns per traced syscall of every untargeted
 /// process in the nginx run). Flags are only ever set, each by a store of its own byte (no
-/// read-modify-write to race with): by user space before the process can fork, and by
-/// `sched_fork`. A stale flag costs its process the hash lookup, never an event. User space
+/// read-modify-write to race with): by user space before it puts the process in `TARGETS`,
+/// and by `sched_fork`. A stale flag costs its process the hash lookup, never an event. User space
 /// sizes the map for the kernel's `pid_max`; ids beyond it go to the hash lookup.
 #[map]
 static TARGET_FLAGS: Array<[u8; TARGET_FLAGS_PER_ENTRY]> =

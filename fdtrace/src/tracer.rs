@@ -422,15 +422,12 @@ impl Tracer {
     /// `capture` says (`fdtrace_common::capture::STACK_COPY` or `FRAME_POINTERS`). Calling it
     /// again for a traced process changes how its stacks are captured.
     pub fn add_target(&mut self, tgid: u32, capture: u16) -> Result<()> {
-        let mut targets: HashMap<_, u32, u32> =
-            HashMap::try_from(self.ebpf.map_mut("TARGETS").context("TARGETS map")?)?;
-        targets
-            .insert(tgid, u32::from(capture), 0)
-            .context("adding the target to the filter")?;
-        // The flags in front of TARGETS (see fdtrace-ebpf). Writing a whole entry could only
-        // undo a flag the kernel sets at that moment for a child of a target among the same 64
-        // ids: none when the first target is added, and a traced process added again (exec)
-        // already has its flag.
+        // The flag in front of TARGETS first (see fdtrace-ebpf): once the process is in TARGETS,
+        // every program, `sched_fork` included, must find its flag set, or a child it forks
+        // right then would not be followed. Writing a whole entry could only undo a flag the
+        // kernel sets at that moment for a child of a target among the same 64 ids: none when
+        // the first target is added, and a traced process added again (exec) already has its
+        // flag, so nothing is written then.
         let mut flags: Array<_, [u8; TARGET_FLAGS_PER_ENTRY]> = Array::try_from(
             self.ebpf
                 .map_mut("TARGET_FLAGS")
@@ -449,6 +446,11 @@ impl Tracer {
                 .set(index, entry, 0)
                 .context("adding the target to the filter")?;
         }
+        let mut targets: HashMap<_, u32, u32> =
+            HashMap::try_from(self.ebpf.map_mut("TARGETS").context("TARGETS map")?)?;
+        targets
+            .insert(tgid, u32::from(capture), 0)
+            .context("adding the target to the filter")?;
         Ok(())
     }
 
