@@ -199,10 +199,19 @@ fn maybe_target(tgid: u32) -> bool {
     }
 }
 
+/// How a traced process's stacks are captured (`capture::*`); None for other processes.
+#[inline(always)]
+fn target_mode(tgid: u32) -> Option<u32> {
+    if !maybe_target(tgid) {
+        return None;
+    }
+    // SAFETY: read-only lookup of a plain value.
+    unsafe { TARGETS.get(&tgid) }.copied()
+}
+
 #[inline(always)]
 fn is_target(tgid: u32) -> bool {
-    // SAFETY: read-only lookup of a plain value.
-    maybe_target(tgid) && unsafe { TARGETS.get(&tgid).is_some() }
+    target_mode(tgid).is_some()
 }
 
 /// Set the flag of `tgid` in `TARGET_FLAGS`.
@@ -770,12 +779,7 @@ macro_rules! exit_regs {
         pub fn $name(ctx: TracePointContext) -> u32 {
             let pid_tgid = bpf_get_current_pid_tgid();
             // SAFETY: read-only lookup of a plain value.
-            let tgid = (pid_tgid >> 32) as u32;
-            if !maybe_target(tgid) {
-                return 0;
-            }
-            // SAFETY: read-only lookup of a plain value.
-            let Some(&target) = (unsafe { TARGETS.get(&tgid) }) else {
+            let Some(target) = target_mode((pid_tgid >> 32) as u32) else {
                 return 0;
             };
             let regs = user_regs();
@@ -1497,9 +1501,9 @@ pub fn exit_clone(ctx: TracePointContext) -> u32 {
 #[tracepoint]
 pub fn sched_fork(ctx: TracePointContext) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
-    if !is_target((pid_tgid >> 32) as u32) {
+    let Some(mode) = target_mode((pid_tgid >> 32) as u32) else {
         return 0;
-    }
+    };
     // SAFETY: plain value.
     let flags = unsafe { CLONE_FLAGS.get(&pid_tgid) }.copied().unwrap_or(0);
     if flags & CLONE_THREAD != 0 {
@@ -1518,9 +1522,6 @@ pub fn sched_fork(ctx: TracePointContext) -> u32 {
     // A child sharing the descriptor table changes the parent's: it is always traced.
     if follow || flags & CLONE_FILES != 0 {
         // The child runs the same program: its stacks are captured the same way.
-        let mode = unsafe { TARGETS.get(&((pid_tgid >> 32) as u32)) }
-            .copied()
-            .unwrap_or(capture::STACK_COPY as u32);
         mark_target(child as u32);
         let _ = TARGETS.insert(&(child as u32), &mode, 0);
     }
