@@ -281,6 +281,7 @@ mod tests {
             tcp_states: Default::default(),
             processes: Vec::new(),
             recording: None,
+            live_updates_dropped: None,
         }
     }
 

@@ -8,12 +8,17 @@ fn main() {
         1 => "info",
         _ => "debug",
     };
+    // Diagnostics go through a thread of their own with a bounded, lossy queue: a stderr that
+    // nobody reads never stalls the tracing loop.
+    let (stderr, flush) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(true)
+        .finish(std::io::stderr());
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("FDTRACE_LOG")
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level)),
         )
-        .with_writer(std::io::stderr)
+        .with_writer(stderr)
         .with_target(false)
         .without_time()
         .init();
@@ -46,6 +51,8 @@ fn main() {
                 .map_err(anyhow::Error::from)
         }
     };
+    // Diagnostics still queued are written before the error line and the exit.
+    drop(flush);
     if let Err(e) = result {
         // One line, no backtrace: the chain of causes joined with ': '. A damaged recording
         // exits with 2, every other failure with 1.

@@ -121,26 +121,6 @@ pub fn render(procs: &[LiveStatus], lost_events: u64) -> String {
     o
 }
 
-/// Answer one HTTP request on `stream` with `body` (text/plain exposition format).
-pub async fn serve_one(mut stream: tokio::net::TcpStream, body: String) {
-    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-    let mut buf = [0u8; 4096];
-    let mut got = Vec::new();
-    // Read the request head (bounded); the path does not matter.
-    while !got.windows(4).any(|w| w == b"\r\n\r\n") && got.len() < 16384 {
-        match tokio::time::timeout(std::time::Duration::from_secs(2), stream.read(&mut buf)).await {
-            Ok(Ok(n)) if n > 0 => got.extend_from_slice(&buf[..n]),
-            _ => break,
-        }
-    }
-    let resp = format!(
-        "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    let _ = stream.write_all(resp.as_bytes()).await;
-    let _ = stream.shutdown().await;
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

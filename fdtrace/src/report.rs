@@ -46,6 +46,9 @@ pub struct Report {
     /// Reports of recordings: where and when it was recorded.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub recording: Option<RecordingInfo>,
+    /// Live mode: updates of the live view never written because stderr was not being read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub live_updates_dropped: Option<u64>,
 }
 
 #[derive(Debug, Serialize)]
@@ -652,6 +655,7 @@ pub fn build(
         tcp_states,
         processes: Vec::new(),
         recording: None,
+        live_updates_dropped: None,
     }
 }
 
@@ -790,6 +794,12 @@ pub fn render_text(r: &Report) -> String {
             ""
         }
     );
+    if let Some(n) = r.live_updates_dropped.filter(|&n| n > 0) {
+        let _ = writeln!(
+            s,
+            "live view: {n} updates dropped (stderr was not being read; tracing went on)"
+        );
+    }
     if r.meta.stack_errors > 0 {
         let _ = writeln!(
             s,

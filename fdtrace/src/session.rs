@@ -16,6 +16,8 @@ use tracing::{debug, warn};
 use crate::{
     events::{self, Event, Open, UserStack},
     launch::Launched,
+    live_writer::LiveWriter,
+    metrics_server::{self, Published},
     model::{FdKind, FdTable, O_CLOEXEC, OpenFd, Origin, StackId},
     procinfo,
     procinfo::ProcFd,
@@ -1055,22 +1057,47 @@ fn live_statuses(
     out
 }
 
-/// The live view of the root process, on stderr.
-fn show_live(session: &mut Session, tracer: &Tracer, symbols: &Symbols, started: Instant) {
-    use std::io::IsTerminal as _;
+/// The live view of the root process, handed to the live view's writer.
+fn show_live(
+    session: &mut Session,
+    tracer: &Tracer,
+    symbols: &Symbols,
+    started: Instant,
+    out: &mut LiveWriter,
+) {
     let Some(st) = live_statuses(session, tracer, symbols, started, 8)
         .into_iter()
         .next()
     else {
         return;
     };
-    let mut err = std::io::stderr().lock();
-    let _ = if err.is_terminal() {
-        // Clear the screen and draw from the top.
-        write!(err, "\x1b[H\x1b[2J{}", crate::live::render_screen(&st))
+    out.send(if out.screen() {
+        format!(
+            "{}{}",
+            crate::live_writer::CLEAR,
+            crate::live::render_screen(&st)
+        )
     } else {
-        writeln!(err, "{}", crate::live::render_line(&st))
-    };
+        format!("{}\n", crate::live::render_line(&st))
+    });
+}
+
+/// The metrics the endpoint serves until the next call.
+fn publish_metrics(
+    session: &mut Session,
+    tracer: &Tracer,
+    symbols: &Symbols,
+    started: Instant,
+    to: &Published,
+) {
+    let st = live_statuses(session, tracer, symbols, started, 20);
+    to.set(crate::metrics::render(&st, tracer.lost_events()));
+}
+
+/// Where a session shows what it sees while it runs: the live view and the metrics endpoint.
+struct Outputs {
+    live: Option<LiveWriter>,
+    metrics: Option<Published>,
 }
 
 async fn follow(
@@ -1080,19 +1107,15 @@ async fn follow(
     launched: &mut Option<Launched>,
     opts: &Options,
     symbols: &Symbols,
+    out: &mut Outputs,
 ) -> Result<Stop> {
     let duration = opts.duration;
     let started = Instant::now();
     let mut live = tokio::time::interval(opts.interval);
     live.tick().await;
-    let metrics = match opts.metrics {
-        Some(addr) => Some(
-            tokio::net::TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("serving metrics on {addr}"))?,
-        ),
-        None => None,
-    };
+    if let Some(m) = &out.metrics {
+        publish_metrics(session, tracer, symbols, started, m);
+    }
     // SAFETY: the ring buffer owns its map fd, which stays open and unchanged for as long as
     // the AsyncFd owns the ring buffer.
     let mut ring = unsafe { AsyncFd::register(ring) }
@@ -1129,12 +1152,9 @@ async fn follow(
             _ = async { tokio::time::sleep_until(deadline.unwrap()).await }, if deadline.is_some() => {
                 break Stop::Duration;
             }
-            _ = live.tick(), if !opts.quiet => show_live(session, tracer, symbols, started),
-            conn = async { metrics.as_ref().unwrap().accept().await }, if metrics.is_some() => {
-                if let Ok((stream, _)) = conn {
-                    let st = live_statuses(session, tracer, symbols, started, 20);
-                    let body = crate::metrics::render(&st, tracer.lost_events());
-                    crate::metrics::serve_one(stream, body).await;
+            _ = live.tick(), if out.live.is_some() => {
+                if let Some(w) = out.live.as_mut() {
+                    show_live(session, tracer, symbols, started, w);
                 }
             }
             _ = tick.tick() => {
@@ -1144,6 +1164,9 @@ async fn follow(
                 if ticks.is_multiple_of(4) {
                     if let Some(rec) = session.recorder.as_mut() {
                         rec.flush();
+                    }
+                    if let Some(m) = &out.metrics {
+                        publish_metrics(session, tracer, symbols, started, m);
                     }
                     let now = monotonic_ns();
                     for p in session.procs.values_mut() {
@@ -1228,6 +1251,8 @@ pub fn run(opts: Options) -> Result<()> {
             "DWARF CFI over a stack copy"
         }
     );
+    // Bound before tracing starts, so that a taken or bad address fails first.
+    let metrics_listener = opts.metrics.map(metrics_server::bind).transpose()?;
     let mut tracer = Tracer::load(opts.ring_mb << 20)?;
     tracer.set_follow(opts.follow)?;
     tracer.add_target(pid, capture)?;
@@ -1280,6 +1305,20 @@ pub fn run(opts: Options) -> Result<()> {
         .enable_all()
         .build()?;
     let symbols = Symbols::new();
+    let mut out = Outputs {
+        live: (!opts.quiet).then(|| {
+            use std::io::IsTerminal as _;
+            LiveWriter::start(std::io::stderr(), std::io::stderr().is_terminal())
+        }),
+        metrics: match metrics_listener {
+            Some(l) => {
+                let p = Published::default();
+                metrics_server::start(l, p.clone())?;
+                Some(p)
+            }
+            None => None,
+        },
+    };
     let stop = rt.block_on(follow(
         &mut session,
         &mut tracer,
@@ -1287,7 +1326,14 @@ pub fn run(opts: Options) -> Result<()> {
         &mut launched,
         &opts,
         &symbols,
-    ))?;
+        &mut out,
+    ));
+    // The terminal's screen is restored before anything else is written.
+    let live_dropped = out
+        .live
+        .take()
+        .map(|w| w.finish(Duration::from_millis(200)));
+    let stop = stop?;
     debug!(
         "stopped after {:?} ({})",
         started.elapsed(),
@@ -1372,6 +1418,7 @@ pub fn run(opts: Options) -> Result<()> {
         .expect("the root process has a report");
     let mut report = reports.remove(root_index);
     report.processes = reports;
+    report.live_updates_dropped = live_dropped;
     let text = if opts.json {
         let mut s = serde_json::to_string_pretty(&report)?;
         s.push('\n');

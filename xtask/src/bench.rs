@@ -395,28 +395,8 @@ const TOOLS: [(&str, &str); 5] = [
     ("time", "time"),
 ];
 
-/// Install the missing tools from Debian's packages where apt-get is there; the rows of a tool
-/// that still cannot be installed say so.
-fn install_missing_tools() {
-    let missing: Vec<&str> = TOOLS
-        .iter()
-        .filter(|(t, _)| find_tool(t).is_none())
-        .map(|(_, pkg)| *pkg)
-        .collect();
-    if missing.is_empty() || find_tool("apt-get").is_none() {
-        return;
-    }
-    eprintln!("bench: installing {}", missing.join(" "));
-    if let Err(e) = super::apt_install(&missing) {
-        eprintln!("bench: could not install {}: {e:#}", missing.join(" "));
-    }
-}
-
 fn find_tool(name: &str) -> Option<PathBuf> {
-    let mut dirs: Vec<PathBuf> =
-        std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()).collect();
-    dirs.extend(["/usr/sbin", "/sbin", "/usr/bin", "/bin"].map(PathBuf::from));
-    dirs.into_iter().map(|d| d.join(name)).find(|p| p.is_file())
+    super::deps::find_program(name)
 }
 
 /// A loop's time ratio, with a third decimal where two would round it onto the 1.5x target
@@ -2336,7 +2316,10 @@ pub fn bench(opts: Opts) -> Result<()> {
             .arg(root.join("bench/openclose.c")),
     )?;
 
-    install_missing_tools();
+    // Tools that cannot be installed leave their rows saying so.
+    if let Err(e) = super::deps::ensure(super::deps::NEEDS, super::deps::For::Bench) {
+        eprintln!("bench: {e:#}");
+    }
     let tools: BTreeMap<&'static str, Option<PathBuf>> =
         TOOLS.into_iter().map(|(t, _)| (t, find_tool(t))).collect();
     for (t, p) in &tools {

@@ -9,6 +9,7 @@ use anyhow::{Context as _, Result, bail};
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod deps;
 mod vmtest;
 
 const BPF_LINKER_VERSION: &str = "0.13.0";
@@ -169,10 +170,6 @@ fn check_machine() {
             "kernel BTF at /sys/kernel/btf/vmlinux (needs CONFIG_DEBUG_INFO_BTF=y)",
         ),
         (
-            output(Command::new("go").arg("version")).is_ok(),
-            "go, for the Go unwinding tests (Debian: apt-get install golang-go)",
-        ),
-        (
             Path::new("/sys/kernel/tracing/events").exists(),
             "tracefs mounted at /sys/kernel/tracing (fdtrace mounts it itself when run as root)",
         ),
@@ -180,6 +177,7 @@ fn check_machine() {
     for (ok, what) in checks {
         eprintln!("xtask: {} {what}", if ok { "ok:     " } else { "missing:" });
     }
+    deps::report();
 }
 
 fn setup() -> Result<()> {
@@ -226,6 +224,8 @@ fn demo() -> Result<()> {
 }
 
 fn test() -> Result<()> {
+    // Everything the tests need, before anything is built.
+    deps::ensure(deps::NEEDS, deps::For::Test)?;
     build()?;
     run(Command::new("cargo")
         .args([

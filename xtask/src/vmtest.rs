@@ -14,7 +14,7 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 
-use crate::{apt_install, output, path_with_tools, root, run};
+use crate::{output, path_with_tools, root, run};
 
 /// The kernel series, the Debian suites that carry them, and whether fdtrace supports them.
 /// Unsupported kernels are checked for fdtrace's one-line refusal instead of the suite.
@@ -138,23 +138,6 @@ pub struct Opts {
 
 fn vmdir() -> PathBuf {
     root().join("target/vmtest")
-}
-
-fn ensure_host_tools() -> Result<()> {
-    let mut need = Vec::new();
-    if output(Command::new("qemu-system-x86_64").arg("--version")).is_err() {
-        need.push("qemu-system-x86");
-    }
-    let busybox_static =
-        output(Command::new("dpkg-query").args(["-W", "-f=${Status}", "busybox-static"]))
-            .is_ok_and(|s| s.contains("install ok installed"));
-    if !busybox_static {
-        need.push("busybox-static");
-    }
-    if !need.is_empty() {
-        apt_install(&need)?;
-    }
-    Ok(())
 }
 
 /// apt-get with an apt configuration of its own under target/vmtest/apt: Debian's suites that
@@ -654,7 +637,7 @@ fn result_of(o: &mut Outcome, suite: &str, pending: &mut Option<String>, text: &
 
 pub fn vmtest(opts: Opts) -> Result<()> {
     let t0 = Instant::now();
-    ensure_host_tools()?;
+    crate::deps::ensure(crate::deps::NEEDS, crate::deps::For::Vmtest)?;
     let kernels: Vec<(&str, bool)> = KERNELS
         .iter()
         .copied()
