@@ -17,6 +17,10 @@ pub struct Launched {
     go: libc::c_int,
     err: libc::c_int,
     reaped: bool,
+    /// The wait status, once reaped.
+    status: Option<libc::c_int>,
+    /// fdtrace ended it (the session stopped first).
+    ended_by_us: bool,
 }
 
 fn resolve(cmd: &OsStr) -> Result<PathBuf> {
@@ -91,6 +95,8 @@ impl Launched {
             go: go_w,
             err: err_r,
             reaped: false,
+            status: None,
+            ended_by_us: false,
         })
     }
 
@@ -126,6 +132,9 @@ impl Launched {
         let mut status = 0;
         // SAFETY: our own child.
         let r = unsafe { libc::waitpid(self.pid as i32, &mut status, libc::WNOHANG) };
+        if r == self.pid as i32 {
+            self.status = Some(status);
+        }
         if r == self.pid as i32 || r < 0 {
             self.reaped = true;
         }
@@ -135,8 +144,26 @@ impl Launched {
     fn wait_blocking(&mut self) {
         let mut status = 0;
         // SAFETY: our own child.
-        unsafe { libc::waitpid(self.pid as i32, &mut status, 0) };
+        if unsafe { libc::waitpid(self.pid as i32, &mut status, 0) } == self.pid as i32 {
+            self.status = Some(status);
+        }
         self.reaped = true;
+    }
+
+    /// How the command ended, as a shell reports it: its exit code, or 128 + the signal that
+    /// killed it. None while it runs, and when fdtrace ended it.
+    pub fn exit_code(&self) -> Option<i32> {
+        if self.ended_by_us {
+            return None;
+        }
+        let st = self.status?;
+        if libc::WIFEXITED(st) {
+            Some(libc::WEXITSTATUS(st))
+        } else if libc::WIFSIGNALED(st) {
+            Some(128 + libc::WTERMSIG(st))
+        } else {
+            None
+        }
     }
 
     /// End the child: SIGTERM, then SIGKILL after a grace period; always reaps it.
@@ -144,6 +171,7 @@ impl Launched {
         if self.exited() {
             return;
         }
+        self.ended_by_us = true;
         // SAFETY: signalling our own, not yet reaped, child.
         unsafe { libc::kill(self.pid as i32, libc::SIGTERM) };
         let deadline = Instant::now() + Duration::from_secs(2);

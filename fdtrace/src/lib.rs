@@ -11,6 +11,7 @@ pub mod metrics;
 pub mod metrics_server;
 pub mod model;
 pub mod offline;
+pub mod output;
 pub mod procinfo;
 pub mod recording;
 pub mod report;

@@ -22,13 +22,17 @@ fn main() {
         .with_target(false)
         .without_time()
         .init();
+    // Tracing passes a launched command's exit status on; everything else exits 0 when it
+    // succeeds.
+    let mut code = 0;
     let result = match &cli.cmd {
         None => cli
             .trace
             .options()
             .map_err(anyhow::Error::msg)
-            .and_then(fdtrace::session::run),
-        Some(Cmd::Record(t)) => fdtrace::offline::record(t),
+            .and_then(fdtrace::session::run)
+            .map(|c| code = c),
+        Some(Cmd::Record(t)) => fdtrace::offline::record(t).map(|c| code = c),
         Some(Cmd::Report(r)) => fdtrace::offline::report(r),
         Some(Cmd::Export(e)) => fdtrace::export::export(e),
         Some(Cmd::Diff(d)) => fdtrace::diff::diff(d),
@@ -60,4 +64,5 @@ fn main() {
         let damaged = e.downcast_ref::<fdtrace::recording::Damaged>().is_some();
         std::process::exit(if damaged { 2 } else { 1 });
     }
+    std::process::exit(code);
 }

@@ -10,7 +10,7 @@ use crate::{
 };
 
 /// `fdtrace record (-p PID | -- CMD) -o FILE`.
-pub fn record(t: &TraceArgs) -> Result<()> {
+pub fn record(t: &TraceArgs) -> Result<i32> {
     let Some(path) = t.output.clone() else {
         bail!("fdtrace record needs the recording file: -o FILE");
     };

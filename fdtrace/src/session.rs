@@ -1,7 +1,7 @@
 //! A tracing session: attach (or launch), follow the events, stop, report.
 use std::{
     ffi::OsString,
-    io::Write as _,
+    io::{IsTerminal as _, Write as _},
     path::{Path, PathBuf},
     time::{Duration, Instant},
 };
@@ -1097,6 +1097,8 @@ fn publish_metrics(
 /// Where a session shows what it sees while it runs: the live view and the metrics endpoint.
 struct Outputs {
     live: Option<LiveWriter>,
+    /// No live view (the writer still carries the start-up line).
+    quiet: bool,
     metrics: Option<Published>,
 }
 
@@ -1152,7 +1154,7 @@ async fn follow(
             _ = async { tokio::time::sleep_until(deadline.unwrap()).await }, if deadline.is_some() => {
                 break Stop::Duration;
             }
-            _ = live.tick(), if out.live.is_some() => {
+            _ = live.tick(), if !out.quiet => {
                 if let Some(w) = out.live.as_mut() {
                     show_live(session, tracer, symbols, started, w);
                 }
@@ -1219,12 +1221,26 @@ async fn follow(
 }
 
 /// Run a whole session and write its report.
-pub fn run(opts: Options) -> Result<()> {
+/// Returns the exit status for fdtrace: the launched command's when it ended on its own (its
+/// exit code, or 128 + the signal that killed it), 0 otherwise.
+pub fn run(opts: Options) -> Result<i32> {
     tracer::check_privileges()?;
     if let Target::Pid(pid) = opts.target
         && !procinfo::exists(pid)
     {
         bail!("no process with pid {pid}");
+    }
+    // Where the results go is checked before anything is traced: a session is never lost to a
+    // path that cannot be written.
+    if let Some(path) = &opts.record {
+        crate::output::check_new_file(path)?;
+    }
+    if let Some(path) = opts
+        .output
+        .as_deref()
+        .filter(|p| !crate::output::is_stdout(p))
+    {
+        crate::output::check_writable(path)?;
     }
     // Fork before any thread exists; the child waits for us before it execs.
     let mut launched = match &opts.target {
@@ -1286,12 +1302,32 @@ pub fn run(opts: Options) -> Result<()> {
         state.log = Some(Vec::new());
     }
     state.baseline(launched.is_none())?;
-    if let Target::Pid(p) = opts.target {
-        eprintln!(
-            "fdtrace: tracing pid {p} ({}){}; Ctrl-C to stop and report",
+    // From here on, stderr is written only through the live view's writer, which never waits
+    // for a reader: the kernel is producing events.
+    let mut out = Outputs {
+        live: Some(LiveWriter::start(
+            std::io::stderr(),
+            !opts.quiet && std::io::stderr().is_terminal(),
+        )),
+        quiet: opts.quiet,
+        metrics: match metrics_listener {
+            Some(l) => {
+                let p = Published::default();
+                metrics_server::start(l, p.clone())?;
+                Some(p)
+            }
+            None => None,
+        },
+    };
+    if let Target::Pid(p) = opts.target
+        && let Some(w) = out.live.as_mut()
+        && !w.screen()
+    {
+        w.send(format!(
+            "fdtrace: tracing pid {p} ({}){}; Ctrl-C to stop and report\n",
             state.comm.as_deref().unwrap_or("?"),
             if opts.follow { " and its children" } else { "" }
-        );
+        ));
     }
     let mut session = Session::new(state, opts.follow);
     if let Some(r) = recorder {
@@ -1305,20 +1341,6 @@ pub fn run(opts: Options) -> Result<()> {
         .enable_all()
         .build()?;
     let symbols = Symbols::new();
-    let mut out = Outputs {
-        live: (!opts.quiet).then(|| {
-            use std::io::IsTerminal as _;
-            LiveWriter::start(std::io::stderr(), std::io::stderr().is_terminal())
-        }),
-        metrics: match metrics_listener {
-            Some(l) => {
-                let p = Published::default();
-                metrics_server::start(l, p.clone())?;
-                Some(p)
-            }
-            None => None,
-        },
-    };
     let stop = rt.block_on(follow(
         &mut session,
         &mut tracer,
@@ -1409,8 +1431,8 @@ pub fn run(opts: Options) -> Result<()> {
             path.display(),
             path.display()
         );
-        tracer.detach();
-        return Ok(());
+        tracer.release_in_background();
+        return Ok(exit_code(&launched));
     }
     let root_index = reports
         .iter()
@@ -1426,37 +1448,28 @@ pub fn run(opts: Options) -> Result<()> {
     } else {
         report::render_text(&report)
     };
-    match &opts.output {
-        Some(path) => write_atomically(path, text.as_bytes())
-            .with_context(|| format!("writing the report to {}", path.display()))?,
-        None => {
-            let mut err = std::io::stderr().lock();
-            err.write_all(text.as_bytes())?;
+    // The report goes to -o FILE, to stdout with `-o -` or when tracing a pid (so that it can
+    // be piped), and to stderr when a launched command keeps stdout for itself.
+    match (&opts.output, &opts.target) {
+        (Some(path), _) if !crate::output::is_stdout(path) => {
+            crate::output::write_atomically(path, text.as_bytes())
+                .with_context(|| format!("writing the report to {}", path.display()))?
         }
+        (Some(_), _) | (None, Target::Pid(_)) => std::io::stdout()
+            .lock()
+            .write_all(text.as_bytes())
+            .context("writing the report to stdout")?,
+        (None, Target::Command(_)) => std::io::stderr()
+            .lock()
+            .write_all(text.as_bytes())
+            .context("writing the report to stderr")?,
     }
-    tracer.detach();
-    Ok(())
+    tracer.release_in_background();
+    Ok(exit_code(&launched))
 }
 
-/// Write through a temporary file so a full disk never leaves a half report behind.
-/// A device or a pipe (`-o /dev/stdout`, `-o /dev/null`) is written as it is.
-fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> Result<()> {
-    if std::fs::metadata(path).is_ok_and(|m| !m.is_file()) {
-        let mut f = std::fs::OpenOptions::new().write(true).open(path)?;
-        f.write_all(bytes)?;
-        return Ok(());
-    }
-    let tmp = path.with_extension("fdtrace-tmp");
-    let res = (|| -> std::io::Result<()> {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if res.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    Ok(res?)
+fn exit_code(launched: &Option<Launched>) -> i32 {
+    launched.as_ref().and_then(|l| l.exit_code()).unwrap_or(0)
 }
 
 /// The `close_range` flags this kernel accepts: `CLOSE_RANGE_UNSHARE` since 5.9,

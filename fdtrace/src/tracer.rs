@@ -418,6 +418,81 @@ impl Tracer {
         });
     }
 
+    /// End tracing without waiting for the kernel: no process passes the filter any more, and
+    /// the attachments are released by a child process that outlives this one. Unregistering a
+    /// tracepoint costs an RCU grace period under a kernel-wide lock (4 to 7 s for all of them
+    /// here, however many threads close them), which the user should not wait for once the
+    /// report is out. Falls back to `detach` when no child can be made.
+    pub fn release_in_background(&mut self) {
+        if let Some(map) = self.ebpf.map_mut("TARGETS")
+            && let Ok(mut targets) = HashMap::<_, u32, u32>::try_from(map)
+        {
+            let keys: Vec<u32> = targets.keys().filter_map(|k| k.ok()).collect();
+            for k in keys {
+                let _ = targets.remove(&k);
+            }
+        }
+        // The attachments: bpf links (5.15+) or perf events with a program (older kernels).
+        let mut links = Vec::new();
+        if let Ok(dir) = std::fs::read_dir("/proc/self/fd") {
+            for e in dir.flatten() {
+                let Ok(fd) = e.file_name().to_string_lossy().parse::<i32>() else {
+                    continue;
+                };
+                match std::fs::read_link(e.path()) {
+                    Ok(t) if t == Path::new("anon_inode:bpf_link") => links.push(fd),
+                    Ok(t) if t == Path::new("anon_inode:[perf_event]") => links.push(fd),
+                    _ => {}
+                }
+            }
+        }
+        if links.is_empty() {
+            self.detach();
+            return;
+        }
+        links.sort_unstable();
+        // Every other descriptor, as ranges for close_range (5.9+): whatever is open at the
+        // fork, a pipe or a metrics connection, must not be held open by the child.
+        let mut gaps = Vec::new();
+        let mut from = 0u32;
+        for &fd in &links {
+            if fd as u32 > from {
+                gaps.push((from, fd as u32 - 1));
+            }
+            from = fd as u32 + 1;
+        }
+        gaps.push((from, u32::MAX));
+        let parent = std::process::id() as i32;
+        // SAFETY: the child calls only async-signal-safe functions (close_range, close, setsid, getppid,
+        // nanosleep, _exit) on data prepared before the fork, then exits.
+        match unsafe { libc::fork() } {
+            0 => unsafe {
+                for &(a, b) in &gaps {
+                    libc::syscall(libc::SYS_close_range, a, b, 0);
+                }
+                libc::setsid();
+                // Wait for this process to exit, so that the child holds the last reference
+                // to every attachment and pays for releasing it.
+                let pause = libc::timespec {
+                    tv_sec: 0,
+                    tv_nsec: 10_000_000,
+                };
+                for _ in 0..500 {
+                    if libc::getppid() != parent {
+                        break;
+                    }
+                    libc::nanosleep(&pause, std::ptr::null_mut());
+                }
+                for &fd in &links {
+                    libc::close(fd);
+                }
+                libc::_exit(0)
+            },
+            -1 => self.detach(),
+            child => debug!("attachments released by pid {child}"),
+        }
+    }
+
     /// Let this thread group's events through the in-kernel filter, capturing its stacks as
     /// `capture` says (`fdtrace_common::capture::STACK_COPY` or `FRAME_POINTERS`). Calling it
     /// again for a traced process changes how its stacks are captured.
