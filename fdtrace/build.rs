@@ -33,10 +33,78 @@ fn main() -> anyhow::Result<()> {
         "cargo:rerun-if-changed={}",
         root_dir.join("../fdtrace-common/src")
     );
-    let package = aya_build::Package {
-        name: ebpf.name.as_str(),
-        root_dir: root_dir.as_str(),
-        ..Default::default()
+    build_ebpf(ebpf.name.as_str(), root_dir.as_str())
+}
+
+/// Build the eBPF crate's binaries with the nightly toolchain (`-Z build-std=core`, BTF), as
+/// aya-build does, and copy them into OUT_DIR. The nested cargo's progress is kept out of the
+/// build's output: only its compiler warnings are shown (as cargo warnings), and all of its
+/// output when it fails.
+fn build_ebpf(name: &str, root_dir: &str) -> anyhow::Result<()> {
+    use std::{io::Read as _, process::Stdio};
+    println!("cargo:rerun-if-changed={root_dir}");
+    let out_dir = std::path::PathBuf::from(std::env::var("OUT_DIR")?);
+    let arch = std::env::var("CARGO_CFG_TARGET_ARCH")?;
+    let target = match std::env::var("CARGO_CFG_TARGET_ENDIAN")?.as_str() {
+        "big" => "bpfeb-unknown-none",
+        _ => "bpfel-unknown-none",
     };
-    aya_build::build_ebpf([package], aya_build::Toolchain::default())
+    let target_dir = out_dir.join("ebpf-target");
+    let mut cmd = std::process::Command::new("rustup");
+    cmd.args(["run", "nightly", "cargo", "build", "--package", name])
+        .args([
+            "--bins",
+            "--message-format=json",
+            "--release",
+            "--target",
+            target,
+        ])
+        .args(["-Z", "build-std=core", "--target-dir"])
+        .arg(&target_dir)
+        .env(
+            "CARGO_ENCODED_RUSTFLAGS",
+            format!("--cfg=bpf_target_arch=\"{arch}\"\x1f-Cdebuginfo=2\x1f-Clink-arg=--btf"),
+        )
+        // The nightly's own rustc, not the one running this build.
+        .env_remove("RUSTC")
+        .env_remove("RUSTC_WORKSPACE_WRAPPER")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd
+        .spawn()
+        .with_context(|| format!("running {cmd:?} (is rustup installed?)"))?;
+    let mut stderr = child.stderr.take().context("stderr")?;
+    let progress = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stderr.read_to_string(&mut s);
+        s
+    });
+    let mut executables = Vec::new();
+    let stdout = std::io::BufReader::new(child.stdout.take().context("stdout")?);
+    for message in cargo_metadata::Message::parse_stream(stdout) {
+        match message? {
+            cargo_metadata::Message::CompilerArtifact(a) => {
+                if let Some(exe) = a.executable {
+                    executables.push((a.target.name, exe.into_std_path_buf()));
+                }
+            }
+            cargo_metadata::Message::CompilerMessage(m) => {
+                for line in m.message.rendered.unwrap_or_default().lines() {
+                    println!("cargo:warning={line}");
+                }
+            }
+            _ => {}
+        }
+    }
+    let status = child.wait()?;
+    let progress = progress.join().unwrap_or_default();
+    if !status.success() {
+        anyhow::bail!("building the eBPF programs failed ({status}):\n{progress}");
+    }
+    for (name, exe) in executables {
+        let dst = out_dir.join(name);
+        std::fs::copy(&exe, &dst)
+            .with_context(|| format!("copying {} to {}", exe.display(), dst.display()))?;
+    }
+    Ok(())
 }

@@ -50,8 +50,12 @@ pub enum Cmd {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
-    /// Print the man page (roff).
-    Manpage,
+    /// Print the man page (roff), or with --dir write every page (fdtrace.1 and one per
+    /// subcommand, fdtrace-record.1 …) into DIR.
+    Manpage {
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
     /// List the tracepoints fdtrace attaches on this kernel (category:name), one per line;
     /// those this kernel lacks are marked "(missing)".
     Tracepoints,

@@ -270,6 +270,7 @@ mod tests {
                 rlimit_nofile: None,
             },
             open_count: 0,
+            shown: None,
             growth_per_min: None,
             exhaustion_eta_s: None,
             sites,

@@ -124,17 +124,20 @@ fn growth(g: Option<f64>) -> String {
         .unwrap_or_else(|| "-".into())
 }
 
-/// The screen, redrawn every interval on a terminal.
-pub fn render_screen(s: &LiveStatus) -> String {
+/// The screen, redrawn every interval on a terminal; `width` columns wide (long lines are cut).
+pub fn render_screen(s: &LiveStatus, width: usize) -> String {
     let mut o = String::new();
     let _ = writeln!(
         o,
-        "fdtrace: pid {} ({}), {} traced; lost events {}; drift corrected {}; Ctrl-C for the report",
+        "fdtrace: pid {} ({}), {} traced; Ctrl-C for the report",
         s.pid,
         s.comm,
         fmt_age(s.elapsed_s),
-        s.lost_events,
-        s.drift
+    );
+    let _ = writeln!(
+        o,
+        "lost events {}; drift corrected {}",
+        s.lost_events, s.drift
     );
     let _ = write!(o, "open descriptors: {}", s.open);
     if !s.by_kind.is_empty() {
@@ -143,7 +146,8 @@ pub fn render_screen(s: &LiveStatus) -> String {
     if let Some(l) = s.limit {
         let _ = write!(o, "; limit {l}");
     }
-    let _ = write!(o, "; growth {}", growth(s.growth_per_min));
+    o.push('\n');
+    let _ = write!(o, "growth {}", growth(s.growth_per_min));
     if let Some(eta) = s.eta_s {
         let _ = write!(o, "; limit reached in about {}", fmt_age(eta));
     }
@@ -167,14 +171,14 @@ pub fn render_screen(s: &LiveStatus) -> String {
             site.at
         );
     }
-    o
+    crate::terminal::fit_lines(&o, width)
 }
 
 /// One line per interval when the output is not a terminal.
 pub fn render_line(s: &LiveStatus) -> String {
     let mut o = format!(
-        "fdtrace: {:.0}s pid {} open {} ({})",
-        s.elapsed_s,
+        "fdtrace: {} pid {} open {} ({})",
+        fmt_age(s.elapsed_s),
         s.pid,
         s.open,
         growth(s.growth_per_min)
@@ -224,7 +228,7 @@ mod tests {
 
     #[test]
     fn screen_shows_counts_growth_and_sites() {
-        let s = render_screen(&sample());
+        let s = render_screen(&sample(), 200);
         assert!(s.contains("pid 4242 (imgsrv)"), "{s}");
         assert!(
             s.contains("open descriptors: 612 (400 socket, 212 file); limit 1024"),
@@ -234,9 +238,40 @@ mod tests {
             s.contains("+35.2/min; limit reached in about 11m42s"),
             "{s}"
         );
+        assert!(s.contains("lost events 0; drift corrected 0"), "{s}");
         assert!(s.contains("TCP sockets: 398 CLOSE_WAIT, 2 LISTEN"), "{s}");
         assert!(s.contains("leaking"), "{s}");
         assert!(s.contains("leak_file at leaky.c:19"), "{s}");
+    }
+
+    #[test]
+    fn screen_fits_80_columns() {
+        let mut st = sample();
+        st.sites[0].at = format!(
+            "a_very_long_function_name at /{}/leaky.c:19",
+            "deep".repeat(20)
+        );
+        st.comm = "a-long-command-name".into();
+        let s = render_screen(&st, 80);
+        for l in s.lines() {
+            assert!(l.chars().count() <= 80, "{l}");
+        }
+        // Nothing but the site's text is cut.
+        assert!(s.contains("limit reached in about 11m42s"), "{s}");
+        assert!(s.contains("Ctrl-C for the report"), "{s}");
+    }
+
+    #[test]
+    fn sub_second_intervals_show_distinct_times() {
+        let mut st = sample();
+        let mut seen = Vec::new();
+        for i in 1..=6 {
+            st.elapsed_s = i as f64 * 0.5;
+            seen.push(render_line(&st).split(' ').nth(1).unwrap().to_string());
+        }
+        let mut uniq = seen.clone();
+        uniq.dedup();
+        assert_eq!(uniq, seen);
     }
 
     #[test]
@@ -244,7 +279,7 @@ mod tests {
         let l = render_line(&sample());
         assert_eq!(l.lines().count(), 1);
         assert!(
-            l.starts_with("fdtrace: 75s pid 4242 open 612 (+35.2/min)"),
+            l.starts_with("fdtrace: 1m15s pid 4242 open 612 (+35.2/min)"),
             "{l}"
         );
         assert!(

@@ -48,12 +48,7 @@ fn main() {
             Ok(())
         }
         Some(Cmd::Tracepoints) => fdtrace::tracer::print_tracepoints(),
-        Some(Cmd::Manpage) => {
-            use clap::CommandFactory as _;
-            clap_mangen::Man::new(Cli::command())
-                .render(&mut std::io::stdout())
-                .map_err(anyhow::Error::from)
-        }
+        Some(Cmd::Manpage { dir }) => fdtrace::manpages::run(dir.as_deref()),
     };
     // Diagnostics still queued are written before the error line and the exit.
     drop(flush);

@@ -12,7 +12,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use anyhow::{Context as _, Result};
+use anyhow::{Context as _, Result, bail};
 use fdtrace_record::{Header, Reader, Record, SymFrame, Tail, Writer};
 
 use crate::{
@@ -250,6 +250,8 @@ pub struct Replay {
     pub stacks: StackStore,
     /// Monotonic time of the last record applied.
     pub last_ns: u64,
+    /// Monotonic time of the last record in the file (later than `last_ns` with `--at`).
+    pub end_ns: u64,
     pub lost_events: u64,
     /// Why the recording ended, when it ended normally.
     pub end: Option<String>,
@@ -303,6 +305,7 @@ impl Replay {
             procs: BTreeMap::new(),
             stacks: StackStore::new(),
             last_ns: header.start_monotonic_ns,
+            end_ns: header.start_monotonic_ns,
             lost_events: 0,
             end: None,
             tail_note: None,
@@ -312,6 +315,7 @@ impl Replay {
             next_sample_ns: 0,
             header,
         };
+        let mut ended = false;
         for item in reader.by_ref() {
             let rec = match item {
                 Ok(rec) => rec,
@@ -326,6 +330,10 @@ impl Replay {
                     continue;
                 }
             };
+            if let Some(ts) = rec.ts_ns() {
+                r.end_ns = r.end_ns.max(ts);
+            }
+            ended |= matches!(rec, Record::End { .. });
             if let (Some(at), Some(ts)) = (at_ns, rec.ts_ns())
                 && ts > at
             {
@@ -340,6 +348,20 @@ impl Replay {
         }
         if let Tail::Truncated { .. } | Tail::Stopped { .. } = reader.tail() {
             r.tail_note = Some(reader.tail().to_string());
+        } else if !ended && r.root.is_some() {
+            r.tail_note = Some(
+                "the recording has no end: its recorder was killed (or is still running); \
+                 everything it had flushed, up to a second before, is reported"
+                    .into(),
+            );
+        }
+        if let Some(at) = at_s
+            && at_ns.is_some_and(|a| a > r.end_ns)
+        {
+            bail!(
+                "--at {at}: the recording is only {:.1}s long",
+                r.end_ns.saturating_sub(r.header.start_monotonic_ns) as f64 / 1e9
+            );
         }
         Ok(r)
     }
@@ -636,13 +658,10 @@ impl Replay {
                 meta.target_exited = exited;
                 None
             };
-            let mut table = p.table.clone();
-            if let Some(min) = min_age_s {
-                table.retain_older(now_ns, min);
-            }
             reports.push(report::build(
                 meta,
-                &table,
+                &p.table,
+                min_age_s,
                 &mut self.stacks,
                 &symbols,
                 now_ns,

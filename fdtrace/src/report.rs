@@ -20,6 +20,9 @@ pub struct Report {
     pub meta: Meta,
     /// Descriptors open at the end of the session.
     pub open_count: usize,
+    /// With `--min-age`: how many of them are old enough to be listed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shown: Option<Shown>,
     /// Call sites with still-open descriptors, largest count first.
     pub sites: Vec<Site>,
     /// Descriptors open before tracing began (no known origin).
@@ -49,6 +52,12 @@ pub struct Report {
     /// Live mode: updates of the live view never written because stderr was not being read.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub live_updates_dropped: Option<u64>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Shown {
+    pub min_age_s: f64,
+    pub count: usize,
 }
 
 #[derive(Debug, Serialize)]
@@ -502,19 +511,34 @@ pub struct Meta {
 }
 
 /// Build the report from the model as of `now_ns` (monotonic).
+/// With `min_age_s` (`--min-age`), the lists (sites, pre-existing, untraced) hold only
+/// descriptors at least that old; the counts, the drift check and the time to exhaustion are
+/// always of every open descriptor.
+#[allow(clippy::too_many_arguments)]
 pub fn build(
     meta: Meta,
     table: &FdTable,
+    min_age_s: Option<f64>,
     stacks: &mut StackStore,
     symbols: &Symbols,
     now_ns: u64,
     proc_fds: Option<&[ProcFd]>,
     history: Option<&History>,
 ) -> Report {
+    let aged;
+    let view = match min_age_s {
+        Some(min) => {
+            let mut t = table.clone();
+            t.retain_older(now_ns, min);
+            aged = t;
+            &aged
+        }
+        None => table,
+    };
     let mut by_stack: HashMap<StackId, Vec<(i32, &crate::model::OpenFd)>> = HashMap::new();
     let mut preexisting = Vec::new();
     let mut untraced = Vec::new();
-    for (fd, e) in table.iter() {
+    for (fd, e) in view.iter() {
         match e.origin {
             Origin::Preexisting => preexisting.push(FdEntry::new(fd, e, now_ns)),
             Origin::Untraced => untraced.push(FdEntry::new(fd, e, now_ns)),
@@ -646,6 +670,10 @@ pub fn build(
         exhaustion_eta_s,
         meta,
         open_count: table.len(),
+        shown: min_age_s.map(|min_age_s| Shown {
+            min_age_s,
+            count: view.len(),
+        }),
         sites,
         preexisting,
         untraced,
@@ -775,10 +803,20 @@ pub fn render_text(r: &Report) -> String {
             ""
         }
     );
+    if let Some(sh) = &r.shown {
+        let _ = writeln!(
+            s,
+            "{} descriptors open; shown: the {} at least {} old (--min-age)",
+            r.open_count,
+            sh.count,
+            fmt_age(sh.min_age_s)
+        );
+    }
     let _ = writeln!(
         s,
-        "{} descriptors open: {} opened while traced, from {} call site{}; {} pre-existing",
-        r.open_count,
+        "{} descriptors {}: {} opened while traced, from {} call site{}; {} pre-existing",
+        r.shown.as_ref().map_or(r.open_count, |sh| sh.count),
+        if r.shown.is_some() { "shown" } else { "open" },
         leaked,
         r.sites.len(),
         if r.sites.len() == 1 { "" } else { "s" },

@@ -1075,7 +1075,7 @@ fn show_live(
         format!(
             "{}{}",
             crate::live_writer::CLEAR,
-            crate::live::render_screen(&st)
+            crate::live::render_screen(&st, crate::terminal::width(2).unwrap_or(80))
         )
     } else {
         format!("{}\n", crate::live::render_line(&st))
@@ -1097,6 +1097,9 @@ fn publish_metrics(
 /// Where a session shows what it sees while it runs: the live view and the metrics endpoint.
 struct Outputs {
     live: Option<LiveWriter>,
+    /// `q` on the terminal stops the session (when tracing a pid: a launched command keeps
+    /// the keyboard).
+    quit: Option<crate::terminal::QuitKey>,
     /// No live view (the writer still carries the start-up line).
     quiet: bool,
     metrics: Option<Published>,
@@ -1161,6 +1164,9 @@ async fn follow(
             }
             _ = tick.tick() => {
                 ticks += 1;
+                if out.quit.as_ref().is_some_and(|q| q.pressed()) {
+                    break Stop::Signal;
+                }
                 // A recording is written in complete blocks every second, so a killed recorder
                 // leaves a readable file.
                 if ticks.is_multiple_of(4) {
@@ -1310,6 +1316,12 @@ pub fn run(opts: Options) -> Result<i32> {
             !opts.quiet && std::io::stderr().is_terminal(),
         )),
         quiet: opts.quiet,
+        quit: match opts.target {
+            Target::Pid(_) if !opts.quiet && std::io::stderr().is_terminal() => {
+                crate::terminal::QuitKey::listen()
+            }
+            _ => None,
+        },
         metrics: match metrics_listener {
             Some(l) => {
                 let p = Published::default();
@@ -1395,15 +1407,10 @@ pub fn run(opts: Options) -> Result<i32> {
             rlimit_nofile: procinfo::nofile_limit(p.pid).or(p.rlimit),
         };
         ends.push((p.pid, meta.clone(), proc_fds.clone()));
-        let mut shown = None;
-        if let Some(min) = opts.min_age {
-            let mut t = p.table.clone();
-            t.retain_older(now_ns, min);
-            shown = Some(t);
-        }
         reports.push(report::build(
             meta,
-            shown.as_ref().unwrap_or(&p.table),
+            &p.table,
+            opts.min_age,
             &mut p.stacks,
             &symbols,
             now_ns,
@@ -1426,8 +1433,9 @@ pub fn run(opts: Options) -> Result<i32> {
             .map(|p| p.table.stats.opens + p.table.stats.closes)
             .sum();
         eprintln!(
-            "fdtrace: recorded {} processes, {events} births and closes, {bytes} bytes, to {}; read it with `fdtrace report {}`",
+            "fdtrace: recorded {} process{}, {events} births and closes, {bytes} bytes, to {}; read it with `fdtrace report {}`",
             session.procs.len(),
+            if session.procs.len() == 1 { "" } else { "es" },
             path.display(),
             path.display()
         );

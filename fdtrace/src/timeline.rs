@@ -98,7 +98,7 @@ pub struct Timeline {
     pub sites: Vec<TimelineSite>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Clone, Debug, Serialize)]
 pub struct TimelineSite {
     /// `function file:line` of the site's first frame in the program's own code.
     pub label: String,
@@ -428,7 +428,24 @@ pub fn render_svg(t: &Timeline) -> String {
         mt + plot_h / 2.0
     );
     // The lines, the total first (underneath).
-    let line = |s: &mut String, values: &[u64], color: &str, width: f64, name: &str| {
+    // A line with the same values as one drawn before it (a site holding every descriptor
+    // has the total's line) is dashed, so that both can be seen and the legend says why.
+    let same_as = |i: usize| -> Option<String> {
+        let counts = &t.sites[i].counts;
+        if *counts == t.total {
+            return Some("the total".into());
+        }
+        t.sites[..i]
+            .iter()
+            .position(|o| o.counts == *counts)
+            .map(|j| format!("#{}", j + 1))
+    };
+    let dash = |i: usize| {
+        same_as(i)
+            .map(|_| r#" stroke-dasharray="8 5""#)
+            .unwrap_or("")
+    };
+    let line = |s: &mut String, values: &[u64], color: &str, width: f64, name: &str, dash: &str| {
         let pts: Vec<String> = t
             .times_s
             .iter()
@@ -437,7 +454,7 @@ pub fn render_svg(t: &Timeline) -> String {
             .collect();
         let _ = writeln!(
             s,
-            r#"<polyline fill="none" stroke="{color}" stroke-width="{width}" stroke-linejoin="round" points="{}"><title>{}</title></polyline>"#,
+            r#"<polyline fill="none" stroke="{color}" stroke-width="{width}"{dash} stroke-linejoin="round" points="{}"><title>{}</title></polyline>"#,
             pts.join(" "),
             esc(name)
         );
@@ -448,15 +465,18 @@ pub fn render_svg(t: &Timeline) -> String {
         TOTAL_COLOR,
         3.0,
         "total opened while traced",
+        "",
     );
-    for (i, site) in t.sites.iter().enumerate().rev() {
-        line(&mut s, &site.counts, COLORS[i], 2.0, &site.label);
+    // Sites in order, so that a dashed line lies on the line it repeats.
+    for (i, site) in t.sites.iter().enumerate() {
+        line(&mut s, &site.counts, COLORS[i], 2.0, &site.label, dash(i));
     }
     // Legend.
-    let mut entries: Vec<(String, &str, String)> = vec![(
+    let mut entries: Vec<(String, &str, String, &str)> = vec![(
         "total (every call site)".into(),
         TOTAL_COLOR,
         format!("{} at the end", t.total.last().copied().unwrap_or(0)),
+        "",
     )];
     for (i, site) in t.sites.iter().enumerate() {
         let last = site.counts.last().copied().unwrap_or(0);
@@ -464,20 +484,25 @@ pub fn render_svg(t: &Timeline) -> String {
             site.label.clone(),
             COLORS[i],
             format!(
-                "{last} at the end{}",
+                "{last} at the end{}{}",
                 if site.only_grows() {
                     ", only grew: a leak"
                 } else {
                     ""
+                },
+                match same_as(i) {
+                    Some(other) => format!(" (dashed: the same counts as {other})"),
+                    None => String::new(),
                 }
             ),
+            dash(i),
         ));
     }
-    for (i, (name, color, note)) in entries.iter().enumerate() {
+    for (i, (name, color, note, dash)) in entries.iter().enumerate() {
         let yy = legend_top + 24.0 * i as f64;
         let _ = writeln!(
             s,
-            r#"<line x1="{ml}" y1="{yy:.1}" x2="{:.1}" y2="{yy:.1}" stroke="{color}" stroke-width="3"/><text x="{:.1}" y="{:.1}"><tspan font-weight="bold">{}</tspan>: {}</text>"#,
+            r#"<line x1="{ml}" y1="{yy:.1}" x2="{:.1}" y2="{yy:.1}" stroke="{color}" stroke-width="3"{dash}/><text x="{:.1}" y="{:.1}"><tspan font-weight="bold">{}</tspan>: {}</text>"#,
             ml + 30.0,
             ml + 40.0,
             yy + 4.0,
@@ -639,6 +664,29 @@ mod tests {
         assert!(!html.contains("<script"));
         assert!(!html.contains("src="));
         assert_eq!(html.matches("<polyline").count(), 2);
+        assert!(!html.contains("dasharray"), "{html}");
+    }
+
+    #[test]
+    fn a_line_on_top_of_another_is_dashed_and_said() {
+        let mut t = timeline();
+        t.sites[0].counts = t.total.clone();
+        let mut second = t.sites[0].clone();
+        second.label = "other leaky.c:30".into();
+        second.counts = vec![0, 1, 1, 1, 1];
+        let mut third = second.clone();
+        third.label = "third leaky.c:40".into();
+        t.sites.push(second);
+        t.sites.push(third);
+        let html = render_html(&t);
+        // Two polylines dashed (#1 on the total, #3 on #2), and their legend lines.
+        assert_eq!(html.matches("<polyline").count(), 4);
+        assert_eq!(html.matches("stroke-dasharray").count(), 4, "{html}");
+        assert!(
+            html.contains("(dashed: the same counts as the total)"),
+            "{html}"
+        );
+        assert!(html.contains("(dashed: the same counts as #2)"), "{html}");
     }
 
     #[test]

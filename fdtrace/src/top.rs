@@ -25,16 +25,28 @@ pub struct Row {
 
 /// Open descriptors of every process we may look at (all of them as root).
 pub fn snapshot() -> HashMap<u32, Count> {
+    snapshot_counting().0
+}
+
+/// [`snapshot`], and how many processes could not be read (not ours, without root).
+pub fn snapshot_counting() -> (HashMap<u32, Count>, usize) {
     let mut out = HashMap::new();
+    let mut unreadable = 0;
     let Ok(dir) = std::fs::read_dir("/proc") else {
-        return out;
+        return (out, unreadable);
     };
     for e in dir.flatten() {
         let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
             continue;
         };
-        let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
-            continue;
+        let fds = match std::fs::read_dir(format!("/proc/{pid}/fd")) {
+            Ok(fds) => fds,
+            Err(e) => {
+                if e.kind() == std::io::ErrorKind::PermissionDenied {
+                    unreadable += 1;
+                }
+                continue;
+            }
         };
         out.insert(
             pid,
@@ -44,7 +56,7 @@ pub fn snapshot() -> HashMap<u32, Count> {
             },
         );
     }
-    out
+    (out, unreadable)
 }
 
 /// Rank processes by growth between two snapshots `secs` apart, then by open count.
@@ -93,30 +105,85 @@ pub fn render(rows: &[Row]) -> String {
     o
 }
 
-/// Measure over `interval`, print the top `n`; repeat on a terminal unless `once`.
+const ENTER_ALT_SCREEN: &str = "\x1b[?1049h\x1b[?25l";
+const LEAVE_ALT_SCREEN: &str = "\x1b[?25h\x1b[?1049l";
+
+/// Measure over `interval`, print the top `n`; on a terminal (unless `once`) redraw on the
+/// alternate screen until `q`, Ctrl-C or SIGTERM.
 pub fn run(n: usize, interval: Duration, once: bool) -> Result<()> {
     use std::io::{IsTerminal as _, Write as _};
     let repeat = !once && std::io::stdout().is_terminal();
-    let mut before = snapshot();
-    loop {
-        std::thread::sleep(interval);
-        let after = snapshot();
-        let mut rows = rank(&before, &after, interval.as_secs_f64());
-        rows.truncate(n);
-        for r in &mut rows {
-            r.limit = procinfo::nofile_limit(r.pid).and_then(|l| l.soft);
-        }
-        let mut out = std::io::stdout().lock();
-        if repeat {
-            write!(out, "\x1b[H\x1b[2J")?;
-        }
-        out.write_all(render(&rows).as_bytes())?;
-        out.flush()?;
-        if !repeat {
-            return Ok(());
-        }
-        before = after;
+    let (mut before, unreadable) = snapshot_counting();
+    if unreadable > 0 {
+        eprintln!(
+            "fdtrace top: {unreadable} processes could not be read (their /proc/PID/fd needs \
+             root): run it with sudo to see them all"
+        );
     }
+    if !repeat {
+        std::thread::sleep(interval);
+        let rows = measure(&before, &snapshot(), interval, n);
+        let mut out = std::io::stdout().lock();
+        out.write_all(render(&rows).as_bytes())?;
+        return Ok(out.flush()?);
+    }
+    crate::terminal::catch_interrupts();
+    let keys = crate::terminal::QuitKey::listen();
+    let mut out = std::io::stdout();
+    write!(out, "{ENTER_ALT_SCREEN}")?;
+    let result = (|| -> Result<()> {
+        loop {
+            // Wait in short steps, so that a key or a signal ends it at once.
+            let start = std::time::Instant::now();
+            while start.elapsed() < interval {
+                let step = Duration::from_millis(100).min(interval - start.elapsed());
+                let quit = match &keys {
+                    Some(k) => k.wait(step),
+                    None => {
+                        std::thread::sleep(step);
+                        false
+                    }
+                };
+                if quit || crate::terminal::interrupted() {
+                    return Ok(());
+                }
+            }
+            let after = snapshot();
+            let rows = measure(&before, &after, interval, n);
+            let width = crate::terminal::width(1).unwrap_or(80);
+            let text = format!(
+                "fdtrace top: every {}; q or Ctrl-C to quit\n{}",
+                crate::report::fmt_age(interval.as_secs_f64()),
+                render(&rows)
+            );
+            write!(
+                out,
+                "\x1b[H\x1b[2J{}",
+                crate::terminal::fit_lines(&text, width)
+            )?;
+            out.flush()?;
+            before = after;
+        }
+    })();
+    write!(out, "{LEAVE_ALT_SCREEN}")?;
+    out.flush()?;
+    drop(keys);
+    result
+}
+
+/// The top `n` rows between two snapshots, with their limits.
+fn measure(
+    before: &HashMap<u32, Count>,
+    after: &HashMap<u32, Count>,
+    interval: Duration,
+    n: usize,
+) -> Vec<Row> {
+    let mut rows = rank(before, after, interval.as_secs_f64());
+    rows.truncate(n);
+    for r in &mut rows {
+        r.limit = procinfo::nofile_limit(r.pid).and_then(|l| l.soft);
+    }
+    rows
 }
 
 #[cfg(test)]

@@ -241,6 +241,13 @@ fn tracepoint_exists(category: &str, name: &str) -> bool {
 /// `fdtrace tracepoints`: one line per tracepoint; a reader that goes away ends it quietly.
 pub fn print_tracepoints() -> Result<()> {
     use std::io::Write as _;
+    // SAFETY: no arguments.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!(
+            "fdtrace tracepoints reads the kernel's tracing directory, which only root may read: run it with sudo"
+        );
+    }
+    ensure_tracefs()?;
     let mut out = std::io::stdout().lock();
     for (tp, exists) in tracepoints() {
         let missing = if exists { "" } else { " (missing)" };

@@ -284,13 +284,31 @@ mod tests {
                 .unwrap()
         };
         if had_hello {
-            assert!(apt(&["remove", "-y", "-q", "hello"]).status.success());
+            assert!(
+                apt(&[
+                    "-o",
+                    "DPkg::Lock::Timeout=600",
+                    "remove",
+                    "-y",
+                    "-q",
+                    "hello"
+                ])
+                .status
+                .success()
+            );
         }
         assert!(!HELLO.met());
         let installed = ensure(&[HELLO], For::Test);
         let now = HELLO.met();
         if !had_hello {
-            apt(&["remove", "-y", "-q", "hello"]);
+            apt(&[
+                "-o",
+                "DPkg::Lock::Timeout=600",
+                "remove",
+                "-y",
+                "-q",
+                "hello",
+            ]);
         }
         installed.unwrap();
         assert!(now, "hello was installed");

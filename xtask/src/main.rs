@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 
 mod bench;
 mod deps;
+mod install;
 mod vmtest;
 
 const BPF_LINKER_VERSION: &str = "0.13.0";
@@ -29,6 +30,13 @@ enum Cmd {
     Build,
     /// Build, then trace the bundled demo program and show the leaks fdtrace finds.
     Demo,
+    /// Build, then install fdtrace into PREFIX/bin, with its man pages and shell completions
+    /// where the system looks for them (root for the default prefix).
+    Install {
+        /// Where to install (PREFIX/bin/fdtrace, PREFIX/share/man/man1, …).
+        #[arg(long, default_value = "/usr/local")]
+        prefix: PathBuf,
+    },
     /// Build, then run every test: unit tests and the privileged integration tests.
     Test,
     /// Build, then measure fdtrace's overhead against baselines (root; see docs/PERFORMANCE.md).
@@ -56,10 +64,12 @@ fn run(cmd: &mut Command) -> Result<()> {
 }
 
 /// Install Debian packages (root).
+/// Waits up to 10 minutes for another apt or dpkg to finish.
 fn apt_install(pkgs: &[&str]) -> Result<()> {
-    run(Command::new("apt-get").args(["update", "-q"]))?;
+    const WAIT: &str = "DPkg::Lock::Timeout=600";
+    run(Command::new("apt-get").args(["-o", WAIT, "update", "-q"]))?;
     run(Command::new("apt-get")
-        .args(["install", "-y", "-q", "--no-install-recommends"])
+        .args(["-o", WAIT, "install", "-y", "-q", "--no-install-recommends"])
         .args(pkgs)
         .env("DEBIAN_FRONTEND", "noninteractive"))
 }
@@ -249,6 +259,10 @@ fn main() -> Result<()> {
         Cmd::Setup => setup(),
         Cmd::Build => build(),
         Cmd::Demo => demo(),
+        Cmd::Install { prefix } => {
+            build()?;
+            install::install(&root().join("target/release/fdtrace"), &prefix)
+        }
         Cmd::Test => test(),
         Cmd::Bench(opts) => bench::bench(opts),
         Cmd::Vmtest(opts) => vmtest::vmtest(opts),
