@@ -161,17 +161,34 @@ pub fn render_screen(s: &LiveStatus, width: usize) -> String {
         "open", "growth", "verdict", "oldest"
     );
     for site in &s.sites {
-        let _ = writeln!(
-            o,
-            "{:>7} {:>12} {:>8} {:>9}  {}",
+        let row = format!(
+            "{:>7} {:>12} {:>8} {:>9}  ",
             site.count,
             growth(site.growth_per_min),
             site.verdict.as_str(),
             site.oldest_age_s.map(fmt_age).unwrap_or_default(),
-            site.at
         );
+        let room = width.saturating_sub(row.chars().count());
+        let _ = writeln!(o, "{row}{}", shorten_site(&site.at, room));
     }
     crate::terminal::fit_lines(&o, width)
+}
+
+/// A call site (`function at /path/file.c:12`) in `room` characters: the path loses its
+/// leading directories first, so that the file and line stay in view.
+fn shorten_site(at: &str, room: usize) -> String {
+    if at.chars().count() <= room {
+        return at.to_string();
+    }
+    if let Some((func, path)) = at.rsplit_once(" at ") {
+        let keep = room.saturating_sub(func.chars().count() + " at …".chars().count());
+        let tail: Vec<char> = path.chars().collect();
+        if keep >= 8 && keep < tail.len() {
+            let cut: String = tail[tail.len() - keep..].iter().collect();
+            return format!("{func} at …{cut}");
+        }
+    }
+    at.to_string()
 }
 
 /// One line per interval when the output is not a terminal.
@@ -256,8 +273,10 @@ mod tests {
         for l in s.lines() {
             assert!(l.chars().count() <= 80, "{l}");
         }
-        // Nothing but the site's text is cut.
+        // Nothing but the site's path is cut: the function, file and line stay.
         assert!(s.contains("limit reached in about 11m42s"), "{s}");
+        assert!(s.contains("a_very_long_function_name at …"), "{s}");
+        assert!(s.contains("eaky.c:19\n"), "{s}");
         assert!(s.contains("Ctrl-C for the report"), "{s}");
     }
 

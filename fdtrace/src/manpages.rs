@@ -61,7 +61,7 @@ mod tests {
             let mut rest: &str = &text;
             while let Some(i) = rest.find("fdtrace\\-") {
                 let tail = &rest[i + "fdtrace\\-".len()..];
-                let end = tail.find('(').unwrap_or(0);
+                let end = tail.find(|c: char| !c.is_ascii_lowercase()).unwrap_or(0);
                 let sub = &tail[..end];
                 if !sub.is_empty() && tail[end..].starts_with("(1)") {
                     assert!(

@@ -350,8 +350,8 @@ impl Replay {
             r.tail_note = Some(reader.tail().to_string());
         } else if !ended && r.root.is_some() {
             r.tail_note = Some(
-                "the recording has no end: its recorder was killed (or is still running); \
-                 everything it had flushed, up to a second before, is reported"
+                "the recording has no end: its recorder was killed (or is still running), and \
+                 its last second may be missing"
                     .into(),
             );
         }

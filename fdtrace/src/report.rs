@@ -806,7 +806,7 @@ pub fn render_text(r: &Report) -> String {
     if let Some(sh) = &r.shown {
         let _ = writeln!(
             s,
-            "{} descriptors open; shown: the {} at least {} old (--min-age)",
+            "{} descriptors open; shown: the {} at least {} old or of unknown age (--min-age)",
             r.open_count,
             sh.count,
             fmt_age(sh.min_age_s)

@@ -61,6 +61,7 @@ fn a_recording_reports_what_live_mode_reports() {
         data.path(),
     );
     assert!(err.contains("fdtrace report"), "{err}");
+    assert!(err.contains("recorded 1 process,"), "{err}");
     let mode =
         std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&file).unwrap().permissions());
     assert_eq!(mode & 0o777, 0o600);
@@ -84,7 +85,8 @@ fn a_recording_reports_what_live_mode_reports() {
     assert_leaky_40(&live.json);
     let keys = |v: &Value| -> Vec<String> {
         let mut k: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
-        k.retain(|k| k != "recording");
+        // Only a replay has `recording`, only live mode `live_updates_dropped`.
+        k.retain(|k| k != "recording" && k != "live_updates_dropped");
         k.sort();
         k
     };
@@ -97,6 +99,34 @@ fn a_recording_reports_what_live_mode_reports() {
     assert_eq!(early["recording"]["at_s"], 0.5);
     let (_, old, _) = report(&file, &["--min-age", "3600"]);
     assert_eq!(old["sites"], Value::Array(vec![]), "{old:#}");
+    // --min-age hides the young from the lists, not from the count or the drift check.
+    assert_eq!(old["open_count"], r["open_count"], "{old:#}");
+    // (Pre-existing descriptors have no known age: they stay.)
+    let unknown_age = old["preexisting"].as_array().unwrap().len();
+    assert_eq!(old["shown"]["count"], unknown_age, "{old:#}");
+    assert_eq!(old["shown"]["min_age_s"], 3600.0, "{old:#}");
+    for k in ["missed_opens", "missed_closes"] {
+        assert_eq!(old["drift"][k], Value::Array(vec![]), "{old:#}");
+    }
+    // A moment after the end is refused in one line.
+    let (code, _, err) = report(&file, &["--at", "500"]);
+    assert_eq!(code, 1, "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("--at 500: the recording is only 3."), "{err}");
+    let out = Command::new(fdtrace_bin())
+        .arg("report")
+        .arg(&file)
+        .args(["--min-age", "3600"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(&format!(
+            "{} descriptors open; shown: the {unknown_age} at least 1h00m old or of unknown age",
+            r["open_count"]
+        )),
+        "{text}"
+    );
     // Text works too.
     let out = Command::new(fdtrace_bin())
         .arg("report")
@@ -151,6 +181,21 @@ fn a_killed_recorder_leaves_a_readable_recording() {
     assert_eq!(code, 0, "{err}");
     assert_leaky_40(&r);
     assert!(r["recording"]["ended"].is_null(), "{r:#}");
+    // Cut short, and said so: in JSON and at the top of the text.
+    let cut = r["recording"]["cut_short"].as_str().unwrap_or_default();
+    assert!(cut.contains("has no end"), "{r:#}");
+    let out = Command::new(fdtrace_bin())
+        .arg("report")
+        .arg(&file)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.lines()
+            .nth(1)
+            .is_some_and(|l| l.starts_with("WARNING: the recording has no end")),
+        "{text}"
+    );
 }
 
 #[test]
