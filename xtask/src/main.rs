@@ -165,7 +165,9 @@ fn ensure_bpf_linker() -> Result<()> {
             "--root",
         ])
         .arg(tools_dir())
-        .env("LLVM_PREFIX", &prefix))
+        .env("LLVM_PREFIX", &prefix)
+        // With its bin directory on the PATH, cargo gives no advice to add it.
+        .env("PATH", path_with_tools()))
 }
 
 fn check_machine() {
