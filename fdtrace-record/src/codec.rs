@@ -10,7 +10,7 @@
 
 use crate::record::{Header, Record, SymFrame};
 
-// Record tags (format 1.0). Never renumber: add new ones at the end and bump the minor version.
+// Record tags (format 1.0; 1.1 appended `born_ns` to `Preexisting`). Never renumber: add new ones at the end and bump the minor version.
 pub(crate) const TAG_PROCESS: u64 = 0;
 pub(crate) const TAG_MAPPING: u64 = 1;
 pub(crate) const TAG_STACK: u64 = 2;
@@ -302,12 +302,15 @@ fn encode_body(r: &Record, out: &mut Vec<u8>) {
             kind,
             cloexec,
             target,
+            born_ns,
         } => {
             put_varint(out, (*tgid).into());
             put_i64(out, (*fd).into());
             out.push(*kind);
             put_bool(out, *cloexec);
             put_str(out, target);
+            // 1.1
+            put_opt(out, born_ns, |o, v| put_varint(o, *v));
         }
         Record::Lost { ts_ns: _, count } => put_varint(out, *count),
         Record::End { ts_ns: _, reason } => put_str(out, reason),
@@ -604,7 +607,7 @@ impl BlockDecoder {
             }
             return Err(d.err(
                 head_at,
-                format!("a record tag of at most {TAG_MAX_KNOWN} (format 1.0)"),
+                format!("a record tag of at most {TAG_MAX_KNOWN} (format 1.1)"),
                 format!("tag {tag}"),
             ));
         }
@@ -755,6 +758,12 @@ fn decode_body(tag: u64, ts_ns: u64, d: &mut Dec) -> Result<Record, DecodeError>
             kind: d.u8("Preexisting.kind")?,
             cloexec: d.bool("Preexisting.cloexec")?,
             target: d.string("Preexisting.target")?,
+            // Appended in 1.1: a 1.0 body ends before it.
+            born_ns: if d.is_empty() {
+                None
+            } else {
+                d.opt("Preexisting.born_ns", |d| d.varint("Preexisting.born_ns"))?
+            },
         },
         TAG_LOST => Record::Lost {
             ts_ns,

@@ -52,7 +52,7 @@ pub const FORMAT_MAJOR: u16 = 1;
 /// Minor format version written by this crate. A newer minor only appends: new record tags
 /// (skipped by older readers, with [`ReadError::UnknownRecord`]) and new trailing fields in the
 /// header or a record (ignored by older readers).
-pub const FORMAT_MINOR: u16 = 0;
+pub const FORMAT_MINOR: u16 = 1;
 /// The first 4 bytes of every block.
 pub const BLOCK_MAGIC: [u8; 4] = *b"FDBK";
 /// Bytes of the fixed file prefix: magic, version, header length and checksum.

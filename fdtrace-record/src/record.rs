@@ -180,6 +180,9 @@ pub enum Record {
         kind: u8,
         cloexec: bool,
         target: String,
+        /// Monotonic time the descriptor was created, where the kernel keeps it (a pipe's inode
+        /// is created with it). Format 1.1; absent in 1.0 files.
+        born_ns: Option<u64>,
     },
     /// The kernel dropped `count` events (ring buffer full).
     Lost { ts_ns: u64, count: u64 },

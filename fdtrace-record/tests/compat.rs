@@ -71,7 +71,7 @@ fn same_minor_with_extra_header_bytes_is_damage() {
 
 #[test]
 fn unknown_tags_of_a_newer_minor_are_reported_and_skipped() {
-    let mut f = file_with_minor(1, &[]);
+    let mut f = file_with_minor(2, &[]);
     let block_at = f.len() as u64;
     f.extend(block_from_the_future());
     let mut r = Reader::new(&f[..]).unwrap();
@@ -93,7 +93,7 @@ fn unknown_tags_of_a_newer_minor_are_reported_and_skipped() {
             ReadError::UnknownRecord {
                 tag: 40,
                 ts_ns: Some(150),
-                file_minor: 1,
+                file_minor: 2,
                 ..
             }
         ),
@@ -102,7 +102,7 @@ fn unknown_tags_of_a_newer_minor_are_reported_and_skipped() {
     assert_eq!(
         e.to_string(),
         format!(
-            "unknown record in the block at offset {block_at}, record 1 (byte 5 of its decompressed data): tag 40 is newer than this reader (format 1.0, file is 1.1); record skipped"
+            "unknown record in the block at offset {block_at}, record 1 (byte 5 of its decompressed data): tag 40 is newer than this reader (format 1.1, file is 1.2); record skipped"
         )
     );
     // The skipped record's timestamp still counts for the next delta.
@@ -133,7 +133,7 @@ fn unknown_tags_of_a_newer_minor_are_reported_and_skipped() {
 
 #[test]
 fn unknown_tags_in_a_known_minor_are_damage() {
-    let mut f = file_with_minor(0, &[]);
+    let mut f = file_with_minor(1, &[]);
     f.extend(block_from_the_future());
     let got = read_all(&f).unwrap();
     assert_eq!(
@@ -148,6 +148,28 @@ fn unknown_tags_in_a_known_minor_are_damage() {
     assert!(e.is_fatal() && e.kind() == ErrorKind::Damaged, "{e}");
     assert!(e.to_string().contains("found tag 40"), "{e}");
     assert!(matches!(got.tail, Tail::Stopped { .. }));
+}
+
+/// A 1.0 `Preexisting` record ends before `born_ns` (appended in 1.1): read as unknown.
+#[test]
+fn a_format_1_0_preexisting_record_reads_without_its_birth_time() {
+    let mut f = file_with_minor(0, &[]);
+    // tag 12 without timestamp (head 24), body of 7 bytes: tgid 7, fd 3 (zigzag 6), kind 1,
+    // cloexec 0, target "/x".
+    f.extend(block(&[24, 7, 7, 6, 1, 0, 2, b'/', b'x'], 1));
+    let got = read_all(&f).unwrap();
+    assert!(got.errors.is_empty(), "{:?}", got.errors);
+    assert_eq!(
+        got.records,
+        vec![Record::Preexisting {
+            tgid: 7,
+            fd: 3,
+            kind: 1,
+            cloexec: false,
+            target: "/x".into(),
+            born_ns: None,
+        }]
+    );
 }
 
 #[test]

@@ -109,6 +109,11 @@ pub struct ExportArgs {
     /// Only descriptors at least SECS seconds old (not for jsonl).
     #[arg(long, value_name = "SECS", value_parser = parse_secs_f64)]
     pub min_age: Option<f64>,
+
+    /// Also the descriptors open before tracing began, under `[pre-existing]` by their group
+    /// (left out by default, so that the call sites stay visible; not for jsonl).
+    #[arg(long)]
+    pub preexisting: bool,
 }
 
 #[derive(Debug, Args)]
@@ -148,6 +153,10 @@ pub struct ReportArgs {
     /// Only descriptors at least SECS seconds old (hides the ones still in use).
     #[arg(long, value_name = "SECS", value_parser = parse_secs_f64)]
     pub min_age: Option<f64>,
+
+    /// List every pre-existing descriptor in the text report, not only their groups (also -v).
+    #[arg(long)]
+    pub all: bool,
 
     /// How the number of open descriptors grew: a table of samples at regular intervals, in
     /// total and for the 5 call sites holding the most at the end.
@@ -211,6 +220,10 @@ pub struct TraceArgs {
     /// Report only descriptors at least SECS seconds old (hides the ones still in use).
     #[arg(long, value_name = "SECS", value_parser = parse_secs_f64)]
     pub min_age: Option<f64>,
+
+    /// List every pre-existing descriptor in the text report, not only their groups (also -v).
+    #[arg(long)]
+    pub all: bool,
 
     /// Serve Prometheus metrics (open descriptors by kind and TCP state, top call sites with
     /// their growth and verdict, time to exhaustion, lost events) at http://ADDR/metrics.
@@ -276,6 +289,7 @@ impl TraceArgs {
             interval: self.interval,
             quiet: self.quiet,
             min_age: self.min_age,
+            all: self.all,
             metrics: self.metrics,
             unwind: self.unwind,
         })

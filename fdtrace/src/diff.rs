@@ -275,6 +275,7 @@ mod tests {
             exhaustion_eta_s: None,
             sites,
             preexisting: Vec::new(),
+            preexisting_groups: Vec::new(),
             untraced: Vec::new(),
             drift: None,
             model: Default::default(),

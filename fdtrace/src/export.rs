@@ -49,10 +49,11 @@ fn pseudo_frame(name: &str) -> Frame {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Source {
     Stack(StackId),
-    Preexisting,
+    /// With the group's pattern (see `preexisting`).
+    Preexisting(String),
     Untraced,
 }
 
@@ -68,7 +69,13 @@ type GroupKey = (
 
 /// The descriptors open where the replay stopped, grouped like the report (a process that
 /// exited counts what it held when it exited); with `min_age_s`, only those at least that old.
-pub fn open_groups(replay: &mut Replay, min_age_s: Option<f64>) -> Vec<OpenGroup> {
+/// Pre-existing descriptors are left out unless `preexisting`, and then stand under
+/// `[pre-existing]` by their group's pattern (`/var/spool/img-*.jpg`, `tcp to 10.0.0.5:80`).
+pub fn open_groups(
+    replay: &mut Replay,
+    min_age_s: Option<f64>,
+    preexisting: bool,
+) -> Vec<OpenGroup> {
     let now_default = replay.now_ns();
     let mut counts: BTreeMap<GroupKey, u64> = BTreeMap::new();
     for (&pid, p) in &replay.procs {
@@ -81,12 +88,21 @@ pub fn open_groups(replay: &mut Replay, min_age_s: Option<f64>) -> Vec<OpenGroup
             table.retain_older(now_ns, min);
         }
         for (_, e) in table.iter() {
+            let s = e.sock.as_ref();
             let source = match e.origin {
                 Origin::Stack(id) => Source::Stack(id),
-                Origin::Preexisting => Source::Preexisting,
+                Origin::Preexisting if !preexisting => continue,
+                Origin::Preexisting => Source::Preexisting(match s {
+                    Some(s) => match (&s.peer, &s.local) {
+                        (Some(p), _) => format!("{} to {p}", s.proto_name()),
+                        (None, Some(l)) => format!("{} on {l}", s.proto_name()),
+                        (None, None) => s.proto_name(),
+                    },
+                    None if e.kind == crate::model::FdKind::Pipe => "pipe".into(),
+                    None => crate::preexisting::path_pattern(&e.target),
+                }),
                 Origin::Untraced => Source::Untraced,
             };
-            let s = e.sock.as_ref();
             let peer = s.and_then(|s| {
                 if s.accepted {
                     s.peer_host()
@@ -118,7 +134,9 @@ pub fn open_groups(replay: &mut Replay, min_age_s: Option<f64>) -> Vec<OpenGroup
                         f
                     }
                 }
-                Source::Preexisting => vec![pseudo_frame("[pre-existing]")],
+                Source::Preexisting(pattern) => {
+                    vec![pseudo_frame(&pattern), pseudo_frame("[pre-existing]")]
+                }
                 Source::Untraced => vec![pseudo_frame("[untraced]")],
             };
             OpenGroup {
@@ -171,7 +189,7 @@ fn write_export(a: &ExportArgs) -> Result<()> {
                 .unwrap_or_else(|| "it holds no process".into());
             return Err(Damaged(format!("{}: nothing to export: {why}", a.file.display())).into());
         }
-        let groups = open_groups(&mut replay, a.min_age);
+        let groups = open_groups(&mut replay, a.min_age, a.preexisting);
         match a.format {
             ExportFormat::Pprof => {
                 let start = replay.header.start_unix_ns as i64;

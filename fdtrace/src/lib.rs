@@ -13,6 +13,7 @@ pub mod metrics_server;
 pub mod model;
 pub mod offline;
 pub mod output;
+pub mod preexisting;
 pub mod procinfo;
 pub mod recording;
 pub mod report;

@@ -36,6 +36,9 @@ pub struct LiveStatus {
     pub drift: u64,
     /// Largest first.
     pub sites: Vec<LiveSite>,
+    /// Descriptors open before tracing began, by group (`tcp to 10.0.0.5:80 CLOSE_WAIT`),
+    /// largest first: their counts fall as they close.
+    pub preexisting: Vec<(String, usize)>,
 }
 
 /// Build the snapshot of a process (symbolizes the top sites, once per stack).
@@ -56,7 +59,11 @@ pub fn status(
     let mut by_kind = BTreeMap::new();
     let mut tcp_states = BTreeMap::new();
     let mut per_site: BTreeMap<StackId, (usize, u64)> = BTreeMap::new();
-    for (_, e) in table.iter() {
+    let mut pre = Vec::new();
+    for (fd, e) in table.iter() {
+        if e.origin == Origin::Preexisting {
+            pre.push(crate::report::FdEntry::new(fd, e, now_ns));
+        }
         *by_kind.entry(e.kind.as_str()).or_insert(0) += 1;
         if let Some(st) = e.sock.as_ref().and_then(|s| s.state_name()) {
             *tcp_states.entry(st).or_insert(0) += 1;
@@ -94,7 +101,19 @@ pub fn status(
         })
         .collect();
     let growth_per_min = history.total_trend().growth_per_min;
+    let preexisting = crate::preexisting::group(&pre, &[])
+        .into_iter()
+        .take(top)
+        .map(|g| {
+            let label = match g.state {
+                Some(st) => format!("{} {st}", g.pattern),
+                None => g.pattern,
+            };
+            (label, g.count)
+        })
+        .collect();
     LiveStatus {
+        preexisting,
         pid,
         comm: comm.to_string(),
         elapsed_s,
@@ -154,6 +173,15 @@ pub fn render_screen(s: &LiveStatus, width: usize) -> String {
     o.push('\n');
     if !s.tcp_states.is_empty() {
         let _ = writeln!(o, "TCP sockets: {}", counts(&s.tcp_states));
+    }
+    if !s.preexisting.is_empty() {
+        let groups: Vec<String> = s
+            .preexisting
+            .iter()
+            .take(3)
+            .map(|(label, n)| format!("{n} {label}"))
+            .collect();
+        let _ = writeln!(o, "pre-existing: {}", groups.join(", "));
     }
     let _ = writeln!(
         o,
@@ -240,6 +268,7 @@ mod tests {
                 verdict: Verdict::Leaking,
                 oldest_age_s: Some(61.0),
             }],
+            preexisting: vec![("tcp to 10.0.0.5:80 CLOSE_WAIT".into(), 398)],
         }
     }
 
@@ -257,6 +286,10 @@ mod tests {
         );
         assert!(s.contains("lost events 0; drift corrected 0"), "{s}");
         assert!(s.contains("TCP sockets: 398 CLOSE_WAIT, 2 LISTEN"), "{s}");
+        assert!(
+            s.contains("pre-existing: 398 tcp to 10.0.0.5:80 CLOSE_WAIT"),
+            "{s}"
+        );
         assert!(s.contains("leaking"), "{s}");
         assert!(s.contains("leak_file at leaky.c:19"), "{s}");
     }

@@ -29,11 +29,15 @@ fn main() {
         None => cli
             .trace
             .options()
+            .map(|mut o| {
+                o.all |= cli.verbose > 0;
+                o
+            })
             .map_err(anyhow::Error::msg)
             .and_then(fdtrace::session::run)
             .map(|c| code = c),
         Some(Cmd::Record(t)) => fdtrace::offline::record(t).map(|c| code = c),
-        Some(Cmd::Report(r)) => fdtrace::offline::report(r),
+        Some(Cmd::Report(r)) => fdtrace::offline::report(r, cli.verbose > 0),
         Some(Cmd::Export(e)) => fdtrace::export::export(e),
         Some(Cmd::Diff(d)) => fdtrace::diff::diff(d),
         Some(Cmd::Top(t)) => fdtrace::top::run(t.count, t.interval, t.once),

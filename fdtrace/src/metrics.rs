@@ -87,6 +87,22 @@ pub fn render(procs: &[LiveStatus], lost_events: u64) -> String {
     }
     header(
         &mut o,
+        "fdtrace_preexisting_descriptors",
+        "gauge",
+        "Descriptors open before tracing began and still open, by group (top groups).",
+    );
+    for p in procs {
+        for (group, n) in &p.preexisting {
+            let _ = writeln!(
+                o,
+                "fdtrace_preexisting_descriptors{{pid=\"{}\",group=\"{}\"}} {n}",
+                p.pid,
+                esc(group)
+            );
+        }
+    }
+    header(
+        &mut o,
         "fdtrace_rlimit_nofile",
         "gauge",
         "Soft RLIMIT_NOFILE of a traced process.",
@@ -148,6 +164,7 @@ mod tests {
                 verdict: Verdict::Leaking,
                 oldest_age_s: Some(20.0),
             }],
+            preexisting: vec![("/var/img-*.jpg".into(), 40)],
         };
         let t = render(&[p], 5);
         assert!(
@@ -161,6 +178,9 @@ mod tests {
             "fdtrace_site_open_descriptors{pid=\"7\",site=\"f at a.c:3\",verdict=\"leaking\"} 2"
         ));
         assert!(t.contains("fdtrace_rlimit_nofile{pid=\"7\"} 1024"));
+        assert!(
+            t.contains("fdtrace_preexisting_descriptors{pid=\"7\",group=\"/var/img-*.jpg\"} 40")
+        );
         assert!(t.contains("fdtrace_exhaustion_eta_seconds{pid=\"7\"} 10210"));
         assert!(t.contains("fdtrace_lost_events_total 5"));
         for l in t.lines().filter(|l| !l.starts_with('#')) {

@@ -203,13 +203,21 @@ impl FdTable {
     }
 
     /// Record a descriptor present before tracing began.
-    pub fn preexisting(&mut self, fd: i32, kind: FdKind, target: String, cloexec: bool) {
+    /// `born_ns`: when the descriptor was created, where the kernel keeps it (pipes).
+    pub fn preexisting(
+        &mut self,
+        fd: i32,
+        kind: FdKind,
+        target: String,
+        cloexec: bool,
+        born_ns: Option<u64>,
+    ) {
         self.fds.insert(
             fd,
             OpenFd {
                 kind,
                 target,
-                opened_ns: None,
+                opened_ns: born_ns,
                 origin: Origin::Preexisting,
                 cloexec,
                 sock: None,
@@ -420,8 +428,8 @@ mod tests {
     #[test]
     fn exec_drops_only_cloexec() {
         let mut t = FdTable::new();
-        t.preexisting(0, FdKind::Other, "/dev/pts/0".into(), false);
-        t.preexisting(5, FdKind::Pipe, "pipe:[1]".into(), true);
+        t.preexisting(0, FdKind::Other, "/dev/pts/0".into(), false, None);
+        t.preexisting(5, FdKind::Pipe, "pipe:[1]".into(), true, Some(7));
         t.open(6, born(1, 1, true));
         t.open(7, born(2, 1, false));
         assert_eq!(t.exec(), 2);

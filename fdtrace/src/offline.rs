@@ -21,7 +21,7 @@ pub fn record(t: &TraceArgs) -> Result<i32> {
 }
 
 /// `fdtrace report FILE`: the report of a recording, built like the live one.
-pub fn report(a: &ReportArgs) -> Result<()> {
+pub fn report(a: &ReportArgs, verbose: bool) -> Result<()> {
     if a.timeline {
         return crate::timeline::run(a);
     }
@@ -47,7 +47,7 @@ pub fn report(a: &ReportArgs) -> Result<()> {
         s.push('\n');
         s
     } else {
-        report::render_text(&r)
+        report::render_text_all(&r, a.all || verbose)
     };
     match &a.output {
         Some(p) => std::fs::write(p, text).with_context(|| format!("writing {}", p.display()))?,

@@ -11,6 +11,9 @@ pub struct ProcFd {
     pub target: String,
     pub kind: FdKind,
     pub cloexec: bool,
+    /// How long ago the descriptor was created, for the kinds whose inode is created with it
+    /// (pipes: the inode's change time is its birth); None for the others.
+    pub age_ns: Option<u64>,
 }
 
 /// An executable, file-backed mapping.
@@ -75,15 +78,40 @@ pub fn fds(pid: u32) -> std::io::Result<Vec<ProcFd>> {
             .ok()
             .and_then(|s| fdinfo_flags(&s))
             .unwrap_or(0);
+        let kind = FdKind::from_link(&target);
         out.push(ProcFd {
             fd,
-            kind: FdKind::from_link(&target),
+            kind,
+            age_ns: if kind == FdKind::Pipe && pipe_times_are_births() {
+                birth_age_ns(&entry.path())
+            } else {
+                None
+            },
             target,
             cloexec: flags & O_CLOEXEC != 0,
         });
     }
     out.sort_by_key(|f| f.fd);
     Ok(out)
+}
+
+/// Anonymous pipes keep their inode times from their creation on Linux 6.15 and newer (commit
+/// "pipe: don't update {a,c,m}time for anonymous pipes"); older kernels update them on every
+/// read and write, so the times there tell the last use, not the birth.
+fn pipe_times_are_births() -> bool {
+    aya::util::KernelVersion::current().is_ok_and(|v| v >= aya::util::KernelVersion::new(6, 15, 0))
+}
+
+/// Time since the change time of the inode `path` (a `/proc/PID/fd/N` link) refers to.
+fn birth_age_ns(path: &std::path::Path) -> Option<u64> {
+    use std::os::unix::fs::MetadataExt as _;
+    let m = std::fs::metadata(path).ok()?;
+    let ctime_ns = u64::try_from(m.ctime()).ok()? * 1_000_000_000 + m.ctime_nsec() as u64;
+    let now_ns = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()?
+        .as_nanos() as u64;
+    (ctime_ns > 0).then(|| now_ns.saturating_sub(ctime_ns))
 }
 
 /// The executable file-backed mappings of the process.

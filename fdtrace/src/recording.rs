@@ -469,12 +469,14 @@ impl Replay {
                 kind,
                 cloexec,
                 target,
+                born_ns,
             } => {
                 self.proc(*tgid).table.preexisting(
                     *fd,
                     FdKind::from_code(*kind),
                     target.clone(),
                     *cloexec,
+                    *born_ns,
                 );
             }
             Record::Open {

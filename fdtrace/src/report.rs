@@ -25,8 +25,11 @@ pub struct Report {
     pub shown: Option<Shown>,
     /// Call sites with still-open descriptors, largest count first.
     pub sites: Vec<Site>,
-    /// Descriptors open before tracing began (no known origin).
+    /// Descriptors open before tracing began (no known origin), every one.
     pub preexisting: Vec<FdEntry>,
+    /// The same, grouped by kind and target pattern (sockets by protocol, peer and state),
+    /// largest first, each with the site that looks like its origin, when one does.
+    pub preexisting_groups: Vec<crate::preexisting::Group>,
     /// Descriptors found in /proc during the session that no traced syscall created (drift the
     /// model corrected; see `model.drift_opens`).
     pub untraced: Vec<FdEntry>,
@@ -668,6 +671,7 @@ pub fn build(
     Report {
         growth_per_min,
         exhaustion_eta_s,
+        preexisting_groups: crate::preexisting::group(&preexisting, &sites),
         meta,
         open_count: table.len(),
         shown: min_age_s.map(|min_age_s| Shown {
@@ -771,6 +775,11 @@ fn site_origin_text(site: &Site) -> String {
 
 /// The report for people.
 pub fn render_text(r: &Report) -> String {
+    render_text_all(r, false)
+}
+
+/// [`render_text`]; `all`: every pre-existing descriptor too, not only their groups.
+pub fn render_text_all(r: &Report, all: bool) -> String {
     let mut s = String::new();
     if let Some(rec) = &r.recording {
         let _ = writeln!(
@@ -964,15 +973,14 @@ pub fn render_text(r: &Report) -> String {
             let _ = writeln!(s, "  fd {:<4} {:<8} {}", p.fd, p.kind, p.target);
         }
     }
-    if !r.preexisting.is_empty() {
-        let _ = writeln!(
-            s,
-            "\npre-existing (open before tracing began, origin unknown):"
-        );
-        for p in &r.preexisting {
-            let _ = writeln!(s, "  fd {:<4} {:<8} {}", p.fd, p.kind, p.target);
-        }
-    }
+    crate::preexisting::render(
+        &mut s,
+        &r.preexisting_groups,
+        &r.preexisting,
+        &r.sites,
+        site_origin_text,
+        all,
+    );
     for child in &r.processes {
         let _ = writeln!(
             s,
@@ -980,7 +988,7 @@ pub fn render_text(r: &Report) -> String {
             child.meta.pid,
             child.meta.parent.unwrap_or(0)
         );
-        s += &render_text(child);
+        s += &render_text_all(child, all);
     }
     s
 }

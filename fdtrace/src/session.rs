@@ -83,6 +83,8 @@ pub struct Options {
     pub quiet: bool,
     /// Report only descriptors at least this many seconds old.
     pub min_age: Option<f64>,
+    /// Text report: every pre-existing descriptor, not only their groups.
+    pub all: bool,
     /// Serve Prometheus metrics on this address.
     pub metrics: Option<std::net::SocketAddr>,
     pub unwind: UnwindMode,
@@ -220,14 +222,17 @@ impl State {
         let fds =
             procinfo::fds(self.pid).with_context(|| format!("reading /proc/{}/fd", self.pid))?;
         for f in fds {
+            let born_ns = f.age_ns.map(|age| monotonic_ns().saturating_sub(age));
             self.log(Record::Preexisting {
                 tgid: self.pid,
                 fd: f.fd,
                 kind: f.kind.code(),
                 cloexec: f.cloexec,
                 target: f.target.clone(),
+                born_ns,
             });
-            self.table.preexisting(f.fd, f.kind, f.target, f.cloexec);
+            self.table
+                .preexisting(f.fd, f.kind, f.target, f.cloexec, born_ns);
         }
         self.describe_preexisting_sockets(true);
         if maps {
@@ -1454,7 +1459,7 @@ pub fn run(opts: Options) -> Result<i32> {
         s.push('\n');
         s
     } else {
-        report::render_text(&report)
+        report::render_text_all(&report, opts.all)
     };
     // The report goes to -o FILE, to stdout with `-o -` or when tracing a pid (so that it can
     // be piped), and to stderr when a launched command keeps stdout for itself.

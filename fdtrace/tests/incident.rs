@@ -255,10 +255,14 @@ fn go_service_leaking_uploads_and_close_wait_sockets() {
         "\n    hint: CLOSE_WAIT: the peer closed these connections and this process never did"
             .to_string(),
         "net/http.(*Transport).dialConn at ".to_string(),
-        // The first round's 30 sockets are pre-existing now, described from /proc/PID/net.
+        // The first round's 30 sockets are pre-existing now, described from /proc/PID/net and
+        // grouped, like the new ones, by peer and state.
         "TCP sockets: 35 CLOSE_WAIT, 1 LISTEN\n".to_string(),
-        "socket   tcp 127.0.0.1:".to_string(),
+        format!("\n  30 tcp sockets to {up_addr} in CLOSE_WAIT; e.g. fd "),
         format!(" -> {up_addr} CLOSE_WAIT\n"),
+        "      look like the leak opened by library code only (no frame of the program's own \
+         code) (same peer and state; 5 more opened there while traced)\n"
+            .to_string(),
         "lost events: 0\n".to_string(),
         "no drift\n".to_string(),
     ];

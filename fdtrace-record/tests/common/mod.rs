@@ -218,15 +218,19 @@ pub fn record() -> impl Strategy<Value = Record> {
             any::<i32>(),
             any::<u8>(),
             any::<bool>(),
-            text()
+            text(),
+            proptest::option::of(any::<u64>())
         )
-            .prop_map(|(tgid, fd, kind, cloexec, target)| Record::Preexisting {
-                tgid,
-                fd,
-                kind,
-                cloexec,
-                target
-            }),
+            .prop_map(
+                |(tgid, fd, kind, cloexec, target, born_ns)| Record::Preexisting {
+                    tgid,
+                    fd,
+                    kind,
+                    cloexec,
+                    target,
+                    born_ns
+                }
+            ),
         (ts(), any::<u64>()).prop_map(|(ts_ns, count)| Record::Lost { ts_ns, count }),
         (ts(), text()).prop_map(|(ts_ns, reason)| Record::End { ts_ns, reason }),
     ]
@@ -272,6 +276,7 @@ pub fn one_of_each() -> Vec<Record> {
             kind: 1,
             cloexec: false,
             target: "/dev/pts/0".into(),
+            born_ns: None,
         },
         Record::Open {
             ts_ns: 5_000_000_000,
