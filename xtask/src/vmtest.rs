@@ -20,8 +20,9 @@ use crate::{output, path_with_tools, root, run};
 /// Unsupported kernels are checked for fdtrace's one-line refusal instead of the suite.
 const KERNELS: &[(&str, bool)] = &[("5.10", true), ("6.1", true), ("6.12", true)];
 
-/// The integration test binaries run in the VM. Not run: `servers` (nginx, wrk, redis) and
-/// `live` (tmux), whose tools the VM does not have.
+/// The integration test binaries run in the VM. Not run: `servers` (nginx, wrk, redis), `live`
+/// and `cli` (tmux), whose tools the VM does not have, and `outputs` (metrics clients and a
+/// stalled stderr: fdtrace's own user-space behaviour, which no kernel changes).
 const SUITES: &[&str] = &[
     "trace",
     "model",
@@ -29,6 +30,7 @@ const SUITES: &[&str] = &[
     "recording",
     "unwind",
     "incident",
+    "late",
 ];
 
 /// Tests not run in the VM, and why (suite, test, reason).
@@ -81,6 +83,12 @@ const PROGRAMS: &[Prog] = &[
         args: &["-g", "-O0"],
         src: "sockets.c",
         out: "sockets",
+    },
+    Prog {
+        tool: "cc",
+        args: &["-g", "-O0"],
+        src: "late.c",
+        out: "late",
     },
     Prog {
         tool: "cc",
