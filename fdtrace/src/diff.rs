@@ -268,6 +268,7 @@ mod tests {
                 stack_errors: 0,
                 missing_tracepoints: Vec::new(),
                 rlimit_nofile: None,
+                container: None,
             },
             open_count: 0,
             shown: None,

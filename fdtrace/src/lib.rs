@@ -1,5 +1,7 @@
 //! fdtrace: find the exact line of code that leaks file descriptors, live, with eBPF.
+pub mod binaries;
 pub mod cli;
+pub mod container;
 pub mod diff;
 pub mod events;
 pub mod export;

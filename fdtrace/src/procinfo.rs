@@ -23,7 +23,11 @@ pub struct Mapping {
     pub end: u64,
     /// File offset of `start`.
     pub offset: u64,
+    /// The file as the process names it (in its own mount namespace).
     pub path: PathBuf,
+    /// Where fdtrace reads that file (see `binaries`); None when the process's own file could
+    /// not be reached, and then it is not read at all.
+    pub source: Option<PathBuf>,
 }
 
 impl Mapping {
@@ -127,6 +131,14 @@ pub fn exec_mappings(pid: u32) -> Vec<Mapping> {
                 start: m.address.0,
                 end: m.address.1,
                 offset: m.offset,
+                source: crate::binaries::source(&crate::binaries::Mapped {
+                    pid,
+                    start: m.address.0,
+                    end: m.address.1,
+                    path: &path,
+                    dev: crate::binaries::makedev(m.dev.0, m.dev.1),
+                    inode: m.inode,
+                }),
                 path,
             }),
             _ => None,

@@ -140,11 +140,14 @@ impl Recorder {
             .unwrap_or_default()
         {
             if self.mappings.insert(m.clone()) {
-                let build_id = self
-                    .build_ids
-                    .entry(m.path.clone())
-                    .or_insert_with(|| build_id(&m.path))
-                    .clone();
+                let build_id = match &m.source {
+                    Some(source) => self
+                        .build_ids
+                        .entry(source.clone())
+                        .or_insert_with(|| build_id(source))
+                        .clone(),
+                    None => None,
+                };
                 self.write(&Record::Mapping {
                     tgid: pid,
                     start: m.start,
@@ -411,6 +414,7 @@ impl Replay {
                         start: *start,
                         end: *end,
                         offset: *offset,
+                        source: Some(p.clone()),
                         path: p,
                     });
                 }
@@ -651,6 +655,7 @@ impl Replay {
                 stack_errors: 0,
                 missing_tracepoints: Vec::new(),
                 rlimit_nofile: None,
+                container: None,
             });
             // The drift check compares with /proc as of the recording's end only.
             let proc_fds = if self.at_ns.is_none() {

@@ -511,6 +511,10 @@ pub struct Meta {
     pub missing_tracepoints: Vec<String>,
     /// RLIMIT_NOFILE of the process (from /proc/PID/limits) when it was last seen.
     pub rlimit_nofile: Option<crate::procinfo::NofileLimit>,
+    /// Its pid namespace pids (`nspid`), cgroup, and container id, runtime and pod UID where the
+    /// cgroup path holds them (null when /proc could not be read; absent in older recordings).
+    #[serde(default)]
+    pub container: Option<crate::container::Container>,
 }
 
 /// Build the report from the model as of `now_ns` (monotonic).
@@ -799,9 +803,16 @@ pub fn render_text_all(r: &Report, all: bool) -> String {
     }
     let name = r.meta.command.as_deref().unwrap_or("?");
     let leaked: usize = r.sites.iter().map(|x| x.count).sum();
+    let contained = r
+        .meta
+        .container
+        .as_ref()
+        .filter(|c| c.is_contained())
+        .map(|c| format!("\nin {}", c.describe()))
+        .unwrap_or_default();
     let _ = writeln!(
         s,
-        "fdtrace: pid {} ({name}), traced for {:.1}s{}",
+        "fdtrace: pid {} ({name}), traced for {:.1}s{}{contained}",
         r.meta.pid,
         r.meta.duration_s,
         if r.meta.target_exited && r.meta.parent.is_some() {

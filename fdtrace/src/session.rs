@@ -116,6 +116,8 @@ pub struct State {
     pub exited_ns: Option<u64>,
     /// RLIMIT_NOFILE, read at attach and at each reconciliation.
     pub rlimit: Option<procinfo::NofileLimit>,
+    /// Its container, as read at attach (see `container`).
+    pub container: Option<crate::container::Container>,
     /// When recording: the changes to the model, in order, with this process's stack ids.
     pub log: Option<Vec<Record>>,
     /// Kernel socket → descriptors that may refer to it (checked on use).
@@ -152,6 +154,7 @@ impl State {
             last_refresh_changed: true,
             exited_ns: None,
             rlimit: None,
+            container: None,
             log: None,
             socks: Default::default(),
             suspects: Default::default(),
@@ -239,6 +242,7 @@ impl State {
             self.refresh_maps(true);
         }
         self.rlimit = procinfo::nofile_limit(self.pid);
+        self.container = crate::container::of(self.pid);
         Ok(())
     }
 
@@ -652,8 +656,9 @@ impl State {
                 debug!("exec: {n} close-on-exec descriptors closed");
                 self.refresh_maps(true);
                 if self.mode == UnwindMode::Auto {
-                    let exe = std::fs::read_link(format!("/proc/{}/exe", self.pid)).ok();
-                    let c = capture_for(self.mode, exe.as_deref());
+                    // The process's own executable, whatever namespace its path is in.
+                    let exe = PathBuf::from(format!("/proc/{}/exe", self.pid));
+                    let c = capture_for(self.mode, Some(&exe));
                     if c != self.capture {
                         self.capture = c;
                         self.capture_change = Some(c);
@@ -1268,7 +1273,14 @@ pub fn run(opts: Options) -> Result<i32> {
         Some(l) => Some(l.program.clone()),
         None => std::fs::read_link(format!("/proc/{pid}/exe")).ok(),
     };
-    let capture = capture_for(opts.unwind, exe.as_deref());
+    // Read through /proc/PID/exe: the process's own file, in a container or deleted too.
+    let capture = match &launched {
+        Some(_) => capture_for(opts.unwind, exe.as_deref()),
+        None => capture_for(
+            opts.unwind,
+            Some(&PathBuf::from(format!("/proc/{pid}/exe"))),
+        ),
+    };
     debug!(
         "unwinding {}: {}",
         exe.as_deref().unwrap_or(Path::new("?")).display(),
@@ -1410,6 +1422,7 @@ pub fn run(opts: Options) -> Result<i32> {
             stack_errors: tracer.stack_errors(),
             missing_tracepoints: tracer.missing.clone(),
             rlimit_nofile: procinfo::nofile_limit(p.pid).or(p.rlimit),
+            container: crate::container::of(p.pid).or_else(|| p.container.clone()),
         };
         ends.push((p.pid, meta.clone(), proc_fds.clone()));
         reports.push(report::build(

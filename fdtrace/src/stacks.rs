@@ -133,6 +133,7 @@ mod tests {
             end: 0x2000,
             offset: 0,
             path: "/bin/x".into(),
+            source: Some("/bin/x".into()),
         }];
         let mut s = StackStore::new();
         let a = s.intern(unwound(&[0x1010, 0x1020]), &maps);

@@ -60,7 +60,19 @@ impl Symbols {
                 continue;
             };
             let module = Some(m.path.to_string_lossy().into_owned());
-            let src = Source::Elf(Elf::new(&m.path));
+            // The process's own file (see `binaries`); none reachable: no symbols.
+            let Some(source) = &m.source else {
+                out.push(Frame {
+                    function: None,
+                    file: None,
+                    line: None,
+                    addr: f.addr,
+                    module,
+                    inlined: false,
+                });
+                continue;
+            };
+            let src = Source::Elf(Elf::new(source));
             let sym = self
                 .symbolizer
                 .symbolize_single(&src, Input::FileOffset(m.file_offset(f.lookup)));

@@ -222,8 +222,11 @@ impl StackUnwinder {
             }
         }
         // Files no longer mapped (a library unloaded, the program before an exec) are dropped.
-        let mapped: std::collections::HashSet<&Path> =
-            self.mappings.iter().map(|m| m.path.as_path()).collect();
+        let mapped: std::collections::HashSet<&Path> = self
+            .mappings
+            .iter()
+            .filter_map(|m| m.source.as_deref())
+            .collect();
         self.files.retain(|p, _| mapped.contains(p.as_path()));
     }
 
@@ -235,7 +238,7 @@ impl StackUnwinder {
     }
 
     fn module_for(&mut self, m: &Mapping) -> Option<Module<ArcSlice>> {
-        let data = self.file(&m.path)?;
+        let data = self.file(m.source.as_deref()?)?;
         let obj = object::File::parse(data.as_slice()).ok()?;
         let svma_start = mapping_svma(&obj, m.offset)?;
         let base_avma = m.start.wrapping_sub(svma_start);
@@ -379,6 +382,7 @@ mod tests {
             end: 0x500000,
             offset: 0,
             path: "/nonexistent".into(),
+            source: None,
         }];
         let w = u.unwind_fp(&[0x401000, 0x402000, 0x403000]);
         assert_eq!(w.method, Method::Fp);

@@ -31,6 +31,7 @@ const SUITES: &[&str] = &[
     "unwind",
     "incident",
     "late",
+    "containers",
 ];
 
 /// Tests not run in the VM, and why (suite, test, reason).
@@ -89,6 +90,12 @@ const PROGRAMS: &[Prog] = &[
         args: &["-g", "-O0"],
         src: "late.c",
         out: "late",
+    },
+    Prog {
+        tool: "cc",
+        args: &["-g", "-O0"],
+        src: "drip.c",
+        out: "drip",
     },
     Prog {
         tool: "cc",
