@@ -24,6 +24,20 @@ pub struct Frame {
     pub inlined: bool,
 }
 
+impl Frame {
+    /// A frame at `addr` without a name (in `module`, when known).
+    fn unsymbolized(addr: u64, module: Option<String>) -> Frame {
+        Frame {
+            function: None,
+            file: None,
+            line: None,
+            addr,
+            module,
+            inlined: false,
+        }
+    }
+}
+
 pub struct Symbols {
     symbolizer: Symbolizer,
 }
@@ -49,27 +63,13 @@ impl Symbols {
         let mut out = Vec::with_capacity(raw.len());
         for f in raw {
             let Some(m) = mappings.iter().find(|m| m.contains(f.lookup)) else {
-                out.push(Frame {
-                    function: None,
-                    file: None,
-                    line: None,
-                    addr: f.addr,
-                    module: None,
-                    inlined: false,
-                });
+                out.push(Frame::unsymbolized(f.addr, None));
                 continue;
             };
             let module = Some(m.path.to_string_lossy().into_owned());
             // The process's own file (see `binaries`); none reachable: no symbols.
             let Some(source) = &m.source else {
-                out.push(Frame {
-                    function: None,
-                    file: None,
-                    line: None,
-                    addr: f.addr,
-                    module,
-                    inlined: false,
-                });
+                out.push(Frame::unsymbolized(f.addr, module));
                 continue;
             };
             let src = Source::Elf(Elf::new(source));
@@ -77,14 +77,7 @@ impl Symbols {
                 .symbolizer
                 .symbolize_single(&src, Input::FileOffset(m.file_offset(f.lookup)));
             let Ok(Symbolized::Sym(sym)) = sym else {
-                out.push(Frame {
-                    function: None,
-                    file: None,
-                    line: None,
-                    addr: f.addr,
-                    module,
-                    inlined: false,
-                });
+                out.push(Frame::unsymbolized(f.addr, module));
                 continue;
             };
             for inl in sym.inlined.iter().rev() {

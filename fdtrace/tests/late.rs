@@ -109,11 +109,7 @@ fn what_was_open_before_is_grouped_dated_and_traced_to_its_likely_site() {
             .unwrap(),
     );
     let mut err = BufReader::new(rec.0.stderr.take().unwrap());
-    let mut line = String::new();
-    while !line.contains("tracing pid") {
-        line.clear();
-        assert!(err.read_line(&mut line).unwrap() > 0, "fdtrace ended");
-    }
+    wait_for_tracing(&mut err);
     // Now it leaks more, at the same lines.
     writeln!(prog.0.stdin.as_mut().unwrap(), "go").unwrap();
     assert_eq!(out.next().unwrap().unwrap(), "done");

@@ -17,14 +17,6 @@ fn drip(dir: &std::path::Path) -> PathBuf {
     compile_c("drip.c", dir, &["-O0"])
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[test]
 fn verdicts_tell_a_leak_from_a_pool() {
     let _serial = serial();

@@ -16,14 +16,6 @@ use serde_json::Value;
 mod common;
 use common::*;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// Wait for the traced program's "done" on `out`, then stop fdtrace with SIGINT and return its
 /// JSON report.
 fn stop_after_done(tracer: &mut Killed, out: impl std::io::Read, report: &Path) -> Value {

@@ -49,6 +49,24 @@ pub fn line_of(file: &str, marker: &str) -> u32 {
     hits[0]
 }
 
+/// A TCP port free on loopback right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Read fdtrace's stderr until it says it is tracing (panics if it ends first).
+pub fn wait_for_tracing(stderr: &mut impl std::io::BufRead) {
+    let mut line = String::new();
+    while !line.contains("tracing pid") {
+        line.clear();
+        assert!(stderr.read_line(&mut line).unwrap() > 0, "fdtrace ended");
+    }
+}
+
 pub struct Run {
     pub json: Value,
     pub stdout: String,
