@@ -21,6 +21,8 @@ pub struct Row {
     pub open: usize,
     pub growth_per_min: f64,
     pub limit: Option<u64>,
+    /// The container id (its first 12 hex digits), for a process in a container.
+    pub container: Option<String>,
 }
 
 /// Open descriptors of every process we may look at (all of them as root).
@@ -71,6 +73,7 @@ pub fn rank(before: &HashMap<u32, Count>, after: &HashMap<u32, Count>, secs: f64
                 open: c.open,
                 growth_per_min: (c.open as f64 - was as f64) / secs.max(1e-9) * 60.0,
                 limit: None,
+                container: None,
             }
         })
         .collect();
@@ -85,8 +88,8 @@ pub fn rank(before: &HashMap<u32, Count>, after: &HashMap<u32, Count>, secs: f64
 
 pub fn render(rows: &[Row]) -> String {
     let mut o = format!(
-        "{:>8} {:<16} {:>8} {:>12} {:>9} {:>6}\n",
-        "PID", "COMMAND", "OPEN", "GROWTH/MIN", "LIMIT", "USED"
+        "{:>8} {:<16} {:>8} {:>12} {:>9} {:>6} {}\n",
+        "PID", "COMMAND", "OPEN", "GROWTH/MIN", "LIMIT", "USED", "CONTAINER"
     );
     for r in rows {
         let (limit, used) = match r.limit {
@@ -98,8 +101,14 @@ pub fn render(rows: &[Row]) -> String {
         };
         let _ = writeln!(
             o,
-            "{:>8} {:<16} {:>8} {:>+12.1} {:>9} {:>6}",
-            r.pid, r.comm, r.open, r.growth_per_min, limit, used
+            "{:>8} {:<16} {:>8} {:>+12.1} {:>9} {:>6} {}",
+            r.pid,
+            r.comm,
+            r.open,
+            r.growth_per_min,
+            limit,
+            used,
+            r.container.as_deref().unwrap_or("-")
         );
     }
     o
@@ -182,6 +191,9 @@ fn measure(
     rows.truncate(n);
     for r in &mut rows {
         r.limit = procinfo::nofile_limit(r.pid).and_then(|l| l.soft);
+        r.container = crate::container::of(r.pid)
+            .and_then(|c| c.id)
+            .map(|id| id.chars().take(12).collect());
     }
     rows
 }
@@ -218,8 +230,13 @@ mod tests {
         assert_eq!(rows[0].growth_per_min, 900.0);
         // A process that appeared counts as not growing yet.
         assert_eq!(rows[3].growth_per_min, 0.0);
+        let mut rows = rows;
+        rows[1].container = Some("3f2a9c1b7d0e".into());
         let t = render(&rows);
         assert!(t.lines().nth(1).unwrap().contains("leaky"), "{t}");
+        assert!(t.lines().nth(1).unwrap().ends_with(" -"), "{t}");
+        assert!(t.lines().nth(2).unwrap().ends_with(" 3f2a9c1b7d0e"), "{t}");
+        assert!(t.lines().all(|l| l.len() <= 80), "{t}");
     }
 
     #[test]

@@ -145,6 +145,37 @@ fn the_exit_status_of_the_command_is_passed_on() {
     eprintln!("fdtrace -d 1 took {:?}", t.elapsed());
 }
 
+/// An endpoint on an address other than loopback says it has no authentication; on loopback it
+/// says nothing.
+#[test]
+fn a_metrics_endpoint_beyond_loopback_is_said_to_be_open() {
+    let _serial = serial();
+    require_root();
+    let open = run(&[
+        "-q",
+        "-o",
+        "/dev/null",
+        "--metrics",
+        "0.0.0.0:0",
+        "--",
+        "true",
+    ]);
+    assert!(open.status.success(), "{open:?}");
+    let err = String::from_utf8_lossy(&open.stderr);
+    assert!(err.contains("has no authentication"), "{err}");
+    let local = run(&[
+        "-q",
+        "-o",
+        "/dev/null",
+        "--metrics",
+        "127.0.0.1:0",
+        "--",
+        "true",
+    ]);
+    assert!(local.status.success(), "{local:?}");
+    assert!(!String::from_utf8_lossy(&local.stderr).contains("authentication"));
+}
+
 fn as_nobody(args: &[&str]) -> std::process::Output {
     let mut cmd = Command::new(fdtrace_bin());
     cmd.args(args).stdin(Stdio::null());
