@@ -93,11 +93,11 @@ pub fn open_groups(
                 Origin::Stack(id) => Source::Stack(id),
                 Origin::Preexisting if !preexisting => continue,
                 Origin::Preexisting => Source::Preexisting(match s {
-                    Some(s) => match (&s.peer, &s.local) {
-                        (Some(p), _) => format!("{} to {p}", s.proto_name()),
-                        (None, Some(l)) => format!("{} on {l}", s.proto_name()),
-                        (None, None) => s.proto_name(),
-                    },
+                    Some(s) => crate::preexisting::socket_pattern(
+                        &s.proto_name(),
+                        s.peer.as_deref(),
+                        s.local.as_deref(),
+                    ),
                     None if e.kind == crate::model::FdKind::Pipe => "pipe".into(),
                     None => crate::preexisting::path_pattern(&e.target),
                 }),

@@ -15,8 +15,7 @@ use std::{
 /// Updates waiting to be written; beyond them updates are dropped.
 const QUEUE: usize = 4;
 
-const ENTER_ALT_SCREEN: &str = "\x1b[?1049h\x1b[?25l";
-const LEAVE_ALT_SCREEN: &str = "\x1b[?25h\x1b[?1049l";
+use crate::terminal::{ENTER_ALT_SCREEN, LEAVE_ALT_SCREEN};
 /// Home, then clear: each screen is drawn from the top.
 pub const CLEAR: &str = "\x1b[H\x1b[2J";
 

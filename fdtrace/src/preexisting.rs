@@ -84,14 +84,19 @@ struct Key {
     state: Option<&'static str>,
 }
 
+/// A socket group's pattern: `tcp to 10.0.0.5:80`, `tcp on 0.0.0.0:8080`, or the protocol.
+pub fn socket_pattern(proto: &str, peer: Option<&str>, local: Option<&str>) -> String {
+    match (peer, local) {
+        (Some(p), _) => format!("{proto} to {p}"),
+        (None, Some(l)) => format!("{proto} on {l}"),
+        (None, None) => proto.to_string(),
+    }
+}
+
 fn key_of(e: &FdEntry, peer: Option<String>) -> Key {
     if e.kind == "socket" {
         let proto = proto_of(e);
-        let pattern = match (&peer, &e.local) {
-            (Some(p), _) => format!("{proto} to {p}"),
-            (None, Some(l)) => format!("{proto} on {l}"),
-            (None, None) => proto.clone(),
-        };
+        let pattern = socket_pattern(&proto, peer.as_deref(), e.local.as_deref());
         Key {
             kind: e.kind,
             pattern,

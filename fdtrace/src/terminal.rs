@@ -7,6 +7,11 @@ use std::{
     sync::mpsc,
 };
 
+/// Switch to the terminal's alternate screen and hide the cursor (a redrawn view stays out of
+/// the scrollback); and back.
+pub const ENTER_ALT_SCREEN: &str = "\x1b[?1049h\x1b[?25l";
+pub const LEAVE_ALT_SCREEN: &str = "\x1b[?25h\x1b[?1049l";
+
 /// Columns of the terminal on `fd`, when it is one.
 pub fn width(fd: i32) -> Option<usize> {
     let mut ws: libc::winsize = unsafe { std::mem::zeroed() };

@@ -114,8 +114,7 @@ pub fn render(rows: &[Row]) -> String {
     o
 }
 
-const ENTER_ALT_SCREEN: &str = "\x1b[?1049h\x1b[?25l";
-const LEAVE_ALT_SCREEN: &str = "\x1b[?25h\x1b[?1049l";
+use crate::terminal::{ENTER_ALT_SCREEN, LEAVE_ALT_SCREEN};
 
 /// Measure over `interval`, print the top `n`; on a terminal (unless `once`) redraw on the
 /// alternate screen until `q`, Ctrl-C or SIGTERM.
