@@ -21,6 +21,8 @@ use std::{
 
 use anyhow::{Context as _, Result, anyhow, bail};
 
+mod scrape;
+
 #[derive(clap::Args, Debug)]
 pub struct Opts {
     /// Repetitions of each configuration; medians are reported [default: 5, 3 with --quick].
@@ -30,7 +32,7 @@ pub struct Opts {
     /// docs/PERFORMANCE.md unless --output says so.
     #[arg(long)]
     quick: bool,
-    /// Run only these cases (1-6, comma-separated). Does not write docs/PERFORMANCE.md unless
+    /// Run only these cases (1-7, comma-separated). Does not write docs/PERFORMANCE.md unless
     /// --output says so.
     #[arg(long, value_delimiter = ',', value_name = "CASES")]
     only: Vec<u32>,
@@ -721,9 +723,23 @@ impl Bench {
     /// Start `fdtrace -p PID` and wait until it follows the ring buffer: its only thread sleeps
     /// in epoll_wait once every program is attached and the target is in the filter.
     fn attach(&mut self, pid: u32, json: &Path, what: &str) -> Result<Proc> {
+        self.attach_with(pid, json, what, &[], &[])
+    }
+
+    /// `attach` with more options, and more placeholders for the command shown.
+    fn attach_with(
+        &mut self,
+        pid: u32,
+        json: &Path,
+        what: &str,
+        args: &[String],
+        subst: &[(String, &str)],
+    ) -> Result<Proc> {
         let mut cmd = self.fdtrace_cmd(json);
-        cmd.arg("-p").arg(pid.to_string());
-        self.record(&cmd, &[(pid.to_string(), "$PID")]);
+        cmd.args(args).arg("-p").arg(pid.to_string());
+        let mut subst = subst.to_vec();
+        subst.push((pid.to_string(), "$PID"));
+        self.record(&cmd, &subst);
         let mut p = Proc::start(&mut cmd, what, false)?;
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
@@ -2281,8 +2297,8 @@ pub fn bench(opts: Opts) -> Result<()> {
         bail!("the bench loads eBPF programs (fdtrace, bpftrace): run it as root");
     }
     for c in &opts.only {
-        if !(1..=6).contains(c) {
-            bail!("--only takes case numbers 1 to 6, got {c}");
+        if !(1..=7).contains(c) {
+            bail!("--only takes case numbers 1 to 7, got {c}");
         }
     }
     let p = Params::new(&opts);
@@ -2349,13 +2365,14 @@ pub fn bench(opts: Opts) -> Result<()> {
     };
     let wants = |c: u32| opts.only.is_empty() || opts.only.contains(&c);
     type Case = fn(&mut Bench);
-    let cases: [(u32, Case); 6] = [
+    let cases: [(u32, Case); 7] = [
         (1, Bench::case1),
         (2, Bench::case2),
         (3, Bench::case3),
         (4, Bench::case4),
         (5, Bench::case5),
         (6, Bench::case6),
+        (7, Bench::case7),
     ];
     for (n, f) in cases {
         if wants(n) && !interrupted() {
@@ -2609,6 +2626,12 @@ alternate against the same nginx; fdtrace attaches before and detaches after eac
 N open/close pairs under `fdtrace -- ...`; the peak is `/usr/bin/time -v`'s maximum resident \
 set size (the largest of fdtrace and the tiny loop), cross-checked by polling fdtrace's \
 `VmHWM`.
+- **Metrics scrapes** (case 7): `fdtrace --metrics 127.0.0.1:$PORT -p` of `openclose -w`; \
+from the start of the loop to its end, a `GET /metrics` every 50 ms on a new connection, timed \
+from `connect` to the end of the answer (a 200). Once with no other client, once with 200 \
+clients that each connect and send half a request head and nothing more (one the endpoint \
+closes after its 5 s header timeout is opened again). Lost events are fdtrace's \
+`lost_events`.
 - **Diagnostics** (for the analysis): with `kernel.bpf_stats_enabled=1` (restored \
 afterwards), one more fdtrace run of the loop (`fdtrace -p` of `openclose -w`, which waits for \
 a line on stdin before and after its loop) reads `run_time_ns`/`run_cnt` of each of fdtrace's \
@@ -3074,6 +3097,22 @@ fn analysis(b: &Bench) -> String {
             "**Recording.** {b:.2} bytes per event on disk for the open/close loop: records are \
              varint-encoded with timestamps as deltas, each stack is written once, and blocks \
              are zstd-compressed (docs/FORMAT.md)."
+        );
+    }
+    if let (Some(alone), Some(med), Some(max), Some(lost)) = (
+        f("c7.idle0.median_ms"),
+        f("c7.idle200.median_ms"),
+        f("c7.idle200.max_ms"),
+        f("c7.idle200.lost"),
+    ) {
+        let _ = writeln!(
+            a,
+            "\n**Metrics.** A scrape took {alone:.2} ms (median) while fdtrace traced the loop \
+             with no other client, and {med:.2} ms (median, slowest {max:.1} ms) with {} \
+             clients holding unfinished requests, {lost} events lost: the endpoint answers from \
+             a snapshot the tracing loop publishes once a second, on a thread of its own, so \
+             no client waits on the loop and the loop waits on no client.",
+            scrape::IDLE_CLIENTS
         );
     }
     a
