@@ -143,6 +143,27 @@ pub mod syscall {
     }
 }
 
+/// Key of the kernel's exact count of failed births (the `FAILURES` per-CPU hash): every
+/// "too many open files" is counted there, while only the first
+/// [`FAIL_SAMPLES_PER_WINDOW`] failures per CPU in each [`FAIL_SAMPLE_WINDOW_NS`] are sent as
+/// records with their stacks. A storm of failures (a process at its limit, retrying) thus
+/// costs the ring buffer a bounded rate and never crowds out births and deaths.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct FailKey {
+    pub tgid: u32,
+    /// The [`syscall`] of the failed birth.
+    pub syscall: u32,
+    /// Positive errno (EMFILE, ENFILE).
+    pub errno: u32,
+    pub _pad: u32,
+}
+
+/// Length of a window of failure samples.
+pub const FAIL_SAMPLE_WINDOW_NS: u64 = 250_000_000;
+/// Failures sent with a stack per CPU and window; the others are only counted.
+pub const FAIL_SAMPLES_PER_WINDOW: u64 = 128;
+
 /// Indexes into the per-CPU `STATS` array kept by the eBPF side.
 pub mod stat {
     /// Ring-buffer reservations that failed: events that were lost.
@@ -362,6 +383,7 @@ mod user {
     unsafe impl aya::Pod for super::KernelLayout {}
     unsafe impl aya::Pod for super::ForkEvent {}
     unsafe impl aya::Pod for super::CloexecEvent {}
+    unsafe impl aya::Pod for super::FailKey {}
 }
 
 // Layout checks: both sides compile these.
@@ -375,5 +397,6 @@ const _: () = assert!(core::mem::size_of::<SockStateEvent>() == 24 + 24 + 32);
 const _: () = assert!(core::mem::size_of::<KernelLayout>() == 80);
 const _: () = assert!(core::mem::size_of::<ForkEvent>() == 40);
 const _: () = assert!(core::mem::size_of::<CloexecEvent>() == 32);
+const _: () = assert!(core::mem::size_of::<FailKey>() == 16);
 const _: () =
     assert!(core::mem::size_of::<OpenEvent>() == 24 + 24 + 24 + 56 + MAX_PATH + STACK_BYTES);

@@ -19,14 +19,14 @@ use aya_ebpf::{
         },
     },
     macros::{map, raw_tracepoint, tracepoint},
-    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
     programs::{RawTracePointContext, TracePointContext},
 };
 use fdtrace_common::{
-    CLONE_FILES, CLONE_THREAD, CloexecEvent, CloseEvent, CloseRangeEvent, ForkEvent, Header,
-    KernelLayout, MAX_PATH, MAX_SOCKADDR, OpenEvent, PID_MAX_LIMIT, ProcEvent, STACK_BYTES,
-    SockAddrEvent, SockInfo, SockStateEvent, TARGET_FLAGS_PER_ENTRY, capture, kind, setting, stat,
-    syscall,
+    CLONE_FILES, CLONE_THREAD, CloexecEvent, CloseEvent, CloseRangeEvent, FAIL_SAMPLE_WINDOW_NS,
+    FAIL_SAMPLES_PER_WINDOW, FailKey, ForkEvent, Header, KernelLayout, MAX_PATH, MAX_SOCKADDR,
+    OpenEvent, PID_MAX_LIMIT, ProcEvent, STACK_BYTES, SockAddrEvent, SockInfo, SockStateEvent,
+    TARGET_FLAGS_PER_ENTRY, capture, kind, setting, stat, syscall,
 };
 
 /// Thread-group ids being traced; the value says how to capture their stacks (`capture::*`).
@@ -62,6 +62,22 @@ static EVENTS: RingBuf = RingBuf::with_byte_size(16 * 1024 * 1024, 0);
 
 #[map]
 static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(stat::COUNT, 0);
+
+/// Every failed birth ("too many open files"), counted per process, syscall and errno: exact
+/// totals, whichever of them are sent as records (`sample_failure`).
+#[map]
+static FAILURES: PerCpuHashMap<FailKey, u64> = PerCpuHashMap::with_max_entries(1024, 0);
+
+/// Start of this CPU's current window of failure samples, and how many were sent in it.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct SampleWindow {
+    start_ns: u64,
+    sent: u64,
+}
+
+#[map]
+static FAIL_WINDOW: PerCpuArray<SampleWindow> = PerCpuArray::with_max_entries(1, 0);
 
 /// Offsets of kernel structures, filled by user space from BTF before attaching.
 #[map]
@@ -188,6 +204,48 @@ fn crossing(before: u64, after: u64) -> u64 {
     } else {
         BPF_RB_NO_WAKEUP as u64
     }
+}
+
+/// Count a failed birth (per CPU: no other writer of this slot).
+#[inline(always)]
+fn count_failure(tgid: u32, syscall: u32, errno: u32) {
+    let key = FailKey {
+        tgid,
+        syscall,
+        errno,
+        _pad: 0,
+    };
+    match FAILURES.get_ptr_mut(&key) {
+        // SAFETY: this CPU's slot of the entry.
+        Some(p) => unsafe { *p += 1 },
+        // A new entry zeroes the other CPUs' slots; one inserted meanwhile by another CPU is
+        // updated in this CPU's slot only.
+        None => {
+            let _ = FAILURES.insert(&key, &1, 0);
+        }
+    }
+}
+
+/// Whether this failure is sent with its stack: the first `FAIL_SAMPLES_PER_WINDOW` of each
+/// window on this CPU are.
+#[inline(always)]
+fn sample_failure() -> bool {
+    let Some(w) = FAIL_WINDOW.get_ptr_mut(0) else {
+        return true;
+    };
+    let now = unsafe { bpf_ktime_get_ns() };
+    // SAFETY: this CPU's slot; programs do not nest on a CPU for syscall tracepoints.
+    unsafe {
+        if now.wrapping_sub((*w).start_ns) >= FAIL_SAMPLE_WINDOW_NS {
+            (*w).start_ns = now;
+            (*w).sent = 0;
+        }
+        if (*w).sent >= FAIL_SAMPLES_PER_WINDOW {
+            return false;
+        }
+        (*w).sent += 1;
+    }
+    true
 }
 
 /// False only for processes that are not traced: the cheap first half of `is_target`.
@@ -609,6 +667,12 @@ fn emit_birth<const MMSG: bool>(
         && pending.syscall != syscall::RECVMMSG;
     if ret < 0 && !failed {
         return 0;
+    }
+    if failed {
+        count_failure((pid_tgid >> 32) as u32, pending.syscall, (-ret) as u32);
+        if !sample_failure() {
+            return 0;
+        }
     }
     if pending.syscall == syscall::SET_CLOEXEC {
         let ev = CloexecEvent {

@@ -281,6 +281,7 @@ mod tests {
             drift: None,
             model: Default::default(),
             failed_opens: Vec::new(),
+            failure_totals: Vec::new(),
             tcp_states: Default::default(),
             processes: Vec::new(),
             recording: None,

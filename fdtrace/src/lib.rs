@@ -16,6 +16,7 @@ pub mod model;
 pub mod offline;
 pub mod output;
 pub mod preexisting;
+pub mod priority;
 pub mod procinfo;
 pub mod recording;
 pub mod report;

@@ -193,8 +193,11 @@ pub fn syscall_name(sc: u32) -> &'static str {
 pub struct FdTable {
     fds: BTreeMap<i32, OpenFd>,
     pub stats: TableStats,
-    /// Failed births ("too many open files") by call site.
+    /// Failed births ("too many open files") by call site: those the kernel sent with a stack.
     pub failures: BTreeMap<StackId, Failures>,
+    /// Every failed birth, by syscall and errno, as the kernel counted them (a storm of
+    /// failures is counted there, and only a bounded rate of them is sent with stacks).
+    pub failure_totals: BTreeMap<(u32, i32), u64>,
 }
 
 impl FdTable {
@@ -236,6 +239,30 @@ impl FdTable {
         f.count += 1;
         f.last_ns = ts_ns;
         f.errno = errno;
+    }
+
+    /// The kernel's count of failed births of `syscall` with `errno` so far. Returns whether it
+    /// changed.
+    pub fn set_failure_total(&mut self, syscall: u32, errno: i32, count: u64) -> bool {
+        self.failure_totals.insert((syscall, errno), count) != Some(count)
+    }
+
+    /// Failed births with `errno`: the kernel's count where known, never fewer than those seen
+    /// with a stack. Returns (all, with a stack).
+    pub fn failure_count(&self, errno: i32) -> (u64, u64) {
+        let with_stack: u64 = self
+            .failures
+            .values()
+            .filter(|f| f.errno == errno)
+            .map(|f| f.count)
+            .sum();
+        let counted: u64 = self
+            .failure_totals
+            .iter()
+            .filter(|((_, e), _)| *e == errno)
+            .map(|(_, n)| n)
+            .sum();
+        (counted.max(with_stack), with_stack)
     }
 
     /// Reconciliation: `fd` is open in the kernel but was never seen born.
@@ -353,6 +380,7 @@ impl FdTable {
             fds: self.fds.clone(),
             stats: TableStats::default(),
             failures: BTreeMap::new(),
+            failure_totals: BTreeMap::new(),
         }
     }
 
@@ -450,6 +478,21 @@ mod tests {
         assert_eq!(left, vec![1, 9]);
         assert_eq!(t.close_range(7, 2, false), 0);
         assert_eq!(t.exec(), 1);
+    }
+
+    #[test]
+    fn failure_totals_from_the_kernel_count_more_than_the_sampled_sites() {
+        let mut t = FdTable::new();
+        t.failed(7, libc::EMFILE, 10, "/tmp/a".into());
+        t.failed(8, libc::EMFILE, 11, "/tmp/b".into());
+        // Without the kernel's count: what was seen.
+        assert_eq!(t.failure_count(libc::EMFILE), (2, 2));
+        assert!(t.set_failure_total(1, libc::EMFILE, 900));
+        assert!(!t.set_failure_total(1, libc::EMFILE, 900));
+        assert!(t.set_failure_total(11, libc::EMFILE, 100));
+        assert_eq!(t.failure_count(libc::EMFILE), (1000, 2));
+        assert_eq!(t.failure_count(libc::ENFILE), (0, 0));
+        assert!(t.inherited().failure_totals.is_empty());
     }
 
     #[test]

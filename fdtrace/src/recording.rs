@@ -595,6 +595,14 @@ impl Replay {
                 let example = v["example"].as_str().unwrap_or_default().to_string();
                 self.proc(tgid).table.failed(stack, errno, ts_ns, example);
             }
+            "failure_total" => {
+                let syscall = v["syscall"].as_u64().unwrap_or(0) as u32;
+                let errno = v["errno"].as_i64().unwrap_or(0) as i32;
+                let count = v["count"].as_u64().unwrap_or(0);
+                self.proc(tgid)
+                    .table
+                    .set_failure_total(syscall, errno, count);
+            }
             "untraced" => {
                 let kind = serde_json::from_value(v["kind"].clone()).unwrap_or(FdKind::Other);
                 let target = v["target"].as_str().unwrap_or_default().to_string();

@@ -42,8 +42,12 @@ pub struct Report {
     /// Seconds until the open count reaches the soft RLIMIT_NOFILE at that growth (null when
     /// not growing or unlimited).
     pub exhaustion_eta_s: Option<f64>,
-    /// Births that failed with EMFILE/ENFILE ("too many open files"), by call site.
+    /// Births that failed with EMFILE/ENFILE ("too many open files"), by call site: those sent
+    /// with their stacks.
     pub failed_opens: Vec<FailedSite>,
+    /// Every failed birth per errno, as the kernel counted them; `with_stack` of them are in
+    /// `failed_opens` (under a storm of failures only a bounded rate is sent with stacks).
+    pub failure_totals: Vec<FailureTotal>,
     /// The process's TCP sockets by state (`ESTABLISHED`, `CLOSE_WAIT`, …).
     pub tcp_states: BTreeMap<&'static str, usize>,
     /// With `-f`: one report per traced descendant, exited ones included.
@@ -122,6 +126,18 @@ pub struct FailedSite {
     pub first_age_s: Option<f64>,
     pub last_age_s: Option<f64>,
     pub frames: Vec<JsonFrame>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct FailureTotal {
+    /// "EMFILE" or "ENFILE".
+    pub errno: &'static str,
+    /// All of them: the kernel's count (or those seen, for recordings that have none).
+    pub count: u64,
+    /// Those sent with a stack, counted at their call sites in `failed_opens`.
+    pub with_stack: u64,
+    /// The count per syscall (`openat`, `accept`, …), where the kernel counted them.
+    pub by_syscall: BTreeMap<&'static str, u64>,
 }
 
 #[derive(Debug, Serialize)]
@@ -660,6 +676,26 @@ pub fn build(
         })
         .collect();
     failed_opens.sort_by_key(|f| std::cmp::Reverse(f.count));
+    let failure_totals = [(libc::EMFILE, "EMFILE"), (libc::ENFILE, "ENFILE")]
+        .into_iter()
+        .filter_map(|(errno, name)| {
+            let (count, with_stack) = table.failure_count(errno);
+            let mut by_syscall = BTreeMap::new();
+            for (&(sc, e), &n) in &table.failure_totals {
+                if e == errno {
+                    *by_syscall
+                        .entry(crate::model::syscall_name(sc))
+                        .or_default() += n;
+                }
+            }
+            (count > 0).then_some(FailureTotal {
+                errno: name,
+                count,
+                with_stack,
+                by_syscall,
+            })
+        })
+        .collect();
     let mut tcp_states = BTreeMap::new();
     for (_, e) in table.iter() {
         if let Some(st) = e.sock.as_ref().and_then(|s| s.state_name()) {
@@ -688,6 +724,7 @@ pub fn build(
         drift,
         model: table.stats,
         failed_opens,
+        failure_totals,
         tcp_states,
         processes: Vec::new(),
         recording: None,
@@ -896,6 +933,31 @@ pub fn render_text_all(r: &Report, all: bool) -> String {
                 d.missed_opens.len(),
                 d.missed_closes.len(),
                 d.cloexec_mismatches.len()
+            );
+        }
+    }
+    for t in &r.failure_totals {
+        if t.count > t.with_stack {
+            let per: Vec<String> = t
+                .by_syscall
+                .iter()
+                .map(|(sc, n)| format!("{n} {sc}"))
+                .collect();
+            let _ = writeln!(
+                s,
+                "\n{} births failed with {} (too many open files) in all, counted in the kernel{}; \
+                 the call sites below are from the {} sent with their stacks (at most {} per CPU \
+                 every {} ms)",
+                t.count,
+                t.errno,
+                if per.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", per.join(", "))
+                },
+                t.with_stack,
+                fdtrace_common::FAIL_SAMPLES_PER_WINDOW,
+                fdtrace_common::FAIL_SAMPLE_WINDOW_NS / 1_000_000
             );
         }
     }

@@ -8,7 +8,7 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 use aya::maps::{MapData, RingBuf};
-use fdtrace_common::{Header, capture};
+use fdtrace_common::{FailKey, Header, capture};
 use fdtrace_record::Record;
 use tokio::io::unix::AsyncFd;
 use tracing::{debug, warn};
@@ -782,6 +782,25 @@ impl Session {
     }
 
     /// Move a process's logged changes into the recording, numbering its stacks.
+    /// The kernel's counts of failed births, into each process's table (and its recording
+    /// when they changed).
+    fn take_failure_counts(&mut self, counts: &[(FailKey, u64)]) {
+        let now = monotonic_ns();
+        for (k, n) in counts {
+            if let Some(p) = self.procs.get_mut(&k.tgid)
+                && p.table.set_failure_total(k.syscall, k.errno as i32, *n)
+            {
+                let json = serde_json::json!({"syscall": k.syscall, "errno": k.errno, "count": n});
+                p.log(Record::Extra {
+                    ts_ns: now,
+                    tgid: k.tgid,
+                    name: "failure_total".into(),
+                    json: json.to_string(),
+                });
+            }
+        }
+    }
+
     fn flush_log(&mut self, pid: u32) {
         let Some(rec) = self.recorder.as_mut() else {
             return;
@@ -1180,6 +1199,7 @@ async fn follow(
                 // A recording is written in complete blocks every second, so a killed recorder
                 // leaves a readable file.
                 if ticks.is_multiple_of(4) {
+                    session.take_failure_counts(&tracer.failure_counts());
                     if let Some(rec) = session.recorder.as_mut() {
                         rec.flush();
                     }
@@ -1233,6 +1253,7 @@ async fn follow(
     };
     // Everything the kernel produced before we stopped is applied.
     session.drain(ring.get_mut());
+    session.take_failure_counts(&tracer.failure_counts());
     Ok(stop)
 }
 
@@ -1366,6 +1387,7 @@ pub fn run(opts: Options) -> Result<i32> {
     if let Some(l) = launched.as_mut() {
         l.release()?;
     }
+    crate::priority::raise_consumer();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;

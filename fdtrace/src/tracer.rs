@@ -4,10 +4,10 @@ use std::path::Path;
 use anyhow::{Context as _, Result, bail};
 use aya::{
     Ebpf,
-    maps::{Array, HashMap, MapData, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf},
     programs::TracePoint,
 };
-use fdtrace_common::{KernelLayout, PID_MAX_LIMIT, TARGET_FLAGS_PER_ENTRY, stat};
+use fdtrace_common::{FailKey, KernelLayout, PID_MAX_LIMIT, TARGET_FLAGS_PER_ENTRY, stat};
 
 use crate::kernel_layout::KernelTypes;
 use tracing::{debug, warn};
@@ -589,6 +589,22 @@ impl Tracer {
 
     pub fn pending_errors(&self) -> u64 {
         self.counter(stat::PENDING_ERRORS)
+    }
+
+    /// The kernel's exact counts of failed births ("too many open files"), per process,
+    /// syscall and errno, summed over the CPUs. Only some of them came as records (with stacks).
+    pub fn failure_counts(&self) -> Vec<(FailKey, u64)> {
+        let Some(map) = self.ebpf.map("FAILURES") else {
+            return Vec::new();
+        };
+        let Ok(counts) = PerCpuHashMap::<_, FailKey, u64>::try_from(map) else {
+            return Vec::new();
+        };
+        counts
+            .iter()
+            .filter_map(|r| r.ok())
+            .map(|(k, v)| (k, v.iter().sum()))
+            .collect()
     }
 }
 

@@ -1,0 +1,170 @@
+//! Privileged end-to-end tests of the rule "under load, lose detail, never the model": bursts of
+//! births and deaths from many threads at once, and a storm of "too many open files" failures,
+//! traced by pid with the default settings. Every event must arrive (0 lost), the leaks must be
+//! counted exactly at their line, the model must equal /proc/PID/fd, and every failure must be
+//! counted.
+use std::{
+    io::{BufRead as _, BufReader, Write as _},
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+
+mod common;
+use common::*;
+
+/// What `burst` printed when its threads were done.
+struct Done {
+    opened: u64,
+    emfile: u64,
+    other: u64,
+}
+
+/// Run `burst THREADS PAIRS LEAKS FAILS` traced by pid (`fdtrace --json -p`, default settings):
+/// the program starts its threads once fdtrace traces; after its "done", the model is checked
+/// against /proc while both still run, then fdtrace is stopped with SIGINT. Returns the report
+/// and what the program counted.
+fn trace_burst(threads: u32, pairs: u32, leaks: u32, fails: u32) -> (Value, Done) {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = compile_c("burst.c", dir.path(), &["-O0", "-pthread"]);
+    let mut prog = Killed(
+        Command::new(&bin)
+            .args([threads, pairs, leaks, fails].map(|n| n.to_string()))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let pid = prog.0.id();
+    let mut input = prog.0.stdin.take().unwrap();
+    let mut output = BufReader::new(prog.0.stdout.take().unwrap());
+    let mut line = String::new();
+    output.read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "ready");
+    let report = dir.path().join("r.json");
+    let mut tracer = Killed(
+        Command::new(fdtrace_bin())
+            .args(["-q", "--json", "-o"])
+            .arg(&report)
+            .args(["-p", &pid.to_string()])
+            .stdin(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    wait_for_tracing(&mut BufReader::new(tracer.0.stderr.take().unwrap()));
+    input.write_all(b"go\n").unwrap();
+    line.clear();
+    output.read_line(&mut line).unwrap();
+    let nums: Vec<u64> = line
+        .trim()
+        .strip_prefix("done ")
+        .unwrap_or_else(|| panic!("{line:?}"))
+        .split(' ')
+        .map(|x| x.parse().unwrap())
+        .collect();
+    // SAFETY: kill(2) of the fdtrace this test started.
+    unsafe { libc::kill(tracer.0.id() as i32, libc::SIGINT) };
+    let t = Instant::now();
+    let st = loop {
+        if let Some(st) = tracer.0.try_wait().unwrap() {
+            break st;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "fdtrace did not stop"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(st.success(), "fdtrace failed: {st}");
+    let j: Value = serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    (
+        j,
+        Done {
+            opened: nums[0],
+            emfile: nums[1],
+            other: nums[2],
+        },
+    )
+}
+
+/// 0 lost, the leaks exact at their line, every pair modelled, no drift against /proc.
+fn assert_burst_exact(j: &Value, threads: u64, pairs: u64, leaks: u64) {
+    assert_eq!(j["lost_events"], 0, "lost events: {}", j["lost_events"]);
+    let leak = site_at(j, "burst.c", line_of("burst.c", "LEAK"))
+        .unwrap_or_else(|| panic!("no site at the LEAK line: {:#}", j["sites"]));
+    assert_eq!(leak["count"], threads * leaks);
+    assert_eq!(j["sites"].as_array().unwrap().len(), 1, "{:#}", j["sites"]);
+    // Births counted: every pair and every leak (plus whatever libc opens on the way).
+    let opens = j["model"]["opens"].as_u64().unwrap();
+    let want = threads * (pairs + leaks);
+    assert!(
+        (want..want + 20).contains(&opens),
+        "{opens} births modelled for {want}"
+    );
+    assert_eq!(j["drift"]["missed_opens"], Value::Array(vec![]));
+    assert_eq!(j["drift"]["missed_closes"], Value::Array(vec![]));
+}
+
+#[test]
+fn a_burst_from_8_threads_loses_nothing() {
+    let _serial = serial();
+    require_root();
+    let (j, done) = trace_burst(8, 20_000, 100, 0);
+    assert_eq!(done.opened, 800);
+    assert_burst_exact(&j, 8, 20_000, 100);
+}
+
+#[test]
+fn a_burst_from_32_threads_loses_nothing() {
+    let _serial = serial();
+    require_root();
+    let (j, done) = trace_burst(32, 20_000, 100, 0);
+    assert_eq!(done.opened, 3200);
+    assert_burst_exact(&j, 32, 20_000, 100);
+}
+
+#[test]
+fn a_storm_of_too_many_open_files_is_counted_exactly_and_named() {
+    let _serial = serial();
+    require_root();
+    const THREADS: u64 = 8;
+    const FAILS: u64 = 20_100;
+    let (j, done) = trace_burst(THREADS as u32, 2000, 100, FAILS as u32);
+    assert_eq!(done.other, 0);
+    assert!(done.emfile >= THREADS * FAILS - 64, "{}", done.emfile);
+    assert_eq!(j["lost_events"], 0, "lost events: {}", j["lost_events"]);
+    // Every failure, as the kernel counted them.
+    let totals = j["failure_totals"].as_array().expect("failure_totals");
+    assert_eq!(totals.len(), 1, "{totals:#?}");
+    assert_eq!(totals[0]["errno"], "EMFILE");
+    assert_eq!(totals[0]["count"], done.emfile, "{totals:#?}");
+    assert_eq!(totals[0]["by_syscall"]["openat"], done.emfile);
+    // The failing line is named, by the failures sent with their stacks (a bounded rate of
+    // them: far fewer than the storm).
+    let f = &j["failed_opens"];
+    assert_eq!(f.as_array().unwrap().len(), 1, "{f:#}");
+    assert_eq!(
+        user_line(&f[0]),
+        Some(("burst.c".to_string(), line_of("burst.c", "STORM") as u64))
+    );
+    let with_stack = f[0]["count"].as_u64().unwrap();
+    assert_eq!(totals[0]["with_stack"], with_stack);
+    assert!(
+        (1..done.emfile / 10).contains(&with_stack),
+        "{with_stack} of {} failures sent with a stack",
+        done.emfile
+    );
+    // Births and deaths are not crowded out: the leaks (and any storm open that found a free
+    // number) exact at their lines.
+    let leak = site_at(&j, "burst.c", line_of("burst.c", "LEAK")).expect("the LEAK site");
+    assert_eq!(leak["count"], THREADS * 100);
+    let storm_opened = done.opened - THREADS * 100;
+    let at_storm = site_at(&j, "burst.c", line_of("burst.c", "STORM"))
+        .map(|s| s["count"].as_u64().unwrap())
+        .unwrap_or(0);
+    assert_eq!(at_storm, storm_opened);
+    assert_eq!(j["drift"]["missed_opens"], Value::Array(vec![]));
+    assert_eq!(j["drift"]["missed_closes"], Value::Array(vec![]));
+}
