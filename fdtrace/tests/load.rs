@@ -21,11 +21,12 @@ struct Done {
     other: u64,
 }
 
-/// Run `burst THREADS PAIRS LEAKS FAILS` traced by pid (`fdtrace --json -p`, default settings):
-/// the program starts its threads once fdtrace traces; after its "done", the model is checked
-/// against /proc while both still run, then fdtrace is stopped with SIGINT. Returns the report
+/// Run `burst THREADS PAIRS LEAKS FAILS` traced by pid (`fdtrace --json -p`, default settings;
+/// with `record`, `fdtrace record -p` and then `fdtrace report --json` of the recording): the
+/// program starts its threads once fdtrace traces; after its "done", fdtrace is stopped with
+/// SIGINT (it checks the model against /proc while the program still runs). Returns the report
 /// and what the program counted.
-fn trace_burst(threads: u32, pairs: u32, leaks: u32, fails: u32) -> (Value, Done) {
+fn trace_burst(threads: u32, pairs: u32, leaks: u32, fails: u32, record: bool) -> (Value, Done) {
     let dir = tempfile::tempdir().unwrap();
     let bin = compile_c("burst.c", dir.path(), &["-O0", "-pthread"]);
     let mut prog = Killed(
@@ -43,10 +44,15 @@ fn trace_burst(threads: u32, pairs: u32, leaks: u32, fails: u32) -> (Value, Done
     output.read_line(&mut line).unwrap();
     assert_eq!(line.trim(), "ready");
     let report = dir.path().join("r.json");
+    let recording = dir.path().join("r.fdtrace");
+    let mut cmd = Command::new(fdtrace_bin());
+    if record {
+        cmd.args(["record", "-q", "-o"]).arg(&recording);
+    } else {
+        cmd.args(["-q", "--json", "-o"]).arg(&report);
+    }
     let mut tracer = Killed(
-        Command::new(fdtrace_bin())
-            .args(["-q", "--json", "-o"])
-            .arg(&report)
+        cmd
             .args(["-p", &pid.to_string()])
             .stdin(Stdio::null())
             .stderr(Stdio::piped())
@@ -78,6 +84,20 @@ fn trace_burst(threads: u32, pairs: u32, leaks: u32, fails: u32) -> (Value, Done
         std::thread::sleep(Duration::from_millis(50));
     };
     assert!(st.success(), "fdtrace failed: {st}");
+    if record {
+        let out = Command::new(fdtrace_bin())
+            .arg("report")
+            .arg(&recording)
+            .args(["--json", "-o"])
+            .arg(&report)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
     let j: Value = serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
     (
         j,
@@ -111,7 +131,7 @@ fn assert_burst_exact(j: &Value, threads: u64, pairs: u64, leaks: u64) {
 fn a_burst_from_8_threads_loses_nothing() {
     let _serial = serial();
     require_root();
-    let (j, done) = trace_burst(8, 20_000, 100, 0);
+    let (j, done) = trace_burst(8, 20_000, 100, 0, false);
     assert_eq!(done.opened, 800);
     assert_burst_exact(&j, 8, 20_000, 100);
 }
@@ -120,7 +140,7 @@ fn a_burst_from_8_threads_loses_nothing() {
 fn a_burst_from_32_threads_loses_nothing() {
     let _serial = serial();
     require_root();
-    let (j, done) = trace_burst(32, 20_000, 100, 0);
+    let (j, done) = trace_burst(32, 20_000, 100, 0, false);
     assert_eq!(done.opened, 3200);
     assert_burst_exact(&j, 32, 20_000, 100);
 }
@@ -129,9 +149,22 @@ fn a_burst_from_32_threads_loses_nothing() {
 fn a_storm_of_too_many_open_files_is_counted_exactly_and_named() {
     let _serial = serial();
     require_root();
+    assert_storm(false);
+}
+
+#[test]
+fn a_recorded_storm_keeps_its_counts() {
+    let _serial = serial();
+    require_root();
+    assert_storm(true);
+}
+
+/// 8 threads at their limit, 20,100 failing opens each: every failure counted, the failing
+/// line named, 0 lost, the leaks exact.
+fn assert_storm(record: bool) {
     const THREADS: u64 = 8;
     const FAILS: u64 = 20_100;
-    let (j, done) = trace_burst(THREADS as u32, 2000, 100, FAILS as u32);
+    let (j, done) = trace_burst(THREADS as u32, 2000, 100, FAILS as u32, record);
     assert_eq!(done.other, 0);
     assert!(done.emfile >= THREADS * FAILS - 64, "{}", done.emfile);
     assert_eq!(j["lost_events"], 0, "lost events: {}", j["lost_events"]);
