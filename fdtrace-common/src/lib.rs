@@ -29,7 +29,15 @@ pub mod capture {
     /// addresses, innermost first. For programs that keep frame pointers (Go): the walk is not
     /// limited by the size of a stack copy.
     pub const FRAME_POINTERS: u16 = 2;
+    /// No stack: the ring buffer was half full when the birth happened, so the record was sent
+    /// without its `stack` field ([`crate::OPEN_HEAD_BYTES`] bytes long): under load, the
+    /// birth itself must arrive, and its stack is the detail that gives way.
+    pub const SHED: u16 = 3;
 }
+
+/// The bytes of an [`OpenEvent`] before its `stack`: the whole of a record sent without a stack
+/// ([`capture::SHED`]).
+pub const OPEN_HEAD_BYTES: usize = core::mem::size_of::<OpenEvent>() - STACK_BYTES;
 
 /// Record kinds (`Header::kind`).
 pub mod kind {
@@ -174,7 +182,9 @@ pub mod stat {
     pub const PENDING_ERRORS: u32 = 2;
     /// Sockets whose kernel object could not be found from their descriptor.
     pub const SOCK_ERRORS: u32 = 3;
-    pub const COUNT: u32 = 4;
+    /// Births sent without their stack because the ring buffer was half full.
+    pub const STACKS_SHED: u32 = 4;
+    pub const COUNT: u32 = 5;
 }
 
 /// First field of every ring-buffer record.

@@ -25,8 +25,8 @@ use aya_ebpf::{
 use fdtrace_common::{
     CLONE_FILES, CLONE_THREAD, CloexecEvent, CloseEvent, CloseRangeEvent, FAIL_SAMPLE_WINDOW_NS,
     FAIL_SAMPLES_PER_WINDOW, FailKey, ForkEvent, Header, KernelLayout, MAX_PATH, MAX_SOCKADDR,
-    OpenEvent, PID_MAX_LIMIT, ProcEvent, STACK_BYTES, SockAddrEvent, SockInfo, SockStateEvent,
-    TARGET_FLAGS_PER_ENTRY, capture, kind, setting, stat, syscall,
+    OPEN_HEAD_BYTES, OpenEvent, PID_MAX_LIMIT, ProcEvent, STACK_BYTES, SockAddrEvent, SockInfo,
+    SockStateEvent, TARGET_FLAGS_PER_ENTRY, capture, kind, setting, stat, syscall,
 };
 
 /// Thread-group ids being traced; the value says how to capture their stacks (`capture::*`).
@@ -171,6 +171,17 @@ const WAKEUP_SHIFT: u32 = 21;
 /// losing records.
 #[unsafe(no_mangle)]
 static BEHIND_SHIFT: u32 = 22;
+
+/// Unread bytes from which births are sent without their stacks: half the ring buffer (set by
+/// user space before loading).
+#[unsafe(no_mangle)]
+static SHED_BYTES: u64 = 8 << 20;
+
+#[inline(always)]
+fn shed_bytes() -> u64 {
+    // SAFETY: a volatile read of a constant the loader may have rewritten.
+    unsafe { core::ptr::read_volatile(&SHED_BYTES) }
+}
 
 /// The ring buffer's share of a record of `T`: an 8-byte header, rounded up to 8 bytes.
 #[inline(always)]
@@ -650,6 +661,66 @@ fn emit_open<const MMSG: bool>(ctx: &TracePointContext) -> u32 {
     emit_birth::<MMSG>(ctx, pid_tgid, None, pending, None)
 }
 
+/// Every field of a birth record but its stack.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn fill_head<const MMSG: bool>(
+    ev: *mut OpenEvent,
+    pid_tgid: u64,
+    failed: bool,
+    fd: i32,
+    fd2: i32,
+    pending: &Pending,
+    control: u64,
+    control_len: u64,
+    ret: i64,
+    sock: &SockInfo,
+    regs: &UserRegs,
+) {
+    // SAFETY: `ev` points to a reserved record holding at least the fields before `stack`.
+    unsafe {
+        (*ev).hdr = header(
+            if failed {
+                kind::OPEN_FAILED
+            } else {
+                kind::OPEN
+            },
+            pid_tgid,
+        );
+        (*ev).fd = fd;
+        (*ev).fd2 = fd2;
+        (*ev).arg = if pending.syscall == syscall::RECVMSG {
+            control_len as i32
+        } else if pending.syscall == syscall::RECVMMSG {
+            ret as i32
+        } else {
+            pending.arg
+        };
+        (*ev).flags = pending.flags as u32;
+        (*ev).syscall = pending.syscall;
+        (*ev).ip = regs.ip;
+        (*ev).sp = regs.sp;
+        (*ev).bp = regs.bp;
+        copy_words(sock, &mut (*ev).sock);
+        if pending.syscall == syscall::RECVMSG {
+            // The control messages, raw: user space finds the SCM_RIGHTS descriptors.
+            let dst = (*ev).path.as_mut_ptr() as *mut c_void;
+            if probe_read_user_raw(dst, MAX_PATH as u32, control as *const c_void) != 0
+                && probe_read_user_raw(dst, 64, control as *const c_void) != 0
+                && probe_read_user_raw(dst, 24, control as *const c_void) != 0
+            {
+                (*ev).arg = 0;
+            }
+        } else if MMSG {
+            recvmmsg_controls((*ev).path.as_mut_ptr(), pending.path, ret);
+        } else if !syscall::has_path(pending.syscall)
+            || bpf_probe_read_user_str_bytes(pending.path as *const u8, &mut (*ev).path).is_err()
+        {
+            (*ev).path[0] = 0;
+        }
+    }
+}
+
 /// The record of a syscall that may have created descriptors, at its exit.
 #[inline(always)]
 fn emit_birth<const MMSG: bool>(
@@ -751,56 +822,67 @@ fn emit_birth<const MMSG: bool>(
     } else {
         SockInfo::default()
     };
+    // Under load, the stack is the detail that gives way, never the birth: once the ring
+    // buffer is half full, a birth is sent without its stack (a sixth of the bytes, and
+    // nothing for user space to unwind), so births and deaths keep arriving while the consumer
+    // catches up. Failures are already limited to a bounded rate (`sample_failure`).
+    if !failed && EVENTS.query(BPF_RB_AVAIL_DATA as u64) >= shed_bytes() {
+        let Some(mut entry) = EVENTS.reserve::<[u8; OPEN_HEAD_BYTES]>(0) else {
+            bump(stat::LOST_EVENTS);
+            return 0;
+        };
+        let ev = entry.as_mut_ptr() as *mut OpenEvent;
+        let regs = match regs {
+            Some(r) => r,
+            None => user_regs(),
+        };
+        // SAFETY: the reservation holds every field before `stack`, which is not written.
+        unsafe {
+            fill_head::<MMSG>(
+                ev,
+                pid_tgid,
+                failed,
+                fd,
+                fd2,
+                &pending,
+                control,
+                control_len,
+                ret,
+                &sock,
+                &regs,
+            );
+            (*ev).stack_len = 0;
+            (*ev).stack_kind = capture::SHED;
+        }
+        bump(stat::STACKS_SHED);
+        entry.submit(wakeup_after::<[u8; OPEN_HEAD_BYTES]>());
+        return 0;
+    }
     let Some(mut entry) = EVENTS.reserve::<OpenEvent>(0) else {
         bump(stat::LOST_EVENTS);
         return 0;
     };
     let ev = entry.as_mut_ptr();
-    let UserRegs { ip, sp, bp, .. } = match regs {
+    let regs = match regs {
         Some(r) => r,
         None => user_regs(),
     };
+    let sp = regs.sp;
     // SAFETY: `ev` points to a reserved record of the right size; every field is written.
     unsafe {
-        (*ev).hdr = header(
-            if failed {
-                kind::OPEN_FAILED
-            } else {
-                kind::OPEN
-            },
+        fill_head::<MMSG>(
+            ev,
             pid_tgid,
+            failed,
+            fd,
+            fd2,
+            &pending,
+            control,
+            control_len,
+            ret,
+            &sock,
+            &regs,
         );
-        (*ev).fd = fd;
-        (*ev).fd2 = fd2;
-        (*ev).arg = if pending.syscall == syscall::RECVMSG {
-            control_len as i32
-        } else if pending.syscall == syscall::RECVMMSG {
-            ret as i32
-        } else {
-            pending.arg
-        };
-        (*ev).flags = pending.flags as u32;
-        (*ev).syscall = pending.syscall;
-        (*ev).ip = ip;
-        (*ev).sp = sp;
-        (*ev).bp = bp;
-        copy_words(&sock, &mut (*ev).sock);
-        if pending.syscall == syscall::RECVMSG {
-            // The control messages, raw: user space finds the SCM_RIGHTS descriptors.
-            let dst = (*ev).path.as_mut_ptr() as *mut c_void;
-            if probe_read_user_raw(dst, MAX_PATH as u32, control as *const c_void) != 0
-                && probe_read_user_raw(dst, 64, control as *const c_void) != 0
-                && probe_read_user_raw(dst, 24, control as *const c_void) != 0
-            {
-                (*ev).arg = 0;
-            }
-        } else if MMSG {
-            recvmmsg_controls((*ev).path.as_mut_ptr(), pending.path, ret);
-        } else if !syscall::has_path(pending.syscall)
-            || bpf_probe_read_user_str_bytes(pending.path as *const u8, &mut (*ev).path).is_err()
-        {
-            (*ev).path[0] = 0;
-        }
         // How this process's stacks are captured (set per target by user space).
         let target = match target {
             Some(t) => t,

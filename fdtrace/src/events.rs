@@ -1,7 +1,8 @@
 //! Decoding of ring-buffer records into typed events (pure, no BPF).
 use fdtrace_common::{
     CloexecEvent, CloseEvent, CloseRangeEvent, ForkEvent, Header, MAX_PATH, MAX_SOCKADDR,
-    OpenEvent, ProcEvent, STACK_BYTES, SockAddrEvent, SockInfo, SockStateEvent, capture, kind,
+    OPEN_HEAD_BYTES, OpenEvent, ProcEvent, STACK_BYTES, SockAddrEvent, SockInfo, SockStateEvent,
+    capture, kind,
 };
 
 /// One decoded ring-buffer record. It borrows the record's bytes (`'a`) for the stack copy of
@@ -100,6 +101,8 @@ pub enum UserStack<'a> {
     Copy(&'a [u8]),
     /// The kernel's frame-pointer walk: the instruction pointer, then return addresses.
     FramePointers(Vec<u64>),
+    /// Not captured on purpose: the ring buffer was half full (`capture::SHED`).
+    Shed,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -144,7 +147,12 @@ pub fn decode(bytes: &[u8]) -> Result<Event<'_>, DecodeError> {
     let hdr: Header = read(bytes);
     match hdr.kind {
         kind::OPEN | kind::OPEN_FAILED => {
-            check(hdr.kind, bytes, size_of::<OpenEvent>())?;
+            // A birth sent without its stack ends where the stack would begin.
+            check(hdr.kind, bytes, OPEN_HEAD_BYTES)?;
+            let shed = read::<u16>(&bytes[42..]) == capture::SHED;
+            if !shed {
+                check(hdr.kind, bytes, size_of::<OpenEvent>())?;
+            }
             // Read the fixed part without copying the whole stack array twice.
             let fd: i32 = read(&bytes[24..]);
             let fd2: i32 = read(&bytes[28..]);
@@ -171,9 +179,14 @@ pub fn decode(bytes: &[u8]) -> Result<Event<'_>, DecodeError> {
                 )
             };
             let stack_off = PATH_OFF + MAX_PATH;
-            let n = (stack_len as usize).min(STACK_BYTES);
+            let n = if shed {
+                0
+            } else {
+                (stack_len as usize).min(STACK_BYTES)
+            };
             let raw = &bytes[stack_off..stack_off + n];
             let stack = match stack_kind {
+                capture::SHED => UserStack::Shed,
                 _ if n == 0 => UserStack::None,
                 capture::STACK_COPY => UserStack::Copy(raw),
                 capture::FRAME_POINTERS => UserStack::FramePointers(
@@ -420,6 +433,45 @@ mod tests {
             panic!("not an open")
         };
         assert_eq!(o.stack, UserStack::None);
+    }
+
+    #[test]
+    fn a_birth_shed_under_load_ends_before_its_stack() {
+        let mut ev = OpenEvent {
+            hdr: hdr(kind::OPEN),
+            fd: 9,
+            fd2: -1,
+            flags: 0,
+            syscall: 1,
+            stack_len: 0,
+            stack_kind: capture::SHED,
+            arg: -1,
+            ip: 0x401000,
+            sp: 0x7ff0,
+            bp: 0,
+            sock: SockInfo::default(),
+            path: [0; MAX_PATH],
+            stack: [0; STACK_BYTES],
+        };
+        ev.path[..9].copy_from_slice(b"/dev/zero");
+        let bytes = as_bytes(&ev);
+        let head = &bytes[..OPEN_HEAD_BYTES];
+        let Event::Open(o) = decode(head).unwrap() else {
+            panic!("not an open")
+        };
+        assert_eq!((o.fd, o.path.as_str()), (9, "/dev/zero"));
+        assert_eq!(o.stack, UserStack::Shed);
+        // Any other record that short is damage.
+        ev.stack_kind = capture::STACK_COPY;
+        let bytes = as_bytes(&ev);
+        assert!(matches!(
+            decode(&bytes[..OPEN_HEAD_BYTES]),
+            Err(DecodeError::Size { .. })
+        ));
+        assert!(matches!(
+            decode(&bytes[..OPEN_HEAD_BYTES - 1]),
+            Err(DecodeError::Size { .. })
+        ));
     }
 
     #[test]

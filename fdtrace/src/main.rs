@@ -59,7 +59,7 @@ fn main() {
     if let Err(e) = result {
         // One line, no backtrace: the chain of causes joined with ': '. A damaged recording
         // exits with 2, every other failure with 1.
-        eprintln!("fdtrace: {e:#}");
+        fdtrace::output::say(&format!("fdtrace: {e:#}"));
         let damaged = e.downcast_ref::<fdtrace::recording::Damaged>().is_some();
         std::process::exit(if damaged { 2 } else { 1 });
     }

@@ -50,10 +50,10 @@ pub fn bind(addr: SocketAddr) -> Result<std::net::TcpListener> {
         std::net::TcpListener::bind(addr).with_context(|| format!("serving metrics on {addr}"))?;
     l.set_nonblocking(true)?;
     if !addr.ip().is_loopback() {
-        eprintln!(
+        crate::output::say(&format!(
             "fdtrace: note: the metrics endpoint http://{addr}/metrics has no authentication: \
              anyone who can reach that address can read it"
-        );
+        ));
     }
     Ok(l)
 }

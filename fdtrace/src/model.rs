@@ -148,6 +148,9 @@ pub struct TableStats {
     pub drift_opens: u64,
     /// Reconciliation with /proc found a descriptor the model held but the kernel had closed.
     pub drift_closes: u64,
+    /// Births that came without their stack because fdtrace's ring buffer was half full: their
+    /// descriptors are counted under the site "[stack dropped under load]".
+    pub stacks_dropped: u64,
 }
 
 /// Births that failed with "too many open files" at one call site.
@@ -612,6 +615,7 @@ mod tests {
             }
             prop_assert_eq!(t.stats, TableStats {
                 opens, closes, replaced, unknown_closes: unknown, drift_opens: 0, drift_closes,
+                stacks_dropped: 0,
             });
         }
     }

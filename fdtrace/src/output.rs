@@ -80,6 +80,13 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     Ok(res?)
 }
 
+/// Write one line to stderr. A closed or broken stderr (`2>&-`, a reader that went away) is
+/// not an error worth failing for, and `eprintln!` would panic on it.
+pub fn say(line: &str) {
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stderr(), "{line}");
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

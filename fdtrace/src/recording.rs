@@ -165,6 +165,7 @@ impl Recorder {
             method: match method {
                 Method::Dwarf => 0,
                 Method::Fp => 1,
+                Method::Shed => 2,
             },
         });
         id
@@ -444,10 +445,10 @@ impl Replay {
                             })
                             .collect(),
                         truncated: *truncated,
-                        method: if *method == 1 {
-                            Method::Fp
-                        } else {
-                            Method::Dwarf
+                        method: match *method {
+                            1 => Method::Fp,
+                            2 => Method::Shed,
+                            _ => Method::Dwarf,
                         },
                     },
                     mappings,

@@ -558,19 +558,29 @@ pub fn build(
         }
         None => table,
     };
-    let mut by_stack: HashMap<StackId, Vec<(i32, &crate::model::OpenFd)>> = HashMap::new();
+    // Births without a stack (shed under load) share one stack: their site is split by kind.
+    type SiteKey = (StackId, Option<FdKind>);
+    let mut by_stack: HashMap<SiteKey, Vec<(i32, &crate::model::OpenFd)>> = HashMap::new();
+    let shed = |id: StackId| {
+        stacks
+            .get(id)
+            .is_some_and(|s| s.raw.method == crate::unwind::Method::Shed)
+    };
     let mut preexisting = Vec::new();
     let mut untraced = Vec::new();
     for (fd, e) in view.iter() {
         match e.origin {
             Origin::Preexisting => preexisting.push(FdEntry::new(fd, e, now_ns)),
             Origin::Untraced => untraced.push(FdEntry::new(fd, e, now_ns)),
-            Origin::Stack(id) => by_stack.entry(id).or_default().push((fd, e)),
+            Origin::Stack(id) => by_stack
+                .entry((id, shed(id).then_some(e.kind)))
+                .or_default()
+                .push((fd, e)),
         }
     }
     let mut sites: Vec<Site> = by_stack
         .into_iter()
-        .map(|(id, fds)| {
+        .map(|((id, _), fds)| {
             let frames = stacks.frames(id, symbols);
             let truncated = stacks.get(id).map(|s| s.raw.truncated).unwrap_or(true);
             let method = stacks
@@ -805,6 +815,12 @@ fn socket_group_text(g: &SocketGroup) -> String {
 /// without one (Go's net/http dials in a goroutine of its own) is said to be library code, only
 /// a stack cut short or missing is unknown.
 fn site_origin_text(site: &Site) -> String {
+    if site.method == crate::unwind::Method::Shed.as_str() {
+        return format!(
+            "{} (fdtrace's ring buffer was half full: the births arrived, their stacks did not)",
+            crate::stacks::STACK_DROPPED
+        );
+    }
     match site.user_frame.and_then(|i| site.frames.get(i)) {
         Some(f) => frame_text(f),
         None if !site.truncated && !site.frames.is_empty() => {
@@ -889,6 +905,15 @@ pub fn render_text_all(r: &Report, all: bool) -> String {
             ""
         }
     );
+    if r.model.stacks_dropped > 0 {
+        let _ = writeln!(
+            s,
+            "stacks dropped under load: {} births arrived without their stacks (fdtrace's ring \
+             buffer was half full); their descriptors still open are under \"{}\"",
+            r.model.stacks_dropped,
+            crate::stacks::STACK_DROPPED
+        );
+    }
     if let Some(n) = r.live_updates_dropped.filter(|&n| n > 0) {
         let _ = writeln!(
             s,

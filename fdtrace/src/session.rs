@@ -333,6 +333,14 @@ impl State {
                 self.unwinder.unwind_fp(ips)
             }
             UserStack::Copy(bytes) => self.unwind_copy(o, bytes),
+            UserStack::Shed => {
+                self.table.stats.stacks_dropped += 1;
+                Unwound {
+                    frames: Vec::new(),
+                    truncated: false,
+                    method: unwind::Method::Shed,
+                }
+            }
             UserStack::None => {
                 // Nothing captured: the instruction pointer alone, cut short.
                 let mut u = self.unwind_copy(o, &[]);
@@ -1134,6 +1142,13 @@ struct Outputs {
     metrics: Option<Published>,
 }
 
+/// The signals that end a session with its report.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+#[allow(clippy::too_many_arguments)]
 async fn follow(
     session: &mut Session,
     tracer: &mut Tracer,
@@ -1142,6 +1157,7 @@ async fn follow(
     opts: &Options,
     symbols: &Symbols,
     out: &mut Outputs,
+    signals: Signals,
 ) -> Result<Stop> {
     let duration = opts.duration;
     let started = Instant::now();
@@ -1155,8 +1171,10 @@ async fn follow(
     let mut ring = unsafe { AsyncFd::register(ring) }
         .map_err(std::io::Error::from)
         .context("watching the ring buffer")?;
-    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+    let Signals {
+        term: mut sigterm,
+        int: mut sigint,
+    } = signals;
     let deadline = duration.map(|d| tokio::time::Instant::now() + d);
     let mut tick = tokio::time::interval(Duration::from_millis(250));
     // The kernel wakes us only when much is waiting; otherwise we look every few milliseconds.
@@ -1348,6 +1366,19 @@ pub fn run(opts: Options) -> Result<i32> {
     state.baseline(launched.is_none())?;
     // From here on, stderr is written only through the live view's writer, which never waits
     // for a reader: the kernel is producing events.
+    // Ctrl-C and SIGTERM are caught before "tracing" is said: a signal sent as soon as it shows
+    // ends the session with its report, never the process.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let signals = {
+        let _in_runtime = rt.enter();
+        use tokio::signal::unix::{SignalKind, signal};
+        Signals {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+        }
+    };
     let mut out = Outputs {
         live: Some(LiveWriter::start(
             std::io::stderr(),
@@ -1388,9 +1419,6 @@ pub fn run(opts: Options) -> Result<i32> {
         l.release()?;
     }
     crate::priority::raise_consumer();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
     let symbols = Symbols::new();
     let stop = rt.block_on(follow(
         &mut session,
@@ -1400,6 +1428,7 @@ pub fn run(opts: Options) -> Result<i32> {
         &opts,
         &symbols,
         &mut out,
+        signals,
     ));
     // The terminal's screen is restored before anything else is written.
     let live_dropped = out
@@ -1472,13 +1501,13 @@ pub fn run(opts: Options) -> Result<i32> {
             .values()
             .map(|p| p.table.stats.opens + p.table.stats.closes)
             .sum();
-        eprintln!(
+        crate::output::say(&format!(
             "fdtrace: recorded {} process{}, {events} births and closes, {bytes} bytes, to {}; read it with `fdtrace report {}`",
             session.procs.len(),
             if session.procs.len() == 1 { "" } else { "es" },
             path.display(),
             path.display()
-        );
+        ));
         tracer.release_in_background();
         return Ok(exit_code(&launched));
     }

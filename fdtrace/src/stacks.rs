@@ -7,6 +7,9 @@ use crate::{
     unwind::{Method, RawFrame, Unwound},
 };
 
+/// The one frame of the stack of births sent without their stacks under load.
+pub const STACK_DROPPED: &str = "[stack dropped under load]";
+
 #[derive(Clone)]
 pub struct StoredStack {
     pub raw: Unwound,
@@ -102,7 +105,11 @@ impl StackStore {
             return Vec::new();
         };
         if s.symbolized.is_none() {
-            s.symbolized = Some(symbols.frames(&s.raw.frames, &s.mappings));
+            s.symbolized = Some(if s.raw.method == Method::Shed {
+                vec![Frame::marker(STACK_DROPPED)]
+            } else {
+                symbols.frames(&s.raw.frames, &s.mappings)
+            });
         }
         s.symbolized.clone().unwrap_or_default()
     }

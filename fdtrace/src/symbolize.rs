@@ -25,6 +25,18 @@ pub struct Frame {
 }
 
 impl Frame {
+    /// A frame that stands for something other than code (its text in `function`).
+    pub fn marker(text: &str) -> Frame {
+        Frame {
+            function: Some(text.to_string()),
+            file: None,
+            line: None,
+            addr: 0,
+            module: None,
+            inlined: false,
+        }
+    }
+
     /// A frame at `addr` without a name (in `module`, when known).
     fn unsymbolized(addr: u64, module: Option<String>) -> Frame {
         Frame {

@@ -123,10 +123,10 @@ pub fn run(n: usize, interval: Duration, once: bool) -> Result<()> {
     let repeat = !once && std::io::stdout().is_terminal();
     let (mut before, unreadable) = snapshot_counting();
     if unreadable > 0 {
-        eprintln!(
+        crate::output::say(&format!(
             "fdtrace top: {unreadable} processes could not be read (their /proc/PID/fd needs \
              root): run it with sudo to see them all"
-        );
+        ));
     }
     if !repeat {
         std::thread::sleep(interval);

@@ -336,6 +336,8 @@ impl Tracer {
                 &(ring_bytes / 4).max(4096).trailing_zeros(),
                 true,
             )
+            // Births are sent without their stacks once half the ring is unread.
+            .override_global("SHED_BYTES", &(ring_bytes as u64 / 2), true)
             .load(ebpf_object())
             .context("loading the eBPF programs into the kernel failed")?;
         let mut missing = Vec::new();

@@ -41,6 +41,9 @@ pub enum Method {
     Dwarf,
     /// The kernel's frame-pointer walk.
     Fp,
+    /// None: the birth was sent without its stack because fdtrace's ring buffer was half full
+    /// (the births of all such stacks share one site, "[stack dropped under load]").
+    Shed,
 }
 
 impl Method {
@@ -48,6 +51,7 @@ impl Method {
         match self {
             Method::Dwarf => "dwarf",
             Method::Fp => "fp",
+            Method::Shed => "shed",
         }
     }
 }

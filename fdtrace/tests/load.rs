@@ -27,6 +27,21 @@ struct Done {
 /// SIGINT (it checks the model against /proc while the program still runs). Returns the report
 /// and what the program counted.
 fn trace_burst(threads: u32, pairs: u32, leaks: u32, fails: u32, record: bool) -> (Value, Done) {
+    trace_burst_with(threads, pairs, leaks, fails, record, &[], false)
+}
+
+/// [`trace_burst`] with more options for fdtrace, and with fdtrace stopped (SIGSTOP) from
+/// before the threads start until they are done when `paused`: nothing is read from the ring
+/// buffer meanwhile, as when the consumer is starved of CPU.
+fn trace_burst_with(
+    threads: u32,
+    pairs: u32,
+    leaks: u32,
+    fails: u32,
+    record: bool,
+    args: &[&str],
+    paused: bool,
+) -> (Value, Done) {
     let dir = tempfile::tempdir().unwrap();
     let bin = compile_c("burst.c", dir.path(), &["-O0", "-pthread"]);
     let mut prog = Killed(
@@ -52,17 +67,32 @@ fn trace_burst(threads: u32, pairs: u32, leaks: u32, fails: u32, record: bool) -
         cmd.args(["-q", "--json", "-o"]).arg(&report);
     }
     let mut tracer = Killed(
-        cmd
+        cmd.args(args)
             .args(["-p", &pid.to_string()])
             .stdin(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
             .unwrap(),
     );
-    wait_for_tracing(&mut BufReader::new(tracer.0.stderr.take().unwrap()));
+    let mut err = BufReader::new(tracer.0.stderr.take().unwrap());
+    wait_for_tracing(&mut err);
+    // The rest of what fdtrace says, for a failure's message.
+    let said = std::thread::spawn(move || {
+        let mut rest = String::new();
+        let _ = std::io::Read::read_to_string(&mut err, &mut rest);
+        rest
+    });
+    if paused {
+        // SAFETY: kill(2) of the fdtrace this test started.
+        unsafe { libc::kill(tracer.0.id() as i32, libc::SIGSTOP) };
+    }
     input.write_all(b"go\n").unwrap();
     line.clear();
     output.read_line(&mut line).unwrap();
+    if paused {
+        // SAFETY: as above.
+        unsafe { libc::kill(tracer.0.id() as i32, libc::SIGCONT) };
+    }
     let nums: Vec<u64> = line
         .trim()
         .strip_prefix("done ")
@@ -83,7 +113,11 @@ fn trace_burst(threads: u32, pairs: u32, leaks: u32, fails: u32, record: bool) -
         );
         std::thread::sleep(Duration::from_millis(50));
     };
-    assert!(st.success(), "fdtrace failed: {st}");
+    assert!(
+        st.success(),
+        "fdtrace failed: {st}: {}",
+        said.join().unwrap_or_default()
+    );
     if record {
         let out = Command::new(fdtrace_bin())
             .arg("report")
@@ -198,6 +232,37 @@ fn assert_storm(record: bool) {
         .map(|s| s["count"].as_u64().unwrap())
         .unwrap_or(0);
     assert_eq!(at_storm, storm_opened);
+    assert_eq!(j["drift"]["missed_opens"], Value::Array(vec![]));
+    assert_eq!(j["drift"]["missed_closes"], Value::Array(vec![]));
+}
+
+#[test]
+fn with_the_ring_buffer_half_full_births_arrive_without_their_stacks() {
+    let _serial = serial();
+    require_root();
+    // A 4 MiB ring and nothing read while 3000 files are leaked: about 2 MiB of records with
+    // stacks fit in its first half; the rest come without their stacks, and they fit too.
+    const LEAKS: u64 = 3000;
+    let (j, done) = trace_burst_with(1, 0, LEAKS as u32, 0, false, &["--ring-mb", "4"], true);
+    assert_eq!(done.opened, LEAKS);
+    assert_eq!(j["lost_events"], 0, "lost events: {}", j["lost_events"]);
+    let with_stack = site_at(&j, "burst.c", line_of("burst.c", "LEAK"))
+        .map(|s| s["count"].as_u64().unwrap())
+        .expect("the LEAK site, for the births sent before the ring was half full");
+    let dropped: Vec<&Value> = sites(&j).iter().filter(|s| s["method"] == "shed").collect();
+    assert_eq!(dropped.len(), 1, "{:#}", j["sites"]);
+    let d = dropped[0];
+    assert_eq!(d["kind"], "file");
+    assert_eq!(d["frames"][0]["function"], "[stack dropped under load]");
+    let shed = d["count"].as_u64().unwrap();
+    assert!(
+        shed > 0 && with_stack > 0,
+        "{with_stack} with stacks, {shed} without"
+    );
+    // Not one descriptor lost: each is at its line or under the visible site.
+    assert_eq!(with_stack + shed, LEAKS);
+    assert_eq!(j["model"]["stacks_dropped"], shed);
+    assert_eq!(j["sites"].as_array().unwrap().len(), 2, "{:#}", j["sites"]);
     assert_eq!(j["drift"]["missed_opens"], Value::Array(vec![]));
     assert_eq!(j["drift"]["missed_closes"], Value::Array(vec![]));
 }
