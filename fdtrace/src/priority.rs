@@ -6,8 +6,9 @@
 //! run. The highest weight (`nice` -20: 87 times a default thread's) lets it run whenever records
 //! wait. It costs nothing while the consumer sleeps in `epoll_wait`, and the consumer's work
 //! follows the traced program's events, each of which costs the program more than it costs
-//! fdtrace (docs/PERFORMANCE.md). Measured with `cargo xtask bench` (case 8): 32 threads
-//! bursting on 2 CPUs lost 0 events at -20, and some runs lost 30,000 at -10.
+//! fdtrace (docs/PERFORMANCE.md). Measured by hand with `fdtrace -p` of
+//! `fdtrace/tests/programs/burst.c` (32 threads × 20,000 pairs on 2 CPUs): one of four runs at
+//! nice -10 lost 30,103 events, none of three at -20; `cargo xtask bench` (case 8) measures -20.
 use tracing::debug;
 
 /// The nice value of the consumer thread.

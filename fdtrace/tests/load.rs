@@ -266,3 +266,59 @@ fn with_the_ring_buffer_half_full_births_arrive_without_their_stacks() {
     assert_eq!(j["drift"]["missed_opens"], Value::Array(vec![]));
     assert_eq!(j["drift"]["missed_closes"], Value::Array(vec![]));
 }
+
+#[test]
+fn arriving_late_at_a_process_holding_many_descriptors_lists_every_one() {
+    let _serial = serial();
+    require_root();
+    // 100,000, or as many as the machine allows (20,000 on the development host; the VMs
+    // allow all of them).
+    let dir = tempfile::tempdir().unwrap();
+    let bin = compile_c("hold.c", dir.path(), &["-O0"]);
+    let mut prog = Killed(
+        Command::new(&bin)
+            .arg("100000")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let pid = prog.0.id();
+    let mut line = String::new();
+    BufReader::new(prog.0.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let held: usize = line
+        .trim()
+        .strip_prefix("ready ")
+        .unwrap_or_else(|| panic!("{line:?}"))
+        .parse()
+        .unwrap();
+    let in_proc = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count();
+    assert!(
+        held >= 1000 && in_proc >= held,
+        "{held} held, {in_proc} in /proc"
+    );
+    let t = Instant::now();
+    let r = fdtrace(&["-q", "-d", "1", "-p", &pid.to_string()], &[], &[]);
+    eprintln!(
+        "attach to {in_proc} descriptors: fdtrace ran {:.2} s in all (1 s of it tracing)",
+        t.elapsed().as_secs_f64()
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let j = &r.json;
+    assert_eq!(j["lost_events"], 0);
+    assert_eq!(j["open_count"], in_proc);
+    assert_eq!(j["preexisting"].as_array().unwrap().len(), in_proc);
+    let group = j["preexisting_groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["pattern"] == "/dev/null")
+        .unwrap_or_else(|| panic!("{:#}", j["preexisting_groups"]));
+    assert!(group["count"].as_u64().unwrap() as usize >= held - 3);
+    assert_eq!(j["drift"]["missed_opens"], Value::Array(vec![]));
+    assert_eq!(j["drift"]["missed_closes"], Value::Array(vec![]));
+}

@@ -40,6 +40,10 @@ pub struct Opts {
     /// Write the report to FILE [default: docs/PERFORMANCE.md, only for a full run].
     #[arg(long, value_name = "FILE")]
     output: Option<PathBuf>,
+    /// Another fdtrace binary (one built from an earlier commit, say) whose figures case 8 shows
+    /// next to this one's.
+    #[arg(long, value_name = "FDTRACE")]
+    baseline: Option<PathBuf>,
 }
 
 /// Sizes of the runs.
@@ -640,6 +644,8 @@ struct Bench {
     notes: Vec<String>,
     /// The nginx configuration of case 4, as shown in the report.
     nginx_conf: Option<String>,
+    /// `--baseline`: another fdtrace binary for case 8.
+    baseline: Option<PathBuf>,
 }
 
 impl Bench {
@@ -2369,6 +2375,7 @@ pub fn bench(opts: Opts) -> Result<()> {
         texts: BTreeMap::new(),
         notes: Vec::new(),
         nginx_conf: None,
+        baseline: opts.baseline.clone(),
     };
     let wants = |c: u32| opts.only.is_empty() || opts.only.contains(&c);
     type Case = fn(&mut Bench);
@@ -3121,9 +3128,9 @@ fn analysis(b: &Bench) -> String {
             a,
             "\n**Under load.** Bursts from 8 and 32 threads on this machine's CPUs cost {r8:.2}x \
              and {r32:.2}x the untraced time per pair, with {} and {} events lost at most per \
-             run. fdtrace's consumer runs at nice -20 (`fdtrace/src/priority.rs`): at the \
-             default weight, 32 threads bursting took all but a thirty-third of the CPU time \
-             and the ring buffer overflowed. A storm of \"too many open files\" lost {} events: \
+             run. fdtrace's consumer runs at nice -20 (`fdtrace/src/priority.rs`), so that it \
+             is scheduled whenever records wait, however many threads the program keeps busy; \
+             and once the ring buffer is half full, births are sent without their stacks. A storm of \"too many open files\" lost {} events: \
              every failure is counted in the kernel per process, syscall and errno, and only \
              the first 128 per CPU in each 250 ms are sent with their stacks.",
             f("c8.burst8.lost").unwrap_or(0.0),

@@ -32,10 +32,24 @@ const SUITES: &[&str] = &[
     "incident",
     "late",
     "containers",
+    "load",
 ];
 
 /// Tests not run in the VM, and why (suite, test, reason).
-const SKIPPED: &[(&str, &str, &str)] = &[];
+const SKIPPED: &[(&str, &str, &str)] = &[
+    (
+        "load",
+        "a_burst_from_8_threads_loses_nothing",
+        "the VM emulates its CPUs on one host thread: a burst measures the consumer against \
+         real CPUs (run on the host)",
+    ),
+    (
+        "load",
+        "a_burst_from_32_threads_loses_nothing",
+        "the VM emulates its CPUs on one host thread: a burst measures the consumer against \
+         real CPUs (run on the host)",
+    ),
+];
 
 /// How the tests build their programs (fdtrace/tests/common/mod.rs `compile_c`, `built()`,
 /// `go_build`, and tests/unwind.rs): built here the same way, found in the VM by
@@ -96,6 +110,18 @@ const PROGRAMS: &[Prog] = &[
         args: &["-g", "-O0"],
         src: "drip.c",
         out: "drip",
+    },
+    Prog {
+        tool: "cc",
+        args: &["-g", "-O0", "-pthread"],
+        src: "burst.c",
+        out: "burst",
+    },
+    Prog {
+        tool: "cc",
+        args: &["-g", "-O0"],
+        src: "hold.c",
+        out: "hold",
     },
     Prog {
         tool: "cc",

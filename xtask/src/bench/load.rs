@@ -29,6 +29,14 @@ struct BurstRun {
     report: Option<serde_json::Value>,
 }
 
+/// The leaks' count when the report has exactly one site.
+fn leaks_at_one_site(j: &serde_json::Value) -> Option<u64> {
+    match j["sites"].as_array()?.as_slice() {
+        [one] => one["count"].as_u64(),
+        _ => None,
+    }
+}
+
 fn numbers(done: &str) -> Result<Vec<u64>> {
     done.trim()
         .strip_prefix("done ")
@@ -52,6 +60,15 @@ fn nofile_hard() -> u64 {
 impl Bench {
     fn burst_bin(&self) -> PathBuf {
         self.root.join("target/bench/burst")
+    }
+
+    /// [`Self::burst_run`] traced by the `--baseline` binary.
+    fn baseline_run(&mut self, args: [u64; 4]) -> Option<Result<BurstRun>> {
+        let base = self.baseline.clone()?;
+        let ours = std::mem::replace(&mut self.fdtrace, base);
+        let r = self.burst_run(args, true);
+        self.fdtrace = ours;
+        Some(r)
     }
 
     /// One run of `burst THREADS PAIRS LEAKS FAILS`, traced by `fdtrace -p` when `traced`.
@@ -121,8 +138,16 @@ impl Bench {
     fn burst_case(&mut self, threads: u64, reps: usize) -> Result<Row> {
         let args = [threads, PAIRS, LEAKS, 0];
         let (mut untraced, mut traced, mut lost, mut wrong) = (vec![], vec![], vec![], 0);
+        let (mut base_lost, mut base_wrong) = (vec![], 0);
         let pairs = (threads * PAIRS) as f64;
         for rep in 0..reps {
+            if let Some(r) = self.baseline_run(args) {
+                let j = r?.report.context("no report")?;
+                base_lost.push(lost_events(&j));
+                if leaks_at_one_site(&j) != Some(threads * LEAKS) {
+                    base_wrong += 1;
+                }
+            }
             for on in [rep % 2 == 1, rep % 2 == 0] {
                 let r = self.burst_run(args, on)?;
                 if r.opened != threads * LEAKS {
@@ -138,14 +163,7 @@ impl Bench {
                     Some(j) => {
                         traced.push(ns);
                         lost.push(lost_events(&j));
-                        let at_line = j["sites"]
-                            .as_array()
-                            .map(|s| s.iter().filter_map(|s| s["count"].as_u64()).max())
-                            .unwrap_or_default()
-                            .unwrap_or(0);
-                        if at_line != threads * LEAKS
-                            || j["sites"].as_array().map(Vec::len) != Some(1)
-                        {
+                        if leaks_at_one_site(&j) != Some(threads * LEAKS) {
                             wrong += 1;
                         }
                     }
@@ -172,7 +190,12 @@ impl Bench {
             format!(
                 "{t:.0} ns/pair traced (range {lo:.0}–{hi:.0}) vs {u:.0} untraced, {reps} runs each; \
                  {events} events per run at {rate:.0} events/s; lost events per run: {lost:?}; \
-                 runs with the leaks not exactly at their one site: {wrong}"
+                 runs with the leaks not exactly at their one site: {wrong}{}",
+                self.baseline_text(
+                    &base_lost,
+                    base_wrong,
+                    "runs with the leaks not exactly at their one site"
+                )
             ),
         )
         .vs(format!("{:.2}x", t / u))
@@ -187,7 +210,24 @@ impl Bench {
         let args = [threads, STORM_PAIRS, LEAKS, STORM_FAILS];
         let (mut rates, mut lost, mut uncounted, mut sent) = (vec![], vec![], 0, vec![]);
         let mut untraced_rates = vec![];
+        let (mut base_lost, mut base_uncounted) = (vec![], 0);
         for rep in 0..reps {
+            if let Some(r) = self.baseline_run(args) {
+                let r = r?;
+                let j = r.report.context("no report")?;
+                base_lost.push(lost_events(&j));
+                // Older binaries count failures only at their sites.
+                let counted = match j["failure_totals"].as_array() {
+                    Some(t) => t.iter().filter_map(|t| t["count"].as_u64()).sum::<u64>(),
+                    None => j["failed_opens"]
+                        .as_array()
+                        .map(|f| f.iter().filter_map(|f| f["count"].as_u64()).sum())
+                        .unwrap_or(0),
+                };
+                if counted != r.emfile {
+                    base_uncounted += 1;
+                }
+            }
             for on in [rep % 2 == 1, rep % 2 == 0] {
                 let r = self.burst_run(args, on)?;
                 // The run's failures per second (the pairs and leaks are a small part of it).
@@ -229,7 +269,12 @@ impl Bench {
             format!(
                 "{t:.0} failures/s traced vs {u:.0} untraced, {reps} runs each; lost events per \
                  run: {lost:?}; runs whose kernel count differs from the program's: {uncounted}; \
-                 failures sent with their stacks per run: {sent:?}"
+                 failures sent with their stacks per run: {sent:?}{}",
+                self.baseline_text(
+                    &base_lost,
+                    base_uncounted,
+                    "runs whose count of failures differs from the program's"
+                )
             ),
         )
         .vs(format!("{:.2}x the rate", t / u))
@@ -237,6 +282,18 @@ impl Bench {
             "every failure counted, 0 lost",
             max_lost == 0 && uncounted == 0 && !rates.is_empty(),
         ))
+    }
+
+    /// What the `--baseline` binary's runs measured, for a row.
+    fn baseline_text(&self, lost: &[u64], wrong: usize, what: &str) -> String {
+        match &self.baseline {
+            Some(b) if !lost.is_empty() => format!(
+                "; the same traced by `{}` (--baseline): lost events per run: {lost:?}; {what}: \
+                 {wrong}",
+                b.display()
+            ),
+            _ => String::new(),
+        }
     }
 
     fn attach_case(&mut self, held: u64) -> Result<Row> {
