@@ -588,7 +588,7 @@ pub fn build(
                 .map(|s| s.raw.method)
                 .unwrap_or_default()
                 .as_str();
-            let user_frame = user_frame(&frames);
+            let user_frame = user_frame(&frames).filter(|_| method != "shed");
             let mut kinds: HashMap<FdKind, usize> = HashMap::new();
             for (_, e) in &fds {
                 *kinds.entry(e.kind).or_default() += 1;
@@ -1036,11 +1036,12 @@ pub fn render_text_all(r: &Report, all: bool) -> String {
         );
         let _ = writeln!(
             s,
-            "    {ages}; e.g. {}; unwound with {}",
+            "    {ages}; e.g. {}; {}",
             site.example,
             match site.method {
-                "fp" => "frame pointers (fp)",
-                _ => "DWARF CFI (dwarf)",
+                "fp" => "unwound with frame pointers (fp)",
+                "shed" => "no stack (shed)",
+                _ => "unwound with DWARF CFI (dwarf)",
             }
         );
         for g in &site.sockets {
@@ -1049,7 +1050,8 @@ pub fn render_text_all(r: &Report, all: bool) -> String {
         if let Some(h) = &site.hint {
             let _ = writeln!(s, "    hint: {h}");
         }
-        for (i, f) in site.frames.iter().enumerate() {
+        let shed = site.method == crate::unwind::Method::Shed.as_str();
+        for (i, f) in site.frames.iter().enumerate().filter(|_| !shed) {
             let mark = if Some(i) == site.user_frame {
                 "->"
             } else {

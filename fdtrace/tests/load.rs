@@ -254,6 +254,7 @@ fn with_the_ring_buffer_half_full_births_arrive_without_their_stacks() {
     let d = dropped[0];
     assert_eq!(d["kind"], "file");
     assert_eq!(d["frames"][0]["function"], "[stack dropped under load]");
+    assert_eq!(d["user_frame"], Value::Null);
     let shed = d["count"].as_u64().unwrap();
     assert!(
         shed > 0 && with_stack > 0,
