@@ -39,6 +39,10 @@ pub struct LiveStatus {
     /// Descriptors open before tracing began, by group (`tcp to 10.0.0.5:80 CLOSE_WAIT`),
     /// largest first: their counts fall as they close.
     pub preexisting: Vec<(String, usize)>,
+    /// Failed births so far by errno (`EMFILE`, `ENFILE`), as the kernel counted them.
+    pub failed: BTreeMap<&'static str, u64>,
+    /// Births that came without their stack because the ring buffer was half full.
+    pub stacks_dropped: u64,
 }
 
 /// Build the snapshot of a process (symbolizes the top sites, once per stack).
@@ -112,7 +116,14 @@ pub fn status(
             (label, g.count)
         })
         .collect();
+    let failed = [(libc::EMFILE, "EMFILE"), (libc::ENFILE, "ENFILE")]
+        .into_iter()
+        .map(|(errno, name)| (name, table.failure_count(errno).0))
+        .filter(|(_, n)| *n > 0)
+        .collect();
     LiveStatus {
+        failed,
+        stacks_dropped: table.stats.stacks_dropped,
         preexisting,
         pid,
         comm: comm.to_string(),
@@ -153,11 +164,23 @@ pub fn render_screen(s: &LiveStatus, width: usize) -> String {
         s.comm,
         fmt_age(s.elapsed_s),
     );
-    let _ = writeln!(
+    let _ = write!(
         o,
         "lost events {}; drift corrected {}",
         s.lost_events, s.drift
     );
+    if s.stacks_dropped > 0 {
+        let _ = write!(o, "; stacks dropped under load {}", s.stacks_dropped);
+    }
+    o.push('\n');
+    if !s.failed.is_empty() {
+        let failed: Vec<String> = s.failed.iter().map(|(e, n)| format!("{n} {e}")).collect();
+        let _ = writeln!(
+            o,
+            "failed births (too many open files): {}",
+            failed.join(", ")
+        );
+    }
     let _ = write!(o, "open descriptors: {}", s.open);
     if !s.by_kind.is_empty() {
         let _ = write!(o, " ({})", counts(&s.by_kind));
@@ -240,6 +263,9 @@ pub fn render_line(s: &LiveStatus) -> String {
             top.verdict.as_str()
         );
     }
+    for (e, n) in &s.failed {
+        let _ = write!(o, " failed {n} {e}");
+    }
     let _ = write!(o, " lost {}", s.lost_events);
     o
 }
@@ -269,6 +295,8 @@ mod tests {
                 oldest_age_s: Some(61.0),
             }],
             preexisting: vec![("tcp to 10.0.0.5:80 CLOSE_WAIT".into(), 398)],
+            failed: [("EMFILE", 1200)].into_iter().collect(),
+            stacks_dropped: 0,
         }
     }
 

@@ -129,6 +129,37 @@ pub fn render(procs: &[LiveStatus], lost_events: u64) -> String {
     }
     header(
         &mut o,
+        "fdtrace_failed_births_total",
+        "counter",
+        "Births that failed with too many open files, by errno (counted in the kernel).",
+    );
+    for p in procs {
+        for (errno, n) in &p.failed {
+            let _ = writeln!(
+                o,
+                "fdtrace_failed_births_total{{pid=\"{}\",comm=\"{}\",errno=\"{errno}\"}} {n}",
+                p.pid,
+                esc(&p.comm)
+            );
+        }
+    }
+    header(
+        &mut o,
+        "fdtrace_stacks_dropped_total",
+        "counter",
+        "Births that arrived without their stack because fdtrace's ring buffer was half full.",
+    );
+    for p in procs {
+        let _ = writeln!(
+            o,
+            "fdtrace_stacks_dropped_total{{pid=\"{}\",comm=\"{}\"}} {}",
+            p.pid,
+            esc(&p.comm),
+            p.stacks_dropped
+        );
+    }
+    header(
+        &mut o,
         "fdtrace_lost_events_total",
         "counter",
         "Events the kernel could not hand to fdtrace (ring buffer full).",
@@ -165,6 +196,8 @@ mod tests {
                 oldest_age_s: Some(20.0),
             }],
             preexisting: vec![("/var/img-*.jpg".into(), 40)],
+            failed: [("EMFILE", 12)].into_iter().collect(),
+            stacks_dropped: 3,
         };
         let t = render(&[p], 5);
         assert!(
@@ -183,6 +216,10 @@ mod tests {
         );
         assert!(t.contains("fdtrace_exhaustion_eta_seconds{pid=\"7\"} 10210"));
         assert!(t.contains("fdtrace_lost_events_total 5"));
+        assert!(t.contains(
+            "fdtrace_failed_births_total{pid=\"7\",comm=\"we\\\"ird\",errno=\"EMFILE\"} 12"
+        ));
+        assert!(t.contains("fdtrace_stacks_dropped_total{pid=\"7\",comm=\"we\\\"ird\"} 3"));
         for l in t.lines().filter(|l| !l.starts_with('#')) {
             assert!(l.rsplit_once(' ').unwrap().1.parse::<f64>().is_ok(), "{l}");
         }

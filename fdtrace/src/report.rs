@@ -779,6 +779,8 @@ fn frame_text(f: &JsonFrame) -> String {
         (Some(file), None) => format!("{func} at {file}"),
         _ => match &f.module {
             Some(m) => format!("{func} ({})", short_path(m)),
+            // A marker frame (`[stack dropped under load]`): no code behind it.
+            None if f.addr == "0x0" => func.to_string(),
             None => format!("{func} [{}]", f.addr),
         },
     }

@@ -6,7 +6,7 @@
 use std::{
     io::{BufRead as _, BufReader, Write as _},
     process::{Command, Stdio},
-    time::{Duration, Instant},
+    time::Instant,
 };
 
 use serde_json::Value;
@@ -100,19 +100,7 @@ fn trace_burst_with(
         .split(' ')
         .map(|x| x.parse().unwrap())
         .collect();
-    // SAFETY: kill(2) of the fdtrace this test started.
-    unsafe { libc::kill(tracer.0.id() as i32, libc::SIGINT) };
-    let t = Instant::now();
-    let st = loop {
-        if let Some(st) = tracer.0.try_wait().unwrap() {
-            break st;
-        }
-        assert!(
-            t.elapsed() < Duration::from_secs(60),
-            "fdtrace did not stop"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let st = stop_with_sigint(&mut tracer);
     assert!(
         st.success(),
         "fdtrace failed: {st}: {}",

@@ -22,20 +22,8 @@ fn stop_after_done(tracer: &mut Killed, out: impl std::io::Read, report: &Path) 
     let mut lines = BufReader::new(out).lines();
     let line = lines.next().expect("the program's output").unwrap();
     assert_eq!(line, "done");
-    // SAFETY: kill(2) of the fdtrace this test started.
-    unsafe { libc::kill(tracer.0.id() as i32, libc::SIGINT) };
     // A tracer stalled by its output never gets to the signal: that fails here, not hangs.
-    let t = Instant::now();
-    let st = loop {
-        if let Some(st) = tracer.0.try_wait().unwrap() {
-            break st;
-        }
-        assert!(
-            t.elapsed() < Duration::from_secs(30),
-            "fdtrace did not stop within 30 s of SIGINT: its loop is stalled"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let st = stop_with_sigint(tracer);
     assert!(st.success(), "fdtrace failed: {st}");
     serde_json::from_str(&std::fs::read_to_string(report).unwrap()).unwrap()
 }

@@ -2161,18 +2161,23 @@ impl Bench {
         }
     }
 
-    /// Peak RSS in KiB: from `/usr/bin/time -v` when present, else the last VmHWM seen.
-    fn peak_rss(&mut self) -> Result<(u64, &'static str, serde_json::Value)> {
-        let json = self.tmp("rss.json");
-        let time = self.tool("time");
-        let mut cmd = match &time {
+    /// fdtrace under `/usr/bin/time -v` (its maximum RSS on stderr) when installed, else alone;
+    /// and whether it is under `time`.
+    fn fdtrace_under_time(&self) -> (Command, bool) {
+        match self.tool("time") {
             Some(t) => {
                 let mut c = Command::new(t);
                 c.arg("-v").arg(&self.fdtrace);
-                c
+                (c, true)
             }
-            None => Command::new(&self.fdtrace),
-        };
+            None => (Command::new(&self.fdtrace), false),
+        }
+    }
+
+    /// Peak RSS in KiB: from `/usr/bin/time -v` when present, else the last VmHWM seen.
+    fn peak_rss(&mut self) -> Result<(u64, &'static str, serde_json::Value)> {
+        let json = self.tmp("rss.json");
+        let (mut cmd, time) = self.fdtrace_under_time();
         cmd.arg("--json")
             .arg("-o")
             .arg(&json)
@@ -2183,7 +2188,7 @@ impl Bench {
             .arg(self.p.rss_pairs.to_string());
         self.record(&cmd, &[]);
         let mut p = Proc::start(&mut cmd, "fdtrace (peak RSS)", false)?;
-        let fdtrace_pid = if time.is_some() {
+        let fdtrace_pid = if time {
             let deadline = Instant::now() + Duration::from_secs(10);
             loop {
                 if let Some(&c) = children(p.pid()).first() {

@@ -228,6 +228,24 @@ pub fn site_counts(r: &Value) -> Vec<((String, u64), u64)> {
         .collect()
 }
 
+/// Stop a traced session with SIGINT (it writes its report) and wait for fdtrace's exit status;
+/// panics when it has not stopped within 60 s (a stalled loop fails, never hangs).
+pub fn stop_with_sigint(tracer: &mut Killed) -> std::process::ExitStatus {
+    // SAFETY: kill(2) of the fdtrace this test started.
+    unsafe { libc::kill(tracer.0.id() as i32, libc::SIGINT) };
+    let t = std::time::Instant::now();
+    loop {
+        if let Some(st) = tracer.0.try_wait().unwrap() {
+            return st;
+        }
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(60),
+            "fdtrace did not stop within 60 s of SIGINT: its loop is stalled"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
 pub struct Killed(pub Child);
 impl Drop for Killed {
     fn drop(&mut self) {

@@ -303,15 +303,7 @@ impl Bench {
         let mut holder = Proc::start(&mut holder, "openclose -w -k", true)?;
         holder.wait_line("ready", Duration::from_secs(60))?;
         let json = self.tmp("attach.json");
-        let time = self.tool("time");
-        let mut cmd = match &time {
-            Some(t) => {
-                let mut c = Command::new(t);
-                c.arg("-v").arg(&self.fdtrace);
-                c
-            }
-            None => Command::new(&self.fdtrace),
-        };
+        let (mut cmd, _) = self.fdtrace_under_time();
         cmd.args(["-q", "--json", "-d", "1", "-o"])
             .arg(&json)
             .args(["-p", &holder.pid().to_string()]);
