@@ -63,6 +63,9 @@ pub mod kind {
     /// A birth failed with EMFILE or ENFILE ("too many open files"): an [`crate::OpenEvent`]
     /// whose `fd` is the negative errno.
     pub const OPEN_FAILED: u32 = 10;
+    /// A process of the traced cgroup (`--cgroup`, `--container`) that was not traced made a
+    /// traced syscall: the kernel traces it from now on ([`crate::ProcEvent`]).
+    pub const JOIN: u32 = 11;
 }
 
 /// Indexes into the `SETTINGS` array of the eBPF side.

@@ -14,8 +14,8 @@ use aya_ebpf::{
         bpf_get_current_pid_tgid, bpf_get_current_task, bpf_ktime_get_ns, bpf_probe_read_kernel,
         bpf_probe_read_user, bpf_probe_read_user_str_bytes,
         generated::{
-            bpf_get_current_task_btf, bpf_get_stack, bpf_probe_read_user as probe_read_user_raw,
-            bpf_task_pt_regs,
+            bpf_get_current_ancestor_cgroup_id, bpf_get_current_task_btf, bpf_get_stack,
+            bpf_probe_read_user as probe_read_user_raw, bpf_task_pt_regs,
         },
     },
     macros::{map, raw_tracepoint, tracepoint},
@@ -270,7 +270,7 @@ fn maybe_target(tgid: u32) -> bool {
 
 /// How a traced process's stacks are captured (`capture::*`); None for other processes.
 #[inline(always)]
-fn target_mode(tgid: u32) -> Option<u32> {
+fn traced_mode(tgid: u32) -> Option<u32> {
     if !maybe_target(tgid) {
         return None;
     }
@@ -278,9 +278,76 @@ fn target_mode(tgid: u32) -> Option<u32> {
     unsafe { TARGETS.get(&tgid) }.copied()
 }
 
+/// `traced_mode`, and with a cgroup as the target, a process of that cgroup (or below it) not
+/// traced yet becomes a target here (`adopt`): the processes that entered the cgroup since
+/// tracing began, however they came (`docker exec`, a write to `cgroup.procs`).
+#[inline(always)]
+fn target_mode(tgid: u32) -> Option<u32> {
+    if let Some(mode) = traced_mode(tgid) {
+        return Some(mode);
+    }
+    // SAFETY: a constant of the loader (read-only data): 0, the verifier drops what follows.
+    if unsafe { core::ptr::read_volatile(&CGROUP_ID) } == 0 {
+        return None;
+    }
+    adopt(tgid)
+}
+
 #[inline(always)]
 fn is_target(tgid: u32) -> bool {
     target_mode(tgid).is_some()
+}
+
+/// The cgroup v2 id of the traced cgroup (`--cgroup`, `--container`); 0: none. Set by the
+/// loader. Every process not traced pays one helper call per hooked syscall while it is set.
+#[unsafe(no_mangle)]
+static CGROUP_ID: u64 = 0;
+/// The traced cgroup's depth below the root (the root's is 0).
+#[unsafe(no_mangle)]
+static CGROUP_LEVEL: u32 = 0;
+/// fdtrace's own process, never adopted (it may run inside the cgroup it traces).
+#[unsafe(no_mangle)]
+static OWN_TGID: u32 = 0;
+
+/// Trace `tgid` (the current process) if it is in the traced cgroup or below it, and tell user
+/// space with a `JOIN` record.
+#[inline(never)]
+fn adopt(tgid: u32) -> Option<u32> {
+    // SAFETY: constants of the loader.
+    let (id, level, own) = unsafe {
+        (
+            core::ptr::read_volatile(&CGROUP_ID),
+            core::ptr::read_volatile(&CGROUP_LEVEL),
+            core::ptr::read_volatile(&OWN_TGID),
+        )
+    };
+    if tgid == own {
+        return None;
+    }
+    // SAFETY: helper with a plain argument (0 when the process is above `level`).
+    if unsafe { bpf_get_current_ancestor_cgroup_id(level as i32) } != id {
+        return None;
+    }
+    // Until user space has read its binary, its stacks are copied (DWARF unwinding); user space
+    // switches Go programs to frame pointers when it sees the record.
+    let mode = capture::STACK_COPY as u32;
+    mark_target(tgid);
+    // Several threads may get here at once: the one that inserts tells user space.
+    if TARGETS
+        .insert(&tgid, &mode, aya_ebpf::bindings::BPF_NOEXIST as u64)
+        .is_ok()
+    {
+        let ev = ProcEvent {
+            hdr: header(kind::JOIN, bpf_get_current_pid_tgid()),
+        };
+        if EVENTS
+            .output::<ProcEvent>(&ev, wakeup_before::<ProcEvent>())
+            .is_err()
+        {
+            bump(stat::LOST_EVENTS);
+        }
+    }
+    Some(mode)
 }
 
 /// Set the flag of `tgid` in `TARGET_FLAGS`.
@@ -1689,7 +1756,13 @@ pub fn sched_fork(ctx: TracePointContext) -> u32 {
 #[inline(always)]
 fn proc_event(kind: u32) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
-    if !is_target((pid_tgid >> 32) as u32) {
+    // A process of the traced cgroup is adopted by its syscalls, not by its exit.
+    let traced = if kind == kind::EXIT {
+        traced_mode((pid_tgid >> 32) as u32).is_some()
+    } else {
+        is_target((pid_tgid >> 32) as u32)
+    };
+    if !traced {
         return 0;
     }
     let ev = ProcEvent {

@@ -3,7 +3,7 @@ use std::{ffi::OsString, path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::session::{Options, Target, UnwindMode};
+use crate::session::{CgroupArg, Options, Target, UnwindMode};
 
 /// Find the exact line of code that leaks file descriptors, live, with eBPF.
 ///
@@ -179,6 +179,17 @@ pub struct TraceArgs {
     #[arg(short, long, value_name = "PID", conflicts_with = "command")]
     pub pid: Option<u32>,
 
+    /// Trace every process of this cgroup v2 and the cgroups below it, those there now and
+    /// those that enter it, each with its own table (a directory under the cgroup v2 mount, or
+    /// the path /proc/PID/cgroup shows after `0::`). Filtered in the kernel.
+    #[arg(long, value_name = "PATH", conflicts_with_all = ["pid", "command", "container"])]
+    pub cgroup: Option<PathBuf>,
+
+    /// Trace every process of the container whose id starts with ID (docker, containerd/CRI,
+    /// podman: as `docker ps` or `crictl ps` shows it), as --cgroup does with its cgroup.
+    #[arg(long, value_name = "ID", conflicts_with_all = ["pid", "command"])]
+    pub container: Option<String>,
+
     /// Stop after SECS seconds (default: at Ctrl-C, SIGTERM or when the target exits).
     #[arg(short, long, value_name = "SECS", value_parser = parse_secs)]
     pub duration: Option<Duration>,
@@ -270,13 +281,29 @@ fn parse_ring_mb(s: &str) -> Result<u32, String> {
 impl TraceArgs {
     /// The session options, or a message saying what is missing.
     pub fn options(&self) -> Result<Options, String> {
-        let target = match (self.pid, self.command.is_empty()) {
-            (Some(pid), true) => Target::Pid(pid),
-            (None, false) => Target::Command(self.command.clone()),
-            (None, true) => {
-                return Err("nothing to trace: give -p PID or -- CMD [ARGS...]".into());
+        let target = match (
+            self.pid,
+            self.command.is_empty(),
+            &self.cgroup,
+            &self.container,
+        ) {
+            (None, true, Some(path), None) => Target::Cgroup(CgroupArg::Path(path.clone())),
+            (None, true, None, Some(id)) => Target::Cgroup(CgroupArg::Container(id.clone())),
+            (Some(pid), true, None, None) => Target::Pid(pid),
+            (None, false, None, None) => Target::Command(self.command.clone()),
+            (None, true, None, None) => {
+                return Err(
+                    "nothing to trace: give -p PID, --cgroup PATH, --container ID or -- CMD \
+                     [ARGS...]"
+                        .into(),
+                );
             }
-            (Some(_), false) => return Err("give either -p PID or -- CMD, not both".into()),
+            _ => {
+                return Err(
+                    "give one of -p PID, --cgroup PATH, --container ID or -- CMD, not several"
+                        .into(),
+                );
+            }
         };
         Ok(Options {
             target,

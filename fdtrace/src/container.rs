@@ -85,15 +85,21 @@ pub fn parse(status: &str, cgroup: &str) -> Container {
     }
 }
 
+/// The container id a cgroup directory's name holds (`docker-<id>.scope`, `cri-containerd-<id>`,
+/// `<id>`…), with the prefix before it.
+pub fn id_in_name(part: &str) -> Option<(&str, &str)> {
+    let name = part.strip_suffix(".scope").unwrap_or(part);
+    let (prefix, id) = match name.rfind(['-', ':']) {
+        Some(i) => (&name[..i], &name[i + 1..]),
+        None => ("", name),
+    };
+    (id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit())).then_some((prefix, id))
+}
+
 /// The last path component holding 64 hex digits, and the runtime its prefix names.
 fn container_id(path: &str) -> (Option<String>, Option<String>) {
     for part in path.rsplit('/') {
-        let name = part.strip_suffix(".scope").unwrap_or(part);
-        let (prefix, id) = match name.rfind(['-', ':']) {
-            Some(i) => (&name[..i], &name[i + 1..]),
-            None => ("", name),
-        };
-        if id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        if let Some((prefix, id)) = id_in_name(part) {
             let runtime = match prefix {
                 "docker" => Some("docker"),
                 "cri-containerd" | "containerd" => Some("containerd"),

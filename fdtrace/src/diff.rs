@@ -286,6 +286,7 @@ mod tests {
             processes: Vec::new(),
             recording: None,
             live_updates_dropped: None,
+            stray_events: None,
         }
     }
 

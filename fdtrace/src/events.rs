@@ -29,6 +29,10 @@ pub enum Event<'a> {
     Exit {
         hdr: Header,
     },
+    /// A process of the traced cgroup that the kernel traces from now on (`kind::JOIN`).
+    Join {
+        hdr: Header,
+    },
     /// A successful bind or connect, with the raw `struct sockaddr`.
     SockAddr {
         hdr: Header,
@@ -62,6 +66,7 @@ impl Event<'_> {
             | Event::CloseRange { hdr, .. }
             | Event::Exec { hdr }
             | Event::Exit { hdr }
+            | Event::Join { hdr }
             | Event::SockAddr { hdr, .. }
             | Event::Fork { hdr, .. }
             | Event::Cloexec { hdr, .. } => hdr,
@@ -239,6 +244,10 @@ pub fn decode(bytes: &[u8]) -> Result<Event<'_>, DecodeError> {
         kind::EXIT => {
             check(hdr.kind, bytes, size_of::<ProcEvent>())?;
             Ok(Event::Exit { hdr })
+        }
+        kind::JOIN => {
+            check(hdr.kind, bytes, size_of::<ProcEvent>())?;
+            Ok(Event::Join { hdr })
         }
         kind::SOCK_ADDR => {
             check(hdr.kind, bytes, size_of::<SockAddrEvent>())?;
@@ -520,6 +529,15 @@ mod tests {
             decode(&as_bytes(&x)).unwrap(),
             Event::Exit {
                 hdr: hdr(kind::EXIT)
+            }
+        );
+        let j = ProcEvent {
+            hdr: hdr(kind::JOIN),
+        };
+        assert_eq!(
+            decode(&as_bytes(&j)).unwrap(),
+            Event::Join {
+                hdr: hdr(kind::JOIN)
             }
         );
     }

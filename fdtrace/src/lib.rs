@@ -1,5 +1,6 @@
 //! fdtrace: find the exact line of code that leaks file descriptors, live, with eBPF.
 pub mod binaries;
+pub mod cgroup;
 pub mod cli;
 pub mod container;
 pub mod diff;

@@ -59,6 +59,10 @@ pub struct Report {
     /// Live mode: updates of the live view never written because stderr was not being read.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub live_updates_dropped: Option<u64>,
+    /// Live mode: records the kernel sent about processes that were not traced (0: its filter
+    /// let nothing else through).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stray_events: Option<u64>,
 }
 
 #[derive(Debug, Serialize)]
@@ -739,6 +743,7 @@ pub fn build(
         processes: Vec::new(),
         recording: None,
         live_updates_dropped: None,
+        stray_events: None,
     }
 }
 
@@ -1084,12 +1089,15 @@ pub fn render_text_all(r: &Report, all: bool) -> String {
         all,
     );
     for child in &r.processes {
-        let _ = writeln!(
-            s,
-            "\n==== child pid {} (of pid {}) ====",
-            child.meta.pid,
-            child.meta.parent.unwrap_or(0)
-        );
+        let _ = match child.meta.parent {
+            Some(parent) => writeln!(
+                s,
+                "\n==== child pid {} (of pid {parent}) ====",
+                child.meta.pid
+            ),
+            // Another process of the traced cgroup.
+            None => writeln!(s, "\n==== pid {} ====", child.meta.pid),
+        };
         s += &render_text_all(child, all);
     }
     s

@@ -14,6 +14,7 @@ use tokio::io::unix::AsyncFd;
 use tracing::{debug, warn};
 
 use crate::{
+    cgroup::Cgroup,
     events::{self, Event, Open, UserStack},
     launch::Launched,
     live_writer::LiveWriter,
@@ -36,6 +37,26 @@ use crate::{
 pub enum Target {
     Pid(u32),
     Command(Vec<OsString>),
+    /// Every process of a cgroup v2 and the cgroups below it, present and future.
+    Cgroup(CgroupArg),
+}
+
+/// How the cgroup to trace was named.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CgroupArg {
+    /// `--cgroup PATH`.
+    Path(PathBuf),
+    /// `--container ID`: a prefix of a container id found in the cgroup tree.
+    Container(String),
+}
+
+impl CgroupArg {
+    pub fn resolve(&self) -> Result<Cgroup> {
+        match self {
+            CgroupArg::Path(p) => Cgroup::resolve(p),
+            CgroupArg::Container(id) => Cgroup::of_container(id),
+        }
+    }
 }
 
 /// How the stacks of the traced process are captured and unwound (`--unwind`).
@@ -684,7 +705,7 @@ impl State {
                 self.table.set_cloexec(fd, on);
             }
             // Handled by the session, which knows every process.
-            Event::Fork { .. } => {}
+            Event::Fork { .. } | Event::Join { .. } => {}
             Event::SockState(ev) => self.on_sock_state(&ev),
             Event::Exit { hdr } => {
                 if hdr.tid == hdr.tgid {
@@ -746,10 +767,20 @@ pub fn scm_rights_fds(control: &[u8]) -> Vec<i32> {
     fds
 }
 
-/// Every traced process of a session: the target and, with `-f`, its descendants.
+/// Every traced process of a session: the target and, with `-f`, its descendants; or every
+/// process of a cgroup.
 pub struct Session {
-    pub root: u32,
+    /// The target process; with a cgroup, the first process found in it (None until then).
+    pub root: Option<u32>,
     pub follow: bool,
+    /// The cgroup traced (`--cgroup`, `--container`): its processes come and go, and the
+    /// session ends when it is removed, not when a process exits.
+    pub cgroup: Option<Cgroup>,
+    /// How the stacks of processes that join the cgroup are unwound.
+    pub unwind: UnwindMode,
+    /// Records from processes not traced (the kernel filter lets none through; counted to
+    /// show it).
+    pub stray_events: u64,
     /// By pid, exited ones included (they keep what they held at exit).
     pub procs: std::collections::BTreeMap<u32, State>,
     /// Children created with CLONE_FILES share their parent's table: pid -> the owner's pid.
@@ -763,11 +794,21 @@ pub struct Session {
 
 impl Session {
     pub fn new(root: State, follow: bool) -> Self {
-        let pid = root.pid;
+        let mut s = Self::of_cgroup(None, root.mode);
+        s.follow = follow;
+        s.add_process(root);
+        s
+    }
+
+    /// A session without processes yet: those of `cgroup` are added as they are found.
+    pub fn of_cgroup(cgroup: Option<Cgroup>, unwind: UnwindMode) -> Self {
         Self {
-            root: pid,
-            follow,
-            procs: [(pid, root)].into_iter().collect(),
+            root: None,
+            follow: true,
+            cgroup,
+            unwind,
+            stray_events: 0,
+            procs: Default::default(),
             alias: Default::default(),
             decode_errors: 0,
             gone: Vec::new(),
@@ -775,18 +816,67 @@ impl Session {
         }
     }
 
-    /// Record into `recorder` from now on, starting with what is known of the root process.
+    /// A process traced on its own account (not as a traced process's child): the target, or a
+    /// process of the cgroup. Written to the recording, if any.
+    pub fn add_process(&mut self, p: State) {
+        let pid = p.pid;
+        self.root.get_or_insert(pid);
+        let comm = p.comm.clone().unwrap_or_default();
+        self.procs.insert(pid, p);
+        if let Some(rec) = self.recorder.as_mut() {
+            rec.write(&Record::Process {
+                tgid: pid,
+                parent: None,
+                comm,
+                cmdline: procinfo::cmdline(pid),
+            });
+            self.flush_log(pid);
+        }
+    }
+
+    /// Record into `recorder` from now on, starting with what is known of each process.
     pub fn start_recording(&mut self, mut recorder: Recorder) {
-        let root = self.root;
-        let comm = self.root().comm.clone().unwrap_or_default();
-        recorder.write(&Record::Process {
-            tgid: root,
-            parent: None,
-            comm,
-            cmdline: procinfo::cmdline(root),
-        });
+        let pids: Vec<u32> = self.procs.keys().copied().collect();
+        for &pid in &pids {
+            let p = &self.procs[&pid];
+            recorder.write(&Record::Process {
+                tgid: pid,
+                parent: p.parent,
+                comm: p.comm.clone().unwrap_or_default(),
+                cmdline: procinfo::cmdline(pid),
+            });
+        }
         self.recorder = Some(recorder);
-        self.flush_log(root);
+        for pid in pids {
+            self.flush_log(pid);
+        }
+    }
+
+    /// A process of the traced cgroup that the kernel traces from now on: read what it holds
+    /// now, as when attaching to a pid.
+    fn on_join(&mut self, pid: u32) {
+        if self.procs.get(&pid).is_some_and(|p| p.exited_ns.is_none())
+            || self.alias.contains_key(&pid)
+        {
+            return;
+        }
+        match attach_running(pid, self.unwind, self.recorder.is_some()) {
+            Ok(mut p) => {
+                debug!(
+                    "pid {pid} ({}) joined the cgroup",
+                    p.comm.as_deref().unwrap_or("?")
+                );
+                // The kernel copies its stacks until told otherwise.
+                if p.capture != capture::STACK_COPY {
+                    p.capture_change = Some(p.capture);
+                }
+                self.add_process(p);
+            }
+            Err(e) => {
+                debug!("pid {pid} joined the cgroup but could not be read: {e:#}");
+                self.gone.push(pid);
+            }
+        }
     }
 
     /// Move a process's logged changes into the recording, numbering its stacks.
@@ -898,8 +988,9 @@ impl Session {
         Ok(Some((bytes, rec.path.clone())))
     }
 
-    pub fn root(&self) -> &State {
-        &self.procs[&self.root]
+    /// The target process (None for a cgroup that has held no process yet).
+    pub fn root(&self) -> Option<&State> {
+        self.procs.get(&self.root?)
     }
 
     fn owner(&self, tgid: u32) -> u32 {
@@ -981,6 +1072,7 @@ impl Session {
         match ev {
             Event::Fork { hdr, child, flags } => self.on_fork(hdr.tgid, child, flags),
             Event::Exec { hdr } => self.on_exec(hdr),
+            Event::Join { hdr } => self.on_join(hdr.tgid),
             Event::Exit { hdr } if hdr.tid == hdr.tgid && self.alias.contains_key(&hdr.tgid) => {
                 self.alias.remove(&hdr.tgid);
                 self.gone.push(hdr.tgid);
@@ -998,11 +1090,14 @@ impl Session {
             ev => {
                 let hdr = *ev.header();
                 let key = self.owner(hdr.tgid);
-                if let Some(p) = self.procs.get_mut(&key)
-                    && p.apply(ev)
-                    && key != self.root
-                {
-                    self.gone.push(key);
+                match self.procs.get_mut(&key) {
+                    Some(p) => {
+                        let exited = p.apply(ev);
+                        if exited && (Some(key) != self.root || self.cgroup.is_some()) {
+                            self.gone.push(key);
+                        }
+                    }
+                    None => self.stray_events += 1,
                 }
                 self.flush_log(key);
             }
@@ -1046,7 +1141,11 @@ impl Session {
 
     /// The session is over: the root exited and, when following, every descendant too.
     pub fn finished(&self) -> bool {
-        let root_gone = self.root().exited_ns.is_some();
+        if self.cgroup.is_some() {
+            // Processes come and go: the cgroup's removal ends it (checked by the caller).
+            return false;
+        }
+        let root_gone = self.root().is_none_or(|r| r.exited_ns.is_some());
         root_gone && (!self.follow || self.all_exited())
     }
 }
@@ -1055,6 +1154,7 @@ enum Stop {
     Duration,
     Signal,
     TargetExited,
+    CgroupRemoved,
 }
 
 /// A live snapshot of each traced process still running (the root first).
@@ -1069,7 +1169,7 @@ fn live_statuses(
     let lost = tracer.lost_events();
     let mut out = Vec::new();
     for p in session.procs.values_mut() {
-        if p.exited_ns.is_some() && p.pid != root {
+        if p.exited_ns.is_some() && Some(p.pid) != root {
             continue;
         }
         let st = crate::live::status(
@@ -1085,7 +1185,7 @@ fn live_statuses(
             lost,
             top,
         );
-        if p.pid == root {
+        if Some(p.pid) == root {
             out.insert(0, st);
         } else {
             out.push(st);
@@ -1231,16 +1331,26 @@ async fn follow(
                         }
                     }
                 }
-                let root_gone = match launched {
-                    Some(l) => l.exited(),
-                    None => !procinfo::exists(session.root),
-                };
-                if root_gone && session.root().exited_ns.is_none() {
-                    // The exit event was lost or the process vanished: stop following it.
-                    session.drain(ring.get_mut());
-                    let root = session.root;
-                    if let Some(p) = session.procs.get_mut(&root) {
-                        p.exited_ns.get_or_insert_with(monotonic_ns);
+                if let Some(c) = &session.cgroup {
+                    if !c.exists() {
+                        // The container is gone: every process in it has exited.
+                        session.drain(ring.get_mut());
+                        for p in session.procs.values_mut() {
+                            p.exited_ns.get_or_insert_with(monotonic_ns);
+                        }
+                        break Stop::CgroupRemoved;
+                    }
+                } else if let Some(root) = session.root {
+                    let root_gone = match launched {
+                        Some(l) => l.exited(),
+                        None => !procinfo::exists(root),
+                    };
+                    if root_gone && session.procs[&root].exited_ns.is_none() {
+                        // The exit event was lost or the process vanished: stop following it.
+                        session.drain(ring.get_mut());
+                        if let Some(p) = session.procs.get_mut(&root) {
+                            p.exited_ns.get_or_insert_with(monotonic_ns);
+                        }
                     }
                 }
                 if session.follow {
@@ -1297,73 +1407,87 @@ pub fn run(opts: Options) -> Result<i32> {
     {
         crate::output::check_writable(path)?;
     }
+    let cgroup = match &opts.target {
+        Target::Cgroup(arg) => Some(arg.resolve()?),
+        _ => None,
+    };
     // Fork before any thread exists; the child waits for us before it execs.
     let mut launched = match &opts.target {
         Target::Command(argv) => Some(Launched::fork(argv)?),
-        Target::Pid(_) => None,
+        _ => None,
     };
-    let pid = match (&opts.target, &launched) {
-        (Target::Pid(p), _) => *p,
-        (_, Some(l)) => l.pid,
-        _ => unreachable!(),
-    };
-    // The program whose stacks we will see: the command about to be exec'd, or the running one.
-    let exe = match &launched {
-        Some(l) => Some(l.program.clone()),
-        None => std::fs::read_link(format!("/proc/{pid}/exe")).ok(),
-    };
-    // Read through /proc/PID/exe: the process's own file, in a container or deleted too.
-    let capture = match &launched {
-        Some(_) => capture_for(opts.unwind, exe.as_deref()),
-        None => capture_for(
-            opts.unwind,
-            Some(&PathBuf::from(format!("/proc/{pid}/exe"))),
-        ),
-    };
-    debug!(
-        "unwinding {}: {}",
-        exe.as_deref().unwrap_or(Path::new("?")).display(),
-        if capture == capture::FRAME_POINTERS {
-            "frame pointers"
-        } else {
-            "DWARF CFI over a stack copy"
-        }
-    );
     // Bound before tracing starts, so that a taken or bad address fails first.
     let metrics_listener = opts.metrics.map(metrics_server::bind).transpose()?;
-    let mut tracer = Tracer::load(opts.ring_mb << 20)?;
-    tracer.set_follow(opts.follow)?;
-    tracer.add_target(pid, capture)?;
+    let mut tracer = Tracer::load_for(opts.ring_mb << 20, cgroup.as_ref())?;
+    tracer.set_follow(opts.follow || cgroup.is_some())?;
     let ring = tracer.take_ring()?;
-    let mut state = State::new(pid, opts.unwind, capture);
-    state.comm = match &opts.target {
-        Target::Command(argv) => argv.first().map(|a| {
-            PathBuf::from(a)
+    let recording = opts.record.is_some();
+    let mut session = match (&opts.target, &launched, &cgroup) {
+        (Target::Pid(pid), _, _) => {
+            let pid = *pid;
+            let exe = PathBuf::from(format!("/proc/{pid}/exe"));
+            tracer.add_target(pid, capture_for(opts.unwind, Some(&exe)))?;
+            Session::new(attach_running(pid, opts.unwind, recording)?, opts.follow)
+        }
+        (_, Some(l), _) => {
+            let capture = capture_for(opts.unwind, Some(&l.program));
+            tracer.add_target(l.pid, capture)?;
+            let mut state = State::new(l.pid, opts.unwind, capture);
+            state.comm = PathBuf::from(&l.program)
                 .file_name()
-                .unwrap_or(a)
-                .to_string_lossy()
-                .into_owned()
-        }),
-        Target::Pid(p) => procinfo::comm(*p),
+                .map(|n| n.to_string_lossy().into_owned());
+            if recording {
+                state.log = Some(Vec::new());
+            }
+            // Its mappings are fdtrace's own until it execs, which reads them anew.
+            state.baseline(false)?;
+            Session::new(state, opts.follow)
+        }
+        (_, None, Some(c)) => {
+            // The kernel adopts the cgroup's processes as they make syscalls; these are the ones
+            // there now, read as when attaching to a pid (a process the kernel adopted first is
+            // read once: its JOIN record finds it known).
+            let mut session = Session::of_cgroup(Some(c.clone()), opts.unwind);
+            for pid in c.processes() {
+                if pid == std::process::id() {
+                    continue;
+                }
+                let exe = PathBuf::from(format!("/proc/{pid}/exe"));
+                tracer.add_target(pid, capture_for(opts.unwind, Some(&exe)))?;
+                match attach_running(pid, opts.unwind, recording) {
+                    Ok(p) => session.add_process(p),
+                    // Gone meanwhile.
+                    Err(e) => debug!("pid {pid} of the cgroup: {e:#}"),
+                }
+            }
+            session
+        }
+        _ => unreachable!("a target"),
     };
-    let recorder = match &opts.record {
-        Some(path) => Some(Recorder::create(
-            path,
-            match &opts.target {
-                Target::Pid(p) => format!("pid {p} ({})", state.comm.as_deref().unwrap_or("?")),
-                Target::Command(argv) => argv
-                    .iter()
-                    .map(|a| a.to_string_lossy())
-                    .collect::<Vec<_>>()
-                    .join(" "),
-            },
-        )?),
-        None => None,
-    };
-    if recorder.is_some() {
-        state.log = Some(Vec::new());
+    if let Some(root) = session.root() {
+        debug!(
+            "unwinding pid {}: {}",
+            root.pid,
+            if root.capture == capture::FRAME_POINTERS {
+                "frame pointers"
+            } else {
+                "DWARF CFI over a stack copy"
+            }
+        );
     }
-    state.baseline(launched.is_none())?;
+    let what = match (&opts.target, &cgroup, session.root()) {
+        (_, Some(c), _) => c.describe(),
+        (Target::Pid(p), _, Some(r)) => format!("pid {p} ({})", r.comm.as_deref().unwrap_or("?")),
+        (Target::Command(argv), _, _) => argv
+            .iter()
+            .map(|a| a.to_string_lossy())
+            .collect::<Vec<_>>()
+            .join(" "),
+        _ => String::new(),
+    };
+    if let Some(path) = &opts.record {
+        session.start_recording(Recorder::create(path, what.clone())?);
+    }
     // From here on, stderr is written only through the live view's writer, which never waits
     // for a reader: the kernel is producing events.
     // Ctrl-C and SIGTERM are caught before "tracing" is said: a signal sent as soon as it shows
@@ -1379,16 +1503,12 @@ pub fn run(opts: Options) -> Result<i32> {
             int: signal(SignalKind::interrupt())?,
         }
     };
+    let interactive = !opts.quiet && std::io::stderr().is_terminal();
     let mut out = Outputs {
-        live: Some(LiveWriter::start(
-            std::io::stderr(),
-            !opts.quiet && std::io::stderr().is_terminal(),
-        )),
+        live: Some(LiveWriter::start(std::io::stderr(), interactive)),
         quiet: opts.quiet,
         quit: match opts.target {
-            Target::Pid(_) if !opts.quiet && std::io::stderr().is_terminal() => {
-                crate::terminal::QuitKey::listen()
-            }
+            Target::Pid(_) | Target::Cgroup(_) if interactive => crate::terminal::QuitKey::listen(),
             _ => None,
         },
         metrics: match metrics_listener {
@@ -1400,19 +1520,21 @@ pub fn run(opts: Options) -> Result<i32> {
             None => None,
         },
     };
-    if let Target::Pid(p) = opts.target
-        && let Some(w) = out.live.as_mut()
+    if let Some(w) = out.live.as_mut()
         && !w.screen()
     {
-        w.send(format!(
-            "fdtrace: tracing pid {p} ({}){}; Ctrl-C to stop and report\n",
-            state.comm.as_deref().unwrap_or("?"),
-            if opts.follow { " and its children" } else { "" }
-        ));
-    }
-    let mut session = Session::new(state, opts.follow);
-    if let Some(r) = recorder {
-        session.start_recording(r);
+        match (&opts.target, &cgroup) {
+            (Target::Pid(_), _) => w.send(format!(
+                "fdtrace: tracing {what}{}; Ctrl-C to stop and report\n",
+                if opts.follow { " and its children" } else { "" }
+            )),
+            (_, Some(_)) => w.send(format!(
+                "fdtrace: tracing {what}: {} process{} now, and every one that enters it; Ctrl-C to stop and report\n",
+                session.procs.len(),
+                if session.procs.len() == 1 { "" } else { "es" },
+            )),
+            _ => {}
+        }
     }
     let started = Instant::now();
     if let Some(l) = launched.as_mut() {
@@ -1443,6 +1565,7 @@ pub fn run(opts: Options) -> Result<i32> {
             Stop::Duration => "duration",
             Stop::Signal => "signal",
             Stop::TargetExited => "target exited",
+            Stop::CgroupRemoved => "cgroup removed",
         }
     );
     if tracer.pending_errors() > 0 {
@@ -1494,6 +1617,7 @@ pub fn run(opts: Options) -> Result<i32> {
         Stop::Duration => "duration reached",
         Stop::Signal => "interrupted",
         Stop::TargetExited => "target exited",
+        Stop::CgroupRemoved => "cgroup removed",
     };
     if let Some((bytes, path)) = session.finish_recording(&ends, tracer.lost_events(), reason)? {
         let events: u64 = session
@@ -1511,13 +1635,16 @@ pub fn run(opts: Options) -> Result<i32> {
         tracer.release_in_background();
         return Ok(exit_code(&launched));
     }
-    let root_index = reports
+    let Some(root_index) = reports
         .iter()
-        .position(|r| r.meta.pid == session.root)
-        .expect("the root process has a report");
+        .position(|r| Some(r.meta.pid) == session.root)
+    else {
+        bail!("{what} held no process while it was traced: nothing to report");
+    };
     let mut report = reports.remove(root_index);
     report.processes = reports;
     report.live_updates_dropped = live_dropped;
+    report.stray_events = Some(session.stray_events);
     let text = if opts.json {
         let mut s = serde_json::to_string_pretty(&report)?;
         s.push('\n');
@@ -1532,7 +1659,7 @@ pub fn run(opts: Options) -> Result<i32> {
             crate::output::write_atomically(path, text.as_bytes())
                 .with_context(|| format!("writing the report to {}", path.display()))?
         }
-        (Some(_), _) | (None, Target::Pid(_)) => std::io::stdout()
+        (Some(_), _) | (None, Target::Pid(_) | Target::Cgroup(_)) => std::io::stdout()
             .lock()
             .write_all(text.as_bytes())
             .context("writing the report to stdout")?,
@@ -1543,6 +1670,20 @@ pub fn run(opts: Options) -> Result<i32> {
     }
     tracer.release_in_background();
     Ok(exit_code(&launched))
+}
+
+/// A running process, as fdtrace finds it when it attaches: what it holds now (pre-existing),
+/// its mappings, limits and container; how its stacks are captured follows its binary.
+fn attach_running(pid: u32, mode: UnwindMode, recording: bool) -> Result<State> {
+    // Read through /proc/PID/exe: the process's own file, in a container or deleted too.
+    let exe = PathBuf::from(format!("/proc/{pid}/exe"));
+    let mut state = State::new(pid, mode, capture_for(mode, Some(&exe)));
+    state.comm = procinfo::comm(pid);
+    if recording {
+        state.log = Some(Vec::new());
+    }
+    state.baseline(true)?;
+    Ok(state)
 }
 
 fn exit_code(launched: &Option<Launched>) -> i32 {

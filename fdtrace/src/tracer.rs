@@ -310,6 +310,12 @@ impl Tracer {
     /// Load the embedded object with a ring buffer of `ring_bytes` (a power of two, a multiple
     /// of the page size) and attach every program.
     pub fn load(ring_bytes: u32) -> Result<Self> {
+        Self::load_for(ring_bytes, None)
+    }
+
+    /// `load`, and with `cgroup`, every process of that cgroup v2 (or below it) that makes a
+    /// hooked syscall is traced from then on, announced by a `JOIN` record.
+    pub fn load_for(ring_bytes: u32, cgroup: Option<&crate::cgroup::Cgroup>) -> Result<Self> {
         check_privileges()?;
         ensure_tracefs()?;
         // Memory of BPF maps is charged to the memory cgroup on current kernels; the limit
@@ -338,6 +344,9 @@ impl Tracer {
             )
             // Births are sent without their stacks once half the ring is unread.
             .override_global("SHED_BYTES", &(ring_bytes as u64 / 2), true)
+            .override_global("CGROUP_ID", &cgroup.map_or(0, |c| c.id), true)
+            .override_global("CGROUP_LEVEL", &cgroup.map_or(0, |c| c.level), true)
+            .override_global("OWN_TGID", &std::process::id(), true)
             .load(ebpf_object())
             .context("loading the eBPF programs into the kernel failed")?;
         let mut missing = Vec::new();

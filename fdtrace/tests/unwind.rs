@@ -9,8 +9,8 @@ use serde_json::Value;
 
 mod common;
 use common::{
-    fdtrace, fdtrace_text, go_build, lines_in, prebuilt, require_root, serial, sites, source,
-    trace_leaker_by_pid, user_frame,
+    assert_goleak_40, fdtrace, fdtrace_text, go_build, lines_in, prebuilt, require_root, serial,
+    sites, source, trace_leaker_by_pid, user_frame,
 };
 
 /// Line of the marker comment in a test program.
@@ -139,46 +139,6 @@ fn rust_program_traced_by_pid() {
     let json = trace_leaker_by_pid(&built().rust, 40, &["-d", "4"], |_| {});
     assert_rustleak_40(&json);
     assert_no_drift(&json);
-}
-
-/// The exact leaks of `goleak 40`: 40 os.Create, 10 os.Open, one net.Dial; never the correct
-/// lines. The runtime's own descriptors (netpoll's epoll and pipe, created on the first file
-/// open, and the listener) are not leaks of these lines and are not counted here.
-fn assert_goleak_40(r: &Value, method: &str) {
-    let l = |m: &str| line_of("goleak/main.go", m);
-    let file_sites: Vec<&Value> = sites(r).iter().filter(|s| s["kind"] == "file").collect();
-    let mut files: Vec<_> = file_sites
-        .iter()
-        .map(|s| {
-            let (file, line, func) =
-                user_frame(s).unwrap_or_else(|| panic!("no user frame: {s:#}"));
-            ((file, line, func), s["count"].as_u64().unwrap())
-        })
-        .collect();
-    files.sort();
-    let at = |m: &str, func: &str| ("main.go".to_string(), l(m), func.to_string());
-    assert_eq!(
-        files,
-        vec![
-            (at("LEAK_GO_CREATE", "main.leakCreate"), 40),
-            (at("LEAK_GO_OPEN", "main.leakOpen"), 10),
-        ],
-        "{r:#}"
-    );
-    assert_eq!(file_sites.len(), 2, "{r:#}");
-    let lines = lines_in(r, "goleak/main.go");
-    for ok in ["OK_GO_CREATE", "OK_GO_OPEN", "OK_GO_DIAL"] {
-        assert!(!lines.contains(&l(ok)), "{ok} reported: {r:#}");
-    }
-    for s in sites(r) {
-        assert_eq!(s["method"], method, "{s:#}");
-    }
-    for s in file_sites {
-        assert_eq!(s["truncated"], false, "{s:#}");
-        // Down to the goroutine's root.
-        let last = s["frames"].as_array().unwrap().last().unwrap().clone();
-        assert_eq!(last["function"], "runtime.goexit", "{s:#}");
-    }
 }
 
 #[test]
