@@ -23,6 +23,7 @@ pub mod recording;
 pub mod report;
 pub mod session;
 pub mod sockets;
+pub mod stack_scan;
 pub mod stacks;
 pub mod symbolize;
 pub mod terminal;

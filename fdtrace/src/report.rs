@@ -488,10 +488,16 @@ pub fn is_library_frame_in(f: &Frame, goroots: &[String]) -> bool {
 }
 
 /// Index of the first frame in the program's own code (not libc, not a language runtime or
-/// standard library).
+/// standard library). Where some frames have source lines, the first of those: a static binary
+/// holds its C library too (musl's `__syscall_cp_c`, named but without lines), and the line
+/// is what the report is for.
 pub fn user_frame(frames: &[Frame]) -> Option<usize> {
     let roots = goroots(frames);
-    frames.iter().position(|f| !is_library_frame_in(f, &roots))
+    let own = |f: &Frame| !is_library_frame_in(f, &roots);
+    frames
+        .iter()
+        .position(|f| own(f) && f.line.is_some())
+        .or_else(|| frames.iter().position(own))
 }
 
 fn json_frames(frames: Vec<Frame>) -> Vec<JsonFrame> {
@@ -1266,6 +1272,25 @@ mod tests {
             go("main.leakCreate", "/w/goleak/main.go"),
         ];
         assert_eq!(user_frame(&frames), Some(4));
+    }
+
+    #[test]
+    fn a_static_binary_s_own_line_comes_before_its_c_library() {
+        // musl linked in: its functions are named, without lines.
+        let frames = [
+            frame(Some("__syscall_cp_c"), None, "/app/leak"),
+            frame(Some("open64"), None, "/app/leak"),
+            frame(Some("main"), Some("/src/leak.c"), "/app/leak"),
+            frame(Some("libc_start_main_stage2"), None, "/app/leak"),
+        ];
+        assert_eq!(user_frame(&frames), Some(2));
+        // Without lines anywhere (a stripped program), the first of its own frames.
+        let stripped = [
+            frame(Some("open"), None, "/usr/lib/x86_64-linux-gnu/libc.so.6"),
+            frame(Some("load_config"), None, "/app/server"),
+            frame(Some("main"), None, "/app/server"),
+        ];
+        assert_eq!(user_frame(&stripped), Some(1));
     }
 
     #[test]

@@ -18,7 +18,10 @@ use framehop::{
 use object::{Object as _, ObjectSection as _, ObjectSegment as _};
 use serde::Serialize;
 
-use crate::procinfo::Mapping;
+use crate::{
+    procinfo::Mapping,
+    stack_scan::{self, Call, CfiCoverage},
+};
 
 /// Longest stack we keep.
 pub const MAX_FRAMES: usize = 64;
@@ -171,6 +174,8 @@ pub struct StackUnwinder {
     cache: CacheX86_64,
     mappings: Vec<Mapping>,
     files: HashMap<std::path::PathBuf, Option<Data>>,
+    /// What each mapping's binary describes in `.eh_frame`, by mapping start.
+    cfi: HashMap<u64, CfiCoverage>,
 }
 
 /// A cheap clonable view of a file's bytes, as framehop wants `Deref<Target=[u8]>`.
@@ -200,6 +205,7 @@ impl StackUnwinder {
             cache: CacheX86_64::new(),
             mappings: Vec::new(),
             files: HashMap::new(),
+            cfi: HashMap::new(),
         }
     }
 
@@ -220,9 +226,11 @@ impl StackUnwinder {
             self.unwinder.remove_module(m.start);
         }
         self.mappings = mappings;
+        self.cfi.clear();
         for m in self.mappings.clone() {
-            if let Some(module) = self.module_for(&m) {
+            if let Some((module, cfi)) = self.module_for(&m) {
                 self.unwinder.add_module(module);
+                self.cfi.insert(m.start, cfi);
             }
         }
         // Files no longer mapped (a library unloaded, the program before an exec) are dropped.
@@ -241,7 +249,7 @@ impl StackUnwinder {
             .clone()
     }
 
-    fn module_for(&mut self, m: &Mapping) -> Option<Module<ArcSlice>> {
+    fn module_for(&mut self, m: &Mapping) -> Option<(Module<ArcSlice>, CfiCoverage)> {
         let data = self.file(m.source.as_deref()?)?;
         let obj = object::File::parse(data.as_slice()).ok()?;
         let svma_start = mapping_svma(&obj, m.offset)?;
@@ -260,6 +268,16 @@ impl StackUnwinder {
         let (eh_frame_hdr_svma, eh_frame_hdr) = section(".eh_frame_hdr");
         let (got_svma, _) = section(".got");
         let (_, debug_frame) = section(".debug_frame");
+        let cfi = match (&eh_frame, &eh_frame_svma) {
+            (Some(bytes), Some(at)) => CfiCoverage::from_eh_frame(
+                bytes,
+                at.start,
+                text_svma.as_ref().map(|t| t.start),
+                base_avma,
+            ),
+            _ => CfiCoverage::default(),
+        }
+        .with_functions(&obj, base_avma);
         let info = ExplicitModuleSectionInfo {
             base_svma: 0,
             text_svma,
@@ -272,12 +290,68 @@ impl StackUnwinder {
             debug_frame,
             ..Default::default()
         };
-        Some(Module::new(
-            m.path.to_string_lossy().into_owned(),
-            m.start..m.end,
-            base_avma,
-            info,
+        Some((
+            Module::new(
+                m.path.to_string_lossy().into_owned(),
+                m.start..m.end,
+                base_avma,
+                info,
+            ),
+            cfi,
         ))
+    }
+
+    /// Is `addr` in code that its binary leaves without call-frame information while it
+    /// describes other code (musl's C library)? Its frame pointer cannot be trusted either.
+    fn needs_scan(&self, addr: u64) -> bool {
+        self.mapping_for(addr)
+            .and_then(|m| self.cfi.get(&m.start))
+            .is_some_and(|c| c.any() && !c.covers(addr))
+    }
+
+    /// The `len` bytes of mapped code that end at `end`, from the mapping's file.
+    fn code_before(&self, end: u64, len: u64) -> Option<&[u8]> {
+        let m = self.mapping_for(end.checked_sub(1)?)?;
+        let Some(Some(data)) = m.source.as_ref().and_then(|p| self.files.get(p)) else {
+            return None;
+        };
+        let off = (end - m.start).checked_add(m.offset)?;
+        // Not before the mapping's first byte.
+        let from = off.saturating_sub(len).max(m.offset);
+        data.get(from as usize..off as usize)
+    }
+
+    /// Could `addr` be the return address of the frame whose code is at `pc`? It must point just
+    /// after a call instruction in mapped code; a direct call within `pc`'s binary must call
+    /// the function `pc` is in: code at or before `pc` and not before the named function that
+    /// holds `pc` (hidden functions have no name), or a jump to it (a tail-calling stub such as
+    /// musl's `__syscall_cp`). A stale return address of an earlier call, left in the frame,
+    /// rarely does.
+    fn is_return_address(&self, addr: u64, pc: u64) -> bool {
+        if self.mapping_for(addr).is_none() {
+            return false;
+        }
+        match self.code_before(addr, 7).and_then(stack_scan::call_before) {
+            None => false,
+            Some(Call::Indirect) => true,
+            Some(Call::Direct(rel)) => {
+                let target = addr.wrapping_add_signed(rel.into());
+                let module = |a: u64| self.mapping_for(a).map(|m| m.start);
+                let Some(m) = module(pc) else {
+                    return true;
+                };
+                if module(target) != Some(m) {
+                    return true;
+                }
+                let holder = self.cfi.get(&m).and_then(|c| c.function_at(pc));
+                let calls_pc = |t: u64| t <= pc && holder.is_none_or(|f| t >= f);
+                calls_pc(target)
+                    || self
+                        .code_before(target + 5, 5)
+                        .and_then(|stub| stack_scan::jump_target(stub, target))
+                        .is_some_and(calls_pc)
+            }
+        }
     }
 
     /// The stack from the kernel's frame-pointer walk: the instruction pointer, then return
@@ -319,27 +393,40 @@ impl StackUnwinder {
             method: Method::Dwarf,
             ..Default::default()
         };
-        let mut iter = self.unwinder.iter_frames(
-            ip,
-            UnwindRegsX86_64::new(ip, sp, bp),
-            &mut self.cache,
-            &mut read_stack,
-        );
+        let mut regs = UnwindRegsX86_64::new(ip, sp, bp);
+        let mut frame = FrameAddress::InstructionPointer(ip);
         loop {
-            match iter.next() {
-                Ok(Some(frame)) => {
-                    let (addr, lookup) = match frame {
-                        FrameAddress::InstructionPointer(a) => (a, a),
-                        FrameAddress::ReturnAddress(a) => (a.get(), a.get() - 1),
-                    };
-                    out.frames.push(RawFrame { addr, lookup });
-                    if out.frames.len() >= MAX_FRAMES {
-                        out.truncated = true;
-                        break;
-                    }
-                }
+            let (addr, lookup) = match frame {
+                FrameAddress::InstructionPointer(a) => (a, a),
+                FrameAddress::ReturnAddress(a) => (a.get(), a.get() - 1),
+            };
+            out.frames.push(RawFrame { addr, lookup });
+            if out.frames.len() >= MAX_FRAMES {
+                out.truncated = true;
+                break;
+            }
+            let next = if self.needs_scan(lookup) {
+                stack_scan::find_return_address(regs.sp(), &mut read_stack, |a| {
+                    self.is_return_address(a, lookup)
+                })
+                .map(|(slot, ra)| {
+                    // The caller's stack pointer is just above its return address; its frame
+                    // pointer is assumed unchanged (code without frame pointers keeps it).
+                    regs.set_sp(slot + 8);
+                    regs.set_ip(ra);
+                    Some(ra)
+                })
+                .ok_or(())
+            } else {
+                self.unwinder
+                    .unwind_frame(frame, &mut regs, &mut self.cache, &mut read_stack)
+                    .map_err(|_| ())
+            };
+            match next.map(|ra| ra.map(FrameAddress::from_return_address)) {
+                Ok(Some(Some(f))) => frame = f,
                 Ok(None) => break,
-                Err(_) => {
+                // A null return address, or no rule to go on with.
+                Ok(Some(None)) | Err(()) => {
                     out.truncated = true;
                     break;
                 }

@@ -305,20 +305,30 @@ fn a_glibc_container_is_traced_by_host_pid() {
     assert!(!r.to_string().contains("drip.c"), "the host's file: {r:#}");
 }
 
-/// An Alpine-style image: the program linked against musl, whose C library is its interpreter.
-#[test]
-fn a_musl_container_is_traced_by_host_pid() {
-    let _serial = serial();
-    require_root();
-    let dir = tempfile::tempdir().unwrap();
-    let bin = dir.path().join("leaky-musl");
+/// leaky.c built against musl with `flags`.
+fn musl_leaky(dir: &Path, flags: &[&str]) -> PathBuf {
+    let bin = dir.join("leaky-musl");
     let st = Command::new("musl-gcc")
-        .args(["-g", "-O0", "-o"])
+        .args(["-g", "-O0"])
+        .args(flags)
+        .arg("-o")
         .arg(&bin)
         .arg(source("leaky.c"))
         .status()
         .expect("musl-gcc (Debian: apt-get install musl-tools)");
     assert!(st.success());
+    bin
+}
+
+/// An Alpine-style image: the program linked against musl, whose C library is its interpreter.
+/// musl has neither unwind tables nor frame pointers: its frames are crossed by scanning.
+#[test]
+fn a_musl_container_is_traced_by_host_pid() {
+    let _serial = serial();
+    require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let bin = musl_leaky(dir.path(), &[]);
+    assert!(interpreter(&bin).is_some_and(|i| i.to_string_lossy().contains("musl")));
     let at = Path::new("/app/leaky");
     let mut c = leaker_in_a_container(&bin, at, false);
     let r = trace_by_pid(&mut c, &[]);
@@ -327,6 +337,23 @@ fn a_musl_container_is_traced_by_host_pid() {
     assert_in_container(&r, &c);
     let leak = line_of("leaky.c", "LEAK_OPEN") as u64;
     assert_eq!(module_of(&r, "leaky.c", leak), "/app/leaky");
+}
+
+/// A static musl binary alone in its image (as Rust's musl targets build them): the C library's
+/// functions are in the program's own file, named but without lines.
+#[test]
+fn a_static_musl_container_is_traced_by_host_pid() {
+    let _serial = serial();
+    require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let bin = musl_leaky(dir.path(), &["-static"]);
+    assert!(interpreter(&bin).is_none(), "a static binary");
+    let mut c = leaker_in_a_container(&bin, Path::new("/leaky"), false);
+    let r = trace_by_pid(&mut c, &[]);
+    assert_leaky_40(&r);
+    assert_no_drift(&r);
+    let leak = line_of("leaky.c", "LEAK_OPEN") as u64;
+    assert_eq!(module_of(&r, "leaky.c", leak), "/leaky");
 }
 
 /// A static Go binary alone in its image (it dials its own listener: host network).

@@ -59,6 +59,18 @@ pub const NEEDS: &[Need] = &[
         users: T,
     },
     Need {
+        probe: Probe::Program("runc"),
+        package: "runc",
+        why: "a real container runtime for the container tests",
+        users: &[For::Test],
+    },
+    Need {
+        probe: Probe::Program("musl-gcc"),
+        package: "musl-tools",
+        why: "Alpine-style (musl) test programs",
+        users: &[For::Test],
+    },
+    Need {
         probe: Probe::Program("go"),
         package: "golang-go",
         why: "the Go test programs",
