@@ -35,7 +35,13 @@ impl Cgroup {
         let dir = if arg.starts_with(&mount) {
             arg.to_path_buf()
         } else {
-            mount.join(arg.strip_prefix("/").unwrap_or(arg))
+            // A path in the hierarchy; or else a directory elsewhere, which is refused below.
+            let in_hierarchy = mount.join(arg.strip_prefix("/").unwrap_or(arg));
+            if in_hierarchy.is_dir() || !arg.is_dir() {
+                in_hierarchy
+            } else {
+                arg.to_path_buf()
+            }
         };
         if !dir.is_dir() {
             bail!(

@@ -217,3 +217,204 @@ fn a_deleted_binary_is_still_read() {
     assert_leaky_40(&r);
     assert_no_drift(&r);
 }
+
+/// A cgroup v2 made for a test, removed (with its processes killed) when dropped.
+struct TestCgroup {
+    dir: std::path::PathBuf,
+    pids: Vec<u32>,
+}
+
+impl TestCgroup {
+    fn new() -> Self {
+        let mount = fdtrace::cgroup::mount_point().expect("a cgroup v2 hierarchy");
+        let dir = mount.join(format!("fdtrace-test-{}", std::process::id()));
+        std::fs::create_dir(&dir).unwrap();
+        TestCgroup {
+            dir,
+            pids: Vec::new(),
+        }
+    }
+
+    /// Move `pid` into the cgroup.
+    fn enter(&mut self, pid: u32) {
+        std::fs::write(self.dir.join("cgroup.procs"), pid.to_string()).unwrap();
+        self.pids.push(pid);
+    }
+}
+
+impl Drop for TestCgroup {
+    fn drop(&mut self) {
+        for p in &self.pids {
+            // SAFETY: kill(2) of a process this test started.
+            unsafe { libc::kill(*p as i32, libc::SIGKILL) };
+        }
+        let t = Instant::now();
+        while std::fs::remove_dir(&self.dir).is_err() && t.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// A leaky waiting (LEAKY_WAIT) to leak 40 files into `data`.
+fn waiting_leaky(data: &Path) -> Killed {
+    Killed(
+        Command::new(&built().fp)
+            .args(["40", "0", "0"])
+            .env("LEAKY_DIR", data)
+            .env("LEAKY_WAIT", "1")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    )
+}
+
+fn go_and_wait(p: &mut Killed) {
+    p.0.stdin.as_mut().unwrap().write_all(b"go\n").unwrap();
+    let mut line = String::new();
+    BufReader::new(p.0.stdout.as_mut().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line.trim(), "done");
+}
+
+/// `--cgroup`: a leaking process in the cgroup when tracing starts, a correct one moved in while
+/// it runs (the kernel adopts it at its next syscall), the same leaking program outside: both of
+/// the cgroup's processes exactly, and not a record about the other.
+#[test]
+fn a_cgroup_is_traced_with_the_processes_that_enter_it() {
+    let _serial = serial();
+    require_root();
+    let mut cg = TestCgroup::new();
+    let data = tempfile::tempdir().unwrap();
+    let mut leaker = waiting_leaky(data.path());
+    cg.enter(leaker.0.id());
+    let other = tempfile::tempdir().unwrap();
+    let mut outsider = waiting_leaky(other.path());
+    let dir = tempfile::tempdir().unwrap();
+    let churn = compile_c("churn.c", dir.path(), &["-O0"]);
+    // It waits a second before its 3,000 opens and closes: by then it is in the cgroup.
+    let worker = Killed(
+        Command::new(&churn)
+            .args(["1000", "3000", "0", "1500"])
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let out = tempfile::tempdir().unwrap();
+    let report = out.path().join("r.json");
+    let mut tracer = Killed(
+        Command::new(fdtrace_bin())
+            .args(["--json", "-d", "5", "-o"])
+            .arg(&report)
+            .arg("--cgroup")
+            .arg(&cg.dir)
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut said = String::new();
+    BufReader::new(tracer.0.stderr.take().unwrap())
+        .read_line(&mut said)
+        .unwrap();
+    assert!(
+        said.starts_with("fdtrace: tracing cgroup /fdtrace-test-")
+            && said.contains(": 1 process now"),
+        "{said}"
+    );
+    cg.enter(worker.0.id());
+    go_and_wait(&mut leaker);
+    go_and_wait(&mut outsider);
+    assert!(tracer.0.wait().unwrap().success());
+    let r: Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    assert_leaker_and_worker(&r, leaker.0.id(), worker.0.id());
+    drop(worker);
+    drop(leaker);
+}
+
+/// Bad targets: a one-line error that says what to do, exit 1, nothing traced.
+#[test]
+fn bad_cgroup_and_container_targets_are_refused() {
+    let _serial = serial();
+    require_root();
+    let mount = fdtrace::cgroup::mount_point().expect("a cgroup v2 hierarchy");
+    // Two containers whose ids share a prefix, as a runtime would lay out their cgroups.
+    let cg = TestCgroup::new();
+    let ids = [
+        format!("feedc0de{}", "1".repeat(56)),
+        format!("feedc0de{}", "2".repeat(56)),
+    ];
+    let dirs: Vec<_> = ids
+        .iter()
+        .map(|id| cg.dir.join(format!("docker-{id}.scope")))
+        .collect();
+    for d in &dirs {
+        std::fs::create_dir(d).unwrap();
+    }
+    let not_cgroup = tempfile::tempdir().unwrap();
+    let cases: Vec<(Vec<String>, &str)> = vec![
+        (
+            vec![
+                "--cgroup".into(),
+                "/sys/fs/cgroup/no-such-cgroup-here".into(),
+            ],
+            "no cgroup /sys/fs/cgroup/no-such-cgroup-here",
+        ),
+        (
+            vec![
+                "--cgroup".into(),
+                not_cgroup.path().to_string_lossy().into_owned(),
+            ],
+            "is not a cgroup v2 directory",
+        ),
+        (
+            vec!["--cgroup".into(), mount.to_string_lossy().into_owned()],
+            "is the root cgroup",
+        ),
+        (
+            vec!["--container".into(), "0123456789abcdef0".into()],
+            "no container id starts with 0123456789abcdef0",
+        ),
+        (
+            vec!["--container".into(), "feedc0de".into()],
+            "feedc0de matches 2 containers (feedc0de1111, feedc0de2222): give more of the id",
+        ),
+        (
+            vec!["--container".into(), "not-hex".into()],
+            "a container id is up to 64 hexadecimal digits",
+        ),
+        (
+            vec!["--cgroup".into(), "/x".into(), "-p".into(), "1".into()],
+            "cannot be used with",
+        ),
+    ];
+    for (args, says) in cases {
+        let o = Command::new(fdtrace_bin())
+            .args(["-d", "1"])
+            .args(&args)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success(), "{args:?}: {err}");
+        assert!(err.contains(says), "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+        if !says.contains("cannot be used") {
+            assert_eq!(o.status.code(), Some(1), "{args:?}: {err}");
+            assert_eq!(err.trim_end().lines().count(), 1, "{args:?}: {err}");
+        }
+    }
+    // A unique prefix is found, and its cgroup is named.
+    let o = Command::new(fdtrace_bin())
+        .args(["-d", "0.2", "--container", "feedc0de1"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        o.status.success() || err.contains("held no process"),
+        "{err}"
+    );
+    assert!(err.contains(&format!("docker-{}.scope", ids[0])), "{err}");
+    for d in &dirs {
+        std::fs::remove_dir(d).unwrap();
+    }
+}

@@ -411,16 +411,6 @@ fn a_recording_of_a_container_reports_after_it_is_gone() {
     );
 }
 
-/// The processes of a report, by pid.
-fn processes(r: &Value) -> Vec<(u64, &Value)> {
-    let mut v: Vec<(u64, &Value)> = std::iter::once(r)
-        .chain(r["processes"].as_array().into_iter().flatten())
-        .map(|p| (p["pid"].as_u64().unwrap(), p))
-        .collect();
-    v.sort_by_key(|p| p.0);
-    v
-}
-
 /// Two processes in the container, the first leaking (there when tracing starts), the second
 /// correct (started with `runc exec` once it has); the same leaking program runs on the host
 /// meanwhile. `fdtrace ARGS` (a `--container` or `--cgroup` target) reports both container
@@ -504,28 +494,9 @@ fn trace_a_whole_container(target: impl Fn(&Container) -> Vec<String>) {
     }
     assert!(tracer.0.wait().unwrap().success());
     let r: Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
-    let procs = processes(&r);
-    let pids: Vec<u64> = procs.iter().map(|p| p.0).collect();
-    assert_eq!(pids, vec![c.pid as u64, churn_pid as u64], "{r:#}");
-    assert_eq!(r["stray_events"], 0, "records about other processes: {r:#}");
-    assert_leaky_40(procs[0].1);
-    assert_no_drift(procs[0].1);
-    let worker = procs[1].1;
-    assert_eq!(
-        worker["sites"],
-        json!([]),
-        "the correct process: {worker:#}"
-    );
-    assert_no_drift(worker);
-    // Traced from its start: its 3,000 opens and closes of /dev/null were all seen.
-    assert!(
-        worker["model"]["opens"].as_u64().unwrap() >= 3000
-            && worker["model"]["closes"].as_u64().unwrap() >= 3000,
-        "{:#}",
-        worker["model"]
-    );
-    for (_, p) in &procs {
-        assert_eq!(p["container"]["id"], c.id.as_str(), "{p:#}");
+    assert_leaker_and_worker(&r, c.pid, churn_pid);
+    for p in processes(&r) {
+        assert_eq!(p.1["container"]["id"], c.id.as_str(), "{:#}", p.1);
     }
     drop(outsider);
 }

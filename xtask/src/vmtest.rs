@@ -354,6 +354,7 @@ fn init_script(suites: &[&str]) -> String {
          mount -t sysfs sysfs /sys\n\
          mount -t devtmpfs devtmpfs /dev\n\
          mount -t tracefs tracefs /sys/kernel/tracing\n\
+         mount -t cgroup2 cgroup2 /sys/fs/cgroup\n\
          ip link set lo up\n\
          echo \"@@vmtest kernel $(uname -r)\"\n\
          echo \"@@vmtest uptime $(cut -d' ' -f1 /proc/uptime)\"\n\

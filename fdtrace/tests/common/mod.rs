@@ -498,3 +498,45 @@ pub fn assert_goleak_40(r: &Value, method: &str) {
         assert_eq!(last["function"], "runtime.goexit", "{s:#}");
     }
 }
+
+/// The processes of a report, by pid.
+pub fn processes(r: &Value) -> Vec<(u64, &Value)> {
+    let mut v: Vec<(u64, &Value)> = std::iter::once(r)
+        .chain(r["processes"].as_array().into_iter().flatten())
+        .map(|p| (p["pid"].as_u64().unwrap(), p))
+        .collect();
+    v.sort_by_key(|p| p.0);
+    v
+}
+
+/// The report of a whole cgroup (`--cgroup`, `--container`) that held `leaker` (a `leaky 40`)
+/// and `worker` (`churn 0 3000 0 …`, which leaks nothing), and nothing else: each exactly, and
+/// no record about any other process.
+pub fn assert_leaker_and_worker(r: &Value, leaker: u32, worker: u32) {
+    let procs = processes(r);
+    let pids: Vec<u64> = procs.iter().map(|p| p.0).collect();
+    let mut want = vec![leaker as u64, worker as u64];
+    want.sort();
+    assert_eq!(pids, want, "{r:#}");
+    assert_eq!(r["stray_events"], 0, "records about other processes: {r:#}");
+    let of = |pid: u32| procs.iter().find(|p| p.0 == pid as u64).unwrap().1;
+    assert_leaky_40(of(leaker));
+    let w = of(worker);
+    assert_eq!(
+        w["sites"],
+        serde_json::json!([]),
+        "the correct process: {w:#}"
+    );
+    // Traced from when it entered: its 3,000 opens and closes of /dev/null were all seen.
+    assert!(
+        w["model"]["opens"].as_u64().unwrap() >= 3000
+            && w["model"]["closes"].as_u64().unwrap() >= 3000,
+        "{:#}",
+        w["model"]
+    );
+    for (_, p) in &procs {
+        for k in ["missed_opens", "missed_closes"] {
+            assert_eq!(p["drift"][k], serde_json::json!([]), "{k}: {p:#}");
+        }
+    }
+}
