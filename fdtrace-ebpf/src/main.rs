@@ -14,7 +14,7 @@ use aya_ebpf::{
         bpf_get_current_pid_tgid, bpf_get_current_task, bpf_ktime_get_ns, bpf_probe_read_kernel,
         bpf_probe_read_user, bpf_probe_read_user_str_bytes,
         generated::{
-            bpf_get_current_ancestor_cgroup_id, bpf_get_current_task_btf, bpf_get_stack,
+            bpf_get_current_cgroup_id, bpf_get_current_task_btf, bpf_get_stack,
             bpf_probe_read_user as probe_read_user_raw, bpf_task_pt_regs,
         },
     },
@@ -287,7 +287,7 @@ fn target_mode(tgid: u32) -> Option<u32> {
         return Some(mode);
     }
     // SAFETY: a constant of the loader (read-only data): 0, the verifier drops what follows.
-    if unsafe { core::ptr::read_volatile(&CGROUP_ID) } == 0 {
+    if unsafe { core::ptr::read_volatile(&CGROUP_FILTER) } == 0 {
         return None;
     }
     adopt(tgid)
@@ -298,34 +298,32 @@ fn is_target(tgid: u32) -> bool {
     target_mode(tgid).is_some()
 }
 
-/// The cgroup v2 id of the traced cgroup (`--cgroup`, `--container`); 0: none. Set by the
-/// loader. Every process not traced pays one helper call per hooked syscall while it is set.
+/// Non-zero: a cgroup is the target (`--cgroup`, `--container`), and `CGROUPS` holds its id and
+/// those of the cgroups below it. Set by the loader. Every process not traced pays one helper
+/// call and one lookup per hooked syscall while it is set.
 #[unsafe(no_mangle)]
-static CGROUP_ID: u64 = 0;
-/// The traced cgroup's depth below the root (the root's is 0).
-#[unsafe(no_mangle)]
-static CGROUP_LEVEL: u32 = 0;
+static CGROUP_FILTER: u8 = 0;
 /// fdtrace's own process, never adopted (it may run inside the cgroup it traces).
 #[unsafe(no_mangle)]
 static OWN_TGID: u32 = 0;
+
+/// The cgroup v2 ids of the traced cgroup and of the cgroups below it (kept by user space: the
+/// helper that reads a task's ancestors is not allowed to tracepoint programs before 6.x).
+#[map]
+static CGROUPS: HashMap<u64, u8> = HashMap::with_max_entries(4096, 0);
 
 /// Trace `tgid` (the current process) if it is in the traced cgroup or below it, and tell user
 /// space with a `JOIN` record.
 #[inline(never)]
 fn adopt(tgid: u32) -> Option<u32> {
-    // SAFETY: constants of the loader.
-    let (id, level, own) = unsafe {
-        (
-            core::ptr::read_volatile(&CGROUP_ID),
-            core::ptr::read_volatile(&CGROUP_LEVEL),
-            core::ptr::read_volatile(&OWN_TGID),
-        )
-    };
-    if tgid == own {
+    // SAFETY: a constant of the loader.
+    if tgid == unsafe { core::ptr::read_volatile(&OWN_TGID) } {
         return None;
     }
-    // SAFETY: helper with a plain argument (0 when the process is above `level`).
-    if unsafe { bpf_get_current_ancestor_cgroup_id(level as i32) } != id {
+    // SAFETY: helper without arguments; read-only lookup of a plain value.
+    let cgroup = unsafe { bpf_get_current_cgroup_id() };
+    // SAFETY: read-only lookup of a plain value.
+    if unsafe { CGROUPS.get(&cgroup) }.is_none() {
         return None;
     }
     // Until user space has read its binary, its stacks are copied (DWARF unwinding); user space

@@ -1,7 +1,7 @@
 //! A cgroup v2 as the target (`--cgroup PATH`, `--container ID`): where the cgroup v2 hierarchy
-//! is mounted, the cgroup's id and depth (what the kernel filter compares with
-//! `bpf_get_current_ancestor_cgroup_id`), the processes in it, and finding a container's cgroup
-//! by a prefix of its id.
+//! is mounted, the ids of the cgroup and of those below it (what the kernel filter compares
+//! with `bpf_get_current_cgroup_id`), the processes in it, and finding a container's cgroup by a
+//! prefix of its id.
 use std::{
     os::unix::fs::MetadataExt as _,
     path::{Path, PathBuf},
@@ -23,8 +23,6 @@ pub struct Cgroup {
     pub path: String,
     /// Its id: the inode number of its directory, which the kernel's helpers return.
     pub id: u64,
-    /// Its depth below the root (the root's is 0).
-    pub level: u32,
 }
 
 impl Cgroup {
@@ -65,8 +63,7 @@ impl Cgroup {
             );
         }
         let rel = dir.strip_prefix(mount).unwrap_or(&dir);
-        let level = rel.components().count() as u32;
-        if level == 0 {
+        if rel.components().count() == 0 {
             bail!(
                 "{} is the root cgroup, which holds every process of the host: give a \
                  container's cgroup, or trace a process with -p PID",
@@ -78,7 +75,6 @@ impl Cgroup {
             path: format!("/{}", rel.display()),
             dir,
             id,
-            level,
         })
     }
 
@@ -123,6 +119,16 @@ impl Cgroup {
         std::fs::metadata(&self.dir).is_ok_and(|m| m.ino() == self.id)
     }
 
+    /// The ids of the cgroup and of every cgroup below it (none once it is removed).
+    pub fn ids(&self) -> std::collections::BTreeSet<u64> {
+        let mut ids = std::collections::BTreeSet::new();
+        if self.exists() {
+            ids.insert(self.id);
+            ids_under(&self.dir, &mut ids);
+        }
+        ids
+    }
+
     /// Every process in the cgroup and the cgroups below it, in pid order.
     pub fn processes(&self) -> Vec<u32> {
         let mut pids = Vec::new();
@@ -153,6 +159,19 @@ fn processes_under(dir: &Path, pids: &mut Vec<u32>) {
         for e in entries.flatten() {
             if e.file_type().is_ok_and(|t| t.is_dir()) {
                 processes_under(&e.path(), pids);
+            }
+        }
+    }
+}
+
+fn ids_under(dir: &Path, ids: &mut std::collections::BTreeSet<u64>) {
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir())
+                && let Ok(m) = e.metadata()
+            {
+                ids.insert(m.ino());
+                ids_under(&e.path(), ids);
             }
         }
     }
@@ -269,7 +288,6 @@ mod tests {
             dir: PathBuf::new(),
             path: format!("/system.slice/docker-{id}.scope"),
             id: 7,
-            level: 2,
         };
         assert_eq!(
             c.describe(),

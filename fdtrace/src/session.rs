@@ -1332,7 +1332,12 @@ async fn follow(
                     }
                 }
                 if let Some(c) = &session.cgroup {
-                    if !c.exists() {
+                    // Cgroups made below it since (a pod's new container) are traced too.
+                    let ids = c.ids();
+                    if let Err(e) = tracer.set_cgroups(&ids) {
+                        warn!("could not update the cgroup filter: {e:#}");
+                    }
+                    if ids.is_empty() {
                         // The container is gone: every process in it has exited.
                         session.drain(ring.get_mut());
                         for p in session.procs.values_mut() {
@@ -1418,8 +1423,11 @@ pub fn run(opts: Options) -> Result<i32> {
     };
     // Bound before tracing starts, so that a taken or bad address fails first.
     let metrics_listener = opts.metrics.map(metrics_server::bind).transpose()?;
-    let mut tracer = Tracer::load_for(opts.ring_mb << 20, cgroup.as_ref())?;
+    let mut tracer = Tracer::load_for(opts.ring_mb << 20, cgroup.is_some())?;
     tracer.set_follow(opts.follow || cgroup.is_some())?;
+    if let Some(c) = &cgroup {
+        tracer.set_cgroups(&c.ids())?;
+    }
     let ring = tracer.take_ring()?;
     let recording = opts.record.is_some();
     let mut session = match (&opts.target, &launched, &cgroup) {

@@ -154,6 +154,8 @@ pub struct Tracer {
     links: Vec<(String, aya::programs::trace_point::TracePointLinkId)>,
     /// Tracepoints that are missing on this kernel.
     pub missing: Vec<String>,
+    /// The cgroups in the kernel's `CGROUPS` map.
+    cgroups: std::collections::BTreeSet<u64>,
 }
 
 /// Mount tracefs when it is missing (aya attaches tracepoints through it).
@@ -310,12 +312,12 @@ impl Tracer {
     /// Load the embedded object with a ring buffer of `ring_bytes` (a power of two, a multiple
     /// of the page size) and attach every program.
     pub fn load(ring_bytes: u32) -> Result<Self> {
-        Self::load_for(ring_bytes, None)
+        Self::load_for(ring_bytes, false)
     }
 
-    /// `load`, and with `cgroup`, every process of that cgroup v2 (or below it) that makes a
-    /// hooked syscall is traced from then on, announced by a `JOIN` record.
-    pub fn load_for(ring_bytes: u32, cgroup: Option<&crate::cgroup::Cgroup>) -> Result<Self> {
+    /// `load`, and with `cgroup`, every process of the cgroups v2 given to `set_cgroups` that
+    /// makes a hooked syscall is traced from then on, announced by a `JOIN` record.
+    pub fn load_for(ring_bytes: u32, cgroup: bool) -> Result<Self> {
         check_privileges()?;
         ensure_tracefs()?;
         // Memory of BPF maps is charged to the memory cgroup on current kernels; the limit
@@ -344,8 +346,7 @@ impl Tracer {
             )
             // Births are sent without their stacks once half the ring is unread.
             .override_global("SHED_BYTES", &(ring_bytes as u64 / 2), true)
-            .override_global("CGROUP_ID", &cgroup.map_or(0, |c| c.id), true)
-            .override_global("CGROUP_LEVEL", &cgroup.map_or(0, |c| c.level), true)
+            .override_global("CGROUP_FILTER", &u8::from(cgroup), true)
             .override_global("OWN_TGID", &std::process::id(), true)
             .load(ebpf_object())
             .context("loading the eBPF programs into the kernel failed")?;
@@ -412,6 +413,7 @@ impl Tracer {
             ebpf,
             links,
             missing,
+            cgroups: Default::default(),
         })
     }
 
@@ -554,6 +556,25 @@ impl Tracer {
         {
             let _ = targets.remove(&tgid);
         }
+    }
+
+    /// The cgroups whose processes the kernel adopts (with `load_for(_, true)`): the traced
+    /// cgroup and those below it, by id. Only the changes are written.
+    pub fn set_cgroups(&mut self, ids: &std::collections::BTreeSet<u64>) -> Result<()> {
+        if *ids == self.cgroups {
+            return Ok(());
+        }
+        let mut map: HashMap<_, u64, u8> =
+            HashMap::try_from(self.ebpf.map_mut("CGROUPS").context("CGROUPS map")?)?;
+        for id in ids.difference(&self.cgroups) {
+            map.insert(id, 1, 0)
+                .context("adding a cgroup to the filter")?;
+        }
+        for id in self.cgroups.difference(ids) {
+            let _ = map.remove(id);
+        }
+        self.cgroups = ids.clone();
+        Ok(())
     }
 
     /// Trace the children of traced processes too (`-f`).

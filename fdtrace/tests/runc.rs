@@ -535,10 +535,11 @@ fn a_whole_container_is_traced_by_its_cgroup() {
     });
 }
 
-/// `fdtrace record --cgroup` with the path /proc/PID/cgroup shows; the report of a copy, after
-/// the container is gone, has the container's processes.
+/// `fdtrace record --cgroup` with the path /proc/PID/cgroup shows, until the container is
+/// removed (which ends the session); the report of a copy has the container's processes, with
+/// what they held when they were killed.
 #[test]
-fn a_whole_container_is_recorded() {
+fn a_whole_container_is_recorded_until_it_is_removed() {
     let _serial = serial();
     require_root();
     let mut c = leaker_in_a_container(&built().fp, Path::new("/app/leaky"), false);
@@ -546,7 +547,7 @@ fn a_whole_container_is_recorded() {
     let file = out.path().join("c.fdtrace");
     let mut rec = Killed(
         Command::new(fdtrace_bin())
-            .args(["record", "-q", "-d", "3", "-o"])
+            .args(["record", "-q", "-o"])
             .arg(&file)
             .args(["--cgroup", &c.cgroup()])
             .stderr(Stdio::piped())
@@ -555,9 +556,20 @@ fn a_whole_container_is_recorded() {
     );
     wait_for_tracing(&mut BufReader::new(rec.0.stderr.take().unwrap()));
     go_and_wait(&mut c);
-    assert!(rec.0.wait().unwrap().success());
     let pid = c.pid;
     drop(c);
+    let t = Instant::now();
+    let st = loop {
+        if let Some(st) = rec.0.try_wait().unwrap() {
+            break st;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "the session did not end when its cgroup was removed"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(st.success());
     let copy = out.path().join("copy.fdtrace");
     std::fs::copy(&file, &copy).unwrap();
     std::fs::remove_file(&file).unwrap();
@@ -570,5 +582,11 @@ fn a_whole_container_is_recorded() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let r: Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(r["pid"], pid, "{r:#}");
+    assert_eq!(r["target_exited"], true, "{r:#}");
+    assert_eq!(
+        r["recording"]["ended"], "cgroup removed",
+        "{:#}",
+        r["recording"]
+    );
     assert_leaky_40(&r);
 }

@@ -57,6 +57,12 @@ pub(super) const PROGRAMS: &[Prog] = &[
     Prog {
         tool: "cc",
         args: &["-g", "-O0"],
+        src: "churn.c",
+        out: "churn",
+    },
+    Prog {
+        tool: "cc",
+        args: &["-g", "-O0"],
         src: "drip.c",
         out: "drip",
     },
