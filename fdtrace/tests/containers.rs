@@ -293,19 +293,11 @@ fn a_cgroup_is_traced_with_the_processes_that_enter_it() {
     let mut outsider = waiting_leaky(other.path());
     let dir = tempfile::tempdir().unwrap();
     let churn = compile_c("churn.c", dir.path(), &["-O0"]);
-    // It waits a second before its 3,000 opens and closes: by then it is in the cgroup.
-    let worker = Killed(
-        Command::new(&churn)
-            .args(["1000", "3000", "0", "1500"])
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
     let out = tempfile::tempdir().unwrap();
     let report = out.path().join("r.json");
     let mut tracer = Killed(
         Command::new(fdtrace_bin())
-            .args(["--json", "-d", "5", "-o"])
+            .args(["--json", "-d", "6", "-o"])
             .arg(&report)
             .arg("--cgroup")
             .arg(&cg.dir)
@@ -313,14 +305,20 @@ fn a_cgroup_is_traced_with_the_processes_that_enter_it() {
             .spawn()
             .unwrap(),
     );
-    let mut said = String::new();
-    BufReader::new(tracer.0.stderr.take().unwrap())
-        .read_line(&mut said)
-        .unwrap();
+    let said = wait_for_tracing(&mut BufReader::new(tracer.0.stderr.take().unwrap()));
     assert!(
         said.starts_with("fdtrace: tracing cgroup /fdtrace-test-")
             && said.contains(": 1 process now"),
         "{said}"
+    );
+    // Started outside, moved in while traced: it waits a second before its 3,000 opens and
+    // closes, and by then it is in the cgroup.
+    let worker = Killed(
+        Command::new(&churn)
+            .args(["1000", "3000", "0", "1500"])
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
     );
     cg.enter(worker.0.id());
     go_and_wait(&mut leaker);

@@ -459,9 +459,7 @@ fn trace_a_whole_container(target: impl Fn(&Container) -> Vec<String>) {
             .spawn()
             .unwrap(),
     );
-    let mut err = BufReader::new(tracer.0.stderr.take().unwrap());
-    let mut said = String::new();
-    err.read_line(&mut said).unwrap();
+    let said = wait_for_tracing(&mut BufReader::new(tracer.0.stderr.take().unwrap()));
     assert!(
         said.starts_with("fdtrace: tracing cgroup /docker/")
             && said.contains(&format!("(docker container {})", &c.id[..12]))

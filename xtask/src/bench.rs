@@ -21,6 +21,7 @@ use std::{
 
 use anyhow::{Context as _, Result, anyhow, bail};
 
+mod cgroup;
 mod load;
 mod scrape;
 
@@ -33,7 +34,7 @@ pub struct Opts {
     /// docs/PERFORMANCE.md unless --output says so.
     #[arg(long)]
     quick: bool,
-    /// Run only these cases (1-8, comma-separated). Does not write docs/PERFORMANCE.md unless
+    /// Run only these cases (1-9, comma-separated). Does not write docs/PERFORMANCE.md unless
     /// --output says so.
     #[arg(long, value_delimiter = ',', value_name = "CASES")]
     only: Vec<u32>,
@@ -742,11 +743,25 @@ impl Bench {
         args: &[String],
         subst: &[(String, &str)],
     ) -> Result<Proc> {
-        let mut cmd = self.fdtrace_cmd(json);
-        cmd.args(args).arg("-p").arg(pid.to_string());
+        let mut target = args.to_vec();
+        target.extend(["-p".to_string(), pid.to_string()]);
         let mut subst = subst.to_vec();
         subst.push((pid.to_string(), "$PID"));
-        self.record(&cmd, &subst);
+        self.attach_to(&target, json, what, &subst)
+    }
+
+    /// Start `fdtrace --json -o JSON ARGS` (ARGS name the target) and wait until it follows the
+    /// ring buffer.
+    fn attach_to(
+        &mut self,
+        args: &[String],
+        json: &Path,
+        what: &str,
+        subst: &[(String, &str)],
+    ) -> Result<Proc> {
+        let mut cmd = self.fdtrace_cmd(json);
+        cmd.args(args);
+        self.record(&cmd, subst);
         let mut p = Proc::start(&mut cmd, what, false)?;
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
@@ -2384,7 +2399,7 @@ pub fn bench(opts: Opts) -> Result<()> {
     };
     let wants = |c: u32| opts.only.is_empty() || opts.only.contains(&c);
     type Case = fn(&mut Bench);
-    let cases: [(u32, Case); 8] = [
+    let cases: [(u32, Case); 9] = [
         (1, Bench::case1),
         (2, Bench::case2),
         (3, Bench::case3),
@@ -2393,6 +2408,7 @@ pub fn bench(opts: Opts) -> Result<()> {
         (6, Bench::case6),
         (7, Bench::case7),
         (8, Bench::case8),
+        (9, Bench::case9),
     ];
     for (n, f) in cases {
         if wants(n) && !interrupted() {

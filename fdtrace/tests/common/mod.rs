@@ -58,13 +58,15 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-/// Read fdtrace's stderr until it says it is tracing (panics if it ends first).
-pub fn wait_for_tracing(stderr: &mut impl std::io::BufRead) {
+/// Read fdtrace's stderr until it says it is tracing (panics if it ends first): that line
+/// (warnings, such as a tracepoint this kernel lacks, may come first).
+pub fn wait_for_tracing(stderr: &mut impl std::io::BufRead) -> String {
     let mut line = String::new();
     while !line.starts_with("fdtrace: tracing ") {
         line.clear();
         assert!(stderr.read_line(&mut line).unwrap() > 0, "fdtrace ended");
     }
+    line
 }
 
 pub struct Run {
