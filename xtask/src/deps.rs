@@ -254,7 +254,8 @@ mod tests {
 
     #[test]
     fn a_missing_need_is_named_with_its_install_command() {
-        let l = missing_line(&[&HELLO, &NEEDS[3]]);
+        let go = NEEDS.iter().find(|n| n.package == "golang-go").unwrap();
+        let l = missing_line(&[&HELLO, go]);
         assert_eq!(
             l,
             "missing: hello (a package this machine does not have), go (the Go test programs); \
