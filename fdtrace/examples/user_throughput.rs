@@ -1,5 +1,5 @@
 //! The user side of fdtrace alone, without the kernel: how many ring-buffer records per second
-//! `events::decode` and `session::State::apply` (unwinding, stack interning, the descriptor
+//! `events::decode` and `process::State::apply` (unwinding, stack interning, the descriptor
 //! model) get through. Used by `cargo xtask bench`.
 //!
 //! ```sh
@@ -21,7 +21,7 @@
 //! Prints `key value` lines.
 use std::{hint::black_box, os::unix::fs::FileExt as _, time::Instant};
 
-use fdtrace::{events, session::State};
+use fdtrace::{events, process::State};
 use fdtrace_common::{
     CloseEvent, Header, MAX_PATH, OpenEvent, STACK_BYTES, SockInfo, kind, syscall,
 };
@@ -86,7 +86,7 @@ fn header(kind: u32, pid: u32) -> Header {
         tgid: pid,
         tid: pid,
         _pad: 0,
-        ts_ns: fdtrace::session::monotonic_ns(),
+        ts_ns: fdtrace::clock::monotonic_ns(),
     }
 }
 
@@ -168,7 +168,7 @@ fn run(pairs: u64, pid: u32, (ip, sp, bp): (u64, u64, u64), captured: &[u8]) {
     // Decoding and applying: what fdtrace does with each record it takes from the ring.
     let mut state = State::new(
         pid,
-        fdtrace::session::UnwindMode::Dwarf,
+        fdtrace::process::UnwindMode::Dwarf,
         fdtrace_common::capture::STACK_COPY,
     );
     state.baseline(true).expect("reading /proc/PID");

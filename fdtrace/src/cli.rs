@@ -3,7 +3,10 @@ use std::{ffi::OsString, path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::session::{CgroupArg, Options, Target, UnwindMode};
+use crate::{
+    process::UnwindMode,
+    session::{CgroupArg, Options, Target},
+};
 
 /// Find the exact line of code that leaks file descriptors, live, with eBPF.
 ///

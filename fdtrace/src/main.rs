@@ -34,7 +34,7 @@ fn main() {
                 o
             })
             .map_err(anyhow::Error::msg)
-            .and_then(fdtrace::session::run)
+            .and_then(fdtrace::run::run)
             .map(|c| code = c),
         Some(Cmd::Record(t)) => fdtrace::offline::record(t).map(|c| code = c),
         Some(Cmd::Report(r)) => fdtrace::offline::report(r, cli.verbose > 0),

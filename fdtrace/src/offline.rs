@@ -17,7 +17,7 @@ pub fn record(t: &TraceArgs) -> Result<i32> {
     let mut opts = t.options().map_err(anyhow::Error::msg)?;
     opts.output = None;
     opts.record = Some(path);
-    crate::session::run(opts)
+    crate::run::run(opts)
 }
 
 /// `fdtrace report FILE`: the report of a recording, built like the live one.

@@ -82,7 +82,7 @@ impl Recorder {
             hostname: hostname(),
             kernel_release: kernel_release(),
             start_unix_ns: now_unix,
-            start_monotonic_ns: crate::session::monotonic_ns(),
+            start_monotonic_ns: crate::clock::monotonic_ns(),
             recorder_cmdline: std::env::args().collect(),
             target,
         };

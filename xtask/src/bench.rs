@@ -2645,7 +2645,7 @@ filter cannot remove. The four configurations (with the raw floor) alternate.
 - **Sustained rate** (case 3): lost events are fdtrace's `lost_events` (failed ring-buffer \
 reservations) from its JSON report, for a longer loop at full speed. The user side alone is \
 `fdtrace/examples/user_throughput.rs`: synthetic `OpenEvent`/`CloseEvent` records through \
-`events::decode` and `session::State::apply`, the open record carrying the registers and a \
+`events::decode` and `process::State::apply`, the open record carrying the registers and a \
 real 2 KiB stack copy of an `openclose -w` process blocked in `read()` (so the unwinder walks \
 a real C stack with its real `.eh_frame`).
 - **nginx** (case 4), the floor: `examples/floor tp` with the empty program on every \
