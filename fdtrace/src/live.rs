@@ -116,7 +116,7 @@ pub fn status(
             (label, g.count)
         })
         .collect();
-    let failed = [(libc::EMFILE, "EMFILE"), (libc::ENFILE, "ENFILE")]
+    let failed = crate::model::COUNTED_FAILURES
         .into_iter()
         .map(|(errno, name)| (name, table.failure_count(errno).0))
         .filter(|(_, n)| *n > 0)

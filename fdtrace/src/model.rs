@@ -191,6 +191,19 @@ pub fn syscall_name(sc: u32) -> &'static str {
     }
 }
 
+/// The failures of a birth that fdtrace counts ("too many open files"), by errno and name:
+/// EMFILE is the process's limit, ENFILE the system's.
+pub const COUNTED_FAILURES: [(i32, &str); 2] = [(libc::EMFILE, "EMFILE"), (libc::ENFILE, "ENFILE")];
+
+/// The name of a counted failure's errno.
+pub fn failure_name(errno: i32) -> &'static str {
+    if errno == libc::ENFILE {
+        "ENFILE"
+    } else {
+        "EMFILE"
+    }
+}
+
 /// The descriptor table of one process (shared by its threads).
 #[derive(Clone, Debug, Default)]
 pub struct FdTable {

@@ -682,11 +682,7 @@ pub fn build(
             let frames = stacks.frames(id, symbols);
             FailedSite {
                 count: f.count,
-                errno: if f.errno == libc::ENFILE {
-                    "ENFILE"
-                } else {
-                    "EMFILE"
-                },
+                errno: crate::model::failure_name(f.errno),
                 example: f.example.clone(),
                 user_frame: user_frame(&frames),
                 first_age_s: age(now_ns, Some(f.first_ns)),
@@ -696,7 +692,7 @@ pub fn build(
         })
         .collect();
     failed_opens.sort_by_key(|f| std::cmp::Reverse(f.count));
-    let failure_totals = [(libc::EMFILE, "EMFILE"), (libc::ENFILE, "ENFILE")]
+    let failure_totals = crate::model::COUNTED_FAILURES
         .into_iter()
         .filter_map(|(errno, name)| {
             let (count, with_stack) = table.failure_count(errno);
