@@ -4,7 +4,7 @@
 //! process whose binary was deleted after it started (a rolling deploy). fdtrace must read each
 //! process's own files: the exact leaking lines, never the host file's.
 use std::{
-    io::{BufRead as _, BufReader, Write as _},
+    io::{BufRead as _, BufReader},
     path::Path,
     process::{Command, Stdio},
     time::{Duration, Instant},
@@ -65,12 +65,7 @@ fn trace_while_leaking(
 ) -> Value {
     let mut argv = vec!["--json", "-d", "3"];
     argv.extend_from_slice(args);
-    let json = attach_during(pid, &argv, || {
-        stdin.write_all(b"go\n").unwrap();
-        let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).unwrap();
-        assert_eq!(line.trim(), "done");
-    });
+    let json = attach_during(pid, &argv, || go_and_wait_for(stdin, stdout));
     serde_json::from_str(&json).expect("a JSON report")
 }
 
@@ -168,25 +163,11 @@ fn a_recording_of_a_namespaced_process_reports_after_it_is_gone() {
     );
     let mut err = BufReader::new(rec.0.stderr.take().unwrap());
     wait_for_tracing(&mut err);
-    stdin.write_all(b"go\n").unwrap();
-    let mut done = String::new();
-    BufReader::new(stdout).read_line(&mut done).unwrap();
-    assert_eq!(done.trim(), "done");
+    go_and_wait_for(&mut stdin, stdout);
     assert!(rec.0.wait().unwrap().success());
     drop(leaky);
     drop(ns);
-    let copy = out.path().join("copy.fdtrace");
-    std::fs::copy(&file, &copy).unwrap();
-    std::fs::remove_file(&file).unwrap();
-    let o = Command::new(fdtrace_bin())
-        .arg("report")
-        .arg(&copy)
-        .arg("--json")
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let r: Value = serde_json::from_slice(&o.stdout).unwrap();
-    assert_leaky_40(&r);
+    assert_leaky_40(&report_of_a_copy(&file));
 }
 
 /// The binary was deleted after the process started: still read, through the mapping.
@@ -255,29 +236,6 @@ impl Drop for TestCgroup {
     }
 }
 
-/// A leaky waiting (LEAKY_WAIT) to leak 40 files into `data`.
-fn waiting_leaky(data: &Path) -> Killed {
-    Killed(
-        Command::new(&built().fp)
-            .args(["40", "0", "0"])
-            .env("LEAKY_DIR", data)
-            .env("LEAKY_WAIT", "1")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    )
-}
-
-fn go_and_wait(p: &mut Killed) {
-    p.0.stdin.as_mut().unwrap().write_all(b"go\n").unwrap();
-    let mut line = String::new();
-    BufReader::new(p.0.stdout.as_mut().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert_eq!(line.trim(), "done");
-}
-
 /// `--cgroup`: a leaking process in the cgroup when tracing starts, a correct one moved in while
 /// it runs (the kernel adopts it at its next syscall), the same leaking program outside: both of
 /// the cgroup's processes exactly, and not a record about the other.
@@ -287,10 +245,10 @@ fn a_cgroup_is_traced_with_the_processes_that_enter_it() {
     require_root();
     let mut cg = TestCgroup::new();
     let data = tempfile::tempdir().unwrap();
-    let mut leaker = waiting_leaky(data.path());
+    let mut leaker = waiting_leaker(&built().fp, 40, data.path());
     cg.enter(leaker.0.id());
     let other = tempfile::tempdir().unwrap();
-    let mut outsider = waiting_leaky(other.path());
+    let mut outsider = waiting_leaker(&built().fp, 40, other.path());
     let dir = tempfile::tempdir().unwrap();
     let churn = compile_c("churn.c", dir.path(), &["-O0"]);
     let out = tempfile::tempdir().unwrap();

@@ -7,7 +7,7 @@
 //! driver (`/docker/<64 hex digits>`; Docker runs its containers with runc so), under a random
 //! id.
 use std::{
-    io::{BufRead as _, BufReader, Write as _},
+    io::{BufReader, Write as _},
     path::{Path, PathBuf},
     process::{Command, Stdio},
     time::{Duration, Instant},
@@ -242,22 +242,12 @@ fn leaker_in_a_container(bin: &Path, at: &Path, host_network: bool) -> Container
     )
 }
 
-/// Tell the container's program to go on, and wait for its "done".
-fn go_and_wait(c: &mut Container) {
-    c.run.0.stdin.as_mut().unwrap().write_all(b"go\n").unwrap();
-    let mut line = String::new();
-    BufReader::new(c.run.0.stdout.as_mut().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert_eq!(line.trim(), "done");
-}
-
 /// `fdtrace --json -d 3 ARGS -p PID` of the container's first process while it leaks.
 fn trace_by_pid(c: &mut Container, args: &[&str]) -> Value {
     let mut argv = vec!["--json", "-d", "3"];
     argv.extend_from_slice(args);
     let pid = c.pid;
-    let json = attach_during(pid, &argv, || go_and_wait(c));
+    let json = attach_during(pid, &argv, || go_and_wait(&mut c.run));
     serde_json::from_str(&json).expect("a JSON report")
 }
 
@@ -286,6 +276,19 @@ fn module_of(r: &Value, file: &str, line: u64) -> String {
     s["frames"][i]["module"].as_str().unwrap().to_string()
 }
 
+/// `bin` (a build of leaky.c) at `at` in a container, traced by host pid: the exact leaks at
+/// their lines in the container's file, no drift, the container named.
+fn leaky_in_a_container_is_exact(bin: &Path, at: &Path) -> Value {
+    let mut c = leaker_in_a_container(bin, at, false);
+    let r = trace_by_pid(&mut c, &[]);
+    assert_leaky_40(&r);
+    assert_no_drift(&r);
+    assert_in_container(&r, &c);
+    let leak = line_of("leaky.c", "LEAK_OPEN") as u64;
+    assert_eq!(module_of(&r, "leaky.c", leak), at.to_str().unwrap());
+    r
+}
+
 /// A glibc image; the host has another program at the path the container's binary has.
 #[test]
 fn a_glibc_container_is_traced_by_host_pid() {
@@ -295,13 +298,7 @@ fn a_glibc_container_is_traced_by_host_pid() {
     let decoy = compile_c("drip.c", decoy_dir.path(), &["-O0"]);
     let at = decoy_dir.path().join("app");
     std::fs::copy(&decoy, &at).unwrap();
-    let mut c = leaker_in_a_container(&built().fp, &at, false);
-    let r = trace_by_pid(&mut c, &[]);
-    assert_leaky_40(&r);
-    assert_no_drift(&r);
-    assert_in_container(&r, &c);
-    let leak = line_of("leaky.c", "LEAK_OPEN") as u64;
-    assert_eq!(module_of(&r, "leaky.c", leak), at.to_str().unwrap());
+    let r = leaky_in_a_container_is_exact(&built().fp, &at);
     assert!(!r.to_string().contains("drip.c"), "the host's file: {r:#}");
 }
 
@@ -329,14 +326,7 @@ fn a_musl_container_is_traced_by_host_pid() {
     let dir = tempfile::tempdir().unwrap();
     let bin = musl_leaky(dir.path(), &[]);
     assert!(interpreter(&bin).is_some_and(|i| i.to_string_lossy().contains("musl")));
-    let at = Path::new("/app/leaky");
-    let mut c = leaker_in_a_container(&bin, at, false);
-    let r = trace_by_pid(&mut c, &[]);
-    assert_leaky_40(&r);
-    assert_no_drift(&r);
-    assert_in_container(&r, &c);
-    let leak = line_of("leaky.c", "LEAK_OPEN") as u64;
-    assert_eq!(module_of(&r, "leaky.c", leak), "/app/leaky");
+    leaky_in_a_container_is_exact(&bin, Path::new("/app/leaky"));
 }
 
 /// A static musl binary alone in its image (as Rust's musl targets build them): the C library's
@@ -348,12 +338,7 @@ fn a_static_musl_container_is_traced_by_host_pid() {
     let dir = tempfile::tempdir().unwrap();
     let bin = musl_leaky(dir.path(), &["-static"]);
     assert!(interpreter(&bin).is_none(), "a static binary");
-    let mut c = leaker_in_a_container(&bin, Path::new("/leaky"), false);
-    let r = trace_by_pid(&mut c, &[]);
-    assert_leaky_40(&r);
-    assert_no_drift(&r);
-    let leak = line_of("leaky.c", "LEAK_OPEN") as u64;
-    assert_eq!(module_of(&r, "leaky.c", leak), "/leaky");
+    leaky_in_a_container_is_exact(&bin, Path::new("/leaky"));
 }
 
 /// A static Go binary alone in its image (it dials its own listener: host network).
@@ -390,20 +375,10 @@ fn a_recording_of_a_container_reports_after_it_is_gone() {
             .unwrap(),
     );
     wait_for_tracing(&mut BufReader::new(rec.0.stderr.take().unwrap()));
-    go_and_wait(&mut c);
+    go_and_wait(&mut c.run);
     assert!(rec.0.wait().unwrap().success());
     drop(c);
-    let copy = out.path().join("copy.fdtrace");
-    std::fs::copy(&file, &copy).unwrap();
-    std::fs::remove_file(&file).unwrap();
-    let o = Command::new(fdtrace_bin())
-        .arg("report")
-        .arg(&copy)
-        .arg("--json")
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let r: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let r = report_of_a_copy(&file);
     assert_leaky_40(&r);
     assert_eq!(
         module_of(&r, "leaky.c", line_of("leaky.c", "LEAK_OPEN") as u64),
@@ -431,16 +406,7 @@ fn trace_a_whole_container(target: impl Fn(&Container) -> Vec<String>) {
         },
     );
     let data = tempfile::tempdir().unwrap();
-    let mut outsider = Killed(
-        Command::new(&built().fp)
-            .args(["40", "0", "0"])
-            .env("LEAKY_DIR", data.path())
-            .env("LEAKY_WAIT", "1")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
+    let mut outsider = waiting_leaker(&built().fp, 40, data.path());
     let port = free_port();
     let mut argv: Vec<String> = ["--json", "-d", "5", "--metrics"]
         .iter()
@@ -468,19 +434,8 @@ fn trace_a_whole_container(target: impl Fn(&Container) -> Vec<String>) {
     );
     // The second process enters the container's cgroup while it is traced.
     let (_exec, churn_pid) = c.exec(&["/app/churn", "0", "3000", "0", "1500"]);
-    go_and_wait(&mut c);
-    outsider
-        .0
-        .stdin
-        .as_mut()
-        .unwrap()
-        .write_all(b"go\n")
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(outsider.0.stdout.as_mut().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert_eq!(line.trim(), "done");
+    go_and_wait(&mut c.run);
+    go_and_wait(&mut outsider);
     // Both container processes are in the metrics while the session runs.
     std::thread::sleep(Duration::from_millis(2500));
     let metrics = http_get(port, "/metrics");
@@ -553,7 +508,7 @@ fn a_whole_container_is_recorded_until_it_is_removed() {
             .unwrap(),
     );
     wait_for_tracing(&mut BufReader::new(rec.0.stderr.take().unwrap()));
-    go_and_wait(&mut c);
+    go_and_wait(&mut c.run);
     let pid = c.pid;
     drop(c);
     let t = Instant::now();
@@ -568,17 +523,7 @@ fn a_whole_container_is_recorded_until_it_is_removed() {
         std::thread::sleep(Duration::from_millis(50));
     };
     assert!(st.success());
-    let copy = out.path().join("copy.fdtrace");
-    std::fs::copy(&file, &copy).unwrap();
-    std::fs::remove_file(&file).unwrap();
-    let o = Command::new(fdtrace_bin())
-        .arg("report")
-        .arg(&copy)
-        .arg("--json")
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let r: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let r = report_of_a_copy(&file);
     assert_eq!(r["pid"], pid, "{r:#}");
     assert_eq!(r["target_exited"], true, "{r:#}");
     assert_eq!(

@@ -2,7 +2,7 @@
 #![allow(dead_code)]
 use std::{
     collections::BTreeSet,
-    io::{BufRead as _, BufReader, Read as _, Write as _},
+    io::{BufRead as _, BufReader, Read as _},
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     sync::OnceLock,
@@ -168,26 +168,14 @@ pub fn trace_leaker_by_pid(
     while_traced: impl FnOnce(u32),
 ) -> Value {
     let data = tempfile::tempdir().unwrap();
-    let mut child = Killed(
-        Command::new(bin)
-            .args([n.to_string().as_str(), "0", "0"])
-            .env("LEAKY_DIR", data.path())
-            .env("LEAKY_WAIT", "1")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
+    let mut child = waiting_leaker(bin, n, data.path());
     let pid = child.0.id();
     let mut stdin = child.0.stdin.take().unwrap();
     let stdout = child.0.stdout.take().unwrap();
     let mut argv = vec!["--json"];
     argv.extend_from_slice(args);
     let json = attach_during(pid, &argv, || {
-        stdin.write_all(b"go\n").unwrap();
-        let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).unwrap();
-        assert_eq!(line.trim(), "done");
+        go_and_wait_for(&mut stdin, stdout);
         while_traced(pid);
     });
     serde_json::from_str(&json).expect("valid JSON report")
@@ -541,4 +529,49 @@ pub fn assert_leaker_and_worker(r: &Value, leaker: u32, worker: u32) {
             assert_eq!(p["drift"][k], serde_json::json!([]), "{k}: {p:#}");
         }
     }
+}
+
+/// One of the leaking programs (leaky, rustleak, goleak), waiting (LEAKY_WAIT) to leak `n`
+/// rounds into `data`.
+pub fn waiting_leaker(bin: &Path, n: u32, data: &Path) -> Killed {
+    Killed(
+        Command::new(bin)
+            .args([n.to_string().as_str(), "0", "0"])
+            .env("LEAKY_DIR", data)
+            .env("LEAKY_WAIT", "1")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    )
+}
+
+/// Tell a waiting leaker (its stdin and stdout) to go on, and wait for its "done".
+pub fn go_and_wait_for(stdin: &mut impl std::io::Write, stdout: impl std::io::Read) {
+    stdin.write_all(b"go\n").unwrap();
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "done");
+}
+
+/// `go_and_wait_for` of a leaker this test started.
+pub fn go_and_wait(p: &mut Killed) {
+    go_and_wait_for(p.0.stdin.as_mut().unwrap(), p.0.stdout.as_mut().unwrap());
+}
+
+/// The JSON report of a copy of the recording `file` (the original removed first, as if the
+/// copy were on another machine).
+pub fn report_of_a_copy(file: &Path) -> Value {
+    let copy = file.with_extension("copy");
+    std::fs::copy(file, &copy).unwrap();
+    std::fs::remove_file(file).unwrap();
+    let o = Command::new(fdtrace_bin())
+        .arg("report")
+        .arg(&copy)
+        .arg("--json")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let _ = std::fs::remove_file(&copy);
+    serde_json::from_slice(&o.stdout).unwrap()
 }
