@@ -4,7 +4,7 @@
 //! process whose binary was deleted after it started (a rolling deploy). fdtrace must read each
 //! process's own files: the exact leaking lines, never the host file's.
 use std::{
-    io::{BufRead as _, BufReader},
+    io::BufReader,
     path::Path,
     process::{Command, Stdio},
     time::{Duration, Instant},
