@@ -66,6 +66,44 @@ pub mod kind {
     /// A process of the traced cgroup (`--cgroup`, `--container`) that was not traced made a
     /// traced syscall: the kernel traces it from now on ([`crate::ProcEvent`]).
     pub const JOIN: u32 = 11;
+    /// A Go program asked for a connection, or started dialing one ([`crate::GoLinkEvent`]).
+    pub const GO_LINK: u32 = 12;
+}
+
+/// Go programs: which goroutine a birth happened in, and which goroutine asked for a
+/// connection that another goroutine dials (net/http).
+pub mod go {
+    /// In a `TARGETS` value: the capture mode (a [`crate::capture`] constant).
+    pub const MODE_MASK: u32 = 0xff;
+    /// In a `TARGETS` value: the offset of `runtime.g.goid`, in 8-byte words (0: not a Go
+    /// program, or its layout is unknown).
+    pub const GOID_SHIFT: u32 = 8;
+    /// In a `TARGETS` value: the offset of `runtime.g.parentGoid` (Go 1.21+), in 8-byte words
+    /// (0: none).
+    pub const PARENT_SHIFT: u32 = 16;
+
+    /// The `TARGETS` value of a process: its capture mode and its `runtime.g` layout (byte
+    /// offsets, 8-aligned, below 2,048; others are dropped).
+    pub const fn target_value(capture: u16, goid_off: u32, parent_off: u32) -> u32 {
+        let goid = words(goid_off);
+        let parent = if goid == 0 { 0 } else { words(parent_off) };
+        (capture as u32 & MODE_MASK) | goid << GOID_SHIFT | parent << PARENT_SHIFT
+    }
+
+    const fn words(off: u32) -> u32 {
+        if off % 8 == 0 && off < 2048 {
+            off / 8
+        } else {
+            0
+        }
+    }
+
+    /// [`crate::GoLinkEvent::role`]: `net/http.(*Transport).queueForDial` was entered: the
+    /// goroutine asks for a connection (`conn` = its `*wantConn`); the record has its stack.
+    pub const REQUEST: u32 = 0;
+    /// `net/http.(*Transport).dialConnFor` was entered: this goroutine dials for `conn`
+    /// (sent without its stack).
+    pub const DIAL: u32 = 1;
 }
 
 /// Indexes into the `SETTINGS` array of the eBPF side.
@@ -187,7 +225,10 @@ pub mod stat {
     pub const SOCK_ERRORS: u32 = 3;
     /// Births sent without their stack because the ring buffer was half full.
     pub const STACKS_SHED: u32 = 4;
-    pub const COUNT: u32 = 5;
+    /// A Go link probe fired where the goroutine could not be read (r14 not a g whose stack
+    /// holds the stack pointer) or without a `*wantConn`.
+    pub const GO_LINK_ERRORS: u32 = 5;
+    pub const COUNT: u32 = 6;
 }
 
 /// First field of every ring-buffer record.
@@ -226,6 +267,10 @@ pub struct OpenEvent {
     pub ip: u64,
     pub sp: u64,
     pub bp: u64,
+    /// Go programs whose `runtime.g` layout user space gave ([`go`]): the id of the goroutine
+    /// that made the syscall and of the goroutine that started it (Go 1.21+), 0 when unknown.
+    pub goid: u64,
+    pub parent_goid: u64,
     /// The kernel socket behind `fd`, for socket births (`sock.sk == 0` otherwise).
     pub sock: SockInfo,
     /// NUL-terminated path (truncated to `MAX_PATH - 1` bytes).
@@ -375,6 +420,28 @@ pub const CLOSE_RANGE_UNSHARE: u32 = 1 << 1;
 /// `CLOSE_RANGE_CLOEXEC` (5.11): mark close-on-exec instead of closing.
 pub const CLOSE_RANGE_CLOEXEC: u32 = 1 << 2;
 
+/// A Go goroutine asked for a connection or started dialing one (`kind::GO_LINK`).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct GoLinkEvent {
+    pub hdr: Header,
+    /// [`go::REQUEST`] or [`go::DIAL`].
+    pub role: u32,
+    /// Number of valid bytes in `stack`: the kernel's frame-pointer walk (REQUEST only).
+    pub stack_len: u32,
+    /// The goroutine (`runtime.g.goid`).
+    pub goid: u64,
+    /// The `*wantConn` that links the requester and the dialer.
+    pub conn: u64,
+    /// The word at the stack pointer at function entry: the return address into the caller,
+    /// which a frame-pointer walk from a function's first instruction skips.
+    pub ret: u64,
+    pub stack: [u8; STACK_BYTES],
+}
+
+/// The bytes of a [`GoLinkEvent`] before its `stack`: the whole of a DIAL record.
+pub const GO_LINK_HEAD_BYTES: usize = core::mem::size_of::<GoLinkEvent>() - STACK_BYTES;
+
 /// Exec or thread exit.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -397,6 +464,7 @@ mod user {
     unsafe impl aya::Pod for super::ForkEvent {}
     unsafe impl aya::Pod for super::CloexecEvent {}
     unsafe impl aya::Pod for super::FailKey {}
+    unsafe impl aya::Pod for super::GoLinkEvent {}
 }
 
 // Layout checks: both sides compile these.
@@ -412,4 +480,5 @@ const _: () = assert!(core::mem::size_of::<ForkEvent>() == 40);
 const _: () = assert!(core::mem::size_of::<CloexecEvent>() == 32);
 const _: () = assert!(core::mem::size_of::<FailKey>() == 16);
 const _: () =
-    assert!(core::mem::size_of::<OpenEvent>() == 24 + 24 + 24 + 56 + MAX_PATH + STACK_BYTES);
+    assert!(core::mem::size_of::<OpenEvent>() == 24 + 24 + 40 + 56 + MAX_PATH + STACK_BYTES);
+const _: () = assert!(GO_LINK_HEAD_BYTES == 24 + 8 + 24);

@@ -26,8 +26,10 @@ use fdtrace_common::{
     CLONE_FILES, CLONE_THREAD, CloexecEvent, CloseEvent, CloseRangeEvent, FAIL_SAMPLE_WINDOW_NS,
     FAIL_SAMPLES_PER_WINDOW, FailKey, ForkEvent, Header, KernelLayout, MAX_PATH, MAX_SOCKADDR,
     OPEN_HEAD_BYTES, OpenEvent, PID_MAX_LIMIT, ProcEvent, STACK_BYTES, SockAddrEvent, SockInfo,
-    SockStateEvent, TARGET_FLAGS_PER_ENTRY, capture, kind, setting, stat, syscall,
+    SockStateEvent, TARGET_FLAGS_PER_ENTRY, capture, go, kind, setting, stat, syscall,
 };
+
+mod goroutine;
 
 /// Thread-group ids being traced; the value says how to capture their stacks (`capture::*`).
 #[map]
@@ -118,6 +120,7 @@ const ARG3: usize = 40;
 const RET: usize = 16;
 
 // x86_64 `struct pt_regs` word indexes.
+const PT_REGS_R14: usize = 1;
 const PT_REGS_BP: usize = 4;
 const PT_REGS_IP: usize = 16;
 const PT_REGS_SP: usize = 19;
@@ -918,6 +921,8 @@ fn emit_birth<const MMSG: bool>(
             );
             (*ev).stack_len = 0;
             (*ev).stack_kind = capture::SHED;
+            (*ev).goid = 0;
+            (*ev).parent_goid = 0;
         }
         bump(stat::STACKS_SHED);
         entry.submit(wakeup_after::<[u8; OPEN_HEAD_BYTES]>());
@@ -956,7 +961,7 @@ fn emit_birth<const MMSG: bool>(
                 .copied()
                 .unwrap_or(capture::STACK_COPY as u32),
         };
-        let how = if target == capture::FRAME_POINTERS as u32 {
+        let how = if target & go::MODE_MASK == capture::FRAME_POINTERS as u32 {
             capture::FRAME_POINTERS
         } else {
             capture::STACK_COPY
@@ -973,6 +978,15 @@ fn emit_birth<const MMSG: bool>(
         }
         (*ev).stack_len = n as u16;
         (*ev).stack_kind = if n == 0 { capture::NONE } else { how };
+        // Go programs: the goroutine, from the g register (r14) the syscall was made with.
+        let (goid, parent) = if target >> go::GOID_SHIFT != 0 && regs.base != 0 {
+            let g = read_kernel::<u64>(regs.base + PT_REGS_R14 as u64 * 8).unwrap_or(0);
+            goroutine::ids(g, sp, target)
+        } else {
+            (0, 0)
+        };
+        (*ev).goid = goid;
+        (*ev).parent_goid = parent;
     }
     entry.submit(wakeup_after::<OpenEvent>());
     0

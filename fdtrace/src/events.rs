@@ -1,8 +1,8 @@
 //! Decoding of ring-buffer records into typed events (pure, no BPF).
 use fdtrace_common::{
-    CloexecEvent, CloseEvent, CloseRangeEvent, ForkEvent, Header, MAX_PATH, MAX_SOCKADDR,
-    OPEN_HEAD_BYTES, OpenEvent, ProcEvent, STACK_BYTES, SockAddrEvent, SockInfo, SockStateEvent,
-    capture, kind,
+    CloexecEvent, CloseEvent, CloseRangeEvent, ForkEvent, GO_LINK_HEAD_BYTES, GoLinkEvent, Header,
+    MAX_PATH, MAX_SOCKADDR, OPEN_HEAD_BYTES, OpenEvent, ProcEvent, STACK_BYTES, SockAddrEvent,
+    SockInfo, SockStateEvent, capture, go, kind,
 };
 
 /// One decoded ring-buffer record. It borrows the record's bytes (`'a`) for the stack copy of
@@ -54,6 +54,22 @@ pub enum Event<'a> {
         fd: i32,
         on: bool,
     },
+    /// A Go goroutine asked for a connection or began dialing one (`kind::GO_LINK`).
+    GoLink(GoLink),
+}
+
+/// net/http's link between the goroutine that asks for a connection and the one that dials it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GoLink {
+    pub hdr: Header,
+    /// `go::REQUEST` or `go::DIAL`.
+    pub role: u32,
+    pub goid: u64,
+    /// The `*wantConn`: the same value in the request and its dial.
+    pub conn: u64,
+    /// REQUEST: the requester's stack, innermost first (the probed function, then its caller
+    /// and theirs).
+    pub stack: Vec<u64>,
 }
 
 impl Event<'_> {
@@ -62,6 +78,7 @@ impl Event<'_> {
         match self {
             Event::Open(o) | Event::OpenFailed(o) => &o.hdr,
             Event::SockState(s) => &s.hdr,
+            Event::GoLink(l) => &l.hdr,
             Event::Close { hdr, .. }
             | Event::CloseRange { hdr, .. }
             | Event::Exec { hdr }
@@ -89,6 +106,9 @@ pub struct Open<'a> {
     pub ip: u64,
     pub sp: u64,
     pub bp: u64,
+    /// Go programs: the goroutine of the birth and the goroutine that started it (0: unknown).
+    pub goid: u64,
+    pub parent_goid: u64,
     /// The kernel socket behind `fd` (socket births), zeroed otherwise.
     pub sock: SockInfo,
     /// recvmsg: the control messages (SCM_RIGHTS descriptors are in them).
@@ -124,7 +144,7 @@ pub enum DecodeError {
     Kind(u32),
 }
 
-const SOCK_OFF: usize = 72;
+const SOCK_OFF: usize = 88;
 const PATH_OFF: usize = SOCK_OFF + size_of::<SockInfo>();
 
 fn read<T: Copy>(bytes: &[u8]) -> T {
@@ -169,6 +189,8 @@ pub fn decode(bytes: &[u8]) -> Result<Event<'_>, DecodeError> {
             let ip: u64 = read(&bytes[48..]);
             let sp: u64 = read(&bytes[56..]);
             let bp: u64 = read(&bytes[64..]);
+            let goid: u64 = read(&bytes[72..]);
+            let parent_goid: u64 = read(&bytes[80..]);
             let sock: SockInfo = read(&bytes[SOCK_OFF..]);
             let path_bytes = &bytes[PATH_OFF..PATH_OFF + MAX_PATH];
             let (path, control) = if syscall == fdtrace_common::syscall::RECVMSG {
@@ -212,6 +234,8 @@ pub fn decode(bytes: &[u8]) -> Result<Event<'_>, DecodeError> {
                 ip,
                 sp,
                 bp,
+                goid,
+                parent_goid,
                 sock,
                 control,
                 stack,
@@ -277,6 +301,39 @@ pub fn decode(bytes: &[u8]) -> Result<Event<'_>, DecodeError> {
                 fd: ev.fd,
                 on: ev.on != 0,
             })
+        }
+        kind::GO_LINK => {
+            check(hdr.kind, bytes, GO_LINK_HEAD_BYTES)?;
+            let role: u32 = read(&bytes[24..]);
+            let stack_len: u32 = read(&bytes[28..]);
+            let goid: u64 = read(&bytes[32..]);
+            let conn: u64 = read(&bytes[40..]);
+            let ret: u64 = read(&bytes[48..]);
+            let mut stack = Vec::new();
+            if role == go::REQUEST {
+                check(hdr.kind, bytes, size_of::<GoLinkEvent>())?;
+                let n = (stack_len as usize).min(STACK_BYTES);
+                let mut ips = bytes[GO_LINK_HEAD_BYTES..GO_LINK_HEAD_BYTES + n]
+                    .chunks_exact(8)
+                    .map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes")));
+                // The walk from a function's first instruction: its own address, then (the
+                // frame pointer still being the caller's) the caller's caller; the caller is
+                // the return address at the stack pointer.
+                if let Some(ip) = ips.next() {
+                    stack.push(ip);
+                    if ret != 0 {
+                        stack.push(ret);
+                    }
+                    stack.extend(ips);
+                }
+            }
+            Ok(Event::GoLink(GoLink {
+                hdr,
+                role,
+                goid,
+                conn,
+                stack,
+            }))
         }
         kind::SOCK_STATE => {
             check(hdr.kind, bytes, size_of::<SockStateEvent>())?;

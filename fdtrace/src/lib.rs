@@ -7,6 +7,8 @@ pub mod container;
 pub mod diff;
 pub mod events;
 pub mod export;
+pub mod go_links;
+pub mod go_runtime;
 pub mod kernel_layout;
 pub mod launch;
 pub mod live;

@@ -14,6 +14,7 @@ use tracing::{debug, warn};
 use crate::{
     clock::monotonic_ns,
     events::{Event, Open, UserStack},
+    go_links::GoLinks,
     model::{FdKind, FdTable, O_CLOEXEC, OpenFd, Origin, StackId},
     procinfo,
     sockets::{self, SocketInfo},
@@ -83,6 +84,8 @@ pub struct State {
     pub capture_change: Option<u16>,
     /// Open counts per call site, sampled every second: the verdicts' evidence.
     pub history: History,
+    /// Go: which goroutine asked for the connections being dialed.
+    go_links: GoLinks,
 }
 
 impl State {
@@ -107,6 +110,7 @@ impl State {
             socks: Default::default(),
             suspects: Default::default(),
             touched: Default::default(),
+            go_links: GoLinks::default(),
         }
     }
 
@@ -268,6 +272,7 @@ impl State {
             self.refresh_maps(false);
         }
         let unwound = self.unwind(o);
+        let unwound = self.go_links.join(unwound, o.goid, o.parent_goid);
         self.stacks.intern(unwound, self.unwinder.mappings())
     }
 
@@ -568,6 +573,15 @@ impl State {
     pub fn apply(&mut self, ev: Event) -> bool {
         match ev {
             Event::Open(o) => self.on_open(o),
+            Event::GoLink(l) => {
+                if l.stack
+                    .iter()
+                    .any(|&a| self.unwinder.mapping_for(a).is_none())
+                {
+                    self.refresh_maps(false);
+                }
+                self.go_links.on_link(l, &self.unwinder);
+            }
             Event::OpenFailed(o) => self.on_open_failed(o),
             Event::Close { hdr, fd } => {
                 self.log(Record::Close {

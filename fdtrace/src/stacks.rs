@@ -1,6 +1,7 @@
 //! Interning of unwound stacks: each distinct stack gets one id and keeps the mappings its
 //! addresses fell in, so it can be symbolized later, even after the process exited.
 use crate::{
+    go_links,
     model::StackId,
     procinfo::Mapping,
     symbolize::{Frame, Symbols},
@@ -9,6 +10,12 @@ use crate::{
 
 /// The one frame of the stack of births sent without their stacks under load.
 pub const STACK_DROPPED: &str = "[stack dropped under load]";
+
+/// The frames as stacks are told apart: the same code, whichever goroutine asked for a
+/// connection (`go_links::grouping_key`).
+fn grouping_key(frames: &[RawFrame]) -> Vec<RawFrame> {
+    frames.iter().map(go_links::grouping_key).collect()
+}
 
 #[derive(Clone)]
 pub struct StoredStack {
@@ -39,11 +46,10 @@ impl StackStore {
             truncated,
             method,
         } = unwound;
-        let key = (method, frames);
+        let key = (method, grouping_key(&frames));
         if let Some(&id) = self.ids.get(&key) {
             return id;
         }
-        let (method, frames) = key;
         let id = self.stacks.len() as StackId;
         let mut mappings: Vec<Mapping> = Vec::new();
         for f in &frames {
@@ -53,7 +59,7 @@ impl StackStore {
                 mappings.push(m.clone());
             }
         }
-        self.ids.insert((method, frames.clone()), id);
+        self.ids.insert(key, id);
         self.stacks.push(StoredStack {
             raw: Unwound {
                 frames,
@@ -70,7 +76,7 @@ impl StackStore {
     pub fn push(&mut self, raw: Unwound, mappings: Vec<Mapping>) -> StackId {
         let id = self.stacks.len() as StackId;
         self.ids
-            .entry((raw.method, raw.frames.clone()))
+            .entry((raw.method, grouping_key(&raw.frames)))
             .or_insert(id);
         self.stacks.push(StoredStack {
             raw,

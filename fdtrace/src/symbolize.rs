@@ -74,6 +74,10 @@ impl Symbols {
     pub fn frames(&self, raw: &[RawFrame], mappings: &[Mapping]) -> Vec<Frame> {
         let mut out = Vec::with_capacity(raw.len());
         for f in raw {
+            if let Some(text) = crate::go_links::marker_text(f.addr) {
+                out.push(Frame::marker(&text));
+                continue;
+            }
             let Some(m) = mappings.iter().find(|m| m.contains(f.lookup)) else {
                 out.push(Frame::unsymbolized(f.addr, None));
                 continue;

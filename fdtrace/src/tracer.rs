@@ -1,5 +1,6 @@
 //! Loading and attaching the eBPF programs; the target filter; the ring buffer; kernel counters.
-use std::path::Path;
+use crate::go_runtime::{self, GoBinary};
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, Result, bail};
 use aya::{
@@ -156,6 +157,8 @@ pub struct Tracer {
     pub missing: Vec<String>,
     /// The cgroups in the kernel's `CGROUPS` map.
     cgroups: std::collections::BTreeSet<u64>,
+    /// Go binaries seen, by (device, inode), and whether their net/http probes are attached.
+    go_binaries: std::collections::HashMap<(u64, u64), Option<GoBinary>>,
 }
 
 /// Mount tracefs when it is missing (aya attaches tracepoints through it).
@@ -414,6 +417,7 @@ impl Tracer {
             links,
             missing,
             cgroups: Default::default(),
+            go_binaries: Default::default(),
         })
     }
 
@@ -541,12 +545,80 @@ impl Tracer {
                 .set(index, entry, 0)
                 .context("adding the target to the filter")?;
         }
+        let value = if capture == fdtrace_common::capture::FRAME_POINTERS {
+            self.go_target_value(tgid, capture)
+        } else {
+            u32::from(capture)
+        };
         let mut targets: HashMap<_, u32, u32> =
             HashMap::try_from(self.ebpf.map_mut("TARGETS").context("TARGETS map")?)?;
         targets
-            .insert(tgid, u32::from(capture), 0)
+            .insert(tgid, value, 0)
             .context("adding the target to the filter")?;
         Ok(())
+    }
+
+    /// The `TARGETS` value of a process whose stacks are walked by frame pointers: with the
+    /// layout of its goroutines when it runs Go, whose net/http probes are attached then (once
+    /// per binary, for every process running it: the kernel's filter picks the targets).
+    fn go_target_value(&mut self, tgid: u32, capture: u16) -> u32 {
+        use std::os::unix::fs::MetadataExt as _;
+        let exe = PathBuf::from(format!("/proc/{tgid}/exe"));
+        let Ok(meta) = std::fs::metadata(&exe) else {
+            return u32::from(capture);
+        };
+        let key = (meta.dev(), meta.ino());
+        if !self.go_binaries.contains_key(&key) {
+            let go = go_runtime::inspect(&exe);
+            if let Some(g) = &go {
+                debug!(
+                    "pid {tgid}: Go {:?}, runtime.g layout {:?}, net/http probes at {:?}/{:?}",
+                    g.version, g.layout, g.request, g.dial
+                );
+                if g.layout.is_some() {
+                    self.attach_go_probes(&exe, g);
+                }
+            }
+            self.go_binaries.insert(key, go);
+        }
+        match &self.go_binaries[&key] {
+            Some(g) => g.target_value(capture),
+            None => u32::from(capture),
+        }
+    }
+
+    /// The probes of `go_links` on one Go binary. Without them (no symbol table, or the kernel
+    /// refused them) the sockets net/http dials keep their own stacks only.
+    fn attach_go_probes(&mut self, exe: &Path, go: &GoBinary) {
+        use aya::programs::uprobe::{UProbeAttachLocation, UProbeScope};
+        for (prog, off) in [("go_request", go.request), ("go_dial", go.dial)] {
+            let Some(off) = off else {
+                debug!(
+                    "{}: no {prog} probe point (no symbol table?)",
+                    exe.display()
+                );
+                continue;
+            };
+            let res = (|| -> Result<()> {
+                let p: &mut aya::programs::UProbe = self
+                    .ebpf
+                    .program_mut(prog)
+                    .with_context(|| format!("no {prog} program"))?
+                    .try_into()?;
+                if p.fd().is_err() {
+                    p.load()?;
+                }
+                p.attach(
+                    UProbeAttachLocation::AbsoluteOffset(off),
+                    exe,
+                    UProbeScope::AllProcesses,
+                )?;
+                Ok(())
+            })();
+            if let Err(e) = res {
+                warn!("{}: the {prog} probe failed: {e:#}", exe.display());
+            }
+        }
     }
 
     /// Stop letting this thread group's events through (it exited).

@@ -1,0 +1,258 @@
+//! What fdtrace needs to know of a Go binary to tell its goroutines apart: its Go version, the
+//! offsets of `runtime.g`'s `goid` and `parentGoid`, and where net/http's `queueForDial` and
+//! `dialConnFor` are (the probes of `go_links`).
+//!
+//! The offsets come from the binary's DWARF (`runtime.g`'s members) and, where it has none
+//! (`-ldflags=-w`), from a table by Go version, read from `.go.buildinfo`.
+use std::path::Path;
+
+use gimli::{EndianSlice, LittleEndian};
+use object::{Object as _, ObjectSection as _, ObjectSymbol as _};
+
+/// The function entered in the goroutine that asks for a connection, with the `*wantConn` as its
+/// first argument (Go 1.17+ register ABI: rbx, the receiver being in rax).
+pub const REQUEST_FN: &str = "net/http.(*Transport).queueForDial";
+/// The function entered in the goroutine that dials for a `*wantConn`.
+pub const DIAL_FN: &str = "net/http.(*Transport).dialConnFor";
+
+/// `runtime.g` offsets: `goid`, and `parentGoid` (0: none, before Go 1.21).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GLayout {
+    pub goid: u32,
+    pub parent_goid: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GoBinary {
+    /// (major, minor), e.g. (1, 21).
+    pub version: Option<(u32, u32)>,
+    /// None: neither DWARF nor a known version gave it.
+    pub layout: Option<GLayout>,
+    /// File offsets of [`REQUEST_FN`] and [`DIAL_FN`], when the binary has a symbol table.
+    pub request: Option<u64>,
+    pub dial: Option<u64>,
+}
+
+impl GoBinary {
+    /// The `TARGETS` value of a process running this binary with stacks captured as `capture`.
+    pub fn target_value(&self, capture: u16) -> u32 {
+        match self.layout {
+            // Go 1.17+ only: r14 is the g from the register ABI on.
+            Some(l) if self.version.is_none_or(|v| v >= (1, 17)) => {
+                fdtrace_common::go::target_value(capture, l.goid, l.parent_goid)
+            }
+            _ => u32::from(capture),
+        }
+    }
+}
+
+/// The layout of `runtime.g` in a Go release, as its DWARF shows (checked for each release
+/// Debian serves by `tests/go_versions.rs`): goid moved when 1.23 added a field before it.
+pub fn layout_of_version(v: (u32, u32)) -> Option<GLayout> {
+    match v {
+        (1, 17..=20) => Some(GLayout {
+            goid: 152,
+            parent_goid: 0,
+        }),
+        (1, 21..=22) => Some(GLayout {
+            goid: 152,
+            parent_goid: 272,
+        }),
+        (1, 23..=24) => Some(GLayout {
+            goid: 160,
+            parent_goid: 280,
+        }),
+        _ => None,
+    }
+}
+
+/// Inspect a Go binary; None when `path` is not one (or cannot be read).
+pub fn inspect(path: &Path) -> Option<GoBinary> {
+    let data = std::fs::read(path).ok()?;
+    let obj = object::File::parse(&*data).ok()?;
+    let version = obj
+        .section_by_name(".go.buildinfo")
+        .and_then(|s| s.data().ok())
+        .and_then(buildinfo_version);
+    if version.is_none() && obj.section_by_name(".gopclntab").is_none() {
+        return None;
+    }
+    let layout = dwarf_layout(&obj).or_else(|| version.and_then(layout_of_version));
+    let mut request = None;
+    let mut dial = None;
+    for sym in obj.symbols() {
+        let slot = match sym.name_bytes() {
+            Ok(n) if n == REQUEST_FN.as_bytes() => &mut request,
+            Ok(n) if n == DIAL_FN.as_bytes() => &mut dial,
+            _ => continue,
+        };
+        *slot = file_offset(&obj, sym.address());
+    }
+    Some(GoBinary {
+        version,
+        layout,
+        request,
+        dial,
+    })
+}
+
+/// The file offset of a virtual address, through the section holding it.
+fn file_offset(obj: &object::File, addr: u64) -> Option<u64> {
+    obj.sections().find_map(|s| {
+        let (off, size) = s.file_range()?;
+        (addr >= s.address() && addr < s.address() + size).then(|| addr - s.address() + off)
+    })
+}
+
+/// The Go version in a `.go.buildinfo` section (Go 1.18+ layout: the version string inline at
+/// byte 32, after a varint length).
+fn buildinfo_version(data: &[u8]) -> Option<(u32, u32)> {
+    if !data.starts_with(b"\xff Go buildinf:") || data.len() < 33 || data[15] & 2 == 0 {
+        return None;
+    }
+    let (len, used) = varint(&data[32..])?;
+    let start = 32 + used;
+    let s = std::str::from_utf8(data.get(start..start + len as usize)?).ok()?;
+    parse_version(s)
+}
+
+fn varint(b: &[u8]) -> Option<(u64, usize)> {
+    let mut v = 0u64;
+    for (i, &byte) in b.iter().enumerate().take(10) {
+        v |= u64::from(byte & 0x7f) << (7 * i);
+        if byte & 0x80 == 0 {
+            return Some((v, i + 1));
+        }
+    }
+    None
+}
+
+/// "go1.21.13" (or "go1.24.4 X:…") → (1, 21).
+pub fn parse_version(s: &str) -> Option<(u32, u32)> {
+    let rest = s.strip_prefix("go")?;
+    let mut parts = rest.split(|c: char| !c.is_ascii_digit());
+    let major = parts.next()?.parse().ok()?;
+    let minor = parts.next()?.parse().ok()?;
+    Some((major, minor))
+}
+
+/// The offsets of `goid` and `parentGoid` among `runtime.g`'s members, from the DWARF.
+fn dwarf_layout(obj: &object::File) -> Option<GLayout> {
+    let sections: Vec<(gimli::SectionId, std::borrow::Cow<[u8]>)> = [
+        gimli::SectionId::DebugInfo,
+        gimli::SectionId::DebugAbbrev,
+        gimli::SectionId::DebugStr,
+    ]
+    .into_iter()
+    .map(|id| {
+        let data = obj
+            .section_by_name(id.name())
+            .and_then(|s| s.uncompressed_data().ok())
+            .unwrap_or_default();
+        (id, data)
+    })
+    .collect();
+    let get = |id: gimli::SectionId| -> EndianSlice<LittleEndian> {
+        let data = sections
+            .iter()
+            .find(|(i, _)| *i == id)
+            .map(|(_, d)| &**d)
+            .unwrap_or(&[]);
+        EndianSlice::new(data, LittleEndian)
+    };
+    let dwarf = gimli::Dwarf::load(|id| Ok::<_, gimli::Error>(get(id))).ok()?;
+    let mut units = dwarf.units();
+    while let Ok(Some(header)) = units.next() {
+        let unit = dwarf.unit(header).ok()?;
+        let mut entries = unit.entries();
+        let mut in_g = None;
+        let mut found = GLayout {
+            goid: 0,
+            parent_goid: 0,
+        };
+        while let Ok(Some(e)) = entries.next_dfs() {
+            let depth = e.depth();
+            if let Some(d) = in_g {
+                if depth <= d {
+                    return (found.goid != 0).then_some(found);
+                }
+                if depth == d + 1 && e.tag() == gimli::DW_TAG_member {
+                    let name = e
+                        .attr_value(gimli::DW_AT_name)
+                        .and_then(|v| dwarf.attr_string(&unit, v).ok());
+                    let off = e
+                        .attr_value(gimli::DW_AT_data_member_location)
+                        .and_then(|v| v.udata_value());
+                    match (name.as_ref().map(|n| n.slice()), off) {
+                        (Some(b"goid"), Some(o)) => found.goid = o as u32,
+                        (Some(b"parentGoid"), Some(o)) => found.parent_goid = o as u32,
+                        _ => {}
+                    }
+                }
+                continue;
+            }
+            if e.tag() == gimli::DW_TAG_structure_type {
+                let name = e
+                    .attr_value(gimli::DW_AT_name)
+                    .and_then(|v| dwarf.attr_string(&unit, v).ok());
+                if name.is_some_and(|n| n.slice() == b"runtime.g") {
+                    in_g = Some(depth);
+                }
+            }
+        }
+        if in_g.is_some() {
+            return (found.goid != 0).then_some(found);
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions() {
+        assert_eq!(parse_version("go1.21.13"), Some((1, 21)));
+        assert_eq!(
+            parse_version("go1.24.4 X:nocoverageredesign"),
+            Some((1, 24))
+        );
+        assert_eq!(parse_version("go1.22rc1"), Some((1, 22)));
+        assert_eq!(parse_version("devel"), None);
+        let mut info = b"\xff Go buildinf:\x08\x02".to_vec();
+        info.resize(32, 0);
+        info.push(9);
+        info.extend_from_slice(b"go1.19.8\n");
+        assert_eq!(buildinfo_version(&info), Some((1, 19)));
+        info[15] = 0;
+        assert_eq!(buildinfo_version(&info), None);
+    }
+
+    #[test]
+    fn layouts_by_version() {
+        assert_eq!(layout_of_version((1, 16)), None);
+        assert_eq!(layout_of_version((1, 19)).unwrap().parent_goid, 0);
+        assert_eq!(layout_of_version((1, 23)).unwrap().goid, 160);
+        let b = GoBinary {
+            version: Some((1, 21)),
+            layout: layout_of_version((1, 21)),
+            request: None,
+            dial: None,
+        };
+        let v = b.target_value(fdtrace_common::capture::FRAME_POINTERS);
+        assert_eq!(v & 0xff, 2);
+        assert_eq!((v >> 8) & 0xff, 152 / 8);
+        assert_eq!((v >> 16) & 0xff, 272 / 8);
+        let old = GoBinary {
+            version: Some((1, 16)),
+            ..b
+        };
+        assert_eq!(old.target_value(2), 2);
+    }
+
+    #[test]
+    fn not_go() {
+        assert_eq!(inspect(Path::new("/bin/true")), None);
+    }
+}
