@@ -394,6 +394,8 @@ mod tests {
             ip: 0x7f00_0000_1234,
             sp: 0x7ffc_0000_0000,
             bp: 0x7ffc_0000_0040,
+            goid: 41,
+            parent_goid: 17,
             sock: SockInfo {
                 sk: 0xffff_8880_0000_1000,
                 family: 2,
@@ -419,6 +421,8 @@ mod tests {
                 ip: 0x7f00_0000_1234,
                 sp: 0x7ffc_0000_0000,
                 bp: 0x7ffc_0000_0040,
+                goid: 41,
+                parent_goid: 17,
                 sock: SockInfo {
                     sk: 0xffff_8880_0000_1000,
                     family: 2,
@@ -445,6 +449,8 @@ mod tests {
             ip: 0,
             sp: 0,
             bp: 0,
+            goid: 0,
+            parent_goid: 0,
             sock: SockInfo::default(),
             path: [b'a'; MAX_PATH],
             stack: [0; STACK_BYTES],
@@ -471,6 +477,8 @@ mod tests {
             ip: 0x401000,
             sp: 0,
             bp: 0,
+            goid: 0,
+            parent_goid: 0,
             sock: SockInfo::default(),
             path: [0; MAX_PATH],
             stack: [0; STACK_BYTES],
@@ -515,6 +523,8 @@ mod tests {
             ip: 0x401000,
             sp: 0x7ff0,
             bp: 0,
+            goid: 0,
+            parent_goid: 0,
             sock: SockInfo::default(),
             path: [0; MAX_PATH],
             stack: [0; STACK_BYTES],
@@ -640,6 +650,8 @@ mod tests {
             ip: 0,
             sp: 0,
             bp: 0,
+            goid: 0,
+            parent_goid: 0,
             sock: SockInfo::default(),
             path: [0; MAX_PATH],
             stack: [0; STACK_BYTES],
@@ -708,5 +720,38 @@ mod tests {
         fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..3000)) {
             let _ = decode(&bytes);
         }
+    }
+
+    #[test]
+    fn go_links() {
+        let mut ev = fdtrace_common::GoLinkEvent {
+            hdr: hdr(kind::GO_LINK),
+            role: go::REQUEST,
+            stack_len: 24,
+            goid: 21,
+            conn: 0xc000_1234,
+            ret: 0x40_2222,
+            stack: [0; STACK_BYTES],
+        };
+        for (i, a) in [0x40_1000u64, 0x40_3333, 0x40_4444].iter().enumerate() {
+            ev.stack[i * 8..i * 8 + 8].copy_from_slice(&a.to_le_bytes());
+        }
+        let bytes = as_bytes(&ev);
+        let Event::GoLink(l) = decode(&bytes).unwrap() else {
+            panic!("not a link");
+        };
+        // The caller, skipped by a frame-pointer walk from a function's entry, put back.
+        assert_eq!(l.stack, vec![0x40_1000, 0x40_2222, 0x40_3333, 0x40_4444]);
+        assert_eq!((l.goid, l.conn, l.role), (21, 0xc000_1234, go::REQUEST));
+        // A dial is sent without its stack; a request must have one.
+        ev.role = go::DIAL;
+        let bytes = as_bytes(&ev);
+        let Event::GoLink(d) = decode(&bytes[..GO_LINK_HEAD_BYTES]).unwrap() else {
+            panic!("not a link");
+        };
+        assert_eq!((d.goid, d.stack.len()), (21, 0));
+        ev.role = go::REQUEST;
+        let bytes = as_bytes(&ev);
+        assert!(decode(&bytes[..GO_LINK_HEAD_BYTES]).is_err());
     }
 }

@@ -18,11 +18,11 @@ use crate::{
     unwind::{RawFrame, StackUnwinder, Unwound},
 };
 
-/// Addresses from here on stand for a marker frame, never for code: user space ends below
-/// 0x0000_8000_0000_0000 on x86_64, and the kernel's addresses never appear in a user stack.
-const MARKER_BASE: u64 = 0xffff_f000_0000_0000;
+/// Addresses with these top 16 bits stand for a marker frame, never for code: they are not
+/// canonical x86_64 addresses (bits 63 to 47 differ), so no stack holds them.
+const MARKER_BASE: u64 = 0xdead_0000_0000_0000;
 /// The goroutine id in a marker's address.
-const MARKER_ID_BITS: u64 = (1 << 44) - 1;
+const MARKER_ID_BITS: u64 = (1 << 48) - 1;
 
 /// Requests waiting for their dial, and dialing goroutines, kept at most (the oldest go first).
 const MAX_LINKS: usize = 4096;

@@ -780,6 +780,8 @@ mod tests {
             ip: 0,
             sp: 0,
             bp: 0,
+            goid: 0,
+            parent_goid: 0,
             sock: Default::default(),
             control: Vec::new(),
             stack: UserStack::None,

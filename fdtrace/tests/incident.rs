@@ -5,11 +5,12 @@
 //! name the upload line with the exact count, find every upstream connection in CLOSE_WAIT with
 //! the upstream's address and the CLOSE_WAIT hint, and never report the correct handler.
 //!
-//! What the report can and cannot say about the sockets: Go's net/http client dials in a
-//! goroutine of its own (`net/http.(*Transport).dialConnFor`, started by `queueForDial`), so
-//! the sockets' creating stacks end in the transport, not at the handler's `client.Get` line
-//! (LEAK_PROXY): the site has no frame of the program's own code (`user_frame` null) and is
-//! recognized by its peer, its state and the transport's frames instead.
+//! The sockets: Go's net/http client dials in a goroutine of its own
+//! (`net/http.(*Transport).dialConnFor`, started by `queueForDial`), so their creating stacks
+//! end in the transport; fdtrace joins the stack of the goroutine that asked for the connection
+//! (the handler's `client.Get`, LEAK_PROXY) behind a `[requested by goroutine N]` frame, and the
+//! handler's line is the site's line. `tests/go_links.rs` covers the other ways a connection is
+//! asked for, and the Go releases.
 use std::{
     io::{BufRead as _, BufReader, Read as _, Write as _},
     net::TcpStream,
@@ -220,23 +221,33 @@ fn go_service_leaking_uploads_and_close_wait_sockets() {
         serde_json::json!({"CLOSE_WAIT": 30, "LISTEN": 1}),
         "{r:#}"
     );
-    // Created in net/http's dialing goroutine: a whole stack down to the goroutine's root, with
-    // no frame of the program (the handler's client.Get is in another goroutine).
-    assert_eq!(conns["user_frame"], Value::Null, "{conns:#}");
+    // Created in net/http's dialing goroutine, asked for by the handler's goroutine: the
+    // dialer's whole stack, the marker, then the handler's stack down to its goroutine's root.
+    assert_eq!(
+        user_frame(conns),
+        Some(("main.go".into(), leak_proxy, "main.proxy".into())),
+        "{conns:#}"
+    );
     assert_eq!(conns["method"], "fp", "{conns:#}");
     assert_eq!(conns["truncated"], false, "{conns:#}");
     let funcs = frame_functions(conns);
+    let marker = funcs
+        .iter()
+        .position(|f| f.starts_with("[requested by goroutine "))
+        .unwrap_or_else(|| panic!("no requester: {conns:#}"));
+    let (dialer, requester) = funcs.split_at(marker);
     assert!(
-        funcs.contains(&"net/http.(*Transport).dialConn"),
+        dialer.contains(&"net/http.(*Transport).dialConn"),
         "{conns:#}"
     );
-    assert_eq!(funcs.last(), Some(&"runtime.goexit"), "{conns:#}");
-    assert!(!funcs.iter().any(|f| f.starts_with("main.")), "{conns:#}");
+    assert_eq!(dialer.last(), Some(&"runtime.goexit"), "{conns:#}");
+    assert!(!dialer.iter().any(|f| f.starts_with("main.")), "{conns:#}");
+    assert!(requester.contains(&"main.proxy"), "{conns:#}");
+    assert_eq!(requester.last(), Some(&"runtime.goexit"), "{conns:#}");
 
-    // The correct handler never appears; neither does the proxy line (see the module's doc).
+    // The correct handler never appears.
     let lines = lines_in(&r, main_go);
     assert!(!lines.contains(&ok_file), "OK_FILE reported: {r:#}");
-    assert!(!lines.contains(&leak_proxy), "{r:#}");
 
     // Attached again later, with the text report: the first round's leaks are pre-existing now,
     // the new ones are grouped as before.
@@ -249,8 +260,10 @@ fn go_service_leaking_uploads_and_close_wait_sockets() {
             "3 files still open, opened by main.upload at {}:{leak_upload}",
             source(main_go).display()
         ),
-        "\n5 sockets still open, opened by library code only (no frame of the program's own code)"
-            .to_string(),
+        format!(
+            "\n5 sockets still open, opened by main.proxy at {}:{leak_proxy}",
+            source(main_go).display()
+        ),
         format!("\n    5 tcp sockets to {up_addr} in CLOSE_WAIT, oldest "),
         "\n    hint: CLOSE_WAIT: the peer closed these connections and this process never did"
             .to_string(),
@@ -260,9 +273,11 @@ fn go_service_leaking_uploads_and_close_wait_sockets() {
         "TCP sockets: 35 CLOSE_WAIT, 1 LISTEN\n".to_string(),
         format!("\n  30 tcp sockets to {up_addr} in CLOSE_WAIT; e.g. fd "),
         format!(" -> {up_addr} CLOSE_WAIT\n"),
-        "      look like the leak opened by library code only (no frame of the program's own \
-         code) (same peer and state; 5 more opened there while traced)\n"
-            .to_string(),
+        format!(
+            "      look like the leak opened by main.proxy at {}:{leak_proxy} (same peer and \
+             state; 5 more opened there while traced)\n",
+            source(main_go).display()
+        ),
         "lost events: 0\n".to_string(),
         "no drift\n".to_string(),
     ];

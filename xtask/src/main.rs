@@ -9,7 +9,9 @@ use anyhow::{Context as _, Result, bail};
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod debian;
 mod deps;
+mod go_toolchains;
 mod install;
 mod vmtest;
 
@@ -238,6 +240,7 @@ fn demo() -> Result<()> {
 fn test() -> Result<()> {
     // Everything the tests need, before anything is built.
     deps::ensure(deps::NEEDS, deps::For::Test)?;
+    let go_roots = go_toolchains::ensure()?;
     build()?;
     run(Command::new("cargo")
         .args([
@@ -253,7 +256,8 @@ fn test() -> Result<()> {
         .env(
             "FDTRACE_BIN",
             root().join("target/release/fdtrace").as_os_str(),
-        ))
+        )
+        .env("FDTRACE_GO_ROOTS", std::env::join_paths(go_roots)?))
 }
 
 fn main() -> Result<()> {

@@ -71,35 +71,13 @@ fn vmdir() -> PathBuf {
     root().join("target/vmtest")
 }
 
-/// apt-get with an apt configuration of its own under target/vmtest/apt: Debian's suites that
-/// carry the kernels, without touching the system's sources.
+/// apt-get with an apt configuration of its own under target/vmtest/apt.
 fn apt(tool: &str) -> Command {
-    let a = vmdir().join("apt");
-    let mut c = Command::new(tool);
-    for (k, v) in [
-        ("Dir::Etc::sourcelist", PathBuf::from("/dev/null")),
-        ("Dir::Etc::sourceparts", a.join("sources")),
-        ("Dir::State::Lists", a.join("lists")),
-        ("Dir::Cache", a.join("cache")),
-        ("Dir::Cache::archives", a.join("archives")),
-    ] {
-        c.arg("-o").arg(format!("{k}={}", v.display()));
-    }
-    c
+    crate::debian::apt(&vmdir().join("apt"), tool)
 }
 
 fn apt_setup() -> Result<()> {
-    let a = vmdir().join("apt");
-    for d in ["sources", "lists/partial", "cache", "archives/partial"] {
-        std::fs::create_dir_all(a.join(d))?;
-    }
-    std::fs::write(
-        a.join("sources/kernels.sources"),
-        "Types: deb\nURIs: http://deb.debian.org/debian\n\
-         Suites: bullseye bookworm bookworm-backports trixie\nComponents: main\n\
-         Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg\n",
-    )?;
-    run(apt("apt-get").args(["update", "-q"]))
+    crate::debian::apt_setup(&vmdir().join("apt"))
 }
 
 /// Numbers in a package name, for ordering versions: 6.12.117+deb13 > 6.12.95+deb12.

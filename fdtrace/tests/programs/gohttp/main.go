@@ -1,0 +1,210 @@
+// A Go HTTP service whose handlers leak the connections net/http dials for them, each in
+// another way: net/http dials in a goroutine of its own, so the line to name is in the
+// goroutine that asked. The tests find the lines through the markers in the comments.
+//
+// usage: gohttp -upstream
+//
+//	an upstream HTTP server on 127.0.0.1 (a free port): / answers with "Connection: close"
+//	(it closes its side after the response), /keep keeps the connection alive.
+//
+// usage: gohttp -upstream-addr HOST:PORT
+//
+//	the service, on 127.0.0.1 (a free port):
+//	  /get      client.Get of the upstream's /, the body never closed;
+//	  /do       client.Do of a request made first, the body never closed;
+//	  /inlined  http.Get (inlined into the handler), the body never closed;
+//	  /worker   a goroutine started for the request does the client.Get and never closes;
+//	  /limited  a client with MaxConnsPerHost 1: a first response holds the connection and
+//	            another goroutine closes it 0.2 s later; the handler's Get waits in the
+//	            transport's queue meanwhile, and its dial is started by the goroutine that
+//	            closes the first connection. The second body is never closed;
+//	  /reuse    a keep-alive client: GET /keep, read and close (the connection goes back to
+//	            the pool), then GET /keep again on the same connection, never closed;
+//	  /file     opens this program's own file and never closes it;
+//	  /ok       client.Get, the body read and closed.
+//
+// Both print "port N" on stdout once they accept connections, and serve until killed.
+package main
+
+import (
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"sync"
+	"time"
+)
+
+var (
+	upstream string
+
+	// No timeout, the default transport: what the incident's service used.
+	client = &http.Client{}
+	// Its own transport: connections kept alive between requests.
+	keepAlive = &http.Client{Transport: &http.Transport{}}
+
+	mu     sync.Mutex
+	leaked []interface{}
+)
+
+// keep keeps what leaked referenced (as a real service's caches and request logs keep them),
+// so no finalizer closes it behind the test's back.
+func keep(v interface{}) {
+	mu.Lock()
+	defer mu.Unlock()
+	leaked = append(leaked, v)
+}
+
+func get(w http.ResponseWriter, r *http.Request) {
+	resp, err := client.Get(upstream + "/") /* LEAK_GET */
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadGateway)
+		return
+	}
+	keep(resp)
+	fmt.Fprintf(w, "upstream said %s\n", resp.Status)
+}
+
+func do(w http.ResponseWriter, r *http.Request) {
+	req, err := http.NewRequest("GET", upstream+"/", nil)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	resp, err := client.Do(req) /* LEAK_DO */
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadGateway)
+		return
+	}
+	keep(resp)
+	fmt.Fprintf(w, "upstream said %s\n", resp.Status)
+}
+
+func inlined(w http.ResponseWriter, r *http.Request) {
+	resp, err := http.Get(upstream + "/") /* LEAK_INLINED */
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadGateway)
+		return
+	}
+	keep(resp)
+	fmt.Fprintf(w, "upstream said %s\n", resp.Status)
+}
+
+func fetch(done chan<- string) {
+	resp, err := client.Get(upstream + "/") /* LEAK_WORKER */
+	if err != nil {
+		done <- err.Error()
+		return
+	}
+	keep(resp)
+	done <- "upstream said " + resp.Status
+}
+
+func worker(w http.ResponseWriter, r *http.Request) {
+	done := make(chan string)
+	go fetch(done)
+	fmt.Fprintln(w, <-done)
+}
+
+func limited(w http.ResponseWriter, r *http.Request) {
+	c := &http.Client{Transport: &http.Transport{MaxConnsPerHost: 1}}
+	holder, err := c.Get(upstream + "/") /* HOLDER */
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadGateway)
+		return
+	}
+	go func() {
+		time.Sleep(200 * time.Millisecond)
+		holder.Body.Close()
+	}()
+	resp, err := c.Get(upstream + "/") /* LEAK_LIMITED */
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadGateway)
+		return
+	}
+	keep(resp)
+	fmt.Fprintf(w, "upstream said %s\n", resp.Status)
+}
+
+func reuse(w http.ResponseWriter, r *http.Request) {
+	first, err := keepAlive.Get(upstream + "/keep") /* KEEP_FIRST */
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadGateway)
+		return
+	}
+	io.Copy(io.Discard, first.Body)
+	first.Body.Close()
+	again, err := keepAlive.Get(upstream + "/keep") /* KEEP_AGAIN */
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadGateway)
+		return
+	}
+	keep(again)
+	fmt.Fprintf(w, "upstream said %s\n", again.Status)
+}
+
+func file(w http.ResponseWriter, r *http.Request) {
+	f, err := os.Open(os.Args[0]) /* LEAK_FILE */
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	keep(f)
+	fmt.Fprintln(w, "opened")
+}
+
+func ok(w http.ResponseWriter, r *http.Request) {
+	resp, err := client.Get(upstream + "/") /* OK_GET */
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadGateway)
+		return
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	fmt.Fprintf(w, "upstream said %s\n", resp.Status)
+}
+
+func closing(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Connection", "close")
+	fmt.Fprintln(w, "hello from upstream")
+}
+
+func keepAliveHandler(w http.ResponseWriter, r *http.Request) {
+	fmt.Fprintln(w, "hello again")
+}
+
+// serve listens on a free port of 127.0.0.1, says which, and serves until killed.
+func serve(h http.Handler) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		panic(err)
+	}
+	fmt.Printf("port %d\n", l.Addr().(*net.TCPAddr).Port)
+	panic(http.Serve(l, h))
+}
+
+func main() {
+	asUpstream := flag.Bool("upstream", false, "be the upstream server")
+	addr := flag.String("upstream-addr", "", "the upstream's HOST:PORT")
+	flag.Parse()
+	mux := http.NewServeMux()
+	if *asUpstream {
+		mux.HandleFunc("/", closing)
+		mux.HandleFunc("/keep", keepAliveHandler)
+		serve(mux)
+	}
+	if *addr == "" {
+		fmt.Fprintln(os.Stderr, "gohttp: -upstream or -upstream-addr HOST:PORT")
+		os.Exit(2)
+	}
+	upstream = "http://" + *addr
+	for path, h := range map[string]http.HandlerFunc{
+		"/get": get, "/do": do, "/inlined": inlined, "/worker": worker,
+		"/limited": limited, "/reuse": reuse, "/file": file, "/ok": ok,
+	} {
+		mux.HandleFunc(path, h)
+	}
+	serve(mux)
+}
