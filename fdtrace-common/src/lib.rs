@@ -91,7 +91,7 @@ pub mod go {
     }
 
     const fn words(off: u32) -> u32 {
-        if off % 8 == 0 && off < 2048 {
+        if off.is_multiple_of(8) && off < 2048 {
             off / 8
         } else {
             0

@@ -11,86 +11,27 @@
 //! (the handler's `client.Get`, LEAK_PROXY) behind a `[requested by goroutine N]` frame, and the
 //! handler's line is the site's line. `tests/go_links.rs` covers the other ways a connection is
 //! asked for, and the Go releases.
-use std::{
-    io::{BufRead as _, BufReader, Read as _, Write as _},
-    net::TcpStream,
-    path::Path,
-    process::{Command, Stdio},
-    time::{Duration, Instant},
-};
+use std::{path::Path, time::Duration};
 
 use serde_json::Value;
 
 mod common;
 use common::*;
 
-/// Start `bin ARGS`, which prints "port N" once it serves; the process and its port.
-fn start(bin: &Path, args: &[&std::ffi::OsStr]) -> (Killed, u16) {
-    let mut child = Killed(
-        Command::new(bin)
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    let mut line = String::new();
-    BufReader::new(child.0.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let port = line
-        .strip_prefix("port ")
-        .and_then(|p| p.trim().parse().ok())
-        .unwrap_or_else(|| panic!("{} did not say its port: {line:?}", bin.display()));
-    (child, port)
-}
-
-/// One HTTP/1.1 request on a connection of its own (`Connection: close`); the whole response,
-/// which must be a 200.
-fn request(port: u16, method: &str, path: &str, body: &str) -> String {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\
-         Content-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut resp = String::new();
-    s.read_to_string(&mut resp).unwrap();
-    assert!(resp.starts_with("HTTP/1.1 200 "), "{method} {path}: {resp}");
-    resp
-}
-
 /// `uploads` uploads, `proxies` proxied requests and `oks` correct requests, interleaved.
 fn load(port: u16, uploads: usize, proxies: usize, oks: usize) {
     for i in 0..uploads.max(proxies).max(oks) {
         if i < uploads {
-            request(port, "POST", "/upload", &format!("upload {i}\n"));
+            http_request(port, "POST", "/upload", &format!("upload {i}\n"));
         }
         if i < proxies {
-            let r = request(port, "GET", "/proxy", "");
+            let r = http_request(port, "GET", "/proxy", "");
             assert!(r.contains("upstream said 200 OK"), "{r}");
         }
         if i < oks {
-            request(port, "GET", "/ok", "");
+            http_request(port, "GET", "/ok", "");
         }
     }
-}
-
-/// Run `load` and let the service finish closing: Go's server closes a connection 0.5 s after
-/// its last response (it waits for the client's FIN to avoid a reset). Fails, rather than give
-/// a report of an unfinished load, when all this took more than `budget` of fdtrace's `-d`.
-fn load_and_settle(budget: Duration, load: impl FnOnce()) {
-    let t = Instant::now();
-    load();
-    std::thread::sleep(Duration::from_millis(1500));
-    assert!(
-        t.elapsed() < budget,
-        "the load took {:?}: too slow for the session's duration",
-        t.elapsed()
-    );
 }
 
 /// The socket groups of a site: (count, peer, state, proto, accepted).
@@ -132,9 +73,9 @@ fn go_service_leaking_uploads_and_close_wait_sockets() {
     let leak_proxy = u64::from(line_of(main_go, "LEAK_PROXY"));
     let ok_file = u64::from(line_of(main_go, "OK_FILE"));
 
-    let (_upstream, up_port) = start(&bin, &["-upstream".as_ref()]);
+    let (_upstream, up_port) = start_server(&bin, &["-upstream".as_ref()]);
     let up_addr = format!("127.0.0.1:{up_port}");
-    let (service, port) = start(
+    let (service, port) = start_server(
         &bin,
         &[
             "-upstream-addr".as_ref(),

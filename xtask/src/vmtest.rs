@@ -38,6 +38,26 @@ const SUITES: &[&str] = &[
 /// Tests not run in the VM, and why (suite, test, reason).
 const SKIPPED: &[(&str, &str, &str)] = &[
     (
+        "go_links",
+        "go_1_21",
+        "the VMs run one Go release, the system's (the host runs them all)",
+    ),
+    (
+        "go_links",
+        "go_1_22",
+        "the VMs run one Go release, the system's (the host runs them all)",
+    ),
+    (
+        "go_links",
+        "go_1_23",
+        "the VMs run one Go release, the system's (the host runs them all)",
+    ),
+    (
+        "go_links",
+        "go_1_24",
+        "the VMs run one Go release, the system's (the host runs them all)",
+    ),
+    (
         "load",
         "a_burst_from_8_threads_loses_nothing",
         "the VM emulates its CPUs on one host thread: a burst measures the consumer against \

@@ -2,10 +2,12 @@
 #![allow(dead_code)]
 use std::{
     collections::BTreeSet,
-    io::{BufRead as _, BufReader, Read as _},
+    io::{BufRead as _, BufReader, Read as _, Write as _},
+    net::TcpStream,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     sync::OnceLock,
+    time::{Duration, Instant},
 };
 
 use serde_json::Value;
@@ -304,7 +306,13 @@ pub fn go_build(name: &str, dir: &Path) -> PathBuf {
 pub fn go_build_with(name: &str, dir: &Path, env: &[(&str, &str)]) -> PathBuf {
     let out = dir.join(name);
     let gotmp = dir.join("go");
-    let st = Command::new("go")
+    // A release of its own: GOROOT=DIR in `env` runs DIR/bin/go.
+    let go = env
+        .iter()
+        .find(|(k, _)| *k == "GOROOT")
+        .map(|(_, r)| Path::new(r).join("bin/go"))
+        .unwrap_or_else(|| PathBuf::from("go"));
+    let st = Command::new(&go)
         .arg("build")
         .arg("-o")
         .arg(&out)
@@ -574,4 +582,57 @@ pub fn report_of_a_copy(file: &Path) -> Value {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let _ = std::fs::remove_file(&copy);
     serde_json::from_slice(&o.stdout).unwrap()
+}
+
+/// Start `bin ARGS`, which prints "port N" once it serves; the process and its port.
+pub fn start_server(bin: &Path, args: &[&std::ffi::OsStr]) -> (Killed, u16) {
+    let mut child = Killed(
+        Command::new(bin)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut line = String::new();
+    BufReader::new(child.0.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let port = line
+        .strip_prefix("port ")
+        .and_then(|p| p.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{} did not say its port: {line:?}", bin.display()));
+    (child, port)
+}
+
+/// One HTTP/1.1 request on a connection of its own (`Connection: close`); the whole response,
+/// which must be a 200.
+pub fn http_request(port: u16, method: &str, path: &str, body: &str) -> String {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    assert!(resp.starts_with("HTTP/1.1 200 "), "{method} {path}: {resp}");
+    resp
+}
+
+/// Run `load` and let the service finish closing: Go's server closes a connection 0.5 s after
+/// its last response (it waits for the client's FIN to avoid a reset). Fails, rather than give
+/// a report of an unfinished load, when all this took more than `budget` of fdtrace's `-d`.
+pub fn load_and_settle(budget: Duration, load: impl FnOnce()) {
+    let t = Instant::now();
+    load();
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(
+        t.elapsed() < budget,
+        "the load took {:?}: too slow for the session's duration",
+        t.elapsed()
+    );
 }

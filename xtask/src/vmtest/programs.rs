@@ -108,6 +108,12 @@ pub(super) const PROGRAMS: &[Prog] = &[
         src: "gosvc/main.go",
         out: "gosvc",
     },
+    Prog {
+        tool: "go",
+        args: &["build"],
+        src: "gohttp/main.go",
+        out: "gohttp",
+    },
 ];
 
 /// Same as `common::prebuilt_key` in the tests.

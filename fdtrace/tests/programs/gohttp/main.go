@@ -136,6 +136,9 @@ func reuse(w http.ResponseWriter, r *http.Request) {
 	}
 	io.Copy(io.Discard, first.Body)
 	first.Body.Close()
+	// The transport puts the connection back in its pool right after the close, in a
+	// goroutine of its own: leave it the time to.
+	time.Sleep(100 * time.Millisecond)
 	again, err := keepAlive.Get(upstream + "/keep") /* KEEP_AGAIN */
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusBadGateway)

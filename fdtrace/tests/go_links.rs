@@ -1,0 +1,186 @@
+//! Go: a socket net/http dials in a goroutine of its own is named at the line of the goroutine
+//! that asked for it (issue 19), with each Go release the tests have: the system's `go`
+//! (Debian bookworm: 1.19) and the releases `cargo xtask test` fetches from Debian into
+//! FDTRACE_GO_ROOTS (1.21 to 1.24). The program (`tests/programs/gohttp`) leaks connections
+//! in each way the issue lists: `client.Get` and `client.Do` from handlers, `http.Get` inlined
+//! into a handler, a worker goroutine, a `MaxConnsPerHost` queue whose dial another goroutine
+//! starts, and a keep-alive connection reused by a second request (it keeps its first
+//! requester); and a file. Its correct handler, the connection it closes, and the second
+//! request on a reused connection must never be named.
+use std::{path::PathBuf, time::Duration};
+
+use serde_json::Value;
+
+mod common;
+use common::*;
+
+const MAIN_GO: &str = "gohttp/main.go";
+
+/// The GOROOT of Go `release` from FDTRACE_GO_ROOTS (set by `cargo xtask test`).
+fn goroot(release: &str) -> PathBuf {
+    let roots = std::env::var_os("FDTRACE_GO_ROOTS").unwrap_or_else(|| {
+        panic!("FDTRACE_GO_ROOTS is not set: run the tests with `cargo xtask test`, which fetches Go {release}")
+    });
+    std::env::split_paths(&roots)
+        .find(|p| p.ends_with(format!("go-{release}")))
+        .unwrap_or_else(|| panic!("Go {release} is not in FDTRACE_GO_ROOTS ({roots:?})"))
+}
+
+/// The frames' functions of a site, split at the `[requested by goroutine N]` marker.
+fn split_at_marker(site: &Value) -> (Vec<String>, Vec<String>) {
+    let funcs: Vec<String> = site["frames"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["function"].as_str().unwrap_or("??").to_string())
+        .collect();
+    let marker = funcs
+        .iter()
+        .position(|f| f.starts_with("[requested by goroutine ") && f.ends_with(']'))
+        .unwrap_or_else(|| panic!("no requester in {site:#}"));
+    let mut dialer = funcs;
+    let requester = dialer.split_off(marker + 1);
+    dialer.pop();
+    (dialer, requester)
+}
+
+/// Build gohttp with Go `release` (None: the system's `go`), run its upstream and the service,
+/// load the service while fdtrace traces it by pid, and check every site.
+fn check_release(release: Option<&str>) {
+    let _serial = serial();
+    require_root();
+    let build = tempfile::tempdir().unwrap();
+    let bin = match release {
+        None => go_build("gohttp", build.path()),
+        Some(r) => {
+            let root = goroot(r);
+            go_build_with(
+                "gohttp",
+                build.path(),
+                &[("GOROOT", root.to_str().unwrap())],
+            )
+        }
+    };
+    let line = |marker: &str| u64::from(line_of(MAIN_GO, marker));
+    let (_upstream, up_port) = start_server(&bin, &["-upstream".as_ref()]);
+    let up_addr = format!("127.0.0.1:{up_port}");
+    let (service, port) = start_server(&bin, &["-upstream-addr".as_ref(), up_addr.as_ref()]);
+    let pid = service.0.id();
+    // (path, requests)
+    let load = [
+        ("/get", 4),
+        ("/do", 3),
+        ("/inlined", 2),
+        ("/worker", 3),
+        ("/limited", 2),
+        ("/reuse", 2),
+        ("/file", 2),
+        ("/ok", 3),
+    ];
+    let json = attach_during(pid, &["--json", "-d", "10"], || {
+        load_and_settle(Duration::from_secs(9), || {
+            for (path, n) in load {
+                for _ in 0..n {
+                    let r = http_request(port, "GET", path, "");
+                    assert!(
+                        r.contains("upstream said 200 OK") || r.contains("opened"),
+                        "{path}: {r}"
+                    );
+                }
+            }
+        })
+    });
+    let r: Value = serde_json::from_str(&json).unwrap();
+    let what = format!("Go {}", release.unwrap_or("of the system"));
+    assert_eq!(r["lost_events"], 0, "{what}: {r:#}");
+
+    // (marker, count, function, state of its sockets or None for files)
+    let expect = [
+        ("LEAK_GET", 4, "main.get", Some("CLOSE_WAIT")),
+        ("LEAK_DO", 3, "main.do", Some("CLOSE_WAIT")),
+        ("LEAK_INLINED", 2, "main.inlined", Some("CLOSE_WAIT")),
+        ("LEAK_WORKER", 3, "main.fetch", Some("CLOSE_WAIT")),
+        ("LEAK_LIMITED", 2, "main.limited", Some("CLOSE_WAIT")),
+        // Reused by KEEP_AGAIN, but dialed for KEEP_FIRST; the upstream keeps it open.
+        ("KEEP_FIRST", 2, "main.reuse", Some("ESTABLISHED")),
+        ("LEAK_FILE", 2, "main.file", None),
+    ];
+    for (marker, count, function, state) in expect {
+        let l = line(marker);
+        let site = site_at(&r, "main.go", l as u32)
+            .unwrap_or_else(|| panic!("{what}: no site at main.go:{l} ({marker}): {r:#}"));
+        assert_eq!(
+            user_frame(site),
+            Some(("main.go".into(), l, function.into())),
+            "{what}, {marker}: {site:#}"
+        );
+        assert_eq!(site["count"], count, "{what}, {marker}: {site:#}");
+        match state {
+            Some(state) => {
+                assert_eq!(site["kind"], "socket", "{what}, {marker}: {site:#}");
+                for f in site["fds"].as_array().unwrap() {
+                    assert_eq!(f["state"], state, "{what}, {marker}: {f:#}");
+                    assert_eq!(f["peer"], up_addr.as_str(), "{what}, {marker}: {f:#}");
+                }
+                // The dialing goroutine's frames (net/http's, none of the program), then the
+                // frames of the goroutine that asked.
+                let (dialer, requester) = split_at_marker(site);
+                assert!(
+                    dialer.iter().any(|f| f == "net/http.(*Transport).dialConn"),
+                    "{what}, {marker}: {site:#}"
+                );
+                assert!(
+                    !dialer.iter().any(|f| f.starts_with("main.")),
+                    "{what}, {marker}: {site:#}"
+                );
+                assert!(
+                    requester
+                        .iter()
+                        .any(|f| f == "net/http.(*Transport).queueForDial"),
+                    "{what}, {marker}: {site:#}"
+                );
+                assert!(
+                    requester.iter().any(|f| f == function),
+                    "{what}, {marker}: {site:#}"
+                );
+            }
+            None => assert_eq!(site["kind"], "file", "{what}, {marker}: {site:#}"),
+        }
+    }
+    // Those, and nothing else: not the correct handler, not the connection the holder closed,
+    // not the request that only reused a connection.
+    assert_eq!(sites(&r).len(), expect.len(), "{what}: {r:#}");
+    let lines = lines_in(&r, MAIN_GO);
+    for marker in ["OK_GET", "HOLDER", "KEEP_AGAIN"] {
+        assert!(
+            !lines.contains(&line(marker)),
+            "{what}: {marker} named: {r:#}"
+        );
+    }
+    drop(service);
+}
+
+#[test]
+fn go_system_release() {
+    check_release(None);
+}
+
+#[test]
+fn go_1_21() {
+    check_release(Some("1.21"));
+}
+
+#[test]
+fn go_1_22() {
+    check_release(Some("1.22"));
+}
+
+#[test]
+fn go_1_23() {
+    check_release(Some("1.23"));
+}
+
+#[test]
+fn go_1_24() {
+    check_release(Some("1.24"));
+}
