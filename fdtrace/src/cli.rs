@@ -222,6 +222,11 @@ pub struct TraceArgs {
     #[arg(long, value_enum, default_value_t = UnwindMode::Auto, value_name = "METHOD")]
     pub unwind: UnwindMode,
 
+    /// Go programs: do not probe net/http for the goroutine that asked for each connection (the
+    /// sockets it dials are then named by the dialing goroutine's frames only).
+    #[arg(long)]
+    pub no_go_links: bool,
+
     /// Refresh the live view every SECS seconds (a screen on a terminal, one line per interval
     /// on stderr otherwise).
     #[arg(long, value_name = "SECS", default_value = "1", value_parser = parse_secs)]
@@ -322,6 +327,7 @@ impl TraceArgs {
             all: self.all,
             metrics: self.metrics,
             unwind: self.unwind,
+            go_links: !self.no_go_links,
         })
     }
 }

@@ -301,6 +301,7 @@ pub fn run(opts: Options) -> Result<i32> {
     // Bound before tracing starts, so that a taken or bad address fails first.
     let metrics_listener = opts.metrics.map(metrics_server::bind).transpose()?;
     let mut tracer = Tracer::load_for(opts.ring_mb << 20, cgroup.is_some())?;
+    tracer.go_links = opts.go_links;
     tracer.set_follow(opts.follow || cgroup.is_some())?;
     if let Some(c) = &cgroup {
         tracer.set_cgroups(&c.ids())?;

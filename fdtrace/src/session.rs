@@ -73,6 +73,8 @@ pub struct Options {
     /// Serve Prometheus metrics on this address.
     pub metrics: Option<std::net::SocketAddr>,
     pub unwind: UnwindMode,
+    /// Go programs: probe net/http to join a dialed socket's stack to its requester's.
+    pub go_links: bool,
 }
 
 /// Every traced process of a session: the target and, with `-f`, its descendants; or every

@@ -159,6 +159,8 @@ pub struct Tracer {
     cgroups: std::collections::BTreeSet<u64>,
     /// Go binaries seen, by (device, inode), and whether their net/http probes are attached.
     go_binaries: std::collections::HashMap<(u64, u64), Option<GoBinary>>,
+    /// Whether Go programs get the net/http probes (`--no-go-links` turns them off).
+    pub go_links: bool,
 }
 
 /// Mount tracefs when it is missing (aya attaches tracepoints through it).
@@ -418,6 +420,7 @@ impl Tracer {
             missing,
             cgroups: Default::default(),
             go_binaries: Default::default(),
+            go_links: true,
         })
     }
 
@@ -575,7 +578,7 @@ impl Tracer {
                     "pid {tgid}: Go {:?}, runtime.g layout {:?}, net/http probes at {:?}/{:?}",
                     g.version, g.layout, g.request, g.dial
                 );
-                if g.layout.is_some() {
+                if g.layout.is_some() && self.go_links {
                     self.attach_go_probes(&exe, g);
                 }
             }

@@ -22,6 +22,7 @@ use std::{
 use anyhow::{Context as _, Result, anyhow, bail};
 
 mod cgroup;
+mod godial;
 mod load;
 mod scrape;
 
@@ -50,6 +51,8 @@ pub struct Opts {
 /// Sizes of the runs.
 #[derive(Clone, Copy, Debug)]
 struct Params {
+    /// `--quick`.
+    quick: bool,
     reps: usize,
     /// open/close pairs per loop run (cases 1 and 2).
     pairs: u64,
@@ -71,6 +74,7 @@ impl Params {
         let q = opts.quick;
         Self {
             reps: opts.reps.unwrap_or(if q { 3 } else { 5 }) as usize,
+            quick: q,
             pairs: if q { 50_000 } else { 200_000 },
             strace_pairs: if q { 5_000 } else { 20_000 },
             sustained_pairs: if q { 200_000 } else { 1_000_000 },
@@ -2399,7 +2403,7 @@ pub fn bench(opts: Opts) -> Result<()> {
     };
     let wants = |c: u32| opts.only.is_empty() || opts.only.contains(&c);
     type Case = fn(&mut Bench);
-    let cases: [(u32, Case); 9] = [
+    let cases: [(u32, Case); 10] = [
         (1, Bench::case1),
         (2, Bench::case2),
         (3, Bench::case3),
@@ -2409,6 +2413,7 @@ pub fn bench(opts: Opts) -> Result<()> {
         (7, Bench::case7),
         (8, Bench::case8),
         (9, Bench::case9),
+        (10, Bench::case10),
     ];
     for (n, f) in cases {
         if wants(n) && !interrupted() {

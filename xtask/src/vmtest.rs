@@ -30,6 +30,7 @@ const SUITES: &[&str] = &[
     "recording",
     "unwind",
     "incident",
+    "go_links",
     "late",
     "containers",
     "load",
