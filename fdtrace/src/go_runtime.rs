@@ -88,12 +88,26 @@ pub fn inspect(path: &Path) -> Option<GoBinary> {
         };
         *slot = file_offset(&obj, sym.address());
     }
+    // A stripped binary: the runtime's own table names every function.
+    if (request.is_none() || dial.is_none())
+        && let Some(t) = crate::gopclntab::PcLnTab::read(path)
+    {
+        let at = |name: &str| t.entry_of(name).and_then(|a| t.offset_of_address(a));
+        request = request.or_else(|| at(REQUEST_FN));
+        dial = dial.or_else(|| at(DIAL_FN));
+    }
     Some(GoBinary {
         version,
         layout,
         request,
         dial,
     })
+}
+
+/// The `runtime.g` layout in the DWARF of the binary at `path` alone (None without DWARF).
+pub fn dwarf_layout_of(path: &Path) -> Option<GLayout> {
+    let data = std::fs::read(path).ok()?;
+    dwarf_layout(&object::File::parse(&*data).ok()?)
 }
 
 /// The file offset of a virtual address, through the section holding it.
@@ -136,6 +150,20 @@ pub fn parse_version(s: &str) -> Option<(u32, u32)> {
     Some((major, minor))
 }
 
+type Slice<'a> = EndianSlice<'a, LittleEndian>;
+
+/// The name of an entry: inline (as Go writes them) or in .debug_str.
+fn name_of<'a>(
+    dwarf: &gimli::Dwarf<Slice<'a>>,
+    e: &gimli::DebuggingInformationEntry<Slice<'a>>,
+) -> Option<&'a [u8]> {
+    match e.attr_value(gimli::DW_AT_name)? {
+        gimli::AttributeValue::String(s) => Some(s.slice()),
+        gimli::AttributeValue::DebugStrRef(o) => dwarf.debug_str.get_str(o).ok().map(|s| s.slice()),
+        _ => None,
+    }
+}
+
 /// The offsets of `goid` and `parentGoid` among `runtime.g`'s members, from the DWARF.
 fn dwarf_layout(obj: &object::File) -> Option<GLayout> {
     let sections: Vec<(gimli::SectionId, std::borrow::Cow<[u8]>)> = [
@@ -163,8 +191,11 @@ fn dwarf_layout(obj: &object::File) -> Option<GLayout> {
     let dwarf = gimli::Dwarf::load(|id| Ok::<_, gimli::Error>(get(id))).ok()?;
     let mut units = dwarf.units();
     while let Ok(Some(header)) = units.next() {
-        let unit = dwarf.unit(header).ok()?;
-        let mut entries = unit.entries();
+        // Entries only: a whole unit would also parse its line program and ranges.
+        let Ok(abbrevs) = dwarf.abbreviations(&header) else {
+            continue;
+        };
+        let mut entries = header.entries(&abbrevs);
         let mut in_g = None;
         let mut found = GLayout {
             goid: 0,
@@ -174,16 +205,13 @@ fn dwarf_layout(obj: &object::File) -> Option<GLayout> {
             let depth = e.depth();
             if let Some(d) = in_g {
                 if depth <= d {
-                    return (found.goid != 0).then_some(found);
+                    break;
                 }
                 if depth == d + 1 && e.tag() == gimli::DW_TAG_member {
-                    let name = e
-                        .attr_value(gimli::DW_AT_name)
-                        .and_then(|v| dwarf.attr_string(&unit, v).ok());
                     let off = e
                         .attr_value(gimli::DW_AT_data_member_location)
                         .and_then(|v| v.udata_value());
-                    match (name.as_ref().map(|n| n.slice()), off) {
+                    match (name_of(&dwarf, e), off) {
                         (Some(b"goid"), Some(o)) => found.goid = o as u32,
                         (Some(b"parentGoid"), Some(o)) => found.parent_goid = o as u32,
                         _ => {}
@@ -191,13 +219,8 @@ fn dwarf_layout(obj: &object::File) -> Option<GLayout> {
                 }
                 continue;
             }
-            if e.tag() == gimli::DW_TAG_structure_type {
-                let name = e
-                    .attr_value(gimli::DW_AT_name)
-                    .and_then(|v| dwarf.attr_string(&unit, v).ok());
-                if name.is_some_and(|n| n.slice() == b"runtime.g") {
-                    in_g = Some(depth);
-                }
+            if e.tag() == gimli::DW_TAG_structure_type && name_of(&dwarf, e) == Some(b"runtime.g") {
+                in_g = Some(depth);
             }
         }
         if in_g.is_some() {

@@ -9,6 +9,7 @@ pub mod events;
 pub mod export;
 pub mod go_links;
 pub mod go_runtime;
+pub mod gopclntab;
 pub mod kernel_layout;
 pub mod launch;
 pub mod live;

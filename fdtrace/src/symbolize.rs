@@ -2,6 +2,7 @@
 //!
 //! Addresses are normalized to file offsets with the mappings captured while the process was
 //! alive, so stacks can be symbolized after the process exited (its binaries stay on disk).
+use crate::gopclntab::PcLnTab;
 use blazesym::symbolize::{
     Input, Symbolized, Symbolizer,
     source::{Elf, Source},
@@ -52,6 +53,10 @@ impl Frame {
 
 pub struct Symbols {
     symbolizer: Symbolizer,
+    /// Go binaries without a symbol table: their `.gopclntab`, read once per file.
+    go_tables: std::sync::Mutex<
+        std::collections::HashMap<std::path::PathBuf, Option<std::sync::Arc<PcLnTab>>>,
+    >,
 }
 
 impl Default for Symbols {
@@ -67,6 +72,7 @@ impl Symbols {
                 .enable_code_info(true)
                 .enable_inlined_fns(true)
                 .build(),
+            go_tables: Default::default(),
         }
     }
 
@@ -93,7 +99,12 @@ impl Symbols {
                 .symbolizer
                 .symbolize_single(&src, Input::FileOffset(m.file_offset(f.lookup)));
             let Ok(Symbolized::Sym(sym)) = sym else {
-                out.push(Frame::unsymbolized(f.addr, module));
+                let go = self.gopclntab_frames(source, m.file_offset(f.lookup), f.addr, &module);
+                if go.is_empty() {
+                    out.push(Frame::unsymbolized(f.addr, module));
+                } else {
+                    out.extend(go);
+                }
                 continue;
             };
             for inl in sym.inlined.iter().rev() {
@@ -124,5 +135,45 @@ impl Symbols {
             });
         }
         out
+    }
+
+    /// A Go binary's frames at one address from its `.gopclntab` (stripped binaries have no
+    /// other table): inlined calls first, as blazesym gives them.
+    fn gopclntab_frames(
+        &self,
+        source: &std::path::Path,
+        file_offset: u64,
+        addr: u64,
+        module: &Option<String>,
+    ) -> Vec<Frame> {
+        let table = {
+            let Ok(mut tables) = self.go_tables.lock() else {
+                return Vec::new();
+            };
+            tables
+                .entry(source.to_path_buf())
+                .or_insert_with(|| PcLnTab::read(source).map(std::sync::Arc::new))
+                .clone()
+        };
+        let Some(table) = table else {
+            return Vec::new();
+        };
+        let Some(at) = table.address_of_offset(file_offset) else {
+            return Vec::new();
+        };
+        let infos = table.lookup(at);
+        let n = infos.len();
+        infos
+            .into_iter()
+            .enumerate()
+            .map(|(i, info)| Frame {
+                function: Some(info.function),
+                file: info.file,
+                line: info.line,
+                addr,
+                module: module.clone(),
+                inlined: i + 1 < n,
+            })
+            .collect()
     }
 }

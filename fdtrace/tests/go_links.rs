@@ -44,23 +44,27 @@ fn split_at_marker(site: &Value) -> (Vec<String>, Vec<String>) {
     (dialer, requester)
 }
 
-/// Build gohttp with Go `release` (None: the system's `go`), run its upstream and the service,
-/// load the service while fdtrace traces it by pid, and check every site.
-fn check_release(release: Option<&str>) {
+/// Build gohttp with Go `release` (None: the system's `go`), stripped (`-ldflags=-s`: no symbol
+/// table, no DWARF) or not, run its upstream and the service, load the service while fdtrace
+/// traces it by pid, and check every site.
+fn check_release(release: Option<&str>, stripped: bool) {
     let _serial = serial();
     require_root();
     let build = tempfile::tempdir().unwrap();
-    let bin = match release {
-        None => go_build("gohttp", build.path()),
-        Some(r) => {
-            let root = goroot(r);
-            go_build_with(
-                "gohttp",
-                build.path(),
-                &[("GOROOT", root.to_str().unwrap())],
-            )
-        }
+    let root = release.map(goroot);
+    let mut env = Vec::new();
+    if let Some(r) = &root {
+        env.push(("GOROOT", r.to_str().unwrap()));
+    }
+    if stripped {
+        env.push(("GOFLAGS", "-ldflags=-s"));
+    }
+    let bin = if env.is_empty() {
+        go_build("gohttp", build.path())
+    } else {
+        go_build_with("gohttp", build.path(), &env)
     };
+    check_layout(&bin, release, stripped);
     let line = |marker: &str| u64::from(line_of(MAIN_GO, marker));
     let (_upstream, up_port) = start_server(&bin, &["-upstream".as_ref()]);
     let up_addr = format!("127.0.0.1:{up_port}");
@@ -91,7 +95,11 @@ fn check_release(release: Option<&str>) {
         })
     });
     let r: Value = serde_json::from_str(&json).unwrap();
-    let what = format!("Go {}", release.unwrap_or("of the system"));
+    let what = format!(
+        "Go {}{}",
+        release.unwrap_or("of the system"),
+        if stripped { ", stripped" } else { "" }
+    );
     assert_eq!(r["lost_events"], 0, "{what}: {r:#}");
 
     // (marker, count, function, state of its sockets or None for files)
@@ -160,27 +168,61 @@ fn check_release(release: Option<&str>) {
     drop(service);
 }
 
+/// What fdtrace reads of the binary: the release, the `runtime.g` layout of its DWARF equal to
+/// the table's for that release (the table serves binaries without DWARF), and both probe points
+/// (from `.gopclntab` when stripped).
+fn check_layout(bin: &std::path::Path, release: Option<&str>, stripped: bool) {
+    use fdtrace::go_runtime::{dwarf_layout_of, inspect, layout_of_version, parse_version};
+    let go = inspect(bin).expect("a Go binary");
+    if let Some(r) = release {
+        assert_eq!(go.version, parse_version(&format!("go{r}")), "{go:?}");
+    }
+    let v = go.version.expect("the release in .go.buildinfo");
+    assert!(go.request.is_some() && go.dial.is_some(), "{go:?}");
+    assert_eq!(go.layout, layout_of_version(v), "Go {v:?}");
+    if stripped {
+        assert_eq!(dwarf_layout_of(bin), None, "stripped, yet DWARF");
+    } else {
+        let dwarf = dwarf_layout_of(bin).expect("runtime.g in the DWARF");
+        assert_eq!(
+            Some(dwarf),
+            layout_of_version(v),
+            "Go {v:?}: the table is wrong"
+        );
+    }
+}
+
 #[test]
 fn go_system_release() {
-    check_release(None);
+    check_release(None, false);
+}
+
+#[test]
+fn go_system_release_stripped() {
+    check_release(None, true);
 }
 
 #[test]
 fn go_1_21() {
-    check_release(Some("1.21"));
+    check_release(Some("1.21"), false);
 }
 
 #[test]
 fn go_1_22() {
-    check_release(Some("1.22"));
+    check_release(Some("1.22"), false);
 }
 
 #[test]
 fn go_1_23() {
-    check_release(Some("1.23"));
+    check_release(Some("1.23"), false);
 }
 
 #[test]
 fn go_1_24() {
-    check_release(Some("1.24"));
+    check_release(Some("1.24"), false);
+}
+
+#[test]
+fn go_1_24_stripped() {
+    check_release(Some("1.24"), true);
 }

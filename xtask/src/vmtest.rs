@@ -59,6 +59,11 @@ const SKIPPED: &[(&str, &str, &str)] = &[
         "the VMs run one Go release, the system's (the host runs them all)",
     ),
     (
+        "go_links",
+        "go_system_release_stripped",
+        "the VMs run one build of the Go program, unstripped (the host runs both)",
+    ),
+    (
         "load",
         "a_burst_from_8_threads_loses_nothing",
         "the VM emulates its CPUs on one host thread: a burst measures the consumer against \
