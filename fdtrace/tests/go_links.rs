@@ -165,7 +165,48 @@ fn check_release(release: Option<&str>, stripped: bool) {
             "{what}: {marker} named: {r:#}"
         );
     }
+    if release.is_none() && !stripped {
+        check_recording(pid, port, line("LEAK_GET"));
+    }
     drop(service);
+}
+
+/// A recording of two more leaking `client.Get`s, exported and reported elsewhere: the joined
+/// stack survives the file (its marker frame is an address of its own there).
+fn check_recording(pid: u32, port: u16, leak_get: u64) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("go.fdtrace");
+    attach_during_to(pid, &["record", "-d", "5"], &file, || {
+        load_and_settle(Duration::from_secs(4), || {
+            for _ in 0..2 {
+                http_request(port, "GET", "/get", "");
+            }
+        })
+    });
+    let folded = dir.path().join("go.folded");
+    let out = std::process::Command::new(fdtrace_bin())
+        .arg("export")
+        .arg(&file)
+        .args(["--format", "folded", "-o"])
+        .arg(&folded)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = std::fs::read_to_string(&folded).unwrap();
+    assert!(
+        text.lines()
+            .any(|l| l.contains(";[requested by goroutine ") && l.contains("main.get")),
+        "{text}"
+    );
+    let r = report_of_a_copy(&file);
+    let site = site_at(&r, "main.go", leak_get as u32)
+        .unwrap_or_else(|| panic!("recording: no site at main.go:{leak_get}: {r:#}"));
+    assert_eq!(site["count"], 2, "recording: {site:#}");
+    split_at_marker(site);
 }
 
 /// What fdtrace reads of the binary: the release, the `runtime.g` layout of its DWARF equal to

@@ -127,6 +127,12 @@ pub fn fdtrace_text(args: &[&str], extra: &[&std::ffi::OsStr], env: &[(&str, &Pa
 pub fn attach_during(pid: u32, args: &[&str], load: impl FnOnce()) -> String {
     let out_dir = tempfile::tempdir().unwrap();
     let report = out_dir.path().join("report");
+    attach_during_to(pid, args, &report, load);
+    std::fs::read_to_string(&report).unwrap()
+}
+
+/// `attach_during`, with fdtrace's output (`-o`) at `report`.
+pub fn attach_during_to(pid: u32, args: &[&str], report: &Path, load: impl FnOnce()) {
     let mut tracer = Killed(
         Command::new(fdtrace_bin())
             .args(args)
@@ -156,7 +162,6 @@ pub fn attach_during(pid: u32, args: &[&str], load: impl FnOnce()) -> String {
     let mut rest = String::new();
     let _ = err.read_to_string(&mut rest);
     assert!(st.success(), "fdtrace failed: {rest}");
-    std::fs::read_to_string(&report).unwrap()
 }
 
 /// Trace one of the leaking programs (leaky, rustleak, goleak: `N 0 0` with LEAKY_WAIT) by pid
