@@ -2328,8 +2328,8 @@ pub fn bench(opts: Opts) -> Result<()> {
         bail!("the bench loads eBPF programs (fdtrace, bpftrace): run it as root");
     }
     for c in &opts.only {
-        if !(1..=9).contains(c) {
-            bail!("--only takes case numbers 1 to 9, got {c}");
+        if !(1..=10).contains(c) {
+            bail!("--only takes case numbers 1 to 10, got {c}");
         }
     }
     let p = Params::new(&opts);
