@@ -137,7 +137,7 @@ pub fn attach_during_to(pid: u32, args: &[&str], report: &Path, load: impl FnOnc
         Command::new(fdtrace_bin())
             .args(args)
             .arg("-o")
-            .arg(&report)
+            .arg(report)
             .args(["-p", &pid.to_string()])
             .stdin(Stdio::null())
             .stderr(Stdio::piped())
