@@ -24,6 +24,13 @@ pub enum SiteKey {
 }
 
 fn frame_key(f: &JsonFrame) -> String {
+    // A Go marker frame names the goroutine that asked: another one in each recording.
+    if f.function
+        .as_deref()
+        .is_some_and(crate::go_links::is_marker_text)
+    {
+        return crate::go_links::MARKER_KEY.into();
+    }
     let mut s = f.function.clone().unwrap_or_else(|| "??".into());
     if let Some(file) = &f.file {
         s += &format!(" {file}");
@@ -348,5 +355,41 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("      15       43      +28  total"), "{text}");
+    }
+
+    #[test]
+    fn go_marker_frames_key_alike_whichever_goroutine_asked() {
+        let joined = |goid: u64| {
+            let mut marker = frame(&format!("[requested by goroutine {goid}]"), None, 0, 0);
+            marker.module = None;
+            site(
+                3,
+                vec![
+                    frame("net.socket", Some("/go/src/net/sock.go"), 19, 0x401000),
+                    marker,
+                    frame(
+                        "net/http.(*Client).Get",
+                        Some("/go/src/net/http/client.go"),
+                        479,
+                        0x402000,
+                    ),
+                ],
+                None,
+            )
+        };
+        assert_eq!(site_key(&joined(19)), site_key(&joined(2041)));
+        assert_ne!(
+            site_key(&joined(19)),
+            site_key(&site(
+                3,
+                vec![frame(
+                    "net.socket",
+                    Some("/go/src/net/sock.go"),
+                    19,
+                    0x401000
+                )],
+                None
+            ))
+        );
     }
 }

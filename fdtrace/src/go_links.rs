@@ -40,6 +40,17 @@ pub fn marker_text(addr: u64) -> Option<String> {
         .then(|| format!("[requested by goroutine {}]", addr & MARKER_ID_BITS))
 }
 
+/// A marker frame's text without its goroutine: how sites are told apart across recordings.
+pub const MARKER_KEY: &str = "[requested by goroutine]";
+
+/// Whether a symbolized frame's function is a marker's text.
+pub fn is_marker_text(function: &str) -> bool {
+    function
+        .strip_prefix("[requested by goroutine ")
+        .and_then(|r| r.strip_suffix(']'))
+        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+}
+
 /// The frame as stacks are grouped: every marker alike, whichever goroutine asked (each request
 /// is made by a goroutine of its own; the site keeps the first one's number).
 pub fn grouping_key(f: &RawFrame) -> RawFrame {
@@ -249,6 +260,9 @@ mod tests {
         };
         assert_eq!(grouping_key(&f), f);
         assert_eq!(marker_text(0x40_1000), None);
+        assert!(is_marker_text(&marker_text(requested_by(42).addr).unwrap()));
+        assert!(!is_marker_text("[requested by goroutine ]"));
+        assert!(!is_marker_text("main.main"));
         assert_eq!(marker_text(0xffff_ffff_8100_0000), None);
     }
 }
