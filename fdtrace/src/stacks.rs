@@ -12,9 +12,17 @@ use crate::{
 pub const STACK_DROPPED: &str = "[stack dropped under load]";
 
 /// The frames as stacks are told apart: the same code, whichever goroutine asked for a
-/// connection (`go_links::grouping_key`).
-fn grouping_key(frames: &[RawFrame]) -> Vec<RawFrame> {
-    frames.iter().map(go_links::grouping_key).collect()
+/// connection (`go_links::grouping_key`). Changed in place (once per birth: no allocation for
+/// stacks without markers), with the markers it replaced and where they were.
+fn grouping_key(mut frames: Vec<RawFrame>) -> (Vec<RawFrame>, Vec<(usize, RawFrame)>) {
+    let mut replaced = Vec::new();
+    for (i, f) in frames.iter_mut().enumerate() {
+        let key = go_links::grouping_key(f);
+        if key != *f {
+            replaced.push((i, std::mem::replace(f, key)));
+        }
+    }
+    (frames, replaced)
 }
 
 #[derive(Clone)]
@@ -46,9 +54,14 @@ impl StackStore {
             truncated,
             method,
         } = unwound;
-        let key = (method, grouping_key(&frames));
+        let (frames, replaced) = grouping_key(frames);
+        let key = (method, frames);
         if let Some(&id) = self.ids.get(&key) {
             return id;
+        }
+        let mut frames = key.1.clone();
+        for (i, f) in replaced {
+            frames[i] = f;
         }
         let id = self.stacks.len() as StackId;
         let mut mappings: Vec<Mapping> = Vec::new();
@@ -76,7 +89,7 @@ impl StackStore {
     pub fn push(&mut self, raw: Unwound, mappings: Vec<Mapping>) -> StackId {
         let id = self.stacks.len() as StackId;
         self.ids
-            .entry((raw.method, grouping_key(&raw.frames)))
+            .entry((raw.method, grouping_key(raw.frames.clone()).0))
             .or_insert(id);
         self.stacks.push(StoredStack {
             raw,
@@ -168,5 +181,21 @@ mod tests {
         assert_eq!(s.len(), 3);
         assert_eq!(s.get(d).unwrap().raw.method, Method::Fp);
         assert_eq!(s.get(a).unwrap().mappings.len(), 1);
+    }
+
+    #[test]
+    fn joined_stacks_group_whichever_goroutine_asked() {
+        let joined = |goid: u64| {
+            let mut u = unwound(&[0x1010, 0x1020]);
+            u.frames.insert(1, go_links::requested_by(goid));
+            u
+        };
+        let mut s = StackStore::new();
+        let a = s.intern(joined(7), &[]);
+        let b = s.intern(joined(9), &[]);
+        assert_eq!(a, b);
+        // The stack keeps the first request's goroutine.
+        assert_eq!(s.get(a).unwrap().raw.frames[1], go_links::requested_by(7));
+        assert_ne!(s.intern(unwound(&[0x1010, 0x1020]), &[]), a);
     }
 }
