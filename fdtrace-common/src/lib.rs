@@ -81,13 +81,23 @@ pub mod go {
     /// In a `TARGETS` value: the offset of `runtime.g.parentGoid` (Go 1.21+), in 8-byte words
     /// (0: none).
     pub const PARENT_SHIFT: u32 = 16;
+    /// In a `TARGETS` value: the offset of `runtime.g.gopc` (the address of the `go` statement
+    /// that started the goroutine), in 8-byte words (0: unknown).
+    pub const GOPC_SHIFT: u32 = 24;
 
     /// The `TARGETS` value of a process: its capture mode and its `runtime.g` layout (byte
     /// offsets, 8-aligned, below 2,048; others are dropped).
-    pub const fn target_value(capture: u16, goid_off: u32, parent_off: u32) -> u32 {
+    pub const fn target_value(capture: u16, goid_off: u32, parent_off: u32, gopc_off: u32) -> u32 {
         let goid = words(goid_off);
-        let parent = if goid == 0 { 0 } else { words(parent_off) };
-        (capture as u32 & MODE_MASK) | goid << GOID_SHIFT | parent << PARENT_SHIFT
+        let (parent, gopc) = if goid == 0 {
+            (0, 0)
+        } else {
+            (words(parent_off), words(gopc_off))
+        };
+        (capture as u32 & MODE_MASK)
+            | goid << GOID_SHIFT
+            | parent << PARENT_SHIFT
+            | gopc << GOPC_SHIFT
     }
 
     const fn words(off: u32) -> u32 {
@@ -271,6 +281,9 @@ pub struct OpenEvent {
     /// that made the syscall and of the goroutine that started it (Go 1.21+), 0 when unknown.
     pub goid: u64,
     pub parent_goid: u64,
+    /// Go programs: where the goroutine was started (`runtime.g.gopc`: the return address of
+    /// the `go` statement's call into the runtime), 0 when unknown.
+    pub gopc: u64,
     /// The kernel socket behind `fd`, for socket births (`sock.sk == 0` otherwise).
     pub sock: SockInfo,
     /// NUL-terminated path (truncated to `MAX_PATH - 1` bytes).
@@ -480,5 +493,5 @@ const _: () = assert!(core::mem::size_of::<ForkEvent>() == 40);
 const _: () = assert!(core::mem::size_of::<CloexecEvent>() == 32);
 const _: () = assert!(core::mem::size_of::<FailKey>() == 16);
 const _: () =
-    assert!(core::mem::size_of::<OpenEvent>() == 24 + 24 + 40 + 56 + MAX_PATH + STACK_BYTES);
+    assert!(core::mem::size_of::<OpenEvent>() == 24 + 24 + 48 + 56 + MAX_PATH + STACK_BYTES);
 const _: () = assert!(GO_LINK_HEAD_BYTES == 24 + 8 + 24);

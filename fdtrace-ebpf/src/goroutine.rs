@@ -4,7 +4,7 @@
 //! Go 1.17+ on amd64 keeps the current goroutine's `runtime.g` in r14 while Go code runs (its
 //! register ABI), and the syscall stubs leave it alone. The g's first two words are the bounds of
 //! its stack: a thread running C (cgo) holds anything in r14, so the value is believed only when
-//! the stack pointer lies within them. The offsets of `goid` and `parentGoid` differ between Go
+//! the stack pointer lies within them. The offsets of `goid`, `parentGoid` and `gopc` differ between Go
 //! versions; user space puts them in the process's `TARGETS` value (`go::target_value`).
 use core::ffi::c_void;
 
@@ -21,33 +21,32 @@ use fdtrace_common::{GO_LINK_HEAD_BYTES, GoLinkEvent, STACK_BYTES, go, kind};
 
 use crate::{EVENTS, bump, header, stat, traced_mode, wakeup_after};
 
-/// The goroutine id and parent goroutine id (0 when unknown) of the g at `g`, if `sp` is on its
-/// stack; `(0, 0)` otherwise. `target` is the process's `TARGETS` value.
+/// The goroutine id, parent goroutine id and `gopc` (each 0 when unknown) of the g at `g`, if
+/// `sp` is on its stack; all 0 otherwise. `target` is the process's `TARGETS` value.
 #[inline(always)]
-pub fn ids(g: u64, sp: u64, target: u32) -> (u64, u64) {
+pub fn ids(g: u64, sp: u64, target: u32) -> (u64, u64, u64) {
     let goid_words = (target >> go::GOID_SHIFT) & 0xff;
     if goid_words == 0 || g == 0 {
-        return (0, 0);
+        return (0, 0, 0);
     }
     // SAFETY: probe_read_user checks the address.
     let Ok(bounds) = (unsafe { bpf_probe_read_user(g as *const [u64; 2]) }) else {
-        return (0, 0);
+        return (0, 0, 0);
     };
     if sp < bounds[0] || sp >= bounds[1] {
-        return (0, 0);
+        return (0, 0, 0);
     }
     let word = |words: u32| -> u64 {
+        if words == 0 {
+            return 0;
+        }
         // SAFETY: as above.
         unsafe { bpf_probe_read_user((g + u64::from(words) * 8) as *const u64) }.unwrap_or(0)
     };
-    let parent_words = (target >> go::PARENT_SHIFT) & 0xff;
     (
         word(goid_words),
-        if parent_words == 0 {
-            0
-        } else {
-            word(parent_words)
-        },
+        word((target >> go::PARENT_SHIFT) & 0xff),
+        word(target >> go::GOPC_SHIFT),
     )
 }
 
@@ -73,7 +72,7 @@ fn link(ctx: &ProbeContext, role: u32) -> u32 {
     };
     // SAFETY: the context of a uprobe is the user registers at the probed instruction.
     let (g, conn, sp) = unsafe { ((*ctx.regs).r14, (*ctx.regs).rbx, (*ctx.regs).rsp) };
-    let (goid, _) = ids(g, sp, target);
+    let (goid, _, _) = ids(g, sp, target);
     if goid == 0 || conn == 0 {
         bump(stat::GO_LINK_ERRORS);
         return 0;

@@ -923,6 +923,7 @@ fn emit_birth<const MMSG: bool>(
             (*ev).stack_kind = capture::SHED;
             (*ev).goid = 0;
             (*ev).parent_goid = 0;
+            (*ev).gopc = 0;
         }
         bump(stat::STACKS_SHED);
         entry.submit(wakeup_after::<[u8; OPEN_HEAD_BYTES]>());
@@ -979,14 +980,15 @@ fn emit_birth<const MMSG: bool>(
         (*ev).stack_len = n as u16;
         (*ev).stack_kind = if n == 0 { capture::NONE } else { how };
         // Go programs: the goroutine, from the g register (r14) the syscall was made with.
-        let (goid, parent) = if target >> go::GOID_SHIFT != 0 && regs.base != 0 {
+        let (goid, parent, gopc) = if target >> go::GOID_SHIFT != 0 && regs.base != 0 {
             let g = read_kernel::<u64>(regs.base + PT_REGS_R14 as u64 * 8).unwrap_or(0);
             goroutine::ids(g, sp, target)
         } else {
-            (0, 0)
+            (0, 0, 0)
         };
         (*ev).goid = goid;
         (*ev).parent_goid = parent;
+        (*ev).gopc = gopc;
     }
     entry.submit(wakeup_after::<OpenEvent>());
     0

@@ -24,12 +24,10 @@ pub enum SiteKey {
 }
 
 fn frame_key(f: &JsonFrame) -> String {
-    // A Go marker frame names the goroutine that asked: another one in each recording.
-    if f.function
-        .as_deref()
-        .is_some_and(crate::go_links::is_marker_text)
-    {
-        return crate::go_links::MARKER_KEY.into();
+    // A Go marker frame names the goroutine that asked or started: another one in each
+    // recording.
+    if let Some(key) = f.function.as_deref().and_then(crate::go_links::marker_key) {
+        return key.into();
     }
     let mut s = f.function.clone().unwrap_or_else(|| "??".into());
     if let Some(file) = &f.file {
@@ -390,6 +388,37 @@ mod tests {
                 )],
                 None
             ))
+        );
+        // Started by another goroutine in each recording: the same site.
+        let created = |text: &str| {
+            let mut marker = frame(text, None, 0, 0);
+            marker.module = None;
+            site(
+                1,
+                vec![
+                    frame("net.socket", Some("/go/src/net/sock.go"), 19, 0x401000),
+                    marker,
+                    frame(
+                        "database/sql.OpenDB",
+                        Some("/go/src/database/sql/sql.go"),
+                        792,
+                        0x403000,
+                    ),
+                ],
+                None,
+            )
+        };
+        assert_eq!(
+            site_key(&created("[created by goroutine 1]")),
+            site_key(&created("[created by goroutine 77]"))
+        );
+        assert_eq!(
+            site_key(&created("[created by goroutine 1]")),
+            site_key(&created("[created by a goroutine]"))
+        );
+        assert_ne!(
+            site_key(&created("[created by goroutine 1]")),
+            site_key(&joined(1))
         );
     }
 }

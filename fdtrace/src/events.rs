@@ -109,6 +109,8 @@ pub struct Open<'a> {
     /// Go programs: the goroutine of the birth and the goroutine that started it (0: unknown).
     pub goid: u64,
     pub parent_goid: u64,
+    /// Go programs: `runtime.g.gopc` of the birth's goroutine, where it was started (0: unknown).
+    pub gopc: u64,
     /// The kernel socket behind `fd` (socket births), zeroed otherwise.
     pub sock: SockInfo,
     /// recvmsg: the control messages (SCM_RIGHTS descriptors are in them).
@@ -144,7 +146,7 @@ pub enum DecodeError {
     Kind(u32),
 }
 
-const SOCK_OFF: usize = 88;
+const SOCK_OFF: usize = 96;
 const PATH_OFF: usize = SOCK_OFF + size_of::<SockInfo>();
 
 fn read<T: Copy>(bytes: &[u8]) -> T {
@@ -191,6 +193,7 @@ pub fn decode(bytes: &[u8]) -> Result<Event<'_>, DecodeError> {
             let bp: u64 = read(&bytes[64..]);
             let goid: u64 = read(&bytes[72..]);
             let parent_goid: u64 = read(&bytes[80..]);
+            let gopc: u64 = read(&bytes[88..]);
             let sock: SockInfo = read(&bytes[SOCK_OFF..]);
             let path_bytes = &bytes[PATH_OFF..PATH_OFF + MAX_PATH];
             let (path, control) = if syscall == fdtrace_common::syscall::RECVMSG {
@@ -236,6 +239,7 @@ pub fn decode(bytes: &[u8]) -> Result<Event<'_>, DecodeError> {
                 bp,
                 goid,
                 parent_goid,
+                gopc,
                 sock,
                 control,
                 stack,
@@ -375,6 +379,9 @@ mod tests {
         assert_eq!(offset_of!(OpenEvent, ip), 48);
         assert_eq!(offset_of!(OpenEvent, sp), 56);
         assert_eq!(offset_of!(OpenEvent, bp), 64);
+        assert_eq!(offset_of!(OpenEvent, goid), 72);
+        assert_eq!(offset_of!(OpenEvent, parent_goid), 80);
+        assert_eq!(offset_of!(OpenEvent, gopc), 88);
         assert_eq!(offset_of!(OpenEvent, sock), SOCK_OFF);
         assert_eq!(offset_of!(OpenEvent, path), PATH_OFF);
         assert_eq!(offset_of!(OpenEvent, stack), PATH_OFF + MAX_PATH);
@@ -396,6 +403,7 @@ mod tests {
             bp: 0x7ffc_0000_0040,
             goid: 41,
             parent_goid: 17,
+            gopc: 0x4a_1234,
             sock: SockInfo {
                 sk: 0xffff_8880_0000_1000,
                 family: 2,
@@ -423,6 +431,7 @@ mod tests {
                 bp: 0x7ffc_0000_0040,
                 goid: 41,
                 parent_goid: 17,
+                gopc: 0x4a_1234,
                 sock: SockInfo {
                     sk: 0xffff_8880_0000_1000,
                     family: 2,
@@ -451,6 +460,7 @@ mod tests {
             bp: 0,
             goid: 0,
             parent_goid: 0,
+            gopc: 0,
             sock: SockInfo::default(),
             path: [b'a'; MAX_PATH],
             stack: [0; STACK_BYTES],
@@ -479,6 +489,7 @@ mod tests {
             bp: 0,
             goid: 0,
             parent_goid: 0,
+            gopc: 0,
             sock: SockInfo::default(),
             path: [0; MAX_PATH],
             stack: [0; STACK_BYTES],
@@ -525,6 +536,7 @@ mod tests {
             bp: 0,
             goid: 0,
             parent_goid: 0,
+            gopc: 0,
             sock: SockInfo::default(),
             path: [0; MAX_PATH],
             stack: [0; STACK_BYTES],
@@ -652,6 +664,7 @@ mod tests {
             bp: 0,
             goid: 0,
             parent_goid: 0,
+            gopc: 0,
             sock: SockInfo::default(),
             path: [0; MAX_PATH],
             stack: [0; STACK_BYTES],

@@ -1,5 +1,5 @@
 //! What fdtrace needs to know of a Go binary to tell its goroutines apart: its Go version, the
-//! offsets of `runtime.g`'s `goid` and `parentGoid`, and where net/http's `queueForDial` and
+//! offsets of `runtime.g`'s `goid`, `parentGoid` and `gopc`, and where net/http's `queueForDial` and
 //! `dialConnFor` are (the probes of `go_links`).
 //!
 //! The offsets come from the binary's DWARF (`runtime.g`'s members) and, where it has none
@@ -15,11 +15,13 @@ pub const REQUEST_FN: &str = "net/http.(*Transport).queueForDial";
 /// The function entered in the goroutine that dials for a `*wantConn`.
 pub const DIAL_FN: &str = "net/http.(*Transport).dialConnFor";
 
-/// `runtime.g` offsets: `goid`, and `parentGoid` (0: none, before Go 1.21).
+/// `runtime.g` offsets: `goid`, `parentGoid` (0: none, before Go 1.21) and `gopc` (0:
+/// unknown).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct GLayout {
     pub goid: u32,
     pub parent_goid: u32,
+    pub gopc: u32,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -39,7 +41,7 @@ impl GoBinary {
         match self.layout {
             // Go 1.17+ only: r14 is the g from the register ABI on.
             Some(l) if self.version.is_none_or(|v| v >= (1, 17)) => {
-                fdtrace_common::go::target_value(capture, l.goid, l.parent_goid)
+                fdtrace_common::go::target_value(capture, l.goid, l.parent_goid, l.gopc)
             }
             _ => u32::from(capture),
         }
@@ -47,20 +49,25 @@ impl GoBinary {
 }
 
 /// The layout of `runtime.g` in a Go release, as its DWARF shows (checked for each release
-/// Debian serves by `tests/go_versions.rs`): goid moved when 1.23 added a field before it.
+/// Debian serves by `tests/go_links.rs`): goid moved when 1.23 added a field before it. `gopc`
+/// only where a release's DWARF was seen (1.19, 1.21 to 1.24); 1.17, 1.18 and 1.20 binaries
+/// without DWARF get no creator frames.
 pub fn layout_of_version(v: (u32, u32)) -> Option<GLayout> {
     match v {
         (1, 17..=20) => Some(GLayout {
             goid: 152,
             parent_goid: 0,
+            gopc: if v.1 == 19 { 296 } else { 0 },
         }),
         (1, 21..=22) => Some(GLayout {
             goid: 152,
             parent_goid: 272,
+            gopc: 280,
         }),
         (1, 23..=24) => Some(GLayout {
             goid: 160,
             parent_goid: 280,
+            gopc: 288,
         }),
         _ => None,
     }
@@ -200,6 +207,7 @@ fn dwarf_layout(obj: &object::File) -> Option<GLayout> {
         let mut found = GLayout {
             goid: 0,
             parent_goid: 0,
+            gopc: 0,
         };
         while let Ok(Some(e)) = entries.next_dfs() {
             let depth = e.depth();
@@ -214,6 +222,7 @@ fn dwarf_layout(obj: &object::File) -> Option<GLayout> {
                     match (name_of(&dwarf, e), off) {
                         (Some(b"goid"), Some(o)) => found.goid = o as u32,
                         (Some(b"parentGoid"), Some(o)) => found.parent_goid = o as u32,
+                        (Some(b"gopc"), Some(o)) => found.gopc = o as u32,
                         _ => {}
                     }
                 }
@@ -267,6 +276,14 @@ mod tests {
         assert_eq!(v & 0xff, 2);
         assert_eq!((v >> 8) & 0xff, 152 / 8);
         assert_eq!((v >> 16) & 0xff, 272 / 8);
+        assert_eq!(v >> 24, 280 / 8);
+        // No gopc offset known: no creator, the rest as before.
+        let unknown = GoBinary {
+            layout: layout_of_version((1, 20)),
+            ..b.clone()
+        };
+        assert_eq!(unknown.target_value(2) >> 24, 0);
+        assert_eq!((unknown.target_value(2) >> 8) & 0xff, 152 / 8);
         let old = GoBinary {
             version: Some((1, 16)),
             ..b

@@ -272,7 +272,7 @@ impl State {
             self.refresh_maps(false);
         }
         let unwound = self.unwind(o);
-        let unwound = self.go_links.join(unwound, o.goid, o.parent_goid);
+        let unwound = self.go_links.join(unwound, o.goid, o.parent_goid, o.gopc);
         self.stacks.intern(unwound, self.unwinder.mappings())
     }
 
@@ -782,6 +782,7 @@ mod tests {
             bp: 0,
             goid: 0,
             parent_goid: 0,
+            gopc: 0,
             sock: Default::default(),
             control: Vec::new(),
             stack: UserStack::None,

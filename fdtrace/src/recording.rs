@@ -22,7 +22,7 @@ use crate::{
     sockets::SocketInfo,
     stacks::StackStore,
     symbolize::{Frame, Symbols},
-    unwind::{Method, RawFrame, Unwound},
+    unwind::{Method, Unwound},
     verdict::History,
 };
 
@@ -436,14 +436,7 @@ impl Replay {
                 }
                 self.stacks.push(
                     Unwound {
-                        frames: frames
-                            .iter()
-                            .enumerate()
-                            .map(|(i, &addr)| RawFrame {
-                                addr,
-                                lookup: if i == 0 { addr } else { addr.wrapping_sub(1) },
-                            })
-                            .collect(),
+                        frames: crate::go_links::frames_of_addresses(frames),
                         truncated: *truncated,
                         method: match *method {
                             1 => Method::Fp,

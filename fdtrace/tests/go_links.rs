@@ -5,7 +5,8 @@
 //! in each way the issue lists: `client.Get` and `client.Do` from handlers, `http.Get` inlined
 //! into a handler, a worker goroutine, a `MaxConnsPerHost` queue whose dial another goroutine
 //! starts, and a keep-alive connection reused by a second request (it keeps its first
-//! requester); and a file. Its correct handler, the connection it closes, and the second
+//! requester); a `database/sql` pool that dials in a goroutine of its own (named by the `go`
+//! statement that started it, in `sql.OpenDB`); and a file. Its correct handler, the connection it closes, and the second
 //! request on a reused connection must never be named.
 use std::{path::PathBuf, time::Duration};
 
@@ -44,6 +45,34 @@ fn split_at_marker(site: &Value) -> (Vec<String>, Vec<String>) {
     (dialer, requester)
 }
 
+/// The function of the `go` statement that started a site's goroutine: the frame after its
+/// `[created by goroutine N]` marker (`[created by a goroutine]` before Go 1.21, which has no
+/// parent goroutine ids), the last one. Checks the marker's form for `release`.
+fn creator(site: &Value, release: Option<&str>) -> String {
+    let frames = site["frames"].as_array().unwrap();
+    let marker = frames
+        .iter()
+        .position(|f| {
+            f["function"]
+                .as_str()
+                .is_some_and(|f| f.starts_with("[created by "))
+        })
+        .unwrap_or_else(|| panic!("no creator in {site:#}"));
+    assert_eq!(marker + 2, frames.len(), "{site:#}");
+    let text = frames[marker]["function"].as_str().unwrap();
+    if release.is_some() {
+        // 1.21+: the parent's id, a handler's goroutine or the one that opened the pool.
+        let id = text
+            .strip_prefix("[created by goroutine ")
+            .and_then(|r| r.strip_suffix(']'))
+            .unwrap_or_else(|| panic!("{text}"));
+        assert!(id.parse::<u64>().unwrap() > 0, "{text}");
+    } else {
+        assert_eq!(text, "[created by a goroutine]");
+    }
+    frames[marker + 1]["function"].as_str().unwrap().to_string()
+}
+
 /// Build gohttp with Go `release` (None: the system's `go`), stripped (`-ldflags=-s`: no symbol
 /// table, no DWARF) or not, run its upstream and the service, load the service while fdtrace
 /// traces it by pid, and check every site.
@@ -79,6 +108,7 @@ fn check_release(release: Option<&str>, stripped: bool) {
         ("/limited", 2),
         ("/reuse", 2),
         ("/file", 2),
+        ("/pool", 3),
         ("/ok", 3),
     ];
     let json = attach_during(pid, &["--json", "-d", "10"], || {
@@ -112,6 +142,9 @@ fn check_release(release: Option<&str>, stripped: bool) {
         // Reused by KEEP_AGAIN, but dialed for KEEP_FIRST; the upstream keeps it open.
         ("KEEP_FIRST", 2, "main.reuse", Some("ESTABLISHED")),
         ("LEAK_FILE", 2, "main.file", None),
+        // Dialed by the pool's own goroutine (the first, dialed in the handler, was closed):
+        // the driver's line, and the pool's creator.
+        ("POOL_DIAL", 3, "main.netDriver.Open", Some("ESTABLISHED")),
     ];
     for (marker, count, function, state) in expect {
         let l = line(marker);
@@ -129,6 +162,14 @@ fn check_release(release: Option<&str>, stripped: bool) {
                 for f in site["fds"].as_array().unwrap() {
                     assert_eq!(f["state"], state, "{what}, {marker}: {f:#}");
                     assert_eq!(f["peer"], up_addr.as_str(), "{what}, {marker}: {f:#}");
+                }
+                if marker == "POOL_DIAL" {
+                    assert_eq!(
+                        creator(site, release),
+                        "database/sql.OpenDB",
+                        "{what}: {site:#}"
+                    );
+                    continue;
                 }
                 // The dialing goroutine's frames (net/http's, none of the program), then the
                 // frames of the goroutine that asked.
@@ -152,7 +193,15 @@ fn check_release(release: Option<&str>, stripped: bool) {
                     "{what}, {marker}: {site:#}"
                 );
             }
-            None => assert_eq!(site["kind"], "file", "{what}, {marker}: {site:#}"),
+            None => {
+                assert_eq!(site["kind"], "file", "{what}, {marker}: {site:#}");
+                // A handler's goroutine: started by the server.
+                assert_eq!(
+                    creator(site, release),
+                    "net/http.(*Server).Serve",
+                    "{what}: {site:#}"
+                );
+            }
         }
     }
     // Those, and nothing else: not the correct handler, not the connection the holder closed,

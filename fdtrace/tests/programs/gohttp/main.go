@@ -21,18 +21,28 @@
 //	  /reuse    a keep-alive client: GET /keep, read and close (the connection goes back to
 //	            the pool), then GET /keep again on the same connection, never closed;
 //	  /file     opens this program's own file and never closes it;
+//	  /pool     a database/sql pool of one connection (a driver whose connections are TCP
+//	            connections to the upstream), opened for the request and never closed: the
+//	            handler holds the first connection while another goroutine waits for one, then
+//	            finds it broken; the pool drops it and dials the waiter's connection in its own
+//	            goroutine (started by sql.OpenDB). That connection is never released;
 //	  /ok       client.Get, the body read and closed.
 //
 // Both print "port N" on stdout once they accept connections, and serve until killed.
 package main
 
 import (
+	"context"
+	"database/sql"
+	"database/sql/driver"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"os"
+	"strings"
 	"sync"
 	"time"
 )
@@ -158,6 +168,60 @@ func file(w http.ResponseWriter, r *http.Request) {
 	fmt.Fprintln(w, "opened")
 }
 
+// netDriver is a database/sql driver whose connections are TCP connections to the address
+// given as the data source name: enough for sql.DB's pool to open, hand out and drop them.
+type netDriver struct{}
+
+type netConn struct{ c net.Conn }
+
+func (netDriver) Open(addr string) (driver.Conn, error) {
+	c, err := net.Dial("tcp", addr) /* POOL_DIAL */
+	if err != nil {
+		return nil, err
+	}
+	return &netConn{c}, nil
+}
+
+func (c *netConn) Prepare(string) (driver.Stmt, error) { return nil, errors.New("no statements") }
+func (c *netConn) Close() error                        { return c.c.Close() }
+func (c *netConn) Begin() (driver.Tx, error)           { return nil, errors.New("no transactions") }
+
+// Ping finds every connection broken, as a driver does whose server went away.
+func (c *netConn) Ping(context.Context) error { return driver.ErrBadConn }
+
+func pool(w http.ResponseWriter, r *http.Request) {
+	db, err := sql.Open("net", strings.TrimPrefix(upstream, "http://"))
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	keep(db)
+	db.SetMaxOpenConns(1)
+	ctx := context.Background()
+	first, err := db.Conn(ctx)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadGateway)
+		return
+	}
+	got := make(chan error)
+	go func() {
+		second, err := db.Conn(ctx)
+		if err == nil {
+			keep(second)
+		}
+		got <- err
+	}()
+	for db.Stats().WaitCount == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	first.PingContext(ctx)
+	if err := <-got; err != nil {
+		http.Error(w, err.Error(), http.StatusBadGateway)
+		return
+	}
+	fmt.Fprintln(w, "opened a connection in the pool's goroutine")
+}
+
 func ok(w http.ResponseWriter, r *http.Request) {
 	resp, err := client.Get(upstream + "/") /* OK_GET */
 	if err != nil {
@@ -203,9 +267,10 @@ func main() {
 		os.Exit(2)
 	}
 	upstream = "http://" + *addr
+	sql.Register("net", netDriver{})
 	for path, h := range map[string]http.HandlerFunc{
 		"/get": get, "/do": do, "/inlined": inlined, "/worker": worker,
-		"/limited": limited, "/reuse": reuse, "/file": file, "/ok": ok,
+		"/limited": limited, "/reuse": reuse, "/file": file, "/pool": pool, "/ok": ok,
 	} {
 		mux.HandleFunc(path, h)
 	}
