@@ -142,6 +142,7 @@ fn run(pairs: u64, pid: u32, (ip, sp, bp): (u64, u64, u64), captured: &[u8]) {
         bp,
         goid: 0,
         parent_goid: 0,
+        gopc: 0,
         sock: SockInfo::default(),
         path,
         stack,
