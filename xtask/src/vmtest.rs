@@ -360,6 +360,7 @@ fn init_script(suites: &[&str]) -> String {
          mount -t tracefs tracefs /sys/kernel/tracing\n\
          mount -t cgroup2 cgroup2 /sys/fs/cgroup\n\
          ip link set lo up\n\
+         export FDTRACE_MEASUREMENTS=/tmp/measurements\n\
          echo \"@@vmtest kernel $(uname -r)\"\n\
          echo \"@@vmtest uptime $(cut -d' ' -f1 /proc/uptime)\"\n\
          echo '@@vmtest begin probe'\n\
@@ -381,6 +382,8 @@ fn init_script(suites: &[&str]) -> String {
              echo \"@@vmtest end {t} $?\"\n"
         ));
     }
+    // What the tests measured (figures, not asserted): quoted in the summary.
+    s.push_str("[ -f /tmp/measurements ] && sed 's/^/@@vmtest measured /' /tmp/measurements\n");
     s.push_str("echo '@@vmtest done'\npoweroff -f\n");
     s
 }
@@ -462,6 +465,8 @@ struct Outcome {
     secs: f64,
     /// How long `fdtrace -d 1 -- /bin/true` took in the VM (loading and attaching).
     probe_secs: f64,
+    /// Figures the tests wrote to FDTRACE_MEASUREMENTS.
+    measured: Vec<String>,
 }
 
 /// Boot `image` with `initrd`, stream its console to `log`, and parse the markers.
@@ -527,6 +532,8 @@ fn boot(image: &Path, initrd: &Path, log: &Path, timeout: Duration) -> Result<Ou
             if let [a, b] = uptimes[..] {
                 o.probe_secs = b - a;
             }
+        } else if let Some(m) = marker.and_then(|m| m.strip_prefix("measured ")) {
+            o.measured.push(m.to_string());
         } else if let Some(s) = marker.and_then(|m| m.strip_prefix("begin ")) {
             suite = s.to_string();
             pending = None;
@@ -627,6 +634,10 @@ pub fn vmtest(opts: Opts) -> Result<()> {
             log.display()
         ));
         eprintln!("xtask: {}", summary.last().unwrap());
+        for m in &o.measured {
+            summary.push(format!("{series:>5}   measured under emulation: {m}"));
+            eprintln!("xtask: {}", summary.last().unwrap());
+        }
         if !ok {
             // The console log is not kept by CI: show its end here.
             let text = std::fs::read_to_string(&log).unwrap_or_default();

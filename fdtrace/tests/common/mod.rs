@@ -78,6 +78,21 @@ pub struct Run {
     pub code: i32,
 }
 
+/// A figure a test measured but does not assert (time under emulation, memory): printed, and
+/// appended to the file FDTRACE_MEASUREMENTS names, if any (`cargo xtask vmtest` quotes it).
+pub fn measured(line: &str) {
+    println!("measured: {line}");
+    if let Some(path) = std::env::var_os("FDTRACE_MEASUREMENTS") {
+        use std::io::Write as _;
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .expect("FDTRACE_MEASUREMENTS is writable");
+        writeln!(f, "{line}").expect("FDTRACE_MEASUREMENTS is writable");
+    }
+}
+
 pub fn fdtrace(args: &[&str], extra: &[&std::ffi::OsStr], env: &[(&str, &Path)]) -> Run {
     let out_dir = tempfile::tempdir().unwrap();
     let report = out_dir.path().join("r.json");
