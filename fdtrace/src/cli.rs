@@ -48,6 +48,10 @@ pub enum Cmd {
     Diff(DiffArgs),
     /// Every process by open descriptors and growth (from /proc), to find the leaking one.
     Top(TopArgs),
+    /// Stay running, watch every process's descriptor count (from /proc: nothing attached), and
+    /// record a process in full when its count nears its limit, into recordings kept within a
+    /// disk budget that outlive the process and its restarts.
+    Agent(AgentArgs),
     /// Print shell completions (bash, zsh, fish, elvish, powershell).
     Completions {
         #[arg(value_enum)]
@@ -77,6 +81,96 @@ pub struct TopArgs {
     /// One table, then exit (the default when stdout is not a terminal).
     #[arg(long)]
     pub once: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct AgentArgs {
+    /// Watch only the processes of this cgroup v2 and those below it (a directory under the
+    /// cgroup v2 mount, or a path as /proc/PID/cgroup shows it); repeat for more. Default: every
+    /// process.
+    #[arg(long, value_name = "PATH")]
+    pub cgroup: Vec<PathBuf>,
+
+    /// Where recordings are written, named by host, process start time, pid, command and
+    /// container.
+    #[arg(long, value_name = "DIR", default_value = "/var/lib/fdtrace")]
+    pub dir: PathBuf,
+
+    /// Keep the recordings in DIR within this many MiB: the oldest finished ones are deleted
+    /// first; one being written never is.
+    #[arg(long, value_name = "MIB", default_value = "1024", value_parser = parse_positive)]
+    pub max_disk: f64,
+
+    /// Record a process once its open descriptors reach this fraction of its soft
+    /// RLIMIT_NOFILE.
+    #[arg(long, value_name = "FRACTION", default_value = "0.5", value_parser = parse_fraction)]
+    pub trigger_frac: f64,
+
+    /// Record a process whose count grows steadily and would reach its limit within this time
+    /// (e.g. 30m, 2h, 90s).
+    #[arg(long, value_name = "DURATION", default_value = "30m", value_parser = parse_duration)]
+    pub trigger_eta: Duration,
+
+    /// Poll the descriptor counts this often.
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
+    pub interval: Duration,
+
+    /// Stop a recording after this long (the process may trigger again, into a new one).
+    #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = parse_duration)]
+    pub max_duration: Duration,
+
+    /// Stop a recording once the process's count has not grown for this long.
+    #[arg(long, value_name = "DURATION", default_value = "2m", value_parser = parse_duration)]
+    pub quiet: Duration,
+
+    /// Record at most this many processes at once.
+    #[arg(long, value_name = "N", default_value_t = 4)]
+    pub max_traced: usize,
+
+    /// Log each trigger and outcome as one JSON object per line.
+    #[arg(long)]
+    pub log_json: bool,
+}
+
+/// `90`, `90s`, `30m`, `2h`, `1.5h`: a positive duration (plain numbers are seconds).
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let (num, unit) = match s
+        .trim()
+        .char_indices()
+        .find(|(_, c)| c.is_ascii_alphabetic())
+    {
+        Some((i, _)) => (&s.trim()[..i], &s.trim()[i..]),
+        None => (s.trim(), "s"),
+    };
+    let scale = match unit {
+        "ms" => 0.001,
+        "s" => 1.0,
+        "m" | "min" => 60.0,
+        "h" => 3600.0,
+        "d" => 86_400.0,
+        _ => return Err(format!("`{s}`: the unit must be ms, s, m, h or d")),
+    };
+    let v: f64 = num
+        .parse()
+        .map_err(|_| format!("`{s}` is not a duration (e.g. 90s, 30m, 2h)"))?;
+    if !(v.is_finite() && v > 0.0) {
+        return Err(format!("duration must be positive, got {s}"));
+    }
+    Ok(Duration::from_secs_f64(v * scale))
+}
+
+fn parse_positive(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
+        _ => Err(format!("`{s}` is not a positive number")),
+    }
+}
+
+fn parse_fraction(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v > 0.0 && v <= 1.0 => Ok(v),
+        _ => Err(format!("`{s}` is not a fraction above 0 and at most 1")),
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -338,6 +432,49 @@ mod tests {
 
     fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
         Cli::try_parse_from(std::iter::once("fdtrace").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn agent_durations_and_fractions() {
+        let c = parse(&[
+            "agent",
+            "--trigger-eta",
+            "30m",
+            "--interval",
+            "500ms",
+            "--max-duration",
+            "1.5h",
+            "--quiet",
+            "90",
+            "--trigger-frac",
+            "0.25",
+            "--cgroup",
+            "/a",
+            "--cgroup",
+            "/b",
+        ])
+        .unwrap();
+        let Some(Cmd::Agent(a)) = c.cmd else {
+            panic!("not the agent")
+        };
+        assert_eq!(a.trigger_eta, Duration::from_secs(1800));
+        assert_eq!(a.interval, Duration::from_millis(500));
+        assert_eq!(a.max_duration, Duration::from_secs(5400));
+        assert_eq!(a.quiet, Duration::from_secs(90));
+        assert_eq!(a.trigger_frac, 0.25);
+        assert_eq!(a.cgroup.len(), 2);
+        assert_eq!(a.dir, PathBuf::from("/var/lib/fdtrace"));
+        assert_eq!(a.max_disk, 1024.0);
+        for bad in [
+            &["agent", "--trigger-eta", "soon"][..],
+            &["agent", "--trigger-eta", "10y"],
+            &["agent", "--trigger-eta", "-5m"],
+            &["agent", "--trigger-frac", "1.5"],
+            &["agent", "--trigger-frac", "0"],
+            &["agent", "--max-disk", "0"],
+        ] {
+            assert!(parse(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

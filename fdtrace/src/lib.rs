@@ -1,4 +1,5 @@
 //! fdtrace: find the exact line of code that leaks file descriptors, live, with eBPF.
+pub mod agent;
 pub mod binaries;
 pub mod cgroup;
 pub mod cli;
@@ -26,6 +27,7 @@ pub mod process;
 pub mod procinfo;
 pub mod recording;
 pub mod report;
+pub mod retention;
 pub mod run;
 pub mod session;
 pub mod sockets;
@@ -36,5 +38,6 @@ pub mod terminal;
 pub mod timeline;
 pub mod top;
 pub mod tracer;
+pub mod trigger;
 pub mod unwind;
 pub mod verdict;

@@ -41,6 +41,7 @@ fn main() {
         Some(Cmd::Export(e)) => fdtrace::export::export(e),
         Some(Cmd::Diff(d)) => fdtrace::diff::diff(d),
         Some(Cmd::Top(t)) => fdtrace::top::run(t.count, t.interval, t.once),
+        Some(Cmd::Agent(a)) => fdtrace::agent::run(a),
         Some(Cmd::Completions { shell }) => {
             use clap::CommandFactory as _;
             clap_complete::generate(

@@ -199,43 +199,6 @@ fn a_deleted_binary_is_still_read() {
     assert_no_drift(&r);
 }
 
-/// A cgroup v2 made for a test, removed (with its processes killed) when dropped.
-struct TestCgroup {
-    dir: std::path::PathBuf,
-    pids: Vec<u32>,
-}
-
-impl TestCgroup {
-    fn new() -> Self {
-        let mount = fdtrace::cgroup::mount_point().expect("a cgroup v2 hierarchy");
-        let dir = mount.join(format!("fdtrace-test-{}", std::process::id()));
-        std::fs::create_dir(&dir).unwrap();
-        TestCgroup {
-            dir,
-            pids: Vec::new(),
-        }
-    }
-
-    /// Move `pid` into the cgroup.
-    fn enter(&mut self, pid: u32) {
-        std::fs::write(self.dir.join("cgroup.procs"), pid.to_string()).unwrap();
-        self.pids.push(pid);
-    }
-}
-
-impl Drop for TestCgroup {
-    fn drop(&mut self) {
-        for p in &self.pids {
-            // SAFETY: kill(2) of a process this test started.
-            unsafe { libc::kill(*p as i32, libc::SIGKILL) };
-        }
-        let t = Instant::now();
-        while std::fs::remove_dir(&self.dir).is_err() && t.elapsed() < Duration::from_secs(5) {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
 /// `--cgroup`: a leaking process in the cgroup when tracing starts, a correct one moved in while
 /// it runs (the kernel adopts it at its next syscall), the same leaking program outside: both of
 /// the cgroup's processes exactly, and not a record about the other.

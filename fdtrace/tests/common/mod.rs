@@ -656,3 +656,51 @@ pub fn load_and_settle(budget: Duration, load: impl FnOnce()) {
         t.elapsed()
     );
 }
+
+/// A cgroup v2 made for a test, removed (with every process in it killed) when dropped.
+pub struct TestCgroup {
+    pub dir: PathBuf,
+}
+
+impl TestCgroup {
+    pub fn new() -> Self {
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let mount = fdtrace::cgroup::mount_point().expect("a cgroup v2 hierarchy");
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = mount.join(format!("fdtrace-test-{}-{n}", std::process::id()));
+        std::fs::create_dir(&dir).unwrap();
+        TestCgroup { dir }
+    }
+
+    /// Move `pid` into the cgroup (the processes it starts later are born in it).
+    pub fn enter(&mut self, pid: u32) {
+        std::fs::write(self.dir.join("cgroup.procs"), pid.to_string()).unwrap();
+    }
+
+    /// The processes in it.
+    pub fn pids(&self) -> Vec<u32> {
+        std::fs::read_to_string(self.dir.join("cgroup.procs"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.trim().parse().ok())
+            .collect()
+    }
+}
+
+impl Drop for TestCgroup {
+    fn drop(&mut self) {
+        let t = std::time::Instant::now();
+        loop {
+            for p in self.pids() {
+                // SAFETY: kill(2) of a process this test started (or one it started).
+                unsafe { libc::kill(p as i32, libc::SIGKILL) };
+            }
+            if std::fs::remove_dir(&self.dir).is_ok()
+                || t.elapsed() > std::time::Duration::from_secs(5)
+            {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+}
