@@ -119,7 +119,11 @@ fn all_pids() -> Vec<u32> {
 }
 
 fn mib(bytes: u64) -> String {
-    format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
+    if bytes < 1024 * 1024 {
+        format!("{:.1} KiB", bytes as f64 / 1024.0)
+    } else {
+        format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
+    }
 }
 
 pub fn run(a: &AgentArgs) -> Result<()> {
@@ -157,8 +161,8 @@ pub fn run(a: &AgentArgs) -> Result<()> {
     log.line(
         "start",
         &format!(
-            "watching {scope} every {}; tracing a process at {:.0}% of its descriptor limit or \
-             {} from it; recordings in {} (at most {}, {} now)",
+            "watching {scope} every {}; recording a process at {:.0}% of its descriptor limit, \
+             or growing steadily to reach it within {}; recordings in {} (at most {}, {} now)",
             crate::report::fmt_age(a.interval.as_secs_f64()),
             a.trigger_frac * 100.0,
             crate::report::fmt_age(a.trigger_eta.as_secs_f64()),
