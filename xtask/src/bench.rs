@@ -22,6 +22,7 @@ use std::{
 use anyhow::{Context as _, Result, anyhow, bail};
 
 mod cgroup;
+mod agent;
 mod godial;
 mod load;
 mod scrape;
@@ -35,7 +36,7 @@ pub struct Opts {
     /// docs/PERFORMANCE.md unless --output says so.
     #[arg(long)]
     quick: bool,
-    /// Run only these cases (1-9, comma-separated). Does not write docs/PERFORMANCE.md unless
+    /// Run only these cases (1-11, comma-separated). Does not write docs/PERFORMANCE.md unless
     /// --output says so.
     #[arg(long, value_delimiter = ',', value_name = "CASES")]
     only: Vec<u32>,
@@ -2328,8 +2329,8 @@ pub fn bench(opts: Opts) -> Result<()> {
         bail!("the bench loads eBPF programs (fdtrace, bpftrace): run it as root");
     }
     for c in &opts.only {
-        if !(1..=10).contains(c) {
-            bail!("--only takes case numbers 1 to 10, got {c}");
+        if !(1..=11).contains(c) {
+            bail!("--only takes case numbers 1 to 11, got {c}");
         }
     }
     let p = Params::new(&opts);
@@ -2403,7 +2404,7 @@ pub fn bench(opts: Opts) -> Result<()> {
     };
     let wants = |c: u32| opts.only.is_empty() || opts.only.contains(&c);
     type Case = fn(&mut Bench);
-    let cases: [(u32, Case); 10] = [
+    let cases: [(u32, Case); 11] = [
         (1, Bench::case1),
         (2, Bench::case2),
         (3, Bench::case3),
@@ -2414,6 +2415,7 @@ pub fn bench(opts: Opts) -> Result<()> {
         (8, Bench::case8),
         (9, Bench::case9),
         (10, Bench::case10),
+        (11, Bench::case11),
     ];
     for (n, f) in cases {
         if wants(n) && !interrupted() {
