@@ -471,8 +471,10 @@ impl State {
                 now.insert(p.fd, true);
             }
         }
+        // `fds` is in descriptor order: a search, not a scan (a process may hold 100,000).
+        let in_proc = |fd: i32| fds.binary_search_by_key(&fd, |p| p.fd).ok();
         for (fd, _) in self.table.iter() {
-            if !fds.iter().any(|p| p.fd == fd) {
+            if in_proc(fd).is_none() {
                 now.insert(fd, false);
             }
         }
@@ -481,7 +483,7 @@ impl State {
                 continue;
             }
             if missed_open {
-                if let Some(p) = fds.iter().find(|p| p.fd == fd) {
+                if let Some(p) = in_proc(fd).map(|i| &fds[i]) {
                     warn!(
                         "pid {}: fd {fd} ({}) opened without a traced birth",
                         self.pid, p.target

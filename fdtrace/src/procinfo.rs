@@ -62,25 +62,48 @@ pub fn fdinfo_flags(fdinfo: &str) -> Option<u32> {
         .and_then(|v| u32::from_str_radix(v.trim(), 8).ok())
 }
 
-/// The descriptors the process holds now. Descriptors that vanish while being read are skipped.
+/// The descriptors the process holds now, in descriptor order. Descriptors that vanish while
+/// being read are skipped.
+///
+/// Each descriptor costs three short system calls here (`readlinkat` and `openat`/`read` of its
+/// fdinfo, relative to the open `fd` and `fdinfo` directories, so the kernel does not walk
+/// `/proc/PID/…` again for each), not the six of `read_link` and `read_to_string` by path:
+/// attaching to a process that holds 100,000 descriptors reads them all once.
 pub fn fds(pid: u32) -> std::io::Result<Vec<ProcFd>> {
+    use std::os::{fd::AsRawFd as _, unix::ffi::OsStrExt as _};
+    let fd_dir_path = format!("/proc/{pid}/fd");
+    let fd_dir = std::fs::File::open(&fd_dir_path)?;
+    let info_dir = std::fs::File::open(format!("/proc/{pid}/fdinfo")).ok();
+    let mut link_buf = vec![0u8; 4096];
+    let mut info_buf = [0u8; 1024];
     let mut out = Vec::new();
-    for entry in std::fs::read_dir(format!("/proc/{pid}/fd"))? {
+    for entry in std::fs::read_dir(&fd_dir_path)? {
         let Ok(entry) = entry else { continue };
-        let Some(fd) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<i32>().ok())
-        else {
+        let name = entry.file_name();
+        let Some(fd) = name.to_str().and_then(|s| s.parse::<i32>().ok()) else {
             continue;
         };
-        let Ok(link) = std::fs::read_link(entry.path()) else {
+        let Ok(cname) = std::ffi::CString::new(name.as_bytes()) else {
             continue;
         };
-        let target = link.to_string_lossy().into_owned();
-        let flags = std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}"))
-            .ok()
-            .and_then(|s| fdinfo_flags(&s))
+        // SAFETY: a valid directory descriptor, a NUL-terminated name and a buffer of the
+        // given length.
+        let n = unsafe {
+            libc::readlinkat(
+                fd_dir.as_raw_fd(),
+                cname.as_ptr(),
+                link_buf.as_mut_ptr().cast(),
+                link_buf.len(),
+            )
+        };
+        if n < 0 {
+            continue;
+        }
+        let target = String::from_utf8_lossy(&link_buf[..n as usize]).into_owned();
+        let flags = info_dir
+            .as_ref()
+            .and_then(|d| read_at(d.as_raw_fd(), &cname, &mut info_buf))
+            .and_then(|text| fdinfo_flags(text))
             .unwrap_or(0);
         let kind = FdKind::from_link(&target);
         out.push(ProcFd {
@@ -99,11 +122,34 @@ pub fn fds(pid: u32) -> std::io::Result<Vec<ProcFd>> {
     Ok(out)
 }
 
+/// The start of the file `name` in the directory `dir` (one `read`: enough for an fdinfo's
+/// first lines, where `flags` is), as text.
+fn read_at<'a>(dir: i32, name: &std::ffi::CStr, buf: &'a mut [u8]) -> Option<&'a str> {
+    // SAFETY: a directory descriptor and a NUL-terminated name; the descriptor opened here is
+    // closed below.
+    let fd = unsafe { libc::openat(dir, name.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
+    if fd < 0 {
+        return None;
+    }
+    // SAFETY: `buf` is writable for its length; `fd` is ours.
+    let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+    // SAFETY: `fd` is ours and closed once.
+    unsafe { libc::close(fd) };
+    if n <= 0 {
+        return None;
+    }
+    std::str::from_utf8(&buf[..n as usize]).ok()
+}
+
 /// Anonymous pipes keep their inode times from their creation on Linux 6.15 and newer (commit
 /// "pipe: don't update {a,c,m}time for anonymous pipes"); older kernels update them on every
 /// read and write, so the times there tell the last use, not the birth.
 fn pipe_times_are_births() -> bool {
-    aya::util::KernelVersion::current().is_ok_and(|v| v >= aya::util::KernelVersion::new(6, 15, 0))
+    static YES: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *YES.get_or_init(|| {
+        aya::util::KernelVersion::current()
+            .is_ok_and(|v| v >= aya::util::KernelVersion::new(6, 15, 0))
+    })
 }
 
 /// Time since the change time of the inode `path` (a `/proc/PID/fd/N` link) refers to.

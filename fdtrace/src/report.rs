@@ -668,8 +668,10 @@ pub fn build(
                 Some(_) => {}
             }
         }
+        // A set of /proc's numbers: a process may hold 100,000 descriptors.
+        let in_proc: std::collections::HashSet<i32> = pfds.iter().map(|p| p.fd).collect();
         for (fd, e) in table.iter() {
-            if !pfds.iter().any(|p| p.fd == fd) {
+            if !in_proc.contains(&fd) {
                 d.missed_closes.push(FdEntry::new(fd, e, now_ns));
             }
         }
