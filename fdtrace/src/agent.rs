@@ -18,11 +18,18 @@ use anyhow::{Context as _, Result, bail};
 use serde_json::json;
 
 use crate::{
+    agent_metrics::{self, Health, ProcessRow, Recorded, SiteRow},
     cgroup::Cgroup,
     cli::AgentArgs,
-    procinfo, retention,
+    metrics_server::Published,
+    procinfo,
+    recording::Replay,
+    retention,
     trigger::{Policy, Reason, Watch},
 };
+
+/// How often the recordings being written are read again for the metrics' call sites.
+const SITES_EVERY: Duration = Duration::from_secs(10);
 
 /// How long a recorder asked to stop (SIGINT) may take to write its recording.
 const STOP_WAIT: Duration = Duration::from_secs(60);
@@ -143,6 +150,15 @@ pub fn run(a: &AgentArgs) -> Result<()> {
         .with_context(|| format!("cannot create the directory {}", a.dir.display()))?;
     crate::output::check_writable(&a.dir.join("agent-check.fdtrace"))?;
     let exe = std::env::current_exe().context("finding fdtrace's own executable")?;
+    let published = match a.metrics {
+        Some(addr) => {
+            let listener = crate::metrics_server::bind(addr)?;
+            let p = Published::default();
+            crate::metrics_server::start(listener, p.clone())?;
+            Some(p)
+        }
+        None => None,
+    };
     let log = Log { json: a.log_json };
     let policy = Policy {
         fraction: Some(a.trigger_frac),
@@ -191,6 +207,10 @@ pub fn run(a: &AgentArgs) -> Result<()> {
         watches: HashMap::new(),
         recorders: HashMap::new(),
         full_said: false,
+        published,
+        health: Health::default(),
+        seen: HashMap::new(),
+        recorded: HashMap::new(),
     };
     while !crate::terminal::interrupted() {
         agent.tick()?;
@@ -217,6 +237,21 @@ struct Agent<'a> {
     recorders: HashMap<Key, Recorder>,
     /// "Too many at once" was said since the last recorder ended.
     full_said: bool,
+    /// The metrics endpoint's text, when there is one.
+    published: Option<Published>,
+    health: Health,
+    /// Each watched process's command and container (read once), and its latest count.
+    seen: HashMap<Key, Seen>,
+    /// What each recording (being written, or of a process still alive) says, and when it
+    /// was last read.
+    recorded: HashMap<Key, (Recorded, Option<Instant>)>,
+}
+
+struct Seen {
+    comm: String,
+    container: String,
+    open: usize,
+    limit: Option<u64>,
 }
 
 impl Agent<'_> {
@@ -232,6 +267,7 @@ impl Agent<'_> {
     }
 
     fn tick(&mut self) -> Result<()> {
+        let poll_started = Instant::now();
         let now = self.t0.elapsed().as_secs_f64();
         let me = std::process::id();
         let ours: HashSet<u32> = self.recorders.values().map(|r| r.child.id()).collect();
@@ -245,12 +281,23 @@ impl Agent<'_> {
             };
             let key = (pid, ticks);
             seen.insert(key);
+            let limit = procinfo::nofile_limit(pid).and_then(|l| l.soft);
+            let info = self.seen.entry(key).or_insert_with(|| Seen {
+                comm: procinfo::comm(pid).unwrap_or_default(),
+                container: crate::container::of(pid)
+                    .and_then(|c| c.id)
+                    .map(|id| id.chars().take(12).collect())
+                    .unwrap_or_default(),
+                open,
+                limit,
+            });
+            info.open = open;
+            info.limit = limit;
             let w = self.watches.entry(key).or_default();
             w.push(now, open);
             if self.recorders.contains_key(&key) {
                 continue;
             }
-            let limit = procinfo::nofile_limit(pid).and_then(|l| l.soft);
             let Some(reason) = w.check(&self.policy, limit) else {
                 continue;
             };
@@ -273,10 +320,97 @@ impl Agent<'_> {
             }
             self.start(key, reason, now)?;
         }
-        self.watches
-            .retain(|k, _| seen.contains(k) || self.recorders.contains_key(k));
+        let live = |k: &Key| seen.contains(k) || self.recorders.contains_key(k);
+        self.watches.retain(|k, _| live(k));
+        self.seen.retain(|k, _| live(k));
+        self.recorded.retain(|k, _| live(k));
         self.reap(now)?;
+        self.health.polls += 1;
+        self.health.last_poll_seconds = poll_started.elapsed().as_secs_f64();
+        self.health.watched = seen.len();
+        self.publish();
         Ok(())
+    }
+
+    /// The metrics of this moment, when they are served.
+    fn publish(&mut self) {
+        let Some(published) = self.published.clone() else {
+            return;
+        };
+        // The recordings being written, read again now and then for their sites.
+        let due: Vec<(Key, PathBuf)> = self
+            .recorders
+            .iter()
+            .filter(|(k, _)| {
+                self.recorded
+                    .get(k)
+                    .and_then(|(_, at)| *at)
+                    .is_none_or(|at| at.elapsed() >= SITES_EVERY)
+            })
+            .map(|(k, r)| (*k, r.path.clone()))
+            .collect();
+        for (key, path) in due {
+            self.read_sites(key, &path);
+        }
+        self.health.recording = self.recorders.len();
+        self.health.disk_bytes = retention::used(&self.a.dir).unwrap_or(0);
+        let rows: Vec<ProcessRow> = self
+            .seen
+            .iter()
+            .map(|(k, s)| ProcessRow {
+                pid: k.0,
+                comm: s.comm.clone(),
+                container: s.container.clone(),
+                open: s.open,
+                limit: s.limit,
+                growth_per_min: self.watches.get(k).and_then(|w| w.steady_growth_per_min()),
+                traced: self.recorders.contains_key(k),
+            })
+            .collect();
+        let recorded: Vec<(u32, String, Recorded)> = self
+            .recorded
+            .iter()
+            .map(|(k, (r, _))| {
+                let comm = self.seen.get(k).map(|s| s.comm.clone()).unwrap_or_default();
+                (k.0, comm, r.clone())
+            })
+            .collect();
+        published.set_openmetrics(agent_metrics::encode(&self.health, &rows, &recorded));
+    }
+
+    /// What the recording at `path` says so far (it may still be written: its unfinished end
+    /// is left out).
+    fn read_sites(&mut self, key: Key, path: &std::path::Path) {
+        let comm = self
+            .seen
+            .get(&key)
+            .map(|s| s.comm.clone())
+            .unwrap_or_default();
+        let report = Replay::read(path, None, |_, _| {})
+            .ok()
+            .and_then(|mut r| r.report(None));
+        let entry = self
+            .recorded
+            .entry(key)
+            .or_insert_with(|| (Recorded::default(), None));
+        entry.1 = Some(Instant::now());
+        if let Some(r) = report {
+            entry.0 = Recorded {
+                sites: r
+                    .sites
+                    .iter()
+                    .map(|s| SiteRow {
+                        pid: key.0,
+                        comm: comm.clone(),
+                        site: agent_metrics::site_label(s),
+                        kind: s.kind.to_string(),
+                        verdict: s.verdict.to_string(),
+                        count: s.count as u64,
+                    })
+                    .collect(),
+                lost_events: r.meta.lost_events,
+            };
+        }
     }
 
     fn start(&mut self, key: Key, reason: Reason, now: f64) -> Result<()> {
@@ -322,6 +456,10 @@ impl Agent<'_> {
         }
         if let Some(w) = self.watches.get_mut(&key) {
             w.traced(now);
+        }
+        match reason {
+            Reason::Fraction { .. } => self.health.triggers_fraction += 1,
+            Reason::Eta { .. } => self.health.triggers_eta += 1,
         }
         self.log.line(
             "tracing",
@@ -381,6 +519,15 @@ impl Agent<'_> {
 
     fn ended(&mut self, key: Key, r: Recorder, ok: bool) {
         let (pid, ticks) = key;
+        if ok {
+            self.health.recorded += 1;
+        } else {
+            self.health.failed += 1;
+        }
+        if self.published.is_some() {
+            // The finished recording's sites stay in the metrics while the process lives.
+            self.read_sites(key, &r.path);
+        }
         let alive = start_ticks(pid) == Some(ticks);
         if let Some(w) = self.watches.get_mut(&key) {
             w.released();
@@ -454,6 +601,7 @@ impl Agent<'_> {
         match retention::enforce(&self.a.dir, self.budget, &open) {
             Ok(deleted) => {
                 for p in deleted {
+                    self.health.deleted += 1;
                     self.log.line(
                         "deleted",
                         &format!(

@@ -130,6 +130,12 @@ pub struct AgentArgs {
     /// Log each trigger and outcome as one JSON object per line.
     #[arg(long)]
     pub log_json: bool,
+
+    /// Serve Prometheus metrics (OpenMetrics) at http://ADDR/metrics: every watched process's
+    /// count, limit, growth and time to exhaustion, the call sites of recorded processes with
+    /// their verdicts, and the agent's own health.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 /// `90`, `90s`, `30m`, `2h`, `1.5h`: a positive duration (plain numbers are seconds).

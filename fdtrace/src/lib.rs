@@ -1,5 +1,6 @@
 //! fdtrace: find the exact line of code that leaks file descriptors, live, with eBPF.
 pub mod agent;
+pub mod agent_metrics;
 pub mod binaries;
 pub mod cgroup;
 pub mod cli;

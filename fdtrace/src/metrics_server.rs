@@ -28,17 +28,31 @@ pub const CONNECTION_TIMEOUT: Duration = Duration::from_secs(10);
 pub const MAX_HEAD_BYTES: usize = 8192 + 4096;
 
 const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+const OPENMETRICS_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
-/// The exposition text, shared between the tracing loop (which replaces it) and the server.
-#[derive(Clone, Default)]
-pub struct Published(Arc<Mutex<Bytes>>);
+/// The exposition text and its content type, shared between the loop that replaces it and the
+/// server.
+#[derive(Clone)]
+pub struct Published(Arc<Mutex<(Bytes, &'static str)>>);
+
+impl Default for Published {
+    fn default() -> Self {
+        Published(Arc::new(Mutex::new((Bytes::new(), CONTENT_TYPE))))
+    }
+}
 
 impl Published {
+    /// Prometheus's text format (0.0.4).
     pub fn set(&self, body: String) {
-        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Bytes::from(body);
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = (Bytes::from(body), CONTENT_TYPE);
     }
 
-    fn get(&self) -> Bytes {
+    /// OpenMetrics text (what the `prometheus-client` crate writes).
+    pub fn set_openmetrics(&self, body: String) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = (Bytes::from(body), OPENMETRICS_TYPE);
+    }
+
+    fn get(&self) -> (Bytes, &'static str) {
         self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 }
@@ -113,8 +127,13 @@ async fn answer(
     published: Published,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let get = matches!(*req.method(), Method::GET | Method::HEAD);
+    let (text, text_type) = published.get();
+    let mut content_type = CONTENT_TYPE;
     let (status, body) = match (req.uri().path(), get) {
-        ("/metrics", true) => (StatusCode::OK, published.get()),
+        ("/metrics", true) => {
+            content_type = text_type;
+            (StatusCode::OK, text)
+        }
         ("/", true) => (
             StatusCode::OK,
             Bytes::from_static(b"fdtrace: Prometheus metrics are at /metrics\n"),
@@ -130,7 +149,7 @@ async fn answer(
     };
     let mut resp = Response::builder()
         .status(status)
-        .header(header::CONTENT_TYPE, CONTENT_TYPE);
+        .header(header::CONTENT_TYPE, content_type);
     if status == StatusCode::METHOD_NOT_ALLOWED {
         resp = resp.header(header::ALLOW, "GET, HEAD");
     }

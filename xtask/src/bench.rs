@@ -21,8 +21,8 @@ use std::{
 
 use anyhow::{Context as _, Result, anyhow, bail};
 
-mod cgroup;
 mod agent;
+mod cgroup;
 mod godial;
 mod load;
 mod scrape;

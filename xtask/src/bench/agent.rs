@@ -34,8 +34,7 @@ fn bpf_fds(pid: u32) -> usize {
         .map(|d| {
             d.flatten()
                 .filter(|e| {
-                    std::fs::read_link(e.path())
-                        .is_ok_and(|l| l.to_string_lossy().contains("bpf"))
+                    std::fs::read_link(e.path()).is_ok_and(|l| l.to_string_lossy().contains("bpf"))
                 })
                 .count()
         })
@@ -56,7 +55,11 @@ impl Bench {
         for interval in ["5s", "1s"] {
             let what = format!(
                 "`fdtrace agent` idle for {secs} s, every process polled every {interval}{}",
-                if interval == "5s" { " (its default)" } else { "" }
+                if interval == "5s" {
+                    " (its default)"
+                } else {
+                    ""
+                }
             );
             match self.agent_idle(interval, secs) {
                 Ok(r) => {
@@ -128,7 +131,11 @@ impl Bench {
         agent.signal(libc::SIGINT);
         let out = agent.finish(Duration::from_secs(30))?;
         if !out.status.success() {
-            bail!("fdtrace agent failed ({}): {}", out.status, out.stderr.trim());
+            bail!(
+                "fdtrace agent failed ({}): {}",
+                out.status,
+                out.stderr.trim()
+            );
         }
         if out.stderr.contains("tracing pid") {
             bail!(
