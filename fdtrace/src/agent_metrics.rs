@@ -190,7 +190,7 @@ pub fn encode(
     let mut dropped_sites = 0;
     for (pid, comm, r) in recorded {
         let mut mine: Vec<&SiteRow> = r.sites.iter().collect();
-        mine.sort_by(|a, b| b.count.cmp(&a.count));
+        mine.sort_by_key(|s| std::cmp::Reverse(s.count));
         dropped_sites += mine.len().saturating_sub(MAX_SITES_PER_PROCESS);
         mine.truncate(MAX_SITES_PER_PROCESS);
         sites.extend(mine);
@@ -201,7 +201,7 @@ pub fn encode(
         })
         .set(r.lost_events as i64);
     }
-    sites.sort_by(|a, b| b.count.cmp(&a.count));
+    sites.sort_by_key(|s| std::cmp::Reverse(s.count));
     dropped_sites += sites.len().saturating_sub(MAX_SITES);
     sites.truncate(MAX_SITES);
     for s in sites {

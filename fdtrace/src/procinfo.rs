@@ -103,7 +103,7 @@ pub fn fds(pid: u32) -> std::io::Result<Vec<ProcFd>> {
         let flags = info_dir
             .as_ref()
             .and_then(|d| read_at(d.as_raw_fd(), &cname, &mut info_buf))
-            .and_then(|text| fdinfo_flags(text))
+            .and_then(fdinfo_flags)
             .unwrap_or(0);
         let kind = FdKind::from_link(&target);
         out.push(ProcFd {
