@@ -240,7 +240,7 @@ struct Agent<'a> {
     /// The metrics endpoint's text, when there is one.
     published: Option<Published>,
     health: Health,
-    /// Each watched process's command and container (read once), and its latest count.
+    /// Each watched process's command, container (read once), latest count and limit.
     seen: HashMap<Key, Seen>,
     /// What each recording (being written, or of a process still alive) says, and when it
     /// was last read.
@@ -293,6 +293,10 @@ impl Agent<'_> {
             });
             info.open = open;
             info.limit = limit;
+            // An exec changes the command, not the process.
+            if let Some(comm) = procinfo::comm(pid) {
+                info.comm = comm;
+            }
             let w = self.watches.entry(key).or_default();
             w.push(now, open);
             if self.recorders.contains_key(&key) {

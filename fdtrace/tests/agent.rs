@@ -168,3 +168,185 @@ fn the_agent_refuses_bad_arguments_in_one_line() {
         }
     }
 }
+
+/// The JSON body of an HTTP response (a small one: Content-Length, or one chunk).
+fn json_body(resp: &str) -> Value {
+    let body = &resp[resp.find("\r\n\r\n").expect("a response head") + 4..];
+    let (a, b) = (body.find('{'), body.rfind('}'));
+    match (a, b) {
+        (Some(a), Some(b)) => {
+            serde_json::from_str(&body[a..=b]).unwrap_or_else(|e| panic!("{e}: {body}"))
+        }
+        _ => panic!("no JSON in {resp}"),
+    }
+}
+
+/// The value of each series `query` returns from Prometheus's HTTP API, with its labels.
+fn prometheus_query(port: u16, query: &str) -> Vec<(Value, f64)> {
+    let r = json_body(&http_request(
+        port,
+        "GET",
+        &format!("/api/v1/query?query={query}"),
+        "",
+    ));
+    assert_eq!(r["status"], "success", "{r}");
+    r["data"]["result"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["metric"].clone(),
+                s["value"][1].as_str().unwrap().parse::<f64>().unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// A real Prometheus server (Debian's) scrapes the agent while it records a leak: its HTTP API
+/// returns the leaking call site's series, labelled with the leak's line, at the count the
+/// recording itself reports, and the process's open count at its limit.
+#[test]
+fn prometheus_scrapes_the_agent_and_sees_the_leaking_line() {
+    let _serial = serial();
+    require_root();
+    let build = tempfile::tempdir().unwrap();
+    let drip = compile_c("drip.c", build.path(), &["-O0"]);
+    let data = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let prom_dir = tempfile::tempdir().unwrap();
+    let mut cg = TestCgroup::new();
+    // Leaks 50 a second until its limit of 400, then fails every open and keeps running.
+    let script = format!(
+        "read go; ulimit -n 400; exec {} {} 20",
+        drip.display(),
+        data.path().display()
+    );
+    let mut leaker = Killed(
+        Command::new("sh")
+            .args(["-c", &script])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let pid = leaker.0.id();
+    cg.enter(pid);
+    let metrics_port = free_port();
+    let mut agent = Killed(
+        Command::new(fdtrace_bin())
+            .arg("agent")
+            .arg("--cgroup")
+            .arg(&cg.dir)
+            .arg("--dir")
+            .arg(dir.path())
+            .args([
+                "--interval",
+                "200ms",
+                "--trigger-frac",
+                "0.2",
+                "--quiet",
+                "5m",
+            ])
+            .arg("--metrics")
+            .arg(format!("127.0.0.1:{metrics_port}"))
+            .arg("--log-json")
+            .stdin(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let rx = lines_of(&mut agent.0);
+    assert_eq!(
+        rx.recv_timeout(Duration::from_secs(10)).unwrap()["event"],
+        "start"
+    );
+    let prom_port = free_port();
+    let config = prom_dir.path().join("prometheus.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n\
+             scrape_configs:\n  - job_name: fdtrace\n    static_configs:\n      \
+             - targets: ['127.0.0.1:{metrics_port}']\n"
+        ),
+    )
+    .unwrap();
+    let _prometheus = Killed(
+        Command::new("prometheus")
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                prom_dir.path().join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{prom_port}"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("prometheus (Debian: prometheus; `cargo xtask test` installs it)"),
+    );
+    writeln!(leaker.0.stdin.take().unwrap(), "go").unwrap();
+
+    // The process at its limit, as Prometheus scraped it.
+    let open_q = format!("fdtrace_process_open_fds{{pid=\"{pid}\"}}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let ready = std::net::TcpStream::connect(("127.0.0.1", prom_port)).is_ok()
+            && prometheus_query(prom_port, &open_q)
+                .first()
+                .is_some_and(|(_, v)| *v == 400.0);
+        if ready {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "Prometheus never saw pid {pid} at 400 descriptors: {:?}",
+            std::net::TcpStream::connect(("127.0.0.1", prom_port))
+                .is_ok()
+                .then(|| prometheus_query(prom_port, &open_q))
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    // The recording is read again every 10 s for its sites; then one more scrape.
+    std::thread::sleep(Duration::from_secs(13));
+    let drip_line = line_of("drip.c", "DRIP");
+    let sites = prometheus_query(
+        prom_port,
+        &format!("fdtrace_site_open_fds{{pid=\"{pid}\"}}"),
+    );
+    let (labels, value) = sites
+        .iter()
+        .find(|(m, _)| {
+            m["site"]
+                .as_str()
+                .is_some_and(|s| s.ends_with(&format!("drip.c:{drip_line}")))
+        })
+        .unwrap_or_else(|| panic!("no series for drip.c:{drip_line}: {sites:?}"));
+    assert_eq!(labels["comm"], "drip", "{labels}");
+    assert_eq!(labels["kind"], "file", "{labels}");
+    assert!(
+        labels["site"].as_str().unwrap().starts_with("main at "),
+        "{labels}"
+    );
+    let traced = prometheus_query(
+        prom_port,
+        &format!("fdtrace_process_recording{{pid=\"{pid}\"}}"),
+    );
+    assert_eq!(traced.first().map(|t| t.1), Some(1.0), "{traced:?}");
+
+    // The agent stops; its recording of the process says the same count.
+    // SAFETY: kill(2) of the agent this test started.
+    unsafe { libc::kill(agent.0.id() as i32, libc::SIGINT) };
+    assert!(agent.0.wait().unwrap().success());
+    let events: Vec<Value> = rx.iter().collect();
+    let recorded = events
+        .iter()
+        .find(|e| e["event"] == "recorded")
+        .unwrap_or_else(|| panic!("{events:#?}"));
+    let report = report_of_a_copy(std::path::Path::new(recorded["file"].as_str().unwrap()));
+    let site = site_at(&report, "drip.c", drip_line).unwrap_or_else(|| panic!("{report:#}"));
+    assert_eq!(site["count"].as_f64(), Some(*value), "{site:#}");
+    assert!(*value >= 100.0, "{value}");
+    drop(cg);
+}

@@ -89,6 +89,12 @@ pub const NEEDS: &[Need] = &[
         users: TB,
     },
     Need {
+        probe: Probe::Program("prometheus"),
+        package: "prometheus",
+        why: "a real Prometheus server scrapes the agent",
+        users: &[For::Test],
+    },
+    Need {
         probe: Probe::Program("redis-server"),
         package: "redis-server",
         why: "a real server under load",
