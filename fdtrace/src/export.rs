@@ -1,8 +1,8 @@
 //! `fdtrace export FILE --format pprof|folded|svg|jsonl`: a recording for other tools.
 //!
 //! - `pprof`: the descriptors still open at the end of the recording (or `--at`) as a
-//!   gzip-compressed pprof profile (profile.proto), one sample per creating stack and labels,
-//!   for `go tool pprof`.
+//!   gzip-compressed pprof profile (module `pprof`: profile.proto's messages by prost), one
+//!   sample per creating stack and labels, for `go tool pprof`.
 //! - `folded`: the same stacks in the collapsed format of FlameGraph and inferno
 //!   (`root;…;leaf count`).
 //! - `svg`: a flame graph of those stacks, drawn by inferno.
@@ -206,7 +206,7 @@ fn write_export(a: &ExportArgs) -> Result<()> {
                     a.file.display(),
                     replay.header.target
                 );
-                let profile = pprof::encode(&groups, start, duration, &[&comment]);
+                let profile = crate::pprof::encode(&groups, start, duration, &[&comment]);
                 let mut gz =
                     flate2::write::GzEncoder::new(&mut out, flate2::Compression::default());
                 gz.write_all(&profile)?;
@@ -330,270 +330,6 @@ fn flamegraph(folded: &str, subtitle: &str, out: &mut dyn Write) -> Result<()> {
     Ok(())
 }
 
-/// A minimal protobuf writer: varints and length-delimited fields, as profile.proto needs.
-pub mod pb {
-    #[derive(Default, Debug, Clone)]
-    pub struct Msg {
-        pub buf: Vec<u8>,
-    }
-
-    pub fn varint(buf: &mut Vec<u8>, mut v: u64) {
-        while v >= 0x80 {
-            buf.push((v as u8) | 0x80);
-            v >>= 7;
-        }
-        buf.push(v as u8);
-    }
-
-    impl Msg {
-        pub fn new() -> Self {
-            Self::default()
-        }
-
-        fn key(&mut self, field: u32, wire: u8) {
-            varint(&mut self.buf, (u64::from(field) << 3) | u64::from(wire));
-        }
-
-        /// A varint field (uint64, int64, bool); zero is the default and is left out.
-        pub fn uint(&mut self, field: u32, v: u64) -> &mut Self {
-            if v != 0 {
-                self.key(field, 0);
-                varint(&mut self.buf, v);
-            }
-            self
-        }
-
-        /// An int64 field (two's complement, as protobuf encodes int64).
-        pub fn int(&mut self, field: u32, v: i64) -> &mut Self {
-            self.uint(field, v as u64)
-        }
-
-        pub fn boolean(&mut self, field: u32, v: bool) -> &mut Self {
-            self.uint(field, u64::from(v))
-        }
-
-        /// A length-delimited field (bytes, string, embedded message), written even when empty.
-        pub fn bytes(&mut self, field: u32, b: &[u8]) -> &mut Self {
-            self.key(field, 2);
-            varint(&mut self.buf, b.len() as u64);
-            self.buf.extend_from_slice(b);
-            self
-        }
-
-        pub fn message(&mut self, field: u32, m: &Msg) -> &mut Self {
-            self.bytes(field, &m.buf)
-        }
-
-        /// A packed repeated varint field; left out when empty.
-        pub fn packed(&mut self, field: u32, vals: impl IntoIterator<Item = u64>) -> &mut Self {
-            let mut body = Vec::new();
-            for v in vals {
-                varint(&mut body, v);
-            }
-            if !body.is_empty() {
-                self.bytes(field, &body);
-            }
-            self
-        }
-    }
-}
-
-/// Encoding of pprof profiles (github.com/google/pprof, proto/profile.proto).
-pub mod pprof {
-    use std::collections::HashMap;
-
-    use super::{OpenGroup, pb::Msg};
-
-    // Profile
-    const SAMPLE_TYPE: u32 = 1;
-    const SAMPLE: u32 = 2;
-    const MAPPING: u32 = 3;
-    const LOCATION: u32 = 4;
-    const FUNCTION: u32 = 5;
-    const STRING_TABLE: u32 = 6;
-    const TIME_NANOS: u32 = 9;
-    const DURATION_NANOS: u32 = 10;
-    const PERIOD_TYPE: u32 = 11;
-    const PERIOD: u32 = 12;
-    const COMMENT: u32 = 13;
-
-    #[derive(Default)]
-    struct Strings {
-        table: Vec<String>,
-        ids: HashMap<String, i64>,
-    }
-
-    impl Strings {
-        fn new() -> Self {
-            let mut s = Self::default();
-            s.id("");
-            s
-        }
-
-        fn id(&mut self, s: &str) -> i64 {
-            if let Some(&i) = self.ids.get(s) {
-                return i;
-            }
-            let i = self.table.len() as i64;
-            self.table.push(s.to_string());
-            self.ids.insert(s.to_string(), i);
-            i
-        }
-    }
-
-    /// (module, address, the lines: (function, file, line) innermost first)
-    type LocKey = (Option<String>, u64, Vec<(u64, i64)>);
-
-    /// The serialized (not yet compressed) profile of `groups`: sample type
-    /// `descriptors`/`count`, one sample per group with its count, one location per frame
-    /// address (inlined frames as extra lines of their caller's location), labels `kind`
-    /// (and `proto`, `state`, `peer` for sockets) and `pid`.
-    pub fn encode(
-        groups: &[OpenGroup],
-        time_nanos: i64,
-        duration_nanos: i64,
-        comments: &[&str],
-    ) -> Vec<u8> {
-        let mut strings = Strings::new();
-        let mut functions: Vec<Msg> = Vec::new();
-        let mut function_ids: HashMap<(i64, i64), u64> = HashMap::new();
-        let mut locations: Vec<Msg> = Vec::new();
-        let mut location_ids: HashMap<LocKey, u64> = HashMap::new();
-        let mut samples: Vec<Msg> = Vec::new();
-        // One mapping per binary with the span of its addresses; programs before shared
-        // libraries, since pprof names the profile after the first mapping.
-        let mut mappings: Vec<(String, u64, u64)> = Vec::new();
-        for f in groups.iter().flat_map(|g| &g.frames) {
-            let Some(m) = &f.module else { continue };
-            match mappings.iter_mut().find(|(p, _, _)| p == m) {
-                Some(e) => {
-                    e.1 = e.1.min(f.addr);
-                    e.2 = e.2.max(f.addr);
-                }
-                None => mappings.push((m.clone(), f.addr, f.addr)),
-            }
-        }
-        let is_library = |p: &str| p.rsplit('/').next().is_some_and(|n| n.contains(".so"));
-        mappings.sort_by_key(|(p, _, _)| is_library(p));
-        let mapping_ids: HashMap<&str, u64> = mappings
-            .iter()
-            .enumerate()
-            .map(|(i, (p, _, _))| (p.as_str(), i as u64 + 1))
-            .collect();
-
-        let descriptors = strings.id("descriptors");
-        let count = strings.id("count");
-        let mut value_type = Msg::new();
-        value_type.int(1, descriptors).int(2, count);
-
-        for g in groups {
-            let mut loc_ids: Vec<u64> = Vec::new();
-            let mut pending: Vec<&crate::symbolize::Frame> = Vec::new();
-            for (i, f) in g.frames.iter().enumerate() {
-                pending.push(f);
-                // A location ends with its non-inlined frame (or with the stack).
-                if f.inlined && i + 1 < g.frames.len() {
-                    continue;
-                }
-                let mut lines: Vec<(u64, i64)> = Vec::new();
-                for p in pending.drain(..) {
-                    let name = strings.id(p.function.as_deref().unwrap_or("??"));
-                    let file = strings.id(p.file.as_deref().unwrap_or(""));
-                    let next = functions.len() as u64 + 1;
-                    let fid = *function_ids.entry((name, file)).or_insert_with(|| {
-                        let mut m = Msg::new();
-                        m.uint(1, next).int(2, name).int(3, name).int(4, file);
-                        functions.push(m);
-                        next
-                    });
-                    lines.push((fid, i64::from(p.line.unwrap_or(0))));
-                }
-                let key: LocKey = (f.module.clone(), f.addr, lines);
-                let next = locations.len() as u64 + 1;
-                if let Some(&id) = location_ids.get(&key) {
-                    loc_ids.push(id);
-                    continue;
-                }
-                let mapping_id = f
-                    .module
-                    .as_deref()
-                    .and_then(|m| mapping_ids.get(m).copied())
-                    .unwrap_or(0);
-                let mut loc = Msg::new();
-                loc.uint(1, next).uint(2, mapping_id).uint(3, f.addr);
-                for &(fid, line) in &key.2 {
-                    let mut l = Msg::new();
-                    l.uint(1, fid).int(2, line);
-                    loc.message(4, &l);
-                }
-                locations.push(loc);
-                location_ids.insert(key, next);
-                loc_ids.push(next);
-            }
-            let mut s = Msg::new();
-            s.packed(1, loc_ids).packed(2, [g.count]);
-            let mut label = |key: &str, value: &str| {
-                let mut l = Msg::new();
-                l.int(1, strings.id(key)).int(2, strings.id(value));
-                s.message(3, &l);
-            };
-            label("kind", g.kind);
-            if let Some(p) = &g.proto {
-                label("proto", p);
-            }
-            if let Some(st) = g.state {
-                label("state", st);
-            }
-            if let Some(p) = &g.peer {
-                label("peer", p);
-            }
-            let mut l = Msg::new();
-            l.int(1, strings.id("pid")).int(3, i64::from(g.pid));
-            s.message(3, &l);
-            samples.push(s);
-        }
-
-        let mut mapping_msgs = Vec::new();
-        for (i, (path, lo, hi)) in mappings.iter().enumerate() {
-            let mut m = Msg::new();
-            m.uint(1, i as u64 + 1)
-                .uint(2, *lo)
-                .uint(3, hi.saturating_add(1))
-                .int(5, strings.id(path))
-                .boolean(7, true)
-                .boolean(8, true)
-                .boolean(9, true)
-                .boolean(10, true);
-            mapping_msgs.push(m);
-        }
-        let comment_ids: Vec<i64> = comments.iter().map(|c| strings.id(c)).collect();
-
-        let mut p = Msg::new();
-        p.message(SAMPLE_TYPE, &value_type);
-        for s in &samples {
-            p.message(SAMPLE, s);
-        }
-        for m in &mapping_msgs {
-            p.message(MAPPING, m);
-        }
-        for l in &locations {
-            p.message(LOCATION, l);
-        }
-        for f in &functions {
-            p.message(FUNCTION, f);
-        }
-        for s in &strings.table {
-            p.bytes(STRING_TABLE, s.as_bytes());
-        }
-        p.int(TIME_NANOS, time_nanos)
-            .int(DURATION_NANOS, duration_nanos)
-            .message(PERIOD_TYPE, &value_type)
-            .int(PERIOD, 1)
-            .packed(COMMENT, comment_ids.iter().map(|&c| c as u64));
-        p.buf
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::collections::HashMap;
@@ -711,7 +447,8 @@ mod tests {
         assert_eq!(folded(&[]), "");
     }
 
-    /// A protobuf reader for the tests: each field as (number, varint or bytes).
+    /// A protobuf reader of its own for the tests (not prost's, which wrote the profile): each
+    /// field as (number, varint or bytes).
     #[derive(Debug, Clone, PartialEq)]
     enum F {
         V(u64),
@@ -787,33 +524,8 @@ mod tests {
     }
 
     #[test]
-    fn varints_and_fields() {
-        let mut buf = Vec::new();
-        for v in [0u64, 1, 127, 128, 300, u64::MAX] {
-            pb::varint(&mut buf, v);
-        }
-        assert_eq!(
-            buf,
-            [
-                0x00, 0x01, 0x7f, 0x80, 0x01, 0xac, 0x02, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
-                0xff, 0xff, 0x01
-            ]
-        );
-        let mut m = pb::Msg::new();
-        m.uint(1, 150)
-            .uint(2, 0)
-            .bytes(3, b"hi")
-            .int(4, -1)
-            .packed(5, [1, 300]);
-        let mut want = vec![0x08, 0x96, 0x01, 0x1a, 0x02, b'h', b'i', 0x20];
-        want.extend([0xff; 9]);
-        want.extend([0x01, 0x2a, 0x03, 0x01, 0xac, 0x02]);
-        assert_eq!(m.buf, want);
-    }
-
-    #[test]
     fn profile_decodes_back() {
-        let bytes_ = pprof::encode(&groups(), 1_000, 2_000, &["a comment"]);
+        let bytes_ = crate::pprof::encode(&groups(), 1_000, 2_000, &["a comment"]);
         let p = decode(&bytes_);
         let strings: Vec<String> = get(&p, 6)
             .iter()

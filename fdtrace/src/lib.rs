@@ -22,6 +22,7 @@ pub mod metrics_server;
 pub mod model;
 pub mod offline;
 pub mod output;
+pub mod pprof;
 pub mod preexisting;
 pub mod priority;
 pub mod process;
