@@ -2,7 +2,7 @@
 //! loop runs a leaking program twice (the second run a restart of the first, with a new pid);
 //! each run triggers a recording when its count passes a fraction of its descriptor limit, the
 //! recording ends when the run is killed, and both recordings stay readable and name the
-//! leaking line.
+//! leaking line; an old recording over the disk budget is deleted to make room.
 use std::{
     io::{BufRead as _, BufReader, Write as _},
     process::{Command, Stdio},
@@ -39,6 +39,16 @@ fn the_agent_records_a_leak_and_keeps_it_across_a_restart() {
     let drip = compile_c("drip.c", build.path(), &["-O0"]);
     let data = tempfile::tempdir().unwrap();
     let dir = tempfile::tempdir().unwrap();
+    // An older recording of 2 MiB, finished long ago, over the 1 MiB budget given below: the
+    // agent deletes it (and only it) to make room.
+    let old = dir.path().join("old-host-19700101T000000Z-p1-old.fdtrace");
+    std::fs::write(&old, vec![0u8; 2 << 20]).unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&old)
+        .unwrap()
+        .set_modified(std::time::SystemTime::now() - Duration::from_secs(86_400))
+        .unwrap();
     let mut cg = TestCgroup::new();
     // The supervisor: two runs of the leaker (50 leaks a second, a limit of 400), each killed
     // after 8 s and started again, then it waits. It starts once it is in the cgroup.
@@ -70,6 +80,8 @@ fn the_agent_records_a_leak_and_keeps_it_across_a_restart() {
                 "0.2",
                 "--quiet",
                 "60s",
+                "--max-disk",
+                "1",
                 "--log-json",
             ])
             .stdin(Stdio::null())
@@ -106,6 +118,10 @@ fn the_agent_records_a_leak_and_keeps_it_across_a_restart() {
     events.extend(rx.iter());
     assert_eq!(events.last().unwrap()["event"], "stop", "{events:#?}");
 
+    let deleted: Vec<&Value> = events.iter().filter(|e| e["event"] == "deleted").collect();
+    assert_eq!(deleted.len(), 1, "{events:#?}");
+    assert_eq!(deleted[0]["file"], old.to_str().unwrap(), "{events:#?}");
+    assert!(!old.exists());
     let tracing: Vec<&Value> = events.iter().filter(|e| e["event"] == "tracing").collect();
     let recorded: Vec<&Value> = events.iter().filter(|e| e["event"] == "recorded").collect();
     assert_eq!(tracing.len(), 2, "{events:#?}");
