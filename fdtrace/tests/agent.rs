@@ -31,6 +31,53 @@ fn lines_of(child: &mut std::process::Child) -> mpsc::Receiver<Value> {
     rx
 }
 
+/// `sh -c SCRIPT` moved into `cg`, waiting on its first line of input (`read go`) so that
+/// nothing it starts runs outside the cgroup; [`go`] lets it on.
+fn shell_in(cg: &mut TestCgroup, script: &str) -> Killed {
+    let sh = Killed(
+        Command::new("sh")
+            .args(["-c", &format!("read go; {script}")])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    cg.enter(sh.0.id());
+    sh
+}
+
+fn go(sh: &mut Killed) {
+    writeln!(sh.0.stdin.take().unwrap(), "go").unwrap();
+}
+
+/// `fdtrace agent --log-json --cgroup CG --dir DIR --interval 200ms --trigger-frac 0.2 ARGS…`,
+/// and its lines once it said it started.
+fn start_agent(
+    cg: &TestCgroup,
+    dir: &std::path::Path,
+    args: &[&str],
+) -> (Killed, mpsc::Receiver<Value>) {
+    let mut agent = Killed(
+        Command::new(fdtrace_bin())
+            .arg("agent")
+            .arg("--log-json")
+            .arg("--cgroup")
+            .arg(&cg.dir)
+            .arg("--dir")
+            .arg(dir)
+            .args(["--interval", "200ms", "--trigger-frac", "0.2"])
+            .args(args)
+            .stdin(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let rx = lines_of(&mut agent.0);
+    let first = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    assert_eq!(first["event"], "start", "{first}");
+    (agent, rx)
+}
+
 #[test]
 fn the_agent_records_a_leak_and_keeps_it_across_a_restart() {
     let _serial = serial();
@@ -52,47 +99,16 @@ fn the_agent_records_a_leak_and_keeps_it_across_a_restart() {
     let mut cg = TestCgroup::new();
     // The supervisor: two runs of the leaker (50 leaks a second, a limit of 400), each killed
     // after 8 s and started again, then it waits. It starts once it is in the cgroup.
-    let script = format!(
-        "read go; ulimit -n 400; for run in 1 2; do timeout 8 {} {} 20; done; sleep 600",
-        drip.display(),
-        data.path().display()
+    let mut supervisor = shell_in(
+        &mut cg,
+        &format!(
+            "ulimit -n 400; for run in 1 2; do timeout 8 {} {} 20; done; sleep 600",
+            drip.display(),
+            data.path().display()
+        ),
     );
-    let mut supervisor = Killed(
-        Command::new("sh")
-            .args(["-c", &script])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    cg.enter(supervisor.0.id());
-    let mut agent = Killed(
-        Command::new(fdtrace_bin())
-            .arg("agent")
-            .arg("--cgroup")
-            .arg(&cg.dir)
-            .arg("--dir")
-            .arg(dir.path())
-            .args([
-                "--interval",
-                "200ms",
-                "--trigger-frac",
-                "0.2",
-                "--quiet",
-                "60s",
-                "--max-disk",
-                "1",
-                "--log-json",
-            ])
-            .stdin(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    let rx = lines_of(&mut agent.0);
-    let first = rx.recv_timeout(Duration::from_secs(10)).unwrap();
-    assert_eq!(first["event"], "start", "{first}");
-    writeln!(supervisor.0.stdin.take().unwrap(), "go").unwrap();
+    let (mut agent, rx) = start_agent(&cg, dir.path(), &["--quiet", "60s", "--max-disk", "1"]);
+    go(&mut supervisor);
 
     // Two recordings, one per run: each begun by the trigger, ended by the run's end.
     let mut events = Vec::new();
@@ -233,50 +249,18 @@ fn prometheus_scrapes_the_agent_and_sees_the_leaking_line() {
     let prom_dir = tempfile::tempdir().unwrap();
     let mut cg = TestCgroup::new();
     // Leaks 50 a second until its limit of 400, then fails every open and keeps running.
-    let script = format!(
-        "read go; ulimit -n 400; exec {} {} 20",
-        drip.display(),
-        data.path().display()
-    );
-    let mut leaker = Killed(
-        Command::new("sh")
-            .args(["-c", &script])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap(),
+    let mut leaker = shell_in(
+        &mut cg,
+        &format!(
+            "ulimit -n 400; exec {} {} 20",
+            drip.display(),
+            data.path().display()
+        ),
     );
     let pid = leaker.0.id();
-    cg.enter(pid);
     let metrics_port = free_port();
-    let mut agent = Killed(
-        Command::new(fdtrace_bin())
-            .arg("agent")
-            .arg("--cgroup")
-            .arg(&cg.dir)
-            .arg("--dir")
-            .arg(dir.path())
-            .args([
-                "--interval",
-                "200ms",
-                "--trigger-frac",
-                "0.2",
-                "--quiet",
-                "5m",
-            ])
-            .arg("--metrics")
-            .arg(format!("127.0.0.1:{metrics_port}"))
-            .arg("--log-json")
-            .stdin(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    let rx = lines_of(&mut agent.0);
-    assert_eq!(
-        rx.recv_timeout(Duration::from_secs(10)).unwrap()["event"],
-        "start"
-    );
+    let metrics = format!("127.0.0.1:{metrics_port}");
+    let (mut agent, rx) = start_agent(&cg, dir.path(), &["--quiet", "5m", "--metrics", &metrics]);
     let prom_port = free_port();
     let config = prom_dir.path().join("prometheus.yml");
     std::fs::write(
@@ -302,7 +286,7 @@ fn prometheus_scrapes_the_agent_and_sees_the_leaking_line() {
             .spawn()
             .expect("prometheus (Debian: prometheus; `cargo xtask test` installs it)"),
     );
-    writeln!(leaker.0.stdin.take().unwrap(), "go").unwrap();
+    go(&mut leaker);
 
     // The process at its limit, as Prometheus scraped it.
     let open_q = format!("fdtrace_process_open_fds{{pid=\"{pid}\"}}");
