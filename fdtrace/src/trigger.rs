@@ -4,7 +4,7 @@
 //! A process triggers when its count passes a fraction of its soft limit, or when the count
 //! grows steadily (it rose over the window, and in most of its steps) at a pace that reaches
 //! the limit sooner than a threshold. A traced process is let go once its count has not risen
-//! above its highest value for a while.
+//! above its highest value for a while, and triggers again only above that value.
 use std::{collections::VecDeque, time::Duration};
 
 /// Samples kept per process: the window growth is measured over.
@@ -70,6 +70,8 @@ pub struct Watch {
     samples: VecDeque<(f64, usize)>,
     /// While traced: the highest count, and when it was first reached.
     peak: Option<(usize, f64)>,
+    /// After a recording: the highest count it saw; the process triggers again only above it.
+    rearm_above: Option<usize>,
 }
 
 impl Watch {
@@ -123,6 +125,9 @@ impl Watch {
     /// Whether the process is to be traced now, and why.
     pub fn check(&self, policy: &Policy, limit: Option<u64>) -> Option<Reason> {
         let open = self.last()?;
+        if self.rearm_above.is_some_and(|top| open <= top) {
+            return None;
+        }
         let limit = limit.filter(|&l| l > 0)?;
         if let Some(f) = policy.fraction
             && open as f64 >= f * limit as f64
@@ -146,9 +151,12 @@ impl Watch {
         self.peak = Some((self.last().unwrap_or(0), t));
     }
 
-    /// Tracing ended.
+    /// Tracing ended: the process triggers again only once its count passes the highest the
+    /// recording saw.
     pub fn released(&mut self) {
-        self.peak = None;
+        if let Some((top, _)) = self.peak.take() {
+            self.rearm_above = Some(top.max(self.rearm_above.unwrap_or(0)));
+        }
     }
 
     /// While traced: the count has not gone above its highest for `quiet` at `now`.
@@ -269,5 +277,25 @@ mod tests {
         assert!(w.stopped_growing(26.0, quiet));
         w.released();
         assert!(!w.stopped_growing(100.0, quiet));
+    }
+
+    #[test]
+    fn after_a_recording_only_a_new_high_triggers_again() {
+        let half = Policy {
+            fraction: Some(0.5),
+            eta: None,
+        };
+        let mut w = watch(&[600]);
+        assert!(w.check(&half, Some(1024)).is_some());
+        w.traced(1.0);
+        w.push(2.0, 700);
+        w.released();
+        // Still over half its limit, but no higher than the recording saw: not again.
+        w.push(3.0, 700);
+        assert_eq!(w.check(&half, Some(1024)), None);
+        w.push(4.0, 650);
+        assert_eq!(w.check(&half, Some(1024)), None);
+        w.push(5.0, 701);
+        assert!(w.check(&half, Some(1024)).is_some());
     }
 }
