@@ -33,6 +33,35 @@ pub mod capture {
     /// without its `stack` field ([`crate::OPEN_HEAD_BYTES`] bytes long): under load, the
     /// birth itself must arrive, and its stack is the detail that gives way.
     pub const SHED: u16 = 3;
+
+    /// In a `TARGETS` value with [`STACK_COPY`]: how many [`CHUNK_BYTES`] pieces of the stack
+    /// beyond the first `STACK_BYTES` to send before a birth, as [`crate::StackChunkEvent`]s
+    /// (bits 4-7; 0: none). For language runtimes, whose own frames sit deeper in the stack
+    /// than a C program's (JavaScript under V8's C++, Java under the JVM's).
+    pub const DEEP_SHIFT: u32 = 4;
+    /// The largest number of chunks a `TARGETS` value may ask for.
+    pub const MAX_CHUNKS: u32 = 7;
+    /// Bytes of stack in one [`crate::StackChunkEvent`].
+    pub const CHUNK_BYTES: usize = 4096;
+
+    /// The capture value of a process whose stack is copied with `chunks` more pieces.
+    pub const fn deep_copy(chunks: u32) -> u16 {
+        let n = if chunks > MAX_CHUNKS {
+            MAX_CHUNKS
+        } else {
+            chunks
+        };
+        STACK_COPY | (n << DEEP_SHIFT) as u16
+    }
+
+    /// The chunks a `TARGETS` value (or capture value) asks for (0 unless it copies stacks).
+    pub const fn chunks(value: u32) -> u32 {
+        if value & ((1 << DEEP_SHIFT) - 1) != STACK_COPY as u32 {
+            return 0;
+        }
+        let n = (value >> DEEP_SHIFT) & 0xf;
+        if n > MAX_CHUNKS { MAX_CHUNKS } else { n }
+    }
 }
 
 /// The bytes of an [`OpenEvent`] before its `stack`: the whole of a record sent without a stack
@@ -68,6 +97,9 @@ pub mod kind {
     pub const JOIN: u32 = 11;
     /// A Go program asked for a connection, or started dialing one ([`crate::GoLinkEvent`]).
     pub const GO_LINK: u32 = 12;
+    /// A piece of the user stack beyond the birth record's own copy, sent just before the
+    /// birth by the same thread ([`crate::StackChunkEvent`]).
+    pub const STACK_CHUNK: u32 = 13;
 }
 
 /// Go programs: which goroutine a birth happened in, and which goroutine asked for a
@@ -455,6 +487,19 @@ pub struct GoLinkEvent {
 /// The bytes of a [`GoLinkEvent`] before its `stack`: the whole of a DIAL record.
 pub const GO_LINK_HEAD_BYTES: usize = core::mem::size_of::<GoLinkEvent>() - STACK_BYTES;
 
+/// A piece of a thread's user stack at a birth, beyond the `STACK_BYTES` the birth record holds
+/// (`kind::STACK_CHUNK`). Sent just before the birth record, by the same program run order:
+/// `offset` bytes above `sp`, `len` valid bytes in `bytes`.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct StackChunkEvent {
+    pub hdr: Header,
+    pub sp: u64,
+    pub offset: u32,
+    pub len: u32,
+    pub bytes: [u8; capture::CHUNK_BYTES],
+}
+
 /// Exec or thread exit.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -478,6 +523,7 @@ mod user {
     unsafe impl aya::Pod for super::CloexecEvent {}
     unsafe impl aya::Pod for super::FailKey {}
     unsafe impl aya::Pod for super::GoLinkEvent {}
+    unsafe impl aya::Pod for super::StackChunkEvent {}
 }
 
 // Layout checks: both sides compile these.
@@ -495,3 +541,4 @@ const _: () = assert!(core::mem::size_of::<FailKey>() == 16);
 const _: () =
     assert!(core::mem::size_of::<OpenEvent>() == 24 + 24 + 48 + 56 + MAX_PATH + STACK_BYTES);
 const _: () = assert!(GO_LINK_HEAD_BYTES == 24 + 8 + 24);
+const _: () = assert!(core::mem::size_of::<StackChunkEvent>() == 24 + 16 + capture::CHUNK_BYTES);

@@ -26,7 +26,8 @@ use fdtrace_common::{
     CLONE_FILES, CLONE_THREAD, CloexecEvent, CloseEvent, CloseRangeEvent, FAIL_SAMPLE_WINDOW_NS,
     FAIL_SAMPLES_PER_WINDOW, FailKey, ForkEvent, Header, KernelLayout, MAX_PATH, MAX_SOCKADDR,
     OPEN_HEAD_BYTES, OpenEvent, PID_MAX_LIMIT, ProcEvent, STACK_BYTES, SockAddrEvent, SockInfo,
-    SockStateEvent, TARGET_FLAGS_PER_ENTRY, capture, go, kind, setting, stat, syscall,
+    SockStateEvent, StackChunkEvent, TARGET_FLAGS_PER_ENTRY, capture, go, kind, setting, stat,
+    syscall,
 };
 
 mod goroutine;
@@ -494,6 +495,86 @@ fn walk_frame_pointers(ctx: &TracePointContext, dst: &mut [u8; STACK_BYTES]) -> 
         )
     };
     if n > 0 { n as u32 } else { 0 }
+}
+
+/// Language runtimes (`capture::chunks` of the target's value): the stack beyond the birth
+/// record's own copy, in `capture::CHUNK_BYTES` pieces sent before the birth. Attached to a
+/// birth's exit tracepoint before its birth program, so it runs first there (a tracepoint runs
+/// its programs in the order they were attached) and user space finds the pieces waiting when
+/// the birth arrives. A program of its own: the birth programs are at the 5.10 verifier's limits.
+#[tracepoint]
+pub fn exit_deep_stack(ctx: TracePointContext) -> u32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let Some(target) = traced_mode((pid_tgid >> 32) as u32) else {
+        return 0;
+    };
+    let chunks = capture::chunks(target);
+    if chunks == 0 {
+        return 0;
+    }
+    let ret: i64 = field(&ctx, RET);
+    if ret < 0 && ret != -EMFILE && ret != -ENFILE {
+        return 0;
+    }
+    // Under load the birth goes without its stack: no pieces either.
+    if EVENTS.query(BPF_RB_AVAIL_DATA as u64) >= shed_bytes() {
+        return 0;
+    }
+    let sp = user_regs().sp;
+    if sp == 0 {
+        return 0;
+    }
+    for i in 0..capture::MAX_CHUNKS {
+        if i >= chunks {
+            break;
+        }
+        let Some(mut entry) = EVENTS.reserve::<StackChunkEvent>(0) else {
+            bump(stat::LOST_EVENTS);
+            break;
+        };
+        let ev = entry.as_mut_ptr();
+        let offset = STACK_BYTES as u32 + i * capture::CHUNK_BYTES as u32;
+        // SAFETY: `ev` points to a reserved record of the right size; every field is written.
+        let n = unsafe {
+            (*ev).hdr = header(kind::STACK_CHUNK, pid_tgid);
+            (*ev).sp = sp;
+            (*ev).offset = offset;
+            let n = copy_chunk(&mut (*ev).bytes, sp + offset as u64);
+            (*ev).len = n;
+            n
+        };
+        if n == 0 {
+            entry.discard(0);
+            break;
+        }
+        // No wake-up: the birth that follows brings one.
+        entry.submit(BPF_RB_NO_WAKEUP as u64);
+        if n < capture::CHUNK_BYTES as u32 {
+            break;
+        }
+    }
+    0
+}
+
+/// Copy a piece of the user stack into `dst`, trying smaller sizes near the stack's end.
+#[inline(always)]
+fn copy_chunk(dst: &mut [u8; capture::CHUNK_BYTES], from: u64) -> u32 {
+    let src = from as *const c_void;
+    let d = dst.as_mut_ptr() as *mut c_void;
+    const N: usize = capture::CHUNK_BYTES;
+    // SAFETY: each read writes at most CHUNK_BYTES into `dst`.
+    unsafe {
+        if probe_read_user_raw(d, N as u32, src) == 0 {
+            return N as u32;
+        }
+        if probe_read_user_raw(d, (N / 2) as u32, src) == 0 {
+            return (N / 2) as u32;
+        }
+        if probe_read_user_raw(d, (N / 4) as u32, src) == 0 {
+            return (N / 4) as u32;
+        }
+    }
+    0
 }
 
 // The generated binding is declared with a `task_struct` argument.

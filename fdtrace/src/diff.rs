@@ -292,6 +292,7 @@ mod tests {
             recording: None,
             live_updates_dropped: None,
             stray_events: None,
+            runtime_hint: None,
         }
     }
 

@@ -2,7 +2,7 @@
 use fdtrace_common::{
     CloexecEvent, CloseEvent, CloseRangeEvent, ForkEvent, GO_LINK_HEAD_BYTES, GoLinkEvent, Header,
     MAX_PATH, MAX_SOCKADDR, OPEN_HEAD_BYTES, OpenEvent, ProcEvent, STACK_BYTES, SockAddrEvent,
-    SockInfo, SockStateEvent, capture, go, kind,
+    SockInfo, SockStateEvent, StackChunkEvent, capture, go, kind,
 };
 
 /// One decoded ring-buffer record. It borrows the record's bytes (`'a`) for the stack copy of
@@ -56,6 +56,15 @@ pub enum Event<'a> {
     },
     /// A Go goroutine asked for a connection or began dialing one (`kind::GO_LINK`).
     GoLink(GoLink),
+    /// A piece of a thread's stack beyond the copy in the birth that follows it
+    /// (`kind::STACK_CHUNK`).
+    StackChunk {
+        hdr: Header,
+        sp: u64,
+        /// Bytes above `sp` where `bytes` begins.
+        offset: u32,
+        bytes: &'a [u8],
+    },
 }
 
 /// net/http's link between the goroutine that asks for a connection and the one that dials it.
@@ -85,6 +94,7 @@ impl Event<'_> {
             | Event::Exit { hdr }
             | Event::Join { hdr }
             | Event::SockAddr { hdr, .. }
+            | Event::StackChunk { hdr, .. }
             | Event::Fork { hdr, .. }
             | Event::Cloexec { hdr, .. } => hdr,
         }
@@ -338,6 +348,20 @@ pub fn decode(bytes: &[u8]) -> Result<Event<'_>, DecodeError> {
                 conn,
                 stack,
             }))
+        }
+        kind::STACK_CHUNK => {
+            const BYTES_OFF: usize = size_of::<StackChunkEvent>() - capture::CHUNK_BYTES;
+            check(hdr.kind, bytes, size_of::<StackChunkEvent>())?;
+            let sp: u64 = read(&bytes[24..]);
+            let offset: u32 = read(&bytes[32..]);
+            let len: u32 = read(&bytes[36..]);
+            let n = (len as usize).min(capture::CHUNK_BYTES);
+            Ok(Event::StackChunk {
+                hdr,
+                sp,
+                offset,
+                bytes: &bytes[BYTES_OFF..BYTES_OFF + n],
+            })
         }
         kind::SOCK_STATE => {
             check(hdr.kind, bytes, size_of::<SockStateEvent>())?;

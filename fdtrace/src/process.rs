@@ -43,6 +43,9 @@ pub fn capture_for(mode: UnwindMode, exe: Option<&Path>) -> u16 {
         UnwindMode::Auto => {
             if exe.is_some_and(unwind::is_go_binary) {
                 capture::FRAME_POINTERS
+            } else if exe.and_then(crate::runtime::of_exe).is_some() {
+                // The program's frames sit under the runtime's: copy the stack deeper.
+                capture::deep_copy(capture::MAX_CHUNKS)
             } else {
                 capture::STACK_COPY
             }
@@ -86,6 +89,11 @@ pub struct State {
     pub history: History,
     /// Go: which goroutine asked for the connections being dialed.
     go_links: GoLinks,
+    /// Language runtimes: the pieces of stack sent before each birth.
+    deep: crate::deep_stack::DeepStacks,
+    /// The runtime's perf map (JIT frames' names), and when it was last looked for.
+    perf_map: Option<crate::runtime::PerfMap>,
+    perf_map_sought: Option<Instant>,
 }
 
 impl State {
@@ -111,6 +119,9 @@ impl State {
             suspects: Default::default(),
             touched: Default::default(),
             go_links: GoLinks::default(),
+            deep: Default::default(),
+            perf_map: None,
+            perf_map_sought: None,
         }
     }
 
@@ -240,6 +251,7 @@ impl State {
         }
         self.last_refresh = Some(Instant::now());
         let maps = procinfo::exec_mappings(self.pid);
+        self.unwinder.set_jit(procinfo::anon_exec_ranges(self.pid));
         self.last_refresh_changed = !maps.is_empty() && maps != self.unwinder.mappings();
         if self.last_refresh_changed {
             self.unwinder.set_mappings(maps);
@@ -273,11 +285,55 @@ impl State {
         }
         let unwound = self.unwind(o);
         let unwound = self.go_links.join(unwound, o.goid, o.parent_goid, o.gopc);
-        self.stacks.intern(unwound, self.unwinder.mappings())
+        let jit = self.jit_names(&unwound);
+        self.stacks
+            .intern_named(unwound, self.unwinder.mappings(), jit)
+    }
+
+    /// Before a report: name the JIT frames of stacks seen before the runtime's perf map
+    /// named their code.
+    pub fn name_jit_frames(&mut self) {
+        if self.perf_map.is_none() {
+            self.perf_map = crate::runtime::PerfMap::of(self.pid);
+        }
+        if let Some(map) = self.perf_map.as_mut() {
+            self.stacks.name_jit(|a| map.lookup(a));
+        }
+    }
+
+    /// The names of a stack's JIT frames, from the runtime's perf map (looked for at most once
+    /// a second while the process has none).
+    fn jit_names(&mut self, unwound: &Unwound) -> Vec<(u64, crate::runtime::JitName)> {
+        let in_jit: Vec<&unwind::RawFrame> = unwound
+            .frames
+            .iter()
+            .filter(|f| self.unwinder.is_jit(f.lookup))
+            .collect();
+        if in_jit.is_empty() {
+            return Vec::new();
+        }
+        if self.perf_map.is_none()
+            && self
+                .perf_map_sought
+                .is_none_or(|t| t.elapsed() >= Duration::from_secs(1))
+        {
+            self.perf_map_sought = Some(Instant::now());
+            self.perf_map = crate::runtime::PerfMap::of(self.pid);
+        }
+        let Some(map) = self.perf_map.as_mut() else {
+            return Vec::new();
+        };
+        in_jit
+            .into_iter()
+            .filter_map(|f| map.lookup(f.lookup).map(|n| (f.addr, n)))
+            .collect()
     }
 
     /// Unwind the stack of a birth with the method its capture calls for.
     fn unwind(&mut self, o: &Open) -> Unwound {
+        if !matches!(o.stack, UserStack::Copy(_)) {
+            self.deep.forget(o.hdr.tid);
+        }
         match &o.stack {
             UserStack::FramePointers(ips) => {
                 if ips.iter().any(|&a| self.unwinder.mapping_for(a).is_none()) {
@@ -285,7 +341,10 @@ impl State {
                 }
                 self.unwinder.unwind_fp(ips)
             }
-            UserStack::Copy(bytes) => self.unwind_copy(o, bytes),
+            UserStack::Copy(bytes) => match self.deep.join(o.hdr.tid, o.sp, bytes) {
+                Some(all) => self.unwind_copy(o, &all),
+                None => self.unwind_copy(o, bytes),
+            },
             UserStack::Shed => {
                 self.table.stats.stacks_dropped += 1;
                 Unwound {
@@ -585,6 +644,12 @@ impl State {
                 self.go_links.on_link(l, &self.unwinder);
             }
             Event::OpenFailed(o) => self.on_open_failed(o),
+            Event::StackChunk {
+                hdr,
+                sp,
+                offset,
+                bytes,
+            } => self.deep.on_chunk(hdr.tid, sp, offset, bytes),
             Event::Close { hdr, fd } => {
                 self.log(Record::Close {
                     ts_ns: hdr.ts_ns,

@@ -192,6 +192,31 @@ pub fn exec_mappings(pid: u32) -> Vec<Mapping> {
         .collect()
 }
 
+/// The process's id in its own pid namespace (the last of `NSpid`), None when unreadable.
+pub fn nspid(pid: u32) -> Option<u32> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("NSpid:"))?
+        .split_whitespace()
+        .last()?
+        .parse()
+        .ok()
+}
+
+/// The anonymous executable mappings of a process (JIT-compiled code), as (start, end).
+pub fn anon_exec_ranges(pid: u32) -> Vec<(u64, u64)> {
+    use procfs::process::{MMPermissions, MMapPath};
+    let Ok(maps) = procfs::process::Process::new(pid as i32).and_then(|p| p.maps()) else {
+        return Vec::new();
+    };
+    maps.into_iter()
+        .filter(|m| m.perms.contains(MMPermissions::EXECUTE))
+        .filter(|m| matches!(m.pathname, MMapPath::Anonymous))
+        .map(|m| (m.address.0, m.address.1))
+        .collect()
+}
+
 /// The command line of a process, one argument per element (empty when unreadable).
 pub fn cmdline(pid: u32) -> Vec<String> {
     std::fs::read(format!("/proc/{pid}/cmdline"))

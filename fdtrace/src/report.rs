@@ -63,6 +63,9 @@ pub struct Report {
     /// let nothing else through).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stray_events: Option<u64>,
+    /// A language runtime whose program frames could not be named: how to have them named.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub runtime_hint: Option<&'static str>,
 }
 
 #[derive(Debug, Serialize)]
@@ -462,6 +465,19 @@ pub fn is_library_frame_in(f: &Frame, goroots: &[String]) -> bool {
         // A shared library installed by the system (libc, libstdc++, ...).
         return true;
     }
+    if let Some(m) = &f.module {
+        // JIT code named from a perf map: the program's when it has a source file that is not
+        // the runtime's own (`node:fs`); the runtime's native code (V8, libuv, CPython) never.
+        if m == crate::runtime::JIT_MODULE {
+            return f
+                .file
+                .as_deref()
+                .is_none_or(|file| file.starts_with("node:"));
+        }
+        if crate::runtime::is_runtime_module(m) {
+            return true;
+        }
+    }
     let Some(func) = &f.function else {
         return true;
     };
@@ -726,7 +742,9 @@ pub fn build(
         meta.rlimit_nofile.and_then(|l| l.soft),
         growth_per_min,
     );
+    let runtime_hint = runtime_hint(&sites);
     Report {
+        runtime_hint,
         growth_per_min,
         exhaustion_eta_s,
         preexisting_groups: crate::preexisting::group(&preexisting, &sites),
@@ -749,6 +767,30 @@ pub fn build(
         live_updates_dropped: None,
         stray_events: None,
     }
+}
+
+/// Sites in a language runtime's native code (`node`, `java`, `python3.11`) without one of the
+/// program's frames, and no frame named from a perf map: the runtime did not name its JIT code.
+fn runtime_hint(sites: &[Site]) -> Option<&'static str> {
+    let unnamed = |s: &Site| {
+        s.user_frame.is_none()
+            && !s
+                .frames
+                .iter()
+                .any(|f| f.module.as_deref() == Some(crate::runtime::JIT_MODULE))
+    };
+    sites
+        .iter()
+        .filter(|s| unnamed(s))
+        .find_map(|s| {
+            s.frames.iter().find_map(|f| {
+                let m = f.module.as_deref()?;
+                crate::runtime::is_runtime_module(m)
+                    .then(|| crate::runtime::of_exe(std::path::Path::new(m)))
+                    .flatten()
+            })
+        })
+        .map(|r| r.naming_hint())
 }
 
 fn short_path(p: &str) -> &str {
@@ -930,6 +972,9 @@ pub fn render_text_all(r: &Report, all: bool) -> String {
             s,
             "live view: {n} updates dropped (stderr was not being read; tracing went on)"
         );
+    }
+    if let Some(hint) = r.runtime_hint {
+        let _ = writeln!(s, "{hint}");
     }
     if r.meta.stack_errors > 0 {
         let _ = writeln!(

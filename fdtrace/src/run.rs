@@ -300,7 +300,25 @@ pub fn run(opts: Options) -> Result<i32> {
     };
     // Bound before tracing starts, so that a taken or bad address fails first.
     let metrics_listener = opts.metrics.map(metrics_server::bind).transpose()?;
-    let mut tracer = Tracer::load_for(opts.ring_mb << 20, cgroup.is_some())?;
+    // Language runtimes get their whole stacks (one more program on some birth tracepoints,
+    // attached only when a target may need it: a cgroup's processes may be any program).
+    let deep = cgroup.is_some()
+        || match (&opts.target, &launched) {
+            (Target::Pid(pid), _) => {
+                fdtrace_common::capture::chunks(u32::from(capture_for(
+                    opts.unwind,
+                    Some(&PathBuf::from(format!("/proc/{pid}/exe"))),
+                ))) > 0
+            }
+            (_, Some(l)) => {
+                fdtrace_common::capture::chunks(u32::from(capture_for(
+                    opts.unwind,
+                    Some(&l.program),
+                ))) > 0
+            }
+            _ => false,
+        };
+    let mut tracer = Tracer::load_for(opts.ring_mb << 20, cgroup.is_some(), deep)?;
     tracer.go_links = opts.go_links;
     tracer.set_follow(opts.follow || cgroup.is_some())?;
     if let Some(c) = &cgroup {
@@ -464,6 +482,7 @@ pub fn run(opts: Options) -> Result<i32> {
     let mut reports = Vec::new();
     let mut ends = Vec::new();
     for p in session.procs.values_mut() {
+        p.name_jit_frames();
         let exited = p.exited_ns.is_some() || !procinfo::exists(p.pid);
         let now_ns = p.exited_ns.unwrap_or_else(monotonic_ns);
         // Ground truth, while the process still lives.

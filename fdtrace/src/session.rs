@@ -275,6 +275,9 @@ impl Session {
             }
         }
         let symbols = Symbols::new();
+        for p in self.procs.values_mut() {
+            p.name_jit_frames();
+        }
         for (id, &(pid, local)) in rec.stacks().to_vec().iter().enumerate() {
             let frames = self
                 .procs

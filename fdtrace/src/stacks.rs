@@ -4,6 +4,7 @@ use crate::{
     go_links,
     model::StackId,
     procinfo::Mapping,
+    runtime::{JIT_MODULE, JitName},
     symbolize::{Frame, Symbols},
     unwind::{Method, RawFrame, Unwound},
 };
@@ -25,11 +26,41 @@ fn grouping_key(mut frames: Vec<RawFrame>) -> (Vec<RawFrame>, Vec<(usize, RawFra
     (frames, replaced)
 }
 
+/// The key of a stack with JIT frames named from a perf map: its native frames up to the
+/// first JIT frame, then the named JIT frames alone, each by its name, up to the first of the
+/// program's own: one site per call in the program's source, whichever tier compiled it (other
+/// addresses, interpreter trampolines between its frames or not) and whichever tier its
+/// callers run in (an interpreted caller's frame is the interpreter's, not its own).
+fn jit_key(frames: &[RawFrame], names: &[(u64, JitName)]) -> Vec<RawFrame> {
+    let name_of = |a: u64| names.iter().find(|(x, _)| *x == a).map(|(_, n)| n);
+    let Some(first) = frames.iter().position(|f| name_of(f.addr).is_some()) else {
+        return frames.to_vec();
+    };
+    let mut key = frames[..first].to_vec();
+    for f in &frames[first..] {
+        if let Some(n) = name_of(f.addr) {
+            use std::hash::BuildHasher as _;
+            let h = foldhash::fast::FixedState::with_seed(0).hash_one(n);
+            let a = JIT_KEY_TAG | (h & 0xffff_ffff_ffff);
+            key.push(RawFrame { addr: a, lookup: a });
+            if n.program {
+                break;
+            }
+        }
+    }
+    key
+}
+
+/// Tag of a JIT frame's name in a grouping key (a non-canonical address: never code).
+const JIT_KEY_TAG: u64 = 0xdeaa << 48;
+
 #[derive(Clone)]
 pub struct StoredStack {
     pub raw: Unwound,
     /// The mappings holding the frames, captured when the stack was seen.
     pub mappings: Vec<Mapping>,
+    /// JIT frames named from the runtime's perf map when the stack was seen, by address.
+    pub jit: Vec<(u64, JitName)>,
     symbolized: Option<Vec<Frame>>,
 }
 
@@ -49,17 +80,32 @@ impl StackStore {
     /// The id of this stack, interning it on first sight. The same addresses found by another
     /// unwinding method are another stack.
     pub fn intern(&mut self, unwound: Unwound, all: &[Mapping]) -> StackId {
+        self.intern_named(unwound, all, Vec::new())
+    }
+
+    /// [`intern`](Self::intern) a stack whose JIT frames are named (`jit`, by address): the
+    /// names, not the addresses, tell such stacks apart.
+    pub fn intern_named(
+        &mut self,
+        unwound: Unwound,
+        all: &[Mapping],
+        jit: Vec<(u64, JitName)>,
+    ) -> StackId {
         let Unwound {
             frames,
             truncated,
             method,
         } = unwound;
         let (frames, replaced) = grouping_key(frames);
-        let key = (method, frames);
+        let (key, frames) = if jit.is_empty() {
+            ((method, frames), None)
+        } else {
+            ((method, jit_key(&frames, &jit)), Some(frames))
+        };
         if let Some(&id) = self.ids.get(&key) {
             return id;
         }
-        let mut frames = key.1.clone();
+        let mut frames = frames.unwrap_or_else(|| key.1.clone());
         for (i, f) in replaced {
             frames[i] = f;
         }
@@ -80,6 +126,7 @@ impl StackStore {
                 method,
             },
             mappings,
+            jit,
             symbolized: None,
         });
         id
@@ -94,9 +141,28 @@ impl StackStore {
         self.stacks.push(StoredStack {
             raw,
             mappings,
+            jit: Vec::new(),
             symbolized: None,
         });
         id
+    }
+
+    /// Name the JIT frames that had no name when their stack was seen (the runtime had not
+    /// written its perf map yet): every frame outside the stack's mappings that `name` knows.
+    pub fn name_jit(&mut self, mut name: impl FnMut(u64) -> Option<JitName>) {
+        for s in &mut self.stacks {
+            for f in &s.raw.frames {
+                if s.mappings.iter().any(|m| m.contains(f.lookup))
+                    || s.jit.iter().any(|(a, _)| *a == f.addr)
+                {
+                    continue;
+                }
+                if let Some(n) = name(f.lookup) {
+                    s.jit.push((f.addr, n));
+                    s.symbolized = None;
+                }
+            }
+        }
     }
 
     /// Give a stack the symbols resolved elsewhere (when it was recorded).
@@ -127,7 +193,18 @@ impl StackStore {
             s.symbolized = Some(if s.raw.method == Method::Shed {
                 vec![Frame::marker(STACK_DROPPED)]
             } else {
-                symbols.frames(&s.raw.frames, &s.mappings)
+                let mut frames = symbols.frames(&s.raw.frames, &s.mappings);
+                for f in frames
+                    .iter_mut()
+                    .filter(|f| f.function.is_none() && f.module.is_none())
+                {
+                    if let Some((_, n)) = s.jit.iter().find(|(a, _)| *a == f.addr) {
+                        f.function = Some(n.function.clone());
+                        f.file = n.file.clone();
+                        f.module = Some(JIT_MODULE.to_string());
+                    }
+                }
+                frames
             });
         }
         s.symbolized.clone().unwrap_or_default()

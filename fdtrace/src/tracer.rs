@@ -99,11 +99,39 @@ const FROM_REGS: &[&str] = &["openat", "open", "accept4"];
 /// `exit_open`.
 const FROM_REGS_IF_ACCEPTED: &[&str] = &["accept4"];
 
+/// Births whose stacks language runtimes get in full (`exit_deep_stack`, attached before the
+/// birth's own exit program): files, sockets, pipes and duplicates.
+const DEEP_BIRTHS: &[&str] = &[
+    "openat",
+    "open",
+    "creat",
+    "openat2",
+    "socket",
+    "accept",
+    "accept4",
+    "socketpair",
+    "pipe",
+    "pipe2",
+    "dup",
+    "dup2",
+    "dup3",
+];
+
 /// Every (program, category, tracepoint, required) to attach. `regs`: the programs can read the
-/// user registers of the current task (see `exit_regs_*` in fdtrace-ebpf).
-fn attach_plan(regs: bool) -> Vec<(String, &'static str, String, bool)> {
+/// user registers of the current task (see `exit_regs_*` in fdtrace-ebpf). `deep`: a target
+/// may be a language runtime, whose stacks go deeper than a birth record's copy.
+fn attach_plan(regs: bool, deep: bool) -> Vec<(String, &'static str, String, bool)> {
     let mut plan = Vec::new();
     for &(name, required) in BIRTHS {
+        if deep && DEEP_BIRTHS.contains(&name) {
+            // First on the tracepoint, so it runs before the birth's program.
+            plan.push((
+                "exit_deep_stack".to_string(),
+                "syscalls",
+                format!("sys_exit_{name}"),
+                false,
+            ));
+        }
         if regs && FROM_REGS.contains(&name) {
             plan.push((
                 format!("exit_regs_{name}"),
@@ -274,7 +302,7 @@ pub fn print_tracepoints() -> Result<()> {
 /// exists here (`fdtrace tracepoints`; `cargo xtask bench` puts empty programs on them).
 pub fn tracepoints() -> Vec<(String, bool)> {
     let mut seen = std::collections::BTreeSet::new();
-    attach_plan(have_task_pt_regs())
+    attach_plan(have_task_pt_regs(), false)
         .into_iter()
         .filter(|(_, category, name, _)| seen.insert(format!("{category}:{name}")))
         .map(|(_, category, name, _)| {
@@ -317,12 +345,13 @@ impl Tracer {
     /// Load the embedded object with a ring buffer of `ring_bytes` (a power of two, a multiple
     /// of the page size) and attach every program.
     pub fn load(ring_bytes: u32) -> Result<Self> {
-        Self::load_for(ring_bytes, false)
+        Self::load_for(ring_bytes, false, false)
     }
 
     /// `load`, and with `cgroup`, every process of the cgroups v2 given to `set_cgroups` that
-    /// makes a hooked syscall is traced from then on, announced by a `JOIN` record.
-    pub fn load_for(ring_bytes: u32, cgroup: bool) -> Result<Self> {
+    /// makes a hooked syscall is traced from then on, announced by a `JOIN` record. With `deep`,
+    /// the births of targets that ask for it (`capture::deep_copy`) bring their whole stack.
+    pub fn load_for(ring_bytes: u32, cgroup: bool, deep: bool) -> Result<Self> {
         check_privileges()?;
         ensure_tracefs()?;
         // Memory of BPF maps is charged to the memory cgroup on current kernels; the limit
@@ -373,8 +402,11 @@ impl Tracer {
         }
         let mut loaded = std::collections::HashSet::new();
         let mut links = Vec::new();
-        for (prog, category, name, required) in attach_plan(regs) {
+        for (prog, category, name, required) in attach_plan(regs, deep) {
             if !tracepoint_exists(category, &name) {
+                if prog == "exit_deep_stack" {
+                    continue;
+                }
                 if required {
                     bail!("tracepoint {category}:{name} does not exist on this kernel");
                 }
@@ -717,7 +749,7 @@ impl Tracer {
 
 #[cfg(test)]
 mod tests {
-    use super::{BIRTHS, FROM_REGS, attach_plan, field_offset};
+    use super::{BIRTHS, DEEP_BIRTHS, FROM_REGS, attach_plan, field_offset};
 
     #[test]
     fn the_tracepoint_list_names_each_once() {
@@ -742,13 +774,21 @@ mod tests {
                 "{name} is not a birth"
             );
         }
-        for regs in [false, true] {
-            let plan = attach_plan(regs);
+        for (regs, deep) in [(false, false), (true, false), (false, true), (true, true)] {
+            let plan = attach_plan(regs, deep);
             for &(name, required) in BIRTHS {
                 let exits: Vec<_> = plan
                     .iter()
-                    .filter(|p| p.2 == format!("sys_exit_{name}"))
+                    .filter(|p| p.2 == format!("sys_exit_{name}") && p.0 != "exit_deep_stack")
                     .collect();
+                // The deep-stack program comes first on its tracepoint: it runs first there.
+                let deep_at = plan
+                    .iter()
+                    .position(|p| p.2 == format!("sys_exit_{name}") && p.0 == "exit_deep_stack");
+                assert_eq!(deep_at.is_some(), deep && DEEP_BIRTHS.contains(&name));
+                if let Some(at) = deep_at {
+                    assert!(plan[at + 1..].iter().any(|p| std::ptr::eq(p, exits[0])));
+                }
                 assert_eq!(exits.len(), 1, "{name}: {exits:?}");
                 assert_eq!(exits[0].3, required);
                 let from_regs = regs && FROM_REGS.contains(&name);

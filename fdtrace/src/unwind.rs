@@ -176,6 +176,8 @@ pub struct StackUnwinder {
     files: HashMap<std::path::PathBuf, Option<Data>>,
     /// What each mapping's binary describes in `.eh_frame`, by mapping start.
     cfi: HashMap<u64, CfiCoverage>,
+    /// Anonymous executable memory: code a runtime compiled (JIT), sorted (start, end).
+    jit: Vec<(u64, u64)>,
 }
 
 /// A cheap clonable view of a file's bytes, as framehop wants `Deref<Target=[u8]>`.
@@ -206,6 +208,7 @@ impl StackUnwinder {
             mappings: Vec::new(),
             files: HashMap::new(),
             cfi: HashMap::new(),
+            jit: Vec::new(),
         }
     }
 
@@ -218,6 +221,18 @@ impl StackUnwinder {
     }
 
     /// Replace the known mappings (after exec, or when an address is not covered).
+    /// The anonymous executable ranges of the process (its JIT-compiled code).
+    pub fn set_jit(&mut self, mut ranges: Vec<(u64, u64)>) {
+        ranges.sort_unstable();
+        self.jit = ranges;
+    }
+
+    /// Is `addr` in JIT-compiled code?
+    pub fn is_jit(&self, addr: u64) -> bool {
+        let i = self.jit.partition_point(|r| r.0 <= addr);
+        i > 0 && addr < self.jit[i - 1].1
+    }
+
     pub fn set_mappings(&mut self, mappings: Vec<Mapping>) {
         if mappings == self.mappings {
             return;
@@ -382,6 +397,34 @@ impl StackUnwinder {
         out
     }
 
+    /// One frame-pointer step for a process with JIT code: the return address at `bp + 8` when
+    /// it is JIT code, or code without CFI that is a return address for `pc`. Moves `regs`.
+    fn jit_frame_pointer_step(
+        &self,
+        regs: &mut UnwindRegsX86_64,
+        pc: u64,
+        read_stack: &mut impl FnMut(u64) -> Result<u64, ()>,
+    ) -> Option<u64> {
+        if self.jit.is_empty() {
+            return None;
+        }
+        let bp = regs.bp();
+        if bp < regs.sp() || !bp.is_multiple_of(8) {
+            return None;
+        }
+        let ra = read_stack(bp.checked_add(8)?).ok()?;
+        let caller_bp = read_stack(bp).ok()?;
+        let plausible = self.is_jit(ra)
+            || (ra > 0 && self.needs_scan(ra - 1) && self.is_return_address(ra, pc));
+        if !plausible {
+            return None;
+        }
+        regs.set_sp(bp + 16);
+        regs.set_bp(caller_bp);
+        regs.set_ip(ra);
+        Some(ra)
+    }
+
     /// Unwind a captured stack: registers at the syscall and a copy of the stack from `sp` up.
     pub fn unwind(&mut self, ip: u64, sp: u64, bp: u64, stack: &[u8]) -> Unwound {
         let mut read_stack = |addr: u64| -> Result<u64, ()> {
@@ -406,6 +449,16 @@ impl StackUnwinder {
                 break;
             }
             let next = if self.needs_scan(lookup) {
+                // A runtime's code without CFI (V8's builtins inside `node`) keeps frame
+                // pointers: follow them when they lead into JIT code or to such code again,
+                // which a scan for return addresses into mapped files would skip.
+                if let Some(f) = self
+                    .jit_frame_pointer_step(&mut regs, lookup, &mut read_stack)
+                    .and_then(FrameAddress::from_return_address)
+                {
+                    frame = f;
+                    continue;
+                }
                 stack_scan::find_return_address(regs.sp(), &mut read_stack, |a| {
                     self.is_return_address(a, lookup)
                 })

@@ -89,6 +89,12 @@ pub const NEEDS: &[Need] = &[
         users: TB,
     },
     Need {
+        probe: Probe::Program("node"),
+        package: "nodejs",
+        why: "a real JavaScript runtime for the runtime tests",
+        users: &[For::Test],
+    },
+    Need {
         probe: Probe::Program("prometheus"),
         package: "prometheus",
         why: "a real Prometheus server scrapes the agent",
