@@ -769,26 +769,30 @@ pub fn build(
     }
 }
 
-/// Sites in a language runtime's native code (`node`, `java`, `python3.11`) without one of the
-/// program's frames, and no frame named from a perf map: the runtime did not name its JIT code.
+/// A site in a language runtime's native code (`node`, `java`, `python3.11`) without one of the
+/// program's frames, whose stack holds code the runtime did not name: how to have it named.
+/// Node: unnamed JIT code or V8's interpreter trampoline (a socket the event loop accepted has
+/// no JavaScript on its stack, and no hint); Java and Python: any such site.
 fn runtime_hint(sites: &[Site]) -> Option<&'static str> {
-    let unnamed = |s: &Site| {
-        s.user_frame.is_none()
-            && !s
-                .frames
-                .iter()
-                .any(|f| f.module.as_deref() == Some(crate::runtime::JIT_MODULE))
-    };
+    use crate::runtime::{JIT_MODULE, Runtime, is_runtime_module, of_exe};
     sites
         .iter()
-        .filter(|s| unnamed(s))
+        .filter(|s| s.user_frame.is_none())
         .find_map(|s| {
-            s.frames.iter().find_map(|f| {
+            let runtime = s.frames.iter().find_map(|f| {
                 let m = f.module.as_deref()?;
-                crate::runtime::is_runtime_module(m)
-                    .then(|| crate::runtime::of_exe(std::path::Path::new(m)))
+                is_runtime_module(m)
+                    .then(|| of_exe(std::path::Path::new(m)))
                     .flatten()
-            })
+            })?;
+            let unnamed_js = s.frames.iter().any(|f| {
+                f.module.as_deref() != Some(JIT_MODULE)
+                    && (f.function.is_none() && f.module.is_none()
+                        || f.function
+                            .as_deref()
+                            .is_some_and(|n| n.contains("InterpreterEntryTrampoline")))
+            });
+            (runtime != Runtime::Node || unnamed_js).then_some(runtime)
         })
         .map(|r| r.naming_hint())
 }
