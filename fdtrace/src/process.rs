@@ -250,8 +250,8 @@ impl State {
             return;
         }
         self.last_refresh = Some(Instant::now());
-        let maps = procinfo::exec_mappings(self.pid);
-        self.unwinder.set_jit(procinfo::anon_exec_ranges(self.pid));
+        let (maps, jit) = procinfo::exec_maps(self.pid);
+        self.unwinder.set_jit(jit);
         self.last_refresh_changed = !maps.is_empty() && maps != self.unwinder.mappings();
         if self.last_refresh_changed {
             self.unwinder.set_mappings(maps);
@@ -368,7 +368,10 @@ impl State {
     fn unwind_copy(&mut self, o: &Open, stack: &[u8]) -> Unwound {
         let mut unwound = self.unwinder.unwind(o.ip, o.sp, o.bp, stack);
         let uncovered = |u: &Unwound, w: &StackUnwinder| {
-            u.frames.iter().any(|f| w.mapping_for(f.lookup).is_none())
+            // JIT code is in no file: known as such, it needs no re-read.
+            u.frames
+                .iter()
+                .any(|f| w.mapping_for(f.lookup).is_none() && !w.is_jit(f.lookup))
         };
         if uncovered(&unwound, &self.unwinder) {
             self.refresh_maps(false);

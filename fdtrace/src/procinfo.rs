@@ -166,14 +166,24 @@ fn birth_age_ns(path: &std::path::Path) -> Option<u64> {
 
 /// The executable file-backed mappings of the process.
 pub fn exec_mappings(pid: u32) -> Vec<Mapping> {
+    exec_maps(pid).0
+}
+
+/// The executable mappings of a process: those of files (as [`exec_mappings`]), and the
+/// anonymous ones (JIT-compiled code) as (start, end), from one read of its maps.
+pub fn exec_maps(pid: u32) -> (Vec<Mapping>, Vec<(u64, u64)>) {
     use procfs::process::{MMPermissions, MMapPath};
     let Ok(maps) = procfs::process::Process::new(pid as i32).and_then(|p| p.maps()) else {
-        return Vec::new();
+        return Default::default();
     };
-    maps.into_iter()
+    let mut files = Vec::new();
+    let mut jit = Vec::new();
+    for m in maps
+        .into_iter()
         .filter(|m| m.perms.contains(MMPermissions::EXECUTE))
-        .filter_map(|m| match m.pathname {
-            MMapPath::Path(path) => Some(Mapping {
+    {
+        match m.pathname {
+            MMapPath::Path(path) => files.push(Mapping {
                 start: m.address.0,
                 end: m.address.1,
                 offset: m.offset,
@@ -187,9 +197,11 @@ pub fn exec_mappings(pid: u32) -> Vec<Mapping> {
                 }),
                 path,
             }),
-            _ => None,
-        })
-        .collect()
+            MMapPath::Anonymous => jit.push((m.address.0, m.address.1)),
+            _ => {}
+        }
+    }
+    (files, jit)
 }
 
 /// The process's id in its own pid namespace (the last of `NSpid`), None when unreadable.
@@ -202,19 +214,6 @@ pub fn nspid(pid: u32) -> Option<u32> {
         .last()?
         .parse()
         .ok()
-}
-
-/// The anonymous executable mappings of a process (JIT-compiled code), as (start, end).
-pub fn anon_exec_ranges(pid: u32) -> Vec<(u64, u64)> {
-    use procfs::process::{MMPermissions, MMapPath};
-    let Ok(maps) = procfs::process::Process::new(pid as i32).and_then(|p| p.maps()) else {
-        return Vec::new();
-    };
-    maps.into_iter()
-        .filter(|m| m.perms.contains(MMPermissions::EXECUTE))
-        .filter(|m| matches!(m.pathname, MMapPath::Anonymous))
-        .map(|m| (m.address.0, m.address.1))
-        .collect()
 }
 
 /// The command line of a process, one argument per element (empty when unreadable).

@@ -774,17 +774,15 @@ pub fn build(
 /// Node: unnamed JIT code or V8's interpreter trampoline (a socket the event loop accepted has
 /// no JavaScript on its stack, and no hint); Java and Python: any such site.
 fn runtime_hint(sites: &[Site]) -> Option<&'static str> {
-    use crate::runtime::{JIT_MODULE, Runtime, is_runtime_module, of_exe};
+    use crate::runtime::{JIT_MODULE, Runtime, of_module};
     sites
         .iter()
         .filter(|s| s.user_frame.is_none())
         .find_map(|s| {
-            let runtime = s.frames.iter().find_map(|f| {
-                let m = f.module.as_deref()?;
-                is_runtime_module(m)
-                    .then(|| of_exe(std::path::Path::new(m)))
-                    .flatten()
-            })?;
+            let runtime = s
+                .frames
+                .iter()
+                .find_map(|f| of_module(f.module.as_deref()?))?;
             let unnamed_js = s.frames.iter().any(|f| {
                 f.module.as_deref() != Some(JIT_MODULE)
                     && (f.function.is_none() && f.module.is_none()

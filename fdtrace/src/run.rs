@@ -302,22 +302,16 @@ pub fn run(opts: Options) -> Result<i32> {
     let metrics_listener = opts.metrics.map(metrics_server::bind).transpose()?;
     // Language runtimes get their whole stacks (one more program on some birth tracepoints,
     // attached only when a target may need it: a cgroup's processes may be any program).
-    let deep = cgroup.is_some()
-        || match (&opts.target, &launched) {
-            (Target::Pid(pid), _) => {
-                fdtrace_common::capture::chunks(u32::from(capture_for(
-                    opts.unwind,
-                    Some(&PathBuf::from(format!("/proc/{pid}/exe"))),
-                ))) > 0
-            }
-            (_, Some(l)) => {
-                fdtrace_common::capture::chunks(u32::from(capture_for(
-                    opts.unwind,
-                    Some(&l.program),
-                ))) > 0
-            }
-            _ => false,
-        };
+    // How the root's stacks are captured (a pid or a command; a cgroup's processes each).
+    let root_capture = match (&opts.target, &launched) {
+        (Target::Pid(pid), _) => {
+            let exe = PathBuf::from(format!("/proc/{pid}/exe"));
+            capture_for(opts.unwind, Some(&exe))
+        }
+        (_, Some(l)) => capture_for(opts.unwind, Some(&l.program)),
+        _ => capture::STACK_COPY,
+    };
+    let deep = cgroup.is_some() || capture::chunks(u32::from(root_capture)) > 0;
     let mut tracer = Tracer::load_for(opts.ring_mb << 20, cgroup.is_some(), deep)?;
     tracer.go_links = opts.go_links;
     tracer.set_follow(opts.follow || cgroup.is_some())?;
@@ -329,12 +323,11 @@ pub fn run(opts: Options) -> Result<i32> {
     let mut session = match (&opts.target, &launched, &cgroup) {
         (Target::Pid(pid), _, _) => {
             let pid = *pid;
-            let exe = PathBuf::from(format!("/proc/{pid}/exe"));
-            tracer.add_target(pid, capture_for(opts.unwind, Some(&exe)))?;
+            tracer.add_target(pid, root_capture)?;
             Session::new(attach_running(pid, opts.unwind, recording)?, opts.follow)
         }
         (_, Some(l), _) => {
-            let capture = capture_for(opts.unwind, Some(&l.program));
+            let capture = root_capture;
             tracer.add_target(l.pid, capture)?;
             let mut state = State::new(l.pid, opts.unwind, capture);
             state.comm = PathBuf::from(&l.program)

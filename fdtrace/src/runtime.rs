@@ -55,10 +55,12 @@ fn of_name(name: &str) -> Option<Runtime> {
 /// Is a frame in `module` the runtime's own native code (its executable: V8 and libuv inside
 /// `node`, CPython inside `python3.11`)? Those are never the program's frame.
 pub fn is_runtime_module(module: &str) -> bool {
-    module
-        .rsplit('/')
-        .next()
-        .is_some_and(|n| of_name(n).is_some())
+    of_module(module).is_some()
+}
+
+/// The runtime whose executable `module` (a frame's binary) is.
+pub fn of_module(module: &str) -> Option<Runtime> {
+    of_name(module.rsplit('/').next()?)
 }
 
 /// One symbol of a perf map.
