@@ -100,6 +100,9 @@ pub mod kind {
     /// A piece of the user stack beyond the birth record's own copy, sent just before the
     /// birth by the same thread ([`crate::StackChunkEvent`]).
     pub const STACK_CHUNK: u32 = 13;
+    /// CPython: the Python frames of the thread making a birth, read from the interpreter's
+    /// frame chain, sent just before the birth by the same thread ([`crate::PyFramesEvent`]).
+    pub const PY_FRAMES: u32 = 14;
 }
 
 /// Go programs: which goroutine a birth happened in, and which goroutine asked for a
@@ -500,6 +503,83 @@ pub struct StackChunkEvent {
     pub bytes: [u8; capture::CHUNK_BYTES],
 }
 
+/// CPython: where a process's interpreter keeps its frame chain, as user space found it for
+/// the process's Python version (the `PY_PROCS` map, by thread-group id). Offsets in bytes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PyLayout {
+    /// Address of `_PyRuntime.interpreters.head` (a `PyInterpreterState *`).
+    pub interpreters_head: u64,
+    /// `PyInterpreterState.threads.head`.
+    pub threads_head: u32,
+    /// `PyThreadState.next`.
+    pub thread_next: u32,
+    /// `PyThreadState.native_thread_id` (the kernel's thread id).
+    pub thread_tid: u32,
+    /// `PyThreadState.cframe` (3.11, 3.12) or `.current_frame` (3.13+).
+    pub thread_frame: u32,
+    /// `_PyCFrame.current_frame` when `thread_frame` leads to a `_PyCFrame`; `py::NO_CFRAME`
+    /// when it is the frame itself.
+    pub cframe_frame: u32,
+    /// `_PyInterpreterFrame.f_code` / `.f_executable`.
+    pub frame_code: u32,
+    /// `_PyInterpreterFrame.previous`.
+    pub frame_previous: u32,
+    /// `_PyInterpreterFrame.prev_instr` / `.instr_ptr`.
+    pub frame_instr: u32,
+    /// `_PyInterpreterFrame.is_entry` (3.11) or `.owner` (3.12+), one byte.
+    pub frame_entry: u32,
+    /// How `frame_entry` marks the first frame of a C call of the evaluation loop
+    /// (`py::ENTRY_FLAG`, `py::ENTRY_SHIM`).
+    pub entry_mode: u32,
+}
+
+/// CPython frame chains (`kind::PY_FRAMES`).
+pub mod py {
+    /// Python frames read at one birth, at most (innermost first).
+    pub const MAX_FRAMES: usize = 64;
+    /// Thread states searched for the birth's thread, at most.
+    pub const MAX_THREADS: u32 = 128;
+    /// `PyLayout::cframe_frame` when the thread state points at the frame itself.
+    pub const NO_CFRAME: u32 = u32::MAX;
+    /// 3.11: a frame whose `is_entry` byte is set was the first of its evaluation-loop call.
+    pub const ENTRY_FLAG: u32 = 0;
+    /// 3.12+: the evaluation loop pushes a shim frame (`owner` = `FRAME_OWNED_BY_CSTACK`) under
+    /// the first frame of each call; the shim is sent with `SHIM_BIT`.
+    pub const ENTRY_SHIM: u32 = 1;
+    /// `FRAME_OWNED_BY_CSTACK` (3.12+).
+    pub const OWNED_BY_CSTACK: u8 = 3;
+    /// Set in a frame's `code` word (code objects are 8-byte aligned): this frame is the outermost
+    /// of its evaluation-loop call (the frames before it run in one C frame of the loop).
+    pub const ENTRY_BIT: u64 = 1;
+    /// Set in a frame's `code` word: not a frame of the program but the shim under the first
+    /// frame of an evaluation-loop call (3.12+): the frame before it is the outermost of its call.
+    pub const SHIM_BIT: u64 = 2;
+}
+
+/// One Python frame: its code object and the instruction it is at.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PyFrame {
+    /// `PyCodeObject *`, with `py::ENTRY_BIT` or `py::SHIM_BIT`.
+    pub code: u64,
+    /// `_Py_CODEUNIT *`: the last instruction begun (3.11, 3.12) or the current one (3.13+).
+    pub instr: u64,
+}
+
+/// The Python frames of a thread at a birth (`kind::PY_FRAMES`), innermost first (shims
+/// included, marked), sent just before the birth record; `sp` ties them to it. `truncated`: the
+/// chain went on.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct PyFramesEvent {
+    pub hdr: Header,
+    pub sp: u64,
+    pub n: u32,
+    pub truncated: u32,
+    pub frames: [PyFrame; py::MAX_FRAMES],
+}
+
 /// Exec or thread exit.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -524,6 +604,9 @@ mod user {
     unsafe impl aya::Pod for super::FailKey {}
     unsafe impl aya::Pod for super::GoLinkEvent {}
     unsafe impl aya::Pod for super::StackChunkEvent {}
+    unsafe impl aya::Pod for super::PyLayout {}
+    unsafe impl aya::Pod for super::PyFrame {}
+    unsafe impl aya::Pod for super::PyFramesEvent {}
 }
 
 // Layout checks: both sides compile these.
@@ -542,3 +625,5 @@ const _: () =
     assert!(core::mem::size_of::<OpenEvent>() == 24 + 24 + 48 + 56 + MAX_PATH + STACK_BYTES);
 const _: () = assert!(GO_LINK_HEAD_BYTES == 24 + 8 + 24);
 const _: () = assert!(core::mem::size_of::<StackChunkEvent>() == 24 + 16 + capture::CHUNK_BYTES);
+const _: () = assert!(core::mem::size_of::<PyLayout>() == 8 + 10 * 4);
+const _: () = assert!(core::mem::size_of::<PyFramesEvent>() == 24 + 16 + 16 * py::MAX_FRAMES);

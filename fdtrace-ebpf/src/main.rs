@@ -31,6 +31,7 @@ use fdtrace_common::{
 };
 
 mod goroutine;
+mod python;
 
 /// Thread-group ids being traced; the value says how to capture their stacks (`capture::*`).
 #[map]

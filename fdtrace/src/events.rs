@@ -65,6 +65,13 @@ pub enum Event<'a> {
         offset: u32,
         bytes: &'a [u8],
     },
+    /// CPython: the Python frames of the thread whose birth follows (`kind::PY_FRAMES`).
+    PyFrames {
+        hdr: Header,
+        sp: u64,
+        frames: Vec<fdtrace_common::PyFrame>,
+        truncated: bool,
+    },
 }
 
 /// net/http's link between the goroutine that asks for a connection and the one that dials it.
@@ -95,6 +102,7 @@ impl Event<'_> {
             | Event::Join { hdr }
             | Event::SockAddr { hdr, .. }
             | Event::StackChunk { hdr, .. }
+            | Event::PyFrames { hdr, .. }
             | Event::Fork { hdr, .. }
             | Event::Cloexec { hdr, .. } => hdr,
         }
@@ -361,6 +369,24 @@ pub fn decode(bytes: &[u8]) -> Result<Event<'_>, DecodeError> {
                 sp,
                 offset,
                 bytes: &bytes[BYTES_OFF..BYTES_OFF + n],
+            })
+        }
+        kind::PY_FRAMES => {
+            use fdtrace_common::{PyFrame, PyFramesEvent, py};
+            check(hdr.kind, bytes, size_of::<PyFramesEvent>())?;
+            let sp: u64 = read(&bytes[24..]);
+            let n: u32 = read(&bytes[32..]);
+            let truncated: u32 = read(&bytes[36..]);
+            let frames = bytes[40..]
+                .chunks_exact(size_of::<PyFrame>())
+                .take((n as usize).min(py::MAX_FRAMES))
+                .map(read::<PyFrame>)
+                .collect();
+            Ok(Event::PyFrames {
+                hdr,
+                sp,
+                frames,
+                truncated: truncated != 0,
             })
         }
         kind::SOCK_STATE => {

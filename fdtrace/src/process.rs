@@ -94,6 +94,8 @@ pub struct State {
     /// The runtime's perf map (JIT frames' names), and when it was last looked for.
     perf_map: Option<crate::runtime::PerfMap>,
     perf_map_sought: Option<Instant>,
+    /// CPython: the interpreter and the Python frames sent before each birth.
+    pub python: crate::python_stack::PythonProc,
 }
 
 impl State {
@@ -122,6 +124,7 @@ impl State {
             deep: Default::default(),
             perf_map: None,
             perf_map_sought: None,
+            python: Default::default(),
         }
     }
 
@@ -285,7 +288,9 @@ impl State {
         }
         let unwound = self.unwind(o);
         let unwound = self.go_links.join(unwound, o.goid, o.parent_goid, o.gopc);
-        let jit = self.jit_names(&unwound);
+        let (unwound, python) = self.python.splice_into(o.hdr.tid, o.sp, unwound);
+        let mut jit = self.jit_names(&unwound);
+        jit.extend(python);
         self.stacks
             .intern_named(unwound, self.unwinder.mappings(), jit)
     }
@@ -653,6 +658,12 @@ impl State {
                 offset,
                 bytes,
             } => self.deep.on_chunk(hdr.tid, sp, offset, bytes),
+            Event::PyFrames {
+                hdr,
+                sp,
+                frames,
+                truncated,
+            } => self.python.on_frames(hdr.tid, sp, frames, truncated),
             Event::Close { hdr, fd } => {
                 self.log(Record::Close {
                     ts_ns: hdr.ts_ns,
@@ -694,6 +705,7 @@ impl State {
                 });
                 let n = self.table.exec();
                 debug!("exec: {n} close-on-exec descriptors closed");
+                self.python.reset();
                 self.refresh_maps(true);
                 if self.mode == UnwindMode::Auto {
                     // The process's own executable, whatever namespace its path is in.

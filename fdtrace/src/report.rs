@@ -474,6 +474,12 @@ pub fn is_library_frame_in(f: &Frame, goroots: &[String]) -> bool {
                 .as_deref()
                 .is_none_or(|file| file.starts_with("node:"));
         }
+        if m == crate::python_code::PY_MODULE {
+            return f
+                .file
+                .as_deref()
+                .is_none_or(|file| !crate::python_stack::is_program_file(file));
+        }
         if crate::runtime::is_runtime_module(m) {
             return true;
         }
@@ -772,7 +778,7 @@ pub fn build(
 /// A site in a language runtime's native code (`node`, `java`, `python3.11`) without one of the
 /// program's frames, whose stack holds code the runtime did not name: how to have it named.
 /// Node: unnamed JIT code or V8's interpreter trampoline (a socket the event loop accepted has
-/// no JavaScript on its stack, and no hint); Java and Python: any such site.
+/// no JavaScript on its stack, and no hint); Python: no Python frame read; Java: any such site.
 fn runtime_hint(sites: &[Site]) -> Option<&'static str> {
     use crate::runtime::{JIT_MODULE, Runtime, of_module};
     sites
@@ -790,7 +796,15 @@ fn runtime_hint(sites: &[Site]) -> Option<&'static str> {
                             .as_deref()
                             .is_some_and(|n| n.contains("InterpreterEntryTrampoline")))
             });
-            (runtime != Runtime::Node || unnamed_js).then_some(runtime)
+            let python_named = s
+                .frames
+                .iter()
+                .any(|f| f.module.as_deref() == Some(crate::python_code::PY_MODULE));
+            match runtime {
+                Runtime::Node => unnamed_js.then_some(runtime),
+                Runtime::Python => (!python_named).then_some(runtime),
+                Runtime::Java => Some(runtime),
+            }
         })
         .map(|r| r.naming_hint())
 }

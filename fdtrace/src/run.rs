@@ -361,6 +361,9 @@ pub fn run(opts: Options) -> Result<i32> {
         }
         _ => unreachable!("a target"),
     };
+    // What the kernel must know of the processes now (where a Python process keeps its frames)
+    // before "tracing" is said.
+    session.untarget_gone(&mut tracer);
     if let Some(root) = session.root() {
         debug!(
             "unwinding pid {}: {}",

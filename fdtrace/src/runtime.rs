@@ -26,7 +26,7 @@ impl Runtime {
                 "Java frames have no names: run `jcmd PID Compiler.perfmap` (JDK 17+), and start the JVM with -XX:+PreserveFramePointer so its stacks can be followed"
             }
             Runtime::Python => {
-                "Python frames are not named yet: the interpreter's C frames are shown"
+                "Python frames are read from CPython 3.11 to 3.13 (see the warning for this interpreter): its C frames are shown"
             }
         }
     }
@@ -60,7 +60,15 @@ pub fn is_runtime_module(module: &str) -> bool {
 
 /// The runtime whose executable `module` (a frame's binary) is.
 pub fn of_module(module: &str) -> Option<Runtime> {
-    of_name(module.rsplit('/').next()?)
+    let name = module.rsplit('/').next()?;
+    // libpython, and the native modules of Python's standard library (`lib-dynload`) and of
+    // installed packages (`site-packages`).
+    if name.starts_with("libpython")
+        || (name.contains(".so") && !crate::python_stack::is_program_file(module))
+    {
+        return Some(Runtime::Python);
+    }
+    of_name(name)
 }
 
 /// One symbol of a perf map.
@@ -78,8 +86,12 @@ pub struct JitName {
     pub function: String,
     /// The script or class file, when the entry gives one.
     pub file: Option<String>,
+    /// The line, where the runtime gives it (Python frames).
+    pub line: Option<u32>,
     /// Is it the program's code (not the runtime's stubs, not Node's own `node:` modules)?
     pub program: bool,
+    /// The frame's `module` in reports: [`JIT_MODULE`], or `python` for Python frames.
+    pub module: &'static str,
 }
 
 impl JitName {
@@ -117,7 +129,9 @@ impl JitName {
             return JitName {
                 function: func.to_string(),
                 file: file.filter(|f| !f.is_empty()),
+                line: None,
                 program,
+                module: JIT_MODULE,
             };
         }
         let runtime_stub = symbol.contains("Builtin:")
@@ -131,7 +145,9 @@ impl JitName {
         JitName {
             function: symbol.to_string(),
             file: None,
+            line: None,
             program: !runtime_stub,
+            module: JIT_MODULE,
         }
     }
 }
@@ -228,6 +244,15 @@ mod tests {
         assert_eq!(of_name("leaky"), None);
         assert!(is_runtime_module("/usr/bin/node"));
         assert!(!is_runtime_module("/usr/lib/x86_64-linux-gnu/libc.so.6"));
+        assert_eq!(
+            of_module("/opt/py/lib/libpython3.12.so.1.0"),
+            Some(Runtime::Python)
+        );
+        assert_eq!(
+            of_module("/opt/py/lib/python3.12/lib-dynload/_socket.cpython-312-x86_64-linux-gnu.so"),
+            Some(Runtime::Python)
+        );
+        assert_eq!(of_module("/srv/app/libleak.so"), None);
     }
 
     #[test]

@@ -4,7 +4,7 @@ use crate::{
     go_links,
     model::StackId,
     procinfo::Mapping,
-    runtime::{JIT_MODULE, JitName},
+    runtime::JitName,
     symbolize::{Frame, Symbols},
     unwind::{Method, RawFrame, Unwound},
 };
@@ -26,17 +26,29 @@ fn grouping_key(mut frames: Vec<RawFrame>) -> (Vec<RawFrame>, Vec<(usize, RawFra
     (frames, replaced)
 }
 
-/// The key of a stack with JIT frames named from a perf map: its native frames up to the
-/// first JIT frame, then the named JIT frames alone, each by its name, up to the first of the
-/// program's own: one site per call in the program's source, whichever tier compiled it (other
-/// addresses, interpreter trampolines between its frames or not) and whichever tier its
-/// callers run in (an interpreted caller's frame is the interpreter's, not its own).
-fn jit_key(frames: &[RawFrame], names: &[(u64, JitName)]) -> Vec<RawFrame> {
+/// The key of a stack with frames named by the runtime (JIT frames from a perf map, Python
+/// frames): its native frames up to the first named frame, less the runtime's own, then the
+/// named frames alone, each by its name, up to the first of the program's own: one site per
+/// call in the program's source, whichever tier compiled it (other addresses, interpreter
+/// trampolines between its frames or not), whichever tier its callers run in (an interpreted
+/// caller's frame is the interpreter's, not its own), and whichever path through the runtime's
+/// C code led from it to the syscall.
+fn jit_key(frames: &[RawFrame], names: &[(u64, JitName)], all: &[Mapping]) -> Vec<RawFrame> {
     let name_of = |a: u64| names.iter().find(|(x, _)| *x == a).map(|(_, n)| n);
     let Some(first) = frames.iter().position(|f| name_of(f.addr).is_some()) else {
         return frames.to_vec();
     };
-    let mut key = frames[..first].to_vec();
+    let runtime = |f: &RawFrame| {
+        all.iter()
+            .find(|m| m.contains(f.lookup))
+            .and_then(|m| m.path.to_str())
+            .is_some_and(crate::runtime::is_runtime_module)
+    };
+    let mut key: Vec<RawFrame> = frames[..first]
+        .iter()
+        .filter(|f| !runtime(f))
+        .copied()
+        .collect();
     for f in &frames[first..] {
         if let Some(n) = name_of(f.addr) {
             use std::hash::BuildHasher as _;
@@ -100,7 +112,7 @@ impl StackStore {
         let (key, frames) = if jit.is_empty() {
             ((method, frames), None)
         } else {
-            ((method, jit_key(&frames, &jit)), Some(frames))
+            ((method, jit_key(&frames, &jit, all)), Some(frames))
         };
         if let Some(&id) = self.ids.get(&key) {
             return id;
@@ -201,7 +213,8 @@ impl StackStore {
                     if let Some((_, n)) = s.jit.iter().find(|(a, _)| *a == f.addr) {
                         f.function = Some(n.function.clone());
                         f.file = n.file.clone();
-                        f.module = Some(JIT_MODULE.to_string());
+                        f.line = n.line;
+                        f.module = Some(n.module.to_string());
                     }
                 }
                 frames

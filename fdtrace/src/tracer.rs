@@ -117,6 +117,10 @@ const DEEP_BIRTHS: &[&str] = &[
     "dup3",
 ];
 
+/// The programs attached before the birth programs on `DEEP_BIRTHS` for language runtimes:
+/// the rest of the stack, and CPython's frames.
+const DEEP_PROGRAMS: [&str; 2] = ["exit_deep_stack", "exit_python_frames"];
+
 /// Every (program, category, tracepoint, required) to attach. `regs`: the programs can read the
 /// user registers of the current task (see `exit_regs_*` in fdtrace-ebpf). `deep`: a target
 /// may be a language runtime, whose stacks go deeper than a birth record's copy.
@@ -125,12 +129,14 @@ fn attach_plan(regs: bool, deep: bool) -> Vec<(String, &'static str, String, boo
     for &(name, required) in BIRTHS {
         if deep && DEEP_BIRTHS.contains(&name) {
             // First on the tracepoint, so it runs before the birth's program.
-            plan.push((
-                "exit_deep_stack".to_string(),
-                "syscalls",
-                format!("sys_exit_{name}"),
-                false,
-            ));
+            for prog in DEEP_PROGRAMS {
+                plan.push((
+                    prog.to_string(),
+                    "syscalls",
+                    format!("sys_exit_{name}"),
+                    false,
+                ));
+            }
         }
         if regs && FROM_REGS.contains(&name) {
             plan.push((
@@ -404,7 +410,7 @@ impl Tracer {
         let mut links = Vec::new();
         for (prog, category, name, required) in attach_plan(regs, deep) {
             if !tracepoint_exists(category, &name) {
-                if prog == "exit_deep_stack" {
+                if DEEP_PROGRAMS.contains(&prog.as_str()) {
                     continue;
                 }
                 if required {
@@ -663,6 +669,29 @@ impl Tracer {
         {
             let _ = targets.remove(&tgid);
         }
+        let _ = self.set_python(tgid, None);
+    }
+
+    /// Where the CPython interpreter of `tgid` keeps its frames (None: it has none any more).
+    /// Without the deep programs loaded (no runtime among the targets), nothing to tell.
+    pub fn set_python(
+        &mut self,
+        tgid: u32,
+        layout: Option<fdtrace_common::PyLayout>,
+    ) -> Result<()> {
+        let Some(map) = self.ebpf.map_mut("PY_PROCS") else {
+            return Ok(());
+        };
+        let mut map: HashMap<_, u32, fdtrace_common::PyLayout> = HashMap::try_from(map)?;
+        match layout {
+            Some(l) => map
+                .insert(tgid, l, 0)
+                .context("telling the kernel where Python's frames are")?,
+            None => {
+                let _ = map.remove(&tgid);
+            }
+        }
+        Ok(())
     }
 
     /// The cgroups whose processes the kernel adopts (with `load_for(_, true)`): the traced
@@ -749,7 +778,7 @@ impl Tracer {
 
 #[cfg(test)]
 mod tests {
-    use super::{BIRTHS, DEEP_BIRTHS, FROM_REGS, attach_plan, field_offset};
+    use super::{BIRTHS, DEEP_BIRTHS, DEEP_PROGRAMS, FROM_REGS, attach_plan, field_offset};
 
     #[test]
     fn the_tracepoint_list_names_each_once() {
@@ -779,15 +808,19 @@ mod tests {
             for &(name, required) in BIRTHS {
                 let exits: Vec<_> = plan
                     .iter()
-                    .filter(|p| p.2 == format!("sys_exit_{name}") && p.0 != "exit_deep_stack")
+                    .filter(|p| {
+                        p.2 == format!("sys_exit_{name}") && !DEEP_PROGRAMS.contains(&p.0.as_str())
+                    })
                     .collect();
-                // The deep-stack program comes first on its tracepoint: it runs first there.
-                let deep_at = plan
-                    .iter()
-                    .position(|p| p.2 == format!("sys_exit_{name}") && p.0 == "exit_deep_stack");
-                assert_eq!(deep_at.is_some(), deep && DEEP_BIRTHS.contains(&name));
-                if let Some(at) = deep_at {
-                    assert!(plan[at + 1..].iter().any(|p| std::ptr::eq(p, exits[0])));
+                // The deep programs come first on their tracepoint: they run first there.
+                for prog in DEEP_PROGRAMS {
+                    let deep_at = plan
+                        .iter()
+                        .position(|p| p.2 == format!("sys_exit_{name}") && p.0 == prog);
+                    assert_eq!(deep_at.is_some(), deep && DEEP_BIRTHS.contains(&name));
+                    if let Some(at) = deep_at {
+                        assert!(plan[at + 1..].iter().any(|p| std::ptr::eq(p, exits[0])));
+                    }
                 }
                 assert_eq!(exits.len(), 1, "{name}: {exits:?}");
                 assert_eq!(exits[0].3, required);

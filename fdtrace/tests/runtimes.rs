@@ -118,3 +118,170 @@ fn node_without_a_perf_map_says_how_to_get_names() {
         r["runtime_hint"]
     );
 }
+
+/// (user frame's function, file basename, line) → count, over every site.
+fn by_user_line(r: &Value) -> std::collections::BTreeMap<(String, String, u64), u64> {
+    let mut m = std::collections::BTreeMap::new();
+    for s in sites(r) {
+        let key = match s["user_frame"].as_u64() {
+            Some(i) => {
+                let f = &s["frames"][i as usize];
+                (
+                    f["function"].as_str().unwrap_or("?").to_string(),
+                    f["file"]
+                        .as_str()
+                        .and_then(|p| p.rsplit('/').next())
+                        .unwrap_or("?")
+                        .to_string(),
+                    f["line"].as_u64().unwrap_or(0),
+                )
+            }
+            None => ("(none)".to_string(), String::new(), 0),
+        };
+        *m.entry(key).or_default() += s["count"].as_u64().unwrap();
+    }
+    m
+}
+
+/// The line of `leak.py` marked with `marker`.
+fn line_of(marker: &str) -> u64 {
+    let text = std::fs::read_to_string(source("leak.py")).unwrap();
+    text.lines().position(|l| l.contains(marker)).unwrap() as u64 + 1
+}
+
+/// Start `PYTHON leak.py N`, attach by pid, let it leak, and return the JSON report.
+fn trace_python(python: &std::path::Path, n: u32) -> Value {
+    let mut child = Killed(
+        Command::new(python)
+            .arg(source("leak.py"))
+            .arg(n.to_string())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{}: {e}", python.display())),
+    );
+    let pid = child.0.id();
+    let mut stdin = child.0.stdin.take().unwrap();
+    let mut stdout = BufReader::new(child.0.stdout.take().unwrap());
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "ready");
+    let json = attach_during(pid, &["--json", "-d", "6"], || {
+        stdin.write_all(b"go\n").unwrap();
+        let mut line = String::new();
+        stdout.read_line(&mut line).unwrap();
+        assert_eq!(line.trim(), "done");
+    });
+    drop(child);
+    serde_json::from_str(&json).expect("JSON report")
+}
+
+/// The leaks of `leak.py` under `python`: each at its Python line, nothing else.
+fn python_leaks_named_at_their_lines(python: &std::path::Path) {
+    let n = 40;
+    let r = trace_python(python, n);
+    let counts = by_user_line(&r);
+    eprintln!("{}: {counts:?}", python.display());
+    let file = (
+        "Journal.open".to_string(),
+        "leak.py".to_string(),
+        line_of("LEAK: file"),
+    );
+    let sock = (
+        "dial".to_string(),
+        "leak.py".to_string(),
+        line_of("LEAK: socket"),
+    );
+    assert_eq!(counts.get(&file), Some(&(n as u64)), "{counts:?}");
+    assert_eq!(counts.get(&sock), Some(&(n as u64)), "{counts:?}");
+    assert_eq!(
+        counts.len(),
+        2,
+        "nothing else leaked (read_config and the server close theirs): {counts:?}"
+    );
+    for s in sites(&r) {
+        assert_eq!(
+            s["count"].as_u64(),
+            Some(n as u64),
+            "one site per Python line, however CPython's C code reached the syscall"
+        );
+        let i = s["user_frame"].as_u64().unwrap() as usize;
+        for f in &s["frames"].as_array().unwrap()[..i] {
+            // Below the program's frame: libc, CPython's C code, the standard library's Python
+            // and native modules (`lib-dynload`).
+            let m = f["module"].as_str().unwrap_or("");
+            assert!(
+                m == "python"
+                    || m.contains("libc")
+                    || m.contains("/lib/python3.")
+                    || m.rsplit('/')
+                        .next()
+                        .is_some_and(|b| b.starts_with("python3") || b.starts_with("libpython")),
+                "a frame below the user frame that is not the runtime's: {f}"
+            );
+            if m == "python" {
+                assert!(
+                    f["file"]
+                        .as_str()
+                        .is_some_and(|p| p.contains("/lib/python3"))
+                );
+            }
+        }
+    }
+    assert!(r["runtime_hint"].is_null(), "{}", r["runtime_hint"]);
+    assert!(r["drift"]["missed_opens"].as_array().unwrap().is_empty());
+    assert!(r["drift"]["missed_closes"].as_array().unwrap().is_empty());
+}
+
+#[test]
+fn python_3_11_leaks_named_at_their_lines() {
+    let _g = serial();
+    require_root();
+    // Debian bookworm's python3 (cargo xtask test installs it).
+    python_leaks_named_at_their_lines(std::path::Path::new("/usr/bin/python3.11"));
+}
+
+/// A pyenv build of CPython `version` (this machine's image has 3.12 and 3.13; Debian
+/// bookworm packages only 3.11).
+fn pyenv_python(version: &str) -> std::path::PathBuf {
+    let roots = [
+        std::env::var("PYENV_ROOT").ok(),
+        std::env::var("HOME").ok().map(|h| format!("{h}/.pyenv")),
+        Some("/root/.pyenv".to_string()),
+    ];
+    for root in roots.into_iter().flatten() {
+        let Ok(dir) = std::fs::read_dir(format!("{root}/versions")) else {
+            continue;
+        };
+        let mut found: Vec<_> = dir
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with(&format!("{version}.")))
+            })
+            .map(|p| p.join(format!("bin/python{version}")))
+            .filter(|p| p.exists())
+            .collect();
+        found.sort();
+        if let Some(p) = found.pop() {
+            return p;
+        }
+    }
+    panic!("CPython {version} is not installed (pyenv install {version})");
+}
+
+#[test]
+fn python_3_12_leaks_named_at_their_lines() {
+    let _g = serial();
+    require_root();
+    python_leaks_named_at_their_lines(&pyenv_python("3.12"));
+}
+
+#[test]
+fn python_3_13_leaks_named_at_their_lines() {
+    let _g = serial();
+    require_root();
+    python_leaks_named_at_their_lines(&pyenv_python("3.13"));
+}
