@@ -8,6 +8,9 @@ pub const PY_MODULE: &str = "python";
 
 /// What a code object says of itself.
 struct Code {
+    /// Its type, name, file, line table and first line pointers as read: a code object freed
+    /// and another made at its address (code made at run time) is told apart by them.
+    identity: [u64; 4],
     qualname: String,
     filename: String,
     firstlineno: i32,
@@ -22,7 +25,7 @@ pub struct Named {
     pub line: Option<u32>,
 }
 
-/// Code objects of one process, read on first sight.
+/// Code objects of one process, read on first sight (each use checks it is still the same).
 pub struct CodeReader {
     mem: Memory,
     layout: CodeLayout,
@@ -51,14 +54,15 @@ impl CodeReader {
         if self.cache.len() >= MAX_CODES {
             self.cache.clear();
         }
+        let identity = self.identity(code)?;
         let c = match self.cache.get(&code) {
-            Some(c) => c.clone(),
-            None => {
-                let c = self.read(code).map(std::sync::Arc::new);
+            Some(Some(c)) if c.identity == identity => c.clone(),
+            _ => {
+                let c = self.read(identity).map(std::sync::Arc::new);
                 self.cache.insert(code, c.clone());
-                c
+                c?
             }
-        }?;
+        };
         let first = code + self.layout.code_adaptive;
         // Instructions are 2-byte code units; before the first one (a frame just entered), the
         // function's first line.
@@ -74,12 +78,34 @@ impl CodeReader {
         })
     }
 
-    fn read(&self, code: u64) -> Option<Code> {
-        if self.mem.u64(code + 8)? != self.code_type {
+    /// The code object's file, name, line table and first line, from one read of its head
+    /// (other fields change as the code runs); None when it is not a code object.
+    fn identity(&self, code: u64) -> Option<[u64; 4]> {
+        let l = &self.layout;
+        let end = l
+            .filename
+            .max(l.qualname)
+            .max(l.linetable)
+            .max(l.firstlineno)
+            + 8;
+        let mut b = vec![0u8; end as usize];
+        if !self.mem.read(code, &mut b) || b[8..16] != self.code_type.to_le_bytes() {
             return None;
         }
-        let l = &self.layout;
-        let table = self.mem.u64(code + l.linetable)?;
+        let word = |at: u64| {
+            let at = at as usize;
+            u64::from_le_bytes(b[at..at + 8].try_into().unwrap_or_default())
+        };
+        Some([
+            word(l.filename),
+            word(l.qualname),
+            word(l.linetable),
+            word(l.firstlineno) & 0xffff_ffff,
+        ])
+    }
+
+    fn read(&self, identity: [u64; 4]) -> Option<Code> {
+        let [filename, qualname, table, firstlineno] = identity;
         // A bytes object: its size at 16, its bytes at 32 (3.11 to 3.13).
         let n = self.mem.u64(table + 16)?.min(1 << 20) as usize;
         let mut linetable = vec![0u8; n];
@@ -87,9 +113,10 @@ impl CodeReader {
             return None;
         }
         Some(Code {
-            qualname: self.string(self.mem.u64(code + l.qualname)?)?,
-            filename: self.string(self.mem.u64(code + l.filename)?)?,
-            firstlineno: self.mem.u32(code + l.firstlineno)? as i32,
+            identity,
+            qualname: self.string(qualname)?,
+            filename: self.string(filename)?,
+            firstlineno: firstlineno as u32 as i32,
             linetable,
         })
     }

@@ -26,7 +26,7 @@ impl Runtime {
                 "Java frames have no names: run `jcmd PID Compiler.perfmap` (JDK 17+), and start the JVM with -XX:+PreserveFramePointer so its stacks can be followed"
             }
             Runtime::Python => {
-                "Python frames are read from CPython 3.11 to 3.13 (see the warning for this interpreter): its C frames are shown"
+                "Python frames are read from CPython 3.11 to 3.13 only: for another version the interpreter's C frames are shown"
             }
         }
     }

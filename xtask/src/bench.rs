@@ -25,6 +25,7 @@ mod agent;
 mod cgroup;
 mod godial;
 mod load;
+mod runtimes;
 mod scrape;
 
 #[derive(clap::Args, Debug)]
@@ -2329,8 +2330,8 @@ pub fn bench(opts: Opts) -> Result<()> {
         bail!("the bench loads eBPF programs (fdtrace, bpftrace): run it as root");
     }
     for c in &opts.only {
-        if !(1..=11).contains(c) {
-            bail!("--only takes case numbers 1 to 11, got {c}");
+        if !(1..=12).contains(c) {
+            bail!("--only takes case numbers 1 to 12, got {c}");
         }
     }
     let p = Params::new(&opts);
@@ -2404,7 +2405,7 @@ pub fn bench(opts: Opts) -> Result<()> {
     };
     let wants = |c: u32| opts.only.is_empty() || opts.only.contains(&c);
     type Case = fn(&mut Bench);
-    let cases: [(u32, Case); 11] = [
+    let cases: [(u32, Case); 12] = [
         (1, Bench::case1),
         (2, Bench::case2),
         (3, Bench::case3),
@@ -2416,6 +2417,7 @@ pub fn bench(opts: Opts) -> Result<()> {
         (9, Bench::case9),
         (10, Bench::case10),
         (11, Bench::case11),
+        (12, Bench::case12),
     ];
     for (n, f) in cases {
         if wants(n) && !interrupted() {
