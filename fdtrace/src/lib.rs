@@ -13,6 +13,7 @@ pub mod export;
 pub mod go_links;
 pub mod go_runtime;
 pub mod gopclntab;
+pub mod java_attach;
 pub mod kernel_layout;
 pub mod launch;
 pub mod live;

@@ -96,6 +96,8 @@ pub struct State {
     perf_map_sought: Option<Instant>,
     /// CPython: the interpreter and the Python frames sent before each birth.
     pub python: crate::python_stack::PythonProc,
+    /// HotSpot: the perf maps fdtrace asked the JVM for.
+    pub java: crate::java_attach::PerfMapRequests,
 }
 
 impl State {
@@ -125,6 +127,7 @@ impl State {
             perf_map: None,
             perf_map_sought: None,
             python: Default::default(),
+            java: Default::default(),
         }
     }
 
@@ -326,12 +329,18 @@ impl State {
             self.perf_map = crate::runtime::PerfMap::of(self.pid);
         }
         let Some(map) = self.perf_map.as_mut() else {
+            self.java.request(self.pid);
             return Vec::new();
         };
-        in_jit
-            .into_iter()
+        let named: Vec<_> = in_jit
+            .iter()
             .filter_map(|f| map.lookup(f.lookup).map(|n| (f.addr, n)))
-            .collect()
+            .collect();
+        if named.len() < in_jit.len() {
+            // A JVM: code compiled since its map was written.
+            self.java.request(self.pid);
+        }
+        named
     }
 
     /// Unwind the stack of a birth with the method its capture calls for.
@@ -706,6 +715,7 @@ impl State {
                 let n = self.table.exec();
                 debug!("exec: {n} close-on-exec descriptors closed");
                 self.python.reset();
+                self.java.reset();
                 self.refresh_maps(true);
                 if self.mode == UnwindMode::Auto {
                     // The process's own executable, whatever namespace its path is in.

@@ -54,14 +54,17 @@ impl CodeReader {
         if self.cache.len() >= MAX_CODES {
             self.cache.clear();
         }
-        let identity = self.identity(code)?;
-        let c = match self.cache.get(&code) {
-            Some(Some(c)) if c.identity == identity => c.clone(),
-            _ => {
-                let c = self.read(identity).map(std::sync::Arc::new);
+        let c = match (self.identity(code), self.cache.get(&code)) {
+            (Ok(Some(id)), Some(Some(c))) if c.identity == id => c.clone(),
+            (Ok(Some(id)), _) => {
+                let c = self.read(id).map(std::sync::Arc::new);
                 self.cache.insert(code, c.clone());
                 c?
             }
+            // The memory cannot be read any more (the process exited since the birth): what
+            // was read before, unchecked.
+            (Err(()), Some(Some(c))) => c.clone(),
+            _ => return None,
         };
         let first = code + self.layout.code_adaptive;
         // Instructions are 2-byte code units; before the first one (a frame just entered), the
@@ -79,8 +82,9 @@ impl CodeReader {
     }
 
     /// The code object's file, name, line table and first line, from one read of its head
-    /// (other fields change as the code runs); None when it is not a code object.
-    fn identity(&self, code: u64) -> Option<[u64; 4]> {
+    /// (other fields change as the code runs); Ok(None) when it is not a code object, Err when
+    /// the memory cannot be read.
+    fn identity(&self, code: u64) -> Result<Option<[u64; 4]>, ()> {
         let l = &self.layout;
         let end = l
             .filename
@@ -89,19 +93,22 @@ impl CodeReader {
             .max(l.firstlineno)
             + 8;
         let mut b = vec![0u8; end as usize];
-        if !self.mem.read(code, &mut b) || b[8..16] != self.code_type.to_le_bytes() {
-            return None;
+        if !self.mem.read(code, &mut b) {
+            return Err(());
+        }
+        if b[8..16] != self.code_type.to_le_bytes() {
+            return Ok(None);
         }
         let word = |at: u64| {
             let at = at as usize;
             u64::from_le_bytes(b[at..at + 8].try_into().unwrap_or_default())
         };
-        Some([
+        Ok(Some([
             word(l.filename),
             word(l.qualname),
             word(l.linetable),
             word(l.firstlineno) & 0xffff_ffff,
-        ])
+        ]))
     }
 
     fn read(&self, identity: [u64; 4]) -> Option<Code> {

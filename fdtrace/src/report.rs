@@ -474,6 +474,12 @@ pub fn is_library_frame_in(f: &Frame, goroots: &[String]) -> bool {
                 .as_deref()
                 .is_none_or(|file| file.starts_with("node:"));
         }
+        if m == crate::runtime::JAVA_MODULE {
+            return f
+                .function
+                .as_deref()
+                .is_none_or(crate::runtime::is_jdk_method);
+        }
         if m == crate::python_code::PY_MODULE {
             return f
                 .file
@@ -778,7 +784,8 @@ pub fn build(
 /// A site in a language runtime's native code (`node`, `java`, `python3.11`) without one of the
 /// program's frames, whose stack holds code the runtime did not name: how to have it named.
 /// Node: unnamed JIT code or V8's interpreter trampoline (a socket the event loop accepted has
-/// no JavaScript on its stack, and no hint); Python: no Python frame read; Java: any such site.
+/// no JavaScript on its stack, and no hint); Python: no Python frame read; Java: any such site
+/// (its stack was cut at compiled code without frame pointers, or its methods were interpreted).
 fn runtime_hint(sites: &[Site]) -> Option<&'static str> {
     use crate::runtime::{JIT_MODULE, Runtime, of_module};
     sites
@@ -803,6 +810,8 @@ fn runtime_hint(sites: &[Site]) -> Option<&'static str> {
             match runtime {
                 Runtime::Node => unnamed_js.then_some(runtime),
                 Runtime::Python => (!python_named).then_some(runtime),
+                // Without frame pointers in compiled code the stack ends at the first compiled
+                // Java frame; interpreted methods are not named.
                 Runtime::Java => Some(runtime),
             }
         })

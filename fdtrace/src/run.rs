@@ -323,8 +323,13 @@ pub fn run(opts: Options) -> Result<i32> {
     let mut session = match (&opts.target, &launched, &cgroup) {
         (Target::Pid(pid), _, _) => {
             let pid = *pid;
+            // A JVM writes its perf map when asked (before tracing: its answer is no birth).
+            let mut java = crate::java_attach::PerfMapRequests::default();
+            java.request_now(pid);
             tracer.add_target(pid, root_capture)?;
-            Session::new(attach_running(pid, opts.unwind, recording)?, opts.follow)
+            let mut state = attach_running(pid, opts.unwind, recording)?;
+            state.java = java;
+            Session::new(state, opts.follow)
         }
         (_, Some(l), _) => {
             let capture = root_capture;

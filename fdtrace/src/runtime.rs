@@ -7,6 +7,33 @@ use std::path::{Path, PathBuf};
 /// The `module` of a frame named from a perf map.
 pub const JIT_MODULE: &str = "[jit]";
 
+/// The `module` of a Java method's frame named from the JVM's perf map.
+pub const JAVA_MODULE: &str = "java";
+
+/// A HotSpot perf-map symbol of a compiled method (`RET package.Class.method(ARGS)`, as
+/// `jcmd PID Compiler.perfmap` writes it), as Java stack traces name it: `package.Class.method`.
+fn java_method(symbol: &str) -> Option<String> {
+    let (head, args) = symbol.split_once('(')?;
+    if !args.contains(')') || symbol.starts_with("JS:") {
+        return None;
+    }
+    let name = head.rsplit(' ').next()?;
+    let (class, method) = name.rsplit_once('.')?;
+    let ident = |s: &str| {
+        !s.is_empty()
+            && s.chars()
+                .all(|c| c.is_alphanumeric() || matches!(c, '_' | '$' | '.' | '<' | '>'))
+    };
+    (ident(class) && ident(method)).then(|| name.to_string())
+}
+
+/// Is a Java method (`package.Class.method`) the JDK's own (its class library)?
+pub fn is_jdk_method(name: &str) -> bool {
+    ["java.", "javax.", "jdk.", "sun.", "com.sun."]
+        .iter()
+        .any(|p| name.starts_with(p))
+}
+
 /// A runtime fdtrace knows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Runtime {
@@ -23,7 +50,7 @@ impl Runtime {
                 "JavaScript frames have no names: start node with --perf-basic-prof --interpreted-frames-native-stack (it writes /tmp/perf-PID.map; the second flag names functions V8 has not compiled yet)"
             }
             Runtime::Java => {
-                "Java frames have no names: run `jcmd PID Compiler.perfmap` (JDK 17+), and start the JVM with -XX:+PreserveFramePointer so its stacks can be followed"
+                "Java methods are named from the perf map fdtrace asks the JVM for (as `jcmd PID Compiler.perfmap`, JDK 17+): start the JVM with -XX:+PreserveFramePointer, or the stack ends at the first compiled Java frame; methods still interpreted have no names"
             }
             Runtime::Python => {
                 "Python frames are read from CPython 3.11 to 3.13 only: for another version the interpreter's C frames are shown"
@@ -67,6 +94,9 @@ pub fn of_module(module: &str) -> Option<Runtime> {
         || (name.contains(".so") && !crate::python_stack::is_program_file(module))
     {
         return Some(Runtime::Python);
+    }
+    if name == "libjvm.so" {
+        return Some(Runtime::Java);
     }
     of_name(name)
 }
@@ -132,6 +162,15 @@ impl JitName {
                 line: None,
                 program,
                 module: JIT_MODULE,
+            };
+        }
+        if let Some(method) = java_method(symbol) {
+            return JitName {
+                program: !is_jdk_method(&method),
+                function: method,
+                file: None,
+                line: None,
+                module: JAVA_MODULE,
             };
         }
         let runtime_stub = symbol.contains("Builtin:")
@@ -272,6 +311,17 @@ mod tests {
         assert!(!JitName::parse("Builtin:InterpreterEntryTrampoline").program);
         assert!(!JitName::parse("BytecodeHandler:LdaZero").program);
         assert!(!JitName::parse("Interpreter").program);
+        let n = JitName::parse("java.io.FileInputStream Leak.openJournal(java.lang.String)");
+        assert_eq!(n.function, "Leak.openJournal");
+        assert_eq!(n.module, JAVA_MODULE);
+        assert!(n.program);
+        let n = JitName::parse("void java.io.FileInputStream.<init>(java.io.File)");
+        assert_eq!(n.function, "java.io.FileInputStream.<init>");
+        assert!(!n.program, "the JDK's classes are the runtime's");
+        let n = JitName::parse("void com.example.Pool$Conn.open()");
+        assert_eq!(n.function, "com.example.Pool$Conn.open");
+        assert!(n.program);
+        assert!(!JitName::parse("StubRoutines (1)").program);
     }
 
     #[test]

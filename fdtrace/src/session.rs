@@ -443,6 +443,7 @@ impl Session {
         for p in self.procs.values_mut() {
             if p.exited_ns.is_none() {
                 p.python.seek(p.pid);
+                p.java.first(p.pid);
                 if let Some(layout) = p.python.tell_kernel.take()
                     && let Err(e) = tracer.set_python(p.pid, layout)
                 {

@@ -285,3 +285,113 @@ fn python_3_13_leaks_named_at_their_lines() {
     require_root();
     python_leaks_named_at_their_lines(&pyenv_python("3.13"));
 }
+
+/// Compile and start `java FLAGS Leak N`, attach by pid, let it leak, and return the JSON
+/// report. fdtrace asks the JVM for its perf map itself: no jcmd here.
+fn trace_java(flags: &[&str], n: u32) -> Value {
+    let classes = tempfile::tempdir().unwrap();
+    let st = Command::new("javac")
+        .arg("-d")
+        .arg(classes.path())
+        .arg(source("Leak.java"))
+        .status()
+        .expect("javac (Debian package openjdk-17-jdk-headless; cargo xtask test installs it)");
+    assert!(st.success());
+    let mut child = Killed(
+        Command::new("java")
+            .args(flags)
+            .arg("-cp")
+            .arg(classes.path())
+            .arg("Leak")
+            .arg(n.to_string())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let pid = child.0.id();
+    let mut stdin = child.0.stdin.take().unwrap();
+    let mut stdout = BufReader::new(child.0.stdout.take().unwrap());
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "ready");
+    let json = attach_during(pid, &["--json", "-d", "8"], || {
+        stdin.write_all(b"go\n").unwrap();
+        let mut line = String::new();
+        stdout.read_line(&mut line).unwrap();
+        assert_eq!(line.trim(), "done");
+    });
+    // The map the JVM wrote when fdtrace asked, removed with the process.
+    let _ = std::fs::remove_file(format!("/tmp/perf-{pid}.map"));
+    drop(child);
+    serde_json::from_str(&json).expect("JSON report")
+}
+
+#[test]
+fn java_leaks_named_at_their_methods() {
+    let _g = serial();
+    require_root();
+    let n = 40;
+    let r = trace_java(&["-XX:+PreserveFramePointer"], n);
+    let counts = by_user_function(&r);
+    eprintln!("{counts:?}");
+    // Java frames have no file in the perf map.
+    let at = |f: &str| counts.get(&(f.to_string(), "?".to_string())).copied();
+    assert_eq!(at("Leak.openJournal"), Some(n as u64), "{counts:?}");
+    assert_eq!(at("Leak.dial"), Some(n as u64), "{counts:?}");
+    assert_eq!(
+        counts.values().sum::<u64>(),
+        2 * n as u64,
+        "nothing else leaked (readConfig and the server thread close theirs): {counts:?}"
+    );
+    assert_eq!(
+        sites(&r).len(),
+        2,
+        "one site per Java method, whichever tier ran it"
+    );
+    for s in sites(&r) {
+        let i = s["user_frame"].as_u64().unwrap() as usize;
+        for f in &s["frames"].as_array().unwrap()[..i] {
+            // Below the program's method: libc, the JVM's and the JDK's native code, the
+            // JDK's own Java methods.
+            let m = f["module"].as_str().unwrap_or("");
+            assert!(
+                m == "java"
+                    && f["function"]
+                        .as_str()
+                        .is_some_and(|n| n.starts_with("java.")
+                            || n.starts_with("sun.")
+                            || n.starts_with("jdk."))
+                    || m.contains("libc")
+                    || m.starts_with("/usr/lib/jvm/")
+                    || m == "[jit]",
+                "a frame below the user frame that is not the runtime's: {f}"
+            );
+        }
+    }
+    assert!(r["runtime_hint"].is_null(), "{}", r["runtime_hint"]);
+    assert!(r["drift"]["missed_opens"].as_array().unwrap().is_empty());
+    assert!(r["drift"]["missed_closes"].as_array().unwrap().is_empty());
+}
+
+#[test]
+fn java_without_frame_pointers_says_what_to_add() {
+    let _g = serial();
+    require_root();
+    let r = trace_java(&[], 20);
+    let counts = by_user_function(&r);
+    // Compiled code uses rbp as it likes: the stack ends at the first compiled frames, the
+    // JDK's; never a wrong frame of the program's.
+    assert_eq!(
+        counts.get(&("(none)".to_string(), String::new())),
+        Some(&40),
+        "{counts:?}"
+    );
+    assert!(
+        r["runtime_hint"]
+            .as_str()
+            .is_some_and(|h| h.contains("-XX:+PreserveFramePointer")),
+        "{}",
+        r["runtime_hint"]
+    );
+}

@@ -95,6 +95,18 @@ pub const NEEDS: &[Need] = &[
         users: &[For::Test],
     },
     Need {
+        probe: Probe::File("/usr/bin/python3.11"),
+        package: "python3.11",
+        why: "a real CPython (Debian's 3.11) for the runtime tests",
+        users: &[For::Test, For::Bench],
+    },
+    Need {
+        probe: Probe::Program("javac"),
+        package: "openjdk-17-jdk-headless",
+        why: "a real JVM (and javac) for the runtime tests",
+        users: &[For::Test],
+    },
+    Need {
         probe: Probe::Program("prometheus"),
         package: "prometheus",
         why: "a real Prometheus server scrapes the agent",
