@@ -498,6 +498,18 @@ fn walk_frame_pointers(ctx: &TracePointContext, dst: &mut [u8; STACK_BYTES]) -> 
     if n > 0 { n as u32 } else { 0 }
 }
 
+/// For the programs that run before a birth's own (`exit_deep_stack`, `exit_python_frames`):
+/// will the birth at this exit be sent with its stack? Not when the syscall failed (but with
+/// EMFILE/ENFILE, which is counted at its stack), nor under load (the shed rule).
+#[inline(always)]
+fn birth_gets_its_stack(ctx: &TracePointContext) -> bool {
+    let ret: i64 = field(ctx, RET);
+    if ret < 0 && ret != -EMFILE && ret != -ENFILE {
+        return false;
+    }
+    EVENTS.query(BPF_RB_AVAIL_DATA as u64) < shed_bytes()
+}
+
 /// Language runtimes (`capture::chunks` of the target's value): the stack beyond the birth
 /// record's own copy, in `capture::CHUNK_BYTES` pieces sent before the birth. Attached to a
 /// birth's exit tracepoint before its birth program, so it runs first there (a tracepoint runs
@@ -513,12 +525,7 @@ pub fn exit_deep_stack(ctx: TracePointContext) -> u32 {
     if chunks == 0 {
         return 0;
     }
-    let ret: i64 = field(&ctx, RET);
-    if ret < 0 && ret != -EMFILE && ret != -ENFILE {
-        return 0;
-    }
-    // Under load the birth goes without its stack: no pieces either.
-    if EVENTS.query(BPF_RB_AVAIL_DATA as u64) >= shed_bytes() {
+    if !birth_gets_its_stack(&ctx) {
         return 0;
     }
     let sp = user_regs().sp;

@@ -12,10 +12,7 @@ use aya_ebpf::{
 };
 use fdtrace_common::{PyFramesEvent, PyLayout, kind, py};
 
-use crate::{
-    BPF_RB_AVAIL_DATA, BPF_RB_NO_WAKEUP, EMFILE, ENFILE, EVENTS, RET, bump, field, header,
-    shed_bytes, stat, user_regs,
-};
+use crate::{BPF_RB_NO_WAKEUP, EVENTS, birth_gets_its_stack, bump, header, stat, user_regs};
 
 /// Python processes among the targets: where their interpreter keeps its frames.
 #[map]
@@ -65,12 +62,7 @@ pub fn exit_python_frames(ctx: TracePointContext) -> u32 {
     let Some(l) = (unsafe { PY_PROCS.get(&((pid_tgid >> 32) as u32)) }).copied() else {
         return 0;
     };
-    let ret: i64 = field(&ctx, RET);
-    if ret < 0 && ret != -EMFILE && ret != -ENFILE {
-        return 0;
-    }
-    // Under load the birth goes without its stack: without its Python frames too.
-    if EVENTS.query(BPF_RB_AVAIL_DATA as u64) >= shed_bytes() {
+    if !birth_gets_its_stack(&ctx) {
         return 0;
     }
     let ts = thread_state(&l, pid_tgid as u32);

@@ -1,5 +1,6 @@
-//! Language runtimes: the program's own functions named in their language (Node.js from the
-//! perf map `node --perf-basic-prof` writes), never the runtime's native code.
+//! Language runtimes: the program's own functions named in their language (Python from the
+//! interpreter's frames, with lines; Java from the perf map fdtrace asks the JVM for; Node.js
+//! from the perf map `node --perf-basic-prof` writes), never the runtime's native code.
 mod common;
 
 use common::*;
@@ -7,41 +8,16 @@ use serde_json::Value;
 use std::io::{BufRead as _, BufReader, Write as _};
 use std::process::{Command, Stdio};
 
-/// (user frame's function, file basename) → count, over every site.
-fn by_user_function(r: &Value) -> std::collections::BTreeMap<(String, String), u64> {
-    let mut m = std::collections::BTreeMap::new();
-    for s in sites(r) {
-        let key = match s["user_frame"].as_u64() {
-            Some(i) => {
-                let f = &s["frames"][i as usize];
-                (
-                    f["function"].as_str().unwrap_or("?").to_string(),
-                    f["file"]
-                        .as_str()
-                        .and_then(|p| p.rsplit('/').next())
-                        .unwrap_or("?")
-                        .to_string(),
-                )
-            }
-            None => ("(none)".to_string(), String::new()),
-        };
-        *m.entry(key).or_default() += s["count"].as_u64().unwrap();
-    }
-    m
-}
-
-/// Start `node ARGS leak.js N`, attach by pid, let it leak, and return the JSON report.
-fn trace_node(node_args: &[&str], n: u32) -> Value {
+/// Start `cmd` (a program that prints "ready", waits for a line, leaks, prints "done" and waits
+/// again), attach to it by pid for `secs` seconds while it leaks, end it, and return the JSON
+/// report. The perf map a runtime wrote is removed with it.
+fn trace_ready(mut cmd: Command, secs: u32) -> Value {
+    let program = format!("{:?}", cmd.get_program());
     let mut child = Killed(
-        Command::new("node")
-            .args(node_args)
-            .arg(source("leak.js"))
-            .arg(n.to_string())
-            .current_dir(std::env::temp_dir())
-            .stdin(Stdio::piped())
+        cmd.stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
-            .expect("node (Debian package nodejs; cargo xtask test installs it)"),
+            .unwrap_or_else(|e| panic!("{program}: {e}")),
     );
     let pid = child.0.id();
     let mut stdin = child.0.stdin.take().unwrap();
@@ -49,16 +25,25 @@ fn trace_node(node_args: &[&str], n: u32) -> Value {
     let mut line = String::new();
     stdout.read_line(&mut line).unwrap();
     assert_eq!(line.trim(), "ready");
-    let json = attach_during(pid, &["--json", "-d", "8"], || {
+    let json = attach_during(pid, &["--json", "-d", &secs.to_string()], || {
         stdin.write_all(b"go\n").unwrap();
         let mut line = String::new();
         stdout.read_line(&mut line).unwrap();
         assert_eq!(line.trim(), "done");
     });
-    // The perf map node wrote, removed with the process.
     let _ = std::fs::remove_file(format!("/tmp/perf-{pid}.map"));
     drop(child);
     serde_json::from_str(&json).expect("JSON report")
+}
+
+/// Start `node ARGS leak.js N`, attach by pid, let it leak, and return the JSON report.
+fn trace_node(node_args: &[&str], n: u32) -> Value {
+    let mut cmd = Command::new("node");
+    cmd.args(node_args)
+        .arg(source("leak.js"))
+        .arg(n.to_string())
+        .current_dir(std::env::temp_dir());
+    trace_ready(cmd, 8)
 }
 
 #[test]
@@ -70,10 +55,10 @@ fn node_leak_named_at_its_javascript_function() {
         &["--perf-basic-prof", "--interpreted-frames-native-stack"],
         60,
     );
-    let counts = by_user_function(&r);
+    let counts = by_user_line(&r);
     eprintln!("{counts:?}");
     assert_eq!(
-        counts.get(&("openJournal".to_string(), "leak.js".to_string())),
+        counts.get(&("openJournal".to_string(), "leak.js".to_string(), 0)),
         Some(&60),
         "every leaked file at openJournal: {counts:?}"
     );
@@ -104,9 +89,9 @@ fn node_without_a_perf_map_says_how_to_get_names() {
     let _g = serial();
     require_root();
     let r = trace_node(&[], 30);
-    let counts = by_user_function(&r);
+    let counts = by_user_line(&r);
     assert_eq!(
-        counts.get(&("(none)".to_string(), String::new())),
+        counts.get(&("(none)".to_string(), String::new(), 0)),
         Some(&30),
         "libuv, V8 and Node's C++ are never the program's frame: {counts:?}"
     );
@@ -119,7 +104,7 @@ fn node_without_a_perf_map_says_how_to_get_names() {
     );
 }
 
-/// (user frame's function, file basename, line) → count, over every site.
+/// (user frame's function, file basename, line or 0) → count, over every site ("?": no file).
 fn by_user_line(r: &Value) -> std::collections::BTreeMap<(String, String, u64), u64> {
     let mut m = std::collections::BTreeMap::new();
     for s in sites(r) {
@@ -151,29 +136,9 @@ fn line_of(marker: &str) -> u64 {
 
 /// Start `PYTHON leak.py N`, attach by pid, let it leak, and return the JSON report.
 fn trace_python(python: &std::path::Path, n: u32) -> Value {
-    let mut child = Killed(
-        Command::new(python)
-            .arg(source("leak.py"))
-            .arg(n.to_string())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("{}: {e}", python.display())),
-    );
-    let pid = child.0.id();
-    let mut stdin = child.0.stdin.take().unwrap();
-    let mut stdout = BufReader::new(child.0.stdout.take().unwrap());
-    let mut line = String::new();
-    stdout.read_line(&mut line).unwrap();
-    assert_eq!(line.trim(), "ready");
-    let json = attach_during(pid, &["--json", "-d", "6"], || {
-        stdin.write_all(b"go\n").unwrap();
-        let mut line = String::new();
-        stdout.read_line(&mut line).unwrap();
-        assert_eq!(line.trim(), "done");
-    });
-    drop(child);
-    serde_json::from_str(&json).expect("JSON report")
+    let mut cmd = Command::new(python);
+    cmd.arg(source("leak.py")).arg(n.to_string());
+    trace_ready(cmd, 6)
 }
 
 /// The leaks of `leak.py` under `python`: each at its Python line, nothing else.
@@ -287,7 +252,8 @@ fn python_3_13_leaks_named_at_their_lines() {
 }
 
 /// Compile and start `java FLAGS Leak N`, attach by pid, let it leak, and return the JSON
-/// report. fdtrace asks the JVM for its perf map itself: no jcmd here.
+/// report. fdtrace asks the JVM for its perf map itself: no jcmd here (the map the JVM wrote is
+/// removed with it).
 fn trace_java(flags: &[&str], n: u32) -> Value {
     let classes = tempfile::tempdir().unwrap();
     let st = Command::new("javac")
@@ -297,34 +263,13 @@ fn trace_java(flags: &[&str], n: u32) -> Value {
         .status()
         .expect("javac (Debian package openjdk-17-jdk-headless; cargo xtask test installs it)");
     assert!(st.success());
-    let mut child = Killed(
-        Command::new("java")
-            .args(flags)
-            .arg("-cp")
-            .arg(classes.path())
-            .arg("Leak")
-            .arg(n.to_string())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    let pid = child.0.id();
-    let mut stdin = child.0.stdin.take().unwrap();
-    let mut stdout = BufReader::new(child.0.stdout.take().unwrap());
-    let mut line = String::new();
-    stdout.read_line(&mut line).unwrap();
-    assert_eq!(line.trim(), "ready");
-    let json = attach_during(pid, &["--json", "-d", "8"], || {
-        stdin.write_all(b"go\n").unwrap();
-        let mut line = String::new();
-        stdout.read_line(&mut line).unwrap();
-        assert_eq!(line.trim(), "done");
-    });
-    // The map the JVM wrote when fdtrace asked, removed with the process.
-    let _ = std::fs::remove_file(format!("/tmp/perf-{pid}.map"));
-    drop(child);
-    serde_json::from_str(&json).expect("JSON report")
+    let mut cmd = Command::new("java");
+    cmd.args(flags)
+        .arg("-cp")
+        .arg(classes.path())
+        .arg("Leak")
+        .arg(n.to_string());
+    trace_ready(cmd, 8)
 }
 
 #[test]
@@ -333,10 +278,10 @@ fn java_leaks_named_at_their_methods() {
     require_root();
     let n = 40;
     let r = trace_java(&["-XX:+PreserveFramePointer"], n);
-    let counts = by_user_function(&r);
+    let counts = by_user_line(&r);
     eprintln!("{counts:?}");
     // Java frames have no file in the perf map.
-    let at = |f: &str| counts.get(&(f.to_string(), "?".to_string())).copied();
+    let at = |f: &str| counts.get(&(f.to_string(), "?".to_string(), 0)).copied();
     assert_eq!(at("Leak.openJournal"), Some(n as u64), "{counts:?}");
     assert_eq!(at("Leak.dial"), Some(n as u64), "{counts:?}");
     assert_eq!(
@@ -379,11 +324,11 @@ fn java_without_frame_pointers_says_what_to_add() {
     let _g = serial();
     require_root();
     let r = trace_java(&[], 20);
-    let counts = by_user_function(&r);
+    let counts = by_user_line(&r);
     // Compiled code uses rbp as it likes: the stack ends at the first compiled frames, the
     // JDK's; never a wrong frame of the program's.
     assert_eq!(
-        counts.get(&("(none)".to_string(), String::new())),
+        counts.get(&("(none)".to_string(), String::new(), 0)),
         Some(&40),
         "{counts:?}"
     );
