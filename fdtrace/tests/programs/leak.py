@@ -1,4 +1,5 @@
-# Leaks N files in a method and N connections in a function, and handles others correctly
+# Leaks N files in a method, N connections in a function and N pipes in another thread, and
+# handles others correctly
 # (read_config closes its file; the server thread closes what it accepts). Waits for a line
 # on stdin before it starts (fdtrace attaches to it by pid first), prints "done" after.
 import os
@@ -24,6 +25,15 @@ def dial(port):
     return socket.create_connection(("127.0.0.1", port))  # LEAK: socket
 
 
+def make_pipe():
+    return os.pipe()  # LEAK: pipe
+
+
+def worker(n):
+    for _ in range(n):
+        kept.append(make_pipe())
+
+
 def serve(server):
     while True:
         conn, _ = server.accept()
@@ -41,6 +51,9 @@ def main():
         kept.append(journal.open(os.devnull))
         read_config(__file__)
         kept.append(dial(port))
+    t = threading.Thread(target=worker, args=(N,))
+    t.start()
+    t.join()
     print("done", flush=True)
     sys.stdin.readline()
 
