@@ -37,6 +37,7 @@ pub mod report;
 pub mod retention;
 pub mod run;
 pub mod runtime;
+pub mod runtime_frames;
 pub mod session;
 pub mod sockets;
 pub mod stack_scan;

@@ -91,13 +91,8 @@ pub struct State {
     go_links: GoLinks,
     /// Language runtimes: the pieces of stack sent before each birth.
     deep: crate::deep_stack::DeepStacks,
-    /// The runtime's perf map (JIT frames' names), and when it was last looked for.
-    perf_map: Option<crate::runtime::PerfMap>,
-    perf_map_sought: Option<Instant>,
-    /// CPython: the interpreter and the Python frames sent before each birth.
-    pub python: crate::python_stack::PythonProc,
-    /// HotSpot: the perf maps fdtrace asked the JVM for.
-    pub java: crate::java_attach::PerfMapRequests,
+    /// Frames named by the language runtime (JIT code, Python).
+    pub runtime: crate::runtime_frames::RuntimeFrames,
 }
 
 impl State {
@@ -124,10 +119,7 @@ impl State {
             touched: Default::default(),
             go_links: GoLinks::default(),
             deep: Default::default(),
-            perf_map: None,
-            perf_map_sought: None,
-            python: Default::default(),
-            java: Default::default(),
+            runtime: crate::runtime_frames::RuntimeFrames::new(pid),
         }
     }
 
@@ -291,56 +283,18 @@ impl State {
         }
         let unwound = self.unwind(o);
         let unwound = self.go_links.join(unwound, o.goid, o.parent_goid, o.gopc);
-        let (unwound, python) = self.python.splice_into(o.hdr.tid, o.sp, unwound);
-        let mut jit = self.jit_names(&unwound);
-        jit.extend(python);
+        let unwinder = &self.unwinder;
+        let (unwound, names) = self
+            .runtime
+            .name(o.hdr.tid, o.sp, unwound, |a| unwinder.is_jit(a));
         self.stacks
-            .intern_named(unwound, self.unwinder.mappings(), jit)
+            .intern_named(unwound, self.unwinder.mappings(), names)
     }
 
     /// Before a report: name the JIT frames of stacks seen before the runtime's perf map
     /// named their code.
     pub fn name_jit_frames(&mut self) {
-        if self.perf_map.is_none() {
-            self.perf_map = crate::runtime::PerfMap::of(self.pid);
-        }
-        if let Some(map) = self.perf_map.as_mut() {
-            self.stacks.name_jit(|a| map.lookup(a));
-        }
-    }
-
-    /// The names of a stack's JIT frames, from the runtime's perf map (looked for at most once
-    /// a second while the process has none).
-    fn jit_names(&mut self, unwound: &Unwound) -> Vec<(u64, crate::runtime::JitName)> {
-        let in_jit: Vec<&unwind::RawFrame> = unwound
-            .frames
-            .iter()
-            .filter(|f| self.unwinder.is_jit(f.lookup))
-            .collect();
-        if in_jit.is_empty() {
-            return Vec::new();
-        }
-        if self.perf_map.is_none()
-            && self
-                .perf_map_sought
-                .is_none_or(|t| t.elapsed() >= Duration::from_secs(1))
-        {
-            self.perf_map_sought = Some(Instant::now());
-            self.perf_map = crate::runtime::PerfMap::of(self.pid);
-        }
-        let Some(map) = self.perf_map.as_mut() else {
-            self.java.request(self.pid);
-            return Vec::new();
-        };
-        let named: Vec<_> = in_jit
-            .iter()
-            .filter_map(|f| map.lookup(f.lookup).map(|n| (f.addr, n)))
-            .collect();
-        if named.len() < in_jit.len() {
-            // A JVM: code compiled since its map was written.
-            self.java.request(self.pid);
-        }
-        named
+        self.runtime.name_late(&mut self.stacks);
     }
 
     /// Unwind the stack of a birth with the method its capture calls for.
@@ -672,7 +626,10 @@ impl State {
                 sp,
                 frames,
                 truncated,
-            } => self.python.on_frames(hdr.tid, sp, frames, truncated),
+            } => self
+                .runtime
+                .python
+                .on_frames(hdr.tid, sp, frames, truncated),
             Event::Close { hdr, fd } => {
                 self.log(Record::Close {
                     ts_ns: hdr.ts_ns,
@@ -714,8 +671,7 @@ impl State {
                 });
                 let n = self.table.exec();
                 debug!("exec: {n} close-on-exec descriptors closed");
-                self.python.reset();
-                self.java.reset();
+                self.runtime.exec();
                 self.refresh_maps(true);
                 if self.mode == UnwindMode::Auto {
                     // The process's own executable, whatever namespace its path is in.

@@ -328,7 +328,7 @@ pub fn run(opts: Options) -> Result<i32> {
             java.request_now(pid);
             tracer.add_target(pid, root_capture)?;
             let mut state = attach_running(pid, opts.unwind, recording)?;
-            state.java = java;
+            state.runtime.java = java;
             Session::new(state, opts.follow)
         }
         (_, Some(l), _) => {

@@ -441,14 +441,11 @@ impl Session {
             tracer.remove_target(pid);
         }
         for p in self.procs.values_mut() {
-            if p.exited_ns.is_none() {
-                p.python.seek(p.pid);
-                p.java.first(p.pid);
-                if let Some(layout) = p.python.tell_kernel.take()
-                    && let Err(e) = tracer.set_python(p.pid, layout)
-                {
-                    warn!("pid {}: Python frames will not be read: {e:#}", p.pid);
-                }
+            if p.exited_ns.is_none()
+                && let Some(layout) = p.runtime.tick()
+                && let Err(e) = tracer.set_python(p.pid, layout)
+            {
+                warn!("pid {}: Python frames will not be read: {e:#}", p.pid);
             }
             if let Some(c) = p.capture_change.take()
                 && p.exited_ns.is_none()
