@@ -43,8 +43,12 @@ pub fn capture_for(mode: UnwindMode, exe: Option<&Path>) -> u16 {
         UnwindMode::Auto => {
             if exe.is_some_and(unwind::is_go_binary) {
                 capture::FRAME_POINTERS
-            } else if exe.and_then(crate::runtime::of_exe).is_some() {
-                // The program's frames sit under the runtime's: copy the stack deeper.
+            } else if exe
+                .and_then(crate::runtime::of_exe)
+                .is_some_and(|r| r != crate::runtime::Runtime::Python)
+            {
+                // The program's frames sit under the runtime's: copy the stack deeper. (Python's
+                // are read from the interpreter: the native frames above them fit the copy.)
                 capture::deep_copy(capture::MAX_CHUNKS)
             } else {
                 capture::STACK_COPY

@@ -311,7 +311,13 @@ pub fn run(opts: Options) -> Result<i32> {
         (_, Some(l)) => capture_for(opts.unwind, Some(&l.program)),
         _ => capture::STACK_COPY,
     };
-    let deep = cgroup.is_some() || capture::chunks(u32::from(root_capture)) > 0;
+    // CPython: its frames are read by a program of the same set.
+    let python_root = match (&opts.target, &launched) {
+        (Target::Pid(pid), _) => crate::runtime::of_exe(&PathBuf::from(format!("/proc/{pid}/exe"))),
+        (_, Some(l)) => crate::runtime::of_exe(&l.program),
+        _ => None,
+    } == Some(crate::runtime::Runtime::Python);
+    let deep = cgroup.is_some() || capture::chunks(u32::from(root_capture)) > 0 || python_root;
     let mut tracer = Tracer::load_for(opts.ring_mb << 20, cgroup.is_some(), deep)?;
     tracer.go_links = opts.go_links;
     tracer.set_follow(opts.follow || cgroup.is_some())?;
