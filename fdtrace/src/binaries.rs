@@ -47,6 +47,30 @@ pub fn source(m: &Mapped) -> Option<PathBuf> {
         .map(|(_, p)| p.clone())
 }
 
+/// [`source`] of a line of `/proc/PID/maps` (None for anonymous and special mappings).
+pub fn source_of(pid: u32, m: &procfs::process::MemoryMap) -> Option<PathBuf> {
+    let procfs::process::MMapPath::Path(path) = &m.pathname else {
+        return None;
+    };
+    source(&Mapped {
+        pid,
+        start: m.address.0,
+        end: m.address.1,
+        path,
+        dev: makedev(m.dev.0, m.dev.1),
+        inode: m.inode,
+    })
+}
+
+/// Where the first page of `path`'s file (offset 0) is mapped in `maps`.
+pub fn first_page(maps: &procfs::process::MemoryMaps, path: &Path) -> Option<u64> {
+    maps.iter()
+        .find(|x| {
+            x.offset == 0 && matches!(&x.pathname, procfs::process::MMapPath::Path(p) if p == path)
+        })
+        .map(|x| x.address.0)
+}
+
 fn open(m: &Mapped) -> Option<std::fs::File> {
     // The mapped file itself, whatever namespace or state its path is in (root only).
     let map_files = format!("/proc/{}/map_files/{:x}-{:x}", m.pid, m.start, m.end);

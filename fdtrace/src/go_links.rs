@@ -20,14 +20,13 @@ use crate::{
     unwind::{RawFrame, StackUnwinder, Unwound},
 };
 
+/// The goroutine id in a marker's address.
+use crate::frame_tags::LOW_BITS as MARKER_ID_BITS;
 /// Addresses with these top 16 bits stand for a marker frame, never for code: they are not
 /// canonical x86_64 addresses (bits 63 to 47 differ), so no stack holds them. The goroutine
 /// that asked for a connection follows a `REQUESTED` marker; the `go` statement that started
 /// the birth's goroutine follows a `CREATED` one.
-const REQUESTED: u64 = 0xdead_0000_0000_0000;
-const CREATED: u64 = 0xdeac_0000_0000_0000;
-/// The goroutine id in a marker's address.
-const MARKER_ID_BITS: u64 = (1 << 48) - 1;
+use crate::frame_tags::{GO_CREATED as CREATED, GO_REQUESTED as REQUESTED};
 
 /// Requests waiting for their dial, and dialing goroutines, kept at most (the oldest go first).
 const MAX_LINKS: usize = 4096;
@@ -245,6 +244,7 @@ mod tests {
                 .collect(),
             truncated: false,
             method: Method::Fp,
+            ..Default::default()
         }
     }
 

@@ -323,6 +323,7 @@ impl State {
                     frames: Vec::new(),
                     truncated: false,
                     method: unwind::Method::Shed,
+                    ..Default::default()
                 }
             }
             UserStack::None => {

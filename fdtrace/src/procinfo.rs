@@ -182,20 +182,13 @@ pub fn exec_maps(pid: u32) -> (Vec<Mapping>, Vec<(u64, u64)>) {
         .into_iter()
         .filter(|m| m.perms.contains(MMPermissions::EXECUTE))
     {
-        match m.pathname {
+        match &m.pathname {
             MMapPath::Path(path) => files.push(Mapping {
                 start: m.address.0,
                 end: m.address.1,
                 offset: m.offset,
-                source: crate::binaries::source(&crate::binaries::Mapped {
-                    pid,
-                    start: m.address.0,
-                    end: m.address.1,
-                    path: &path,
-                    dev: crate::binaries::makedev(m.dev.0, m.dev.1),
-                    inode: m.inode,
-                }),
-                path,
+                source: crate::binaries::source_of(pid, &m),
+                path: path.clone(),
             }),
             MMapPath::Anonymous => jit.push((m.address.0, m.address.1)),
             _ => {}

@@ -3,10 +3,9 @@
 //! needs to read code objects (`CodeLayout`). 3.11 and 3.12 from tables (measured with
 //! `offsetof` against each version's internal headers); 3.13 from the offsets the interpreter
 //! publishes itself (`_PyRuntime.debug_offsets`).
-use std::{
-    os::unix::fs::FileExt as _,
-    path::{Path, PathBuf},
-};
+use std::path::{Path, PathBuf};
+
+pub use crate::remote_memory::Memory;
 
 use fdtrace_common::{PyLayout, py};
 use object::{Object as _, ObjectSegment as _, ObjectSymbol as _};
@@ -214,33 +213,6 @@ fn symbols_of(file: &Path) -> Option<Symbols> {
     (s.runtime != 0 && s.code_type != 0).then_some(s)
 }
 
-/// A process's memory, read through `/proc/PID/mem`.
-pub struct Memory {
-    file: std::fs::File,
-}
-
-impl Memory {
-    pub fn of(pid: u32) -> Option<Memory> {
-        Some(Memory {
-            file: std::fs::File::open(format!("/proc/{pid}/mem")).ok()?,
-        })
-    }
-
-    pub fn read(&self, addr: u64, buf: &mut [u8]) -> bool {
-        addr != 0 && self.file.read_exact_at(buf, addr).is_ok()
-    }
-
-    pub fn u64(&self, addr: u64) -> Option<u64> {
-        let mut b = [0u8; 8];
-        self.read(addr, &mut b).then(|| u64::from_le_bytes(b))
-    }
-
-    pub fn u32(&self, addr: u64) -> Option<u32> {
-        let mut b = [0u8; 4];
-        self.read(addr, &mut b).then(|| u32::from_le_bytes(b))
-    }
-}
-
 /// The CPython interpreter of process `pid`: Ok(None) when none of its mapped files is one (not
 /// Python, or its libpython not loaded yet); an error for a version fdtrace cannot read.
 pub fn find(pid: u32) -> Result<Option<Interpreter>, Unsupported> {
@@ -257,26 +229,17 @@ pub fn find(pid: u32) -> Result<Option<Interpreter>, Unsupported> {
             continue;
         }
         seen.push(path.clone());
-        let Some(host) = crate::binaries::source(&crate::binaries::Mapped {
-            pid,
-            start: m.address.0,
-            end: m.address.1,
-            path,
-            dev: crate::binaries::makedev(m.dev.0, m.dev.1),
-            inode: m.inode,
-        }) else {
+        let Some(host) = crate::binaries::source_of(pid, m) else {
             continue;
         };
         let Some(sym) = symbols_of(&host) else {
             continue;
         };
         // The load bias: where the file's first page is mapped, less what it asked for.
-        let Some(first) = maps.iter().find(|x| {
-            x.offset == 0 && matches!(&x.pathname, procfs::process::MMapPath::Path(p) if p == path)
-        }) else {
+        let Some(first) = crate::binaries::first_page(&maps, path) else {
             continue;
         };
-        let bias = first.address.0.wrapping_sub(sym.base);
+        let bias = first.wrapping_sub(sym.base);
         let Some(mem) = Memory::of(pid) else {
             return Ok(None);
         };

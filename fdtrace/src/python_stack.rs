@@ -118,14 +118,9 @@ impl PythonProc {
     }
 }
 
-/// Tag of a Python frame's address in a stack (a non-canonical address: never code).
-const PY_TAG: u64 = 0xdeab << 48;
-
 /// A Python frame as a frame of the stack, and its name.
 fn frame_of(n: Named) -> (RawFrame, JitName) {
-    use std::hash::BuildHasher as _;
-    let h = foldhash::fast::FixedState::with_seed(1).hash_one(&n);
-    let addr = PY_TAG | (h & 0xffff_ffff_ffff);
+    let addr = crate::frame_tags::hashed(crate::frame_tags::PYTHON, &n);
     let program = is_program_file(&n.file);
     (
         RawFrame { addr, lookup: addr },
@@ -239,6 +234,7 @@ mod tests {
                 .collect(),
             truncated: false,
             method: crate::unwind::Method::Dwarf,
+            ..Default::default()
         }
     }
 

@@ -443,6 +443,7 @@ impl Replay {
                             2 => Method::Shed,
                             _ => Method::Dwarf,
                         },
+                        ..Default::default()
                     },
                     mappings,
                 );

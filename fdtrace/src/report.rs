@@ -522,9 +522,21 @@ pub fn is_library_frame_in(f: &Frame, goroots: &[String]) -> bool {
 pub fn user_frame(frames: &[Frame]) -> Option<usize> {
     let roots = goroots(frames);
     let own = |f: &Frame| !is_library_frame_in(f, &roots);
+    // A frame a language runtime named is the program's code as the runtime knows it, line or
+    // not (a compiled Java method, a JavaScript function).
+    let runtime_named = |f: &Frame| {
+        f.module.as_deref().is_some_and(|m| {
+            [
+                crate::runtime::JIT_MODULE,
+                crate::runtime::JAVA_MODULE,
+                crate::python_code::PY_MODULE,
+            ]
+            .contains(&m)
+        })
+    };
     frames
         .iter()
-        .position(|f| own(f) && f.line.is_some())
+        .position(|f| own(f) && (f.line.is_some() || runtime_named(f)))
         .or_else(|| frames.iter().position(own))
 }
 

@@ -1,12 +1,14 @@
 //! A traced process's frames in its language runtime's terms, one per process: JIT frames
-//! named from the runtime's perf map (Node.js; Java, whose map fdtrace asks the JVM for) and
-//! Python frames read from the interpreter, put into its native stacks.
+//! named from the runtime's perf map (Node.js; Java, whose map fdtrace asks the JVM for), Java
+//! frames the JVM's interpreter runs (read from the JVM) and Python frames read from the
+//! interpreter, put into its native stacks.
 use std::time::{Duration, Instant};
 
 use fdtrace_common::PyLayout;
 
 use crate::{
     java_attach::PerfMapRequests,
+    java_vm::JavaVm,
     python_stack::PythonProc,
     runtime::{JitName, PerfMap},
     stacks::StackStore,
@@ -22,6 +24,8 @@ pub struct RuntimeFrames {
     pub python: PythonProc,
     /// HotSpot: the perf maps fdtrace asked the JVM for.
     pub java: PerfMapRequests,
+    /// HotSpot: the JVM's description of itself, looked for once (at the first JIT frame).
+    java_vm: Option<Option<JavaVm>>,
 }
 
 impl RuntimeFrames {
@@ -32,6 +36,7 @@ impl RuntimeFrames {
             perf_map_sought: None,
             python: Default::default(),
             java: Default::default(),
+            java_vm: None,
         }
     }
 
@@ -48,6 +53,7 @@ impl RuntimeFrames {
     pub fn exec(&mut self) {
         self.python.reset();
         self.java.reset();
+        self.java_vm = None;
         self.perf_map = None;
         self.perf_map_sought = None;
     }
@@ -61,8 +67,48 @@ impl RuntimeFrames {
         unwound: Unwound,
         is_jit: impl Fn(u64) -> bool,
     ) -> (Unwound, Vec<(u64, JitName)>) {
-        let (unwound, mut names) = self.python.splice_into(tid, sp, unwound);
+        let (unwound, mut names) = self.interpreted_java(unwound);
+        let (unwound, python) = self.python.splice_into(tid, sp, unwound);
+        names.extend(python);
         names.extend(self.jit_names(&unwound, is_jit));
+        (unwound, names)
+    }
+
+    /// The frames of a stack that HotSpot's interpreter runs, named as their method and line
+    /// (each gets an address of its own: the interpreter's code is the same for every method).
+    fn interpreted_java(&mut self, mut unwound: Unwound) -> (Unwound, Vec<(u64, JitName)>) {
+        let slots = std::mem::take(&mut unwound.jit_slots);
+        if slots.is_empty() {
+            return (unwound, Vec::new());
+        }
+        let pid = self.pid;
+        let Some(vm) = self.java_vm.get_or_insert_with(|| JavaVm::find(pid)) else {
+            return (unwound, Vec::new());
+        };
+        let mut names = Vec::new();
+        for (i, method, bcp) in slots {
+            let Some(f) = unwound.frames.get_mut(i) else {
+                continue;
+            };
+            if !vm.is_interpreter(f.lookup) {
+                continue;
+            }
+            let Some(j) = vm.frame(method, bcp) else {
+                continue;
+            };
+            let addr = crate::frame_tags::hashed(crate::frame_tags::JAVA, &j);
+            *f = crate::unwind::RawFrame { addr, lookup: addr };
+            names.push((
+                addr,
+                JitName {
+                    program: !crate::runtime::is_jdk_method(&j.function),
+                    function: j.function,
+                    file: j.file,
+                    line: j.line,
+                    module: crate::runtime::JAVA_MODULE,
+                },
+            ));
+        }
         (unwound, names)
     }
 

@@ -28,8 +28,10 @@ fn grouping_key(mut frames: Vec<RawFrame>) -> (Vec<RawFrame>, Vec<(usize, RawFra
 
 /// The key of a stack with frames named by the runtime (JIT frames from a perf map, Python
 /// frames): its native frames up to the first named frame, less the runtime's own, then the
-/// named frames alone, each by its name, up to the first of the program's own: one site per
-/// call in the program's source, whichever tier compiled it (other addresses, interpreter
+/// named frames alone, each by its name, up to the first of the program's own (the runtime's
+/// library frames by function alone: a JDK method's line is known only while it is
+/// interpreted, and which line of a library led to the syscall is not the program's call site):
+/// one site per call in the program's source, whichever tier compiled it (other addresses, interpreter
 /// trampolines between its frames or not), whichever tier its callers run in (an interpreted
 /// caller's frame is the interpreter's, not its own), and whichever path through the runtime's
 /// C code led from it to the syscall.
@@ -51,9 +53,11 @@ fn jit_key(frames: &[RawFrame], names: &[(u64, JitName)], all: &[Mapping]) -> Ve
         .collect();
     for f in &frames[first..] {
         if let Some(n) = name_of(f.addr) {
-            use std::hash::BuildHasher as _;
-            let h = foldhash::fast::FixedState::with_seed(0).hash_one(n);
-            let a = JIT_KEY_TAG | (h & 0xffff_ffff_ffff);
+            let a = if n.program {
+                crate::frame_tags::hashed(crate::frame_tags::JIT_KEY, n)
+            } else {
+                crate::frame_tags::hashed(crate::frame_tags::JIT_KEY, &(&n.function, n.module))
+            };
             key.push(RawFrame { addr: a, lookup: a });
             if n.program {
                 break;
@@ -62,9 +66,6 @@ fn jit_key(frames: &[RawFrame], names: &[(u64, JitName)], all: &[Mapping]) -> Ve
     }
     key
 }
-
-/// Tag of a JIT frame's name in a grouping key (a non-canonical address: never code).
-const JIT_KEY_TAG: u64 = 0xdeaa << 48;
 
 #[derive(Clone)]
 pub struct StoredStack {
@@ -107,6 +108,7 @@ impl StackStore {
             frames,
             truncated,
             method,
+            jit_slots: _,
         } = unwound;
         let (frames, replaced) = grouping_key(frames);
         let (key, frames) = if jit.is_empty() {
@@ -136,6 +138,7 @@ impl StackStore {
                 frames,
                 truncated,
                 method,
+                jit_slots: Vec::new(),
             },
             mappings,
             jit,
@@ -239,6 +242,7 @@ mod tests {
                 .collect(),
             truncated: false,
             method: Method::Dwarf,
+            ..Default::default()
         }
     }
 

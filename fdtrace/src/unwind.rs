@@ -66,6 +66,9 @@ pub struct Unwound {
     pub frames: Vec<RawFrame>,
     pub truncated: bool,
     pub method: Method,
+    /// For frames in JIT code, from the stack copy: (frame index, the words a HotSpot
+    /// interpreter frame keeps its method and bytecode pointer in, below its frame pointer).
+    pub jit_slots: Vec<(usize, u64, u64)>,
 }
 
 /// Does this executable keep frame pointers and lack the CFI a DWARF unwinder needs: a Go
@@ -447,6 +450,20 @@ impl StackUnwinder {
             if out.frames.len() >= MAX_FRAMES {
                 out.truncated = true;
                 break;
+            }
+            if self.is_jit(lookup) {
+                // What an interpreter frame keeps below its frame pointer, if this is one.
+                let slot = |below: u64| {
+                    regs.bp()
+                        .checked_sub(below)
+                        .and_then(|a| read_stack(a).ok())
+                };
+                if let (Some(method), Some(bcp)) = (
+                    slot(crate::java_vm::METHOD_SLOT),
+                    slot(crate::java_vm::BCP_SLOT),
+                ) {
+                    out.jit_slots.push((out.frames.len() - 1, method, bcp));
+                }
             }
             let next = if self.needs_scan(lookup) {
                 // A runtime's code without CFI (V8's builtins inside `node`) keeps frame

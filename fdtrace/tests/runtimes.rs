@@ -1,5 +1,6 @@
 //! Language runtimes: the program's own functions named in their language (Python from the
-//! interpreter's frames, with lines; Java from the perf map fdtrace asks the JVM for; Node.js
+//! interpreter's frames, with lines; Java from the perf map fdtrace asks the JVM for (compiled
+//! methods) and from the JVM's own structures (interpreted ones, with lines); Node.js
 //! from the perf map `node --perf-basic-prof` writes), never the runtime's native code.
 mod common;
 
@@ -104,6 +105,18 @@ fn node_without_a_perf_map_says_how_to_get_names() {
     );
 }
 
+/// Each site's count and frames (function, line, module), for a failure's message.
+fn site_summary(r: &Value) -> String {
+    let mut out = String::new();
+    for s in sites(r) {
+        out += &format!("\n{} at {}:", s["count"], s["user_frame"]);
+        for f in s["frames"].as_array().unwrap() {
+            out += &format!("\n    {} {} {}", f["function"], f["line"], f["module"]);
+        }
+    }
+    out
+}
+
 /// (user frame's function, file basename, line or 0) → count, over every site ("?": no file).
 fn by_user_line(r: &Value) -> std::collections::BTreeMap<(String, String, u64), u64> {
     let mut m = std::collections::BTreeMap::new();
@@ -128,9 +141,9 @@ fn by_user_line(r: &Value) -> std::collections::BTreeMap<(String, String, u64), 
     m
 }
 
-/// The line of `leak.py` marked with `marker`.
-fn line_of(marker: &str) -> u64 {
-    let text = std::fs::read_to_string(source("leak.py")).unwrap();
+/// The line of program `file` marked with `marker`.
+fn line_in(file: &str, marker: &str) -> u64 {
+    let text = std::fs::read_to_string(source(file)).unwrap();
     text.lines().position(|l| l.contains(marker)).unwrap() as u64 + 1
 }
 
@@ -148,7 +161,11 @@ fn python_leaks_named_at_their_lines(python: &std::path::Path) {
     let counts = by_user_line(&r);
     eprintln!("{}: {counts:?}", python.display());
     let at = |function: &str, marker: &str| {
-        let key = (function.to_string(), "leak.py".to_string(), line_of(marker));
+        let key = (
+            function.to_string(),
+            "leak.py".to_string(),
+            line_in("leak.py", marker),
+        );
         counts.get(&key).copied()
     };
     assert_eq!(
@@ -296,11 +313,35 @@ fn java_leaks_named_at_their_methods() {
     assert_eq!(
         sites(&r).len(),
         2,
-        "one site per Java method, whichever tier ran it"
+        "one site per Java method, whichever tier ran it: {}",
+        site_summary(&r)
     );
-    for s in sites(&r) {
+    java_frames_below_and_above(&r);
+    assert!(r["runtime_hint"].is_null(), "{}", r["runtime_hint"]);
+    assert!(r["drift"]["missed_opens"].as_array().unwrap().is_empty());
+    assert!(r["drift"]["missed_closes"].as_array().unwrap().is_empty());
+}
+
+/// Below each site's user frame only the JVM's and the JDK's code; above it, the interpreted
+/// `Leak.main` at the line of the call.
+fn java_frames_below_and_above(r: &Value) {
+    for s in sites(r) {
         let i = s["user_frame"].as_u64().unwrap() as usize;
-        for f in &s["frames"].as_array().unwrap()[..i] {
+        let frames = s["frames"].as_array().unwrap();
+        let caller = &frames[i + 1];
+        assert_eq!(caller["function"], "Leak.main", "{caller}");
+        assert_eq!(caller["module"], "java", "{caller}");
+        let call = if frames[i]["function"] == "Leak.dial" {
+            "kept.add(dial"
+        } else {
+            "kept.add(openJournal"
+        };
+        assert_eq!(
+            caller["line"].as_u64(),
+            Some(line_in("Leak.java", call)),
+            "{caller}"
+        );
+        for f in &frames[..i] {
             // Below the program's method: libc, the JVM's and the JDK's native code, the
             // JDK's own Java methods.
             let m = f["module"].as_str().unwrap_or("");
@@ -318,6 +359,51 @@ fn java_leaks_named_at_their_methods() {
             );
         }
     }
+}
+
+#[test]
+fn java_interpreted_methods_named_at_their_lines() {
+    let _g = serial();
+    require_root();
+    let n = 30;
+    // Interpreted only: every frame is the interpreter's, which keeps frame pointers (no flag).
+    let r = trace_java(&["-Xint"], n);
+    let counts = by_user_line(&r);
+    eprintln!("{counts:?}");
+    let at = |f: &str, marker: &str| {
+        let key = (
+            f.to_string(),
+            "Leak.java".to_string(),
+            line_in("Leak.java", marker),
+        );
+        counts.get(&key).copied()
+    };
+    assert_eq!(
+        at("Leak.openJournal", "LEAK: file"),
+        Some(n as u64),
+        "{counts:?}"
+    );
+    assert_eq!(
+        at("Leak.dial", "LEAK: socket"),
+        Some(n as u64),
+        "{counts:?}"
+    );
+    assert_eq!(counts.len(), 2, "nothing else leaked: {counts:?}");
+    assert_eq!(sites(&r).len(), 2, "one site per Java line");
+    java_frames_below_and_above(&r);
+    // The JDK's interpreted frames have their lines too.
+    let files = sites(&r)
+        .iter()
+        .find(|s| s["kind"] == "file")
+        .expect("a file site");
+    assert!(
+        files["frames"].as_array().unwrap().iter().any(|f| {
+            f["function"] == "java.io.FileInputStream.<init>"
+                && f["file"] == "FileInputStream.java"
+                && f["line"].as_u64().is_some_and(|l| l > 0)
+        }),
+        "{files}"
+    );
     assert!(r["runtime_hint"].is_null(), "{}", r["runtime_hint"]);
     assert!(r["drift"]["missed_opens"].as_array().unwrap().is_empty());
     assert!(r["drift"]["missed_closes"].as_array().unwrap().is_empty());
