@@ -228,68 +228,51 @@ impl VmStructs {
     /// Read the three tables (`symbol`: the address of an exported `gHotSpot…` variable).
     fn read(mem: &Memory, symbol: impl Fn(&str) -> Option<u64>) -> Option<VmStructs> {
         let var = |name: &str| mem.u64(symbol(name)?);
-        let mut out = VmStructs::default();
-        let str_at = |a: u64| mem.u64(a).filter(|&p| p != 0);
-        // Fields: typeName, fieldName, isStatic, offset, address.
-        let (mut entry, stride) = (
-            var("gHotSpotVMStructs")?,
-            var("gHotSpotVMStructEntryArrayStride")?,
-        );
-        let (type_name, field_name, is_static, offset, address) = (
-            var("gHotSpotVMStructEntryTypeNameOffset")?,
-            var("gHotSpotVMStructEntryFieldNameOffset")?,
-            var("gHotSpotVMStructEntryIsStaticOffset")?,
-            var("gHotSpotVMStructEntryOffsetOffset")?,
-            var("gHotSpotVMStructEntryAddressOffset")?,
-        );
-        for _ in 0..20_000 {
-            let Some(t) = str_at(entry + type_name) else {
-                break;
-            };
-            let (t, f) = (mem.c_str(t, 256)?, str_at(entry + field_name));
-            if let Some(f) = f.and_then(|f| mem.c_str(f, 256)) {
-                let value = if mem.u32(entry + is_static)? != 0 {
-                    mem.u64(entry + address)?
-                } else {
-                    mem.u64(entry + offset)?
-                };
-                out.fields.insert(format!("{t}::{f}"), value);
+        // Each table: its start and stride, and where each entry names itself; it ends at an
+        // entry with a null name. Calls `each` with the entry's address and name.
+        let walk = |table: &str, entry: &str, name: &str, each: &mut dyn FnMut(u64, String)| {
+            let start = var(&format!("gHotSpot{table}"))?;
+            let stride = var(&format!("gHotSpot{entry}EntryArrayStride"))?;
+            let name_at = var(&format!("gHotSpot{entry}Entry{name}Offset"))?;
+            for i in 0..20_000 {
+                let e = start + i * stride;
+                match mem.u64(e + name_at)? {
+                    0 => break,
+                    n => each(e, mem.c_str(n, 256)?),
+                }
             }
-            entry += stride;
-        }
+            Some(())
+        };
+        let mut out = VmStructs::default();
+        // Fields: typeName, fieldName, isStatic, offset, address.
+        let field_name = var("gHotSpotVMStructEntryFieldNameOffset")?;
+        let is_static = var("gHotSpotVMStructEntryIsStaticOffset")?;
+        let offset = var("gHotSpotVMStructEntryOffsetOffset")?;
+        let address = var("gHotSpotVMStructEntryAddressOffset")?;
+        walk("VMStructs", "VMStruct", "TypeName", &mut |e, t| {
+            let f = mem.u64(e + field_name).and_then(|f| mem.c_str(f, 256));
+            let value = match mem.u32(e + is_static) {
+                Some(0) => mem.u64(e + offset),
+                _ => mem.u64(e + address),
+            };
+            if let (Some(f), Some(v)) = (f, value) {
+                out.fields.insert(format!("{t}::{f}"), v);
+            }
+        })?;
         // Types: typeName, size.
-        let (mut entry, stride) = (
-            var("gHotSpotVMTypes")?,
-            var("gHotSpotVMTypeEntryArrayStride")?,
-        );
-        let (type_name, size) = (
-            var("gHotSpotVMTypeEntryTypeNameOffset")?,
-            var("gHotSpotVMTypeEntrySizeOffset")?,
-        );
-        for _ in 0..20_000 {
-            let Some(t) = str_at(entry + type_name) else {
-                break;
-            };
-            out.types.insert(mem.c_str(t, 256)?, mem.u64(entry + size)?);
-            entry += stride;
-        }
+        let size = var("gHotSpotVMTypeEntrySizeOffset")?;
+        walk("VMTypes", "VMType", "TypeName", &mut |e, t| {
+            if let Some(v) = mem.u64(e + size) {
+                out.types.insert(t, v);
+            }
+        })?;
         // Integer constants: name, value (an int).
-        let (mut entry, stride) = (
-            var("gHotSpotVMIntConstants")?,
-            var("gHotSpotVMIntConstantEntryArrayStride")?,
-        );
-        let (name, value) = (
-            var("gHotSpotVMIntConstantEntryNameOffset")?,
-            var("gHotSpotVMIntConstantEntryValueOffset")?,
-        );
-        for _ in 0..20_000 {
-            let Some(n) = str_at(entry + name) else {
-                break;
-            };
-            let v = mem.u32(entry + value)? as i32;
-            out.ints.insert(mem.c_str(n, 256)?, i64::from(v));
-            entry += stride;
-        }
+        let value = var("gHotSpotVMIntConstantEntryValueOffset")?;
+        walk("VMIntConstants", "VMIntConstant", "Name", &mut |e, n| {
+            if let Some(v) = mem.u32(e + value) {
+                out.ints.insert(n, i64::from(v as i32));
+            }
+        })?;
         Some(out)
     }
 
