@@ -88,10 +88,12 @@ pub fn request_perf_map(pid: u32) -> Result<(), AttachError> {
 }
 
 /// The requests of one process: at most one at a time, in a thread of its own (the JVM may take
-/// a while to write a large map), and at most one every `MIN_INTERVAL`.
+/// a while to write a large map), and at most one every `MIN_INTERVAL`. Only for a JVM whose
+/// own structures fdtrace cannot read (`java_vm`): they name every Java frame, and asking
+/// starts a thread in the JVM and leaves a file in its `/tmp`.
 #[derive(Default)]
 pub struct PerfMapRequests {
-    is_java: Option<bool>,
+    needs_map: Option<bool>,
     last: Option<Instant>,
     running: Option<std::thread::JoinHandle<()>>,
 }
@@ -101,7 +103,7 @@ const MIN_INTERVAL: Duration = Duration::from_secs(5);
 impl PerfMapRequests {
     /// Ask, if `pid` is a JVM and the last request is done and old enough.
     pub fn request(&mut self, pid: u32) {
-        if !self.is_java(pid)
+        if !self.needs_map(pid)
             || self.running.as_ref().is_some_and(|t| !t.is_finished())
             || self.last.is_some_and(|t| t.elapsed() < MIN_INTERVAL)
         {
@@ -122,7 +124,7 @@ impl PerfMapRequests {
     /// listener's own socket is not among the births and the code compiled so far is named
     /// from the first birth.
     pub fn request_now(&mut self, pid: u32) {
-        if !self.is_java(pid) {
+        if !self.needs_map(pid) {
             return;
         }
         self.last = Some(Instant::now());
@@ -134,10 +136,20 @@ impl PerfMapRequests {
         }
     }
 
-    fn is_java(&mut self, pid: u32) -> bool {
-        *self.is_java.get_or_insert_with(|| {
-            crate::runtime::of_exe(std::path::Path::new(&format!("/proc/{pid}/exe")))
-                == Some(crate::runtime::Runtime::Java)
+    fn needs_map(&mut self, pid: u32) -> bool {
+        *self.needs_map.get_or_insert_with(|| {
+            let java = crate::runtime::of_exe(std::path::Path::new(&format!("/proc/{pid}/exe")))
+                == Some(crate::runtime::Runtime::Java);
+            if !java {
+                return false;
+            }
+            let readable = crate::java_vm::JavaVm::find(pid).is_some();
+            if !readable {
+                tracing::info!(
+                    "pid {pid}: the JVM's structures cannot be read; its perf map names compiled methods"
+                );
+            }
+            !readable
         })
     }
 
@@ -151,7 +163,7 @@ impl PerfMapRequests {
 
     /// The process exec'd another program.
     pub fn reset(&mut self) {
-        self.is_java = None;
+        self.needs_map = None;
         self.last = None;
     }
 }

@@ -9,6 +9,7 @@ use std::path::Path;
 
 use object::{Object as _, ObjectSegment as _, ObjectSymbol as _};
 
+use crate::java_code_cache::CodeCache;
 use crate::remote_memory::Memory;
 
 /// Where an interpreter frame keeps its method and its bytecode pointer, below its frame
@@ -67,15 +68,17 @@ pub struct JavaVm {
     /// The interpreter's code: frames whose pc is here are interpreter frames.
     interpreter: (u64, u64),
     methods: HashMap<u64, Option<std::rc::Rc<Method>>>,
+    /// The JIT's code: what compiled frames run, and what they inlined.
+    code: Option<CodeCache>,
 }
 
 /// The JVM's self-description: fields by "Type::field" (offset, or address when static),
 /// type sizes, integer constants.
 #[derive(Default)]
-struct VmStructs {
-    fields: HashMap<String, u64>,
-    types: HashMap<String, u64>,
-    ints: HashMap<String, i64>,
+pub(crate) struct VmStructs {
+    pub fields: HashMap<String, u64>,
+    pub types: HashMap<String, u64>,
+    pub ints: HashMap<String, i64>,
 }
 
 impl JavaVm {
@@ -101,11 +104,37 @@ impl JavaVm {
         let start = mem.u64(queue + vm.fields.get("StubQueue::_stub_buffer")?)?;
         let len = mem.u32(queue + vm.fields.get("StubQueue::_buffer_limit")?)?;
         Some(JavaVm {
+            code: CodeCache::of(&vm),
             mem,
             layout,
             interpreter: (start, start + u64::from(len)),
             methods: HashMap::new(),
         })
+    }
+
+    /// The Java frames of compiled code at return address `pc`, innermost first (the methods
+    /// the JIT inlined there, then the one it compiled), each at the line of its call; None
+    /// when `pc` is in no compiled method.
+    pub fn compiled(&mut self, pc: u64) -> Option<Vec<JavaFrame>> {
+        let scopes = self.code.as_mut()?.scopes(&self.mem, pc)?;
+        scopes
+            .iter()
+            .map(|&(method, bci)| {
+                let m = self.method_info(method)?;
+                Some(frame_at(&m, bci))
+            })
+            .collect()
+    }
+
+    /// The frame size of the compiled Java code `pc` returns into (see
+    /// [`CodeCache::frame_bytes`]).
+    pub fn compiled_frame_bytes(&mut self, pc: u64) -> Option<u64> {
+        self.code.as_mut()?.frame_bytes(&self.mem, pc)
+    }
+
+    /// The name of the JVM's other code `pc` returns into (see [`CodeCache::stub_name`]).
+    pub fn stub_name(&mut self, pc: u64) -> Option<String> {
+        self.code.as_mut()?.stub_name(&self.mem, pc)
     }
 
     /// Is `pc` in the interpreter's code?
@@ -117,26 +146,27 @@ impl JavaVm {
     /// a native method's frame): None when `method` is not a method of its class (not an
     /// interpreter frame after all, or the class was unloaded).
     pub fn frame(&mut self, method: u64, bcp: u64) -> Option<JavaFrame> {
-        if self.methods.len() > 100_000 {
-            self.methods.clear();
-        }
-        let m = match self.methods.get(&method) {
-            Some(m) => m.clone()?,
-            None => {
-                let m = self.method(method).map(std::rc::Rc::new);
-                self.methods.insert(method, m.clone());
-                m?
-            }
-        };
+        let m = self.method_info(method)?;
         let bci = bcp
             .checked_sub(m.code_base)
             .filter(|&b| b < m.code_size)
             .map(|b| b as u32);
-        Some(JavaFrame {
-            function: m.class_and_name.clone(),
-            file: m.file.clone(),
-            line: bci.and_then(|b| line_of(&m.lines, b)),
-        })
+        Some(frame_at(&m, bci))
+    }
+
+    /// A method, read once.
+    fn method_info(&mut self, method: u64) -> Option<std::rc::Rc<Method>> {
+        if self.methods.len() > 100_000 {
+            self.methods.clear();
+        }
+        match self.methods.get(&method) {
+            Some(m) => m.clone(),
+            None => {
+                let m = self.method(method).map(std::rc::Rc::new);
+                self.methods.insert(method, m.clone());
+                m
+            }
+        }
     }
 
     fn method(&self, method: u64) -> Option<Method> {
@@ -204,6 +234,15 @@ impl JavaVm {
             .mem
             .bytes(sym + self.layout.symbol_body, usize::from(len))?;
         String::from_utf8(bytes).ok()
+    }
+}
+
+/// A method's frame at bytecode `bci` (None: no bytecode, a native method).
+fn frame_at(m: &Method, bci: Option<u32>) -> JavaFrame {
+    JavaFrame {
+        function: m.class_and_name.clone(),
+        file: m.file.clone(),
+        line: bci.and_then(|b| line_of(&m.lines, b)),
     }
 }
 
@@ -315,7 +354,7 @@ impl VmStructs {
 
 /// HotSpot's compressed streams (JDK 8 to 17): an int in 1 to 5 bytes, 6 bits more per byte
 /// after the first while bytes are 192 or above.
-fn read_int(b: &[u8], pos: &mut usize) -> Option<u32> {
+pub(crate) fn read_int(b: &[u8], pos: &mut usize) -> Option<u32> {
     const L: u32 = 192;
     let b0 = u32::from(*b.get(*pos)?);
     *pos += 1;

@@ -15,6 +15,7 @@ pub mod go_links;
 pub mod go_runtime;
 pub mod gopclntab;
 pub mod java_attach;
+pub mod java_code_cache;
 pub mod java_vm;
 pub mod kernel_layout;
 pub mod launch;

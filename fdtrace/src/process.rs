@@ -339,7 +339,10 @@ impl State {
     }
 
     fn unwind_copy(&mut self, o: &Open, stack: &[u8]) -> Unwound {
-        let mut unwound = self.unwinder.unwind(o.ip, o.sp, o.bp, stack);
+        let runtime = &mut self.runtime;
+        let mut unwound = self
+            .unwinder
+            .unwind(o.ip, o.sp, o.bp, stack, &mut |pc| runtime.jit_frame(pc));
         let uncovered = |u: &Unwound, w: &StackUnwinder| {
             // JIT code is in no file: known as such, it needs no re-read.
             u.frames
@@ -348,7 +351,10 @@ impl State {
         };
         if uncovered(&unwound, &self.unwinder) {
             self.refresh_maps(false);
-            unwound = self.unwinder.unwind(o.ip, o.sp, o.bp, stack);
+            let runtime = &mut self.runtime;
+            unwound = self
+                .unwinder
+                .unwind(o.ip, o.sp, o.bp, stack, &mut |pc| runtime.jit_frame(pc));
         }
         unwound
     }

@@ -130,6 +130,7 @@ fn frame_of(n: Named) -> (RawFrame, JitName) {
             line: n.line,
             program,
             module: PY_MODULE,
+            inlined: false,
         },
     )
 }

@@ -815,16 +815,16 @@ fn runtime_hint(sites: &[Site]) -> Option<&'static str> {
                             .as_deref()
                             .is_some_and(|n| n.contains("InterpreterEntryTrampoline")))
             });
-            let python_named = s
-                .frames
-                .iter()
-                .any(|f| f.module.as_deref() == Some(crate::python_code::PY_MODULE));
+            let named_by =
+                |module: &str| s.frames.iter().any(|f| f.module.as_deref() == Some(module));
+            let python_named = named_by(crate::python_code::PY_MODULE);
             match runtime {
                 Runtime::Node => unnamed_js.then_some(runtime),
                 Runtime::Python => (!python_named).then_some(runtime),
-                // Without frame pointers in compiled code the stack ends at the first compiled
-                // Java frame; interpreted methods are not named.
-                Runtime::Java => Some(runtime),
+                // Java frames not read from the JVM: only the perf map names them, and without
+                // frame pointers the stack ends at the first compiled frame. (Named frames and
+                // no program frame: the JDK's own code opened it.)
+                Runtime::Java => (!named_by(crate::runtime::JAVA_MODULE)).then_some(runtime),
             }
         })
         .map(|r| r.naming_hint())

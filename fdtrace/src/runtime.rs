@@ -50,7 +50,7 @@ impl Runtime {
                 "JavaScript frames have no names: start node with --perf-basic-prof --interpreted-frames-native-stack (it writes /tmp/perf-PID.map; the second flag names functions V8 has not compiled yet)"
             }
             Runtime::Java => {
-                "Java methods are named from the perf map fdtrace asks the JVM for (as `jcmd PID Compiler.perfmap`, JDK 17+): start the JVM with -XX:+PreserveFramePointer, or the stack ends at the first compiled Java frame; methods still interpreted have no names"
+                "Java frames are read from the JVM's own structures (HotSpot on x86-64; checked with OpenJDK 17), and this JVM's could not be read: its compiled methods are named from the perf map fdtrace asks it for (as `jcmd PID Compiler.perfmap`, JDK 17+) if it runs with -XX:+PreserveFramePointer, and its interpreted methods not at all"
             }
             Runtime::Python => {
                 "Python frames are read from CPython 3.11 to 3.13 only: for another version the interpreter's C frames are shown"
@@ -122,6 +122,8 @@ pub struct JitName {
     pub program: bool,
     /// The frame's `module` in reports: [`JIT_MODULE`], or `python` for Python frames.
     pub module: &'static str,
+    /// Inlined by the JIT into the frame after it (a Java method in a compiled caller).
+    pub inlined: bool,
 }
 
 impl JitName {
@@ -162,6 +164,7 @@ impl JitName {
                 line: None,
                 program,
                 module: JIT_MODULE,
+                inlined: false,
             };
         }
         if let Some(method) = java_method(symbol) {
@@ -171,6 +174,7 @@ impl JitName {
                 file: None,
                 line: None,
                 module: JAVA_MODULE,
+                inlined: false,
             };
         }
         let runtime_stub = symbol.contains("Builtin:")
@@ -187,6 +191,7 @@ impl JitName {
             line: None,
             program: !runtime_stub,
             module: JIT_MODULE,
+            inlined: false,
         }
     }
 }

@@ -12,7 +12,7 @@ use crate::{
     python_stack::PythonProc,
     runtime::{JitName, PerfMap},
     stacks::StackStore,
-    unwind::Unwound,
+    unwind::{RuntimeFrame, Unwound},
 };
 
 pub struct RuntimeFrames {
@@ -67,18 +67,26 @@ impl RuntimeFrames {
         unwound: Unwound,
         is_jit: impl Fn(u64) -> bool,
     ) -> (Unwound, Vec<(u64, JitName)>) {
-        let (unwound, mut names) = self.interpreted_java(unwound);
+        let (unwound, mut names) = self.java_frames(unwound, &is_jit);
         let (unwound, python) = self.python.splice_into(tid, sp, unwound);
         names.extend(python);
-        names.extend(self.jit_names(&unwound, is_jit));
+        let named: std::collections::HashSet<u64> = names.iter().map(|(a, _)| *a).collect();
+        names.extend(self.jit_names(&unwound, is_jit, &named));
         (unwound, names)
     }
 
-    /// The frames of a stack that HotSpot's interpreter runs, named as their method and line
-    /// (each gets an address of its own: the interpreter's code is the same for every method).
-    fn interpreted_java(&mut self, mut unwound: Unwound) -> (Unwound, Vec<(u64, JitName)>) {
+    /// The Java frames of a stack, read from the JVM: those its interpreter runs (by the method
+    /// and bytecode pointer the frame keeps) and compiled ones (by the debug information of the
+    /// call, one frame per method the JIT inlined there), each named as its method and line.
+    /// Each gets an address of its own: the interpreter's code is the same for every method,
+    /// and a method is one frame whichever tier runs it.
+    fn java_frames(
+        &mut self,
+        mut unwound: Unwound,
+        is_jit: &impl Fn(u64) -> bool,
+    ) -> (Unwound, Vec<(u64, JitName)>) {
         let slots = std::mem::take(&mut unwound.jit_slots);
-        if slots.is_empty() {
+        if slots.is_empty() && !unwound.frames.iter().any(|f| is_jit(f.lookup)) {
             return (unwound, Vec::new());
         }
         let pid = self.pid;
@@ -86,30 +94,75 @@ impl RuntimeFrames {
             return (unwound, Vec::new());
         };
         let mut names = Vec::new();
-        for (i, method, bcp) in slots {
-            let Some(f) = unwound.frames.get_mut(i) else {
+        let mut frames = Vec::with_capacity(unwound.frames.len());
+        let mut slots = slots.into_iter().peekable();
+        for (i, f) in unwound.frames.iter().enumerate() {
+            let slot = slots.next_if(|s| s.0 == i);
+            let java = if !is_jit(f.lookup) {
+                None
+            } else if vm.is_interpreter(f.lookup) {
+                slot.and_then(|(_, method, bcp)| vm.frame(method, bcp))
+                    .map(|j| vec![j])
+            } else {
+                // A return address (not the first frame): the call's own debug information.
+                (i > 0).then(|| vm.compiled(f.addr)).flatten()
+            };
+            let Some(java) = java.filter(|j| !j.is_empty()) else {
+                if i > 0
+                    && is_jit(f.lookup)
+                    && let Some(stub) = vm.stub_name(f.addr)
+                {
+                    names.push((
+                        f.addr,
+                        JitName {
+                            function: stub,
+                            file: None,
+                            line: None,
+                            program: false,
+                            module: crate::runtime::JIT_MODULE,
+                            inlined: false,
+                        },
+                    ));
+                }
+                frames.push(*f);
                 continue;
             };
-            if !vm.is_interpreter(f.lookup) {
-                continue;
+            let last = java.len() - 1;
+            for (k, j) in java.into_iter().enumerate() {
+                let addr = crate::frame_tags::hashed(crate::frame_tags::JAVA, &j);
+                frames.push(crate::unwind::RawFrame { addr, lookup: addr });
+                names.push((
+                    addr,
+                    JitName {
+                        program: !crate::runtime::is_jdk_method(&j.function),
+                        function: j.function,
+                        file: j.file,
+                        line: j.line,
+                        module: crate::runtime::JAVA_MODULE,
+                        // Compiled: each method but the last was inlined into the next.
+                        inlined: k < last,
+                    },
+                ));
             }
-            let Some(j) = vm.frame(method, bcp) else {
-                continue;
-            };
-            let addr = crate::frame_tags::hashed(crate::frame_tags::JAVA, &j);
-            *f = crate::unwind::RawFrame { addr, lookup: addr };
-            names.push((
-                addr,
-                JitName {
-                    program: !crate::runtime::is_jdk_method(&j.function),
-                    function: j.function,
-                    file: j.file,
-                    line: j.line,
-                    module: crate::runtime::JAVA_MODULE,
-                },
-            ));
         }
+        unwound.frames = frames;
         (unwound, names)
+    }
+
+    /// What a return address `pc` into JIT code returns into, for the unwinder: HotSpot's
+    /// compiled code or interpreter, as the JVM describes them.
+    pub fn jit_frame(&mut self, pc: u64) -> RuntimeFrame {
+        let pid = self.pid;
+        let Some(vm) = self.java_vm.get_or_insert_with(|| JavaVm::find(pid)) else {
+            return RuntimeFrame::Unknown;
+        };
+        if vm.is_interpreter(pc - 1) {
+            RuntimeFrame::Interpreted
+        } else if let Some(bytes) = vm.compiled_frame_bytes(pc) {
+            RuntimeFrame::Compiled { bytes }
+        } else {
+            RuntimeFrame::Unknown
+        }
     }
 
     /// Before a report: name the JIT frames of stacks seen before the runtime's perf map
@@ -123,14 +176,19 @@ impl RuntimeFrames {
         }
     }
 
-    /// The names of a stack's JIT frames, from the runtime's perf map (looked for at most once
-    /// a second while the process has none).
+    /// The names of a stack's JIT frames not `named` yet, from the runtime's perf map (looked
+    /// for at most once a second while the process has none).
     fn jit_names(
         &mut self,
         unwound: &Unwound,
         is_jit: impl Fn(u64) -> bool,
+        named: &std::collections::HashSet<u64>,
     ) -> Vec<(u64, JitName)> {
-        let in_jit: Vec<_> = unwound.frames.iter().filter(|f| is_jit(f.lookup)).collect();
+        let in_jit: Vec<_> = unwound
+            .frames
+            .iter()
+            .filter(|f| is_jit(f.lookup) && !named.contains(&f.addr))
+            .collect();
         if in_jit.is_empty() {
             return Vec::new();
         }

@@ -53,8 +53,10 @@ fn jit_key(frames: &[RawFrame], names: &[(u64, JitName)], all: &[Mapping]) -> Ve
         .collect();
     for f in &frames[first..] {
         if let Some(n) = name_of(f.addr) {
+            // Not whether the JIT inlined it: one site whichever tier runs the code.
             let a = if n.program {
-                crate::frame_tags::hashed(crate::frame_tags::JIT_KEY, n)
+                let what = (&n.function, &n.file, n.line, n.module);
+                crate::frame_tags::hashed(crate::frame_tags::JIT_KEY, &what)
             } else {
                 crate::frame_tags::hashed(crate::frame_tags::JIT_KEY, &(&n.function, n.module))
             };
@@ -218,6 +220,7 @@ impl StackStore {
                         f.file = n.file.clone();
                         f.line = n.line;
                         f.module = Some(n.module.to_string());
+                        f.inlined = n.inlined;
                     }
                 }
                 frames

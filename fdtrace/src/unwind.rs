@@ -59,6 +59,19 @@ impl Method {
     }
 }
 
+/// What a language runtime says of a frame in its JIT code (HotSpot's, read from the JVM).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RuntimeFrame {
+    /// Compiled code whose frame is this many bytes, return address included.
+    Compiled {
+        bytes: u64,
+    },
+    /// The interpreter: a frame-pointer frame that keeps its caller's stack pointer just below
+    /// its frame pointer.
+    Interpreted,
+    Unknown,
+}
+
 /// The unwound stack and whether it ended early (ran out of copied stack or unwind info, or the
 /// frame-pointer chain left the program's code).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -428,8 +441,54 @@ impl StackUnwinder {
         Some(ra)
     }
 
+    /// One step out of a frame of JIT code, as the runtime that made it says (HotSpot's own
+    /// walk: compiled frames by their size, whatever their code did with the frame-pointer
+    /// register; interpreter frames by their frame pointer). Moves `regs`.
+    fn runtime_step(
+        &self,
+        kind: RuntimeFrame,
+        regs: &mut UnwindRegsX86_64,
+        read_stack: &mut impl FnMut(u64) -> Result<u64, ()>,
+    ) -> Option<u64> {
+        let (sp, ra, bp) = match kind {
+            RuntimeFrame::Compiled { bytes } => {
+                let sp = regs.sp().checked_add(bytes)?;
+                (sp, read_stack(sp - 8).ok()?, read_stack(sp - 16).ok()?)
+            }
+            RuntimeFrame::Interpreted => {
+                let fp = regs.bp();
+                if fp < regs.sp() || !fp.is_multiple_of(8) {
+                    return None;
+                }
+                // The caller's stack pointer before the interpreter extended it (the one a
+                // compiled caller's frame size counts from).
+                let sender_sp = read_stack(fp - 8).ok()?;
+                if sender_sp <= fp {
+                    return None;
+                }
+                (sender_sp, read_stack(fp + 8).ok()?, read_stack(fp).ok()?)
+            }
+            RuntimeFrame::Unknown => return None,
+        };
+        if ra == 0 || !(self.is_jit(ra) || self.mapping_for(ra).is_some()) {
+            return None;
+        }
+        regs.set_sp(sp);
+        regs.set_bp(bp);
+        regs.set_ip(ra);
+        Some(ra)
+    }
+
     /// Unwind a captured stack: registers at the syscall and a copy of the stack from `sp` up.
-    pub fn unwind(&mut self, ip: u64, sp: u64, bp: u64, stack: &[u8]) -> Unwound {
+    /// `runtime` says what a return address into JIT code returns into.
+    pub fn unwind(
+        &mut self,
+        ip: u64,
+        sp: u64,
+        bp: u64,
+        stack: &[u8],
+        runtime: &mut dyn FnMut(u64) -> RuntimeFrame,
+    ) -> Unwound {
         let mut read_stack = |addr: u64| -> Result<u64, ()> {
             let off = addr.checked_sub(sp).ok_or(())? as usize;
             let bytes = stack.get(off..off.checked_add(8).ok_or(())?).ok_or(())?;
@@ -465,7 +524,15 @@ impl StackUnwinder {
                     out.jit_slots.push((out.frames.len() - 1, method, bcp));
                 }
             }
-            let next = if self.needs_scan(lookup) {
+            let step = match frame {
+                FrameAddress::ReturnAddress(_) if self.is_jit(lookup) => {
+                    self.runtime_step(runtime(addr), &mut regs, &mut read_stack)
+                }
+                _ => None,
+            };
+            let next = if let Some(ra) = step {
+                Ok(Some(ra))
+            } else if self.needs_scan(lookup) {
                 // A runtime's code without CFI (V8's builtins inside `node`) keeps frame
                 // pointers: follow them when they lead into JIT code or to such code again,
                 // which a scan for return addresses into mapped files would skip.

@@ -12,7 +12,12 @@ use std::process::{Command, Stdio};
 /// Start `cmd` (a program that prints "ready", waits for a line, leaks, prints "done" and waits
 /// again), attach to it by pid for `secs` seconds while it leaks, end it, and return the JSON
 /// report. The perf map a runtime wrote is removed with it.
-fn trace_ready(mut cmd: Command, secs: u32) -> Value {
+fn trace_ready(cmd: Command, secs: u32) -> Value {
+    trace_ready_map(cmd, secs).0
+}
+
+/// [`trace_ready`], and whether the program had written a perf map (`/tmp/perf-PID.map`).
+fn trace_ready_map(mut cmd: Command, secs: u32) -> (Value, bool) {
     let program = format!("{:?}", cmd.get_program());
     let mut child = Killed(
         cmd.stdin(Stdio::piped())
@@ -32,9 +37,9 @@ fn trace_ready(mut cmd: Command, secs: u32) -> Value {
         stdout.read_line(&mut line).unwrap();
         assert_eq!(line.trim(), "done");
     });
-    let _ = std::fs::remove_file(format!("/tmp/perf-{pid}.map"));
+    let map = std::fs::remove_file(format!("/tmp/perf-{pid}.map")).is_ok();
     drop(child);
-    serde_json::from_str(&json).expect("JSON report")
+    (serde_json::from_str(&json).expect("JSON report"), map)
 }
 
 /// Start `node ARGS leak.js N`, attach by pid, let it leak, and return the JSON report.
@@ -111,7 +116,15 @@ fn site_summary(r: &Value) -> String {
     for s in sites(r) {
         out += &format!("\n{} at {}:", s["count"], s["user_frame"]);
         for f in s["frames"].as_array().unwrap() {
-            out += &format!("\n    {} {} {}", f["function"], f["line"], f["module"]);
+            let inlined = if f["inlined"] == true {
+                " (inlined)"
+            } else {
+                ""
+            };
+            out += &format!(
+                "\n    {} {} {}{inlined}",
+                f["function"], f["line"], f["module"]
+            );
         }
     }
     out
@@ -273,9 +286,8 @@ fn python_3_13_leaks_named_at_their_lines() {
 }
 
 /// Compile and start `java FLAGS Leak N`, attach by pid, let it leak, and return the JSON
-/// report. fdtrace asks the JVM for its perf map itself: no jcmd here (the map the JVM wrote is
-/// removed with it).
-fn trace_java(flags: &[&str], n: u32) -> Value {
+/// report and whether the JVM wrote a perf map (removed with it).
+fn trace_java(flags: &[&str], n: u32) -> (Value, bool) {
     let classes = tempfile::tempdir().unwrap();
     let st = Command::new("javac")
         .arg("-d")
@@ -290,86 +302,17 @@ fn trace_java(flags: &[&str], n: u32) -> Value {
         .arg(classes.path())
         .arg("Leak")
         .arg(n.to_string());
-    trace_ready(cmd, 8)
+    trace_ready_map(cmd, 8)
 }
 
-#[test]
-fn java_leaks_named_at_their_methods() {
-    let _g = serial();
-    require_root();
-    let n = 40;
-    let r = trace_java(&["-XX:+PreserveFramePointer"], n);
-    let counts = by_user_line(&r);
-    eprintln!("{counts:?}");
-    // Java frames have no file in the perf map.
-    let at = |f: &str| counts.get(&(f.to_string(), "?".to_string(), 0)).copied();
-    assert_eq!(at("Leak.openJournal"), Some(n as u64), "{counts:?}");
-    assert_eq!(at("Leak.dial"), Some(n as u64), "{counts:?}");
-    assert_eq!(
-        counts.values().sum::<u64>(),
-        2 * n as u64,
-        "nothing else leaked (readConfig and the server thread close theirs): {counts:?}"
-    );
-    assert_eq!(
-        sites(&r).len(),
-        2,
-        "one site per Java method, whichever tier ran it: {}",
-        site_summary(&r)
-    );
-    java_frames_below_and_above(&r);
-    assert!(r["runtime_hint"].is_null(), "{}", r["runtime_hint"]);
-    assert!(r["drift"]["missed_opens"].as_array().unwrap().is_empty());
-    assert!(r["drift"]["missed_closes"].as_array().unwrap().is_empty());
-}
-
-/// Below each site's user frame only the JVM's and the JDK's code; above it, the interpreted
-/// `Leak.main` at the line of the call.
-fn java_frames_below_and_above(r: &Value) {
-    for s in sites(r) {
-        let i = s["user_frame"].as_u64().unwrap() as usize;
-        let frames = s["frames"].as_array().unwrap();
-        let caller = &frames[i + 1];
-        assert_eq!(caller["function"], "Leak.main", "{caller}");
-        assert_eq!(caller["module"], "java", "{caller}");
-        let call = if frames[i]["function"] == "Leak.dial" {
-            "kept.add(dial"
-        } else {
-            "kept.add(openJournal"
-        };
-        assert_eq!(
-            caller["line"].as_u64(),
-            Some(line_in("Leak.java", call)),
-            "{caller}"
-        );
-        for f in &frames[..i] {
-            // Below the program's method: libc, the JVM's and the JDK's native code, the
-            // JDK's own Java methods.
-            let m = f["module"].as_str().unwrap_or("");
-            assert!(
-                m == "java"
-                    && f["function"]
-                        .as_str()
-                        .is_some_and(|n| n.starts_with("java.")
-                            || n.starts_with("sun.")
-                            || n.starts_with("jdk."))
-                    || m.contains("libc")
-                    || m.starts_with("/usr/lib/jvm/")
-                    || m == "[jit]",
-                "a frame below the user frame that is not the runtime's: {f}"
-            );
-        }
-    }
-}
-
-#[test]
-fn java_interpreted_methods_named_at_their_lines() {
-    let _g = serial();
-    require_root();
+/// The leaks of `Leak.java` under `java FLAGS`: each at its Java method and line, one site
+/// each, `Leak.main` above at the line of the call, the JDK's and the JVM's code below; the
+/// JVM never asked for anything (no perf map written).
+fn java_leaks_at_their_lines(flags: &[&str]) -> Value {
     let n = 30;
-    // Interpreted only: every frame is the interpreter's, which keeps frame pointers (no flag).
-    let r = trace_java(&["-Xint"], n);
+    let (r, perf_map) = trace_java(flags, n);
     let counts = by_user_line(&r);
-    eprintln!("{counts:?}");
+    eprintln!("{flags:?}: {counts:?}");
     let at = |f: &str, marker: &str| {
         let key = (
             f.to_string(),
@@ -388,45 +331,99 @@ fn java_interpreted_methods_named_at_their_lines() {
         Some(n as u64),
         "{counts:?}"
     );
-    assert_eq!(counts.len(), 2, "nothing else leaked: {counts:?}");
-    assert_eq!(sites(&r).len(), 2, "one site per Java line");
-    java_frames_below_and_above(&r);
-    // The JDK's interpreted frames have their lines too.
-    let files = sites(&r)
-        .iter()
-        .find(|s| s["kind"] == "file")
-        .expect("a file site");
-    assert!(
-        files["frames"].as_array().unwrap().iter().any(|f| {
-            f["function"] == "java.io.FileInputStream.<init>"
-                && f["file"] == "FileInputStream.java"
-                && f["line"].as_u64().is_some_and(|l| l > 0)
-        }),
-        "{files}"
+    assert_eq!(
+        counts.len(),
+        2,
+        "nothing else leaked (readConfig and the server thread close theirs): {counts:?}"
     );
+    assert_eq!(
+        sites(&r).len(),
+        2,
+        "one site per Java line, whichever tier ran it: {}",
+        site_summary(&r)
+    );
+    for s in sites(&r) {
+        let i = s["user_frame"].as_u64().unwrap() as usize;
+        let frames = s["frames"].as_array().unwrap();
+        let caller = &frames[i + 1];
+        assert_eq!(caller["function"], "Leak.main", "{caller}");
+        assert_eq!(caller["module"], "java", "{caller}");
+        let call = if frames[i]["function"] == "Leak.dial" {
+            "kept.add(dial"
+        } else {
+            "kept.add(openJournal"
+        };
+        assert_eq!(
+            caller["line"].as_u64(),
+            Some(line_in("Leak.java", call)),
+            "{caller}"
+        );
+        for f in &frames[..i] {
+            // Below the program's method: libc, the JVM's and the JDK's native code, the
+            // JDK's own Java methods (inlined ones too), each with its line but for native
+            // methods.
+            let m = f["module"].as_str().unwrap_or("");
+            let function = f["function"].as_str().unwrap_or("");
+            if m == "java" {
+                assert!(
+                    ["java.", "sun.", "jdk."]
+                        .iter()
+                        .any(|p| function.starts_with(p)),
+                    "{f}"
+                );
+                assert!(
+                    f["line"].as_u64().is_some() || function.ends_with("0"),
+                    "a JDK frame without its line: {f}"
+                );
+            } else {
+                assert!(
+                    m.contains("libc") || m.starts_with("/usr/lib/jvm/"),
+                    "a frame below the user frame that is not the runtime's: {f}"
+                );
+            }
+        }
+    }
+    // Frames read from the JVM: its attach mechanism was not used.
+    assert!(!perf_map, "the JVM was asked for its perf map");
     assert!(r["runtime_hint"].is_null(), "{}", r["runtime_hint"]);
     assert!(r["drift"]["missed_opens"].as_array().unwrap().is_empty());
     assert!(r["drift"]["missed_closes"].as_array().unwrap().is_empty());
+    r
 }
 
 #[test]
-fn java_without_frame_pointers_says_what_to_add() {
+fn java_compiled_methods_named_at_their_lines() {
     let _g = serial();
     require_root();
-    let r = trace_java(&[], 20);
-    let counts = by_user_line(&r);
-    // Compiled code uses rbp as it likes: the stack ends at the first compiled frames, the
-    // JDK's; never a wrong frame of the program's.
-    assert_eq!(
-        counts.get(&("(none)".to_string(), String::new(), 0)),
-        Some(&40),
-        "{counts:?}"
-    );
+    // No flag: compiled frames are walked by the sizes the JVM gives, whatever its code does
+    // with the frame-pointer register. The leaking methods are compiled (called 20,000 times
+    // first), and the JIT inlined the JDK's constructors into them.
+    let r = java_leaks_at_their_lines(&[]);
+    // Compiled code: the JIT inlined some of the JDK's small methods into their callers, and
+    // each is a frame of its own, marked so.
     assert!(
-        r["runtime_hint"]
-            .as_str()
-            .is_some_and(|h| h.contains("-XX:+PreserveFramePointer")),
+        sites(&r).iter().any(|s| {
+            let i = s["user_frame"].as_u64().unwrap() as usize;
+            s["frames"].as_array().unwrap()[..i]
+                .iter()
+                .any(|f| f["inlined"] == true && f["module"] == "java")
+        }),
         "{}",
-        r["runtime_hint"]
+        site_summary(&r)
     );
+}
+
+#[test]
+fn java_with_frame_pointers_named_at_their_lines() {
+    let _g = serial();
+    require_root();
+    java_leaks_at_their_lines(&["-XX:+PreserveFramePointer"]);
+}
+
+#[test]
+fn java_interpreted_methods_named_at_their_lines() {
+    let _g = serial();
+    require_root();
+    // Interpreted only: every frame is the interpreter's.
+    java_leaks_at_their_lines(&["-Xint"]);
 }
