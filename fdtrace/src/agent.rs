@@ -15,7 +15,6 @@ use std::{
 };
 
 use anyhow::{Context as _, Result, bail};
-use serde_json::json;
 
 use crate::{
     agent_metrics::{self, Health, ProcessRow, Recorded, SiteRow},
@@ -60,23 +59,9 @@ enum Stop {
 }
 
 /// Where the agent writes its lines.
-struct Log {
-    json: bool,
-}
-
-impl Log {
-    fn line(&self, event: &str, text: &str, fields: serde_json::Value) {
-        if self.json {
-            let mut v = json!({ "event": event, "message": text });
-            if let (Some(o), serde_json::Value::Object(f)) = (v.as_object_mut(), fields) {
-                o.extend(f);
-            }
-            crate::output::say(&v.to_string());
-        } else {
-            crate::output::say(&format!("fdtrace agent: {text}"));
-        }
-    }
-}
+/// The `tracing` target of the agent's lines: each trigger and its outcome, one line each
+/// (`event` says which; `--log-json` makes every line a JSON object with its fields).
+pub const LOG_TARGET: &str = "fdtrace_agent";
 
 /// The start time of a process in clock ticks after boot (`/proc/PID/stat`, field 22).
 fn start_ticks(pid: u32) -> Option<u64> {
@@ -159,7 +144,6 @@ pub fn run(a: &AgentArgs) -> Result<()> {
         }
         None => None,
     };
-    let log = Log { json: a.log_json };
     let policy = Policy {
         fraction: Some(a.trigger_frac),
         eta: Some(a.trigger_eta),
@@ -174,30 +158,27 @@ pub fn run(a: &AgentArgs) -> Result<()> {
             .collect::<Vec<_>>()
             .join(", ")
     };
-    log.line(
-        "start",
-        &format!(
-            "watching {scope} every {}; recording a process at {:.0}% of its descriptor limit, \
-             or growing steadily to reach it within {}; recordings in {} (at most {}, {} now)",
-            crate::report::fmt_age(a.interval.as_secs_f64()),
-            a.trigger_frac * 100.0,
-            crate::report::fmt_age(a.trigger_eta.as_secs_f64()),
-            a.dir.display(),
-            mib(budget),
-            mib(retention::used(&a.dir)?),
-        ),
-        json!({
-            "scope": scope,
-            "dir": a.dir,
-            "max_disk_bytes": budget,
-            "trigger_frac": a.trigger_frac,
-            "trigger_eta_s": a.trigger_eta.as_secs_f64(),
-        }),
+    let used = retention::used(&a.dir)?;
+    tracing::info!(
+        target: LOG_TARGET,
+        event = "start",
+        scope = %scope,
+        dir = %a.dir.display(),
+        max_disk_bytes = budget,
+        trigger_frac = a.trigger_frac,
+        trigger_eta_s = a.trigger_eta.as_secs_f64(),
+        "watching {scope} every {}; recording a process at {:.0}% of its descriptor limit, \
+         or growing steadily to reach it within {}; recordings in {} (at most {}, {} now)",
+        crate::report::fmt_age(a.interval.as_secs_f64()),
+        a.trigger_frac * 100.0,
+        crate::report::fmt_age(a.trigger_eta.as_secs_f64()),
+        a.dir.display(),
+        mib(budget),
+        mib(used),
     );
     crate::terminal::catch_interrupts();
     let mut agent = Agent {
         a,
-        log,
         policy,
         budget,
         cgroups,
@@ -220,13 +201,12 @@ pub fn run(a: &AgentArgs) -> Result<()> {
         }
     }
     agent.stop_all();
-    agent.log.line("stop", "stopped", json!({}));
+    tracing::info!(target: LOG_TARGET, event = "stop", "stopped");
     Ok(())
 }
 
 struct Agent<'a> {
     a: &'a AgentArgs,
-    log: Log,
     policy: Policy,
     budget: u64,
     cgroups: Vec<Cgroup>,
@@ -308,16 +288,16 @@ impl Agent<'_> {
             if self.recorders.len() >= self.a.max_traced {
                 if !self.full_said {
                     self.full_said = true;
-                    self.log.line(
-                        "busy",
-                        &format!(
-                            "pid {pid} ({}) would be traced ({}), but {} processes are being \
-                             traced already (--max-traced)",
-                            procinfo::comm(pid).unwrap_or_default(),
-                            reason.describe(),
-                            self.recorders.len()
-                        ),
-                        json!({ "pid": pid, "reason": reason.name() }),
+                    tracing::warn!(
+                        target: LOG_TARGET,
+                        event = "busy",
+                        pid,
+                        reason = reason.name(),
+                        "pid {pid} ({}) would be traced ({}), but {} processes are being \
+                         traced already (--max-traced)",
+                        procinfo::comm(pid).unwrap_or_default(),
+                        reason.describe(),
+                        self.recorders.len()
                     );
                 }
                 continue;
@@ -465,21 +445,18 @@ impl Agent<'_> {
             Reason::Fraction { .. } => self.health.triggers_fraction += 1,
             Reason::Eta { .. } => self.health.triggers_eta += 1,
         }
-        self.log.line(
-            "tracing",
-            &format!(
-                "tracing pid {pid} ({comm}): {}; recording to {}",
-                reason.describe(),
-                path.display()
-            ),
-            json!({
-                "pid": pid,
-                "comm": comm,
-                "container": container,
-                "reason": reason.name(),
-                "detail": reason.describe(),
-                "file": path,
-            }),
+        tracing::info!(
+            target: LOG_TARGET,
+            event = "tracing",
+            pid,
+            comm = %comm,
+            container = container.as_deref(),
+            reason = reason.name(),
+            detail = %reason.describe(),
+            file = %path.display(),
+            "tracing pid {pid} ({comm}): {}; recording to {}",
+            reason.describe(),
+            path.display()
         );
         self.recorders.insert(
             key,
@@ -555,20 +532,21 @@ impl Agent<'_> {
         };
         let secs = r.started.elapsed().as_secs_f64();
         if ok {
-            self.log.line(
-                "recorded",
-                &format!(
-                    "recorded pid {pid} ({}) for {}, until {why}: {} ({}); `fdtrace report {}`",
-                    r.comm,
-                    crate::report::fmt_age(secs),
-                    r.path.display(),
-                    mib(bytes),
-                    r.path.display()
-                ),
-                json!({
-                    "pid": pid, "comm": r.comm, "file": r.path, "bytes": bytes,
-                    "seconds": secs, "until": why,
-                }),
+            tracing::info!(
+                target: LOG_TARGET,
+                event = "recorded",
+                pid,
+                comm = %r.comm,
+                file = %r.path.display(),
+                bytes,
+                seconds = secs,
+                until = %why,
+                "recorded pid {pid} ({}) for {}, until {why}: {} ({}); `fdtrace report {}`",
+                r.comm,
+                crate::report::fmt_age(secs),
+                r.path.display(),
+                mib(bytes),
+                r.path.display()
             );
         } else {
             let said = r
@@ -576,22 +554,22 @@ impl Agent<'_> {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .join(" | ");
-            self.log.line(
-                "failed",
-                &format!(
-                    "recording pid {pid} ({}) failed after {}: {said}{}",
-                    r.comm,
-                    crate::report::fmt_age(secs),
-                    if bytes > 0 {
-                        format!(" (what it wrote is in {})", r.path.display())
-                    } else {
-                        String::new()
-                    }
-                ),
-                json!({
-                    "pid": pid, "comm": r.comm, "file": r.path, "bytes": bytes,
-                    "error": said,
-                }),
+            tracing::error!(
+                target: LOG_TARGET,
+                event = "failed",
+                pid,
+                comm = %r.comm,
+                file = %r.path.display(),
+                bytes,
+                error = %said,
+                "recording pid {pid} ({}) failed after {}: {said}{}",
+                r.comm,
+                crate::report::fmt_age(secs),
+                if bytes > 0 {
+                    format!(" (what it wrote is in {})", r.path.display())
+                } else {
+                    String::new()
+                }
             );
             if bytes == 0 {
                 let _ = std::fs::remove_file(&r.path);
@@ -606,21 +584,22 @@ impl Agent<'_> {
             Ok(deleted) => {
                 for p in deleted {
                     self.health.deleted += 1;
-                    self.log.line(
-                        "deleted",
-                        &format!(
-                            "deleted {} (the oldest recording; the directory is over {})",
-                            p.display(),
-                            mib(self.budget)
-                        ),
-                        json!({ "file": p }),
+                    tracing::info!(
+                        target: LOG_TARGET,
+                        event = "deleted",
+                        file = %p.display(),
+                        "deleted {} (the oldest recording; the directory is over {})",
+                        p.display(),
+                        mib(self.budget)
                     );
                 }
             }
-            Err(e) => self.log.line(
-                "error",
-                &format!("keeping {} within its budget: {e:#}", self.a.dir.display()),
-                json!({ "error": format!("{e:#}") }),
+            Err(e) => tracing::error!(
+                target: LOG_TARGET,
+                event = "error",
+                error = %format!("{e:#}"),
+                "keeping {} within its budget: {e:#}",
+                self.a.dir.display()
             ),
         }
     }
@@ -637,10 +616,11 @@ impl Agent<'_> {
         while !self.recorders.is_empty() && Instant::now() < deadline {
             let now = self.t0.elapsed().as_secs_f64();
             if let Err(e) = self.reap(now) {
-                self.log.line(
-                    "error",
-                    &format!("{e:#}"),
-                    json!({ "error": format!("{e:#}") }),
+                tracing::error!(
+                    target: LOG_TARGET,
+                    event = "error",
+                    error = %format!("{e:#}"),
+                    "{e:#}"
                 );
                 break;
             }

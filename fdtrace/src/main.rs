@@ -13,15 +13,30 @@ fn main() {
     let (stderr, flush) = tracing_appender::non_blocking::NonBlockingBuilder::default()
         .lossy(true)
         .finish(std::io::stderr());
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("FDTRACE_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level)),
-        )
-        .with_writer(stderr)
-        .with_target(false)
-        .without_time()
-        .init();
+    // The agent's own lines (its triggers and their outcomes) are always shown, with the time,
+    // its name, and as JSON objects with --log-json.
+    let agent = match &cli.cmd {
+        Some(Cmd::Agent(a)) => Some(a.log_json),
+        _ => None,
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("FDTRACE_LOG").unwrap_or_else(|_| {
+        let agent_lines = format!("{level},{}=info", fdtrace::agent::LOG_TARGET);
+        tracing_subscriber::EnvFilter::new(if agent.is_some() { &agent_lines } else { level })
+    });
+    let fmt = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(stderr);
+    match agent {
+        Some(true) => fmt
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(false)
+            .init(),
+        Some(false) => fmt.init(),
+        None => fmt.with_target(false).without_time().init(),
+    }
     // Tracing passes a launched command's exit status on; everything else exits 0 when it
     // succeeds.
     let mut code = 0;
