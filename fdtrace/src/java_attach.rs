@@ -93,7 +93,9 @@ pub fn request_perf_map(pid: u32) -> Result<(), AttachError> {
 /// starts a thread in the JVM and leaves a file in its `/tmp`.
 #[derive(Default)]
 pub struct PerfMapRequests {
-    needs_map: Option<bool>,
+    is_java: Option<bool>,
+    /// Could fdtrace read the JVM's own structures (None: not looked yet)?
+    vm_readable: Option<bool>,
     last: Option<Instant>,
     running: Option<std::thread::JoinHandle<()>>,
 }
@@ -124,6 +126,10 @@ impl PerfMapRequests {
     /// listener's own socket is not among the births and the code compiled so far is named
     /// from the first birth.
     pub fn request_now(&mut self, pid: u32) {
+        if !self.is_java(pid) {
+            return;
+        }
+        self.set_vm_readable(pid, crate::java_vm::JavaVm::find(pid).is_some());
         if !self.needs_map(pid) {
             return;
         }
@@ -136,20 +142,25 @@ impl PerfMapRequests {
         }
     }
 
+    /// Whether fdtrace could read the JVM's structures (found when its first JIT frame is seen).
+    pub fn set_vm_readable(&mut self, pid: u32, readable: bool) {
+        if !readable && self.vm_readable.is_none() && self.is_java(pid) {
+            tracing::info!(
+                "pid {pid}: the JVM's structures cannot be read; its perf map names compiled methods"
+            );
+        }
+        self.vm_readable = Some(readable);
+    }
+
+    /// A JVM whose structures fdtrace could not read.
     fn needs_map(&mut self, pid: u32) -> bool {
-        *self.needs_map.get_or_insert_with(|| {
-            let java = crate::runtime::of_exe(std::path::Path::new(&format!("/proc/{pid}/exe")))
-                == Some(crate::runtime::Runtime::Java);
-            if !java {
-                return false;
-            }
-            let readable = crate::java_vm::JavaVm::find(pid).is_some();
-            if !readable {
-                tracing::info!(
-                    "pid {pid}: the JVM's structures cannot be read; its perf map names compiled methods"
-                );
-            }
-            !readable
+        self.vm_readable == Some(false) && self.is_java(pid)
+    }
+
+    fn is_java(&mut self, pid: u32) -> bool {
+        *self.is_java.get_or_insert_with(|| {
+            crate::runtime::of_exe(std::path::Path::new(&format!("/proc/{pid}/exe")))
+                == Some(crate::runtime::Runtime::Java)
         })
     }
 
@@ -163,7 +174,8 @@ impl PerfMapRequests {
 
     /// The process exec'd another program.
     pub fn reset(&mut self) {
-        self.needs_map = None;
+        self.is_java = None;
+        self.vm_readable = None;
         self.last = None;
     }
 }

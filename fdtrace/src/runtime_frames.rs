@@ -89,8 +89,7 @@ impl RuntimeFrames {
         if slots.is_empty() && !unwound.frames.iter().any(|f| is_jit(f.lookup)) {
             return (unwound, Vec::new());
         }
-        let pid = self.pid;
-        let Some(vm) = self.java_vm.get_or_insert_with(|| JavaVm::find(pid)) else {
+        let Some(vm) = self.vm() else {
             return (unwound, Vec::new());
         };
         let mut names = Vec::new();
@@ -149,11 +148,20 @@ impl RuntimeFrames {
         (unwound, names)
     }
 
+    /// The JVM's structures, looked for once (at the first JIT frame: by then a JVM is up).
+    fn vm(&mut self) -> Option<&mut JavaVm> {
+        if self.java_vm.is_none() {
+            let vm = JavaVm::find(self.pid);
+            self.java.set_vm_readable(self.pid, vm.is_some());
+            self.java_vm = Some(vm);
+        }
+        self.java_vm.as_mut()?.as_mut()
+    }
+
     /// What a return address `pc` into JIT code returns into, for the unwinder: HotSpot's
     /// compiled code or interpreter, as the JVM describes them.
     pub fn jit_frame(&mut self, pc: u64) -> RuntimeFrame {
-        let pid = self.pid;
-        let Some(vm) = self.java_vm.get_or_insert_with(|| JavaVm::find(pid)) else {
+        let Some(vm) = self.vm() else {
             return RuntimeFrame::Unknown;
         };
         if vm.is_interpreter(pc - 1) {

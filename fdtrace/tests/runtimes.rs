@@ -285,9 +285,8 @@ fn python_3_13_leaks_named_at_their_lines() {
     python_leaks_named_at_their_lines(&pyenv_python("3.13"));
 }
 
-/// Compile and start `java FLAGS Leak N`, attach by pid, let it leak, and return the JSON
-/// report and whether the JVM wrote a perf map (removed with it).
-fn trace_java(flags: &[&str], n: u32) -> (Value, bool) {
+/// `Leak.java` compiled into a temporary directory.
+fn java_classes() -> tempfile::TempDir {
     let classes = tempfile::tempdir().unwrap();
     let st = Command::new("javac")
         .arg("-d")
@@ -296,6 +295,13 @@ fn trace_java(flags: &[&str], n: u32) -> (Value, bool) {
         .status()
         .expect("javac (Debian package openjdk-17-jdk-headless; cargo xtask test installs it)");
     assert!(st.success());
+    classes
+}
+
+/// Compile and start `java FLAGS Leak N`, attach by pid, let it leak, and return the JSON
+/// report and whether the JVM wrote a perf map (removed with it).
+fn trace_java(flags: &[&str], n: u32) -> (Value, bool) {
+    let classes = java_classes();
     let mut cmd = Command::new("java");
     cmd.args(flags)
         .arg("-cp")
@@ -426,4 +432,44 @@ fn java_interpreted_methods_named_at_their_lines() {
     require_root();
     // Interpreted only: every frame is the interpreter's.
     java_leaks_at_their_lines(&["-Xint"]);
+}
+
+#[test]
+fn java_launched_by_fdtrace_named_at_its_lines() {
+    let _g = serial();
+    require_root();
+    // `fdtrace -- java …`: the JVM is read when its first Java frame is seen, never asked
+    // for anything, and nothing is said about it.
+    let classes = java_classes();
+    let out = tempfile::NamedTempFile::new().unwrap();
+    let mut child = Command::new(fdtrace_bin())
+        .args(["--json", "-o"])
+        .arg(out.path())
+        .args(["--", "java", "-cp"])
+        .arg(classes.path())
+        .args(["Leak", "10"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Leak reads a line to leak, then one to exit.
+    child.stdin.take().unwrap().write_all(b"go\nend\n").unwrap();
+    let done = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&done.stderr);
+    assert!(done.status.success(), "{err}");
+    assert!(!err.contains("WARN"), "{err}");
+    let r: Value = serde_json::from_str(&std::fs::read_to_string(out.path()).unwrap()).unwrap();
+    let counts = by_user_line(&r);
+    let at = |f: &str, marker: &str| {
+        let key = (
+            f.to_string(),
+            "Leak.java".to_string(),
+            line_in("Leak.java", marker),
+        );
+        counts.get(&key).copied()
+    };
+    // The target exited: what it held then, its leaks.
+    assert_eq!(at("Leak.openJournal", "LEAK: file"), Some(10), "{counts:?}");
+    assert_eq!(at("Leak.dial", "LEAK: socket"), Some(10), "{counts:?}");
 }

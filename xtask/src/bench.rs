@@ -37,7 +37,7 @@ pub struct Opts {
     /// docs/PERFORMANCE.md unless --output says so.
     #[arg(long)]
     quick: bool,
-    /// Run only these cases (1-11, comma-separated). Does not write docs/PERFORMANCE.md unless
+    /// Run only these cases (1-12, comma-separated). Does not write docs/PERFORMANCE.md unless
     /// --output says so.
     #[arg(long, value_delimiter = ',', value_name = "CASES")]
     only: Vec<u32>,

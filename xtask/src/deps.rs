@@ -104,7 +104,7 @@ pub const NEEDS: &[Need] = &[
         probe: Probe::Program("javac"),
         package: "openjdk-17-jdk-headless",
         why: "a real JVM (and javac) for the runtime tests",
-        users: &[For::Test],
+        users: &[For::Test, For::Bench],
     },
     Need {
         probe: Probe::Program("prometheus"),
