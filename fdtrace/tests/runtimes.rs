@@ -154,6 +154,21 @@ fn by_user_line(r: &Value) -> std::collections::BTreeMap<(String, String, u64), 
     m
 }
 
+/// The count at `function` on the line of program `file` marked with `marker`.
+fn count_at(
+    counts: &std::collections::BTreeMap<(String, String, u64), u64>,
+    function: &str,
+    file: &str,
+    marker: &str,
+) -> Option<u64> {
+    let key = (
+        function.to_string(),
+        file.to_string(),
+        line_in(file, marker),
+    );
+    counts.get(&key).copied()
+}
+
 /// The line of program `file` marked with `marker`.
 fn line_in(file: &str, marker: &str) -> u64 {
     let text = std::fs::read_to_string(source(file)).unwrap();
@@ -173,14 +188,7 @@ fn python_leaks_named_at_their_lines(python: &std::path::Path) {
     let r = trace_python(python, n);
     let counts = by_user_line(&r);
     eprintln!("{}: {counts:?}", python.display());
-    let at = |function: &str, marker: &str| {
-        let key = (
-            function.to_string(),
-            "leak.py".to_string(),
-            line_in("leak.py", marker),
-        );
-        counts.get(&key).copied()
-    };
+    let at = |function: &str, marker: &str| count_at(&counts, function, "leak.py", marker);
     assert_eq!(
         at("Journal.open", "LEAK: file"),
         Some(n as u64),
@@ -319,14 +327,7 @@ fn java_leaks_at_their_lines(flags: &[&str]) -> Value {
     let (r, perf_map) = trace_java(flags, n);
     let counts = by_user_line(&r);
     eprintln!("{flags:?}: {counts:?}");
-    let at = |f: &str, marker: &str| {
-        let key = (
-            f.to_string(),
-            "Leak.java".to_string(),
-            line_in("Leak.java", marker),
-        );
-        counts.get(&key).copied()
-    };
+    let at = |function: &str, marker: &str| count_at(&counts, function, "Leak.java", marker);
     assert_eq!(
         at("Leak.openJournal", "LEAK: file"),
         Some(n as u64),
@@ -461,14 +462,7 @@ fn java_launched_by_fdtrace_named_at_its_lines() {
     assert!(!err.contains("WARN"), "{err}");
     let r: Value = serde_json::from_str(&std::fs::read_to_string(out.path()).unwrap()).unwrap();
     let counts = by_user_line(&r);
-    let at = |f: &str, marker: &str| {
-        let key = (
-            f.to_string(),
-            "Leak.java".to_string(),
-            line_in("Leak.java", marker),
-        );
-        counts.get(&key).copied()
-    };
+    let at = |function: &str, marker: &str| count_at(&counts, function, "Leak.java", marker);
     // The target exited: what it held then, its leaks.
     assert_eq!(at("Leak.openJournal", "LEAK: file"), Some(10), "{counts:?}");
     assert_eq!(at("Leak.dial", "LEAK: socket"), Some(10), "{counts:?}");
