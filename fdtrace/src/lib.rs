@@ -53,4 +53,5 @@ pub mod top;
 pub mod tracer;
 pub mod trigger;
 pub mod unwind;
+pub mod user_frame;
 pub mod verdict;
