@@ -103,6 +103,22 @@ pub mod kind {
     /// CPython: the Python frames of the thread making a birth, read from the interpreter's
     /// frame chain, sent just before the birth by the same thread ([`crate::PyFramesEvent`]).
     pub const PY_FRAMES: u32 = 14;
+    /// libuv (Node.js): a TCP handle was created, or a connect on one began
+    /// ([`crate::UvHandleEvent`]).
+    pub const UV_HANDLE: u32 = 15;
+}
+
+/// libuv, as Node.js uses it: a TCP socket is created by the connect (`uv_tcp_connect`, run in
+/// a later tick of the event loop than the JavaScript that asked for it), but its handle by
+/// `uv_tcp_init`, called from the JavaScript that made the `net.Socket`.
+pub mod uv {
+    /// [`crate::UvHandleEvent::role`]: `uv_tcp_init(loop, handle)` was entered; the record has
+    /// the caller's registers and stack (more of it in [`crate::StackChunkEvent`]s sent first,
+    /// as for a birth).
+    pub const INIT: u32 = 0;
+    /// `uv_tcp_connect(req, handle, addr, cb)` was entered (sent without its stack): the socket
+    /// a birth on this thread makes before that call returns is the handle's.
+    pub const CONNECT: u32 = 1;
 }
 
 /// Go programs: which goroutine a birth happened in, and which goroutine asked for a
@@ -490,6 +506,30 @@ pub struct GoLinkEvent {
 /// The bytes of a [`GoLinkEvent`] before its `stack`: the whole of a DIAL record.
 pub const GO_LINK_HEAD_BYTES: usize = core::mem::size_of::<GoLinkEvent>() - STACK_BYTES;
 
+/// libuv's TCP handles (`kind::UV_HANDLE`, see [`uv`]).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct UvHandleEvent {
+    pub hdr: Header,
+    /// [`uv::INIT`] or [`uv::CONNECT`].
+    pub role: u32,
+    /// Number of valid bytes in `stack` (INIT only).
+    pub stack_len: u32,
+    /// The `uv_tcp_t *`.
+    pub handle: u64,
+    /// User registers at the function's entry: instruction, stack and frame pointer.
+    pub ip: u64,
+    pub sp: u64,
+    pub bp: u64,
+    /// The word at `sp`: the return address into the caller (CONNECT: the call a birth must
+    /// still be inside of to be this connect's).
+    pub ret: u64,
+    pub stack: [u8; STACK_BYTES],
+}
+
+/// The bytes of a [`UvHandleEvent`] before its `stack`: the whole of a CONNECT record.
+pub const UV_HANDLE_HEAD_BYTES: usize = core::mem::size_of::<UvHandleEvent>() - STACK_BYTES;
+
 /// A piece of a thread's user stack at a birth, beyond the `STACK_BYTES` the birth record holds
 /// (`kind::STACK_CHUNK`). Sent just before the birth record, by the same program run order:
 /// `offset` bytes above `sp`, `len` valid bytes in `bytes`.
@@ -604,6 +644,7 @@ mod user {
     unsafe impl aya::Pod for super::FailKey {}
     unsafe impl aya::Pod for super::GoLinkEvent {}
     unsafe impl aya::Pod for super::StackChunkEvent {}
+    unsafe impl aya::Pod for super::UvHandleEvent {}
     unsafe impl aya::Pod for super::PyLayout {}
     unsafe impl aya::Pod for super::PyFrame {}
     unsafe impl aya::Pod for super::PyFramesEvent {}
@@ -624,6 +665,7 @@ const _: () = assert!(core::mem::size_of::<FailKey>() == 16);
 const _: () =
     assert!(core::mem::size_of::<OpenEvent>() == 24 + 24 + 48 + 56 + MAX_PATH + STACK_BYTES);
 const _: () = assert!(GO_LINK_HEAD_BYTES == 24 + 8 + 24);
+const _: () = assert!(UV_HANDLE_HEAD_BYTES == 24 + 8 + 40);
 const _: () = assert!(core::mem::size_of::<StackChunkEvent>() == 24 + 16 + capture::CHUNK_BYTES);
 const _: () = assert!(core::mem::size_of::<PyLayout>() == 8 + 10 * 4);
 const _: () = assert!(core::mem::size_of::<PyFramesEvent>() == 24 + 16 + 16 * py::MAX_FRAMES);

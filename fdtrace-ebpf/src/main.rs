@@ -32,6 +32,7 @@ use fdtrace_common::{
 
 mod goroutine;
 mod python;
+mod uv_handles;
 
 /// Thread-group ids being traced; the value says how to capture their stacks (`capture::*`).
 #[map]
@@ -532,6 +533,15 @@ pub fn exit_deep_stack(ctx: TracePointContext) -> u32 {
     if sp == 0 {
         return 0;
     }
+    send_deep_chunks(pid_tgid, chunks, sp);
+    0
+}
+
+/// The stack above `sp` beyond the first `STACK_BYTES`: `chunks` records of
+/// `capture::CHUNK_BYTES` (fewer where the stack ends), sent without a wake-up (the record
+/// they precede brings one).
+#[inline(always)]
+fn send_deep_chunks(pid_tgid: u64, chunks: u32, sp: u64) {
     for i in 0..capture::MAX_CHUNKS {
         if i >= chunks {
             break;
@@ -555,13 +565,11 @@ pub fn exit_deep_stack(ctx: TracePointContext) -> u32 {
             entry.discard(0);
             break;
         }
-        // No wake-up: the birth that follows brings one.
         entry.submit(BPF_RB_NO_WAKEUP as u64);
         if n < capture::CHUNK_BYTES as u32 {
             break;
         }
     }
-    0
 }
 
 /// Copy a piece of the user stack into `dst`, trying smaller sizes near the stack's end.

@@ -26,7 +26,11 @@ pub enum SiteKey {
 fn frame_key(f: &JsonFrame) -> String {
     // A Go marker frame names the goroutine that asked or started: another one in each
     // recording.
-    if let Some(key) = f.function.as_deref().and_then(crate::go_links::marker_key) {
+    if let Some(key) = f
+        .function
+        .as_deref()
+        .and_then(crate::link_markers::marker_key)
+    {
         return key.into();
     }
     let mut s = f.function.clone().unwrap_or_else(|| "??".into());

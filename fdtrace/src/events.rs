@@ -2,7 +2,8 @@
 use fdtrace_common::{
     CloexecEvent, CloseEvent, CloseRangeEvent, ForkEvent, GO_LINK_HEAD_BYTES, GoLinkEvent, Header,
     MAX_PATH, MAX_SOCKADDR, OPEN_HEAD_BYTES, OpenEvent, ProcEvent, STACK_BYTES, SockAddrEvent,
-    SockInfo, SockStateEvent, StackChunkEvent, capture, go, kind,
+    SockInfo, SockStateEvent, StackChunkEvent, UV_HANDLE_HEAD_BYTES, UvHandleEvent, capture, go,
+    kind, uv,
 };
 
 /// One decoded ring-buffer record. It borrows the record's bytes (`'a`) for the stack copy of
@@ -65,6 +66,8 @@ pub enum Event<'a> {
         offset: u32,
         bytes: &'a [u8],
     },
+    /// libuv: a TCP handle was made, or a connect on one began (`kind::UV_HANDLE`).
+    UvHandle(UvHandle<'a>),
     /// CPython: the Python frames of the thread whose birth follows (`kind::PY_FRAMES`).
     PyFrames {
         hdr: Header,
@@ -88,6 +91,24 @@ pub struct GoLink {
     pub stack: Vec<u64>,
 }
 
+/// A libuv TCP handle's creation (`uv::INIT`, with the creating stack) or a connect on it
+/// (`uv::CONNECT`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UvHandle<'a> {
+    pub hdr: Header,
+    pub role: u32,
+    /// The `uv_tcp_t *`.
+    pub handle: u64,
+    /// Registers at the function's entry (CONNECT: `sp` only).
+    pub ip: u64,
+    pub sp: u64,
+    pub bp: u64,
+    /// CONNECT: the return address at `sp`.
+    pub ret: u64,
+    /// INIT: the copy of the stack from `sp`.
+    pub stack: &'a [u8],
+}
+
 impl Event<'_> {
     /// The header every record starts with.
     pub fn header(&self) -> &Header {
@@ -95,6 +116,7 @@ impl Event<'_> {
             Event::Open(o) | Event::OpenFailed(o) => &o.hdr,
             Event::SockState(s) => &s.hdr,
             Event::GoLink(l) => &l.hdr,
+            Event::UvHandle(h) => &h.hdr,
             Event::Close { hdr, .. }
             | Event::CloseRange { hdr, .. }
             | Event::Exec { hdr }
@@ -354,6 +376,28 @@ pub fn decode(bytes: &[u8]) -> Result<Event<'_>, DecodeError> {
                 role,
                 goid,
                 conn,
+                stack,
+            }))
+        }
+        kind::UV_HANDLE => {
+            check(hdr.kind, bytes, UV_HANDLE_HEAD_BYTES)?;
+            let ev = |at: usize| -> u64 { read(&bytes[at..]) };
+            let role: u32 = read(&bytes[24..]);
+            let stack_len: u32 = read(&bytes[28..]);
+            let mut stack: &[u8] = &[];
+            if role == uv::INIT {
+                check(hdr.kind, bytes, size_of::<UvHandleEvent>())?;
+                let n = (stack_len as usize).min(STACK_BYTES);
+                stack = &bytes[UV_HANDLE_HEAD_BYTES..UV_HANDLE_HEAD_BYTES + n];
+            }
+            Ok(Event::UvHandle(UvHandle {
+                hdr,
+                role,
+                handle: ev(32),
+                ip: ev(40),
+                sp: ev(48),
+                bp: ev(56),
+                ret: ev(64),
                 stack,
             }))
         }
@@ -816,5 +860,37 @@ mod tests {
         ev.role = go::REQUEST;
         let bytes = as_bytes(&ev);
         assert!(decode(&bytes[..GO_LINK_HEAD_BYTES]).is_err());
+    }
+
+    #[test]
+    fn uv_handles() {
+        let mut ev = UvHandleEvent {
+            hdr: hdr(kind::UV_HANDLE),
+            role: uv::INIT,
+            stack_len: 16,
+            handle: 0x5555_0000_1230,
+            ip: 0x18b_9f80,
+            sp: 0x7ffc_0000_1000,
+            bp: 0x7ffc_0000_1100,
+            ret: 0,
+            stack: [7; STACK_BYTES],
+        };
+        let bytes = as_bytes(&ev);
+        let Event::UvHandle(h) = decode(&bytes).unwrap() else {
+            panic!("not a handle");
+        };
+        assert_eq!(
+            (h.role, h.handle, h.ip, h.sp, h.bp, h.stack),
+            (uv::INIT, ev.handle, ev.ip, ev.sp, ev.bp, &[7u8; 16][..])
+        );
+        // A creation must carry its stack; a connect is sent without one.
+        assert!(decode(&bytes[..UV_HANDLE_HEAD_BYTES]).is_err());
+        ev.role = uv::CONNECT;
+        ev.ret = 0x4242;
+        let bytes = as_bytes(&ev);
+        let Event::UvHandle(c) = decode(&bytes[..UV_HANDLE_HEAD_BYTES]).unwrap() else {
+            panic!("not a handle");
+        };
+        assert_eq!((c.role, c.ret, c.stack.len()), (uv::CONNECT, 0x4242, 0));
     }
 }

@@ -13,6 +13,8 @@ pub const PYTHON: u64 = 0xdeab << 48;
 pub const JIT_KEY: u64 = 0xdeaa << 48;
 /// A Java method the interpreter ran, at a line (`runtime_frames`).
 pub const JAVA: u64 = 0xdea9 << 48;
+/// A Node.js socket's handle was made by the frames that follow (`uv_links`).
+pub const UV_REQUESTED: u64 = 0xdea8 << 48;
 
 /// The low 48 bits.
 pub const LOW_BITS: u64 = 0xffff_ffff_ffff;

@@ -11,102 +11,17 @@
 //! requester's stack after its own, behind a marker frame. Other births in a goroutine get the
 //! `go` statement that started it (`runtime.g.gopc`, `Open::gopc`), behind a marker frame too:
 //! a goroutine a library started (`database/sql`'s connection opener) is named by its creator.
-use std::collections::VecDeque;
-
 use fdtrace_common::go;
 
 use crate::{
+    bounded_map::BoundedMap,
     events::GoLink,
+    link_markers::{created_by, requested_by},
     unwind::{RawFrame, StackUnwinder, Unwound},
 };
 
-/// The goroutine id in a marker's address.
-use crate::frame_tags::LOW_BITS as MARKER_ID_BITS;
-/// Addresses with these top 16 bits stand for a marker frame, never for code: they are not
-/// canonical x86_64 addresses (bits 63 to 47 differ), so no stack holds them. The goroutine
-/// that asked for a connection follows a `REQUESTED` marker; the `go` statement that started
-/// the birth's goroutine follows a `CREATED` one.
-use crate::frame_tags::{GO_CREATED as CREATED, GO_REQUESTED as REQUESTED};
-
 /// Requests waiting for their dial, and dialing goroutines, kept at most (the oldest go first).
 const MAX_LINKS: usize = 4096;
-
-fn marker(base: u64, goid: u64) -> RawFrame {
-    let addr = base | (goid & MARKER_ID_BITS);
-    RawFrame { addr, lookup: addr }
-}
-
-/// The marker frame between a dialing goroutine's frames and those of the goroutine that asked
-/// for the connection.
-pub fn requested_by(goid: u64) -> RawFrame {
-    marker(REQUESTED, goid)
-}
-
-/// The marker frame between a goroutine's frames and the `go` statement that started it, in
-/// goroutine `parent` (0: unknown, before Go 1.21).
-pub fn created_by(parent: u64) -> RawFrame {
-    marker(CREATED, parent)
-}
-
-/// The text of a marker frame, if `addr` is one.
-pub fn marker_text(addr: u64) -> Option<String> {
-    let id = addr & MARKER_ID_BITS;
-    match addr & !MARKER_ID_BITS {
-        REQUESTED => Some(format!("[requested by goroutine {id}]")),
-        CREATED if id == 0 => Some(CREATED_KEY.into()),
-        CREATED => Some(format!("[created by goroutine {id}]")),
-        _ => None,
-    }
-}
-
-/// A marker frame's text without its goroutine: how sites are told apart across recordings.
-pub const MARKER_KEY: &str = "[requested by goroutine]";
-const CREATED_KEY: &str = "[created by a goroutine]";
-
-/// The goroutine-free text of a marker frame's text (see [`MARKER_KEY`]), if it is one.
-pub fn marker_key(function: &str) -> Option<&'static str> {
-    let number = |rest: Option<&str>| {
-        rest.and_then(|r| r.strip_suffix(']'))
-            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
-    };
-    if number(function.strip_prefix("[requested by goroutine ")) {
-        Some(MARKER_KEY)
-    } else if function == CREATED_KEY || number(function.strip_prefix("[created by goroutine ")) {
-        Some(CREATED_KEY)
-    } else {
-        None
-    }
-}
-
-/// The frame as stacks are grouped: every marker of a kind alike, whichever goroutine asked or
-/// started (each request is made by a goroutine of its own; the site keeps the first one's
-/// number).
-pub fn grouping_key(f: &RawFrame) -> RawFrame {
-    match f.addr & !MARKER_ID_BITS {
-        REQUESTED => requested_by(0),
-        CREATED => created_by(0),
-        _ => *f,
-    }
-}
-
-/// A recorded stack's frames from their addresses: each is a return address (looked up one
-/// byte before, on its call) but the first, a marker, and the frame after a `requested by`
-/// marker (the entry of the function the requester was probed in).
-pub fn frames_of_addresses(addrs: &[u64]) -> Vec<RawFrame> {
-    let mut prev = None;
-    addrs
-        .iter()
-        .map(|&addr| {
-            let exact = prev.is_none_or(|p: u64| p & !MARKER_ID_BITS == REQUESTED)
-                || marker_text(addr).is_some();
-            prev = Some(addr);
-            RawFrame {
-                addr,
-                lookup: if exact { addr } else { addr.wrapping_sub(1) },
-            }
-        })
-        .collect()
-}
 
 struct Request {
     goid: u64,
@@ -114,14 +29,20 @@ struct Request {
 }
 
 /// The links of one process.
-#[derive(Default)]
 pub struct GoLinks {
     /// `*wantConn` → the request, until its dial begins.
-    requests: foldhash::HashMap<u64, Request>,
-    request_order: VecDeque<u64>,
+    requests: BoundedMap<Request>,
     /// Dialing goroutine → the request it dials for.
-    dials: foldhash::HashMap<u64, Request>,
-    dial_order: VecDeque<u64>,
+    dials: BoundedMap<Request>,
+}
+
+impl Default for GoLinks {
+    fn default() -> Self {
+        Self {
+            requests: BoundedMap::new(MAX_LINKS),
+            dials: BoundedMap::new(MAX_LINKS),
+        }
+    }
 }
 
 impl GoLinks {
@@ -133,9 +54,7 @@ impl GoLinks {
     pub fn on_link(&mut self, l: GoLink, unwinder: &StackUnwinder) {
         if l.role == go::REQUEST {
             let stack = unwinder.unwind_fp(&l.stack);
-            insert_bounded(
-                &mut self.requests,
-                &mut self.request_order,
+            self.requests.insert(
                 l.conn,
                 Request {
                     goid: l.goid,
@@ -147,7 +66,7 @@ impl GoLinks {
             let Some(r) = self.requests.remove(&l.conn) else {
                 return;
             };
-            insert_bounded(&mut self.dials, &mut self.dial_order, l.goid, r);
+            self.dials.insert(l.goid, r);
         }
     }
 
@@ -182,33 +101,15 @@ impl GoLinks {
     }
 }
 
-fn insert_bounded<V>(
-    map: &mut foldhash::HashMap<u64, V>,
-    order: &mut VecDeque<u64>,
-    key: u64,
-    value: V,
-) {
-    if map.insert(key, value).is_none() {
-        order.push_back(key);
-    }
-    while map.len() > MAX_LINKS {
-        match order.pop_front() {
-            Some(k) => {
-                map.remove(&k);
-            }
-            None => break,
-        }
-    }
-    // Keys removed otherwise (a request taken by its dial) leave stale entries in `order`.
-    if order.len() > 2 * MAX_LINKS {
-        order.retain(|k| map.contains_key(k));
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{events::GoLink, procinfo::Mapping, unwind::Method};
+    use crate::{
+        events::GoLink,
+        link_markers::{frames_of_addresses, marker_text},
+        procinfo::Mapping,
+        unwind::Method,
+    };
     use fdtrace_common::Header;
 
     fn unwinder() -> StackUnwinder {
@@ -362,29 +263,5 @@ mod tests {
                 .requests
                 .contains_key(&(0x1000 + MAX_LINKS as u64 + 9))
         );
-    }
-
-    #[test]
-    fn markers_group_alike() {
-        assert_eq!(
-            grouping_key(&requested_by(5)),
-            grouping_key(&requested_by(6))
-        );
-        let f = RawFrame {
-            addr: 0x40_1000,
-            lookup: 0x40_0fff,
-        };
-        assert_eq!(grouping_key(&f), f);
-        assert_eq!(marker_text(0x40_1000), None);
-        assert_ne!(grouping_key(&requested_by(5)), grouping_key(&created_by(5)));
-        assert_eq!(grouping_key(&created_by(5)), grouping_key(&created_by(0)));
-        let key = |f: RawFrame| marker_key(&marker_text(f.addr).unwrap());
-        assert_eq!(key(requested_by(42)), Some(MARKER_KEY));
-        assert_eq!(key(created_by(42)), key(created_by(0)));
-        assert_ne!(key(created_by(42)), Some(MARKER_KEY));
-        assert_eq!(marker_key("[requested by goroutine ]"), None);
-        assert_eq!(marker_key("[created by goroutine x]"), None);
-        assert_eq!(marker_key("main.main"), None);
-        assert_eq!(marker_text(0xffff_ffff_8100_0000), None);
     }
 }

@@ -93,7 +93,7 @@ pub fn inspect(path: &Path) -> Option<GoBinary> {
             Ok(n) if n == DIAL_FN.as_bytes() => &mut dial,
             _ => continue,
         };
-        *slot = file_offset(&obj, sym.address());
+        *slot = crate::elf_symbols::file_offset(&obj, sym.address());
     }
     // A stripped binary: the runtime's own table names every function.
     if (request.is_none() || dial.is_none())
@@ -115,14 +115,6 @@ pub fn inspect(path: &Path) -> Option<GoBinary> {
 pub fn dwarf_layout_of(path: &Path) -> Option<GLayout> {
     let data = std::fs::read(path).ok()?;
     dwarf_layout(&object::File::parse(&*data).ok()?)
-}
-
-/// The file offset of a virtual address, through the section holding it.
-fn file_offset(obj: &object::File, addr: u64) -> Option<u64> {
-    obj.sections().find_map(|s| {
-        let (off, size) = s.file_range()?;
-        (addr >= s.address() && addr < s.address() + size).then(|| addr - s.address() + off)
-    })
 }
 
 /// The Go version in a `.go.buildinfo` section (Go 1.18+ layout: the version string inline at

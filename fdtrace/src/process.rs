@@ -93,6 +93,8 @@ pub struct State {
     pub history: History,
     /// Go: which goroutine asked for the connections being dialed.
     go_links: GoLinks,
+    /// Node.js: which JavaScript made the handles being connected.
+    uv_links: crate::uv_links::UvLinks,
     /// Language runtimes: the pieces of stack sent before each birth.
     deep: crate::deep_stack::DeepStacks,
     /// Frames named by the language runtime (JIT code, Python).
@@ -122,6 +124,7 @@ impl State {
             suspects: Default::default(),
             touched: Default::default(),
             go_links: GoLinks::default(),
+            uv_links: Default::default(),
             deep: Default::default(),
             runtime: crate::runtime_frames::RuntimeFrames::new(pid),
         }
@@ -287,6 +290,10 @@ impl State {
         }
         let unwound = self.unwind(o);
         let unwound = self.go_links.join(unwound, o.goid, o.parent_goid, o.gopc);
+        let unwound = match &o.stack {
+            UserStack::Copy(copy) => self.uv_links.join(unwound, o.hdr.tid, o.sp, copy),
+            _ => unwound,
+        };
         let unwinder = &self.unwinder;
         let (unwound, names) = self
             .runtime
@@ -313,10 +320,7 @@ impl State {
                 }
                 self.unwinder.unwind_fp(ips)
             }
-            UserStack::Copy(bytes) => match self.deep.join(o.hdr.tid, o.sp, bytes) {
-                Some(all) => self.unwind_copy(o, &all),
-                None => self.unwind_copy(o, bytes),
-            },
+            UserStack::Copy(bytes) => self.unwind_deep(o.hdr.tid, o.ip, o.sp, o.bp, bytes),
             UserStack::Shed => {
                 self.table.stats.stacks_dropped += 1;
                 Unwound {
@@ -328,7 +332,7 @@ impl State {
             }
             UserStack::None => {
                 // Nothing captured: the instruction pointer alone, cut short.
-                let mut u = self.unwind_copy(o, &[]);
+                let mut u = self.unwind_copy(o.ip, o.sp, o.bp, &[]);
                 u.truncated = true;
                 if self.capture == capture::FRAME_POINTERS {
                     u.method = unwind::Method::Fp;
@@ -338,11 +342,19 @@ impl State {
         }
     }
 
-    fn unwind_copy(&mut self, o: &Open, stack: &[u8]) -> Unwound {
+    /// Unwind a copied stack, with the pieces beyond its first `STACK_BYTES` sent before it.
+    fn unwind_deep(&mut self, tid: u32, ip: u64, sp: u64, bp: u64, copy: &[u8]) -> Unwound {
+        match self.deep.join(tid, sp, copy) {
+            Some(all) => self.unwind_copy(ip, sp, bp, &all),
+            None => self.unwind_copy(ip, sp, bp, copy),
+        }
+    }
+
+    fn unwind_copy(&mut self, ip: u64, sp: u64, bp: u64, stack: &[u8]) -> Unwound {
         let runtime = &mut self.runtime;
         let mut unwound = self
             .unwinder
-            .unwind(o.ip, o.sp, o.bp, stack, &mut |pc| runtime.jit_frame(pc));
+            .unwind(ip, sp, bp, stack, &mut |pc| runtime.jit_frame(pc));
         let uncovered = |u: &Unwound, w: &StackUnwinder| {
             // JIT code is in no file: known as such, it needs no re-read.
             u.frames
@@ -354,9 +366,22 @@ impl State {
             let runtime = &mut self.runtime;
             unwound = self
                 .unwinder
-                .unwind(o.ip, o.sp, o.bp, stack, &mut |pc| runtime.jit_frame(pc));
+                .unwind(ip, sp, bp, stack, &mut |pc| runtime.jit_frame(pc));
         }
         unwound
+    }
+
+    /// Node.js: a TCP handle made (its stack unwound as a birth's) or connected (`uv_links`).
+    fn on_uv_handle(&mut self, h: crate::events::UvHandle) {
+        if h.role == fdtrace_common::uv::CONNECT {
+            self.uv_links.on_connect(h.hdr.tid, h.handle, h.sp, h.ret);
+            return;
+        }
+        if self.unwinder.mapping_for(h.ip).is_none() {
+            self.refresh_maps(false);
+        }
+        let made = self.unwind_deep(h.hdr.tid, h.ip, h.sp, h.bp, h.stack);
+        self.uv_links.on_init(h.handle, made);
     }
 
     fn on_open(&mut self, o: Open) {
@@ -625,6 +650,7 @@ impl State {
                 }
                 self.go_links.on_link(l, &self.unwinder);
             }
+            Event::UvHandle(h) => self.on_uv_handle(h),
             Event::OpenFailed(o) => self.on_open_failed(o),
             Event::StackChunk {
                 hdr,

@@ -436,7 +436,7 @@ impl Replay {
                 }
                 self.stacks.push(
                     Unwound {
-                        frames: crate::go_links::frames_of_addresses(frames),
+                        frames: crate::link_markers::frames_of_addresses(frames),
                         truncated: *truncated,
                         method: match *method {
                             1 => Method::Fp,

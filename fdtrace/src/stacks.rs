@@ -1,7 +1,7 @@
 //! Interning of unwound stacks: each distinct stack gets one id and keeps the mappings its
 //! addresses fell in, so it can be symbolized later, even after the process exited.
 use crate::{
-    go_links,
+    link_markers,
     model::StackId,
     procinfo::Mapping,
     runtime::JitName,
@@ -13,12 +13,12 @@ use crate::{
 pub const STACK_DROPPED: &str = "[stack dropped under load]";
 
 /// The frames as stacks are told apart: the same code, whichever goroutine asked for a
-/// connection (`go_links::grouping_key`). Changed in place (once per birth: no allocation for
+/// connection (`link_markers::grouping_key`). Changed in place (once per birth: no allocation for
 /// stacks without markers), with the markers it replaced and where they were.
 fn grouping_key(mut frames: Vec<RawFrame>) -> (Vec<RawFrame>, Vec<(usize, RawFrame)>) {
     let mut replaced = Vec::new();
     for (i, f) in frames.iter_mut().enumerate() {
-        let key = go_links::grouping_key(f);
+        let key = link_markers::grouping_key(f);
         if key != *f {
             replaced.push((i, std::mem::replace(f, key)));
         }
@@ -284,7 +284,7 @@ mod tests {
     fn joined_stacks_group_whichever_goroutine_asked() {
         let joined = |goid: u64| {
             let mut u = unwound(&[0x1010, 0x1020]);
-            u.frames.insert(1, go_links::requested_by(goid));
+            u.frames.insert(1, link_markers::requested_by(goid));
             u
         };
         let mut s = StackStore::new();
@@ -292,7 +292,10 @@ mod tests {
         let b = s.intern(joined(9), &[]);
         assert_eq!(a, b);
         // The stack keeps the first request's goroutine.
-        assert_eq!(s.get(a).unwrap().raw.frames[1], go_links::requested_by(7));
+        assert_eq!(
+            s.get(a).unwrap().raw.frames[1],
+            link_markers::requested_by(7)
+        );
         assert_ne!(s.intern(unwound(&[0x1010, 0x1020]), &[]), a);
     }
 }

@@ -80,7 +80,7 @@ impl Symbols {
     pub fn frames(&self, raw: &[RawFrame], mappings: &[Mapping]) -> Vec<Frame> {
         let mut out = Vec::with_capacity(raw.len());
         for f in raw {
-            if let Some(text) = crate::go_links::marker_text(f.addr) {
+            if let Some(text) = crate::link_markers::marker_text(f.addr) {
                 out.push(Frame::marker(&text));
                 continue;
             }

@@ -195,6 +195,9 @@ pub struct Tracer {
     go_binaries: std::collections::HashMap<(u64, u64), Option<GoBinary>>,
     /// Whether Go programs get the net/http probes (`--no-go-links` turns them off).
     pub go_links: bool,
+    /// Files (a Node.js executable, a libuv library) looked at for libuv's TCP functions, by
+    /// (device, inode), and whether the `uv_links` probes are attached to them.
+    uv_files: std::collections::HashMap<(u64, u64), bool>,
 }
 
 /// Mount tracefs when it is missing (aya attaches tracepoints through it).
@@ -459,6 +462,7 @@ impl Tracer {
             cgroups: Default::default(),
             go_binaries: Default::default(),
             go_links: true,
+            uv_files: Default::default(),
         })
     }
 
@@ -591,6 +595,9 @@ impl Tracer {
         } else {
             u32::from(capture)
         };
+        if fdtrace_common::capture::chunks(value) > 0 {
+            self.attach_uv_probes(tgid);
+        }
         let mut targets: HashMap<_, u32, u32> =
             HashMap::try_from(self.ebpf.map_mut("TARGETS").context("TARGETS map")?)?;
         targets
@@ -631,7 +638,6 @@ impl Tracer {
     /// The probes of `go_links` on one Go binary. Without them (no symbol table, or the kernel
     /// refused them) the sockets net/http dials keep their own stacks only.
     fn attach_go_probes(&mut self, exe: &Path, go: &GoBinary) {
-        use aya::programs::uprobe::{UProbeAttachLocation, UProbeScope};
         for (prog, off) in [("go_request", go.request), ("go_dial", go.dial)] {
             let Some(off) = off else {
                 debug!(
@@ -640,26 +646,82 @@ impl Tracer {
                 );
                 continue;
             };
-            let res = (|| -> Result<()> {
-                let p: &mut aya::programs::UProbe = self
-                    .ebpf
-                    .program_mut(prog)
-                    .with_context(|| format!("no {prog} program"))?
-                    .try_into()?;
-                if p.fd().is_err() {
-                    p.load()?;
-                }
-                p.attach(
-                    UProbeAttachLocation::AbsoluteOffset(off),
-                    exe,
-                    UProbeScope::AllProcesses,
-                )?;
-                Ok(())
-            })();
+            let res = self.attach_uprobe(prog, exe, off);
             if let Err(e) = res {
                 warn!("{}: the {prog} probe failed: {e:#}", exe.display());
             }
         }
+    }
+
+    /// A language runtime's process: if it runs libuv (Node.js, in its executable or a
+    /// `libuv.so`), the probes of `uv_links` on that file (once per file, for every process
+    /// running it: the kernel's filter picks the targets). Without them, a socket Node.js
+    /// connects in a later tick has Node's frames only.
+    fn attach_uv_probes(&mut self, tgid: u32) {
+        use std::os::unix::fs::MetadataExt as _;
+        let mut files = vec![PathBuf::from(format!("/proc/{tgid}/exe"))];
+        if let Ok(maps) = std::fs::read_to_string(format!("/proc/{tgid}/maps")) {
+            let mut libs: Vec<&str> = maps
+                .lines()
+                .filter_map(|l| l.split_whitespace().nth(5))
+                .filter(|p| {
+                    p.rsplit('/')
+                        .next()
+                        .is_some_and(|n| n.starts_with("libuv.so"))
+                })
+                .collect();
+            libs.dedup();
+            files.extend(
+                libs.iter()
+                    .map(|p| PathBuf::from(format!("/proc/{tgid}/root{p}"))),
+            );
+        }
+        for file in files {
+            let Ok(meta) = std::fs::metadata(&file) else {
+                continue;
+            };
+            let key = (meta.dev(), meta.ino());
+            if self.uv_files.contains_key(&key) {
+                continue;
+            }
+            let progs = ["uv_tcp_init", "uv_tcp_connect"];
+            let offsets = crate::elf_symbols::function_offsets(&file, &progs);
+            let mut attached = false;
+            if let [Some(init), Some(connect)] = offsets[..] {
+                attached = true;
+                for (prog, off) in progs.into_iter().zip([init, connect]) {
+                    if let Err(e) = self.attach_uprobe(prog, &file, off) {
+                        warn!("{}: the {prog} probe failed: {e:#}", file.display());
+                        attached = false;
+                    }
+                }
+                debug!(
+                    "pid {tgid}: libuv in {} (uv_tcp_init at {init:#x}, uv_tcp_connect at {connect:#x}): probes {}",
+                    file.display(),
+                    if attached { "attached" } else { "failed" }
+                );
+            }
+            self.uv_files.insert(key, attached);
+        }
+    }
+
+    /// Attach the uprobe program `prog` to every process running `file`, at `offset` in it.
+    fn attach_uprobe(&mut self, prog: &str, file: &Path, offset: u64) -> Result<()> {
+        use aya::programs::uprobe::{UProbeAttachLocation, UProbeScope};
+        let p: &mut aya::programs::UProbe = self
+            .ebpf
+            .program_mut(prog)
+            .with_context(|| format!("no {prog} program"))?
+            .try_into()?;
+        if p.fd().is_err() {
+            p.load()?;
+        }
+        p.attach(
+            UProbeAttachLocation::AbsoluteOffset(offset),
+            file,
+            UProbeScope::AllProcesses,
+        )?;
+        Ok(())
     }
 
     /// Stop letting this thread group's events through (it exited).

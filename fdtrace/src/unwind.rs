@@ -352,6 +352,13 @@ impl StackUnwinder {
         data.get(from as usize..off as usize)
     }
 
+    /// Does `addr` point just after a call instruction in mapped code?
+    fn after_call(&self, addr: u64) -> bool {
+        self.code_before(addr, 7)
+            .and_then(stack_scan::call_before)
+            .is_some()
+    }
+
     /// Could `addr` be the return address of the frame whose code is at `pc`? It must point just
     /// after a call instruction in mapped code; a direct call within `pc`'s binary must call
     /// the function `pc` is in: code at or before `pc` and not before the named function that
@@ -430,8 +437,13 @@ impl StackUnwinder {
         }
         let ra = read_stack(bp.checked_add(8)?).ok()?;
         let caller_bp = read_stack(bp).ok()?;
+        // Into code without CFI (V8's builtins and its interpreter, which keep frame pointers
+        // however they call each other, often through registers or stubs): a return address
+        // for `pc`, or any address after a call when the chain goes up the stack.
         let plausible = self.is_jit(ra)
-            || (ra > 0 && self.needs_scan(ra - 1) && self.is_return_address(ra, pc));
+            || (ra > 0
+                && self.needs_scan(ra - 1)
+                && (self.is_return_address(ra, pc) || (caller_bp > bp && self.after_call(ra))));
         if !plausible {
             return None;
         }

@@ -164,6 +164,14 @@ pub fn is_library_frame(f: &Frame) -> bool {
 /// [`is_library_frame`], also counting every file under one of `goroots` (see [`goroots`]) as
 /// the Go standard library.
 pub fn is_library_frame_in(f: &Frame, goroots: &[String]) -> bool {
+    if f.module.is_none()
+        && f.function
+            .as_deref()
+            .is_some_and(crate::link_markers::is_marker_text)
+    {
+        // A marker between two stacks is no code at all.
+        return true;
+    }
     if let Some(m) = &f.module
         && (m.starts_with("/lib/")
             || m.starts_with("/lib64/")

@@ -42,14 +42,81 @@ fn trace_ready_map(mut cmd: Command, secs: u32) -> (Value, bool) {
     (serde_json::from_str(&json).expect("JSON report"), map)
 }
 
-/// Start `node ARGS leak.js N`, attach by pid, let it leak, and return the JSON report.
+/// A listener on loopback that accepts every connection and keeps it open until dropped (so a
+/// client's socket stays open only as long as the client keeps it).
+struct Holder {
+    port: u16,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<usize>>,
+}
+
+impl Holder {
+    fn new() -> Self {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.set_nonblocking(true).unwrap();
+        let port = l.local_addr().unwrap().port();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut held = Vec::new();
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                match l.accept() {
+                    Ok((c, _)) => held.push(c),
+                    Err(_) => std::thread::sleep(std::time::Duration::from_millis(5)),
+                }
+            }
+            held.len()
+        });
+        Holder {
+            port,
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Holder {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Start `node ARGS leak.js N PORT` (its sockets connect to a listener of the test's), attach
+/// by pid, let it leak, and return the JSON report. The log V8 writes with `--perf-basic-prof`
+/// (`isolate-*-PID-v8.log`, in node's working directory) is removed.
 fn trace_node(node_args: &[&str], n: u32) -> Value {
+    let holder = Holder::new();
+    let dir = tempfile::tempdir().unwrap();
     let mut cmd = Command::new("node");
     cmd.args(node_args)
         .arg(source("leak.js"))
         .arg(n.to_string())
-        .current_dir(std::env::temp_dir());
-    trace_ready(cmd, 8)
+        .arg(holder.port.to_string())
+        .current_dir(dir.path());
+    let r = trace_ready(cmd, 8);
+    drop(holder);
+    r
+}
+
+/// Frames below a Node.js site's user frame: libc, libuv, V8, Node's C++ and its own JavaScript,
+/// or the marker of a socket joined to the JavaScript that asked for it.
+fn assert_runtime_frames_below_the_user_frame(r: &Value) {
+    for s in sites(r) {
+        let i = s["user_frame"].as_u64().unwrap() as usize;
+        for f in &s["frames"].as_array().unwrap()[..i] {
+            let runtime = f["module"]
+                .as_str()
+                .is_some_and(|m| m.ends_with("/node") || m.contains("libc") || m == "[jit]");
+            let marker = f["module"].is_null() && f["function"] == "[socket requested by]";
+            assert!(
+                runtime || marker,
+                "a frame below the user frame that is not the runtime's: {f}"
+            );
+        }
+    }
 }
 
 #[test]
@@ -68,23 +135,34 @@ fn node_leak_named_at_its_javascript_function() {
         Some(&60),
         "every leaked file at openJournal: {counts:?}"
     );
+    // Each socket is created a tick after `net.connect` returned, with none of the program's
+    // frames on the stack: named by the JavaScript that made its handle.
+    assert_eq!(
+        counts.get(&("subscribe".to_string(), "leak.js".to_string(), 0)),
+        Some(&60),
+        "every leaked socket at subscribe: {counts:?}"
+    );
     assert_eq!(
         counts.values().sum::<u64>(),
-        60,
-        "nothing else leaked (readConfig closes its files): {counts:?}"
+        120,
+        "nothing else leaked (readConfig closes its files, ping its sockets): {counts:?}"
     );
     for s in sites(&r) {
         let i = s["user_frame"].as_u64().unwrap() as usize;
-        for f in &s["frames"].as_array().unwrap()[..i] {
-            // Below the program's frame: libc, libuv, V8, Node's C++ and its own JavaScript.
-            assert!(
-                f["module"]
-                    .as_str()
-                    .is_some_and(|m| m.ends_with("/node") || m.contains("libc") || m == "[jit]"),
-                "a frame below the user frame that is not the runtime's: {f}"
-            );
-        }
+        let joined = s["frames"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .position(|f| f["function"] == "[socket requested by]");
+        let is_socket = s["frames"][i]["function"] == "subscribe";
+        assert_eq!(
+            joined.is_some_and(|j| j < i),
+            is_socket,
+            "only sockets are joined, below their user frame: {}",
+            site_summary(&r)
+        );
     }
+    assert_runtime_frames_below_the_user_frame(&r);
     assert!(r["runtime_hint"].is_null());
     assert!(r["drift"]["missed_opens"].as_array().unwrap().is_empty());
     assert!(r["drift"]["missed_closes"].as_array().unwrap().is_empty());
@@ -98,8 +176,8 @@ fn node_without_a_perf_map_says_how_to_get_names() {
     let counts = by_user_line(&r);
     assert_eq!(
         counts.get(&("(none)".to_string(), String::new(), 0)),
-        Some(&30),
-        "libuv, V8 and Node's C++ are never the program's frame: {counts:?}"
+        Some(&60),
+        "libuv, V8, Node's C++ and a joined socket's marker are never the program's frame: {counts:?}"
     );
     assert!(
         r["runtime_hint"]
