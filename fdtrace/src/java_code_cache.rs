@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 
 use crate::{
-    java_vm::{VmStructs, read_int},
+    java_vm::{IntCoding, VmStructs},
     remote_memory::Memory,
 };
 
@@ -44,6 +44,8 @@ struct Layout {
     sizeof_pc_desc: u64,
     pc_offset: u64,
     pc_scope: u64,
+    /// How `scopes_data` writes its ints.
+    coding: IntCoding,
 }
 
 /// A call site read before: its nmethod (checked by compile id at each use: the code of a
@@ -64,7 +66,7 @@ pub struct CodeCache {
 }
 
 impl CodeCache {
-    pub(crate) fn of(vm: &VmStructs) -> Option<CodeCache> {
+    pub(crate) fn of(vm: &VmStructs, coding: IntCoding) -> Option<CodeCache> {
         let f = |k: &str| vm.fields.get(k).copied();
         let t = |k: &str| vm.types.get(k).copied();
         Some(CodeCache {
@@ -92,6 +94,7 @@ impl CodeCache {
                 sizeof_pc_desc: t("PcDesc")?,
                 pc_offset: f("PcDesc::_pc_offset")?,
                 pc_scope: f("PcDesc::_scope_decode_offset")?,
+                coding,
             },
             known: HashMap::new(),
             stubs: HashMap::new(),
@@ -194,10 +197,10 @@ impl CodeCache {
             // Three compressed ints: the sender's scope, the method's metadata index, the bci.
             let b = mem.bytes(data + u64::from(decode), 15)?;
             let mut pos = 0;
-            let sender = read_int(&b, &mut pos)?;
-            let index = read_int(&b, &mut pos)?;
+            let sender = l.coding.read_int(&b, &mut pos)?;
+            let index = l.coding.read_int(&b, &mut pos)?;
             // `InvocationEntryBci` (-1) is stored as 0.
-            let bci = read_int(&b, &mut pos)?.checked_sub(1);
+            let bci = l.coding.read_int(&b, &mut pos)?.checked_sub(1);
             let method = match index {
                 0 => 0,
                 i => mem.u64(metadata + (u64::from(i) - 1) * 8)?,

@@ -49,6 +49,8 @@ struct Layout {
     array_data: u64,
     symbol_length: u64,
     symbol_body: u64,
+    /// How line-number tables write their ints.
+    coding: IntCoding,
 }
 
 /// One method, as read once.
@@ -99,12 +101,24 @@ impl JavaVm {
         let bias = crate::binaries::first_page(&maps, path)?.wrapping_sub(base);
         let mem = Memory::of(pid)?;
         let vm = VmStructs::read(&mem, |name| symbols.get(name).map(|a| a + bias))?;
-        let layout = vm.layout()?;
+        // The JVM's major version (a static int); JDK 21 is also the first whose ConstMethod
+        // keeps its flags in a struct of their own.
+        let major = vm
+            .fields
+            .get("Abstract_VM_Version::_vm_major_version")
+            .and_then(|&a| mem.u32(a))
+            .unwrap_or(if vm.fields.contains_key("ConstMethod::_flags._flags") {
+                21
+            } else {
+                17
+            });
+        let coding = IntCoding::of_version(major);
+        let layout = vm.layout(coding)?;
         let queue = mem.u64(*vm.fields.get("AbstractInterpreter::_code")?)?;
         let start = mem.u64(queue + vm.fields.get("StubQueue::_stub_buffer")?)?;
         let len = mem.u32(queue + vm.fields.get("StubQueue::_buffer_limit")?)?;
         Some(JavaVm {
-            code: CodeCache::of(&vm),
+            code: CodeCache::of(&vm, coding),
             mem,
             layout,
             interpreter: (start, start + u64::from(len)),
@@ -214,7 +228,7 @@ impl JavaVm {
                 table.start,
                 (table.end.saturating_sub(table.start)) as usize,
             )
-            .map(|b| line_table(&b))
+            .map(|b| line_table(&b, l.coding))
             .unwrap_or_default()
         } else {
             Vec::new()
@@ -315,7 +329,7 @@ impl VmStructs {
         Some(out)
     }
 
-    fn layout(&self) -> Option<Layout> {
+    fn layout(&self, coding: IntCoding) -> Option<Layout> {
         let f = |k: &str| self.fields.get(k).copied();
         // JDK 21 keeps ConstMethod's flags in a struct of their own.
         let (const_flags, const_flags_wide) = match f("ConstMethod::_flags._flags") {
@@ -348,41 +362,69 @@ impl VmStructs {
             array_data: f("Array<Method*>::_data").unwrap_or(8),
             symbol_length: f("Symbol::_length")?,
             symbol_body: f("Symbol::_body")?,
+            coding,
         })
     }
 }
 
-/// HotSpot's compressed streams (JDK 8 to 17): an int in 1 to 5 bytes, 6 bits more per byte
-/// after the first while bytes are 192 or above.
-pub(crate) fn read_int(b: &[u8], pos: &mut usize) -> Option<u32> {
-    const L: u32 = 192;
-    let b0 = u32::from(*b.get(*pos)?);
-    *pos += 1;
-    if b0 < L {
-        return Some(b0);
-    }
-    let mut sum = b0;
-    let mut shift = 6;
-    for i in 1..=4 {
-        let bi = u32::from(*b.get(*pos)?);
-        *pos += 1;
-        sum = sum.wrapping_add(bi << shift);
-        if bi < L || i == 4 {
-            break;
-        }
-        shift += 6;
-    }
-    Some(sum)
+/// How HotSpot's compressed streams (line-number tables, the JIT's debug information) write an
+/// int: 1 to 5 bytes, 6 more bits per byte after the first while a byte is "high".
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum IntCoding {
+    /// JDK 8 to 20: bytes below 192 end an int.
+    Classic,
+    /// JDK 21 and later (`UNSIGNED5`): as classic, but every byte is one more than its digit
+    /// (no byte is 0), so bytes below 192 (digits below 191) end an int.
+    Unsigned5,
 }
 
-fn read_signed(b: &[u8], pos: &mut usize) -> Option<i32> {
-    let v = read_int(b, pos)?;
-    Some(((v >> 1) as i32) ^ -((v & 1) as i32))
+impl IntCoding {
+    /// The coding of a JVM of this major version.
+    pub(crate) fn of_version(major: u32) -> IntCoding {
+        if major >= 21 {
+            IntCoding::Unsigned5
+        } else {
+            IntCoding::Classic
+        }
+    }
+
+    /// The int at `pos`, moving `pos` past it.
+    pub(crate) fn read_int(self, b: &[u8], pos: &mut usize) -> Option<u32> {
+        let (excluded, low) = match self {
+            IntCoding::Classic => (0, 192),
+            IntCoding::Unsigned5 => (1, 191),
+        };
+        let mut digit = || -> Option<u32> {
+            let byte = u32::from(*b.get(*pos)?);
+            *pos += 1;
+            byte.checked_sub(excluded)
+        };
+        let d0 = digit()?;
+        if d0 < low {
+            return Some(d0);
+        }
+        let mut sum = d0;
+        let mut shift = 6;
+        for i in 1..=4 {
+            let di = digit()?;
+            sum = sum.wrapping_add(di << shift);
+            if di < low || i == 4 {
+                break;
+            }
+            shift += 6;
+        }
+        Some(sum)
+    }
+
+    fn read_signed(self, b: &[u8], pos: &mut usize) -> Option<i32> {
+        let v = self.read_int(b, pos)?;
+        Some(((v >> 1) as i32) ^ -((v & 1) as i32))
+    }
 }
 
 /// A method's compressed line-number table as (bytecode index, line) pairs: a byte
 /// `bci_delta << 3 | line_delta` for small steps, else 0xFF and two signed ints; 0 ends it.
-fn line_table(b: &[u8]) -> Vec<(u32, u32)> {
+fn line_table(b: &[u8], coding: IntCoding) -> Vec<(u32, u32)> {
     let mut out = Vec::new();
     let (mut bci, mut line, mut pos) = (0i64, 0i64, 0usize);
     while let Some(&next) = b.get(pos) {
@@ -390,8 +432,10 @@ fn line_table(b: &[u8]) -> Vec<(u32, u32)> {
         match next {
             0 => break,
             0xFF => {
-                let (Some(db), Some(dl)) = (read_signed(b, &mut pos), read_signed(b, &mut pos))
-                else {
+                let (Some(db), Some(dl)) = (
+                    coding.read_signed(b, &mut pos),
+                    coding.read_signed(b, &mut pos),
+                ) else {
                     break;
                 };
                 bci += i64::from(db);
@@ -445,8 +489,22 @@ mod tests {
         ];
         // 592 in HotSpot's stream: 208 (192 + 16, a high byte), then 6: 208 + 6 << 6.
         assert_eq!(208 + (6 << 6), 592);
-        let t = line_table(&table);
+        let t = line_table(&table, IntCoding::Classic);
         assert_eq!(t, vec![(0, 17), (4, 18), (300, 10)]);
+        // JDK 21's UNSIGNED5: every byte of an int one more (so 0 only ends the table).
+        let unsigned5 = [0xFF, 1, 35, (4 << 3) | 1, 0xFF, 209, 7, 16, 0, 0xAA];
+        assert_eq!(line_table(&unsigned5, IntCoding::Unsigned5), t);
+        // A byte of 0 inside an UNSIGNED5 int is no int.
+        assert_eq!(IntCoding::Unsigned5.read_int(&[0], &mut 0), None);
+        // The largest one-byte value of each: 191 and 190; then two bytes.
+        assert_eq!(IntCoding::Classic.read_int(&[191], &mut 0), Some(191));
+        assert_eq!(IntCoding::Unsigned5.read_int(&[191], &mut 0), Some(190));
+        let mut pos = 0;
+        assert_eq!(
+            IntCoding::Unsigned5.read_int(&[192, 2, 9], &mut pos),
+            Some(191 + (1 << 6))
+        );
+        assert_eq!(pos, 2);
         assert_eq!(line_of(&t, 0), Some(17));
         assert_eq!(line_of(&t, 3), Some(17));
         assert_eq!(line_of(&t, 4), Some(18));

@@ -13,6 +13,7 @@ mod debian;
 mod deps;
 mod go_toolchains;
 mod install;
+mod jdk_root;
 mod vmtest;
 
 const BPF_LINKER_VERSION: &str = "0.13.0";
@@ -241,6 +242,7 @@ fn test() -> Result<()> {
     // Everything the tests need, before anything is built.
     deps::ensure(deps::NEEDS, deps::For::Test)?;
     let go_roots = go_toolchains::ensure()?;
+    let jdk21 = jdk_root::ensure()?;
     build()?;
     run(Command::new("cargo")
         .args([
@@ -257,7 +259,9 @@ fn test() -> Result<()> {
             "FDTRACE_BIN",
             root().join("target/release/fdtrace").as_os_str(),
         )
-        .env("FDTRACE_GO_ROOTS", std::env::join_paths(go_roots)?))
+        .env("FDTRACE_GO_ROOTS", std::env::join_paths(go_roots)?)
+        .env("FDTRACE_JDK21_ROOT", &jdk21)
+        .env("FDTRACE_JDK21_HOME", jdk_root::JAVA_HOME))
 }
 
 fn main() -> Result<()> {
