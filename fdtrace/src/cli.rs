@@ -28,7 +28,7 @@ pub struct Cli {
     #[command(flatten)]
     pub trace: TraceArgs,
 
-    /// More diagnostics on stderr (-v, -vv).
+    /// More diagnostics on stderr (-v, -vv; -vvv adds one line per unwound stack).
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     pub verbose: u8,
 }

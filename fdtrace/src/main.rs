@@ -6,7 +6,8 @@ fn main() {
     let level = match cli.verbose {
         0 => "warn",
         1 => "info",
-        _ => "debug",
+        2 => "debug",
+        _ => "trace",
     };
     // Diagnostics go through a thread of their own with a bounded, lossy queue: a stderr that
     // nobody reads never stalls the tracing loop.

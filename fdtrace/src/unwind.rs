@@ -581,6 +581,14 @@ impl StackUnwinder {
                 }
             }
         }
+        // How much stack the frames took: what a copy must hold (`-vvv`).
+        tracing::trace!(
+            frames = out.frames.len(),
+            stack_bytes = regs.sp().saturating_sub(sp),
+            copied = stack.len(),
+            truncated = out.truncated,
+            "unwound"
+        );
         out
     }
 }
