@@ -1,8 +1,8 @@
 //! Privileged end-to-end tests of the rule "under load, lose detail, never the model": bursts of
 //! births and deaths from many threads at once, and a storm of "too many open files" failures,
 //! traced by pid with the default settings. Every event must arrive (0 lost), the leaks must be
-//! counted exactly at their line, the model must equal /proc/PID/fd, and every failure must be
-//! counted.
+//! counted exactly (at their line, or under the site of stacks dropped when the consumer fell
+//! behind), the model must equal /proc/PID/fd, and every failure must be counted.
 use std::{
     io::{BufRead as _, BufReader, Write as _},
     process::{Command, Stdio},
@@ -131,13 +131,35 @@ fn trace_burst_with(
     )
 }
 
-/// 0 lost, the leaks exact at their line, every pair modelled, no drift against /proc.
+/// 0 lost, every leak counted, every pair modelled, no drift against /proc. Each leak is at its
+/// line, or (when the consumer fell behind, a matter of scheduling on a busy machine, so not
+/// asserted either way) in the one visible site of births whose stacks were dropped with the
+/// ring buffer half full: detail lost, never the model, and the report says how much.
 fn assert_burst_exact(j: &Value, threads: u64, pairs: u64, leaks: u64) {
     assert_eq!(j["lost_events"], 0, "lost events: {}", j["lost_events"]);
-    let leak = site_at(j, "burst.c", line_of("burst.c", "LEAK"))
-        .unwrap_or_else(|| panic!("no site at the LEAK line: {:#}", j["sites"]));
-    assert_eq!(leak["count"], threads * leaks);
-    assert_eq!(j["sites"].as_array().unwrap().len(), 1, "{:#}", j["sites"]);
+    let at_line = site_at(j, "burst.c", line_of("burst.c", "LEAK"))
+        .map(|s| s["count"].as_u64().unwrap())
+        .unwrap_or(0);
+    let shed_sites: Vec<&Value> = sites(j).iter().filter(|s| s["method"] == "shed").collect();
+    assert!(shed_sites.len() <= 1, "{:#}", j["sites"]);
+    let shed = shed_sites
+        .first()
+        .map_or(0, |s| s["count"].as_u64().unwrap());
+    if let Some(s) = shed_sites.first() {
+        assert_eq!(s["frames"][0]["function"], "[stack dropped under load]");
+        assert_eq!(s["kind"], "file");
+    }
+    assert_eq!(at_line + shed, threads * leaks, "{:#}", j["sites"]);
+    assert_eq!(
+        j["sites"].as_array().unwrap().len(),
+        usize::from(at_line > 0) + shed_sites.len(),
+        "{:#}",
+        j["sites"]
+    );
+    // Every shed birth counted (those of pairs closed since too).
+    let dropped = j["model"]["stacks_dropped"].as_u64().unwrap();
+    assert!(dropped >= shed, "{dropped} dropped, {shed} of them leaked");
+    eprintln!("{at_line} leaks at their line, {shed} without their stacks ({dropped} shed)");
     // Births counted: every pair and every leak (plus whatever libc opens on the way).
     let opens = j["model"]["opens"].as_u64().unwrap();
     let want = threads * (pairs + leaks);
@@ -150,7 +172,7 @@ fn assert_burst_exact(j: &Value, threads: u64, pairs: u64, leaks: u64) {
 }
 
 #[test]
-fn a_burst_from_8_threads_loses_nothing() {
+fn a_burst_from_8_threads_loses_no_descriptor() {
     let _serial = serial();
     require_root();
     let (j, done) = trace_burst(8, 20_000, 100, 0, false);
@@ -159,7 +181,7 @@ fn a_burst_from_8_threads_loses_nothing() {
 }
 
 #[test]
-fn a_burst_from_32_threads_loses_nothing() {
+fn a_burst_from_32_threads_loses_no_descriptor() {
     let _serial = serial();
     require_root();
     let (j, done) = trace_burst(32, 20_000, 100, 0, false);
@@ -211,15 +233,25 @@ fn assert_storm(record: bool) {
         "{with_stack} of {} failures sent with a stack",
         done.emfile
     );
-    // Births and deaths are not crowded out: the leaks (and any storm open that found a free
-    // number) exact at their lines.
-    let leak = site_at(&j, "burst.c", line_of("burst.c", "LEAK")).expect("the LEAK site");
-    assert_eq!(leak["count"], THREADS * 100);
-    let storm_opened = done.opened - THREADS * 100;
-    let at_storm = site_at(&j, "burst.c", line_of("burst.c", "STORM"))
+    // Births and deaths are not crowded out: every leak (and any storm open that found a free
+    // number) counted, at its line or, if the consumer fell behind, without its stack.
+    let count_at = |marker: &str| {
+        site_at(&j, "burst.c", line_of("burst.c", marker))
+            .map(|s| s["count"].as_u64().unwrap())
+            .unwrap_or(0)
+    };
+    let shed: u64 = sites(&j)
+        .iter()
+        .filter(|s| s["method"] == "shed")
         .map(|s| s["count"].as_u64().unwrap())
-        .unwrap_or(0);
-    assert_eq!(at_storm, storm_opened);
+        .sum();
+    assert_eq!(
+        count_at("LEAK") + count_at("STORM") + shed,
+        done.opened,
+        "{:#}",
+        j["sites"]
+    );
+    assert!(count_at("LEAK") + shed >= THREADS * 100, "{:#}", j["sites"]);
     assert_eq!(j["drift"]["missed_opens"], Value::Array(vec![]));
     assert_eq!(j["drift"]["missed_closes"], Value::Array(vec![]));
 }
