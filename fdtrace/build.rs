@@ -1,5 +1,7 @@
 //! Builds the eBPF object (fdtrace-ebpf) with the nightly toolchain and bpf-linker, as
-//! aya-template does, so a plain `cargo build` always embeds a fresh object.
+//! aya-template does, so a plain `cargo build` always embeds a fresh object; and the pprof
+//! messages from pprof's own `proto/profile.proto` (prost-build, the file parsed by protox: no
+//! `protoc` needed).
 use anyhow::{Context as _, anyhow};
 
 fn main() -> anyhow::Result<()> {
@@ -33,7 +35,20 @@ fn main() -> anyhow::Result<()> {
         "cargo:rerun-if-changed={}",
         root_dir.join("../fdtrace-common/src")
     );
-    build_ebpf(ebpf.name.as_str(), root_dir.as_str())
+    build_ebpf(ebpf.name.as_str(), root_dir.as_str())?;
+    build_pprof(&manifest_dir.join("proto"))
+}
+
+/// `perftools.profiles.rs` in OUT_DIR from `proto/profile.proto` (github.com/google/pprof,
+/// as Debian's golang-github-google-pprof-dev ships it).
+fn build_pprof(dir: &std::path::Path) -> anyhow::Result<()> {
+    let proto = dir.join("profile.proto");
+    println!("cargo:rerun-if-changed={}", proto.display());
+    let files = protox::compile([&proto], [dir])
+        .map_err(|e| anyhow!("parsing {}: {e}", proto.display()))?;
+    prost_build::Config::new()
+        .compile_fds(files)
+        .with_context(|| format!("generating the messages of {}", proto.display()))
 }
 
 /// Build the eBPF crate's binaries with the nightly toolchain (`-Z build-std=core`, BTF), as

@@ -1,125 +1,19 @@
-//! pprof profiles (`fdtrace export --format pprof`): the messages of pprof's `profile.proto`
-//! (github.com/google/pprof, package `perftools.profiles`) as `prost` messages, with the field
-//! numbers of that file, and the profile of a recording's open descriptors built from them.
-//! Only the messages and fields fdtrace writes are declared; a reader skips none of what is
-//! here and ignores what is not.
+//! pprof profiles (`fdtrace export --format pprof`): the profile of a recording's open
+//! descriptors, built from the messages of pprof's own `profile.proto` (github.com/google/pprof,
+//! package `perftools.profiles`, in `fdtrace/proto/`) as prost generates them.
 use std::collections::HashMap;
 
 use prost::Message as _;
 
 use crate::export::OpenGroup;
 
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct Profile {
-    #[prost(message, repeated, tag = "1")]
-    pub sample_type: Vec<ValueType>,
-    #[prost(message, repeated, tag = "2")]
-    pub sample: Vec<Sample>,
-    #[prost(message, repeated, tag = "3")]
-    pub mapping: Vec<Mapping>,
-    #[prost(message, repeated, tag = "4")]
-    pub location: Vec<Location>,
-    #[prost(message, repeated, tag = "5")]
-    pub function: Vec<Function>,
-    #[prost(string, repeated, tag = "6")]
-    pub string_table: Vec<String>,
-    #[prost(int64, tag = "9")]
-    pub time_nanos: i64,
-    #[prost(int64, tag = "10")]
-    pub duration_nanos: i64,
-    #[prost(message, optional, tag = "11")]
-    pub period_type: Option<ValueType>,
-    #[prost(int64, tag = "12")]
-    pub period: i64,
-    #[prost(int64, repeated, tag = "13")]
-    pub comment: Vec<i64>,
+/// The messages of pprof's `profile.proto`, generated from that file by prost-build
+/// (`build.rs`).
+#[allow(clippy::all, missing_docs)]
+mod proto {
+    include!(concat!(env!("OUT_DIR"), "/perftools.profiles.rs"));
 }
-
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct ValueType {
-    #[prost(int64, tag = "1")]
-    pub r#type: i64,
-    #[prost(int64, tag = "2")]
-    pub unit: i64,
-}
-
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct Sample {
-    #[prost(uint64, repeated, tag = "1")]
-    pub location_id: Vec<u64>,
-    #[prost(int64, repeated, tag = "2")]
-    pub value: Vec<i64>,
-    #[prost(message, repeated, tag = "3")]
-    pub label: Vec<Label>,
-}
-
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct Label {
-    #[prost(int64, tag = "1")]
-    pub key: i64,
-    #[prost(int64, tag = "2")]
-    pub str: i64,
-    #[prost(int64, tag = "3")]
-    pub num: i64,
-    #[prost(int64, tag = "4")]
-    pub num_unit: i64,
-}
-
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct Mapping {
-    #[prost(uint64, tag = "1")]
-    pub id: u64,
-    #[prost(uint64, tag = "2")]
-    pub memory_start: u64,
-    #[prost(uint64, tag = "3")]
-    pub memory_limit: u64,
-    #[prost(uint64, tag = "4")]
-    pub file_offset: u64,
-    #[prost(int64, tag = "5")]
-    pub filename: i64,
-    #[prost(int64, tag = "6")]
-    pub build_id: i64,
-    #[prost(bool, tag = "7")]
-    pub has_functions: bool,
-    #[prost(bool, tag = "8")]
-    pub has_filenames: bool,
-    #[prost(bool, tag = "9")]
-    pub has_line_numbers: bool,
-    #[prost(bool, tag = "10")]
-    pub has_inline_frames: bool,
-}
-
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct Location {
-    #[prost(uint64, tag = "1")]
-    pub id: u64,
-    #[prost(uint64, tag = "2")]
-    pub mapping_id: u64,
-    #[prost(uint64, tag = "3")]
-    pub address: u64,
-    #[prost(message, repeated, tag = "4")]
-    pub line: Vec<Line>,
-}
-
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct Line {
-    #[prost(uint64, tag = "1")]
-    pub function_id: u64,
-    #[prost(int64, tag = "2")]
-    pub line: i64,
-}
-
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct Function {
-    #[prost(uint64, tag = "1")]
-    pub id: u64,
-    #[prost(int64, tag = "2")]
-    pub name: i64,
-    #[prost(int64, tag = "3")]
-    pub system_name: i64,
-    #[prost(int64, tag = "4")]
-    pub filename: i64,
-}
+pub use proto::{Function, Label, Line, Location, Mapping, Profile, Sample, ValueType};
 
 /// The string table: index 0 is "".
 #[derive(Default)]
@@ -209,6 +103,7 @@ pub fn profile(
                         name,
                         system_name: name,
                         filename,
+                        ..Function::default()
                     });
                     next
                 });
@@ -233,6 +128,7 @@ pub fn profile(
                     .iter()
                     .map(|&(function_id, line)| Line { function_id, line })
                     .collect(),
+                ..Location::default()
             });
             location_ids.insert(key, id);
             location_id.push(id);
@@ -283,7 +179,7 @@ pub fn profile(
         .collect();
     let comment = comments.iter().map(|c| strings.id(c)).collect();
     Profile {
-        sample_type: vec![value_type.clone()],
+        sample_type: vec![value_type],
         sample,
         mapping,
         location,
@@ -294,6 +190,7 @@ pub fn profile(
         period_type: Some(value_type),
         period: 1,
         comment,
+        ..Profile::default()
     }
 }
 
