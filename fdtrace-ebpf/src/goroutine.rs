@@ -17,9 +17,13 @@ use aya_ebpf::{
     macros::uprobe,
     programs::ProbeContext,
 };
-use fdtrace_common::{GO_LINK_HEAD_BYTES, GoLinkEvent, STACK_BYTES, go, kind};
+use fdtrace_common::{GO_LINK_HEAD_BYTES, GoLinkEvent, STACK_BYTES, go, kind, stat};
 
-use crate::{EVENTS, bump, header, stat, traced_mode, wakeup_after};
+use crate::{
+    filter::traced_mode,
+    maps::EVENTS,
+    ring::{bump, header, wakeup_after},
+};
 
 /// The goroutine id, parent goroutine id and `gopc` (each 0 when unknown) of the g at `g`, if
 /// `sp` is on its stack; all 0 otherwise. `target` is the process's `TARGETS` value.

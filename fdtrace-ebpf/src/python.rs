@@ -5,14 +5,20 @@
 //! that make descriptors. User space puts the version's offsets in `PY_PROCS`; it reads the code
 //! objects (names, files, line tables) itself.
 use aya_ebpf::{
+    bindings::BPF_RB_NO_WAKEUP,
     helpers::{bpf_get_current_pid_tgid, bpf_probe_read_user},
     macros::{map, tracepoint},
     maps::HashMap,
     programs::TracePointContext,
 };
-use fdtrace_common::{PyFramesEvent, PyLayout, kind, py};
+use fdtrace_common::{PyFramesEvent, PyLayout, kind, py, stat};
 
-use crate::{BPF_RB_NO_WAKEUP, EVENTS, birth_gets_its_stack, bump, header, stat, user_regs};
+use crate::{
+    maps::EVENTS,
+    registers::user_regs,
+    ring::{bump, header},
+    stacks::birth_gets_its_stack,
+};
 
 /// Python processes among the targets: where their interpreter keeps its frames.
 #[map]

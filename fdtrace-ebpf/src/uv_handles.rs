@@ -7,16 +7,19 @@
 //! stack at `uv_tcp_init` is sent keyed by the handle; the connect says which handle the thread
 //! is connecting; user space joins them at the socket's birth (`uv_links`).
 use aya_ebpf::{
+    bindings::BPF_RB_AVAIL_DATA,
     helpers::{bpf_get_current_pid_tgid, bpf_probe_read_user},
     macros::uprobe,
     programs::ProbeContext,
 };
-use fdtrace_common::{UV_HANDLE_HEAD_BYTES, UvHandleEvent, capture, kind, uv};
+use fdtrace_common::{UV_HANDLE_HEAD_BYTES, UvHandleEvent, capture, kind, stat, uv};
 
 use crate::{
-    EVENTS, bump, copy_stack, header, send_deep_chunks, shed_bytes, stat, traced_mode, wakeup_after,
+    filter::traced_mode,
+    maps::EVENTS,
+    ring::{bump, header, shed_bytes, wakeup_after},
+    stacks::{copy_stack, send_deep_chunks},
 };
-use aya_ebpf::bindings::BPF_RB_AVAIL_DATA;
 
 /// `uv_tcp_init(loop, handle)`: the handle (rsi) and the stack of the JavaScript that made it,
 /// copied as a birth's is (the process's `capture::chunks` more pieces first).

@@ -1,0 +1,179 @@
+//! Reading what a syscall was called with: tracepoint record fields and the user registers
+//! (`pt_regs`).
+
+use aya_ebpf::{
+    EbpfContext as _,
+    bindings::task_struct,
+    helpers::{
+        bpf_get_current_task, bpf_probe_read_kernel,
+        generated::{bpf_get_current_task_btf, bpf_task_pt_regs},
+    },
+    programs::TracePointContext,
+};
+
+use crate::maps::LAYOUT;
+
+// Offsets in the syscall tracepoint records (see events/syscalls/*/format).
+pub(crate) const ARG0: usize = 16;
+
+pub(crate) const ARG1: usize = 24;
+
+pub(crate) const ARG2: usize = 32;
+
+pub(crate) const ARG3: usize = 40;
+
+pub(crate) const RET: usize = 16;
+
+// x86_64 `struct pt_regs` word indexes.
+pub(crate) const PT_REGS_R14: usize = 1;
+
+pub(crate) const PT_REGS_BP: usize = 4;
+
+pub(crate) const PT_REGS_IP: usize = 16;
+
+pub(crate) const PT_REGS_SP: usize = 19;
+
+pub(crate) const PT_REGS_R10: usize = 7;
+
+pub(crate) const PT_REGS_DX: usize = 12;
+
+pub(crate) const PT_REGS_SI: usize = 13;
+
+pub(crate) const PT_REGS_DI: usize = 14;
+
+pub(crate) const ARG4: usize = 48;
+
+/// The field of the tracepoint record at `off`, loaded directly. The verifier allows aligned
+/// loads of up to 8 bytes at constant offsets of a tracepoint's context; `read_at` calls
+/// `bpf_probe_read_kernel` instead, a helper call per field (ten per TCP state record).
+/// `off` must be a constant once inlined: a computed offset is refused at load time.
+#[inline(always)]
+pub(crate) fn field<T: Copy>(ctx: &TracePointContext, off: usize) -> T {
+    const { assert!(core::mem::size_of::<T>() <= 8) };
+    // SAFETY: the offsets come from the tracepoint formats; the record is readable.
+    unsafe { core::ptr::read_volatile((ctx.as_ptr() as *const u8).add(off) as *const T) }
+}
+
+/// 1 when the kernel has `bpf_get_current_task_btf` (5.11) and `bpf_task_pt_regs` (5.15). Set
+/// by user space before loading; it lives in the frozen `.rodata`, so the verifier knows its
+/// value and never visits the other branch: older kernels, which reject those helpers, load
+/// the programs because the calls are dead code to them.
+#[unsafe(no_mangle)]
+pub(crate) static HAVE_TASK_PT_REGS: u8 = 1;
+
+/// The user registers a syscall was entered with: where it was called from, and its first four
+/// arguments.
+#[derive(Clone, Copy, Default)]
+pub(crate) struct UserRegs {
+    pub(crate) ip: u64,
+    pub(crate) sp: u64,
+    pub(crate) bp: u64,
+    pub(crate) di: u64,
+    pub(crate) si: u64,
+    pub(crate) dx: u64,
+    /// Address of the task's `pt_regs` (for r10, read only when needed); 0 when unknown.
+    pub(crate) base: u64,
+}
+
+/// The words of `pt_regs` read in one copy: `dx` (word 12) to `sp` (word 19). `bp` is read on
+/// its own: a copy from word 4 would not fit the BPF stack of every program.
+pub(crate) const PT_REGS_FIRST: usize = PT_REGS_DX;
+
+pub(crate) const PT_REGS_WORDS: usize = PT_REGS_SP - PT_REGS_FIRST + 1;
+
+impl UserRegs {
+    /// The syscall argument at a tracepoint-record offset (`ARG0`..`ARG3`). x86_64 passes the
+    /// first four in rdi, rsi, rdx and r10, and the kernel leaves them in `pt_regs` until the
+    /// syscall returns.
+    #[inline(always)]
+    pub(crate) fn arg(&self, off: Option<usize>) -> u64 {
+        match off {
+            Some(ARG0) => self.di,
+            Some(ARG1) => self.si,
+            Some(ARG2) => self.dx,
+            Some(ARG3) if self.base != 0 => {
+                read_kernel::<u64>(self.base + PT_REGS_R10 as u64 * 8).unwrap_or(0)
+            }
+            _ => 0,
+        }
+    }
+}
+
+/// The current thread's user registers; zeros when unknown.
+#[inline(always)]
+pub(crate) fn user_regs() -> UserRegs {
+    // SAFETY: a volatile read of a constant the loader may have rewritten.
+    let have_helper = unsafe { core::ptr::read_volatile(&HAVE_TASK_PT_REGS) } != 0;
+    let regs = if have_helper {
+        // SAFETY: helpers available to tracing programs since 5.15; the pointer is read with
+        // probe_read_kernel only.
+        unsafe { bpf_task_pt_regs(bpf_get_current_task_btf() as *mut task_struct) as u64 }
+    } else {
+        // Before 5.15: x86_64's task_pt_regs(), task->stack + THREAD_SIZE - sizeof(pt_regs).
+        let Some(l) = LAYOUT.get(0) else {
+            return UserRegs::default();
+        };
+        if l.valid == 0
+            || l.task_stack == fdtrace_common::NO_OFFSET
+            || l.regs_in_stack == fdtrace_common::NO_OFFSET
+        {
+            return UserRegs::default();
+        }
+        // SAFETY: helper without arguments.
+        let task = unsafe { bpf_get_current_task() };
+        match read_kernel::<u64>(task + l.task_stack as u64) {
+            Some(stack) if stack != 0 => stack + l.regs_in_stack as u64,
+            _ => 0,
+        }
+    };
+    if regs == 0 {
+        return UserRegs::default();
+    }
+    // One copy of the words needed (each probe_read is a helper call with its own checks).
+    let Some(w) = read_kernel::<[u64; PT_REGS_WORDS]>(regs + PT_REGS_FIRST as u64 * 8) else {
+        return UserRegs::default();
+    };
+    let word = |i: usize| w[i - PT_REGS_FIRST];
+    let ip = word(PT_REGS_IP);
+    // A user-space ip, or the registers were not where we looked.
+    if ip >= 0x0000_8000_0000_0000 {
+        return UserRegs::default();
+    }
+    UserRegs {
+        ip,
+        sp: word(PT_REGS_SP),
+        bp: read_kernel::<u64>(regs + PT_REGS_BP as u64 * 8).unwrap_or(0),
+        di: word(PT_REGS_DI),
+        si: word(PT_REGS_SI),
+        dx: word(PT_REGS_DX),
+        base: regs,
+    }
+}
+
+/// 0, as a value the compiler cannot see (see `copy_words`).
+#[inline(always)]
+pub(crate) fn opaque_zero() -> u64 {
+    let zero = 0u64;
+    // SAFETY: a read of a local.
+    unsafe { core::ptr::read_volatile(&zero) }
+}
+
+/// `*dst = *src` word by word. A plain assignment of a zeroed value (or of odd-sized parts)
+/// becomes a call to `memset`/`memcpy`, which the BPF target links as byte-at-a-time loops:
+/// 56 iterations for a `SockInfo`, run on every birth and walked by the verifier.
+#[inline(always)]
+pub(crate) fn copy_words<T: Copy>(src: &T, dst: &mut T) {
+    const { assert!(core::mem::size_of::<T>() % 8 == 0 && core::mem::align_of::<T>() >= 8) };
+    let s = src as *const T as *const u64;
+    let d = dst as *mut T as *mut u64;
+    for i in 0..core::mem::size_of::<T>() / 8 {
+        // SAFETY: both point to a whole, aligned `T`; volatile keeps each word a store of its own.
+        unsafe { core::ptr::write_volatile(d.add(i), core::ptr::read_volatile(s.add(i))) };
+    }
+}
+
+#[inline(always)]
+pub(crate) fn read_kernel<T: Copy>(addr: u64) -> Option<T> {
+    // SAFETY: probe_read_kernel checks the address.
+    unsafe { bpf_probe_read_kernel(addr as *const T) }.ok()
+}

@@ -1,0 +1,229 @@
+//! Sockets: addresses of `bind`/`connect`, the socket behind a descriptor, and TCP state changes.
+
+use core::ffi::c_void;
+
+use aya_ebpf::{
+    helpers::{
+        bpf_get_current_pid_tgid, bpf_get_current_task,
+        generated::bpf_probe_read_user as probe_read_user_raw,
+    },
+    macros::tracepoint,
+    programs::TracePointContext,
+};
+use fdtrace_common::{MAX_SOCKADDR, SockAddrEvent, SockInfo, SockStateEvent, kind, stat};
+
+use crate::{
+    filter::{is_target, maybe_target},
+    maps::{ADDR_PENDING, AddrPending, EVENTS, LAYOUT, SOCKS},
+    registers::{ARG0, ARG1, ARG2, RET, field, read_kernel},
+    ring::{bump, header, wakeup_after, wakeup_before},
+};
+
+pub(crate) const AF_INET: u16 = 2;
+
+pub(crate) const AF_INET6: u16 = 10;
+
+pub(crate) const IPPROTO_TCP: u16 = 6;
+
+pub(crate) const TCP_CLOSE: u32 = 7;
+
+pub(crate) const EINPROGRESS: i64 = 115;
+
+/// Find the `struct sock` behind descriptor `fd` of the current task and read what it says
+/// about itself: task->files->fdt->fd[fd]->private_data (a `struct socket`)->sk.
+#[inline(always)]
+pub(crate) fn sock_info(fd: i32) -> Option<SockInfo> {
+    let l = LAYOUT.get(0)?;
+    if l.valid == 0 || fd < 0 {
+        return None;
+    }
+    // SAFETY: helper without arguments.
+    let task = unsafe { bpf_get_current_task() };
+    let files: u64 = read_kernel(task + l.task_files as u64)?;
+    let fdt: u64 = read_kernel(files + l.files_fdt as u64)?;
+    let max_fds: u32 = read_kernel(fdt + l.fdt_max_fds as u64)?;
+    if fd as u32 >= max_fds {
+        return None;
+    }
+    let array: u64 = read_kernel(fdt + l.fdt_fd as u64)?;
+    let file: u64 = read_kernel(array + (fd as u64) * 8)?;
+    let socket: u64 = read_kernel(file + l.file_private_data as u64)?;
+    let sk: u64 = read_kernel(socket + l.socket_sk as u64)?;
+    if sk == 0 {
+        return None;
+    }
+    let mut info = SockInfo {
+        sk,
+        family: read_kernel(sk + l.skc_family as u64).unwrap_or(0),
+        state: read_kernel::<u8>(sk + l.skc_state as u64).unwrap_or(0) as u16,
+        lport: read_kernel(sk + l.skc_num as u64).unwrap_or(0),
+        rport: u16::from_be(read_kernel(sk + l.skc_dport as u64).unwrap_or(0)),
+        ..SockInfo::default()
+    };
+    if l.sk_type != fdtrace_common::NO_OFFSET {
+        info.sk_type = read_kernel(sk + l.sk_type as u64).unwrap_or(0);
+    }
+    if l.sk_protocol != fdtrace_common::NO_OFFSET {
+        info.protocol = read_kernel(sk + l.sk_protocol as u64).unwrap_or(0);
+    }
+    if info.family == AF_INET {
+        let d: [u8; 4] = read_kernel(sk + l.skc_daddr as u64).unwrap_or([0; 4]);
+        let s: [u8; 4] = read_kernel(sk + l.skc_rcv_saddr as u64).unwrap_or([0; 4]);
+        info.raddr[..4].copy_from_slice(&d);
+        info.laddr[..4].copy_from_slice(&s);
+    } else if info.family == AF_INET6 && l.skc_v6_daddr != fdtrace_common::NO_OFFSET {
+        info.raddr = read_kernel(sk + l.skc_v6_daddr as u64).unwrap_or([0; 16]);
+        info.laddr = read_kernel(sk + l.skc_v6_rcv_saddr as u64).unwrap_or([0; 16]);
+    }
+    Some(info)
+}
+
+#[inline(always)]
+pub(crate) fn sockaddr_enter(ctx: &TracePointContext, op: u32) -> u32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    if !is_target((pid_tgid >> 32) as u32) {
+        return 0;
+    }
+    // Offsets from the formats of sys_enter_bind/sys_enter_connect.
+    let p = AddrPending {
+        fd: field::<u64>(ctx, ARG0) as i32,
+        addr: field(ctx, ARG1),
+        len: field::<u64>(ctx, ARG2) as u32,
+        op,
+        _pad: 0,
+    };
+    if ADDR_PENDING.insert(&pid_tgid, &p, 0).is_err() {
+        bump(stat::PENDING_ERRORS);
+    }
+    0
+}
+
+#[tracepoint]
+pub fn enter_bind(ctx: TracePointContext) -> u32 {
+    sockaddr_enter(&ctx, fdtrace_common::SOCK_OP_BIND)
+}
+
+#[tracepoint]
+pub fn enter_connect(ctx: TracePointContext) -> u32 {
+    sockaddr_enter(&ctx, fdtrace_common::SOCK_OP_CONNECT)
+}
+
+/// Shared by the exits of bind and connect: report the address of a successful call (a
+/// non-blocking connect that is under way counts).
+#[tracepoint]
+pub fn exit_sockaddr(ctx: TracePointContext) -> u32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    if !maybe_target((pid_tgid >> 32) as u32) {
+        return 0;
+    }
+    // SAFETY: plain value copied out before removal.
+    let p = match unsafe { ADDR_PENDING.get(&pid_tgid) } {
+        Some(p) => *p,
+        None => return 0,
+    };
+    let _ = ADDR_PENDING.remove(&pid_tgid);
+    let ret: i64 = field(&ctx, RET);
+    if ret < 0 && ret != -EINPROGRESS {
+        return 0;
+    }
+    let Some(mut entry) = EVENTS.reserve::<SockAddrEvent>(0) else {
+        bump(stat::LOST_EVENTS);
+        return 0;
+    };
+    let ev = entry.as_mut_ptr();
+    // SAFETY: `ev` points to a reserved record of the right size; every field is written.
+    unsafe {
+        (*ev).hdr = header(kind::SOCK_ADDR, pid_tgid);
+        (*ev).fd = p.fd;
+        (*ev).op = p.op;
+        (*ev).ret = ret as i32;
+        let len = if p.len as usize > MAX_SOCKADDR {
+            MAX_SOCKADDR as u32
+        } else {
+            p.len
+        };
+        let dst = (*ev).addr.as_mut_ptr() as *mut c_void;
+        let src = p.addr as *const c_void;
+        // The address may sit near the end of a mapping: try the full size, then the sizes of
+        // sockaddr_in6 and sockaddr_in.
+        (*ev).len = if probe_read_user_raw(dst, MAX_SOCKADDR as u32, src) == 0 {
+            len
+        } else if probe_read_user_raw(dst, 28, src) == 0 {
+            if len > 28 { 28 } else { len }
+        } else if probe_read_user_raw(dst, 16, src) == 0 {
+            if len > 16 { 16 } else { len }
+        } else {
+            0
+        };
+    }
+    entry.submit(wakeup_after::<SockAddrEvent>());
+    0
+}
+
+/// `sock:inet_sock_set_state`: a TCP state change of any socket on the system; only sockets in
+/// `SOCKS` (created or accepted by a target) pass.
+#[tracepoint]
+pub fn sock_state(ctx: TracePointContext) -> u32 {
+    // SAFETY: offsets from events/sock/inet_sock_set_state/format.
+    let sk: u64 = field(&ctx, 8);
+    // SAFETY: plain value.
+    let owner = match unsafe { SOCKS.get(&sk) } {
+        Some(o) => *o,
+        None => return 0,
+    };
+    let protocol: u16 = field(&ctx, 30);
+    if protocol != IPPROTO_TCP {
+        return 0;
+    }
+    // No file refers to the socket any more: its last close orphaned it, after the FIN_WAIT1
+    // or LAST_ACK that close set. What it goes through next (FIN_WAIT2, CLOSE) concerns no
+    // descriptor: forget it instead of writing records user space would drop.
+    if let Some(l) = LAYOUT.get(0)
+        && l.valid != 0
+        && l.sk_socket != fdtrace_common::NO_OFFSET
+        && read_kernel::<u64>(sk + l.sk_socket as u64) == Some(0)
+    {
+        let _ = SOCKS.remove(&sk);
+        return 0;
+    }
+    let newstate: i32 = field(&ctx, 20);
+    let mut hdr = header(kind::SOCK_STATE, bpf_get_current_pid_tgid());
+    hdr.tgid = owner;
+    let family: u16 = field(&ctx, 28);
+    // The addresses as two words each, written whole (zeroing parts of byte arrays becomes
+    // byte-at-a-time `memset` loops on this target).
+    let (saddr, daddr): ([u64; 2], [u64; 2]) = if family == AF_INET6 {
+        (
+            [field(&ctx, 40), field(&ctx, 48)],
+            [field(&ctx, 56), field(&ctx, 64)],
+        )
+    } else {
+        // Little-endian: the 4 address bytes in memory order are the low 32 bits.
+        let s: u32 = field(&ctx, 32);
+        let d: u32 = field(&ctx, 36);
+        ([s as u64, 0], [d as u64, 0])
+    };
+    let ev = SockStateEvent {
+        hdr,
+        sk,
+        oldstate: field::<i32>(&ctx, 16) as u32,
+        newstate: newstate as u32,
+        family,
+        protocol,
+        sport: field(&ctx, 24),
+        dport: field(&ctx, 26),
+        // SAFETY: two u64 are 16 bytes, any bit pattern is a valid byte array.
+        saddr: unsafe { core::mem::transmute::<[u64; 2], [u8; 16]>(saddr) },
+        daddr: unsafe { core::mem::transmute::<[u64; 2], [u8; 16]>(daddr) },
+    };
+    if EVENTS
+        .output::<SockStateEvent>(&ev, wakeup_before::<SockStateEvent>())
+        .is_err()
+    {
+        bump(stat::LOST_EVENTS);
+    }
+    if newstate as u32 == TCP_CLOSE {
+        let _ = SOCKS.remove(&sk);
+    }
+    0
+}

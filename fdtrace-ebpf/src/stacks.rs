@@ -1,0 +1,156 @@
+//! User stacks: the copy sent with a birth, frame-pointer walks, and the deeper chunks of runtimes.
+
+use core::ffi::c_void;
+
+use aya_ebpf::{
+    EbpfContext as _,
+    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_NO_WAKEUP},
+    helpers::{
+        bpf_get_current_pid_tgid,
+        generated::{bpf_get_stack, bpf_probe_read_user as probe_read_user_raw},
+    },
+    macros::tracepoint,
+    programs::TracePointContext,
+};
+use fdtrace_common::{STACK_BYTES, StackChunkEvent, capture, kind, stat};
+
+use crate::{
+    failures::{EMFILE, ENFILE},
+    filter::traced_mode,
+    maps::EVENTS,
+    registers::{RET, field, user_regs},
+    ring::{bump, header, shed_bytes},
+};
+
+/// Copy the top of the user stack into `dst`, trying smaller sizes near the stack's end.
+#[inline(always)]
+pub(crate) fn copy_stack(dst: &mut [u8; STACK_BYTES], sp: u64) -> u32 {
+    let src = sp as *const c_void;
+    let d = dst.as_mut_ptr() as *mut c_void;
+    // SAFETY: each read writes at most STACK_BYTES into `dst`.
+    unsafe {
+        if probe_read_user_raw(d, STACK_BYTES as u32, src) == 0 {
+            return STACK_BYTES as u32;
+        }
+        if probe_read_user_raw(d, (STACK_BYTES / 2) as u32, src) == 0 {
+            return (STACK_BYTES / 2) as u32;
+        }
+        if probe_read_user_raw(d, (STACK_BYTES / 4) as u32, src) == 0 {
+            return (STACK_BYTES / 4) as u32;
+        }
+        if probe_read_user_raw(d, (STACK_BYTES / 8) as u32, src) == 0 {
+            return (STACK_BYTES / 8) as u32;
+        }
+    }
+    0
+}
+
+/// The kernel's frame-pointer walk of the user stack into `dst`: u64 addresses, innermost first.
+/// Returns the number of bytes written (0 on failure).
+#[inline(always)]
+pub(crate) fn walk_frame_pointers(ctx: &TracePointContext, dst: &mut [u8; STACK_BYTES]) -> u32 {
+    // SAFETY: the helper writes at most STACK_BYTES into `dst`.
+    let n = unsafe {
+        bpf_get_stack(
+            ctx.as_ptr(),
+            dst.as_mut_ptr() as *mut c_void,
+            STACK_BYTES as u32,
+            aya_ebpf::bindings::BPF_F_USER_STACK as u64,
+        )
+    };
+    if n > 0 { n as u32 } else { 0 }
+}
+
+/// For the programs that run before a birth's own (`exit_deep_stack`, `exit_python_frames`):
+/// will the birth at this exit be sent with its stack? Not when the syscall failed (but with
+/// EMFILE/ENFILE, which is counted at its stack), nor under load (the shed rule).
+#[inline(always)]
+pub(crate) fn birth_gets_its_stack(ctx: &TracePointContext) -> bool {
+    let ret: i64 = field(ctx, RET);
+    if ret < 0 && ret != -EMFILE && ret != -ENFILE {
+        return false;
+    }
+    EVENTS.query(BPF_RB_AVAIL_DATA as u64) < shed_bytes()
+}
+
+/// Language runtimes (`capture::chunks` of the target's value): the stack beyond the birth
+/// record's own copy, in `capture::CHUNK_BYTES` pieces sent before the birth. Attached to a
+/// birth's exit tracepoint before its birth program, so it runs first there (a tracepoint runs
+/// its programs in the order they were attached) and user space finds the pieces waiting when
+/// the birth arrives. A program of its own: the birth programs are at the 5.10 verifier's limits.
+#[tracepoint]
+pub fn exit_deep_stack(ctx: TracePointContext) -> u32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let Some(target) = traced_mode((pid_tgid >> 32) as u32) else {
+        return 0;
+    };
+    let chunks = capture::chunks(target);
+    if chunks == 0 {
+        return 0;
+    }
+    if !birth_gets_its_stack(&ctx) {
+        return 0;
+    }
+    let sp = user_regs().sp;
+    if sp == 0 {
+        return 0;
+    }
+    send_deep_chunks(pid_tgid, chunks, sp);
+    0
+}
+
+/// The stack above `sp` beyond the first `STACK_BYTES`: `chunks` records of
+/// `capture::CHUNK_BYTES` (fewer where the stack ends), sent without a wake-up (the record
+/// they precede brings one).
+#[inline(always)]
+pub(crate) fn send_deep_chunks(pid_tgid: u64, chunks: u32, sp: u64) {
+    for i in 0..capture::MAX_CHUNKS {
+        if i >= chunks {
+            break;
+        }
+        let Some(mut entry) = EVENTS.reserve::<StackChunkEvent>(0) else {
+            bump(stat::LOST_EVENTS);
+            break;
+        };
+        let ev = entry.as_mut_ptr();
+        let offset = STACK_BYTES as u32 + i * capture::CHUNK_BYTES as u32;
+        // SAFETY: `ev` points to a reserved record of the right size; every field is written.
+        let n = unsafe {
+            (*ev).hdr = header(kind::STACK_CHUNK, pid_tgid);
+            (*ev).sp = sp;
+            (*ev).offset = offset;
+            let n = copy_chunk(&mut (*ev).bytes, sp + offset as u64);
+            (*ev).len = n;
+            n
+        };
+        if n == 0 {
+            entry.discard(0);
+            break;
+        }
+        entry.submit(BPF_RB_NO_WAKEUP as u64);
+        if n < capture::CHUNK_BYTES as u32 {
+            break;
+        }
+    }
+}
+
+/// Copy a piece of the user stack into `dst`, trying smaller sizes near the stack's end.
+#[inline(always)]
+pub(crate) fn copy_chunk(dst: &mut [u8; capture::CHUNK_BYTES], from: u64) -> u32 {
+    let src = from as *const c_void;
+    let d = dst.as_mut_ptr() as *mut c_void;
+    const N: usize = capture::CHUNK_BYTES;
+    // SAFETY: each read writes at most CHUNK_BYTES into `dst`.
+    unsafe {
+        if probe_read_user_raw(d, N as u32, src) == 0 {
+            return N as u32;
+        }
+        if probe_read_user_raw(d, (N / 2) as u32, src) == 0 {
+            return (N / 2) as u32;
+        }
+        if probe_read_user_raw(d, (N / 4) as u32, src) == 0 {
+            return (N / 4) as u32;
+        }
+    }
+    0
+}
