@@ -135,18 +135,7 @@ mod tests {
     }
 
     fn own(addrs: &[u64]) -> Unwound {
-        Unwound {
-            frames: addrs
-                .iter()
-                .map(|&a| RawFrame {
-                    addr: a,
-                    lookup: a - 1,
-                })
-                .collect(),
-            truncated: false,
-            method: Method::Fp,
-            ..Default::default()
-        }
+        Unwound::of_return_addresses(addrs, Method::Fp)
     }
 
     #[test]

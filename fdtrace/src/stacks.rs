@@ -235,18 +235,7 @@ mod tests {
     use super::*;
 
     fn unwound(addrs: &[u64]) -> Unwound {
-        Unwound {
-            frames: addrs
-                .iter()
-                .map(|&a| RawFrame {
-                    addr: a,
-                    lookup: a - 1,
-                })
-                .collect(),
-            truncated: false,
-            method: Method::Dwarf,
-            ..Default::default()
-        }
+        Unwound::of_return_addresses(addrs, Method::Dwarf)
     }
 
     #[test]

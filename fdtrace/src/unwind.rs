@@ -84,6 +84,26 @@ pub struct Unwound {
     pub jit_slots: Vec<(usize, u64, u64)>,
 }
 
+#[cfg(test)]
+impl Unwound {
+    /// A whole stack of these return addresses (each looked up one byte before), unwound by
+    /// `method`: the stacks of unit tests.
+    pub fn of_return_addresses(addrs: &[u64], method: Method) -> Self {
+        Unwound {
+            frames: addrs
+                .iter()
+                .map(|&a| RawFrame {
+                    addr: a,
+                    lookup: a - 1,
+                })
+                .collect(),
+            truncated: false,
+            method,
+            ..Default::default()
+        }
+    }
+}
+
 /// Does this executable keep frame pointers and lack the CFI a DWARF unwinder needs: a Go
 /// binary (`.go.buildinfo`, `.gopclntab` or the Go build-id note)? `--unwind auto` walks the
 /// frame pointers of such programs and unwinds the others with DWARF CFI.

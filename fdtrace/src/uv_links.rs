@@ -91,24 +91,10 @@ impl UvLinks {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{
-        link_markers::marker_text,
-        unwind::{Method, RawFrame},
-    };
+    use crate::{link_markers::marker_text, unwind::Method};
 
     fn stack(addrs: &[u64]) -> Unwound {
-        Unwound {
-            frames: addrs
-                .iter()
-                .map(|&a| RawFrame {
-                    addr: a,
-                    lookup: a - 1,
-                })
-                .collect(),
-            truncated: false,
-            method: Method::Dwarf,
-            ..Default::default()
-        }
+        Unwound::of_return_addresses(addrs, Method::Dwarf)
     }
 
     /// A birth's stack copy from `sp`, with `ret` at `at` bytes.

@@ -538,17 +538,21 @@ fn java_compiled_methods_named_at_their_lines() {
     // with the frame-pointer register. The leaking methods are compiled (called 20,000 times
     // first), and the JIT inlined the JDK's constructors into them.
     let r = java_leaks_at_their_lines(&[]);
-    // Compiled code: the JIT inlined some of the JDK's small methods into their callers, and
-    // each is a frame of its own, marked so.
+    assert_inlined_java_frames(&r);
+}
+
+/// Compiled code: some site has, below its user frame, a Java frame the JIT inlined into its
+/// caller (a frame of its own, marked so).
+fn assert_inlined_java_frames(r: &Value) {
     assert!(
-        sites(&r).iter().any(|s| {
+        sites(r).iter().any(|s| {
             let i = s["user_frame"].as_u64().unwrap() as usize;
             s["frames"].as_array().unwrap()[..i]
                 .iter()
                 .any(|f| f["inlined"] == true && f["module"] == "java")
         }),
-        "{}",
-        site_summary(&r)
+        "compiled frames with the methods the JIT inlined: {}",
+        site_summary(r)
     );
 }
 
@@ -575,16 +579,7 @@ fn java_21_in_a_root_of_its_own_named_at_its_lines() {
     // (UNSIGNED5), keeps a method's flags elsewhere, and runs here with another C library,
     // seen through /proc/PID/root as a container's would be.
     let r = java_leaks_at_their_lines_in(&Jvm::Root, &[]);
-    assert!(
-        sites(&r).iter().any(|s| {
-            let i = s["user_frame"].as_u64().unwrap() as usize;
-            s["frames"].as_array().unwrap()[..i]
-                .iter()
-                .any(|f| f["inlined"] == true && f["module"] == "java")
-        }),
-        "compiled frames with the methods the JIT inlined: {}",
-        site_summary(&r)
-    );
+    assert_inlined_java_frames(&r);
 }
 
 #[test]
