@@ -55,12 +55,24 @@ fn kernel_release() -> String {
         .unwrap_or_default()
 }
 
+/// What makes two processes' stacks one: method, truncated, return addresses, mappings, JIT
+/// names.
+type StackContent = (
+    Method,
+    bool,
+    Vec<u64>,
+    Vec<crate::procinfo::Mapping>,
+    Vec<(u64, crate::runtime::JitName)>,
+);
+
 /// Writes a recording while the session runs.
 pub struct Recorder {
     writer: Option<Writer<File>>,
     pub path: PathBuf,
     /// (pid, that process's stack id) → the recording's stack id.
     stack_ids: HashMap<(u32, StackId), u32>,
+    /// The same, by what a stack is (its frames, how it was unwound, where they lie).
+    content_ids: HashMap<StackContent, u32>,
     /// The recording's stack ids, in order: where to find each one's symbols at the end.
     stacks: Vec<(u32, StackId)>,
     /// Mappings already written, and the build ids of the files.
@@ -96,6 +108,7 @@ impl Recorder {
             writer: Some(writer),
             path: path.to_path_buf(),
             stack_ids: HashMap::new(),
+            content_ids: HashMap::new(),
             stacks: Vec::new(),
             mappings: Default::default(),
             build_ids: HashMap::new(),
@@ -119,8 +132,27 @@ impl Recorder {
         if let Some(&id) = self.stack_ids.get(&(pid, local)) {
             return id;
         }
+        // One id per stack, whichever process saw it: a child interns its births in a copy of
+        // its parent's stacks, so a stack seen by both is one call site in the live report,
+        // and must be one in the recording too.
+        let content = stacks.get(local).map(|s| {
+            (
+                s.raw.method,
+                s.raw.truncated,
+                s.raw.frames.iter().map(|f| f.addr).collect::<Vec<u64>>(),
+                s.mappings.clone(),
+                s.jit.clone(),
+            )
+        });
+        if let Some(&id) = content.as_ref().and_then(|c| self.content_ids.get(c)) {
+            self.stack_ids.insert((pid, local), id);
+            return id;
+        }
         let id = self.stacks.len() as u32;
         self.stack_ids.insert((pid, local), id);
+        if let Some(c) = content {
+            self.content_ids.insert(c, id);
+        }
         self.stacks.push((pid, local));
         let (frames, truncated, method) = stacks
             .get(local)
