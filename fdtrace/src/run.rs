@@ -488,10 +488,12 @@ pub fn run(opts: Options) -> Result<i32> {
     let duration_s = started.elapsed().as_secs_f64();
     let mut reports = Vec::new();
     let mut ends = Vec::new();
+    // The moment the reports (and the recording's end) describe.
+    let ended_ns = monotonic_ns();
     for p in session.procs.values_mut() {
         p.name_jit_frames();
         let exited = p.exited_ns.is_some() || !procinfo::exists(p.pid);
-        let now_ns = p.exited_ns.unwrap_or_else(monotonic_ns);
+        let now_ns = p.exited_ns.unwrap_or(ended_ns);
         // Ground truth, while the process still lives.
         let proc_fds = if exited {
             None
@@ -531,7 +533,9 @@ pub fn run(opts: Options) -> Result<i32> {
         Stop::TargetExited => "target exited",
         Stop::CgroupRemoved => "cgroup removed",
     };
-    if let Some((bytes, path)) = session.finish_recording(&ends, tracer.lost_events(), reason)? {
+    if let Some((bytes, path)) =
+        session.finish_recording(&ends, tracer.lost_events(), reason, ended_ns)?
+    {
         let events: u64 = session
             .procs
             .values()

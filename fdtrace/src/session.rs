@@ -189,7 +189,6 @@ impl Session {
         }
     }
 
-    /// Move a process's logged changes into the recording, numbering its stacks.
     /// The kernel's counts of failed births, into each process's table (and its recording
     /// when they changed).
     pub(crate) fn take_failure_counts(&mut self, counts: &[(FailKey, u64)]) {
@@ -209,6 +208,7 @@ impl Session {
         }
     }
 
+    /// Move a process's logged changes into the recording, numbering its stacks.
     pub(crate) fn flush_log(&mut self, pid: u32) {
         let Some(rec) = self.recorder.as_mut() else {
             return;
@@ -242,13 +242,15 @@ impl Session {
         }
     }
 
-    /// End of a recording: what each process held and what /proc said, the symbols of every
+    /// End of a recording at `now` (the moment the live reports describe, so that a replay's
+    /// ages are theirs): what each process held and what /proc said, the symbols of every
     /// stack, the counters.
     pub fn finish_recording(
         &mut self,
         reports: &[(u32, Meta, Option<Vec<ProcFd>>)],
         lost: u64,
         reason: &str,
+        now: u64,
     ) -> Result<Option<(u64, std::path::PathBuf)>> {
         let pids: Vec<u32> = self.procs.keys().copied().collect();
         for pid in pids {
@@ -257,7 +259,6 @@ impl Session {
         let Some(mut rec) = self.recorder.take() else {
             return Ok(None);
         };
-        let now = monotonic_ns();
         for (pid, meta, proc_fds) in reports {
             rec.write(&Record::Extra {
                 ts_ns: now,
@@ -315,8 +316,8 @@ impl Session {
         self.procs.values().all(|p| p.exited_ns.is_some())
     }
 
-    fn on_fork(&mut self, parent: u32, child: u32, flags: u64) {
-        let owner = self.owner(parent);
+    fn on_fork(&mut self, hdr: Header, child: u32, flags: u64) {
+        let owner = self.owner(hdr.tgid);
         if flags & fdtrace_common::CLONE_FILES != 0 {
             self.alias.insert(child, owner);
             return;
@@ -334,7 +335,7 @@ impl Session {
             self.procs.insert(child, c);
             if let Some(rec) = self.recorder.as_mut() {
                 rec.write(&Record::Fork {
-                    ts_ns: monotonic_ns(),
+                    ts_ns: hdr.ts_ns,
                     parent: owner,
                     child,
                     shares_table: false,
@@ -383,7 +384,7 @@ impl Session {
     /// Apply one event to the process it belongs to.
     pub fn apply(&mut self, ev: Event) {
         match ev {
-            Event::Fork { hdr, child, flags } => self.on_fork(hdr.tgid, child, flags),
+            Event::Fork { hdr, child, flags } => self.on_fork(hdr, child, flags),
             Event::Exec { hdr } => self.on_exec(hdr),
             Event::Join { hdr } => self.on_join(hdr.tgid),
             Event::Exit { hdr } if hdr.tid == hdr.tgid && self.alias.contains_key(&hdr.tgid) => {

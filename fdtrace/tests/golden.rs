@@ -5,6 +5,7 @@
 use fdtrace::{
     clock::monotonic_ns,
     events::{Event, Open, UserStack},
+    model::FdKind,
     process::{State, UnwindMode},
     procinfo::ProcFd,
     recording::{Recorder, Replay},
@@ -119,7 +120,8 @@ impl Stream {
 /// a child that inherits the table, closes and opens in its own, execs and exits.
 fn stream() -> Stream {
     let mut s = Stream {
-        t0: monotonic_ns() - 60_000_000_000,
+        // After the recording began, as the kernel's events always are.
+        t0: monotonic_ns(),
         events: Vec::new(),
     };
     let at = sites();
@@ -225,16 +227,18 @@ fn meta(pid: u32, exited: bool) -> Meta {
     }
 }
 
-/// The report of every process, root first, as `fdtrace -p` builds it at the end (`run.rs`).
+/// The report of every process, root first, as `fdtrace -p` builds it at the end (`run.rs`):
+/// a process that exited as of its exit, the others as of `ended_ns`.
 fn live_reports(
     session: &mut Session,
     ends: &[(u32, Meta, Option<Vec<ProcFd>>)],
     symbols: &Symbols,
+    ended_ns: u64,
 ) -> Report {
     let mut reports = Vec::new();
     for (pid, meta, proc_fds) in ends {
         let p = session.procs.get_mut(pid).expect("a traced process");
-        let now_ns = p.exited_ns.expect("every process exited");
+        let now_ns = p.exited_ns.unwrap_or(ended_ns);
         reports.push(report::build(
             meta.clone(),
             &p.table,
@@ -251,8 +255,10 @@ fn live_reports(
     root
 }
 
-#[test]
-fn live_and_replayed_reports_of_one_stream_are_identical() {
+/// The stream through a live session that records it, ended 90 ms after its start with the
+/// root exited or (`alive`) still running with `proc_fds` as /proc's view of it; returns the
+/// live report and the one replayed from the recording, as JSON.
+fn live_and_replayed(alive: Option<Vec<ProcFd>>) -> (Value, Value) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("golden.fdtrace");
     let mut first = State::new(root(), UnwindMode::Fp, capture::FRAME_POINTERS);
@@ -260,28 +266,65 @@ fn live_and_replayed_reports_of_one_stream_are_identical() {
     let mut session = Session::new(first, true);
     session.start_recording(Recorder::create(&path, "golden".into()).unwrap());
     let s = stream();
-    let end_ms = 90;
+    let ended_ns = s.hdr(kind::EXIT, root(), 90).ts_ns;
     for ev in s.events.iter().cloned() {
         session.apply(ev);
     }
-    let hdr = s.hdr(kind::EXIT, root(), end_ms);
-    session.apply(Event::Exit { hdr });
+    if alive.is_none() {
+        let hdr = s.hdr(kind::EXIT, root(), 90);
+        session.apply(Event::Exit { hdr });
+    }
     let mut pids: Vec<u32> = session.procs.keys().copied().collect();
     pids.sort_by_key(|&p| p != root());
     let ends: Vec<(u32, Meta, Option<Vec<ProcFd>>)> = pids
         .iter()
-        .map(|&pid| (pid, meta(pid, true), None))
+        .map(|&pid| match &alive {
+            Some(fds) if pid == root() => (pid, meta(pid, false), Some(fds.clone())),
+            _ => (pid, meta(pid, true), None),
+        })
         .collect();
     let symbols = Symbols::new();
-    let live = live_reports(&mut session, &ends, &symbols);
+    let live = live_reports(&mut session, &ends, &symbols, ended_ns);
+    let reason = if alive.is_some() {
+        "interrupted"
+    } else {
+        "target exited"
+    };
     session
-        .finish_recording(&ends, 0, "target exited")
+        .finish_recording(&ends, 0, reason, ended_ns)
         .unwrap()
         .expect("a recording");
     let mut replay = Replay::read(&path, None, |_, _| {}).unwrap();
     let replayed = replay.report(None).expect("a replayed report");
-    let live = serde_json::to_value(&live).unwrap();
-    let replayed = serde_json::to_value(&replayed).unwrap();
+    (
+        serde_json::to_value(&live).unwrap(),
+        serde_json::to_value(&replayed).unwrap(),
+    )
+}
+
+/// The open sites of a report: (count, innermost function), sorted.
+fn counts(r: &Value) -> Vec<(u64, String)> {
+    let mut c: Vec<(u64, String)> = r["sites"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["count"].as_u64().unwrap(),
+                s["frames"][0]["function"]
+                    .as_str()
+                    .unwrap_or("?")
+                    .to_string(),
+            )
+        })
+        .collect();
+    c.sort();
+    c
+}
+
+#[test]
+fn live_and_replayed_reports_of_one_stream_are_identical() {
+    let (live, replayed) = live_and_replayed(None);
     // The stream was seen whole: both sides modelled the same births.
     // The root's 15 births (the pipe's two ends, the sharing thread's one), the child's 4.
     assert_eq!(live["model"]["opens"], 15, "{:#}", live["model"]);
@@ -290,22 +333,7 @@ fn live_and_replayed_reports_of_one_stream_are_identical() {
     // Told apart by their stacks: the root's loop (6 open: 3, 4, 6, 7, 8, and the sharing
     // thread's 15), pipe, dup and socket; the child's inherited loop files, pipe and socket (its
     // dup was close-on-exec) and its own four, one of them in the loop.
-    let counts = |r: &Value| {
-        let mut c: Vec<(u64, String)> = r["sites"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|s| {
-                (
-                    s["count"].as_u64().unwrap(),
-                    s["frames"][0]["function"].to_string(),
-                )
-            })
-            .collect();
-        c.sort();
-        c
-    };
-    let named = |n: &str| format!("\"golden::{n}\"");
+    let named = |n: &str| format!("golden::{n}");
     assert_eq!(
         counts(&live),
         [
@@ -328,6 +356,48 @@ fn live_and_replayed_reports_of_one_stream_are_identical() {
         live["failed_opens"][0]["count"], 1,
         "{:#}",
         live["failed_opens"]
+    );
+    assert_same(&live, &replayed, "");
+}
+
+#[test]
+fn live_and_replayed_reports_agree_on_a_process_still_running_and_its_drift() {
+    // /proc's view at the end: the model's descriptors but 15, and 20, which it never saw.
+    let fd = |fd: i32, kind: FdKind, target: &str| ProcFd {
+        fd,
+        target: target.to_string(),
+        kind,
+        cloexec: false,
+        age_ns: None,
+    };
+    let mut proc_fds: Vec<ProcFd> = [3, 4, 6, 7, 8]
+        .into_iter()
+        .map(|n| fd(n, FdKind::File, "/data/img"))
+        .collect();
+    proc_fds.push(fd(11, FdKind::Pipe, "pipe:[77]"));
+    proc_fds.push(fd(13, FdKind::Pipe, "pipe:[77]"));
+    proc_fds.push(fd(14, FdKind::Socket, "socket:[78]"));
+    proc_fds.push(fd(20, FdKind::File, "/var/log/unseen"));
+    let (live, replayed) = live_and_replayed(Some(proc_fds));
+    assert_eq!(live["target_exited"], false);
+    let fds = |v: &Value| -> Vec<i64> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["fd"].as_i64().unwrap())
+            .collect()
+    };
+    assert_eq!(
+        fds(&live["drift"]["missed_opens"]),
+        [20],
+        "{:#}",
+        live["drift"]
+    );
+    assert_eq!(
+        fds(&live["drift"]["missed_closes"]),
+        [15],
+        "{:#}",
+        live["drift"]
     );
     assert_same(&live, &replayed, "");
 }
