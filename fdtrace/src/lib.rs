@@ -50,6 +50,7 @@ pub mod sockets;
 pub mod stack_scan;
 pub mod stacks;
 pub mod symbolize;
+pub mod table_changes;
 pub mod terminal;
 pub mod timeline;
 pub mod top;

@@ -263,6 +263,11 @@ impl FdTable {
         self.failure_totals.insert((syscall, errno), count) != Some(count)
     }
 
+    /// The last count [`FdTable::set_failure_total`] was given.
+    pub fn failure_total(&self, syscall: u32, errno: i32) -> Option<u64> {
+        self.failure_totals.get(&(syscall, errno)).copied()
+    }
+
     /// Failed births with `errno`: the kernel's count where known, never fewer than those seen
     /// with a stack. Returns (all, with a stack).
     pub fn failure_count(&self, errno: i32) -> (u64, u64) {

@@ -15,10 +15,11 @@ use crate::{
     clock::monotonic_ns,
     events::{Event, Open, UserStack},
     go_links::GoLinks,
-    model::{FdKind, FdTable, O_CLOEXEC, OpenFd, Origin, StackId},
+    model::{FdKind, FdTable, O_CLOEXEC, Origin, StackId},
     procinfo,
     sockets::{self, SocketInfo},
     stacks::StackStore,
+    table_changes::extra,
     unwind::{self, StackUnwinder, Unwound},
     verdict::History,
 };
@@ -144,6 +145,13 @@ impl State {
         c
     }
 
+    /// Apply a change to the table, as a replay of the recording will (`table_changes`), and
+    /// log it when recording.
+    pub(crate) fn change(&mut self, r: Record) {
+        crate::table_changes::apply(&mut self.table, &r);
+        self.log(r);
+    }
+
     pub(crate) fn log(&mut self, r: Record) {
         if let Some(l) = self.log.as_mut() {
             l.push(r);
@@ -160,28 +168,35 @@ impl State {
         }
     }
 
-    /// Add a birth to the table (and the log).
-    fn born(&mut self, tid: u32, syscall: u32, fd: i32, entry: OpenFd) {
-        let ts_ns = entry.opened_ns.unwrap_or(0);
-        if self.log.is_some() {
-            self.log(Record::Open {
-                ts_ns,
-                tgid: self.pid,
-                tid,
-                fd,
-                kind: entry.kind.code(),
-                syscall: syscall as u8,
-                cloexec: entry.cloexec,
-                stack: match entry.origin {
-                    Origin::Stack(id) => Some(id),
-                    _ => None,
-                },
-                target: entry.target.clone(),
-            });
-        }
-        let has_sock = entry.sock.is_some();
-        self.table.open(fd, entry);
-        if has_sock {
+    /// A birth at `stack`, into the table (and the log), with what the kernel said of its
+    /// socket.
+    #[allow(clippy::too_many_arguments)]
+    fn born(
+        &mut self,
+        ts_ns: u64,
+        tid: u32,
+        syscall: u32,
+        fd: i32,
+        (kind, target): (FdKind, String),
+        cloexec: bool,
+        stack: StackId,
+        sock: Option<SocketInfo>,
+    ) {
+        self.change(Record::Open {
+            ts_ns,
+            tgid: self.pid,
+            tid,
+            fd,
+            kind: kind.code(),
+            syscall: syscall as u8,
+            cloexec,
+            stack: Some(stack),
+            target,
+        });
+        if let Some(s) = sock {
+            if let Some(e) = self.table.get_mut(fd) {
+                e.sock = Some(s);
+            }
             self.log_socket(fd, ts_ns);
         }
     }
@@ -194,16 +209,14 @@ impl State {
             procinfo::fds(self.pid).with_context(|| format!("reading /proc/{}/fd", self.pid))?;
         for f in fds {
             let born_ns = f.age_ns.map(|age| monotonic_ns().saturating_sub(age));
-            self.log(Record::Preexisting {
+            self.change(Record::Preexisting {
                 tgid: self.pid,
                 fd: f.fd,
                 kind: f.kind.code(),
                 cloexec: f.cloexec,
-                target: f.target.clone(),
+                target: f.target,
                 born_ns,
             });
-            self.table
-                .preexisting(f.fd, f.kind, f.target, f.cloexec, born_ns);
         }
         self.describe_preexisting_sockets(true);
         if maps {
@@ -271,16 +284,13 @@ impl State {
         } else {
             o.path.clone()
         };
-        if self.log.is_some() {
-            let json = serde_json::json!({"stack": id, "errno": -o.fd, "example": what});
-            self.log(Record::Extra {
-                ts_ns: o.hdr.ts_ns,
-                tgid: self.pid,
-                name: "failed_open".into(),
-                json: json.to_string(),
-            });
-        }
-        self.table.failed(id, -o.fd, o.hdr.ts_ns, what);
+        let json = serde_json::json!({"stack": id, "errno": -o.fd, "example": what});
+        self.change(Record::Extra {
+            ts_ns: o.hdr.ts_ns,
+            tgid: self.pid,
+            name: extra::FAILED_OPEN.into(),
+            json: json.to_string(),
+        });
     }
 
     /// Unwind and intern the creating stack of a birth.
@@ -451,17 +461,17 @@ impl State {
                         .map(FdKind::from_link)
                         .unwrap_or(FdKind::Other);
                     self.born(
+                        o.hdr.ts_ns,
                         o.hdr.tid,
                         o.syscall,
                         fd,
-                        OpenFd {
+                        (
                             kind,
-                            target: link.unwrap_or_else(|| "received with SCM_RIGHTS".into()),
-                            opened_ns: Some(o.hdr.ts_ns),
-                            origin: Origin::Stack(id),
-                            cloexec,
-                            sock: None,
-                        },
+                            link.unwrap_or_else(|| "received with SCM_RIGHTS".into()),
+                        ),
+                        cloexec,
+                        id,
+                        None,
                     );
                 }
                 return;
@@ -483,8 +493,8 @@ impl State {
         };
         if o.syscall == sc::DUP2 {
             // dup2/dup3 onto an open number closes it first.
-            if self.table.close_if_open(o.fd).is_some() {
-                self.log(Record::Close {
+            if self.table.get(o.fd).is_some() {
+                self.change(Record::Close {
                     ts_ns: o.hdr.ts_ns,
                     tgid: self.pid,
                     tid: o.hdr.tid,
@@ -508,17 +518,14 @@ impl State {
                 self.socks.entry(sk).or_default().push(fd);
             }
             self.born(
+                o.hdr.ts_ns,
                 o.hdr.tid,
                 o.syscall,
                 fd,
-                OpenFd {
-                    kind,
-                    target: target.clone(),
-                    opened_ns: Some(o.hdr.ts_ns),
-                    origin: Origin::Stack(id),
-                    cloexec,
-                    sock,
-                },
+                (kind, target.clone()),
+                cloexec,
+                id,
+                sock,
             );
         }
     }
@@ -555,23 +562,21 @@ impl State {
                         self.pid, p.target
                     );
                     let json = serde_json::json!({"fd": fd, "kind": p.kind, "target": p.target, "cloexec": p.cloexec});
-                    self.log(Record::Extra {
+                    self.change(Record::Extra {
                         ts_ns: monotonic_ns(),
                         tgid: self.pid,
-                        name: "untraced".into(),
+                        name: extra::UNTRACED.into(),
                         json: json.to_string(),
                     });
-                    self.table.untraced(fd, p.kind, p.target.clone(), p.cloexec);
                 }
             } else {
                 warn!("pid {}: fd {fd} closed without a traced close", self.pid);
-                self.log(Record::Extra {
+                self.change(Record::Extra {
                     ts_ns: monotonic_ns(),
                     tgid: self.pid,
-                    name: "drift_close".into(),
+                    name: extra::DRIFT_CLOSE.into(),
                     json: serde_json::json!({ "fd": fd }).to_string(),
                 });
-                self.table.drift_close(fd);
             }
         }
         now.retain(|fd, missed_open| {
@@ -668,14 +673,13 @@ impl State {
                 .python
                 .on_frames(hdr.tid, sp, frames, truncated),
             Event::Close { hdr, fd } => {
-                self.log(Record::Close {
+                self.touched.insert(fd);
+                self.change(Record::Close {
                     ts_ns: hdr.ts_ns,
                     tgid: self.pid,
                     tid: hdr.tid,
                     fd,
                 });
-                self.touched.insert(fd);
-                self.table.close(fd);
             }
             Event::CloseRange {
                 hdr,
@@ -688,26 +692,24 @@ impl State {
                     debug!("close_range with flags {flags:#x} this kernel rejects: no effect");
                     return false;
                 }
-                self.log(Record::CloseRange {
+                self.change(Record::CloseRange {
                     ts_ns: hdr.ts_ns,
                     tgid: self.pid,
                     first,
                     last,
                     cloexec_only: flags & fdtrace_common::CLOSE_RANGE_CLOEXEC != 0,
                 });
-                self.table.close_range(
-                    first,
-                    last,
-                    flags & fdtrace_common::CLOSE_RANGE_CLOEXEC != 0,
-                );
             }
             Event::Exec { hdr } => {
-                self.log(Record::Exec {
+                let before = self.table.len();
+                self.change(Record::Exec {
                     ts_ns: hdr.ts_ns,
                     tgid: self.pid,
                 });
-                let n = self.table.exec();
-                debug!("exec: {n} close-on-exec descriptors closed");
+                debug!(
+                    "exec: {} close-on-exec descriptors closed",
+                    before - self.table.len()
+                );
                 self.runtime.exec();
                 self.refresh_maps(true);
                 if self.mode == UnwindMode::Auto {
@@ -722,13 +724,12 @@ impl State {
             }
             Event::SockAddr { hdr, fd, op, addr } => self.on_sock_addr(hdr.ts_ns, fd, op, &addr),
             Event::Cloexec { hdr, fd, on } => {
-                self.log(Record::SetCloexec {
+                self.change(Record::SetCloexec {
                     ts_ns: hdr.ts_ns,
                     tgid: self.pid,
                     fd,
                     on,
                 });
-                self.table.set_cloexec(fd, on);
             }
             // Handled by the session, which knows every process.
             Event::Fork { .. } | Event::Join { .. } => {}

@@ -16,7 +16,7 @@ use anyhow::{Context as _, Result, bail};
 use fdtrace_record::{Header, Reader, Record, SymFrame, Tail, Writer};
 
 use crate::{
-    model::{FdKind, FdTable, OpenFd, Origin, StackId},
+    model::{FdTable, Origin, StackId},
     procinfo::{Mapping, ProcFd},
     report::{self, Meta, Report},
     sockets::SocketInfo,
@@ -494,60 +494,12 @@ impl Replay {
                     .collect();
                 self.stacks.set_symbolized(*stack_id, frames);
             }
-            Record::Preexisting {
-                tgid,
-                fd,
-                kind,
-                cloexec,
-                target,
-                born_ns,
-            } => {
-                self.proc(*tgid).table.preexisting(
-                    *fd,
-                    FdKind::from_code(*kind),
-                    target.clone(),
-                    *cloexec,
-                    *born_ns,
-                );
-            }
-            Record::Open {
-                ts_ns,
-                tgid,
-                fd,
-                kind,
-                cloexec,
-                stack,
-                target,
-                ..
-            } => {
-                self.proc(*tgid).table.open(
-                    *fd,
-                    OpenFd {
-                        kind: FdKind::from_code(*kind),
-                        target: target.clone(),
-                        opened_ns: Some(*ts_ns),
-                        origin: stack.map(Origin::Stack).unwrap_or(Origin::Untraced),
-                        cloexec: *cloexec,
-                        sock: None,
-                    },
-                );
-            }
-            Record::Close { tgid, fd, .. } => {
-                self.proc(*tgid).table.close(*fd);
-            }
-            Record::CloseRange {
-                tgid,
-                first,
-                last,
-                cloexec_only,
-                ..
-            } => {
-                self.proc(*tgid)
-                    .table
-                    .close_range(*first, *last, *cloexec_only);
-            }
-            Record::SetCloexec { tgid, fd, on, .. } => {
-                self.proc(*tgid).table.set_cloexec(*fd, *on);
+            Record::Preexisting { tgid, .. }
+            | Record::Open { tgid, .. }
+            | Record::Close { tgid, .. }
+            | Record::CloseRange { tgid, .. }
+            | Record::SetCloexec { tgid, .. } => {
+                crate::table_changes::apply(&mut self.proc(*tgid).table, rec);
             }
             Record::Fork {
                 parent,
@@ -566,7 +518,7 @@ impl Replay {
                 }
             }
             Record::Exec { tgid, .. } => {
-                self.proc(*tgid).table.exec();
+                crate::table_changes::apply(&mut self.proc(*tgid).table, rec);
             }
             Record::Exit { ts_ns, tgid } => {
                 self.proc(*tgid).exited_ns = Some(*ts_ns);
@@ -599,44 +551,25 @@ impl Replay {
                 }
             }
             Record::Extra {
-                ts_ns,
-                tgid,
-                name,
-                json,
-            } => self.apply_extra(*ts_ns, *tgid, name, json),
+                tgid, name, json, ..
+            } => {
+                if !crate::table_changes::apply(&mut self.proc(*tgid).table, rec) {
+                    self.apply_extra(*tgid, name, json);
+                }
+            }
             Record::Lost { count, .. } => self.lost_events += count,
             Record::End { reason, .. } => self.end = Some(reason.clone()),
         }
     }
 
-    fn apply_extra(&mut self, ts_ns: u64, tgid: u32, name: &str, json: &str) {
+    /// The `Extra` records that are not table changes: what live mode knew of a process at
+    /// the end.
+    fn apply_extra(&mut self, tgid: u32, name: &str, json: &str) {
         let Ok(v) = serde_json::from_str::<serde_json::Value>(json) else {
             tracing::warn!("unreadable {name} record");
             return;
         };
-        let fd = v["fd"].as_i64().unwrap_or(-1) as i32;
         match name {
-            "failed_open" => {
-                let stack = v["stack"].as_u64().unwrap_or(0) as StackId;
-                let errno = v["errno"].as_i64().unwrap_or(0) as i32;
-                let example = v["example"].as_str().unwrap_or_default().to_string();
-                self.proc(tgid).table.failed(stack, errno, ts_ns, example);
-            }
-            "failure_total" => {
-                let syscall = v["syscall"].as_u64().unwrap_or(0) as u32;
-                let errno = v["errno"].as_i64().unwrap_or(0) as i32;
-                let count = v["count"].as_u64().unwrap_or(0);
-                self.proc(tgid)
-                    .table
-                    .set_failure_total(syscall, errno, count);
-            }
-            "untraced" => {
-                let kind = serde_json::from_value(v["kind"].clone()).unwrap_or(FdKind::Other);
-                let target = v["target"].as_str().unwrap_or_default().to_string();
-                let cloexec = v["cloexec"].as_bool().unwrap_or(false);
-                self.proc(tgid).table.untraced(fd, kind, target, cloexec);
-            }
-            "drift_close" => self.proc(tgid).table.drift_close(fd),
             "meta" => self.proc(tgid).meta = serde_json::from_value(v).ok(),
             "proc_fds" => self.proc(tgid).proc_fds = serde_json::from_value(v).ok(),
             other => tracing::debug!("record {other} ignored"),

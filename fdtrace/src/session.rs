@@ -195,13 +195,13 @@ impl Session {
         let now = monotonic_ns();
         for (k, n) in counts {
             if let Some(p) = self.procs.get_mut(&k.tgid)
-                && p.table.set_failure_total(k.syscall, k.errno as i32, *n)
+                && p.table.failure_total(k.syscall, k.errno as i32) != Some(*n)
             {
                 let json = serde_json::json!({"syscall": k.syscall, "errno": k.errno, "count": n});
-                p.log(Record::Extra {
+                p.change(Record::Extra {
                     ts_ns: now,
                     tgid: k.tgid,
-                    name: "failure_total".into(),
+                    name: crate::table_changes::extra::FAILURE_TOTAL.into(),
                     json: json.to_string(),
                 });
             }
