@@ -136,7 +136,12 @@ impl CodeCache {
         let fresh = match self.known.get(&pc) {
             None => false,
             Some(None) => true,
-            Some(Some(k)) => mem.u32(k.nmethod + self.l.compile_id) == Some(k.compile_id),
+            // Once the JVM has exited its code cannot be checked again: what was read while
+            // it ran stands (its births are still being processed).
+            Some(Some(k)) => match mem.u32(k.nmethod + self.l.compile_id) {
+                Some(id) => id == k.compile_id,
+                None => mem.gone(),
+            },
         };
         if !fresh {
             if self.known.len() > 100_000 {

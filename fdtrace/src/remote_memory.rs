@@ -17,6 +17,12 @@ impl Memory {
         addr != 0 && self.file.read_exact_at(buf, addr).is_ok()
     }
 
+    /// Has the process's address space gone (it exited)? Its memory file then reads as empty
+    /// at every address, where a live process's unmapped address is an error.
+    pub fn gone(&self) -> bool {
+        matches!(self.file.read_at(&mut [0u8; 1], 0x1000), Ok(0))
+    }
+
     pub fn bytes(&self, addr: u64, len: usize) -> Option<Vec<u8>> {
         let mut b = vec![0u8; len];
         self.read(addr, &mut b).then_some(b)
@@ -57,5 +63,24 @@ impl Memory {
             out.extend_from_slice(&chunk[..n]);
         }
         None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Memory;
+
+    #[test]
+    fn an_exited_process_reads_as_gone() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let mem = Memory::of(child.id()).expect("our own child's memory");
+        assert!(!mem.gone(), "a running process");
+        assert_eq!(mem.u64(0x1000), None, "an unmapped address");
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert!(mem.gone(), "after it exited");
     }
 }
