@@ -38,11 +38,12 @@ mod codec;
 mod error;
 mod reader;
 mod record;
+mod values;
 mod writer;
 
 pub use error::{ErrorKind, Location, ReadError, Tail};
 pub use reader::Reader;
-pub use record::{Header, Record, SymFrame};
+pub use record::{Container, Header, NofileLimit, ProcFd, Record, SymFrame};
 pub use writer::Writer;
 
 /// The first 8 bytes of every recording.
@@ -52,7 +53,7 @@ pub const FORMAT_MAJOR: u16 = 1;
 /// Minor format version written by this crate. A newer minor only appends: new record tags
 /// (skipped by older readers, with [`ReadError::UnknownRecord`]) and new trailing fields in the
 /// header or a record (ignored by older readers).
-pub const FORMAT_MINOR: u16 = 1;
+pub const FORMAT_MINOR: u16 = 2;
 /// The first 4 bytes of every block.
 pub const BLOCK_MAGIC: [u8; 4] = *b"FDBK";
 /// Bytes of the fixed file prefix: magic, version, header length and checksum.

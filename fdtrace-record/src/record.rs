@@ -48,11 +48,45 @@ pub struct SymFrame {
     pub inlined: bool,
 }
 
+/// A process's RLIMIT_NOFILE ([`Record::ProcessEnd`]); None for "unlimited".
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NofileLimit {
+    pub soft: Option<u64>,
+    pub hard: Option<u64>,
+}
+
+/// Where a process lives ([`Record::ProcessEnd`]): its cgroup, and the container it names.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Container {
+    /// The cgroup v2 path.
+    pub cgroup: Option<String>,
+    /// The container id found in that path.
+    pub id: Option<String>,
+    /// The container runtime the path names (`docker`, `containerd`, …).
+    pub runtime: Option<String>,
+    /// The Kubernetes pod UID, for a pod's container.
+    pub pod_uid: Option<String>,
+    /// The process's pid in each pid namespace, the host's first (`NSpid`).
+    pub nspid: Vec<u32>,
+}
+
+/// One entry of `/proc/PID/fd` ([`Record::ProcFds`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcFd {
+    pub fd: i32,
+    /// The tracer's kind code, as in [`Record::Open`].
+    pub kind: u8,
+    pub cloexec: bool,
+    /// How long before the record the descriptor was created, where the kernel keeps it.
+    pub age_ns: Option<u64>,
+    pub target: String,
+}
+
 /// One event or fact of a recording.
 ///
 /// The kind-like `u8` fields (`kind`, `syscall`, `method`, `state`) carry the tracer's own codes
 /// unchanged; this crate stores them without interpreting them.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Record {
     /// A process seen during the recording.
     Process {
@@ -164,14 +198,76 @@ pub enum Record {
         /// When the socket entered `state` (CLOCK_MONOTONIC ns).
         since_ns: Option<u64>,
     },
-    /// A rare fact of the session for which no compact record exists, as JSON (failed
-    /// births, corrections by reconciliation, limits, counters, drift at the end).
+    /// A fact as JSON. Format 1.0 and 1.1 kept failed births, reconciliations' corrections and
+    /// what was known at the end so (see the typed records of 1.2); no longer written.
     Extra {
         ts_ns: u64,
         tgid: u32,
         /// What the JSON describes, e.g. `"failed_open"`.
         name: String,
         json: String,
+    },
+    /// A birth that failed (EMFILE, ENFILE, …) at a call site. Format 1.2 (in 1.1, an `Extra`
+    /// named `failed_open`).
+    FailedOpen {
+        ts_ns: u64,
+        tgid: u32,
+        /// The call site: a [`Record::Stack`] id.
+        stack: u32,
+        /// The positive errno.
+        errno: i32,
+        /// The path it asked for, or the syscall's name.
+        example: String,
+    },
+    /// The kernel's count so far of one process's failed births of one syscall with one errno
+    /// (every failure, attributed to a call site or not). Format 1.2 (1.1: `failure_total`).
+    FailureTotal {
+        ts_ns: u64,
+        tgid: u32,
+        syscall: u32,
+        errno: i32,
+        count: u64,
+    },
+    /// A descriptor a reconciliation with `/proc/PID/fd` found open that no traced birth made.
+    /// Format 1.2 (1.1: `untraced`).
+    Untraced {
+        ts_ns: u64,
+        tgid: u32,
+        fd: i32,
+        kind: u8,
+        cloexec: bool,
+        target: String,
+    },
+    /// A descriptor a reconciliation found closed with no traced close. Format 1.2 (1.1:
+    /// `drift_close`).
+    DriftClose { ts_ns: u64, tgid: u32, fd: i32 },
+    /// What the tracer knew of a process when the recording ended. Format 1.2 (1.1: `meta`).
+    ProcessEnd {
+        ts_ns: u64,
+        tgid: u32,
+        /// The traced process that created it, when followed.
+        parent: Option<u32>,
+        command: Option<String>,
+        /// Seconds the tracer ran.
+        duration_s: f64,
+        /// It exited during the recording.
+        target_exited: bool,
+        lost_events: u64,
+        /// Births whose stack could not be copied.
+        stack_errors: u64,
+        /// Hooks the kernel lacked.
+        missing_tracepoints: Vec<String>,
+        /// None when its limits could not be read.
+        nofile: Option<NofileLimit>,
+        /// None when its cgroup could not be read (boxed: rare and large).
+        container: Option<Box<Container>>,
+    },
+    /// `/proc/PID/fd` when the recording ended: the ground truth of the drift check. Format
+    /// 1.2 (1.1: `proc_fds`).
+    ProcFds {
+        ts_ns: u64,
+        tgid: u32,
+        fds: Vec<ProcFd>,
     },
     /// A descriptor that was already open when tracing started.
     Preexisting {
@@ -207,6 +303,12 @@ impl Record {
             | Record::Exit { ts_ns, .. }
             | Record::SockState { ts_ns, .. }
             | Record::Extra { ts_ns, .. }
+            | Record::FailedOpen { ts_ns, .. }
+            | Record::FailureTotal { ts_ns, .. }
+            | Record::Untraced { ts_ns, .. }
+            | Record::DriftClose { ts_ns, .. }
+            | Record::ProcessEnd { ts_ns, .. }
+            | Record::ProcFds { ts_ns, .. }
             | Record::Lost { ts_ns, .. }
             | Record::End { ts_ns, .. } => Some(ts_ns),
             Record::Process { .. }
@@ -233,6 +335,12 @@ impl Record {
             Record::Exit { .. } => "Exit",
             Record::SockState { .. } => "SockState",
             Record::Extra { .. } => "Extra",
+            Record::FailedOpen { .. } => "FailedOpen",
+            Record::FailureTotal { .. } => "FailureTotal",
+            Record::Untraced { .. } => "Untraced",
+            Record::DriftClose { .. } => "DriftClose",
+            Record::ProcessEnd { .. } => "ProcessEnd",
+            Record::ProcFds { .. } => "ProcFds",
             Record::Preexisting { .. } => "Preexisting",
             Record::Lost { .. } => "Lost",
             Record::End { .. } => "End",

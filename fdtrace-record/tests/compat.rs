@@ -52,9 +52,9 @@ fn block_from_the_future() -> Vec<u8> {
 
 #[test]
 fn newer_minor_header_fields_are_ignored() {
-    let f = file_with_minor(3, &[1, 2, 3]);
+    let f = file_with_minor(4, &[1, 2, 3]);
     let r = Reader::new(&f[..]).unwrap();
-    assert_eq!(r.version(), (1, 3));
+    assert_eq!(r.version(), (1, 4));
     assert_eq!(r.header(), &common::header());
 }
 
@@ -71,7 +71,7 @@ fn same_minor_with_extra_header_bytes_is_damage() {
 
 #[test]
 fn unknown_tags_of_a_newer_minor_are_reported_and_skipped() {
-    let mut f = file_with_minor(2, &[]);
+    let mut f = file_with_minor(3, &[]);
     let block_at = f.len() as u64;
     f.extend(block_from_the_future());
     let mut r = Reader::new(&f[..]).unwrap();
@@ -93,7 +93,7 @@ fn unknown_tags_of_a_newer_minor_are_reported_and_skipped() {
             ReadError::UnknownRecord {
                 tag: 40,
                 ts_ns: Some(150),
-                file_minor: 2,
+                file_minor: 3,
                 ..
             }
         ),
@@ -102,7 +102,7 @@ fn unknown_tags_of_a_newer_minor_are_reported_and_skipped() {
     assert_eq!(
         e.to_string(),
         format!(
-            "unknown record in the block at offset {block_at}, record 1 (byte 5 of its decompressed data): tag 40 is newer than this reader (format 1.1, file is 1.2); record skipped"
+            "unknown record in the block at offset {block_at}, record 1 (byte 5 of its decompressed data): tag 40 is newer than this reader (format 1.2, file is 1.3); record skipped"
         )
     );
     // The skipped record's timestamp still counts for the next delta.
@@ -133,7 +133,7 @@ fn unknown_tags_of_a_newer_minor_are_reported_and_skipped() {
 
 #[test]
 fn unknown_tags_in_a_known_minor_are_damage() {
-    let mut f = file_with_minor(1, &[]);
+    let mut f = file_with_minor(2, &[]);
     f.extend(block_from_the_future());
     let got = read_all(&f).unwrap();
     assert_eq!(

@@ -160,7 +160,7 @@ fn other_major_version_is_unsupported() {
     assert!(e.is_damaged());
     assert_eq!(
         e.to_string(),
-        "unsupported fdtrace recording format 2.1: expected format version 1.x at offset 8 (this reader knows 1.1)"
+        "unsupported fdtrace recording format 2.2: expected format version 1.x at offset 8 (this reader knows 1.2)"
     );
 }
 

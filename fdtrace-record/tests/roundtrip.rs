@@ -12,7 +12,7 @@ fn every_variant_round_trips() {
     let bytes = write_all(&records);
     let r = Reader::new(&bytes[..]).unwrap();
     assert_eq!(r.header(), &header());
-    assert_eq!(r.version(), (1, 1));
+    assert_eq!(r.version(), (1, 2));
     let got = read_all(&bytes).unwrap();
     assert!(got.errors.is_empty(), "{:?}", got.errors);
     assert_eq!(got.records, records);

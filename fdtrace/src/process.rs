@@ -19,7 +19,6 @@ use crate::{
     procinfo,
     sockets::{self, SocketInfo},
     stacks::StackStore,
-    table_changes::extra,
     unwind::{self, StackUnwinder, Unwound},
     verdict::History,
 };
@@ -284,12 +283,12 @@ impl State {
         } else {
             o.path.clone()
         };
-        let json = serde_json::json!({"stack": id, "errno": -o.fd, "example": what});
-        self.change(Record::Extra {
+        self.change(Record::FailedOpen {
             ts_ns: o.hdr.ts_ns,
             tgid: self.pid,
-            name: extra::FAILED_OPEN.into(),
-            json: json.to_string(),
+            stack: id,
+            errno: -o.fd,
+            example: what,
         });
     }
 
@@ -561,21 +560,21 @@ impl State {
                         "pid {}: fd {fd} ({}) opened without a traced birth",
                         self.pid, p.target
                     );
-                    let json = serde_json::json!({"fd": fd, "kind": p.kind, "target": p.target, "cloexec": p.cloexec});
-                    self.change(Record::Extra {
+                    self.change(Record::Untraced {
                         ts_ns: monotonic_ns(),
                         tgid: self.pid,
-                        name: extra::UNTRACED.into(),
-                        json: json.to_string(),
+                        fd,
+                        kind: p.kind.code(),
+                        cloexec: p.cloexec,
+                        target: p.target.clone(),
                     });
                 }
             } else {
                 warn!("pid {}: fd {fd} closed without a traced close", self.pid);
-                self.change(Record::Extra {
+                self.change(Record::DriftClose {
                     ts_ns: monotonic_ns(),
                     tgid: self.pid,
-                    name: extra::DRIFT_CLOSE.into(),
-                    json: serde_json::json!({ "fd": fd }).to_string(),
+                    fd,
                 });
             }
         }

@@ -424,6 +424,11 @@ impl Replay {
                 self.next_sample_ns = ts + 1_000_000_000;
             }
         }
+        self.apply_record(rec);
+    }
+
+    /// What one record changes.
+    fn apply_record(&mut self, rec: &Record) {
         match rec {
             Record::Process {
                 tgid, parent, comm, ..
@@ -550,29 +555,26 @@ impl Replay {
                     });
                 }
             }
-            Record::Extra {
-                tgid, name, json, ..
-            } => {
-                if !crate::table_changes::apply(&mut self.proc(*tgid).table, rec) {
-                    self.apply_extra(*tgid, name, json);
+            Record::FailedOpen { tgid, .. }
+            | Record::FailureTotal { tgid, .. }
+            | Record::Untraced { tgid, .. }
+            | Record::DriftClose { tgid, .. } => {
+                crate::table_changes::apply(&mut self.proc(*tgid).table, rec);
+            }
+            Record::ProcessEnd { tgid, .. } => {
+                self.proc(*tgid).meta = crate::end_records::meta(rec);
+            }
+            Record::ProcFds { tgid, .. } => {
+                self.proc(*tgid).proc_fds = crate::end_records::fds(rec);
+            }
+            // Format 1.1's JSON facts, read as the typed records above.
+            Record::Extra { .. } => {
+                if let Some(typed) = crate::legacy_records::typed(rec) {
+                    self.apply_record(&typed);
                 }
             }
             Record::Lost { count, .. } => self.lost_events += count,
             Record::End { reason, .. } => self.end = Some(reason.clone()),
-        }
-    }
-
-    /// The `Extra` records that are not table changes: what live mode knew of a process at
-    /// the end.
-    fn apply_extra(&mut self, tgid: u32, name: &str, json: &str) {
-        let Ok(v) = serde_json::from_str::<serde_json::Value>(json) else {
-            tracing::warn!("unreadable {name} record");
-            return;
-        };
-        match name {
-            "meta" => self.proc(tgid).meta = serde_json::from_value(v).ok(),
-            "proc_fds" => self.proc(tgid).proc_fds = serde_json::from_value(v).ok(),
-            other => tracing::debug!("record {other} ignored"),
         }
     }
 

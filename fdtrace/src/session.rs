@@ -13,7 +13,6 @@ use crate::{
     cgroup::Cgroup,
     clock::monotonic_ns,
     events::{self, Event},
-    model::StackId,
     process::{State, UnwindMode, attach_running},
     procinfo,
     procinfo::ProcFd,
@@ -197,12 +196,12 @@ impl Session {
             if let Some(p) = self.procs.get_mut(&k.tgid)
                 && p.table.failure_total(k.syscall, k.errno as i32) != Some(*n)
             {
-                let json = serde_json::json!({"syscall": k.syscall, "errno": k.errno, "count": n});
-                p.change(Record::Extra {
+                p.change(Record::FailureTotal {
                     ts_ns: now,
                     tgid: k.tgid,
-                    name: crate::table_changes::extra::FAILURE_TOTAL.into(),
-                    json: json.to_string(),
+                    syscall: k.syscall,
+                    errno: k.errno as i32,
+                    count: *n,
                 });
             }
         }
@@ -228,14 +227,7 @@ impl Session {
                 Record::Open {
                     stack: Some(id), ..
                 } => *id = rec.stack_id(pid, *id, &p.stacks),
-                Record::Extra { name, json, .. } if name == "failed_open" => {
-                    if let Ok(mut v) = serde_json::from_str::<serde_json::Value>(json)
-                        && let Some(local) = v["stack"].as_u64()
-                    {
-                        v["stack"] = rec.stack_id(pid, local as StackId, &p.stacks).into();
-                        *json = v.to_string();
-                    }
-                }
+                Record::FailedOpen { stack, .. } => *stack = rec.stack_id(pid, *stack, &p.stacks),
                 _ => {}
             }
             rec.write(&r);
@@ -260,19 +252,9 @@ impl Session {
             return Ok(None);
         };
         for (pid, meta, proc_fds) in reports {
-            rec.write(&Record::Extra {
-                ts_ns: now,
-                tgid: *pid,
-                name: "meta".into(),
-                json: serde_json::to_string(meta)?,
-            });
+            rec.write(&crate::end_records::process_end(now, meta));
             if let Some(fds) = proc_fds {
-                rec.write(&Record::Extra {
-                    ts_ns: now,
-                    tgid: *pid,
-                    name: "proc_fds".into(),
-                    json: serde_json::to_string(fds)?,
-                });
+                rec.write(&crate::end_records::proc_fds(now, *pid, fds));
             }
         }
         let symbols = Symbols::new();

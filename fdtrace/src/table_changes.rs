@@ -11,20 +11,8 @@ use fdtrace_record::Record;
 
 use crate::model::{FdKind, FdTable, OpenFd, Origin, StackId};
 
-/// Names of the changes kept as JSON in `Record::Extra` (see docs/FORMAT.md).
-pub mod extra {
-    /// A birth that failed with EMFILE or ENFILE: `{"stack", "errno", "example"}`.
-    pub const FAILED_OPEN: &str = "failed_open";
-    /// The kernel's count of failures: `{"syscall", "errno", "count"}`.
-    pub const FAILURE_TOTAL: &str = "failure_total";
-    /// Reconciliation found a descriptor never seen born: `{"fd", "kind", "target", "cloexec"}`.
-    pub const UNTRACED: &str = "untraced";
-    /// Reconciliation found a descriptor closed unseen: `{"fd"}`.
-    pub const DRIFT_CLOSE: &str = "drift_close";
-}
-
-/// Apply `r` to `table` if it is a change of the table; returns whether it was one. An
-/// unreadable `Extra` change is ignored (and said at debug level).
+/// Apply `r` to `table` if it is a change of the table; returns whether it was one. (A
+/// recording of format 1.1 keeps some of them as JSON: see `legacy_records`.)
 pub fn apply(table: &mut FdTable, r: &Record) -> bool {
     match r {
         Record::Preexisting {
@@ -77,50 +65,30 @@ pub fn apply(table: &mut FdTable, r: &Record) -> bool {
         Record::Exec { .. } => {
             table.exec();
         }
-        Record::Extra {
-            ts_ns, name, json, ..
-        } => return apply_extra(table, *ts_ns, name, json),
+        Record::FailedOpen {
+            ts_ns,
+            stack,
+            errno,
+            example,
+            ..
+        } => table.failed(*stack as StackId, *errno, *ts_ns, example.clone()),
+        Record::FailureTotal {
+            syscall,
+            errno,
+            count,
+            ..
+        } => {
+            table.set_failure_total(*syscall, *errno, *count);
+        }
+        Record::Untraced {
+            fd,
+            kind,
+            cloexec,
+            target,
+            ..
+        } => table.untraced(*fd, FdKind::from_code(*kind), target.clone(), *cloexec),
+        Record::DriftClose { fd, .. } => table.drift_close(*fd),
         _ => return false,
-    }
-    true
-}
-
-fn apply_extra(table: &mut FdTable, ts_ns: u64, name: &str, json: &str) -> bool {
-    if ![
-        extra::FAILED_OPEN,
-        extra::FAILURE_TOTAL,
-        extra::UNTRACED,
-        extra::DRIFT_CLOSE,
-    ]
-    .contains(&name)
-    {
-        return false;
-    }
-    let Ok(v) = serde_json::from_str::<serde_json::Value>(json) else {
-        tracing::debug!("unreadable {name} record ignored");
-        return true;
-    };
-    let fd = v["fd"].as_i64().unwrap_or(-1) as i32;
-    match name {
-        extra::FAILED_OPEN => {
-            let stack = v["stack"].as_u64().unwrap_or(0) as StackId;
-            let errno = v["errno"].as_i64().unwrap_or(0) as i32;
-            let example = v["example"].as_str().unwrap_or_default().to_string();
-            table.failed(stack, errno, ts_ns, example);
-        }
-        extra::FAILURE_TOTAL => {
-            let syscall = v["syscall"].as_u64().unwrap_or(0) as u32;
-            let errno = v["errno"].as_i64().unwrap_or(0) as i32;
-            let count = v["count"].as_u64().unwrap_or(0);
-            table.set_failure_total(syscall, errno, count);
-        }
-        extra::UNTRACED => {
-            let kind = serde_json::from_value(v["kind"].clone()).unwrap_or(FdKind::Other);
-            let target = v["target"].as_str().unwrap_or_default().to_string();
-            let cloexec = v["cloexec"].as_bool().unwrap_or(false);
-            table.untraced(fd, kind, target, cloexec);
-        }
-        _ => table.drift_close(fd),
     }
     true
 }
@@ -172,31 +140,31 @@ mod tests {
         for r in [open(6, 20, false, Some(2)), open(7, 21, false, Some(2))] {
             apply(&mut t, &r);
         }
-        let extra = |name: &str, json: serde_json::Value| Record::Extra {
-            ts_ns: 22,
-            tgid: 1,
-            name: name.into(),
-            json: json.to_string(),
-        };
-        assert!(apply(
-            &mut t,
-            &extra(extra::DRIFT_CLOSE, serde_json::json!({"fd": 6}))
-        ));
-        assert!(apply(
-            &mut t,
-            &extra(
-                extra::UNTRACED,
-                serde_json::json!({"fd": 9, "kind": "pipe", "target": "pipe:[1]", "cloexec": false})
-            )
-        ));
-        assert!(apply(
-            &mut t,
-            &extra(
-                extra::FAILED_OPEN,
-                serde_json::json!({"stack": 2, "errno": 24, "example": "/f"})
-            )
-        ));
-        assert!(!apply(&mut t, &extra("meta", serde_json::json!({}))));
+        for r in [
+            Record::DriftClose {
+                ts_ns: 22,
+                tgid: 1,
+                fd: 6,
+            },
+            Record::Untraced {
+                ts_ns: 22,
+                tgid: 1,
+                fd: 9,
+                kind: FdKind::Pipe.code(),
+                cloexec: false,
+                target: "pipe:[1]".into(),
+            },
+            Record::FailedOpen {
+                ts_ns: 22,
+                tgid: 1,
+                stack: 2,
+                errno: 24,
+                example: "/f".into(),
+            },
+        ] {
+            assert!(apply(&mut t, &r));
+        }
+        assert!(!apply(&mut t, &Record::Exit { ts_ns: 23, tgid: 1 }));
         let fds: Vec<(i32, Origin)> = t.iter().map(|(fd, e)| (fd, e.origin)).collect();
         assert_eq!(fds, [(7, Origin::Stack(2)), (9, Origin::Untraced)]);
         assert_eq!(t.get(9).map(|e| e.kind), Some(FdKind::Pipe));

@@ -1,5 +1,6 @@
 //! Live mode and replay agree (issue 16's guard): one synthetic stream of kernel events, applied
-//! by the live session while it records, gives the same report as the recording replayed.
+//! by the live session while it records, gives the same report as the recording replayed, and
+//! as the same recording written as format 1.1 wrote it (its facts as JSON) replayed.
 //! Root-free: no kernel, no eBPF; the events are built here, as the ring buffer would hand
 //! them over, for processes that do not exist (nothing is read from /proc for them).
 use fdtrace::{
@@ -294,12 +295,97 @@ fn live_and_replayed(alive: Option<Vec<ProcFd>>) -> (Value, Value) {
         .finish_recording(&ends, 0, reason, ended_ns)
         .unwrap()
         .expect("a recording");
-    let mut replay = Replay::read(&path, None, |_, _| {}).unwrap();
-    let replayed = replay.report(None).expect("a replayed report");
-    (
-        serde_json::to_value(&live).unwrap(),
-        serde_json::to_value(&replayed).unwrap(),
-    )
+    let replayed = |path: &std::path::Path| {
+        let mut replay = Replay::read(path, None, |_, _| {}).unwrap();
+        serde_json::to_value(replay.report(None).expect("a replayed report")).unwrap()
+    };
+    let old = dir.path().join("golden-1.1.fdtrace");
+    rewrite_as_format_1_1(&path, &old);
+    let live = serde_json::to_value(&live).unwrap();
+    assert_same(&live, &replayed(&old), "(format 1.1)");
+    (live, replayed(&path))
+}
+
+/// The recording at `from` written to `to` with its typed facts as the JSON `Extra` records of
+/// format 1.1 (as fdtrace 0.1 wrote them).
+fn rewrite_as_format_1_1(from: &std::path::Path, to: &std::path::Path) {
+    use fdtrace_record::Record;
+    let reader = fdtrace_record::Reader::new(std::fs::File::open(from).unwrap()).unwrap();
+    let mut writer =
+        fdtrace_record::Writer::new(std::fs::File::create(to).unwrap(), &reader.header().clone())
+            .unwrap();
+    let mut facts = 0;
+    for r in reader {
+        let r = r.unwrap();
+        let extra = |ts_ns: u64, tgid: u32, name: &str, json: Value| Record::Extra {
+            ts_ns,
+            tgid,
+            name: name.into(),
+            json: json.to_string(),
+        };
+        let old = match &r {
+            Record::FailedOpen {
+                ts_ns,
+                tgid,
+                stack,
+                errno,
+                example,
+            } => extra(
+                *ts_ns,
+                *tgid,
+                "failed_open",
+                serde_json::json!({"stack": stack, "errno": errno, "example": example}),
+            ),
+            Record::FailureTotal {
+                ts_ns,
+                tgid,
+                syscall,
+                errno,
+                count,
+            } => extra(
+                *ts_ns,
+                *tgid,
+                "failure_total",
+                serde_json::json!({"syscall": syscall, "errno": errno, "count": count}),
+            ),
+            Record::Untraced {
+                ts_ns,
+                tgid,
+                fd,
+                kind,
+                cloexec,
+                target,
+            } => extra(
+                *ts_ns,
+                *tgid,
+                "untraced",
+                serde_json::json!({"fd": fd, "kind": FdKind::from_code(*kind), "target": target, "cloexec": cloexec}),
+            ),
+            Record::DriftClose { ts_ns, tgid, fd } => extra(
+                *ts_ns,
+                *tgid,
+                "drift_close",
+                serde_json::json!({ "fd": fd }),
+            ),
+            Record::ProcessEnd { ts_ns, tgid, .. } => extra(
+                *ts_ns,
+                *tgid,
+                "meta",
+                serde_json::to_value(fdtrace::end_records::meta(&r).unwrap()).unwrap(),
+            ),
+            Record::ProcFds { ts_ns, tgid, .. } => extra(
+                *ts_ns,
+                *tgid,
+                "proc_fds",
+                serde_json::to_value(fdtrace::end_records::fds(&r).unwrap()).unwrap(),
+            ),
+            _ => r.clone(),
+        };
+        facts += usize::from(old != r);
+        writer.write(&old).unwrap();
+    }
+    writer.finish().unwrap();
+    assert!(facts > 0, "the recording has facts to write as JSON");
 }
 
 /// The open sites of a report: (count, innermost function), sorted.

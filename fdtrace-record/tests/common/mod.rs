@@ -1,7 +1,9 @@
 //! Shared helpers for the integration tests: proptest strategies and sample data.
 #![allow(dead_code)]
 
-use fdtrace_record::{Header, ReadError, Reader, Record, SymFrame, Tail, Writer};
+use fdtrace_record::{
+    Container, Header, NofileLimit, ProcFd, ReadError, Reader, Record, SymFrame, Tail, Writer,
+};
 use proptest::prelude::*;
 
 pub fn header() -> Header {
@@ -231,6 +233,117 @@ pub fn record() -> impl Strategy<Value = Record> {
                     born_ns
                 }
             ),
+        (ts(), any::<u32>(), any::<u32>(), any::<i32>(), text()).prop_map(
+            |(ts_ns, tgid, stack, errno, example)| Record::FailedOpen {
+                ts_ns,
+                tgid,
+                stack,
+                errno,
+                example,
+            }
+        ),
+        (ts(), any::<u32>(), any::<u32>(), any::<i32>(), any::<u64>()).prop_map(
+            |(ts_ns, tgid, syscall, errno, count)| Record::FailureTotal {
+                ts_ns,
+                tgid,
+                syscall,
+                errno,
+                count,
+            }
+        ),
+        (
+            ts(),
+            any::<u32>(),
+            any::<i32>(),
+            any::<u8>(),
+            any::<bool>(),
+            text()
+        )
+            .prop_map(
+                |(ts_ns, tgid, fd, kind, cloexec, target)| Record::Untraced {
+                    ts_ns,
+                    tgid,
+                    fd,
+                    kind,
+                    cloexec,
+                    target,
+                }
+            ),
+        (ts(), any::<u32>(), any::<i32>()).prop_map(|(ts_ns, tgid, fd)| Record::DriftClose {
+            ts_ns,
+            tgid,
+            fd
+        }),
+        (
+            (ts(), any::<u32>(), any::<Option<u32>>(), opt_text()),
+            // Any number but NaN (which equals nothing, itself included).
+            any::<f64>().prop_filter("not NaN", |d| !d.is_nan()),
+            (any::<bool>(), any::<u64>(), any::<u64>()),
+            proptest::collection::vec(text(), 0..3),
+            proptest::option::of((any::<Option<u64>>(), any::<Option<u64>>())),
+            proptest::option::of((
+                (opt_text(), opt_text(), opt_text(), opt_text()),
+                proptest::collection::vec(any::<u32>(), 0..4)
+            )),
+        )
+            .prop_map(
+                |(
+                    (ts_ns, tgid, parent, command),
+                    duration_s,
+                    (target_exited, lost_events, stack_errors),
+                    missing_tracepoints,
+                    nofile,
+                    container,
+                )| Record::ProcessEnd {
+                    ts_ns,
+                    tgid,
+                    parent,
+                    command,
+                    duration_s,
+                    target_exited,
+                    lost_events,
+                    stack_errors,
+                    missing_tracepoints,
+                    nofile: nofile.map(|(soft, hard)| NofileLimit { soft, hard }),
+                    container: container.map(|((cgroup, id, runtime, pod_uid), nspid)| {
+                        Box::new(Container {
+                            cgroup,
+                            id,
+                            runtime,
+                            pod_uid,
+                            nspid,
+                        })
+                    }),
+                }
+            ),
+        (
+            ts(),
+            any::<u32>(),
+            proptest::collection::vec(
+                (
+                    any::<i32>(),
+                    any::<u8>(),
+                    any::<bool>(),
+                    any::<Option<u64>>(),
+                    text()
+                ),
+                0..4
+            )
+        )
+            .prop_map(|(ts_ns, tgid, fds)| Record::ProcFds {
+                ts_ns,
+                tgid,
+                fds: fds
+                    .into_iter()
+                    .map(|(fd, kind, cloexec, age_ns, target)| ProcFd {
+                        fd,
+                        kind,
+                        cloexec,
+                        age_ns,
+                        target,
+                    })
+                    .collect(),
+            }),
         (ts(), any::<u64>()).prop_map(|(ts_ns, count)| Record::Lost { ts_ns, count }),
         (ts(), text()).prop_map(|(ts_ns, reason)| Record::End { ts_ns, reason }),
     ]
@@ -336,6 +449,66 @@ pub fn one_of_each() -> Vec<Record> {
             tgid: 1234,
             name: "failed_open".into(),
             json: "{\"errno\":24}".into(),
+        },
+        Record::FailedOpen {
+            ts_ns: 5_000_006_600,
+            tgid: 1234,
+            stack: 7,
+            errno: 24,
+            example: "/var/log/a".into(),
+        },
+        Record::FailureTotal {
+            ts_ns: 5_000_006_700,
+            tgid: 1234,
+            syscall: 1,
+            errno: 24,
+            count: 3,
+        },
+        Record::Untraced {
+            ts_ns: 5_000_006_800,
+            tgid: 1234,
+            fd: 9,
+            kind: 1,
+            cloexec: false,
+            target: "/etc/hosts".into(),
+        },
+        Record::DriftClose {
+            ts_ns: 5_000_006_850,
+            tgid: 1234,
+            fd: 10,
+        },
+        Record::ProcessEnd {
+            ts_ns: 5_000_006_900,
+            tgid: 1234,
+            parent: None,
+            command: Some("imgsrv".into()),
+            duration_s: 12.5,
+            target_exited: false,
+            lost_events: 0,
+            stack_errors: 1,
+            missing_tracepoints: vec!["sys_exit_openat2".into()],
+            nofile: Some(NofileLimit {
+                soft: Some(1024),
+                hard: None,
+            }),
+            container: Some(Box::new(Container {
+                cgroup: Some("/system.slice/x.scope".into()),
+                id: None,
+                runtime: None,
+                pod_uid: None,
+                nspid: vec![1234, 1],
+            })),
+        },
+        Record::ProcFds {
+            ts_ns: 5_000_006_950,
+            tgid: 1234,
+            fds: vec![ProcFd {
+                fd: 0,
+                kind: 4,
+                cloexec: false,
+                age_ns: Some(70),
+                target: "pipe:[5]".into(),
+            }],
         },
         Record::Lost {
             ts_ns: 5_000_007_000,
