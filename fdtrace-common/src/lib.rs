@@ -183,63 +183,100 @@ pub const CLONE_FILES: u64 = 0x400;
 pub const CLONE_THREAD: u64 = 0x10000;
 
 /// Which syscall created a descriptor (`OpenEvent::syscall`).
+///
+/// Adding a birth syscall: its row in [`syscall::BIRTHS`] here (code, name, tracepoints), and
+/// its entry program (`enter_<tracepoint>`) in fdtrace-ebpf's `syscalls.rs`.
 pub mod syscall {
-    pub const OPENAT: u32 = 1;
-    pub const OPEN: u32 = 2;
-    pub const CREAT: u32 = 3;
-    pub const OPENAT2: u32 = 4;
-    pub const SOCKET: u32 = 10;
-    pub const ACCEPT: u32 = 11;
-    pub const DUP: u32 = 13;
-    /// dup2 and dup3: the new number is closed first if it was open.
-    pub const DUP2: u32 = 14;
-    /// fcntl F_DUPFD / F_DUPFD_CLOEXEC.
-    pub const FCNTL_DUPFD: u32 = 16;
-    pub const EVENTFD: u32 = 17;
-    pub const EPOLL: u32 = 18;
-    /// pipe and pipe2: two descriptors (`fd` and `fd2`).
-    pub const PIPE: u32 = 19;
-    /// Two descriptors (`fd` and `fd2`).
-    pub const SOCKETPAIR: u32 = 20;
-    pub const TIMERFD: u32 = 21;
-    pub const SIGNALFD: u32 = 22;
-    pub const INOTIFY: u32 = 23;
-    pub const MEMFD: u32 = 24;
-    pub const PIDFD: u32 = 25;
-    pub const OPEN_BY_HANDLE: u32 = 26;
-    pub const FANOTIFY: u32 = 27;
-    pub const MEMFD_SECRET: u32 = 28;
-    pub const USERFAULTFD: u32 = 29;
-    pub const PERF_EVENT: u32 = 30;
-    /// bpf() commands that return a descriptor.
-    pub const BPF: u32 = 31;
-    /// pidfd_getfd: a copy of another process's descriptor.
-    pub const PIDFD_GETFD: u32 = 32;
-    pub const IO_URING: u32 = 33;
-    pub const MQ_OPEN: u32 = 34;
-    /// fsopen, fsmount, fspick, open_tree.
-    pub const MOUNT_API: u32 = 35;
-    pub const LANDLOCK: u32 = 36;
-    /// Descriptors received with SCM_RIGHTS (recvmsg, recvmmsg): the control message is in
-    /// `path`, its length in `arg`.
-    pub const RECVMSG: u32 = 37;
-    /// SCM_RIGHTS descriptors of the first [`RECVMMSG_MSGS`] messages of a recvmmsg batch:
-    /// `path` holds one [`RECVMMSG_CHUNK`]-byte chunk per message (a u64 control length, then
-    /// the start of the control data); `arg` is the number of messages received.
-    pub const RECVMMSG: u32 = 39;
+    /// A syscall that creates descriptors (or, [`SET_CLOEXEC`], changes their close-on-exec
+    /// flag): its code in events and recordings, its name in reports, and the `syscalls:`
+    /// tracepoints that see it, each with whether every supported kernel has it (program
+    /// `enter_<name>` on `sys_enter_<name>`, the birth's exit program on `sys_exit_<name>`).
+    pub struct Birth {
+        pub code: u32,
+        pub name: &'static str,
+        pub tracepoints: &'static [(&'static str, bool)],
+        /// A language runtime's stack at this birth is copied in full (files, sockets, pipes,
+        /// duplicates).
+        pub deep: bool,
+    }
+
+    macro_rules! births {
+        ($($(#[$doc:meta])* $code:ident = $value:literal, $name:literal, [$(($tp:literal, $required:literal)),*], $deep:literal;)*) => {
+            $($(#[$doc])* pub const $code: u32 = $value;)*
+            /// Every birth syscall, in the order their programs are attached.
+            pub const BIRTHS: &[Birth] = &[$(Birth {
+                code: $code,
+                name: $name,
+                tracepoints: &[$(($tp, $required)),*],
+                deep: $deep,
+            }),*];
+        };
+    }
+
+    births! {
+        OPENAT = 1, "openat", [("openat", true)], true;
+        OPEN = 2, "open", [("open", false)], true;
+        CREAT = 3, "creat", [("creat", false)], true;
+        OPENAT2 = 4, "openat2", [("openat2", false)], true;
+        SOCKET = 10, "socket", [("socket", true)], true;
+        ACCEPT = 11, "accept", [("accept", false), ("accept4", true)], true;
+        DUP = 13, "dup", [("dup", true)], true;
+        /// dup2 and dup3: the new number is closed first if it was open.
+        DUP2 = 14, "dup2", [("dup2", false), ("dup3", true)], true;
+        /// fcntl F_DUPFD / F_DUPFD_CLOEXEC (its program also sees F_SETFD: [`SET_CLOEXEC`]).
+        FCNTL_DUPFD = 16, "fcntl(F_DUPFD)", [("fcntl", true)], false;
+        EVENTFD = 17, "eventfd", [("eventfd", false), ("eventfd2", true)], false;
+        EPOLL = 18, "epoll_create", [("epoll_create", false), ("epoll_create1", true)], false;
+        /// pipe and pipe2: two descriptors (`fd` and `fd2`).
+        PIPE = 19, "pipe", [("pipe", false), ("pipe2", true)], true;
+        /// Two descriptors (`fd` and `fd2`).
+        SOCKETPAIR = 20, "socketpair", [("socketpair", true)], true;
+        TIMERFD = 21, "timerfd_create", [("timerfd_create", false)], false;
+        SIGNALFD = 22, "signalfd", [("signalfd", false), ("signalfd4", false)], false;
+        INOTIFY = 23, "inotify_init", [("inotify_init", false), ("inotify_init1", false)], false;
+        MEMFD = 24, "memfd_create", [("memfd_create", false)], false;
+        PIDFD = 25, "pidfd_open", [("pidfd_open", false)], false;
+        OPEN_BY_HANDLE = 26, "open_by_handle_at", [("open_by_handle_at", false)], false;
+        FANOTIFY = 27, "fanotify_init", [("fanotify_init", false)], false;
+        MEMFD_SECRET = 28, "memfd_secret", [("memfd_secret", false)], false;
+        USERFAULTFD = 29, "userfaultfd", [("userfaultfd", false)], false;
+        PERF_EVENT = 30, "perf_event_open", [("perf_event_open", false)], false;
+        /// bpf() commands that return a descriptor.
+        BPF = 31, "bpf", [("bpf", false)], false;
+        /// pidfd_getfd: a copy of another process's descriptor.
+        PIDFD_GETFD = 32, "pidfd_getfd", [("pidfd_getfd", false)], false;
+        IO_URING = 33, "io_uring_setup", [("io_uring_setup", false)], false;
+        MQ_OPEN = 34, "mq_open", [("mq_open", false)], false;
+        /// fsopen and fsmount.
+        MOUNT_API = 35, "fsopen/fsmount", [("fsopen", false), ("fsmount", false)], false;
+        /// open_tree and fspick: a path argument (a mount-API birth whose path is copied).
+        OPEN_TREE_PATH = 38, "open_tree/fspick", [("fspick", false), ("open_tree", false)], false;
+        LANDLOCK = 36, "landlock_create_ruleset", [("landlock_create_ruleset", false)], false;
+        /// Descriptors received with SCM_RIGHTS (recvmsg): the control message is in `path`,
+        /// its length in `arg`.
+        RECVMSG = 37, "recvmsg", [("recvmsg", true)], false;
+        /// SCM_RIGHTS descriptors of the first [`RECVMMSG_MSGS`] messages of a recvmmsg batch:
+        /// `path` holds one [`RECVMMSG_CHUNK`]-byte chunk per message (a u64 control length,
+        /// then the start of the control data); `arg` is the number of messages received.
+        RECVMMSG = 39, "recvmmsg", [("recvmmsg", false)], false;
+        /// Not a birth: fcntl(F_SETFD) / ioctl(FIOCLEX, FIONCLEX), turned into a
+        /// `CloexecEvent`.
+        SET_CLOEXEC = 40, "fcntl(F_SETFD)/ioctl(FIOCLEX)", [("ioctl", true)], false;
+    }
+
+    /// The name of a syscall code in reports.
+    pub fn name(code: u32) -> Option<&'static str> {
+        BIRTHS.iter().find(|b| b.code == code).map(|b| b.name)
+    }
+
     /// Messages of a recvmmsg batch examined.
     pub const RECVMMSG_MSGS: usize = 4;
     pub const RECVMMSG_CHUNK: usize = 64;
-    /// Not a birth: fcntl(F_SETFD) / ioctl(FIOCLEX, FIONCLEX), turned into a `CloexecEvent`.
-    pub const SET_CLOEXEC: u32 = 40;
 
     /// Does this syscall return two descriptors through a user array?
     pub const fn returns_pair(sc: u32) -> bool {
         sc == PIPE || sc == SOCKETPAIR
     }
-
-    /// open_tree and fspick: a path argument (a `MOUNT_API` birth whose path is copied).
-    pub const OPEN_TREE_PATH: u32 = 38;
 
     /// Does this syscall take a path (or name) argument worth copying?
     pub const fn has_path(sc: u32) -> bool {
@@ -669,3 +706,28 @@ const _: () = assert!(UV_HANDLE_HEAD_BYTES == 24 + 8 + 40);
 const _: () = assert!(core::mem::size_of::<StackChunkEvent>() == 24 + 16 + capture::CHUNK_BYTES);
 const _: () = assert!(core::mem::size_of::<PyLayout>() == 8 + 10 * 4);
 const _: () = assert!(core::mem::size_of::<PyFramesEvent>() == 24 + 16 + 16 * py::MAX_FRAMES);
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use std::collections::BTreeSet;
+
+    /// Each code, name and tracepoint once: a birth's code names one syscall (or family) in
+    /// reports, and a tracepoint has one entry program.
+    #[test]
+    fn the_birth_table_names_each_code_and_tracepoint_once() {
+        let b = super::syscall::BIRTHS;
+        let codes: BTreeSet<u32> = b.iter().map(|b| b.code).collect();
+        let names: BTreeSet<&str> = b.iter().map(|b| b.name).collect();
+        let tps: std::vec::Vec<&str> = b
+            .iter()
+            .flat_map(|b| b.tracepoints.iter().map(|t| t.0))
+            .collect();
+        assert_eq!(codes.len(), b.len());
+        assert_eq!(names.len(), b.len());
+        assert_eq!(tps.iter().collect::<BTreeSet<_>>().len(), tps.len());
+        assert!(b.iter().all(|b| !b.tracepoints.is_empty()));
+        assert_eq!(super::syscall::name(super::syscall::DUP2), Some("dup2"));
+        assert_eq!(super::syscall::name(0), None);
+    }
+}

@@ -167,28 +167,7 @@ pub struct Failures {
 
 /// A short name for a birth syscall id.
 pub fn syscall_name(sc: u32) -> &'static str {
-    use fdtrace_common::syscall as s;
-    match sc {
-        s::OPENAT => "openat",
-        s::OPEN => "open",
-        s::CREAT => "creat",
-        s::OPENAT2 => "openat2",
-        s::SOCKET => "socket",
-        s::ACCEPT => "accept",
-        s::DUP => "dup",
-        s::DUP2 => "dup2",
-        s::FCNTL_DUPFD => "fcntl(F_DUPFD)",
-        s::EVENTFD => "eventfd",
-        s::EPOLL => "epoll_create",
-        s::PIPE => "pipe",
-        s::SOCKETPAIR => "socketpair",
-        s::TIMERFD => "timerfd_create",
-        s::SIGNALFD => "signalfd",
-        s::INOTIFY => "inotify_init",
-        s::MEMFD => "memfd_create",
-        s::PIDFD => "pidfd_open",
-        _ => "a descriptor syscall",
-    }
+    fdtrace_common::syscall::name(sc).unwrap_or("a descriptor syscall")
 }
 
 /// The failures of a birth that fdtrace counts ("too many open files"), by errno and name:

@@ -15,55 +15,18 @@ use tracing::{debug, warn};
 
 const TRACEFS: &str = "/sys/kernel/tracing";
 
-/// Syscalls that create descriptors: program `enter_<name>` on `sys_enter_<name>`, and the
-/// shared `exit_open` on `sys_exit_<name>` (or `exit_regs_<name>` alone, see `FROM_REGS`).
-/// Optional ones (absent on some kernels or architectures) are skipped with a message.
-const BIRTHS: &[(&str, bool)] = &[
-    ("openat", true),
-    ("open", false),
-    ("creat", false),
-    ("openat2", false),
-    ("socket", true),
-    ("accept", false),
-    ("accept4", true),
-    ("dup", true),
-    ("dup2", false),
-    ("dup3", true),
-    ("fcntl", true),
-    ("eventfd", false),
-    ("eventfd2", true),
-    ("epoll_create", false),
-    ("epoll_create1", true),
-    ("pipe", false),
-    ("pipe2", true),
-    ("socketpair", true),
-    ("timerfd_create", false),
-    ("signalfd", false),
-    ("signalfd4", false),
-    ("inotify_init", false),
-    ("inotify_init1", false),
-    ("memfd_create", false),
-    ("pidfd_open", false),
-    ("open_by_handle_at", false),
-    ("fanotify_init", false),
-    ("memfd_secret", false),
-    ("userfaultfd", false),
-    ("perf_event_open", false),
-    ("bpf", false),
-    ("pidfd_getfd", false),
-    ("io_uring_setup", false),
-    ("mq_open", false),
-    ("fsopen", false),
-    ("fsmount", false),
-    ("fspick", false),
-    ("open_tree", false),
-    ("landlock_create_ruleset", false),
-    // SCM_RIGHTS descriptors arrive with recvmsg/recvmmsg.
-    ("recvmsg", true),
-    ("recvmmsg", false),
-    // Not births: close-on-exec changes (F_SETFD goes through fcntl above).
-    ("ioctl", true),
-];
+/// The tracepoints of the syscalls that create descriptors (`fdtrace_common::syscall::BIRTHS`):
+/// program `enter_<name>` on `sys_enter_<name>`, and the shared `exit_open` on
+/// `sys_exit_<name>` (or `exit_regs_<name>` alone, see `FROM_REGS`), with whether every
+/// supported kernel has it; optional ones (absent on some kernels or architectures) are skipped
+/// with a message. Then whether a language runtime's stack is copied in full there.
+fn birth_tracepoints() -> impl Iterator<Item = (&'static str, bool, bool)> {
+    fdtrace_common::syscall::BIRTHS.iter().flat_map(|b| {
+        b.tracepoints
+            .iter()
+            .map(move |&(name, required)| (name, required, b.deep))
+    })
+}
 
 /// The other programs: (program, category, tracepoint, required).
 const OTHERS: &[(&str, &str, &str, bool)] = &[
@@ -99,25 +62,7 @@ const FROM_REGS: &[&str] = &["openat", "open", "accept4"];
 /// `exit_open`.
 const FROM_REGS_IF_ACCEPTED: &[&str] = &["accept4"];
 
-/// Births whose stacks language runtimes get in full (`exit_deep_stack`, attached before the
-/// birth's own exit program): files, sockets, pipes and duplicates.
-const DEEP_BIRTHS: &[&str] = &[
-    "openat",
-    "open",
-    "creat",
-    "openat2",
-    "socket",
-    "accept",
-    "accept4",
-    "socketpair",
-    "pipe",
-    "pipe2",
-    "dup",
-    "dup2",
-    "dup3",
-];
-
-/// The programs attached before the birth programs on `DEEP_BIRTHS` for language runtimes:
+/// The programs attached before the birth programs of deep births for language runtimes:
 /// the rest of the stack, and CPython's frames.
 const DEEP_PROGRAMS: [&str; 2] = ["exit_deep_stack", "exit_python_frames"];
 
@@ -126,8 +71,8 @@ const DEEP_PROGRAMS: [&str; 2] = ["exit_deep_stack", "exit_python_frames"];
 /// may be a language runtime, whose stacks go deeper than a birth record's copy.
 fn attach_plan(regs: bool, deep: bool) -> Vec<(String, &'static str, String, bool)> {
     let mut plan = Vec::new();
-    for &(name, required) in BIRTHS {
-        if deep && DEEP_BIRTHS.contains(&name) {
+    for (name, required, deep_birth) in birth_tracepoints() {
+        if deep && deep_birth {
             // First on the tracepoint, so it runs before the birth's program.
             for prog in DEEP_PROGRAMS {
                 plan.push((
@@ -840,7 +785,7 @@ impl Tracer {
 
 #[cfg(test)]
 mod tests {
-    use super::{BIRTHS, DEEP_BIRTHS, DEEP_PROGRAMS, FROM_REGS, attach_plan, field_offset};
+    use super::{DEEP_PROGRAMS, FROM_REGS, attach_plan, birth_tracepoints, field_offset};
 
     #[test]
     fn the_tracepoint_list_names_each_once() {
@@ -861,13 +806,13 @@ mod tests {
     fn every_birth_has_one_exit_program_and_register_births_no_entry() {
         for name in FROM_REGS {
             assert!(
-                BIRTHS.iter().any(|(b, _)| b == name),
+                birth_tracepoints().any(|(b, _, _)| b == *name),
                 "{name} is not a birth"
             );
         }
         for (regs, deep) in [(false, false), (true, false), (false, true), (true, true)] {
             let plan = attach_plan(regs, deep);
-            for &(name, required) in BIRTHS {
+            for (name, required, deep_birth) in birth_tracepoints() {
                 let exits: Vec<_> = plan
                     .iter()
                     .filter(|p| {
@@ -879,7 +824,7 @@ mod tests {
                     let deep_at = plan
                         .iter()
                         .position(|p| p.2 == format!("sys_exit_{name}") && p.0 == prog);
-                    assert_eq!(deep_at.is_some(), deep && DEEP_BIRTHS.contains(&name));
+                    assert_eq!(deep_at.is_some(), deep && deep_birth);
                     if let Some(at) = deep_at {
                         assert!(plan[at + 1..].iter().any(|p| std::ptr::eq(p, exits[0])));
                     }
