@@ -22,7 +22,7 @@ use crate::{
     cli::AgentArgs,
     metrics_server::Published,
     procinfo,
-    recording::Replay,
+    replay::Replay,
     retention,
     trigger::{Policy, Reason, Watch},
 };

@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use crate::{
     cli::DiffArgs,
-    recording::{Damaged, Replay},
+    replay::{Damaged, Replay},
     report::{JsonFrame, Report, Site},
 };
 

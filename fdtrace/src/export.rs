@@ -16,7 +16,7 @@ use std::{
 use crate::{
     cli::{ExportArgs, ExportFormat},
     model::{Origin, StackId},
-    recording::{Damaged, Replay},
+    replay::{Damaged, Replay},
     symbolize::{Frame, Symbols},
 };
 use anyhow::{Context as _, Result, bail};

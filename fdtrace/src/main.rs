@@ -77,7 +77,7 @@ fn main() {
         // One line, no backtrace: the chain of causes joined with ': '. A damaged recording
         // exits with 2, every other failure with 1.
         fdtrace::output::say(&format!("fdtrace: {e:#}"));
-        let damaged = e.downcast_ref::<fdtrace::recording::Damaged>().is_some();
+        let damaged = e.downcast_ref::<fdtrace::replay::Damaged>().is_some();
         std::process::exit(if damaged { 2 } else { 1 });
     }
     std::process::exit(code);

@@ -5,7 +5,7 @@ use anyhow::{Context as _, Result, bail};
 
 use crate::{
     cli::{ReportArgs, TraceArgs},
-    recording::{Damaged, Replay},
+    replay::{Damaged, Replay},
     report,
 };
 

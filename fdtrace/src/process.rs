@@ -163,7 +163,7 @@ impl State {
             return;
         }
         if let Some(s) = self.table.get(fd).and_then(|e| e.sock.clone()) {
-            self.log(crate::recording::sock_record(self.pid, fd, ts_ns, &s));
+            self.log(crate::recorder::sock_record(self.pid, fd, ts_ns, &s));
         }
     }
 

@@ -20,7 +20,7 @@ use crate::{
     metrics_server::{self, Published},
     process::{State, attach_running, capture_for},
     procinfo,
-    recording::Recorder,
+    recorder::Recorder,
     report::{self, Meta},
     session::{Options, Session, Target},
     symbolize::Symbols,

@@ -16,7 +16,7 @@ use crate::{
     process::{State, UnwindMode, attach_running},
     procinfo,
     procinfo::ProcFd,
-    recording::Recorder,
+    recorder::Recorder,
     report::Meta,
     symbolize::Symbols,
     tracer::Tracer,
@@ -269,7 +269,7 @@ impl Session {
                 .unwrap_or_default();
             rec.write(&Record::Symbols {
                 stack_id: id as u32,
-                frames: crate::recording::sym_frames(&frames),
+                frames: crate::recorder::sym_frames(&frames),
             });
         }
         rec.write(&Record::Lost {

@@ -14,7 +14,7 @@ use serde::Serialize;
 use crate::{
     cli::ReportArgs,
     model::StackId,
-    recording::{Damaged, Replay},
+    replay::{Damaged, Replay},
     report::user_frame,
     symbolize::{Frame, Symbols},
 };
