@@ -4,9 +4,10 @@ use std::{collections::BTreeMap, fmt::Write as _};
 
 use crate::{
     model::{FdTable, Origin, StackId},
-    report::{fmt_age, frame_text_of, user_frame},
+    report::{fmt_age, frame_text_of},
     stacks::StackStore,
     symbolize::Symbols,
+    user_frame::user_frame,
     verdict::{self, History, Verdict},
 };
 

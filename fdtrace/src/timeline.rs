@@ -15,8 +15,8 @@ use crate::{
     cli::ReportArgs,
     model::StackId,
     replay::{Damaged, Replay},
-    report::user_frame,
     symbolize::{Frame, Symbols},
+    user_frame::user_frame,
 };
 
 /// Samples kept when the interval is chosen automatically.
