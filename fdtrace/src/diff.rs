@@ -3,14 +3,14 @@
 //! Each recording is reported as `fdtrace report` would (every process); call sites are matched
 //! across the two by their first frame in the program's own code (function, file, line), or by
 //! their whole stack when they have none, since addresses differ from run to run.
-use std::{collections::BTreeMap, fmt::Write as _, io::Write as _, path::Path};
+use std::{collections::BTreeMap, fmt::Write as _, path::Path};
 
-use anyhow::{Context as _, Result};
+use anyhow::Result;
 use serde::Serialize;
 
 use crate::{
     cli::DiffArgs,
-    replay::{Damaged, Replay},
+    replay::Replay,
     report::{JsonFrame, Report, Site},
 };
 
@@ -167,13 +167,10 @@ pub fn compare(a: &Report, b: &Report, a_name: &str, b_name: &str) -> Diff {
 
 fn report_of(path: &Path) -> Result<Report> {
     let mut replay = Replay::read(path, None, |_, _| {})?;
-    replay.report(None).ok_or_else(|| {
-        let why = replay
-            .tail_note
-            .clone()
-            .unwrap_or_else(|| "it holds no process".into());
-        Damaged(format!("{}: nothing to compare: {why}", path.display())).into()
-    })
+    match replay.report(None) {
+        Some(r) => Ok(r),
+        None => Err(replay.holds_nothing(path, "compare")),
+    }
 }
 
 /// The comparison for people.
@@ -216,18 +213,8 @@ pub fn diff(args: &DiffArgs) -> Result<()> {
         &args.a.display().to_string(),
         &args.b.display().to_string(),
     );
-    let text = if args.json {
-        let mut s = serde_json::to_string_pretty(&d)?;
-        s.push('\n');
-        s
-    } else {
-        render_text(&d)
-    };
-    match &args.output {
-        Some(p) => std::fs::write(p, text).with_context(|| format!("writing {}", p.display()))?,
-        None => std::io::stdout().lock().write_all(text.as_bytes())?,
-    }
-    Ok(())
+    let text = crate::output::render(&d, args.json, render_text)?;
+    crate::output::write_result(args.output.as_deref(), &text)
 }
 
 #[cfg(test)]

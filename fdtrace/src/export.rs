@@ -16,7 +16,7 @@ use std::{
 use crate::{
     cli::{ExportArgs, ExportFormat},
     model::{Origin, StackId},
-    replay::{Damaged, Replay},
+    replay::Replay,
     symbolize::{Frame, Symbols},
 };
 use anyhow::{Context as _, Result, bail};
@@ -183,11 +183,7 @@ fn write_export(a: &ExportArgs) -> Result<()> {
     } else {
         let mut replay = Replay::read(&a.file, a.at, |_, _| {})?;
         if replay.root.is_none() {
-            let why = replay
-                .tail_note
-                .clone()
-                .unwrap_or_else(|| "it holds no process".into());
-            return Err(Damaged(format!("{}: nothing to export: {why}", a.file.display())).into());
+            return Err(replay.holds_nothing(&a.file, "export"));
         }
         let groups = open_groups(&mut replay, a.min_age, a.preexisting);
         match a.format {

@@ -1,11 +1,10 @@
 //! `fdtrace record` and `fdtrace report FILE`.
-use std::io::Write as _;
 
-use anyhow::{Context as _, Result, bail};
+use anyhow::{Result, bail};
 
 use crate::{
     cli::{ReportArgs, TraceArgs},
-    replay::{Damaged, Replay},
+    replay::Replay,
     report,
 };
 
@@ -27,11 +26,7 @@ pub fn report(a: &ReportArgs, verbose: bool) -> Result<()> {
     }
     let mut replay = Replay::read(&a.file, a.at, |_, _| {})?;
     let Some(mut r) = replay.report(a.min_age) else {
-        let why = replay
-            .tail_note
-            .clone()
-            .unwrap_or_else(|| "it holds no process".into());
-        return Err(Damaged(format!("{}: nothing to report: {why}", a.file.display())).into());
+        return Err(replay.holds_nothing(&a.file, "report"));
     };
     r.recording = Some(report::RecordingInfo {
         file: a.file.display().to_string(),
@@ -42,16 +37,6 @@ pub fn report(a: &ReportArgs, verbose: bool) -> Result<()> {
         cut_short: replay.tail_note.clone(),
         at_s: a.at,
     });
-    let text = if a.json {
-        let mut s = serde_json::to_string_pretty(&r)?;
-        s.push('\n');
-        s
-    } else {
-        report::render_text_all(&r, a.all || verbose)
-    };
-    match &a.output {
-        Some(p) => std::fs::write(p, text).with_context(|| format!("writing {}", p.display()))?,
-        None => std::io::stdout().lock().write_all(text.as_bytes())?,
-    }
-    Ok(())
+    let text = crate::output::render(&r, a.json, |r| report::render_text_all(r, a.all || verbose))?;
+    crate::output::write_result(a.output.as_deref(), &text)
 }

@@ -1,8 +1,34 @@
 //! Where results are written: the checks made before a session starts, so that hours of tracing
-//! are never lost to a path that cannot be written, and the report's atomic write.
+//! are never lost to a path that cannot be written, JSON or text, and the atomic write.
 use std::{io::Write as _, path::Path};
 
-use anyhow::{Result, bail};
+use anyhow::{Context as _, Result, bail};
+
+/// A result as programs or people read it: pretty JSON (ending in a newline), or `text`.
+pub fn render<T: serde::Serialize>(
+    value: &T,
+    json: bool,
+    text: impl FnOnce(&T) -> String,
+) -> Result<String> {
+    if json {
+        let mut s = serde_json::to_string_pretty(value)?;
+        s.push('\n');
+        Ok(s)
+    } else {
+        Ok(text(value))
+    }
+}
+
+/// Write a result to `path` (through a temporary file, [`write_atomically`]), or to standard
+/// output without one or with `-`.
+pub fn write_result(path: Option<&Path>, text: &str) -> Result<()> {
+    match path {
+        Some(p) if !is_stdout(p) => {
+            write_atomically(p, text.as_bytes()).with_context(|| format!("writing {}", p.display()))
+        }
+        _ => Ok(std::io::stdout().lock().write_all(text.as_bytes())?),
+    }
+}
 
 /// `-o -`: standard output.
 pub fn is_stdout(path: &Path) -> bool {

@@ -68,6 +68,16 @@ pub struct Replay {
 pub struct Damaged(pub String);
 
 impl Replay {
+    /// The error for a recording at `path` with no process in it, for a command that would
+    /// `doing` (e.g. "report") it: why (cut short, or empty), with exit code 2.
+    pub fn holds_nothing(&self, path: &Path, doing: &str) -> anyhow::Error {
+        let why = self
+            .tail_note
+            .clone()
+            .unwrap_or_else(|| "it holds no process".into());
+        Damaged(format!("{}: nothing to {doing}: {why}", path.display())).into()
+    }
+
     /// Replay the recording at `path`, up to `at_s` seconds after it started when given.
     /// `observe` sees every record applied, in order.
     pub fn read(
@@ -405,9 +415,6 @@ impl Replay {
                 Some(&p.history),
             ));
         }
-        let i = reports.iter().position(|r| r.meta.pid == root)?;
-        let mut report = reports.remove(i);
-        report.processes = reports;
-        Some(report)
+        Report::of_root(reports, root)
     }
 }

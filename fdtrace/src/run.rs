@@ -486,14 +486,11 @@ pub fn run(opts: Options) -> Result<i32> {
         );
     }
     let duration_s = started.elapsed().as_secs_f64();
-    let mut reports = Vec::new();
     let mut ends = Vec::new();
     // The moment the reports (and the recording's end) describe.
     let ended_ns = monotonic_ns();
-    for p in session.procs.values_mut() {
-        p.name_jit_frames();
+    for p in session.procs.values() {
         let exited = p.exited_ns.is_some() || !procinfo::exists(p.pid);
-        let now_ns = p.exited_ns.unwrap_or(ended_ns);
         // Ground truth, while the process still lives.
         let proc_fds = if exited {
             None
@@ -512,18 +509,9 @@ pub fn run(opts: Options) -> Result<i32> {
             rlimit_nofile: procinfo::nofile_limit(p.pid).or(p.rlimit),
             container: crate::container::of(p.pid).or_else(|| p.container.clone()),
         };
-        ends.push((p.pid, meta.clone(), proc_fds.clone()));
-        reports.push(report::build(
-            meta,
-            &p.table,
-            opts.min_age,
-            &mut p.stacks,
-            &symbols,
-            now_ns,
-            proc_fds.as_deref(),
-            Some(&p.history),
-        ));
+        ends.push((p.pid, meta, proc_fds));
     }
+    let report = session.report(&ends, opts.min_age, &symbols, ended_ns);
     if let Some(l) = launched.as_mut() {
         l.terminate();
     }
@@ -551,23 +539,12 @@ pub fn run(opts: Options) -> Result<i32> {
         tracer.release_in_background();
         return Ok(exit_code(&launched));
     }
-    let Some(root_index) = reports
-        .iter()
-        .position(|r| Some(r.meta.pid) == session.root)
-    else {
+    let Some(mut report) = report else {
         bail!("{what} held no process while it was traced: nothing to report");
     };
-    let mut report = reports.remove(root_index);
-    report.processes = reports;
     report.live_updates_dropped = live_dropped;
     report.stray_events = Some(session.stray_events);
-    let text = if opts.json {
-        let mut s = serde_json::to_string_pretty(&report)?;
-        s.push('\n');
-        s
-    } else {
-        report::render_text_all(&report, opts.all)
-    };
+    let text = crate::output::render(&report, opts.json, |r| report::render_text_all(r, opts.all))?;
     // The report goes to -o FILE, to stdout with `-o -` or when tracing a pid (so that it can
     // be piped), and to stderr when a launched command keeps stdout for itself.
     match (&opts.output, &opts.target) {

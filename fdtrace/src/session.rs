@@ -17,7 +17,7 @@ use crate::{
     procinfo,
     procinfo::ProcFd,
     recorder::Recorder,
-    report::Meta,
+    report::{self, Meta, Report},
     symbolize::Symbols,
     tracer::Tracer,
 };
@@ -282,6 +282,36 @@ impl Session {
         });
         let bytes = rec.finish()?;
         Ok(Some((bytes, rec.path.clone())))
+    }
+
+    /// The report at the end of a session (`ends`: each process's meta and, while it lives,
+    /// its `/proc/PID/fd`): each process as of its exit, or of `ended_ns` while it lives, the
+    /// root's with the others' in it; None when the root was never seen.
+    pub fn report(
+        &mut self,
+        ends: &[(u32, Meta, Option<Vec<ProcFd>>)],
+        min_age_s: Option<f64>,
+        symbols: &Symbols,
+        ended_ns: u64,
+    ) -> Option<Report> {
+        let mut reports = Vec::new();
+        for (pid, meta, proc_fds) in ends {
+            let Some(p) = self.procs.get_mut(pid) else {
+                continue;
+            };
+            p.name_jit_frames();
+            reports.push(report::build(
+                meta.clone(),
+                &p.table,
+                min_age_s,
+                &mut p.stacks,
+                symbols,
+                p.exited_ns.unwrap_or(ended_ns),
+                proc_fds.as_deref(),
+                Some(&p.history),
+            ));
+        }
+        Report::of_root(reports, self.root?)
     }
 
     /// The target process (None for a cgroup that has held no process yet).

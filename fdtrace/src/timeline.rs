@@ -6,7 +6,7 @@
 //! passes is taken from the tables as they are (one pass over the open descriptors per record
 //! that crosses a moment). Without `--interval` the samples start 10 ms apart and the interval
 //! doubles whenever they would pass [`MAX_SAMPLES`], so any recording gets a few hundred.
-use std::{collections::HashMap, fmt::Write as _, io::Write as _, path::Path, time::Duration};
+use std::{collections::HashMap, fmt::Write as _, path::Path, time::Duration};
 
 use anyhow::{Context as _, Result, bail};
 use serde::Serialize;
@@ -14,7 +14,7 @@ use serde::Serialize;
 use crate::{
     cli::ReportArgs,
     model::StackId,
-    replay::{Damaged, Replay},
+    replay::Replay,
     symbolize::{Frame, Symbols},
     user_frame::user_frame,
 };
@@ -160,11 +160,7 @@ pub fn build(path: &Path, at_s: Option<f64>, interval: Option<Duration>) -> Resu
         |_, _| {},
     )?;
     if replay.root.is_none() {
-        let why = replay
-            .tail_note
-            .clone()
-            .unwrap_or_else(|| "it holds no process".into());
-        return Err(Damaged(format!("{}: nothing to report: {why}", path.display())).into());
+        return Err(replay.holds_nothing(path, "report"));
     }
     let end = replay
         .now_ns()
@@ -235,18 +231,8 @@ pub fn run(a: &ReportArgs) -> Result<()> {
     if let Some(p) = &a.html {
         std::fs::write(p, render_html(&t)).with_context(|| format!("writing {}", p.display()))?;
     }
-    let text = if a.json {
-        let mut s = serde_json::to_string_pretty(&t)?;
-        s.push('\n');
-        s
-    } else {
-        render_text(&t, a.interval.is_none())
-    };
-    match &a.output {
-        Some(p) => std::fs::write(p, text).with_context(|| format!("writing {}", p.display()))?,
-        None => std::io::stdout().lock().write_all(text.as_bytes())?,
-    }
-    Ok(())
+    let text = crate::output::render(&t, a.json, |t| render_text(t, a.interval.is_none()))?;
+    crate::output::write_result(a.output.as_deref(), &text)
 }
 
 /// Rows of the text table: every sample, or about 20 of them (the last always) when `thin`.

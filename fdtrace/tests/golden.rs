@@ -11,7 +11,7 @@ use fdtrace::{
     procinfo::ProcFd,
     recorder::Recorder,
     replay::Replay,
-    report::{self, Meta, Report},
+    report::Meta,
     session::Session,
     symbolize::Symbols,
 };
@@ -46,7 +46,7 @@ fn sites() -> Sites {
     let (a, b, c, d) = (
         stream as *const () as usize,
         meta as *const () as usize,
-        live_reports as *const () as usize,
+        rewrite_as_format_1_1 as *const () as usize,
         differences as *const () as usize,
     );
     Sites {
@@ -229,34 +229,6 @@ fn meta(pid: u32, exited: bool) -> Meta {
     }
 }
 
-/// The report of every process, root first, as `fdtrace -p` builds it at the end (`run.rs`):
-/// a process that exited as of its exit, the others as of `ended_ns`.
-fn live_reports(
-    session: &mut Session,
-    ends: &[(u32, Meta, Option<Vec<ProcFd>>)],
-    symbols: &Symbols,
-    ended_ns: u64,
-) -> Report {
-    let mut reports = Vec::new();
-    for (pid, meta, proc_fds) in ends {
-        let p = session.procs.get_mut(pid).expect("a traced process");
-        let now_ns = p.exited_ns.unwrap_or(ended_ns);
-        reports.push(report::build(
-            meta.clone(),
-            &p.table,
-            None,
-            &mut p.stacks,
-            symbols,
-            now_ns,
-            proc_fds.as_deref(),
-            Some(&p.history),
-        ));
-    }
-    let mut root = reports.remove(0);
-    root.processes = reports;
-    root
-}
-
 /// The stream through a live session that records it, ended 90 ms after its start with the
 /// root exited or (`alive`) still running with `proc_fds` as /proc's view of it; returns the
 /// live report and the one replayed from the recording, as JSON.
@@ -286,7 +258,9 @@ fn live_and_replayed(alive: Option<Vec<ProcFd>>) -> (Value, Value) {
         })
         .collect();
     let symbols = Symbols::new();
-    let live = live_reports(&mut session, &ends, &symbols, ended_ns);
+    let live = session
+        .report(&ends, None, &symbols, ended_ns)
+        .expect("a live report");
     let reason = if alive.is_some() {
         "interrupted"
     } else {
@@ -425,7 +399,7 @@ fn live_and_replayed_reports_of_one_stream_are_identical() {
         counts(&live),
         [
             (1, named("differences")),
-            (1, named("live_reports")),
+            (1, named("rewrite_as_format_1_1")),
             (1, named("stream")),
             (6, named("meta"))
         ]
@@ -433,7 +407,7 @@ fn live_and_replayed_reports_of_one_stream_are_identical() {
     assert_eq!(
         counts(&live["processes"][0]),
         [
-            (1, named("live_reports")),
+            (1, named("rewrite_as_format_1_1")),
             (1, named("stream")),
             (3, named("differences")),
             (6, named("meta"))

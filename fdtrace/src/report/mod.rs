@@ -13,6 +13,7 @@ mod text;
 pub use build::build;
 pub use text::{fmt_age, frame_text_of, render_text, render_text_all};
 
+/// The report of the whole session: the root process's, with the others' in `processes`.
 #[derive(Debug, Serialize)]
 pub struct Report {
     #[serde(flatten)]
@@ -65,6 +66,17 @@ pub struct Report {
     /// A language runtime whose program frames could not be named: how to have them named.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub runtime_hint: Option<&'static str>,
+}
+
+impl Report {
+    /// One report of every process (`reports`, each built by [`build`]): `root`'s, with the
+    /// others as its `processes`; None without `root`.
+    pub fn of_root(mut reports: Vec<Report>, root: u32) -> Option<Report> {
+        let i = reports.iter().position(|r| r.meta.pid == root)?;
+        let mut report = reports.remove(i);
+        report.processes = reports;
+        Some(report)
+    }
 }
 
 #[derive(Debug, Serialize)]
