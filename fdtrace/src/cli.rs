@@ -4,8 +4,8 @@ use std::{ffi::OsString, path::PathBuf, time::Duration};
 use clap::{Args, Parser, Subcommand};
 
 use crate::{
+    options::{CgroupArg, Options, Target},
     process::UnwindMode,
-    session::{CgroupArg, Options, Target},
 };
 
 /// Find the exact line of code that leaks file descriptors, live, with eBPF.
@@ -387,6 +387,17 @@ fn parse_ring_mb(s: &str) -> Result<u32, String> {
 }
 
 impl TraceArgs {
+    /// `fdtrace record`'s options: a trace whose `-o FILE` is the recording.
+    pub fn record_options(&self) -> Result<Options, String> {
+        let Some(path) = self.output.clone() else {
+            return Err("fdtrace record needs the recording file: -o FILE".into());
+        };
+        let mut opts = self.options()?;
+        opts.output = None;
+        opts.record = Some(path);
+        Ok(opts)
+    }
+
     /// The session options, or a message saying what is missing.
     pub fn options(&self) -> Result<Options, String> {
         let target = match (

@@ -31,6 +31,7 @@ pub mod metrics;
 pub mod metrics_server;
 pub mod model;
 pub mod offline;
+pub mod options;
 pub mod output;
 pub mod pprof;
 pub mod preexisting;

@@ -52,7 +52,11 @@ fn main() {
             .map_err(anyhow::Error::msg)
             .and_then(fdtrace::run::run)
             .map(|c| code = c),
-        Some(Cmd::Record(t)) => fdtrace::offline::record(t).map(|c| code = c),
+        Some(Cmd::Record(t)) => t
+            .record_options()
+            .map_err(anyhow::Error::msg)
+            .and_then(fdtrace::run::run)
+            .map(|c| code = c),
         Some(Cmd::Report(r)) => fdtrace::offline::report(r, cli.verbose > 0),
         Some(Cmd::Export(e)) => fdtrace::export::export(e),
         Some(Cmd::Diff(d)) => fdtrace::diff::diff(d),

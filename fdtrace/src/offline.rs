@@ -1,23 +1,8 @@
-//! `fdtrace record` and `fdtrace report FILE`.
+//! `fdtrace report FILE`: the report of a recording.
 
-use anyhow::{Result, bail};
+use anyhow::Result;
 
-use crate::{
-    cli::{ReportArgs, TraceArgs},
-    replay::Replay,
-    report,
-};
-
-/// `fdtrace record (-p PID | -- CMD) -o FILE`.
-pub fn record(t: &TraceArgs) -> Result<i32> {
-    let Some(path) = t.output.clone() else {
-        bail!("fdtrace record needs the recording file: -o FILE");
-    };
-    let mut opts = t.options().map_err(anyhow::Error::msg)?;
-    opts.output = None;
-    opts.record = Some(path);
-    crate::run::run(opts)
-}
+use crate::{cli::ReportArgs, replay::Replay, report};
 
 /// `fdtrace report FILE`: the report of a recording, built like the live one.
 pub fn report(a: &ReportArgs, verbose: bool) -> Result<()> {

@@ -18,11 +18,12 @@ use crate::{
     launch::Launched,
     live_writer::LiveWriter,
     metrics_server::{self, Published},
+    options::{Options, Target},
     process::{State, attach_running, capture_for},
     procinfo,
     recorder::Recorder,
     report::{self, Meta},
-    session::{Options, Session, Target},
+    session::Session,
     symbolize::Symbols,
     tracer::{self, Tracer},
 };
