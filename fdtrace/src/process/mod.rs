@@ -1,6 +1,7 @@
 //! One traced process as user space keeps it: its descriptor table, kept from the kernel's
-//! records (births, closes, exec), the stacks of its births and their unwinding, its sockets,
-//! its log for a recording, and the reconciliation of the table with /proc.
+//! records (births, closes, exec: this file), the stacks of its births (`stacks.rs`), its
+//! sockets (`socket_state.rs`), descriptors passed over sockets (`scm_rights.rs`), its log for
+//! a recording, and the reconciliation of the table with /proc (`reconcile.rs`).
 use std::{
     path::{Path, PathBuf},
     time::{Duration, Instant},
@@ -22,6 +23,13 @@ use crate::{
     unwind::{self, StackUnwinder, Unwound},
     verdict::History,
 };
+
+mod reconcile;
+mod scm_rights;
+mod socket_state;
+mod stacks;
+
+use scm_rights::{recvmmsg_fds, scm_rights_fds};
 
 /// How the stacks of the traced process are captured and unwound (`--unwind`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
@@ -157,16 +165,6 @@ impl State {
         }
     }
 
-    /// Log what is known of socket `fd` now.
-    fn log_socket(&mut self, fd: i32, ts_ns: u64) {
-        if self.log.is_none() {
-            return;
-        }
-        if let Some(s) = self.table.get(fd).and_then(|e| e.sock.clone()) {
-            self.log(crate::recorder::sock_record(self.pid, fd, ts_ns, &s));
-        }
-    }
-
     /// A birth at `stack`, into the table (and the log), with what the kernel said of its
     /// socket.
     #[allow(clippy::too_many_arguments)]
@@ -226,55 +224,6 @@ impl State {
         Ok(())
     }
 
-    /// Sockets open before tracing began: addresses and TCP state from /proc/PID/net, read at
-    /// attach (`all`) and again at each reconciliation for the TCP sockets whose state may
-    /// still change (their state changes are not traced). A listening socket stays listening,
-    /// and reading /proc/PID/net/tcp costs the consumer dearly on a busy server (it lists every
-    /// TIME_WAIT connection): a server whose only pre-existing socket listens never reads it
-    /// again.
-    fn describe_preexisting_sockets(&mut self, all: bool) {
-        let pre: Vec<(i32, u64)> = self
-            .table
-            .iter()
-            .filter(|(_, e)| e.origin == Origin::Preexisting && e.kind == FdKind::Socket)
-            .filter(|(_, e)| all || e.sock.as_ref().is_some_and(sockets::state_may_change))
-            .filter_map(|(fd, e)| Some((fd, sockets::socket_inode(&e.target)?)))
-            .collect();
-        if pre.is_empty() {
-            return;
-        }
-        let known = sockets::proc_net_sockets(self.pid);
-        for (fd, inode) in pre {
-            if let (Some(e), Some(s)) = (self.table.get_mut(fd), known.get(&inode))
-                && e.sock.as_ref() != Some(s)
-            {
-                e.sock = Some(s.clone());
-                self.log_socket(fd, monotonic_ns());
-            }
-        }
-    }
-
-    /// Re-read the mappings when an address is not covered. Rate-limited only while re-reading
-    /// finds nothing new (an address in anonymous code, say), so a process that is still loading
-    /// its libraries is followed closely.
-    fn refresh_maps(&mut self, force: bool) {
-        if !force
-            && !self.last_refresh_changed
-            && self
-                .last_refresh
-                .is_some_and(|t| t.elapsed() < Duration::from_millis(200))
-        {
-            return;
-        }
-        self.last_refresh = Some(Instant::now());
-        let (maps, jit) = procinfo::exec_maps(self.pid);
-        self.unwinder.set_jit(jit);
-        self.last_refresh_changed = !maps.is_empty() && maps != self.unwinder.mappings();
-        if self.last_refresh_changed {
-            self.unwinder.set_mappings(maps);
-        }
-    }
-
     /// A birth that failed with EMFILE/ENFILE: counted per call site.
     fn on_open_failed(&mut self, o: Open) {
         let id = self.stack_of(&o);
@@ -290,107 +239,6 @@ impl State {
             errno: -o.fd,
             example: what,
         });
-    }
-
-    /// Unwind and intern the creating stack of a birth.
-    fn stack_of(&mut self, o: &Open) -> StackId {
-        if self.unwinder.mapping_for(o.ip).is_none() {
-            self.refresh_maps(false);
-        }
-        let unwound = self.unwind(o);
-        let unwound = self.go_links.join(unwound, o.goid, o.parent_goid, o.gopc);
-        let unwound = match &o.stack {
-            UserStack::Copy(copy) => self.uv_links.join(unwound, o.hdr.tid, o.sp, copy),
-            _ => unwound,
-        };
-        let unwinder = &self.unwinder;
-        let (unwound, names) = self
-            .runtime
-            .name(o.hdr.tid, o.sp, unwound, |a| unwinder.is_jit(a));
-        self.stacks
-            .intern_named(unwound, self.unwinder.mappings(), names)
-    }
-
-    /// Before a report: name the JIT frames of stacks seen before the runtime's perf map
-    /// named their code.
-    pub fn name_jit_frames(&mut self) {
-        self.runtime.name_late(&mut self.stacks);
-    }
-
-    /// Unwind the stack of a birth with the method its capture calls for.
-    fn unwind(&mut self, o: &Open) -> Unwound {
-        if !matches!(o.stack, UserStack::Copy(_)) {
-            self.deep.forget(o.hdr.tid);
-        }
-        match &o.stack {
-            UserStack::FramePointers(ips) => {
-                if ips.iter().any(|&a| self.unwinder.mapping_for(a).is_none()) {
-                    self.refresh_maps(false);
-                }
-                self.unwinder.unwind_fp(ips)
-            }
-            UserStack::Copy(bytes) => self.unwind_deep(o.hdr.tid, o.ip, o.sp, o.bp, bytes),
-            UserStack::Shed => {
-                self.table.stats.stacks_dropped += 1;
-                Unwound {
-                    frames: Vec::new(),
-                    truncated: false,
-                    method: unwind::Method::Shed,
-                    ..Default::default()
-                }
-            }
-            UserStack::None => {
-                // Nothing captured: the instruction pointer alone, cut short.
-                let mut u = self.unwind_copy(o.ip, o.sp, o.bp, &[]);
-                u.truncated = true;
-                if self.capture == capture::FRAME_POINTERS {
-                    u.method = unwind::Method::Fp;
-                }
-                u
-            }
-        }
-    }
-
-    /// Unwind a copied stack, with the pieces beyond its first `STACK_BYTES` sent before it.
-    fn unwind_deep(&mut self, tid: u32, ip: u64, sp: u64, bp: u64, copy: &[u8]) -> Unwound {
-        match self.deep.join(tid, sp, copy) {
-            Some(all) => self.unwind_copy(ip, sp, bp, &all),
-            None => self.unwind_copy(ip, sp, bp, copy),
-        }
-    }
-
-    fn unwind_copy(&mut self, ip: u64, sp: u64, bp: u64, stack: &[u8]) -> Unwound {
-        let runtime = &mut self.runtime;
-        let mut unwound = self
-            .unwinder
-            .unwind(ip, sp, bp, stack, &mut |pc| runtime.jit_frame(pc));
-        let uncovered = |u: &Unwound, w: &StackUnwinder| {
-            // JIT code is in no file: known as such, it needs no re-read.
-            u.frames
-                .iter()
-                .any(|f| w.mapping_for(f.lookup).is_none() && !w.is_jit(f.lookup))
-        };
-        if uncovered(&unwound, &self.unwinder) {
-            self.refresh_maps(false);
-            let runtime = &mut self.runtime;
-            unwound = self
-                .unwinder
-                .unwind(ip, sp, bp, stack, &mut |pc| runtime.jit_frame(pc));
-        }
-        unwound
-    }
-
-    /// Node.js: a TCP handle made (its stack unwound as a birth's) or connected (`uv_links`).
-    fn on_uv_handle(&mut self, h: crate::events::UvHandle) {
-        if h.role == fdtrace_common::uv::CONNECT {
-            self.uv_links.on_connect(h.hdr.tid, h.handle, h.sp, h.ret);
-            return;
-        }
-        if self.unwinder.mapping_for(h.ip).is_none() {
-            self.refresh_maps(false);
-        }
-        let made = self.unwind_deep(h.hdr.tid, h.ip, h.sp, h.bp, h.stack);
-        self.uv_links.on_init(h.handle, made);
     }
 
     fn on_open(&mut self, o: Open) {
@@ -529,118 +377,6 @@ impl State {
         }
     }
 
-    /// Compare the model with /proc/PID/fd. A difference seen at two checks in a row is not an
-    /// event in flight: it is drift, counted and corrected (the model takes the kernel's word).
-    pub fn reconcile(&mut self) {
-        let Ok(fds) = procinfo::fds(self.pid) else {
-            return;
-        };
-        self.rlimit = procinfo::nofile_limit(self.pid).or(self.rlimit);
-        self.describe_preexisting_sockets(false);
-        let mut now: foldhash::HashMap<i32, bool> = Default::default();
-        for p in &fds {
-            if self.table.get(p.fd).is_none() {
-                now.insert(p.fd, true);
-            }
-        }
-        // `fds` is in descriptor order: a search, not a scan (a process may hold 100,000).
-        let in_proc = |fd: i32| fds.binary_search_by_key(&fd, |p| p.fd).ok();
-        for (fd, _) in self.table.iter() {
-            if in_proc(fd).is_none() {
-                now.insert(fd, false);
-            }
-        }
-        for (&fd, &missed_open) in &now {
-            if self.suspects.get(&fd) != Some(&missed_open) || self.touched.contains(&fd) {
-                continue;
-            }
-            if missed_open {
-                if let Some(p) = in_proc(fd).map(|i| &fds[i]) {
-                    warn!(
-                        "pid {}: fd {fd} ({}) opened without a traced birth",
-                        self.pid, p.target
-                    );
-                    self.change(Record::Untraced {
-                        ts_ns: monotonic_ns(),
-                        tgid: self.pid,
-                        fd,
-                        kind: p.kind.code(),
-                        cloexec: p.cloexec,
-                        target: p.target.clone(),
-                    });
-                }
-            } else {
-                warn!("pid {}: fd {fd} closed without a traced close", self.pid);
-                self.change(Record::DriftClose {
-                    ts_ns: monotonic_ns(),
-                    tgid: self.pid,
-                    fd,
-                });
-            }
-        }
-        now.retain(|fd, missed_open| {
-            // Corrected entries are no longer suspects.
-            self.table.get(*fd).is_some() != *missed_open
-        });
-        self.suspects = now;
-        self.touched.clear();
-    }
-
-    /// A successful bind (local address) or connect (peer address).
-    fn on_sock_addr(&mut self, ts_ns: u64, fd: i32, op: u32, addr: &[u8]) {
-        self.update_sock_addr(fd, op, addr);
-        self.log_socket(fd, ts_ns);
-    }
-
-    fn update_sock_addr(&mut self, fd: i32, op: u32, addr: &[u8]) {
-        let Some((family, text)) = sockets::parse_sockaddr(addr) else {
-            return;
-        };
-        let Some(e) = self.table.get_mut(fd) else {
-            return;
-        };
-        let s = e.sock.get_or_insert_with(|| SocketInfo {
-            family,
-            ..SocketInfo::default()
-        });
-        if op == fdtrace_common::SOCK_OP_BIND {
-            s.local = Some(text);
-        } else if family != sockets::AF_UNIX || s.peer.is_none() {
-            s.peer = Some(text);
-        }
-    }
-
-    /// A TCP state change: applies to every descriptor still referring to that socket.
-    fn on_sock_state(&mut self, ev: &fdtrace_common::SockStateEvent) {
-        let Some(fds) = self.socks.get_mut(&ev.sk) else {
-            return;
-        };
-        let table = &mut self.table;
-        fds.retain(|&fd| {
-            let Some(s) = table
-                .get_mut(fd)
-                .and_then(|e| e.sock.as_mut())
-                .filter(|s| s.sk == ev.sk)
-            else {
-                return false;
-            };
-            s.set_state(
-                ev.newstate as u8,
-                ev.hdr.ts_ns,
-                sockets::inet_endpoint(ev.family, &ev.saddr, ev.sport),
-                sockets::inet_endpoint(ev.family, &ev.daddr, ev.dport),
-            );
-            true
-        });
-        if fds.is_empty() {
-            self.socks.remove(&ev.sk);
-        } else if self.log.is_some() {
-            for fd in fds.clone() {
-                self.log_socket(fd, ev.hdr.ts_ns);
-            }
-        }
-    }
-
     /// Apply one event. Returns true when the target process has exited.
     pub fn apply(&mut self, ev: Event) -> bool {
         match ev {
@@ -748,51 +484,6 @@ impl State {
     }
 }
 
-/// Descriptor numbers in the per-message chunks of a recvmmsg birth (see
-/// `fdtrace_common::syscall::RECVMMSG`).
-pub fn recvmmsg_fds(chunks: &[u8]) -> Vec<i32> {
-    use fdtrace_common::syscall::{RECVMMSG_CHUNK, RECVMMSG_MSGS};
-    let mut fds = Vec::new();
-    for c in chunks.chunks_exact(RECVMMSG_CHUNK).take(RECVMMSG_MSGS) {
-        let len = u64::from_ne_bytes(c[..8].try_into().unwrap()) as usize;
-        let data = &c[8..];
-        fds.extend(scm_rights_fds(&data[..len.min(data.len())]));
-    }
-    fds
-}
-
-/// Descriptor numbers in SCM_RIGHTS control messages (`struct cmsghdr` list, 8-byte aligned).
-pub fn scm_rights_fds(control: &[u8]) -> Vec<i32> {
-    const HDR: usize = 16;
-    let mut fds = Vec::new();
-    let mut off = 0;
-    while off + HDR <= control.len() {
-        let len = u64::from_ne_bytes(control[off..off + 8].try_into().unwrap()) as usize;
-        let level = i32::from_ne_bytes(control[off + 8..off + 12].try_into().unwrap());
-        let typ = i32::from_ne_bytes(control[off + 12..off + 16].try_into().unwrap());
-        if len < HDR {
-            break;
-        }
-        let end = off.saturating_add(len).min(control.len());
-        if level == libc::SOL_SOCKET && typ == libc::SCM_RIGHTS {
-            fds.extend(
-                control[off + HDR..end]
-                    .chunks_exact(4)
-                    .map(|c| i32::from_ne_bytes(c.try_into().unwrap())),
-            );
-        }
-        // A length past the buffer ends the list (and never loops: it always advances).
-        match len
-            .checked_next_multiple_of(8)
-            .and_then(|l| off.checked_add(l))
-        {
-            Some(next) if next > off => off = next,
-            _ => break,
-        }
-    }
-    fds
-}
-
 /// A running process, as fdtrace finds it when it attaches: what it holds now (pre-existing),
 /// its mappings, limits and container; how its stacks are captured follows its binary.
 pub(crate) fn attach_running(pid: u32, mode: UnwindMode, recording: bool) -> Result<State> {
@@ -833,19 +524,6 @@ fn close_range_flags_of(has_cloexec: bool) -> u32 {
 mod tests {
     use super::*;
     use fdtrace_common::Header;
-
-    /// A control buffer with one SCM_RIGHTS message carrying `fds`.
-    fn cmsg(fds: &[i32]) -> Vec<u8> {
-        let len = 16 + 4 * fds.len();
-        let mut b = (len as u64).to_ne_bytes().to_vec();
-        b.extend_from_slice(&libc::SOL_SOCKET.to_ne_bytes());
-        b.extend_from_slice(&libc::SCM_RIGHTS.to_ne_bytes());
-        for fd in fds {
-            b.extend_from_slice(&fd.to_ne_bytes());
-        }
-        b.resize(len.div_ceil(8) * 8, 0);
-        b
-    }
 
     /// An open event of `fd` in process `pid`, with no stack.
     fn open_event(pid: u32, fd: i32) -> Event<'static> {
@@ -939,37 +617,5 @@ mod tests {
         assert_eq!(U & !close_range_flags_of(false), 0);
         assert_eq!((C | U) & !close_range_flags_of(true), 0);
         assert_ne!(8 & !close_range_flags_of(true), 0);
-    }
-
-    #[test]
-    fn scm_rights_descriptors_are_found() {
-        assert_eq!(scm_rights_fds(&cmsg(&[5, 9])), vec![5, 9]);
-        // Another control message first (SCM_CREDENTIALS, level SOL_SOCKET type 2).
-        let mut creds = 28u64.to_ne_bytes().to_vec();
-        creds.extend_from_slice(&libc::SOL_SOCKET.to_ne_bytes());
-        creds.extend_from_slice(&2i32.to_ne_bytes());
-        creds.resize(32, 0);
-        creds.extend(cmsg(&[7]));
-        assert_eq!(scm_rights_fds(&creds), vec![7]);
-        // Cut or bogus buffers never panic.
-        assert_eq!(scm_rights_fds(&cmsg(&[5])[..10]), Vec::<i32>::new());
-        assert_eq!(scm_rights_fds(&[0xff; 40]), Vec::<i32>::new());
-    }
-
-    #[test]
-    fn recvmmsg_chunks_are_read_per_message() {
-        use fdtrace_common::syscall::RECVMMSG_CHUNK;
-        let mut chunks = vec![0u8; 4 * RECVMMSG_CHUNK];
-        for (i, fds) in [&[3, 4][..], &[][..], &[8][..]].iter().enumerate() {
-            if fds.is_empty() {
-                continue;
-            }
-            let c = cmsg(fds);
-            let at = i * RECVMMSG_CHUNK;
-            chunks[at..at + 8].copy_from_slice(&(c.len() as u64).to_ne_bytes());
-            chunks[at + 8..at + 8 + c.len()].copy_from_slice(&c);
-        }
-        assert_eq!(recvmmsg_fds(&chunks), vec![3, 4, 8]);
-        assert_eq!(recvmmsg_fds(&[0u8; 10]), Vec::<i32>::new());
     }
 }

@@ -1,0 +1,98 @@
+//! A traced process's sockets: their addresses (bind, connect) and TCP states, recorded as
+//! they change, and those it held before tracing began.
+use super::*;
+
+impl State {
+    /// Log what is known of socket `fd` now.
+    pub(super) fn log_socket(&mut self, fd: i32, ts_ns: u64) {
+        if self.log.is_none() {
+            return;
+        }
+        if let Some(s) = self.table.get(fd).and_then(|e| e.sock.clone()) {
+            self.log(crate::recorder::sock_record(self.pid, fd, ts_ns, &s));
+        }
+    }
+
+    /// Sockets open before tracing began: addresses and TCP state from /proc/PID/net, read at
+    /// attach (`all`) and again at each reconciliation for the TCP sockets whose state may
+    /// still change (their state changes are not traced). A listening socket stays listening,
+    /// and reading /proc/PID/net/tcp costs the consumer dearly on a busy server (it lists every
+    /// TIME_WAIT connection): a server whose only pre-existing socket listens never reads it
+    /// again.
+    pub(super) fn describe_preexisting_sockets(&mut self, all: bool) {
+        let pre: Vec<(i32, u64)> = self
+            .table
+            .iter()
+            .filter(|(_, e)| e.origin == Origin::Preexisting && e.kind == FdKind::Socket)
+            .filter(|(_, e)| all || e.sock.as_ref().is_some_and(sockets::state_may_change))
+            .filter_map(|(fd, e)| Some((fd, sockets::socket_inode(&e.target)?)))
+            .collect();
+        if pre.is_empty() {
+            return;
+        }
+        let known = sockets::proc_net_sockets(self.pid);
+        for (fd, inode) in pre {
+            if let (Some(e), Some(s)) = (self.table.get_mut(fd), known.get(&inode))
+                && e.sock.as_ref() != Some(s)
+            {
+                e.sock = Some(s.clone());
+                self.log_socket(fd, monotonic_ns());
+            }
+        }
+    }
+
+    /// A successful bind (local address) or connect (peer address).
+    pub(super) fn on_sock_addr(&mut self, ts_ns: u64, fd: i32, op: u32, addr: &[u8]) {
+        self.update_sock_addr(fd, op, addr);
+        self.log_socket(fd, ts_ns);
+    }
+
+    pub(super) fn update_sock_addr(&mut self, fd: i32, op: u32, addr: &[u8]) {
+        let Some((family, text)) = sockets::parse_sockaddr(addr) else {
+            return;
+        };
+        let Some(e) = self.table.get_mut(fd) else {
+            return;
+        };
+        let s = e.sock.get_or_insert_with(|| SocketInfo {
+            family,
+            ..SocketInfo::default()
+        });
+        if op == fdtrace_common::SOCK_OP_BIND {
+            s.local = Some(text);
+        } else if family != sockets::AF_UNIX || s.peer.is_none() {
+            s.peer = Some(text);
+        }
+    }
+
+    /// A TCP state change: applies to every descriptor still referring to that socket.
+    pub(super) fn on_sock_state(&mut self, ev: &fdtrace_common::SockStateEvent) {
+        let Some(fds) = self.socks.get_mut(&ev.sk) else {
+            return;
+        };
+        let table = &mut self.table;
+        fds.retain(|&fd| {
+            let Some(s) = table
+                .get_mut(fd)
+                .and_then(|e| e.sock.as_mut())
+                .filter(|s| s.sk == ev.sk)
+            else {
+                return false;
+            };
+            s.set_state(
+                ev.newstate as u8,
+                ev.hdr.ts_ns,
+                sockets::inet_endpoint(ev.family, &ev.saddr, ev.sport),
+                sockets::inet_endpoint(ev.family, &ev.daddr, ev.dport),
+            );
+            true
+        });
+        if fds.is_empty() {
+            self.socks.remove(&ev.sk);
+        } else if self.log.is_some() {
+            for fd in fds.clone() {
+                self.log_socket(fd, ev.hdr.ts_ns);
+            }
+        }
+    }
+}
