@@ -72,7 +72,7 @@ fn main() {
             );
             Ok(())
         }
-        Some(Cmd::Tracepoints) => fdtrace::tracer::print_tracepoints(),
+        Some(Cmd::Tracepoints) => fdtrace::hooks::print_tracepoints(),
         Some(Cmd::Manpage { dir }) => fdtrace::manpages::run(dir.as_deref()),
     };
     // Diagnostics still queued are written before the error line and the exit.

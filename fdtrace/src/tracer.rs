@@ -10,112 +10,12 @@ use aya::{
 };
 use fdtrace_common::{FailKey, KernelLayout, PID_MAX_LIMIT, TARGET_FLAGS_PER_ENTRY, stat};
 
+use crate::hooks::{
+    DEEP_PROGRAMS, FROM_REGS_IF_ACCEPTED, TRACEFS, attach_plan, ensure_tracefs, field_offset,
+    have_task_pt_regs, tracepoint_exists,
+};
 use crate::kernel_layout::KernelTypes;
 use tracing::{debug, warn};
-
-const TRACEFS: &str = "/sys/kernel/tracing";
-
-/// The tracepoints of the syscalls that create descriptors (`fdtrace_common::syscall::BIRTHS`):
-/// program `enter_<name>` on `sys_enter_<name>`, and the shared `exit_open` on
-/// `sys_exit_<name>` (or `exit_regs_<name>` alone, see `FROM_REGS`), with whether every
-/// supported kernel has it; optional ones (absent on some kernels or architectures) are skipped
-/// with a message. Then whether a language runtime's stack is copied in full there.
-fn birth_tracepoints() -> impl Iterator<Item = (&'static str, bool, bool)> {
-    fdtrace_common::syscall::BIRTHS.iter().flat_map(|b| {
-        b.tracepoints
-            .iter()
-            .map(move |&(name, required)| (name, required, b.deep))
-    })
-}
-
-/// The other programs: (program, category, tracepoint, required).
-const OTHERS: &[(&str, &str, &str, bool)] = &[
-    ("enter_close", "syscalls", "sys_enter_close", true),
-    (
-        "enter_close_range",
-        "syscalls",
-        "sys_enter_close_range",
-        false,
-    ),
-    ("enter_bind", "syscalls", "sys_enter_bind", true),
-    ("exit_sockaddr", "syscalls", "sys_exit_bind", true),
-    ("enter_connect", "syscalls", "sys_enter_connect", true),
-    ("exit_sockaddr", "syscalls", "sys_exit_connect", true),
-    ("sock_state", "sock", "inet_sock_set_state", false),
-    ("enter_clone", "syscalls", "sys_enter_clone", true),
-    ("exit_clone", "syscalls", "sys_exit_clone", true),
-    ("enter_clone3", "syscalls", "sys_enter_clone3", false),
-    ("exit_clone", "syscalls", "sys_exit_clone3", false),
-    ("sched_fork", "sched", "sched_process_fork", true),
-    ("sched_exec", "sched", "sched_process_exec", true),
-    ("sched_exit", "sched", "sched_process_exit", true),
-];
-
-/// Frequent births whose exit program `exit_regs_<name>` reads the arguments from the user
-/// registers, so that they need no entry program (one tracepoint hit per call instead of two,
-/// and no hash-map insert, lookup and delete).
-const FROM_REGS: &[&str] = &["openat", "open", "accept4"];
-
-/// Those of `FROM_REGS` whose `exit_regs_<name>` some verifiers refuse: 6.1's stops at its
-/// 1M-instruction limit on the socket births (the register reads, then `sock_info`), 6.12's
-/// and later accept them. Where the kernel refuses it, the birth keeps its entry program and
-/// `exit_open`.
-const FROM_REGS_IF_ACCEPTED: &[&str] = &["accept4"];
-
-/// The programs attached before the birth programs of deep births for language runtimes:
-/// the rest of the stack, and CPython's frames.
-const DEEP_PROGRAMS: [&str; 2] = ["exit_deep_stack", "exit_python_frames"];
-
-/// Every (program, category, tracepoint, required) to attach. `regs`: the programs can read the
-/// user registers of the current task (see `exit_regs_*` in fdtrace-ebpf). `deep`: a target
-/// may be a language runtime, whose stacks go deeper than a birth record's copy.
-fn attach_plan(regs: bool, deep: bool) -> Vec<(String, &'static str, String, bool)> {
-    let mut plan = Vec::new();
-    for (name, required, deep_birth) in birth_tracepoints() {
-        if deep && deep_birth {
-            // First on the tracepoint, so it runs before the birth's program.
-            for prog in DEEP_PROGRAMS {
-                plan.push((
-                    prog.to_string(),
-                    "syscalls",
-                    format!("sys_exit_{name}"),
-                    false,
-                ));
-            }
-        }
-        if regs && FROM_REGS.contains(&name) {
-            plan.push((
-                format!("exit_regs_{name}"),
-                "syscalls",
-                format!("sys_exit_{name}"),
-                required,
-            ));
-            continue;
-        }
-        plan.push((
-            format!("enter_{name}"),
-            "syscalls",
-            format!("sys_enter_{name}"),
-            required,
-        ));
-        // recvmmsg has an exit program of its own (see fdtrace-ebpf).
-        let exit = if name == "recvmmsg" {
-            "exit_recvmmsg"
-        } else {
-            "exit_open"
-        };
-        plan.push((
-            exit.to_string(),
-            "syscalls",
-            format!("sys_exit_{name}"),
-            required,
-        ));
-    }
-    for &(prog, category, name, required) in OTHERS {
-        plan.push((prog.to_string(), category, name.to_string(), required));
-    }
-    plan
-}
 
 /// Entries of `TARGET_FLAGS` for this kernel's `pid_max` (all ids when it cannot be read).
 fn target_flag_entries() -> u32 {
@@ -145,45 +45,6 @@ pub struct Tracer {
     uv_files: std::collections::HashMap<(u64, u64), bool>,
 }
 
-/// Mount tracefs when it is missing (aya attaches tracepoints through it).
-pub fn ensure_tracefs() -> Result<()> {
-    if Path::new(TRACEFS).join("events").is_dir() {
-        return Ok(());
-    }
-    let target = std::ffi::CString::new(TRACEFS)?;
-    let fstype = std::ffi::CString::new("tracefs")?;
-    // SAFETY: valid NUL-terminated strings; no data argument.
-    let rc = unsafe {
-        libc::mount(
-            fstype.as_ptr(),
-            target.as_ptr(),
-            fstype.as_ptr(),
-            0,
-            std::ptr::null(),
-        )
-    };
-    if rc != 0 {
-        let err = std::io::Error::last_os_error();
-        bail!(
-            "tracefs is not mounted and mounting it at {TRACEFS} failed ({err}); mount it with `mount -t tracefs tracefs {TRACEFS}`"
-        );
-    }
-    debug!("mounted tracefs at {TRACEFS}");
-    Ok(())
-}
-
-/// The offset of FIELD in a tracepoint's tracefs `format` file.
-fn field_offset(format: &Path, field: &str) -> Option<u32> {
-    let text = std::fs::read_to_string(format).ok()?;
-    let line = text.lines().find(|l| {
-        l.split(';')
-            .next()
-            .is_some_and(|d| d.ends_with(&format!(" {field}")))
-    })?;
-    let off = line.split("offset:").nth(1)?.split(';').next()?;
-    off.trim().parse().ok()
-}
-
 /// The oldest kernel fdtrace runs on.
 const MIN_KERNEL: aya::util::KernelVersion = aya::util::KernelVersion::new(5, 10, 0);
 
@@ -210,60 +71,6 @@ fn attach(
     }
     p.attach(category, name)
         .with_context(|| format!("attaching to {category}:{name} failed"))
-}
-
-/// Whether the kernel has `bpf_get_current_task_btf` and `bpf_task_pt_regs` (5.15); without
-/// them the programs find the user registers at the top of the task's kernel stack.
-fn have_task_pt_regs() -> bool {
-    aya::util::KernelVersion::current().is_ok_and(|v| v >= aya::util::KernelVersion::new(5, 15, 0))
-}
-
-/// Whether `category:name` exists on this kernel.
-fn tracepoint_exists(category: &str, name: &str) -> bool {
-    Path::new(TRACEFS)
-        .join("events")
-        .join(category)
-        .join(name)
-        .exists()
-}
-
-/// `fdtrace tracepoints`: one line per tracepoint; a reader that goes away ends it quietly.
-pub fn print_tracepoints() -> Result<()> {
-    use std::io::Write as _;
-    // SAFETY: no arguments.
-    if unsafe { libc::geteuid() } != 0 {
-        bail!(
-            "fdtrace tracepoints reads the kernel's tracing directory, which only root may read: run it with sudo"
-        );
-    }
-    ensure_tracefs()?;
-    let mut out = std::io::stdout().lock();
-    for (tp, exists) in tracepoints() {
-        let missing = if exists { "" } else { " (missing)" };
-        match writeln!(out, "{tp}{missing}") {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(()),
-            Err(e) => return Err(e).context("writing to stdout"),
-        }
-    }
-    match out.flush() {
-        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e).context("writing to stdout"),
-        _ => Ok(()),
-    }
-}
-
-/// The tracepoints fdtrace attaches on this kernel, as `category:name`, each with whether it
-/// exists here (`fdtrace tracepoints`; `cargo xtask bench` puts empty programs on them).
-pub fn tracepoints() -> Vec<(String, bool)> {
-    let mut seen = std::collections::BTreeSet::new();
-    attach_plan(have_task_pt_regs(), false)
-        .into_iter()
-        .filter(|(_, category, name, _)| seen.insert(format!("{category}:{name}")))
-        .map(|(_, category, name, _)| {
-            let exists = tracepoint_exists(category, &name);
-            (format!("{category}:{name}"), exists)
-        })
-        .collect()
 }
 
 /// Fail early with a clear message when we cannot possibly load BPF programs.
@@ -780,98 +587,5 @@ impl Tracer {
             .filter_map(|r| r.ok())
             .map(|(k, v)| (k, v.iter().sum()))
             .collect()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::{DEEP_PROGRAMS, FROM_REGS, attach_plan, birth_tracepoints, field_offset};
-
-    #[test]
-    fn the_tracepoint_list_names_each_once() {
-        let tps: Vec<String> = super::tracepoints().into_iter().map(|t| t.0).collect();
-        let unique: std::collections::BTreeSet<&String> = tps.iter().collect();
-        assert_eq!(unique.len(), tps.len(), "{tps:?}");
-        for tp in [
-            "syscalls:sys_exit_openat",
-            "syscalls:sys_enter_close",
-            "sock:inet_sock_set_state",
-            "sched:sched_process_exit",
-        ] {
-            assert!(tps.iter().any(|t| t == tp), "{tp} missing from {tps:?}");
-        }
-    }
-
-    #[test]
-    fn every_birth_has_one_exit_program_and_register_births_no_entry() {
-        for name in FROM_REGS {
-            assert!(
-                birth_tracepoints().any(|(b, _, _)| b == *name),
-                "{name} is not a birth"
-            );
-        }
-        for (regs, deep) in [(false, false), (true, false), (false, true), (true, true)] {
-            let plan = attach_plan(regs, deep);
-            for (name, required, deep_birth) in birth_tracepoints() {
-                let exits: Vec<_> = plan
-                    .iter()
-                    .filter(|p| {
-                        p.2 == format!("sys_exit_{name}") && !DEEP_PROGRAMS.contains(&p.0.as_str())
-                    })
-                    .collect();
-                // The deep programs come first on their tracepoint: they run first there.
-                for prog in DEEP_PROGRAMS {
-                    let deep_at = plan
-                        .iter()
-                        .position(|p| p.2 == format!("sys_exit_{name}") && p.0 == prog);
-                    assert_eq!(deep_at.is_some(), deep && deep_birth);
-                    if let Some(at) = deep_at {
-                        assert!(plan[at + 1..].iter().any(|p| std::ptr::eq(p, exits[0])));
-                    }
-                }
-                assert_eq!(exits.len(), 1, "{name}: {exits:?}");
-                assert_eq!(exits[0].3, required);
-                let from_regs = regs && FROM_REGS.contains(&name);
-                let expected = if from_regs {
-                    format!("exit_regs_{name}")
-                } else if name == "recvmmsg" {
-                    "exit_recvmmsg".to_string()
-                } else {
-                    "exit_open".to_string()
-                };
-                assert_eq!(exits[0].0, expected);
-                let entries = plan
-                    .iter()
-                    .filter(|p| p.2 == format!("sys_enter_{name}"))
-                    .count();
-                assert_eq!(entries, usize::from(!from_regs), "{name}");
-            }
-        }
-    }
-
-    #[test]
-    fn child_pid_offset_of_both_fork_record_layouts() {
-        let dir = tempfile::tempdir().unwrap();
-        let f = dir.path().join("format");
-        // 6.1 and 6.12: comm arrays.
-        std::fs::write(
-            &f,
-            "\tfield:char parent_comm[16];\toffset:8;\tsize:16;\tsigned:0;\n\
-             \tfield:pid_t parent_pid;\toffset:24;\tsize:4;\tsigned:1;\n\
-             \tfield:char child_comm[16];\toffset:28;\tsize:16;\tsigned:0;\n\
-             \tfield:pid_t child_pid;\toffset:44;\tsize:4;\tsigned:1;\n",
-        )
-        .unwrap();
-        assert_eq!(field_offset(&f, "child_pid"), Some(44));
-        assert_eq!(field_offset(&f, "parent_pid"), Some(24));
-        // Newer kernels: __data_loc strings.
-        std::fs::write(
-            &f,
-            "\tfield:__data_loc char[] child_comm;\toffset:16;\tsize:4;\tsigned:0;\n\
-             \tfield:pid_t child_pid;\toffset:20;\tsize:4;\tsigned:1;\n",
-        )
-        .unwrap();
-        assert_eq!(field_offset(&f, "child_pid"), Some(20));
-        assert_eq!(field_offset(&f, "pid"), None);
     }
 }
