@@ -28,12 +28,12 @@ pub fn site_label(s: &crate::report::Site) -> String {
     else {
         return "[no stack]".into();
     };
-    let function = f.function.as_deref().unwrap_or("??");
-    match (&f.file, f.line) {
-        (Some(file), Some(line)) => format!("{function} at {file}:{line}"),
-        (Some(file), None) => format!("{function} at {file}"),
-        _ => function.to_string(),
-    }
+    // No binary or address: a label names the same line across processes and runs.
+    crate::frame_label::at(crate::frame_label::Parts {
+        module: None,
+        addr: None,
+        ..f.into()
+    })
 }
 
 /// One watched process.

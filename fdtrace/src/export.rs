@@ -284,15 +284,15 @@ fn jsonl(path: &Path, at_s: Option<f64>, out: &mut dyn Write) -> Result<()> {
 /// The name of a frame in folded stacks: `leak_file leaky.c:20`, `[libc.so.6]` without
 /// symbols. `;` separates frames in the format, so it cannot appear in a name.
 pub fn frame_name(f: &Frame) -> String {
-    let base = |p: &str| p.rsplit('/').next().unwrap_or(p).to_string();
-    let name = match (&f.function, &f.file, f.line) {
-        (Some(func), Some(file), Some(line)) => format!("{func} {}:{line}", base(file)),
-        (Some(func), Some(file), None) => format!("{func} {}", base(file)),
-        (Some(func), None, _) => func.clone(),
-        (None, _, _) => match &f.module {
+    let base = crate::frame_label::base;
+    let name = match (&f.function, &f.file) {
+        (None, _) => match &f.module {
             Some(m) => format!("[{}]", base(m)),
             None => "[unknown]".into(),
         },
+        // As perf writes them: a symbol without a source file alone.
+        (Some(func), None) => func.clone(),
+        _ => crate::frame_label::short(f),
     };
     name.replace(';', ",").replace(['\n', '\r'], " ")
 }

@@ -13,6 +13,7 @@ pub mod elf_symbols;
 pub mod end_records;
 pub mod events;
 pub mod export;
+pub mod frame_label;
 pub mod frame_tags;
 pub mod go_links;
 pub mod go_runtime;

@@ -3,8 +3,9 @@
 use std::{collections::BTreeMap, fmt::Write as _};
 
 use crate::{
+    frame_label,
     model::{FdTable, Origin, StackId},
-    report::{fmt_age, frame_text_of},
+    report::fmt_age,
     stacks::StackStore,
     symbolize::Symbols,
     user_frame::user_frame,
@@ -93,7 +94,7 @@ pub fn status(
             let frames = stacks.frames(id, symbols);
             let at = user_frame(&frames)
                 .and_then(|i| frames.get(i))
-                .map(frame_text_of)
+                .map(frame_label::at)
                 .unwrap_or_else(|| "an unknown call site".into());
             let t = history.site_trend(id, oldest_age_s);
             LiveSite {

@@ -125,24 +125,12 @@ fn site_frame(frames: &[Frame]) -> Option<&Frame> {
         .or_else(|| frames.first())
 }
 
-fn short(p: &str) -> &str {
-    p.rsplit('/').next().unwrap_or(p)
-}
-
 /// `leak_file leaky.c:20`.
 pub fn label(frames: &[Frame], stack_id: StackId) -> String {
     let Some(f) = site_frame(frames) else {
         return format!("stack {stack_id}");
     };
-    let func = f.function.as_deref().unwrap_or("??");
-    match (&f.file, f.line) {
-        (Some(file), Some(line)) => format!("{func} {}:{line}", short(file)),
-        (Some(file), None) => format!("{func} {}", short(file)),
-        _ => match &f.module {
-            Some(m) => format!("{func} ({})", short(m)),
-            None => func.to_string(),
-        },
-    }
+    crate::frame_label::short(f)
 }
 
 /// Replay `path` (up to `at_s`) and sample it.

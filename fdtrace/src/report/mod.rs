@@ -11,7 +11,7 @@ mod build;
 mod text;
 
 pub use build::build;
-pub use text::{fmt_age, frame_text_of, render_text, render_text_all};
+pub use text::{fmt_age, render_text, render_text_all};
 
 /// The report of the whole session: the root process's, with the others' in `processes`.
 #[derive(Debug, Serialize)]

@@ -2,11 +2,7 @@
 use std::fmt::Write as _;
 
 use super::*;
-use crate::symbolize::Frame;
-
-fn short_path(p: &str) -> &str {
-    p.rsplit('/').next().unwrap_or(p)
-}
+use crate::frame_label;
 
 pub fn fmt_age(s: f64) -> String {
     if s < 60.0 {
@@ -19,32 +15,6 @@ pub fn fmt_age(s: f64) -> String {
             (s / 3600.0) as u64,
             ((s % 3600.0) / 60.0) as u64
         )
-    }
-}
-
-/// A symbolized frame as the text report prints it.
-pub fn frame_text_of(f: &Frame) -> String {
-    frame_text(&JsonFrame {
-        function: f.function.clone(),
-        file: f.file.clone(),
-        line: f.line,
-        addr: format!("{:#x}", f.addr),
-        module: f.module.clone(),
-        inlined: f.inlined,
-    })
-}
-
-fn frame_text(f: &JsonFrame) -> String {
-    let func = f.function.as_deref().unwrap_or("??");
-    match (&f.file, f.line) {
-        (Some(file), Some(line)) => format!("{func} at {}:{line}", file),
-        (Some(file), None) => format!("{func} at {file}"),
-        _ => match &f.module {
-            Some(m) => format!("{func} ({})", short_path(m)),
-            // A marker frame (`[stack dropped under load]`): no code behind it.
-            None if f.addr == "0x0" => func.to_string(),
-            None => format!("{func} [{}]", f.addr),
-        },
     }
 }
 
@@ -86,7 +56,7 @@ fn site_origin_text(site: &Site) -> String {
         );
     }
     match site.user_frame.and_then(|i| site.frames.get(i)) {
-        Some(f) => frame_text(f),
+        Some(f) => frame_label::at(f),
         None if !site.truncated && !site.frames.is_empty() => {
             "library code only (no frame of the program's own code)".into()
         }
@@ -257,7 +227,7 @@ pub fn render_text_all(r: &Report, all: bool) -> String {
         let at = f
             .user_frame
             .and_then(|i| f.frames.get(i))
-            .map(frame_text)
+            .map(frame_label::at)
             .unwrap_or_else(|| "an unknown call site".into());
         let limit = match r.meta.rlimit_nofile.and_then(|l| l.soft) {
             Some(soft) if f.errno == "EMFILE" => {
@@ -275,7 +245,7 @@ pub fn render_text_all(r: &Report, all: bool) -> String {
         );
         for (i, fr) in f.frames.iter().enumerate() {
             let mark = if Some(i) == f.user_frame { "->" } else { "  " };
-            let _ = writeln!(s, "  {mark} #{i:<2} {}", frame_text(fr));
+            let _ = writeln!(s, "  {mark} #{i:<2} {}", frame_label::at(fr));
         }
     }
     for site in &r.sites {
@@ -324,7 +294,7 @@ pub fn render_text_all(r: &Report, all: bool) -> String {
             } else {
                 "  "
             };
-            let _ = writeln!(s, "  {mark} #{i:<2} {}", frame_text(f));
+            let _ = writeln!(s, "  {mark} #{i:<2} {}", frame_label::at(f));
         }
         if site.truncated {
             let _ = writeln!(s, "     (stack cut short)");
