@@ -388,7 +388,7 @@ impl Agent<'_> {
                         comm: comm.clone(),
                         site: agent_metrics::site_label(s),
                         kind: s.kind.to_string(),
-                        verdict: s.verdict.to_string(),
+                        verdict: s.verdict.as_str().to_string(),
                         count: s.count as u64,
                     })
                     .collect(),

@@ -241,7 +241,7 @@ mod tests {
             user_frame,
             truncated: false,
             method: "dwarf",
-            verdict: "unknown",
+            verdict: crate::verdict::Verdict::Unknown,
             growth_per_min: None,
             oldest_age_s: None,
             newest_age_s: None,

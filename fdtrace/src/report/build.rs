@@ -162,7 +162,7 @@ pub fn build(
                 user_frame,
                 truncated,
                 method,
-                verdict: trend.verdict.as_str(),
+                verdict: trend.verdict,
                 growth_per_min: trend.growth_per_min,
                 oldest_age_s: ages.iter().copied().reduce(f64::max),
                 newest_age_s: ages.iter().copied().reduce(f64::min),

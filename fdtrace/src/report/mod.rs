@@ -114,7 +114,7 @@ pub struct Site {
     /// From the site's history: "leaking" (its count keeps growing and its descriptors keep
     /// aging), "held" (a steady count: a pool, log files) or "unknown" (too little history, or
     /// a count that rose and fell).
-    pub verdict: &'static str,
+    pub verdict: crate::verdict::Verdict,
     /// Net growth of the site's open count, per minute (null with too little history).
     pub growth_per_min: Option<f64>,
     /// How the stack was unwound: `dwarf` (CFI over the copied top of the stack) or `fp` (the

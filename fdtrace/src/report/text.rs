@@ -2,7 +2,7 @@
 use std::fmt::Write as _;
 
 use super::*;
-use crate::frame_label;
+use crate::{frame_label, verdict::Verdict};
 
 pub fn fmt_age(s: f64) -> String {
     if s < 60.0 {
@@ -257,8 +257,8 @@ pub fn render_text_all(r: &Report, all: bool) -> String {
             _ => String::new(),
         };
         let trend = match (site.verdict, site.growth_per_min) {
-            ("leaking", Some(g)) => format!(": LEAKING, {g:+.1}/min"),
-            ("held", _) => ": held (steady)".to_string(),
+            (Verdict::Leaking, Some(g)) => format!(": LEAKING, {g:+.1}/min"),
+            (Verdict::Held, _) => ": held (steady)".to_string(),
             _ => String::new(),
         };
         let _ = writeln!(
@@ -354,7 +354,7 @@ mod tests {
             user_frame: None,
             truncated: false,
             method: "fp",
-            verdict: "unknown",
+            verdict: Verdict::Unknown,
             growth_per_min: None,
             oldest_age_s: None,
             newest_age_s: None,
