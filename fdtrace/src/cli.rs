@@ -4,6 +4,7 @@ use std::{ffi::OsString, path::PathBuf, time::Duration};
 use clap::{Args, Parser, Subcommand};
 
 use crate::{
+    export::ExportFormat,
     options::{CgroupArg, Options, Target},
     process::UnwindMode,
 };
@@ -177,18 +178,6 @@ fn parse_fraction(s: &str) -> Result<f64, String> {
         Ok(v) if v > 0.0 && v <= 1.0 => Ok(v),
         _ => Err(format!("`{s}` is not a fraction above 0 and at most 1")),
     }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum ExportFormat {
-    /// gzip-compressed pprof profile (`go tool pprof FILE`).
-    Pprof,
-    /// Folded stacks, root first (`frame;frame;frame count`), for flame graph tools.
-    Folded,
-    /// One JSON object per line: the header, then every record.
-    Jsonl,
-    /// A flame graph (SVG).
-    Svg,
 }
 
 #[derive(Debug, Args)]

@@ -9,7 +9,6 @@ use anyhow::Result;
 use serde::Serialize;
 
 use crate::{
-    cli::DiffArgs,
     replay::Replay,
     report::{JsonFrame, Report, Site},
 };
@@ -203,18 +202,15 @@ pub fn render_text(d: &Diff) -> String {
     s
 }
 
-/// `fdtrace diff A B`.
-pub fn diff(args: &DiffArgs) -> Result<()> {
-    let a = report_of(&args.a)?;
-    let b = report_of(&args.b)?;
-    let d = compare(
-        &a,
-        &b,
-        &args.a.display().to_string(),
-        &args.b.display().to_string(),
-    );
-    let text = crate::output::render(&d, args.json, render_text)?;
-    crate::output::write_result(args.output.as_deref(), &text)
+/// The comparison of the recordings at `a` and `b`.
+pub fn diff_files(a: &Path, b: &Path) -> Result<Diff> {
+    let (ra, rb) = (report_of(a)?, report_of(b)?);
+    Ok(compare(
+        &ra,
+        &rb,
+        &a.display().to_string(),
+        &b.display().to_string(),
+    ))
 }
 
 #[cfg(test)]

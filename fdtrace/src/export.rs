@@ -9,18 +9,29 @@
 //! - `jsonl`: every record of the recording as one JSON object a line, after the header.
 use std::{
     collections::BTreeMap,
-    io::{self, IsTerminal as _, Write},
+    io::{self, Write},
     path::Path,
 };
 
 use crate::{
-    cli::{ExportArgs, ExportFormat},
     model::{Origin, StackId},
     replay::Replay,
     symbolize::{Frame, Symbols},
 };
 use anyhow::{Context as _, Result, bail};
 use fdtrace_record::Record;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ExportFormat {
+    /// gzip-compressed pprof profile (`go tool pprof FILE`).
+    Pprof,
+    /// Folded stacks, root first (`frame;frame;frame count`), for flame graph tools.
+    Folded,
+    /// One JSON object per line: the header, then every record.
+    Jsonl,
+    /// A flame graph (SVG).
+    Svg,
+}
 
 /// Descriptors open at one moment that share a process, a creating stack and labels.
 #[derive(Clone, Debug, PartialEq)]
@@ -152,41 +163,25 @@ pub fn open_groups(
         .collect()
 }
 
-/// `fdtrace export FILE --format …`. A reader that stops early (`| head`) ends it quietly.
-pub fn export(a: &ExportArgs) -> Result<()> {
-    match write_export(a) {
-        Err(e)
-            if e.chain().any(|c| {
-                c.downcast_ref::<io::Error>()
-                    .is_some_and(|e| e.kind() == io::ErrorKind::BrokenPipe)
-            }) =>
-        {
-            Ok(())
-        }
-        other => other,
-    }
-}
-
-fn write_export(a: &ExportArgs) -> Result<()> {
-    let to_terminal = a.output.is_none() && io::stdout().is_terminal();
-    if to_terminal && matches!(a.format, ExportFormat::Pprof) {
-        bail!("a pprof profile is binary: write it to a file with -o OUT");
-    }
-    let mut out: Box<dyn Write> = match &a.output {
-        Some(p) => Box::new(io::BufWriter::new(
-            std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?,
-        )),
-        None => Box::new(io::BufWriter::new(io::stdout().lock())),
-    };
-    if let ExportFormat::Jsonl = a.format {
-        jsonl(&a.file, a.at, &mut out)?;
+/// A recording (`file`, as of `at` seconds into it or its end) written to `out` in `format`
+/// (`min_age`, `preexisting`: which open descriptors, for the formats of stacks).
+pub fn export(
+    file: &Path,
+    at: Option<f64>,
+    min_age: Option<f64>,
+    preexisting: bool,
+    format: ExportFormat,
+    out: &mut dyn Write,
+) -> Result<()> {
+    if let ExportFormat::Jsonl = format {
+        jsonl(file, at, out)?;
     } else {
-        let mut replay = Replay::read(&a.file, a.at, |_, _| {})?;
+        let mut replay = Replay::read(file, at, |_, _| {})?;
         if replay.root.is_none() {
-            return Err(replay.holds_nothing(&a.file, "export"));
+            return Err(replay.holds_nothing(file, "export"));
         }
-        let groups = open_groups(&mut replay, a.min_age, a.preexisting);
-        match a.format {
+        let groups = open_groups(&mut replay, min_age, preexisting);
+        match format {
             ExportFormat::Pprof => {
                 let start = replay.header.start_unix_ns as i64;
                 let duration = replay
@@ -195,16 +190,16 @@ fn write_export(a: &ExportArgs) -> Result<()> {
                     as i64;
                 let comment = format!(
                     "fdtrace: descriptors open {} of {} ({})",
-                    match a.at {
+                    match at {
                         Some(at) => format!("{at}s into the recording"),
                         None => "at the end".into(),
                     },
-                    a.file.display(),
+                    file.display(),
                     replay.header.target
                 );
                 let profile = crate::pprof::encode(&groups, start, duration, &[&comment]);
                 let mut gz =
-                    flate2::write::GzEncoder::new(&mut out, flate2::Compression::default());
+                    flate2::write::GzEncoder::new(&mut *out, flate2::Compression::default());
                 gz.write_all(&profile)?;
                 gz.finish()?;
             }
@@ -214,26 +209,24 @@ fn write_export(a: &ExportArgs) -> Result<()> {
                 if lines.is_empty() {
                     bail!(
                         "{}: no descriptor open {}: nothing to draw",
-                        a.file.display(),
-                        if a.at.is_some() { "then" } else { "at the end" }
+                        file.display(),
+                        if at.is_some() { "then" } else { "at the end" }
                     );
                 }
                 let subtitle = format!(
                     "{} — {}{}",
                     replay.header.target,
-                    a.file.display(),
-                    match a.at {
+                    file.display(),
+                    match at {
                         Some(at) => format!(", {at}s into it"),
                         None => String::new(),
                     }
                 );
-                flamegraph(&lines, &subtitle, &mut out)?;
+                flamegraph(&lines, &subtitle, out)?;
             }
             ExportFormat::Jsonl => unreachable!(),
         }
     }
-    out.flush()
-        .with_context(|| "writing the export".to_string())?;
     Ok(())
 }
 

@@ -57,9 +57,9 @@ fn main() {
             .map_err(anyhow::Error::msg)
             .and_then(fdtrace::run::run)
             .map(|c| code = c),
-        Some(Cmd::Report(r)) => fdtrace::offline::report(r, cli.verbose > 0),
-        Some(Cmd::Export(e)) => fdtrace::export::export(e),
-        Some(Cmd::Diff(d)) => fdtrace::diff::diff(d),
+        Some(Cmd::Report(r)) => fdtrace::commands::report(r, cli.verbose > 0),
+        Some(Cmd::Export(e)) => fdtrace::commands::export(e),
+        Some(Cmd::Diff(d)) => fdtrace::commands::diff(d),
         Some(Cmd::Top(t)) => fdtrace::top::run(t.count, t.interval, t.once),
         Some(Cmd::Agent(a)) => fdtrace::agent::run(a),
         Some(Cmd::Completions { shell }) => {

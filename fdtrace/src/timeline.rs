@@ -8,11 +8,10 @@
 //! doubles whenever they would pass [`MAX_SAMPLES`], so any recording gets a few hundred.
 use std::{collections::HashMap, fmt::Write as _, path::Path, time::Duration};
 
-use anyhow::{Context as _, Result, bail};
+use anyhow::{Result, bail};
 use serde::Serialize;
 
 use crate::{
-    cli::ReportArgs,
     model::StackId,
     replay::Replay,
     symbolize::{Frame, Symbols},
@@ -211,16 +210,6 @@ pub fn build(path: &Path, at_s: Option<f64>, interval: Option<Duration>) -> Resu
             .collect(),
         sites,
     })
-}
-
-/// `fdtrace report FILE --timeline`.
-pub fn run(a: &ReportArgs) -> Result<()> {
-    let t = build(&a.file, a.at, a.interval)?;
-    if let Some(p) = &a.html {
-        std::fs::write(p, render_html(&t)).with_context(|| format!("writing {}", p.display()))?;
-    }
-    let text = crate::output::render(&t, a.json, |t| render_text(t, a.interval.is_none()))?;
-    crate::output::write_result(a.output.as_deref(), &text)
 }
 
 /// Rows of the text table: every sample, or about 20 of them (the last always) when `thin`.
