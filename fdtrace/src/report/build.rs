@@ -5,6 +5,7 @@ use super::*;
 use crate::{
     model::{FdKind, FdTable, OpenFd, Origin, StackId},
     procinfo::ProcFd,
+    sockets::{tcp, tcp_state_name},
     stacks::StackStore,
     symbolize::{Frame, Symbols},
     user_frame::user_frame,
@@ -146,7 +147,7 @@ pub fn build(
             let sockets = socket_groups(&fds, now_ns);
             let hint = sockets
                 .iter()
-                .any(|g| g.state == Some("CLOSE_WAIT"))
+                .any(|g| g.state == Some(tcp_state_name(tcp::CLOSE_WAIT)))
                 .then(|| CLOSE_WAIT_HINT.to_string());
             let ages: Vec<f64> = fds
                 .iter()
