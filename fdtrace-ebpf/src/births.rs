@@ -9,6 +9,7 @@ use aya_ebpf::{
         bpf_get_current_pid_tgid, bpf_probe_read_user, bpf_probe_read_user_str_bytes,
         generated::bpf_probe_read_user as probe_read_user_raw,
     },
+    EbpfContext,
     programs::TracePointContext,
 };
 use fdtrace_common::{
@@ -21,7 +22,7 @@ use crate::{
     goroutine,
     maps::{EVENTS, PENDING, Pending, SOCKS, TARGETS},
     registers::{
-        PT_REGS_R14, RET, UserRegs, copy_words, field, opaque_zero, read_kernel, user_regs,
+        PT_REGS_R14, UserRegs, copy_words, field, opaque_zero, read_kernel, user_regs,
     },
     ring::{bump, header, shed_bytes, wakeup_after, wakeup_before},
     sockets::{AF_INET, AF_INET6, sock_info},
@@ -97,10 +98,16 @@ pub(crate) fn remember(ctx: &TracePointContext, a: Args) -> u32 {
         Some(o) => field::<u64>(ctx, o),
         None => opaque_zero(),
     });
-    if PENDING.insert(&pid_tgid, &p, 0).is_err() {
+    keep_pending(pid_tgid, &p);
+    0
+}
+
+/// What a birth's exit reads back (`emit_open`), by thread.
+#[inline(always)]
+pub(crate) fn keep_pending(pid_tgid: u64, p: &Pending) {
+    if PENDING.insert(&pid_tgid, p, 0).is_err() {
         bump(stat::PENDING_ERRORS);
     }
-    0
 }
 
 /// One chunk per message of a recvmmsg batch: its control length, then the start of its control
@@ -144,7 +151,7 @@ pub(crate) fn recvmmsg_controls(dst: *mut u8, mmsg: u64, received: i64) {
 
 /// `MMSG`: the recvmmsg variant (its own program, so each stays within the BPF stack limit).
 #[inline(always)]
-pub(crate) fn emit_open<const MMSG: bool>(ctx: &TracePointContext) -> u32 {
+pub(crate) fn emit_open<const MMSG: bool, C: EbpfContext>(ctx: &C, ret: i64) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
     if !maybe_target((pid_tgid >> 32) as u32) {
         return 0;
@@ -158,7 +165,7 @@ pub(crate) fn emit_open<const MMSG: bool>(ctx: &TracePointContext) -> u32 {
     // The target's entry and the registers are looked up late, where the record is written:
     // values held across the branches above multiply the states the 5.10 verifier walks (it
     // refused this program at its 1M-instruction limit with them looked up here).
-    emit_birth::<MMSG>(ctx, pid_tgid, None, pending, None)
+    emit_birth::<MMSG, C>(ctx, ret, pid_tgid, None, pending, None)
 }
 
 /// Every field of a birth record but its stack.
@@ -221,16 +228,17 @@ pub(crate) unsafe fn fill_head<const MMSG: bool>(
     }
 }
 
-/// The record of a syscall that may have created descriptors, at its exit.
+/// The record of a syscall that may have created descriptors, at its exit (`ret`: what it
+/// returned), from a tracepoint or a trampoline (`ctx`).
 #[inline(always)]
-pub(crate) fn emit_birth<const MMSG: bool>(
-    ctx: &TracePointContext,
+pub(crate) fn emit_birth<const MMSG: bool, C: EbpfContext>(
+    ctx: &C,
+    ret: i64,
     pid_tgid: u64,
     target: Option<u32>,
     pending: Pending,
     regs: Option<UserRegs>,
 ) -> u32 {
-    let ret: i64 = field(ctx, RET);
     // "Too many open files" is the failure worth a stack: the leak's symptom.
     let failed = (ret == -EMFILE || ret == -ENFILE)
         && pending.syscall != syscall::SET_CLOEXEC

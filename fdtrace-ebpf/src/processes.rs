@@ -3,39 +3,54 @@
 use aya_ebpf::{
     EbpfContext as _,
     helpers::{bpf_get_current_pid_tgid, bpf_probe_read_user},
-    macros::tracepoint,
-    programs::TracePointContext,
+    macros::{fentry, fexit, tracepoint},
+    programs::{FEntryContext, FExitContext, TracePointContext},
 };
 use fdtrace_common::{CLONE_FILES, CLONE_THREAD, ForkEvent, ProcEvent, kind, setting, stat};
 
 use crate::{
     filter::{is_target, mark_target, maybe_target, target_mode, traced_mode},
     maps::{CLONE_FLAGS, EVENTS, SETTINGS, TARGETS},
-    registers::{ARG0, field},
+    registers::{ARG0, field, user_regs},
     ring::{bump, header, wakeup_before},
 };
 
+/// The flags of a clone, for `sched_fork` (at the clone's entry tracepoint or trampoline).
+#[inline(always)]
+fn keep_clone_flags(flags: u64) {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let _ = CLONE_FLAGS.insert(&pid_tgid, &flags, 0);
+}
+
+/// clone3: `struct clone_args` starts with `__u64 flags`.
+#[inline(always)]
+fn clone3_flags(args: u64) -> u64 {
+    unsafe { bpf_probe_read_user(args as *const u64) }.unwrap_or(0)
+}
+
+/// Forget the flags once the clone returns.
+#[inline(always)]
+fn forget_clone_flags() -> u32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    if maybe_target((pid_tgid >> 32) as u32) {
+        let _ = CLONE_FLAGS.remove(&pid_tgid);
+    }
+    0
+}
+
 #[tracepoint]
 pub fn enter_clone(ctx: TracePointContext) -> u32 {
-    let pid_tgid = bpf_get_current_pid_tgid();
-    if !is_target((pid_tgid >> 32) as u32) {
-        return 0;
+    if is_target((bpf_get_current_pid_tgid() >> 32) as u32) {
+        keep_clone_flags(field(&ctx, ARG0));
     }
-    let flags: u64 = field(&ctx, ARG0);
-    let _ = CLONE_FLAGS.insert(&pid_tgid, &flags, 0);
     0
 }
 
 #[tracepoint]
 pub fn enter_clone3(ctx: TracePointContext) -> u32 {
-    let pid_tgid = bpf_get_current_pid_tgid();
-    if !is_target((pid_tgid >> 32) as u32) {
-        return 0;
+    if is_target((bpf_get_current_pid_tgid() >> 32) as u32) {
+        keep_clone_flags(clone3_flags(field(&ctx, ARG0)));
     }
-    // `struct clone_args` starts with `__u64 flags`.
-    let args: u64 = field(&ctx, ARG0);
-    let flags = unsafe { bpf_probe_read_user(args as *const u64) }.unwrap_or(0);
-    let _ = CLONE_FLAGS.insert(&pid_tgid, &flags, 0);
     0
 }
 
@@ -43,11 +58,33 @@ pub fn enter_clone3(ctx: TracePointContext) -> u32 {
 #[tracepoint]
 pub fn exit_clone(ctx: TracePointContext) -> u32 {
     let _ = ctx.as_ptr();
-    let pid_tgid = bpf_get_current_pid_tgid();
-    if maybe_target((pid_tgid >> 32) as u32) {
-        let _ = CLONE_FLAGS.remove(&pid_tgid);
+    forget_clone_flags()
+}
+
+#[fentry]
+pub fn fentry_clone(_ctx: FEntryContext) -> u32 {
+    if is_target((bpf_get_current_pid_tgid() >> 32) as u32) {
+        keep_clone_flags(user_regs().arg(Some(ARG0)));
     }
     0
+}
+
+#[fentry]
+pub fn fentry_clone3(_ctx: FEntryContext) -> u32 {
+    if is_target((bpf_get_current_pid_tgid() >> 32) as u32) {
+        keep_clone_flags(clone3_flags(user_regs().arg(Some(ARG0))));
+    }
+    0
+}
+
+#[fexit]
+pub fn fexit_clone(_ctx: FExitContext) -> u32 {
+    forget_clone_flags()
+}
+
+#[fexit]
+pub fn fexit_clone3(_ctx: FExitContext) -> u32 {
+    forget_clone_flags()
 }
 
 /// `sched:sched_process_fork` runs in the parent before the child can run: a followed child is

@@ -15,7 +15,7 @@ use fdtrace_common::{PyFramesEvent, PyLayout, kind, py, stat};
 
 use crate::{
     maps::EVENTS,
-    registers::user_regs,
+    registers::{RET, field, user_regs},
     ring::{bump, header},
     stacks::birth_gets_its_stack,
 };
@@ -63,12 +63,18 @@ fn thread_state(l: &PyLayout, tid: u32) -> u64 {
 /// arrive just before the birth they belong to.
 #[tracepoint]
 pub fn exit_python_frames(ctx: TracePointContext) -> u32 {
+    python_frames(field(&ctx, RET))
+}
+
+/// The frames, when the birth that ended with `ret` gets its stack.
+#[inline(always)]
+pub(crate) fn python_frames(ret: i64) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
     // SAFETY: a copy of the map's value is taken at once.
     let Some(l) = (unsafe { PY_PROCS.get(&((pid_tgid >> 32) as u32)) }).copied() else {
         return 0;
     };
-    if !birth_gets_its_stack(&ctx) {
+    if !birth_gets_its_stack(ret) {
         return 0;
     }
     let ts = thread_state(&l, pid_tgid as u32);

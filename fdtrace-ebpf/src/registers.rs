@@ -35,6 +35,8 @@ pub(crate) const PT_REGS_SP: usize = 19;
 
 pub(crate) const PT_REGS_R10: usize = 7;
 
+pub(crate) const PT_REGS_R8: usize = 9;
+
 pub(crate) const PT_REGS_DX: usize = 12;
 
 pub(crate) const PT_REGS_SI: usize = 13;
@@ -82,9 +84,9 @@ pub(crate) const PT_REGS_FIRST: usize = PT_REGS_DX;
 pub(crate) const PT_REGS_WORDS: usize = PT_REGS_SP - PT_REGS_FIRST + 1;
 
 impl UserRegs {
-    /// The syscall argument at a tracepoint-record offset (`ARG0`..`ARG3`). x86_64 passes the
-    /// first four in rdi, rsi, rdx and r10, and the kernel leaves them in `pt_regs` until the
-    /// syscall returns.
+    /// The syscall argument at a tracepoint-record offset (`ARG0`..`ARG4`). x86_64 passes the
+    /// first five in rdi, rsi, rdx, r10 and r8, and the kernel leaves them in `pt_regs` until
+    /// the syscall returns.
     #[inline(always)]
     pub(crate) fn arg(&self, off: Option<usize>) -> u64 {
         match off {
@@ -93,6 +95,9 @@ impl UserRegs {
             Some(ARG2) => self.dx,
             Some(ARG3) if self.base != 0 => {
                 read_kernel::<u64>(self.base + PT_REGS_R10 as u64 * 8).unwrap_or(0)
+            }
+            Some(ARG4) if self.base != 0 => {
+                read_kernel::<u64>(self.base + PT_REGS_R8 as u64 * 8).unwrap_or(0)
             }
             _ => 0,
         }

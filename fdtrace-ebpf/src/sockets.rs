@@ -7,15 +7,15 @@ use aya_ebpf::{
         bpf_get_current_pid_tgid, bpf_get_current_task,
         generated::bpf_probe_read_user as probe_read_user_raw,
     },
-    macros::tracepoint,
-    programs::TracePointContext,
+    macros::{fexit, tracepoint},
+    programs::{FExitContext, TracePointContext},
 };
 use fdtrace_common::{MAX_SOCKADDR, SockAddrEvent, SockInfo, SockStateEvent, kind, stat};
 
 use crate::{
     filter::{is_target, maybe_target},
     maps::{ADDR_PENDING, AddrPending, EVENTS, LAYOUT, SOCKS},
-    registers::{ARG0, ARG1, ARG2, RET, field, read_kernel},
+    registers::{ARG0, ARG1, ARG2, RET, field, read_kernel, user_regs},
     ring::{bump, header, wakeup_after, wakeup_before},
 };
 
@@ -78,6 +78,18 @@ pub(crate) fn sock_info(fd: i32) -> Option<SockInfo> {
     Some(info)
 }
 
+/// What bind or connect was called with (`read`: the argument at a tracepoint-record offset).
+#[inline(always)]
+fn sockaddr_args(read: impl Fn(usize) -> u64, op: u32) -> AddrPending {
+    AddrPending {
+        fd: read(ARG0) as i32,
+        addr: read(ARG1),
+        len: read(ARG2) as u32,
+        op,
+        _pad: 0,
+    }
+}
+
 #[inline(always)]
 pub(crate) fn sockaddr_enter(ctx: &TracePointContext, op: u32) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
@@ -85,13 +97,7 @@ pub(crate) fn sockaddr_enter(ctx: &TracePointContext, op: u32) -> u32 {
         return 0;
     }
     // Offsets from the formats of sys_enter_bind/sys_enter_connect.
-    let p = AddrPending {
-        fd: field::<u64>(ctx, ARG0) as i32,
-        addr: field(ctx, ARG1),
-        len: field::<u64>(ctx, ARG2) as u32,
-        op,
-        _pad: 0,
-    };
+    let p = sockaddr_args(|off| field::<u64>(ctx, off), op);
     if ADDR_PENDING.insert(&pid_tgid, &p, 0).is_err() {
         bump(stat::PENDING_ERRORS);
     }
@@ -108,8 +114,7 @@ pub fn enter_connect(ctx: TracePointContext) -> u32 {
     sockaddr_enter(&ctx, fdtrace_common::SOCK_OP_CONNECT)
 }
 
-/// Shared by the exits of bind and connect: report the address of a successful call (a
-/// non-blocking connect that is under way counts).
+/// Shared by the exits of bind and connect.
 #[tracepoint]
 pub fn exit_sockaddr(ctx: TracePointContext) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
@@ -122,7 +127,36 @@ pub fn exit_sockaddr(ctx: TracePointContext) -> u32 {
         None => return 0,
     };
     let _ = ADDR_PENDING.remove(&pid_tgid);
-    let ret: i64 = field(&ctx, RET);
+    send_sockaddr(pid_tgid, &p, field(&ctx, RET))
+}
+
+/// bind and connect on the trampolines of `__x64_sys_bind`/`__x64_sys_connect`, after they
+/// return: arguments and result at once.
+#[inline(always)]
+fn sockaddr_exit(ctx: &FExitContext, op: u32) -> u32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    if !is_target((pid_tgid >> 32) as u32) {
+        return 0;
+    }
+    let regs = user_regs();
+    let p = sockaddr_args(|off| regs.arg(Some(off)), op);
+    send_sockaddr(pid_tgid, &p, ctx.arg::<i64>(1))
+}
+
+#[fexit]
+pub fn fexit_bind(ctx: FExitContext) -> u32 {
+    sockaddr_exit(&ctx, fdtrace_common::SOCK_OP_BIND)
+}
+
+#[fexit]
+pub fn fexit_connect(ctx: FExitContext) -> u32 {
+    sockaddr_exit(&ctx, fdtrace_common::SOCK_OP_CONNECT)
+}
+
+/// The address of a successful bind or connect (a non-blocking connect that is under way
+/// counts).
+#[inline(always)]
+fn send_sockaddr(pid_tgid: u64, p: &AddrPending, ret: i64) -> u32 {
     if ret < 0 && ret != -EINPROGRESS {
         return 0;
     }

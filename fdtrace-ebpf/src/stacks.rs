@@ -3,14 +3,14 @@
 use core::ffi::c_void;
 
 use aya_ebpf::{
-    EbpfContext as _,
+    EbpfContext,
     bindings::{BPF_RB_AVAIL_DATA, BPF_RB_NO_WAKEUP},
     helpers::{
         bpf_get_current_pid_tgid,
         generated::{bpf_get_stack, bpf_probe_read_user as probe_read_user_raw},
     },
-    macros::tracepoint,
-    programs::TracePointContext,
+    macros::{fexit, tracepoint},
+    programs::{FExitContext, TracePointContext},
 };
 use fdtrace_common::{STACK_BYTES, StackChunkEvent, capture, kind, stat};
 
@@ -48,7 +48,7 @@ pub(crate) fn copy_stack(dst: &mut [u8; STACK_BYTES], sp: u64) -> u32 {
 /// The kernel's frame-pointer walk of the user stack into `dst`: u64 addresses, innermost first.
 /// Returns the number of bytes written (0 on failure).
 #[inline(always)]
-pub(crate) fn walk_frame_pointers(ctx: &TracePointContext, dst: &mut [u8; STACK_BYTES]) -> u32 {
+pub(crate) fn walk_frame_pointers<C: EbpfContext>(ctx: &C, dst: &mut [u8; STACK_BYTES]) -> u32 {
     // SAFETY: the helper writes at most STACK_BYTES into `dst`.
     let n = unsafe {
         bpf_get_stack(
@@ -65,8 +65,7 @@ pub(crate) fn walk_frame_pointers(ctx: &TracePointContext, dst: &mut [u8; STACK_
 /// will the birth at this exit be sent with its stack? Not when the syscall failed (but with
 /// EMFILE/ENFILE, which is counted at its stack), nor under load (the shed rule).
 #[inline(always)]
-pub(crate) fn birth_gets_its_stack(ctx: &TracePointContext) -> bool {
-    let ret: i64 = field(ctx, RET);
+pub(crate) fn birth_gets_its_stack(ret: i64) -> bool {
     if ret < 0 && ret != -EMFILE && ret != -ENFILE {
         return false;
     }
@@ -80,6 +79,45 @@ pub(crate) fn birth_gets_its_stack(ctx: &TracePointContext) -> bool {
 /// the birth arrives. A program of its own: the birth programs are at the 5.10 verifier's limits.
 #[tracepoint]
 pub fn exit_deep_stack(ctx: TracePointContext) -> u32 {
+    deep_stack(field(&ctx, RET))
+}
+
+/// `exit_deep_stack` and `exit_python_frames` on the trampoline of a deep birth's kernel
+/// function, one pair per function (a tracing program is loaded for one function). Attached
+/// after the birth's own `fexit_<name>`, they run before it: a trampoline runs its programs
+/// newest first (`hlist_add_head` in the kernel's `bpf_trampoline_link_prog`).
+macro_rules! deep_trampolines {
+    ($($deep:ident, $python:ident;)*) => {$(
+        #[fexit]
+        pub fn $deep(ctx: FExitContext) -> u32 {
+            deep_stack(ctx.arg::<i64>(1))
+        }
+
+        #[fexit]
+        pub fn $python(ctx: FExitContext) -> u32 {
+            crate::python::python_frames(ctx.arg::<i64>(1))
+        }
+    )*};
+}
+
+deep_trampolines! {
+    fexit_deep_openat, fexit_python_openat;
+    fexit_deep_open, fexit_python_open;
+    fexit_deep_creat, fexit_python_creat;
+    fexit_deep_openat2, fexit_python_openat2;
+    fexit_deep_socket, fexit_python_socket;
+    fexit_deep_accept, fexit_python_accept;
+    fexit_deep_accept4, fexit_python_accept4;
+    fexit_deep_dup, fexit_python_dup;
+    fexit_deep_dup2, fexit_python_dup2;
+    fexit_deep_dup3, fexit_python_dup3;
+    fexit_deep_pipe, fexit_python_pipe;
+    fexit_deep_pipe2, fexit_python_pipe2;
+    fexit_deep_socketpair, fexit_python_socketpair;
+}
+
+#[inline(always)]
+fn deep_stack(ret: i64) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
     let Some(target) = traced_mode((pid_tgid >> 32) as u32) else {
         return 0;
@@ -88,7 +126,7 @@ pub fn exit_deep_stack(ctx: TracePointContext) -> u32 {
     if chunks == 0 {
         return 0;
     }
-    if !birth_gets_its_stack(&ctx) {
+    if !birth_gets_its_stack(ret) {
         return 0;
     }
     let sp = user_regs().sp;

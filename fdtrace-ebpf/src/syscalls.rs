@@ -1,15 +1,17 @@
-//! The table of hooked syscalls: which tracepoint records what at entry, and which exit sends a
-//! birth; the syscalls that need a program of their own.
+//! The table of hooked birth syscalls: what each records of its arguments, on its tracepoints
+//! and on its kernel function's trampoline.
 
 use aya_ebpf::{
-    helpers::bpf_get_current_pid_tgid, macros::tracepoint, programs::TracePointContext,
+    helpers::bpf_get_current_pid_tgid,
+    macros::{fexit, tracepoint},
+    programs::{FExitContext, TracePointContext},
 };
 use fdtrace_common::syscall;
 
 use crate::{
-    births::{Args, NONE, emit_birth, emit_open, pending_from, remember},
-    filter::target_mode,
-    registers::{ARG0, ARG1, ARG2, ARG3, ARG4, field, user_regs},
+    births::{Args, NONE, emit_birth, emit_open, keep_pending, pending_from, remember},
+    filter::{is_target, target_mode},
+    registers::{ARG0, ARG1, ARG2, ARG3, ARG4, RET, field, opaque_zero, user_regs},
 };
 
 pub(crate) const O_WRONLY: u64 = 0o1;
@@ -53,23 +55,60 @@ macro_rules! exit_regs {
             };
             let regs = user_regs();
             let pending = pending_from($args, |off| regs.arg(off));
-            emit_birth::<false>(&ctx, pid_tgid, Some(target), pending, Some(regs))
+            emit_birth::<false, _>(&ctx, field(&ctx, RET), pid_tgid, Some(target), pending, Some(regs))
         }
     };
 }
 
-/// One entry program per syscall, naming where its arguments are.
-macro_rules! enter {
-    ($name:ident, $args:expr) => {
+/// One birth syscall, from the arguments it is called with, on either hook (user space picks
+/// one per syscall, see fdtrace's `hooks.rs`): `enter_<name>` on its entry tracepoint (the exit
+/// tracepoint's `exit_open` sends the record), and `fexit_<name>`, on the trampoline of the
+/// kernel function `__x64_sys_<name>` after it returns, which sends it at once. `$args` reads
+/// an argument at its tracepoint-record offset with `$read` and gives the birth's `Args`, or
+/// None when this call creates no descriptor. `$mmsg`: the recvmmsg variant of the record.
+macro_rules! birth {
+    ($enter:ident, $fexit:ident, $mmsg:literal, |$read:ident| $args:expr) => {
         #[tracepoint]
-        pub fn $name(ctx: TracePointContext) -> u32 {
-            remember(&ctx, $args)
+        pub fn $enter(ctx: TracePointContext) -> u32 {
+            let $read = |off: usize| field::<u64>(&ctx, off);
+            match $args {
+                Some(a) => remember(&ctx, a),
+                None => 0,
+            }
         }
+
+        #[fexit]
+        pub fn $fexit(ctx: FExitContext) -> u32 {
+            let pid_tgid = bpf_get_current_pid_tgid();
+            if !is_target((pid_tgid >> 32) as u32) {
+                return 0;
+            }
+            let regs = user_regs();
+            let $read = |off: usize| regs.arg(Some(off));
+            let a = match $args {
+                Some(a) => a,
+                None => return 0,
+            };
+            let pending = pending_from(a, |off| match off {
+                Some(_) => regs.arg(off),
+                None => opaque_zero(),
+            });
+            // Through the map, as from the entry tracepoint: the record is then written by the
+            // same code, which every verifier accepts (values held from the register reads
+            // across it are what 6.1's refuses in `exit_regs_accept4`).
+            keep_pending(pid_tgid, &pending);
+            // `__x64_sys_<name>(const struct pt_regs *)`: the return value follows the argument.
+            emit_open::<$mmsg, _>(&ctx, ctx.arg::<i64>(1))
+        }
+    };
+    ($enter:ident, $fexit:ident, $args:expr) => {
+        birth!($enter, $fexit, false, |_read| Some($args));
     };
 }
 
-enter!(
+birth!(
     enter_openat,
+    fexit_openat,
     Args {
         sc: syscall::OPENAT,
         path: Some(ARG1),
@@ -88,8 +127,9 @@ exit_regs!(
     }
 );
 
-enter!(
+birth!(
     enter_open,
+    fexit_open,
     Args {
         sc: syscall::OPEN,
         path: Some(ARG0),
@@ -108,8 +148,9 @@ exit_regs!(
     }
 );
 
-enter!(
+birth!(
     enter_creat,
+    fexit_creat,
     Args {
         sc: syscall::CREAT,
         path: Some(ARG0),
@@ -118,8 +159,9 @@ enter!(
     }
 );
 
-enter!(
+birth!(
     enter_openat2,
+    fexit_openat2,
     Args {
         sc: syscall::OPENAT2,
         path: Some(ARG1),
@@ -128,8 +170,9 @@ enter!(
     }
 );
 
-enter!(
+birth!(
     enter_socket,
+    fexit_socket,
     Args {
         sc: syscall::SOCKET,
         flags: Some(ARG1),
@@ -137,8 +180,9 @@ enter!(
     }
 );
 
-enter!(
+birth!(
     enter_accept,
+    fexit_accept,
     Args {
         sc: syscall::ACCEPT,
         arg: Some(ARG0),
@@ -146,8 +190,9 @@ enter!(
     }
 );
 
-enter!(
+birth!(
     enter_accept4,
+    fexit_accept4,
     Args {
         sc: syscall::ACCEPT,
         flags: Some(ARG3),
@@ -166,8 +211,9 @@ exit_regs!(
     }
 );
 
-enter!(
+birth!(
     enter_dup,
+    fexit_dup,
     Args {
         sc: syscall::DUP,
         arg: Some(ARG0),
@@ -175,8 +221,9 @@ enter!(
     }
 );
 
-enter!(
+birth!(
     enter_dup2,
+    fexit_dup2,
     Args {
         sc: syscall::DUP2,
         arg: Some(ARG0),
@@ -184,8 +231,9 @@ enter!(
     }
 );
 
-enter!(
+birth!(
     enter_dup3,
+    fexit_dup3,
     Args {
         sc: syscall::DUP2,
         arg: Some(ARG0),
@@ -194,16 +242,18 @@ enter!(
     }
 );
 
-enter!(
+birth!(
     enter_eventfd,
+    fexit_eventfd,
     Args {
         sc: syscall::EVENTFD,
         ..NONE
     }
 );
 
-enter!(
+birth!(
     enter_eventfd2,
+    fexit_eventfd2,
     Args {
         sc: syscall::EVENTFD,
         flags: Some(ARG1),
@@ -211,16 +261,18 @@ enter!(
     }
 );
 
-enter!(
+birth!(
     enter_epoll_create,
+    fexit_epoll_create,
     Args {
         sc: syscall::EPOLL,
         ..NONE
     }
 );
 
-enter!(
+birth!(
     enter_epoll_create1,
+    fexit_epoll_create1,
     Args {
         sc: syscall::EPOLL,
         flags: Some(ARG0),
@@ -228,8 +280,9 @@ enter!(
     }
 );
 
-enter!(
+birth!(
     enter_pipe,
+    fexit_pipe,
     Args {
         sc: syscall::PIPE,
         path: Some(ARG0),
@@ -237,8 +290,9 @@ enter!(
     }
 );
 
-enter!(
+birth!(
     enter_pipe2,
+    fexit_pipe2,
     Args {
         sc: syscall::PIPE,
         path: Some(ARG0),
@@ -247,8 +301,9 @@ enter!(
     }
 );
 
-enter!(
+birth!(
     enter_socketpair,
+    fexit_socketpair,
     Args {
         sc: syscall::SOCKETPAIR,
         path: Some(ARG3),
@@ -257,8 +312,9 @@ enter!(
     }
 );
 
-enter!(
+birth!(
     enter_timerfd_create,
+    fexit_timerfd_create,
     Args {
         sc: syscall::TIMERFD,
         flags: Some(ARG1),
@@ -266,16 +322,18 @@ enter!(
     }
 );
 
-enter!(
+birth!(
     enter_inotify_init,
+    fexit_inotify_init,
     Args {
         sc: syscall::INOTIFY,
         ..NONE
     }
 );
 
-enter!(
+birth!(
     enter_inotify_init1,
+    fexit_inotify_init1,
     Args {
         sc: syscall::INOTIFY,
         flags: Some(ARG0),
@@ -283,8 +341,9 @@ enter!(
     }
 );
 
-enter!(
+birth!(
     enter_memfd_create,
+    fexit_memfd_create,
     Args {
         sc: syscall::MEMFD,
         path: Some(ARG0),
@@ -294,8 +353,9 @@ enter!(
     }
 );
 
-enter!(
+birth!(
     enter_pidfd_open,
+    fexit_pidfd_open,
     Args {
         sc: syscall::PIDFD,
         fixed: O_CLOEXEC,
@@ -303,8 +363,9 @@ enter!(
     }
 );
 
-enter!(
+birth!(
     enter_open_by_handle_at,
+    fexit_open_by_handle_at,
     Args {
         sc: syscall::OPEN_BY_HANDLE,
         flags: Some(ARG2),
@@ -312,8 +373,9 @@ enter!(
     }
 );
 
-enter!(
+birth!(
     enter_fanotify_init,
+    fexit_fanotify_init,
     Args {
         sc: syscall::FANOTIFY,
         flags: Some(ARG0),
@@ -322,8 +384,9 @@ enter!(
     }
 );
 
-enter!(
+birth!(
     enter_memfd_secret,
+    fexit_memfd_secret,
     Args {
         sc: syscall::MEMFD_SECRET,
         flags: Some(ARG0),
@@ -331,8 +394,9 @@ enter!(
     }
 );
 
-enter!(
+birth!(
     enter_userfaultfd,
+    fexit_userfaultfd,
     Args {
         sc: syscall::USERFAULTFD,
         flags: Some(ARG0),
@@ -340,8 +404,9 @@ enter!(
     }
 );
 
-enter!(
+birth!(
     enter_perf_event_open,
+    fexit_perf_event_open,
     Args {
         sc: syscall::PERF_EVENT,
         flags: Some(ARG4),
@@ -350,8 +415,9 @@ enter!(
     }
 );
 
-enter!(
+birth!(
     enter_pidfd_getfd,
+    fexit_pidfd_getfd,
     Args {
         sc: syscall::PIDFD_GETFD,
         fixed: O_CLOEXEC,
@@ -359,8 +425,9 @@ enter!(
     }
 );
 
-enter!(
+birth!(
     enter_io_uring_setup,
+    fexit_io_uring_setup,
     Args {
         sc: syscall::IO_URING,
         fixed: O_CLOEXEC,
@@ -368,8 +435,9 @@ enter!(
     }
 );
 
-enter!(
+birth!(
     enter_mq_open,
+    fexit_mq_open,
     Args {
         sc: syscall::MQ_OPEN,
         path: Some(ARG0),
@@ -378,8 +446,9 @@ enter!(
     }
 );
 
-enter!(
+birth!(
     enter_fsopen,
+    fexit_fsopen,
     Args {
         sc: syscall::MOUNT_API,
         flags: Some(ARG1),
@@ -388,8 +457,9 @@ enter!(
     }
 );
 
-enter!(
+birth!(
     enter_fsmount,
+    fexit_fsmount,
     Args {
         sc: syscall::MOUNT_API,
         flags: Some(ARG1),
@@ -398,8 +468,9 @@ enter!(
     }
 );
 
-enter!(
+birth!(
     enter_fspick,
+    fexit_fspick,
     Args {
         sc: syscall::OPEN_TREE_PATH,
         path: Some(ARG1),
@@ -409,8 +480,9 @@ enter!(
     }
 );
 
-enter!(
+birth!(
     enter_open_tree,
+    fexit_open_tree,
     Args {
         sc: syscall::OPEN_TREE_PATH,
         path: Some(ARG1),
@@ -419,8 +491,9 @@ enter!(
     }
 );
 
-enter!(
+birth!(
     enter_recvmsg,
+    fexit_recvmsg,
     Args {
         sc: syscall::RECVMSG,
         path: Some(ARG1),
@@ -431,145 +504,113 @@ enter!(
 );
 
 // The first RECVMMSG_MSGS messages of a batch are examined.
-enter!(
+birth!(
     enter_recvmmsg,
-    Args {
+    fexit_recvmmsg,
+    true,
+    |_read| Some(Args {
         sc: syscall::RECVMMSG,
         path: Some(ARG1),
         flags: Some(ARG3),
         cloexec_bit: MSG_CMSG_CLOEXEC,
         ..NONE
+    })
+);
+
+birth!(
+    enter_landlock_create_ruleset,
+    fexit_landlock_create_ruleset,
+    false,
+    |read| {
+        // With flag VERSION (1) it returns the ABI version, not a descriptor.
+        if read(ARG2) & 1 != 0 {
+            None
+        } else {
+            Some(Args {
+                sc: syscall::LANDLOCK,
+                fixed: O_CLOEXEC,
+                ..NONE
+            })
+        }
     }
 );
 
-/// landlock_create_ruleset returns the ABI version, not a descriptor, with flag VERSION (1).
-#[tracepoint]
-pub fn enter_landlock_create_ruleset(ctx: TracePointContext) -> u32 {
-    let flags: u64 = field(&ctx, ARG2);
-    if flags & 1 != 0 {
-        return 0;
-    }
-    remember(
-        &ctx,
-        Args {
-            sc: syscall::LANDLOCK,
-            fixed: O_CLOEXEC,
-            ..NONE
-        },
-    )
-}
-
-/// bpf(): only the commands that return a new descriptor.
-#[tracepoint]
-pub fn enter_bpf(ctx: TracePointContext) -> u32 {
-    let cmd: u64 = field(&ctx, ARG0);
-    // MAP_CREATE, PROG_LOAD, OBJ_GET, PROG/MAP_GET_FD_BY_ID, RAW_TRACEPOINT_OPEN, BTF_LOAD,
-    // BTF_GET_FD_BY_ID, LINK_CREATE, LINK_GET_FD_BY_ID, ENABLE_STATS, ITER_CREATE,
-    // TOKEN_CREATE.
-    let returns_fd = matches!(
-        cmd,
+// bpf(): only the commands that return a new descriptor: MAP_CREATE, PROG_LOAD, OBJ_GET,
+// PROG/MAP_GET_FD_BY_ID, RAW_TRACEPOINT_OPEN, BTF_LOAD, BTF_GET_FD_BY_ID, LINK_CREATE,
+// LINK_GET_FD_BY_ID, ENABLE_STATS, ITER_CREATE, TOKEN_CREATE.
+birth!(enter_bpf, fexit_bpf, false, |read| {
+    if matches!(
+        read(ARG0),
         0 | 5 | 7 | 13 | 14 | 17 | 18 | 19 | 28 | 30 | 32 | 33 | 36
-    );
-    if !returns_fd {
-        return 0;
-    }
-    remember(
-        &ctx,
-        Args {
+    ) {
+        Some(Args {
             sc: syscall::BPF,
             fixed: O_CLOEXEC,
             ..NONE
-        },
-    )
-}
-
-/// ioctl FIOCLEX / FIONCLEX set and clear close-on-exec.
-#[tracepoint]
-pub fn enter_ioctl(ctx: TracePointContext) -> u32 {
-    let cmd: u64 = field(&ctx, ARG1);
-    let on = match cmd as u32 {
-        FIOCLEX => 1,
-        FIONCLEX => 0,
-        _ => return 0,
-    };
-    remember(
-        &ctx,
-        Args {
-            sc: syscall::SET_CLOEXEC,
-            arg: Some(ARG0),
-            fixed: on,
-            ..NONE
-        },
-    )
-}
-
-/// signalfd/signalfd4 create a descriptor only when `ufd` is -1 (else they update it).
-#[inline(always)]
-pub(crate) fn signalfd(ctx: &TracePointContext, flags: Option<usize>) -> u32 {
-    let ufd: u64 = field(&ctx, ARG0);
-    if ufd as i32 != -1 {
-        return 0;
+        })
+    } else {
+        None
     }
-    remember(
-        ctx,
-        Args {
-            sc: syscall::SIGNALFD,
-            flags,
-            ..NONE
-        },
-    )
-}
+});
 
-#[tracepoint]
-pub fn enter_signalfd(ctx: TracePointContext) -> u32 {
-    signalfd(&ctx, None)
-}
+// ioctl FIOCLEX / FIONCLEX set and clear close-on-exec.
+birth!(enter_ioctl, fexit_ioctl, false, |read| {
+    match read(ARG1) as u32 {
+        FIOCLEX => Some(1),
+        FIONCLEX => Some(0),
+        _ => None,
+    }
+    .map(|on| Args {
+        sc: syscall::SET_CLOEXEC,
+        arg: Some(ARG0),
+        fixed: on,
+        ..NONE
+    })
+});
 
-#[tracepoint]
-pub fn enter_signalfd4(ctx: TracePointContext) -> u32 {
-    signalfd(&ctx, Some(ARG3))
-}
+// signalfd/signalfd4 create a descriptor only when `ufd` is -1 (else they update it).
+birth!(enter_signalfd, fexit_signalfd, false, |read| {
+    (read(ARG0) as i32 == -1).then_some(Args {
+        sc: syscall::SIGNALFD,
+        ..NONE
+    })
+});
 
-/// fcntl creates a descriptor only for F_DUPFD and F_DUPFD_CLOEXEC.
-#[tracepoint]
-pub fn enter_fcntl(ctx: TracePointContext) -> u32 {
-    let cmd: u64 = field(&ctx, ARG1);
-    let fixed = match cmd {
-        F_DUPFD => 0,
-        F_DUPFD_CLOEXEC => O_CLOEXEC,
-        F_SETFD => {
-            let arg: u64 = field(&ctx, ARG2);
-            return remember(
-                &ctx,
-                Args {
-                    sc: syscall::SET_CLOEXEC,
-                    arg: Some(ARG0),
-                    fixed: arg & FD_CLOEXEC,
-                    ..NONE
-                },
-            );
-        }
-        _ => return 0,
-    };
-    remember(
-        &ctx,
-        Args {
+birth!(enter_signalfd4, fexit_signalfd4, false, |read| {
+    (read(ARG0) as i32 == -1).then_some(Args {
+        sc: syscall::SIGNALFD,
+        flags: Some(ARG3),
+        ..NONE
+    })
+});
+
+// fcntl creates a descriptor only for F_DUPFD and F_DUPFD_CLOEXEC; F_SETFD sets close-on-exec.
+birth!(enter_fcntl, fexit_fcntl, false, |read| {
+    match read(ARG1) {
+        F_DUPFD | F_DUPFD_CLOEXEC => Some(Args {
             sc: syscall::FCNTL_DUPFD,
             arg: Some(ARG0),
-            fixed,
+            fixed: if read(ARG1) == F_DUPFD { 0 } else { O_CLOEXEC },
             ..NONE
-        },
-    )
-}
+        }),
+        F_SETFD => Some(Args {
+            sc: syscall::SET_CLOEXEC,
+            arg: Some(ARG0),
+            fixed: read(ARG2) & FD_CLOEXEC,
+            ..NONE
+        }),
+        _ => None,
+    }
+});
 
 /// Shared by the exits of every open-like syscall.
 #[tracepoint]
 pub fn exit_open(ctx: TracePointContext) -> u32 {
-    emit_open::<false>(&ctx)
+    emit_open::<false, _>(&ctx, field(&ctx, RET))
 }
 
 /// The exit of recvmmsg.
 #[tracepoint]
 pub fn exit_recvmmsg(ctx: TracePointContext) -> u32 {
-    emit_open::<true>(&ctx)
+    emit_open::<true, _>(&ctx, field(&ctx, RET))
 }

@@ -5,6 +5,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::{
     export::ExportFormat,
+    hooks::HookSet,
     options::{CgroupArg, Options, Target},
     process::UnwindMode,
 };
@@ -64,9 +65,19 @@ pub enum Cmd {
         #[arg(long, value_name = "DIR")]
         dir: Option<PathBuf>,
     },
-    /// List the tracepoints fdtrace attaches on this kernel (category:name), one per line;
-    /// those this kernel lacks are marked "(missing)".
-    Tracepoints,
+    /// Which hook observes each event on this kernel, and why: a trampoline on the syscall's
+    /// kernel function (fentry/fexit) or its tracepoints (loads and attaches the programs, then
+    /// detaches them). With --list, the tracepoints fdtrace attaches with `--hooks tracepoints`
+    /// (category:name, one per line; those this kernel lacks marked "(missing)").
+    #[command(alias = "tracepoints")]
+    Hooks {
+        /// Only list the tracepoints, one per line (what `fdtrace tracepoints` printed).
+        #[arg(long)]
+        list: bool,
+        /// The set to show (default: as `--hooks` of the trace commands, `FDTRACE_HOOKS`).
+        #[arg(long, value_enum, value_name = "SET", env = "FDTRACE_HOOKS", default_value_t = HookSet::Auto)]
+        hooks: HookSet,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -316,6 +327,14 @@ pub struct TraceArgs {
     #[arg(long)]
     pub no_go_links: bool,
 
+    /// Which kernel hooks observe the syscalls: `auto` (trampolines on the syscalls' kernel
+    /// functions where this kernel takes them, which cost only their callers; the syscall
+    /// tracepoints elsewhere, which put every syscall of every process on the kernel's tracing
+    /// path), `tracepoints`, or `trampolines` (fail where the kernel refuses one).
+    /// `fdtrace hooks` shows the choice on this kernel.
+    #[arg(long, value_enum, default_value_t = HookSet::Auto, value_name = "SET", env = "FDTRACE_HOOKS")]
+    pub hooks: HookSet,
+
     /// Refresh the live view every SECS seconds (a screen on a terminal, one line per interval
     /// on stderr otherwise).
     #[arg(long, value_name = "SECS", default_value = "1", value_parser = parse_secs)]
@@ -428,6 +447,7 @@ impl TraceArgs {
             metrics: self.metrics,
             unwind: self.unwind,
             go_links: !self.no_go_links,
+            hooks: self.hooks,
         })
     }
 }

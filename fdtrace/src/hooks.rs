@@ -1,6 +1,13 @@
 //! Which kernel hooks fdtrace attaches its programs to, and why: the tracepoints of the
 //! syscalls that create descriptors (from `fdtrace_common::syscall::BIRTHS`) and of the other
-//! events, which of them this kernel has, and the tracing filesystem they live in.
+//! events, which of them this kernel has, and the tracing filesystem they live in; and the
+//! trampolines (fentry/fexit) on the kernel functions of the same syscalls that replace the
+//! syscall tracepoints where the kernel takes them.
+//!
+//! Why two sets: enabling any `syscalls:` tracepoint puts every syscall of every task on the
+//! kernel's slow syscall path (`SYSCALL_WORK_SYSCALL_TRACEPOINT`), traced or not. A trampoline
+//! costs only the callers of its own function, and fdtrace's programs return after one map load
+//! for processes it does not trace.
 use std::path::Path;
 
 use anyhow::{Context as _, Result, bail};
@@ -108,6 +115,105 @@ pub(crate) fn attach_plan(regs: bool, deep: bool) -> Vec<(String, &'static str, 
         plan.push((prog.to_string(), category, name.to_string(), required));
     }
     plan
+}
+
+/// Which hooks to use for the syscalls (`--hooks`, or `FDTRACE_HOOKS`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum HookSet {
+    /// Trampolines where this kernel takes them, each syscall's tracepoints elsewhere.
+    #[default]
+    Auto,
+    /// The syscall tracepoints only.
+    Tracepoints,
+    /// Trampolines only: fail where the kernel refuses one.
+    Trampolines,
+}
+
+impl HookSet {
+    /// `FDTRACE_HOOKS` (auto, tracepoints or trampolines); `Auto` when unset.
+    pub fn from_env() -> Result<Self> {
+        use clap::ValueEnum as _;
+        match std::env::var("FDTRACE_HOOKS") {
+            Err(_) => Ok(Self::Auto),
+            Ok(v) => Self::from_str(&v, true).map_err(|_| {
+                anyhow::anyhow!(
+                    "FDTRACE_HOOKS must be auto, tracepoints or trampolines, not {v:?}"
+                )
+            }),
+        }
+    }
+}
+
+/// Where a trampoline program runs: before its function or after it returns.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Side {
+    Entry,
+    Exit,
+}
+
+/// The kernel function behind syscall `name` on this architecture.
+pub(crate) fn syscall_function(name: &str) -> String {
+    format!("__x64_sys_{name}")
+}
+
+/// The syscall whose tracepoint `name` is (`sys_enter_<syscall>`, `sys_exit_<syscall>`).
+pub(crate) fn syscall_of(name: &str) -> Option<&str> {
+    name.strip_prefix("sys_enter_")
+        .or_else(|| name.strip_prefix("sys_exit_"))
+}
+
+/// The trampoline programs that replace the tracepoint programs of syscall `name`, in the order
+/// they are attached: (program, side, kernel function). None for the syscalls that only have
+/// tracepoint programs. `deep`: with the programs that take the deep stacks of language
+/// runtimes, attached after the birth's own so that they run before it (a trampoline runs its
+/// programs newest first; a tracepoint, oldest first).
+pub(crate) fn trampolines(name: &str, deep: bool) -> Option<Vec<(String, Side, String)>> {
+    let progs: Vec<(String, Side)> = match birth_tracepoints().find(|b| b.0 == name) {
+        Some((_, _, deep_birth)) => {
+            let mut v = vec![(format!("fexit_{name}"), Side::Exit)];
+            if deep && deep_birth {
+                v.push((format!("fexit_deep_{name}"), Side::Exit));
+                v.push((format!("fexit_python_{name}"), Side::Exit));
+            }
+            v
+        }
+        None => match name {
+            "close" | "close_range" => vec![(format!("fentry_{name}"), Side::Entry)],
+            "bind" | "connect" => vec![(format!("fexit_{name}"), Side::Exit)],
+            "clone" | "clone3" => vec![
+                (format!("fentry_{name}"), Side::Entry),
+                (format!("fexit_{name}"), Side::Exit),
+            ],
+            _ => return None,
+        },
+    };
+    let function = syscall_function(name);
+    Some(
+        progs
+            .into_iter()
+            .map(|(p, side)| (p, side, function.clone()))
+            .collect(),
+    )
+}
+
+/// The attach plan in hooks: consecutive entries of one syscall (its entry and exit
+/// tracepoints, and the deep programs on them) form one hook, named by the syscall; each other
+/// tracepoint is a hook of its own, named `category:name`.
+pub(crate) fn by_hook(
+    plan: Vec<(String, &'static str, String, bool)>,
+) -> Vec<(String, Vec<(String, &'static str, String, bool)>)> {
+    let mut hooks: Vec<(String, Vec<_>)> = Vec::new();
+    for entry in plan {
+        let key = match syscall_of(&entry.2) {
+            Some(sc) if entry.1 == "syscalls" => sc.to_string(),
+            _ => format!("{}:{}", entry.1, entry.2),
+        };
+        match hooks.last_mut() {
+            Some((k, entries)) if *k == key => entries.push(entry),
+            _ => hooks.push((key, vec![entry])),
+        }
+    }
+    hooks
 }
 
 /// Mount tracefs when it is missing (aya attaches tracepoints through it).

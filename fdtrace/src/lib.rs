@@ -19,6 +19,7 @@ pub mod frame_tags;
 pub mod go_links;
 pub mod go_runtime;
 pub mod gopclntab;
+pub mod hook_report;
 pub mod hooks;
 pub mod java_attach;
 pub mod java_code_cache;

@@ -72,7 +72,8 @@ fn main() {
             );
             Ok(())
         }
-        Some(Cmd::Tracepoints) => fdtrace::hooks::print_tracepoints(),
+        Some(Cmd::Hooks { list: true, .. }) => fdtrace::hooks::print_tracepoints(),
+        Some(Cmd::Hooks { hooks, .. }) => fdtrace::hook_report::print(*hooks),
         Some(Cmd::Manpage { dir }) => fdtrace::manpages::run(dir.as_deref()),
     };
     // Diagnostics still queued are written before the error line and the exit.

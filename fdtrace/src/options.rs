@@ -59,4 +59,6 @@ pub struct Options {
     pub unwind: UnwindMode,
     /// Go programs: probe net/http to join a dialed socket's stack to its requester's.
     pub go_links: bool,
+    /// Which kernel hooks observe the syscalls.
+    pub hooks: crate::hooks::HookSet,
 }

@@ -319,7 +319,7 @@ pub fn run(opts: Options) -> Result<i32> {
         _ => None,
     } == Some(crate::runtime::Runtime::Python);
     let deep = cgroup.is_some() || capture::chunks(u32::from(root_capture)) > 0 || python_root;
-    let mut tracer = Tracer::load_for(opts.ring_mb << 20, cgroup.is_some(), deep)?;
+    let mut tracer = Tracer::load_for(opts.ring_mb << 20, cgroup.is_some(), deep, opts.hooks)?;
     tracer.go_links = opts.go_links;
     tracer.set_follow(opts.follow || cgroup.is_some())?;
     if let Some(c) = &cgroup {

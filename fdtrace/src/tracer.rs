@@ -6,13 +6,13 @@ use anyhow::{Context as _, Result, bail};
 use aya::{
     Ebpf,
     maps::{Array, HashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf},
-    programs::TracePoint,
+    programs::{FEntry, FExit, TracePoint},
 };
 use fdtrace_common::{FailKey, KernelLayout, PID_MAX_LIMIT, TARGET_FLAGS_PER_ENTRY, stat};
 
 use crate::hooks::{
-    DEEP_PROGRAMS, FROM_REGS_IF_ACCEPTED, TRACEFS, attach_plan, ensure_tracefs, field_offset,
-    have_task_pt_regs, tracepoint_exists,
+    DEEP_PROGRAMS, FROM_REGS_IF_ACCEPTED, HookSet, Side, TRACEFS, attach_plan, by_hook,
+    ensure_tracefs, field_offset, have_task_pt_regs, tracepoint_exists, trampolines,
 };
 use crate::kernel_layout::KernelTypes;
 use tracing::{debug, warn};
@@ -31,9 +31,11 @@ fn target_flag_entries() -> u32 {
 pub struct Tracer {
     ebpf: Ebpf,
     /// Every attachment, to detach them all at once at the end.
-    links: Vec<(String, aya::programs::trace_point::TracePointLinkId)>,
+    links: Vec<(String, Link)>,
     /// Tracepoints that are missing on this kernel.
     pub missing: Vec<String>,
+    /// The hook each event uses on this kernel, and why (`fdtrace hooks`).
+    pub hooks: Vec<HookChoice>,
     /// The cgroups in the kernel's `CGROUPS` map.
     cgroups: std::collections::BTreeSet<u64>,
     /// Go binaries seen, by (device, inode), and whether their net/http probes are attached.
@@ -43,6 +45,122 @@ pub struct Tracer {
     /// Files (a Node.js executable, a libuv library) looked at for libuv's TCP functions, by
     /// (device, inode), and whether the `uv_links` probes are attached to them.
     uv_files: std::collections::HashMap<(u64, u64), bool>,
+}
+
+/// An attachment of one of our programs.
+enum Link {
+    Tracepoint(aya::programs::trace_point::TracePointLinkId),
+    Entry(aya::programs::fentry::FEntryLinkId),
+    Exit(aya::programs::fexit::FExitLinkId),
+}
+
+/// The hook an event uses: `hook` names it (`fexit __x64_sys_openat`, `tracepoints
+/// syscalls:sys_enter_openat, syscalls:sys_exit_openat`), `why` says why that one.
+#[derive(Clone, Debug)]
+pub struct HookChoice {
+    pub event: String,
+    pub hook: String,
+    pub why: String,
+}
+
+/// Load the trampoline programs of one hook and attach them (all or none: what was attached is
+/// detached again when one fails).
+fn attach_trampolines(
+    ebpf: &mut Ebpf,
+    btf: &aya::Btf,
+    progs: &[(String, Side, String)],
+) -> Result<Vec<(String, Link)>> {
+    let mut links = Vec::new();
+    let attach_one = |ebpf: &mut Ebpf, prog: &str, side: Side, function: &str| -> Result<Link> {
+        let p = ebpf
+            .program_mut(prog)
+            .with_context(|| format!("program {prog} missing from the eBPF object"))?;
+        Ok(match side {
+            Side::Entry => {
+                let p: &mut FEntry = p.try_into()?;
+                p.load(function, btf)
+                    .with_context(|| format!("the kernel rejected fentry {prog} on {function}"))?;
+                Link::Entry(p.attach().with_context(|| format!("attaching fentry to {function}"))?)
+            }
+            Side::Exit => {
+                let p: &mut FExit = p.try_into()?;
+                p.load(function, btf)
+                    .with_context(|| format!("the kernel rejected fexit {prog} on {function}"))?;
+                Link::Exit(p.attach().with_context(|| format!("attaching fexit to {function}"))?)
+            }
+        })
+    };
+    for (prog, side, function) in progs {
+        match attach_one(ebpf, prog, *side, function) {
+            Ok(link) => links.push((prog.clone(), link)),
+            Err(e) => {
+                detach_links(ebpf, links);
+                return Err(e);
+            }
+        }
+    }
+    Ok(links)
+}
+
+/// One line of why the kernel refused a program: the error, and the verifier's last word (its
+/// log can run to thousands of lines).
+fn short_reason(e: &anyhow::Error) -> String {
+    let text = format!("{e:#}");
+    let Some((head, log)) = text.split_once(" Verifier output:") else {
+        return text;
+    };
+    let head = head
+        .replace("the BPF_PROG_LOAD syscall returned ", "")
+        .trim_end_matches('.')
+        .to_string();
+    match log
+        .lines()
+        .map(|l| l.trim().trim_start_matches(':').trim())
+        .rfind(|l| !l.is_empty() && !l.starts_with("Operation not permitted"))
+    {
+        Some(last) => format!("{head} ({last})"),
+        None => head,
+    }
+}
+
+/// Detach `links` now (one thread per 16: each detachment waits for an RCU grace period).
+fn detach_links(ebpf: &mut Ebpf, links: Vec<(String, Link)>) {
+    let mut owned: Vec<Box<dyn Send>> = Vec::new();
+    for (prog, link) in links {
+        let Some(p) = ebpf.program_mut(&prog) else {
+            continue;
+        };
+        match link {
+            Link::Tracepoint(id) => {
+                if let Ok(tp) = <&mut TracePoint>::try_from(p)
+                    && let Ok(l) = tp.take_link(id)
+                {
+                    owned.push(Box::new(l));
+                }
+            }
+            Link::Entry(id) => {
+                if let Ok(f) = <&mut FEntry>::try_from(p)
+                    && let Ok(l) = f.take_link(id)
+                {
+                    owned.push(Box::new(l));
+                }
+            }
+            Link::Exit(id) => {
+                if let Ok(f) = <&mut FExit>::try_from(p)
+                    && let Ok(l) = f.take_link(id)
+                {
+                    owned.push(Box::new(l));
+                }
+            }
+        }
+    }
+    let per_thread = owned.len().div_ceil(16).max(1);
+    std::thread::scope(|s| {
+        while !owned.is_empty() {
+            let chunk: Vec<_> = owned.drain(..per_thread.min(owned.len())).collect();
+            s.spawn(move || drop(chunk));
+        }
+    });
 }
 
 /// The oldest kernel fdtrace runs on.
@@ -105,14 +223,16 @@ pub fn ebpf_object() -> &'static [u8] {
 impl Tracer {
     /// Load the embedded object with a ring buffer of `ring_bytes` (a power of two, a multiple
     /// of the page size) and attach every program.
+    /// The syscall hooks are chosen as `FDTRACE_HOOKS` says (`HookSet::from_env`).
     pub fn load(ring_bytes: u32) -> Result<Self> {
-        Self::load_for(ring_bytes, false, false)
+        Self::load_for(ring_bytes, false, false, HookSet::from_env()?)
     }
 
     /// `load`, and with `cgroup`, every process of the cgroups v2 given to `set_cgroups` that
     /// makes a hooked syscall is traced from then on, announced by a `JOIN` record. With `deep`,
     /// the births of targets that ask for it (`capture::deep_copy`) bring their whole stack.
-    pub fn load_for(ring_bytes: u32, cgroup: bool, deep: bool) -> Result<Self> {
+    /// `hooks`: which hooks the syscalls get (see `hooks.rs`).
+    pub fn load_for(ring_bytes: u32, cgroup: bool, deep: bool, hooks: HookSet) -> Result<Self> {
         check_privileges()?;
         ensure_tracefs()?;
         // Memory of BPF maps is charged to the memory cgroup on current kernels; the limit
@@ -163,40 +283,112 @@ impl Tracer {
         }
         let mut loaded = std::collections::HashSet::new();
         let mut links = Vec::new();
-        for (prog, category, name, required) in attach_plan(regs, deep) {
-            if !tracepoint_exists(category, &name) {
-                if DEEP_PROGRAMS.contains(&prog.as_str()) {
-                    continue;
-                }
+        let mut choices = Vec::new();
+        // The kernel's BTF names the functions trampolines attach to (parsed only for them).
+        let btf = match hooks {
+            HookSet::Tracepoints => Err("the syscall tracepoints were asked for".to_string()),
+            _ => aya::Btf::from_sys_fs().map_err(|e| format!("the kernel's BTF: {e}")),
+        };
+        for (hook, entries) in by_hook(attach_plan(regs, deep)) {
+            let (_, category, first_tp, required) = entries[0].clone();
+            let tps: Vec<String> = entries
+                .iter()
+                .filter(|e| !DEEP_PROGRAMS.contains(&e.0.as_str()))
+                .map(|e| format!("{}:{}", e.1, e.2))
+                .collect();
+            if category == "syscalls" && !tracepoint_exists(category, &first_tp) {
+                // A syscall this kernel does not have.
                 if required {
-                    bail!("tracepoint {category}:{name} does not exist on this kernel");
+                    bail!("tracepoint {category}:{first_tp} does not exist on this kernel");
                 }
-                warn!("tracepoint {category}:{name} is not available on this kernel; skipped");
-                missing.push(format!("{category}:{name}"));
+                warn!("tracepoint {category}:{first_tp} is not available on this kernel; skipped");
+                missing.push(format!("{category}:{first_tp}"));
+                choices.push(HookChoice {
+                    event: hook,
+                    hook: "none".into(),
+                    why: "this kernel does not have the syscall".into(),
+                });
                 continue;
             }
-            let fallback = prog
-                .strip_prefix("exit_regs_")
-                .filter(|birth| FROM_REGS_IF_ACCEPTED.contains(birth));
-            match (
-                attach(&mut ebpf, &mut loaded, &prog, category, &name),
-                fallback,
-            ) {
-                (Ok(link), _) => links.push((prog, link)),
-                (Err(e), Some(birth)) => {
-                    debug!("{birth} keeps its entry program: {e:#}");
-                    for (p, tp) in [
-                        (format!("enter_{birth}"), format!("sys_enter_{birth}")),
-                        ("exit_open".to_string(), name.clone()),
-                    ] {
-                        links.push((
-                            p.clone(),
-                            attach(&mut ebpf, &mut loaded, &p, category, &tp)?,
-                        ));
-                    }
+            let why_not = match (&btf, trampolines(&hook, deep)) {
+                (_, None) => {
+                    Some("a tracepoint that only fires for the event itself".to_string())
                 }
-                (Err(e), None) => return Err(e),
+                (Err(why), Some(_)) => Some(why.clone()),
+                (Ok(btf), Some(progs)) => match attach_trampolines(&mut ebpf, btf, &progs) {
+                    Ok(l) => {
+                        links.extend(l);
+                        let sides: std::collections::BTreeSet<&str> = progs
+                            .iter()
+                            .map(|p| match p.1 {
+                                Side::Entry => "fentry",
+                                Side::Exit => "fexit",
+                            })
+                            .collect();
+                        choices.push(HookChoice {
+                            event: hook,
+                            hook: format!(
+                                "{} {}",
+                                sides.into_iter().collect::<Vec<_>>().join("+"),
+                                progs[0].2
+                            ),
+                            why: "this kernel takes trampolines: only callers of the function pay"
+                                .into(),
+                        });
+                        continue;
+                    }
+                    Err(e) if hooks == HookSet::Trampolines => {
+                        return Err(e.context(format!(
+                            "--hooks trampolines: the {hook} hook cannot use a trampoline"
+                        )));
+                    }
+                    Err(e) => Some(short_reason(&e)),
+                },
+            };
+            let mut hook_links = Vec::new();
+            for (prog, category, name, required) in entries {
+                if !tracepoint_exists(category, &name) {
+                    if DEEP_PROGRAMS.contains(&prog.as_str()) {
+                        continue;
+                    }
+                    if required {
+                        bail!("tracepoint {category}:{name} does not exist on this kernel");
+                    }
+                    warn!("tracepoint {category}:{name} is not available on this kernel; skipped");
+                    missing.push(format!("{category}:{name}"));
+                    continue;
+                }
+                let fallback = prog
+                    .strip_prefix("exit_regs_")
+                    .filter(|birth| FROM_REGS_IF_ACCEPTED.contains(birth));
+                match (
+                    attach(&mut ebpf, &mut loaded, &prog, category, &name),
+                    fallback,
+                ) {
+                    (Ok(link), _) => hook_links.push((prog, Link::Tracepoint(link))),
+                    (Err(e), Some(birth)) => {
+                        debug!("{birth} keeps its entry program: {e:#}");
+                        for (p, tp) in [
+                            (format!("enter_{birth}"), format!("sys_enter_{birth}")),
+                            ("exit_open".to_string(), name.clone()),
+                        ] {
+                            hook_links.push((
+                                p.clone(),
+                                Link::Tracepoint(attach(&mut ebpf, &mut loaded, &p, category, &tp)?),
+                            ));
+                        }
+                    }
+                    (Err(e), None) => return Err(e),
+                }
             }
+            if !hook_links.is_empty() {
+                choices.push(HookChoice {
+                    event: hook,
+                    hook: format!("tracepoint {}", tps.join(" ")),
+                    why: why_not.unwrap_or_default(),
+                });
+            }
+            links.extend(hook_links);
         }
         // The layout of sched_process_fork's record changed (comm arrays became strings).
         let fork_format = Path::new(TRACEFS).join("events/sched/sched_process_fork/format");
@@ -211,6 +403,7 @@ impl Tracer {
             ebpf,
             links,
             missing,
+            hooks: choices,
             cgroups: Default::default(),
             go_binaries: Default::default(),
             go_links: true,
@@ -221,22 +414,8 @@ impl Tracer {
     /// Detach every program. The kernel waits for an RCU grace period per tracepoint it
     /// unregisters; detaching from several threads lets those waits overlap (seconds otherwise).
     pub fn detach(&mut self) {
-        let mut links = Vec::new();
-        for (prog, id) in self.links.drain(..) {
-            if let Some(p) = self.ebpf.program_mut(&prog)
-                && let Ok(tp) = <&mut TracePoint>::try_from(p)
-                && let Ok(link) = tp.take_link(id)
-            {
-                links.push(link);
-            }
-        }
-        let per_thread = links.len().div_ceil(16).max(1);
-        std::thread::scope(|s| {
-            while !links.is_empty() {
-                let chunk: Vec<_> = links.drain(..per_thread.min(links.len())).collect();
-                s.spawn(move || drop(chunk));
-            }
-        });
+        let links: Vec<_> = self.links.drain(..).collect();
+        detach_links(&mut self.ebpf, links);
     }
 
     /// End tracing without waiting for the kernel: no process passes the filter any more, and
