@@ -150,8 +150,14 @@ pub(crate) fn recvmmsg_controls(dst: *mut u8, mmsg: u64, received: i64) {
 }
 
 /// `MMSG`: the recvmmsg variant (its own program, so each stays within the BPF stack limit).
+/// `known`: the syscall, when the program is for one syscall (a constant: the branches of the
+/// others are dropped from that program); None reads it from the remembered arguments.
 #[inline(always)]
-pub(crate) fn emit_open<const MMSG: bool, C: EbpfContext>(ctx: &C, ret: i64) -> u32 {
+pub(crate) fn emit_open<const MMSG: bool, C: EbpfContext>(
+    ctx: &C,
+    ret: i64,
+    known: Option<u32>,
+) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
     if !maybe_target((pid_tgid >> 32) as u32) {
         return 0;
@@ -165,7 +171,11 @@ pub(crate) fn emit_open<const MMSG: bool, C: EbpfContext>(ctx: &C, ret: i64) -> 
     // The target's entry and the registers are looked up late, where the record is written:
     // values held across the branches above multiply the states the 5.10 verifier walks (it
     // refused this program at its 1M-instruction limit with them looked up here).
-    emit_birth::<MMSG, C>(ctx, ret, pid_tgid, None, pending, None)
+    let sc = match known {
+        Some(sc) => sc,
+        None => pending.syscall,
+    };
+    emit_birth::<MMSG, C>(ctx, ret, sc, pid_tgid, None, pending, None)
 }
 
 /// Every field of a birth record but its stack.
@@ -173,6 +183,7 @@ pub(crate) fn emit_open<const MMSG: bool, C: EbpfContext>(ctx: &C, ret: i64) -> 
 #[allow(clippy::too_many_arguments)]
 pub(crate) unsafe fn fill_head<const MMSG: bool>(
     ev: *mut OpenEvent,
+    sc: u32,
     pid_tgid: u64,
     failed: bool,
     fd: i32,
@@ -196,20 +207,20 @@ pub(crate) unsafe fn fill_head<const MMSG: bool>(
         );
         (*ev).fd = fd;
         (*ev).fd2 = fd2;
-        (*ev).arg = if pending.syscall == syscall::RECVMSG {
+        (*ev).arg = if sc == syscall::RECVMSG {
             control_len as i32
-        } else if pending.syscall == syscall::RECVMMSG {
+        } else if sc == syscall::RECVMMSG {
             ret as i32
         } else {
             pending.arg
         };
         (*ev).flags = pending.flags as u32;
-        (*ev).syscall = pending.syscall;
+        (*ev).syscall = sc;
         (*ev).ip = regs.ip;
         (*ev).sp = regs.sp;
         (*ev).bp = regs.bp;
         copy_words(sock, &mut (*ev).sock);
-        if pending.syscall == syscall::RECVMSG {
+        if sc == syscall::RECVMSG {
             // The control messages, raw: user space finds the SCM_RIGHTS descriptors.
             let dst = (*ev).path.as_mut_ptr() as *mut c_void;
             if probe_read_user_raw(dst, MAX_PATH as u32, control as *const c_void) != 0
@@ -220,7 +231,7 @@ pub(crate) unsafe fn fill_head<const MMSG: bool>(
             }
         } else if MMSG {
             recvmmsg_controls((*ev).path.as_mut_ptr(), pending.path, ret);
-        } else if !syscall::has_path(pending.syscall)
+        } else if !syscall::has_path(sc)
             || bpf_probe_read_user_str_bytes(pending.path as *const u8, &mut (*ev).path).is_err()
         {
             (*ev).path[0] = 0;
@@ -229,11 +240,13 @@ pub(crate) unsafe fn fill_head<const MMSG: bool>(
 }
 
 /// The record of a syscall that may have created descriptors, at its exit (`ret`: what it
-/// returned), from a tracepoint or a trampoline (`ctx`).
+/// returned), from a tracepoint or a trampoline (`ctx`). `sc`: the syscall (`sc`,
+/// or a constant where the program serves one syscall).
 #[inline(always)]
 pub(crate) fn emit_birth<const MMSG: bool, C: EbpfContext>(
     ctx: &C,
     ret: i64,
+    sc: u32,
     pid_tgid: u64,
     target: Option<u32>,
     pending: Pending,
@@ -241,19 +254,19 @@ pub(crate) fn emit_birth<const MMSG: bool, C: EbpfContext>(
 ) -> u32 {
     // "Too many open files" is the failure worth a stack: the leak's symptom.
     let failed = (ret == -EMFILE || ret == -ENFILE)
-        && pending.syscall != syscall::SET_CLOEXEC
-        && pending.syscall != syscall::RECVMSG
-        && pending.syscall != syscall::RECVMMSG;
+        && sc != syscall::SET_CLOEXEC
+        && sc != syscall::RECVMSG
+        && sc != syscall::RECVMMSG;
     if ret < 0 && !failed {
         return 0;
     }
     if failed {
-        count_failure((pid_tgid >> 32) as u32, pending.syscall, (-ret) as u32);
+        count_failure((pid_tgid >> 32) as u32, sc, (-ret) as u32);
         if !sample_failure() {
             return 0;
         }
     }
-    if pending.syscall == syscall::SET_CLOEXEC {
+    if sc == syscall::SET_CLOEXEC {
         let ev = CloexecEvent {
             hdr: header(kind::CLOEXEC, pid_tgid),
             fd: pending.arg,
@@ -270,7 +283,7 @@ pub(crate) fn emit_birth<const MMSG: bool, C: EbpfContext>(
     // recvmsg: a birth only when the control data the kernel wrote back is not empty.
     let mut control: u64 = 0;
     let mut control_len: u64 = 0;
-    if pending.syscall == syscall::RECVMSG {
+    if sc == syscall::RECVMSG {
         // struct msghdr: msg_control at 32, msg_controllen at 40 (updated by the kernel).
         control = unsafe { bpf_probe_read_user((pending.path + 32) as *const u64) }.unwrap_or(0);
         control_len =
@@ -281,7 +294,7 @@ pub(crate) fn emit_birth<const MMSG: bool, C: EbpfContext>(
     }
     // recvmmsg: struct mmsghdr (64 bytes) starts with its msghdr; a birth when any of the first
     // messages brought control data.
-    if MMSG != (pending.syscall == syscall::RECVMMSG) {
+    if MMSG != (sc == syscall::RECVMMSG) {
         return 0;
     }
     if MMSG {
@@ -300,9 +313,9 @@ pub(crate) fn emit_birth<const MMSG: bool, C: EbpfContext>(
     }
     let (fd, fd2) = if failed {
         (ret as i32, -1)
-    } else if pending.syscall == syscall::RECVMSG || pending.syscall == syscall::RECVMMSG {
+    } else if sc == syscall::RECVMSG || sc == syscall::RECVMMSG {
         (-1, -1)
-    } else if syscall::returns_pair(pending.syscall) {
+    } else if syscall::returns_pair(sc) {
         // SAFETY: the kernel just wrote two ints to this user array.
         let pair: [i32; 2] =
             unsafe { bpf_probe_read_user(pending.path as *const [i32; 2]) }.unwrap_or([-1, -1]);
@@ -310,9 +323,9 @@ pub(crate) fn emit_birth<const MMSG: bool, C: EbpfContext>(
     } else {
         (ret as i32, -1)
     };
-    let is_socket = pending.syscall == syscall::SOCKET
-        || pending.syscall == syscall::ACCEPT
-        || pending.syscall == syscall::SOCKETPAIR;
+    let is_socket = sc == syscall::SOCKET
+        || sc == syscall::ACCEPT
+        || sc == syscall::SOCKETPAIR;
     let sock = if is_socket && !failed && !MMSG {
         match sock_info(fd) {
             Some(info) => {
@@ -348,6 +361,7 @@ pub(crate) fn emit_birth<const MMSG: bool, C: EbpfContext>(
         unsafe {
             fill_head::<MMSG>(
                 ev,
+                sc,
                 pid_tgid,
                 failed,
                 fd,
@@ -383,6 +397,7 @@ pub(crate) fn emit_birth<const MMSG: bool, C: EbpfContext>(
     unsafe {
         fill_head::<MMSG>(
             ev,
+            sc,
             pid_tgid,
             failed,
             fd,

@@ -3,7 +3,7 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, PerCpuHashMap, ProgramArray, RingBuf},
 };
 use fdtrace_common::{FailKey, KernelLayout, PID_MAX_LIMIT, TARGET_FLAGS_PER_ENTRY, setting, stat};
 
@@ -34,6 +34,12 @@ pub(crate) struct Pending {
 
 #[map]
 pub(crate) static PENDING: HashMap<u64, Pending> = HashMap::with_max_entries(16384, 0);
+
+/// Entry 0: `fexit_birth`, which the births' trampoline programs tail-call to send the record
+/// (user space loads it and puts it here). One copy of that code for the verifier to walk,
+/// instead of one per syscall: under emulation that was a minute of start-up.
+#[map]
+pub(crate) static BIRTH_EXIT: ProgramArray = ProgramArray::with_max_entries(1, 0);
 
 #[map]
 pub(crate) static EVENTS: RingBuf = RingBuf::with_byte_size(16 * 1024 * 1024, 0);

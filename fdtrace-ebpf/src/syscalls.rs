@@ -6,11 +6,13 @@ use aya_ebpf::{
     macros::{fexit, tracepoint},
     programs::{FExitContext, TracePointContext},
 };
-use fdtrace_common::syscall;
+use fdtrace_common::{stat, syscall};
 
 use crate::{
     births::{Args, NONE, emit_birth, emit_open, keep_pending, pending_from, remember},
     filter::{is_target, target_mode},
+    maps::{BIRTH_EXIT, PENDING},
+    ring::bump,
     registers::{ARG0, ARG1, ARG2, ARG3, ARG4, RET, field, opaque_zero, user_regs},
 };
 
@@ -55,7 +57,15 @@ macro_rules! exit_regs {
             };
             let regs = user_regs();
             let pending = pending_from($args, |off| regs.arg(off));
-            emit_birth::<false, _>(&ctx, field(&ctx, RET), pid_tgid, Some(target), pending, Some(regs))
+            emit_birth::<false, _>(
+                &ctx,
+                field(&ctx, RET),
+                pending.syscall,
+                pid_tgid,
+                Some(target),
+                pending,
+                Some(regs),
+            )
         }
     };
 }
@@ -97,8 +107,17 @@ macro_rules! birth {
             // same code, which every verifier accepts (values held from the register reads
             // across it are what 6.1's refuses in `exit_regs_accept4`).
             keep_pending(pid_tgid, &pending);
-            // `__x64_sys_<name>(const struct pt_regs *)`: the return value follows the argument.
-            emit_open::<$mmsg, _>(&ctx, ctx.arg::<i64>(1))
+            if $mmsg {
+                // `__x64_sys_<name>(const struct pt_regs *)`: the return value follows the
+                // argument.
+                return emit_open::<true, _>(&ctx, ctx.arg::<i64>(1), Some(a.sc));
+            }
+            // SAFETY: the context is this program's own, passed on unchanged.
+            let _ = unsafe { BIRTH_EXIT.tail_call(&ctx, 0) };
+            // Only when `fexit_birth` is not in the map.
+            let _ = PENDING.remove(&pid_tgid);
+            bump(stat::LOST_EVENTS);
+            0
         }
     };
     ($enter:ident, $fexit:ident, $args:expr) => {
@@ -603,14 +622,22 @@ birth!(enter_fcntl, fexit_fcntl, false, |read| {
     }
 });
 
+/// The record of every birth on a trampoline but recvmmsg's, tail-called by its `fexit_<name>`
+/// (through `BIRTH_EXIT`) with the context of `__x64_sys_<name>`: every such function takes
+/// one argument, so the return value is the second word.
+#[fexit]
+pub fn fexit_birth(ctx: FExitContext) -> u32 {
+    emit_open::<false, _>(&ctx, ctx.arg::<i64>(1), None)
+}
+
 /// Shared by the exits of every open-like syscall.
 #[tracepoint]
 pub fn exit_open(ctx: TracePointContext) -> u32 {
-    emit_open::<false, _>(&ctx, field(&ctx, RET))
+    emit_open::<false, _>(&ctx, field(&ctx, RET), None)
 }
 
 /// The exit of recvmmsg.
 #[tracepoint]
 pub fn exit_recvmmsg(ctx: TracePointContext) -> u32 {
-    emit_open::<true, _>(&ctx, field(&ctx, RET))
+    emit_open::<true, _>(&ctx, field(&ctx, RET), None)
 }

@@ -15,8 +15,11 @@ pub fn print(hooks: HookSet) -> Result<()> {
             "fdtrace hooks loads fdtrace's programs to see which hooks this kernel takes, which only root may do: run it with sudo"
         );
     }
+    let started = std::time::Instant::now();
     let mut tracer = Tracer::load_for(1 << 20, false, false, hooks)?;
+    let secs = started.elapsed().as_secs_f64();
     let choices = std::mem::take(&mut tracer.hooks);
+    let time = tracer.trampoline_time;
     tracer.release_in_background();
     let width = choices.iter().map(|c| c.event.len()).max().unwrap_or(5).max(5);
     let hook_width = choices
@@ -45,6 +48,11 @@ pub fn print(hooks: HookSet) -> Result<()> {
              runs, every syscall of every process takes the kernel's syscall tracing path\n"
         )
     });
+    text.push_str(&format!(
+        "loaded and attached in {secs:.1} s (trampolines: {:.1} s verifying, {:.1} s attaching)\n",
+        time.loading.as_secs_f64(),
+        time.attaching.as_secs_f64()
+    ));
     let mut out = std::io::stdout().lock();
     match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
         Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e).context("writing to stdout"),

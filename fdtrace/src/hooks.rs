@@ -376,6 +376,43 @@ mod tests {
     }
 
     #[test]
+    fn every_syscall_hook_has_trampolines_in_the_object() {
+        // The object's strings (symbol names among them), split at NULs.
+        let strings: std::collections::HashSet<&[u8]> =
+            crate::tracer::ebpf_object().split(|&b| b == 0).collect();
+        let has_symbol = |name: &str| strings.contains(name.as_bytes());
+        for (regs, deep) in [(false, false), (true, false), (false, true), (true, true)] {
+            let hooks = super::by_hook(attach_plan(regs, deep));
+            // One hook per syscall, each once.
+            let names: std::collections::BTreeSet<&String> = hooks.iter().map(|h| &h.0).collect();
+            assert_eq!(names.len(), hooks.len());
+            for (hook, entries) in &hooks {
+                let syscalls = entries.iter().all(|e| e.1 == "syscalls");
+                let progs = super::trampolines(hook, deep);
+                assert_eq!(progs.is_some(), syscalls, "{hook}");
+                let Some(progs) = progs else { continue };
+                // The birth's (or death's) own program first; the deep ones after it, so that
+                // they run first on the trampoline.
+                let deep_birth = birth_tracepoints().any(|(b, _, d)| b == hook && d);
+                assert_eq!(progs.len(), match hook.as_str() {
+                    "clone" | "clone3" => 2,
+                    _ if deep && deep_birth => 3,
+                    _ => 1,
+                });
+                for (prog, _, function) in &progs {
+                    assert!(has_symbol(prog), "{prog} is not in the eBPF object");
+                    assert_eq!(*function, format!("__x64_sys_{hook}"));
+                }
+                // The deep programs ride on the trampolines exactly where they ride on the
+                // tracepoints.
+                let deep_tp = entries.iter().any(|e| DEEP_PROGRAMS.contains(&e.0.as_str()));
+                let deep_tramp = progs.iter().any(|p| p.0.starts_with("fexit_deep_"));
+                assert_eq!(deep_tp, deep_tramp, "{hook}");
+            }
+        }
+    }
+
+    #[test]
     fn child_pid_offset_of_both_fork_record_layouts() {
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("format");

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context as _, Result, bail};
 use aya::{
     Ebpf,
-    maps::{Array, HashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf},
+    maps::{Array, HashMap, MapData, PerCpuArray, PerCpuHashMap, ProgramArray, RingBuf},
     programs::{FEntry, FExit, TracePoint},
 };
 use fdtrace_common::{FailKey, KernelLayout, PID_MAX_LIMIT, TARGET_FLAGS_PER_ENTRY, stat};
@@ -36,6 +36,8 @@ pub struct Tracer {
     pub missing: Vec<String>,
     /// The hook each event uses on this kernel, and why (`fdtrace hooks`).
     pub hooks: Vec<HookChoice>,
+    /// How long loading and attaching the trampoline programs took.
+    pub trampoline_time: SetupTime,
     /// The cgroups in the kernel's `CGROUPS` map.
     cgroups: std::collections::BTreeSet<u64>,
     /// Go binaries seen, by (device, inode), and whether their net/http probes are attached.
@@ -69,24 +71,34 @@ fn attach_trampolines(
     ebpf: &mut Ebpf,
     btf: &aya::Btf,
     progs: &[(String, Side, String)],
+    time: &mut SetupTime,
 ) -> Result<Vec<(String, Link)>> {
     let mut links = Vec::new();
-    let attach_one = |ebpf: &mut Ebpf, prog: &str, side: Side, function: &str| -> Result<Link> {
+    let mut attach_one = |ebpf: &mut Ebpf, prog: &str, side: Side, function: &str| -> Result<Link> {
         let p = ebpf
             .program_mut(prog)
             .with_context(|| format!("program {prog} missing from the eBPF object"))?;
+        let t0 = std::time::Instant::now();
         Ok(match side {
             Side::Entry => {
                 let p: &mut FEntry = p.try_into()?;
                 p.load(function, btf)
                     .with_context(|| format!("the kernel rejected fentry {prog} on {function}"))?;
-                Link::Entry(p.attach().with_context(|| format!("attaching fentry to {function}"))?)
+                let t1 = std::time::Instant::now();
+                time.loading += t1 - t0;
+                let link = p.attach().with_context(|| format!("attaching fentry to {function}"));
+                time.attaching += t1.elapsed();
+                Link::Entry(link?)
             }
             Side::Exit => {
                 let p: &mut FExit = p.try_into()?;
                 p.load(function, btf)
                     .with_context(|| format!("the kernel rejected fexit {prog} on {function}"))?;
-                Link::Exit(p.attach().with_context(|| format!("attaching fexit to {function}"))?)
+                let t1 = std::time::Instant::now();
+                time.loading += t1 - t0;
+                let link = p.attach().with_context(|| format!("attaching fexit to {function}"));
+                time.attaching += t1.elapsed();
+                Link::Exit(link?)
             }
         })
     };
@@ -100,6 +112,13 @@ fn attach_trampolines(
         }
     }
     Ok(links)
+}
+
+/// Where start-up time went: the kernel verifying programs, and attaching them.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SetupTime {
+    pub loading: std::time::Duration,
+    pub attaching: std::time::Duration,
 }
 
 /// One line of why the kernel refused a program: the error, and the verifier's last word (its
@@ -121,6 +140,25 @@ fn short_reason(e: &anyhow::Error) -> String {
         Some(last) => format!("{head} ({last})"),
         None => head,
     }
+}
+
+/// Load `fexit_birth`, which the births' trampoline programs tail-call to send their records,
+/// and put it in `BIRTH_EXIT`. It is loaded for one birth function and never attached: a tail
+/// call from a trampoline program needs the same prototype, which every `__x64_sys_*` has.
+fn load_birth_exit(ebpf: &mut Ebpf, btf: &aya::Btf, time: &mut SetupTime) -> Result<()> {
+    let t0 = std::time::Instant::now();
+    let p: &mut FExit = ebpf
+        .program_mut("fexit_birth")
+        .context("program fexit_birth missing from the eBPF object")?
+        .try_into()?;
+    p.load(&crate::hooks::syscall_function("openat"), btf)
+        .context("the kernel rejected fexit fexit_birth")?;
+    let fd = p.fd()?.try_clone()?;
+    time.loading += t0.elapsed();
+    let mut map: ProgramArray<_> =
+        ProgramArray::try_from(ebpf.map_mut("BIRTH_EXIT").context("BIRTH_EXIT map")?)?;
+    map.set(0, &fd, 0).context("storing fexit_birth in BIRTH_EXIT")?;
+    Ok(())
 }
 
 /// Detach `links` now (one thread per 16: each detachment waits for an RCU grace period).
@@ -284,11 +322,23 @@ impl Tracer {
         let mut loaded = std::collections::HashSet::new();
         let mut links = Vec::new();
         let mut choices = Vec::new();
+        let mut trampoline_time = SetupTime::default();
         // The kernel's BTF names the functions trampolines attach to (parsed only for them).
         let btf = match hooks {
             HookSet::Tracepoints => Err("the syscall tracepoints were asked for".to_string()),
-            _ => aya::Btf::from_sys_fs().map_err(|e| format!("the kernel's BTF: {e}")),
+            _ => aya::Btf::from_sys_fs()
+                .map_err(|e| format!("the kernel's BTF: {e}"))
+                .and_then(|btf| {
+                    match load_birth_exit(&mut ebpf, &btf, &mut trampoline_time) {
+                        Ok(()) => Ok(btf),
+                        Err(e) if hooks == HookSet::Trampolines => Err(format!("{e:#}")),
+                        Err(e) => Err(short_reason(&e)),
+                    }
+                }),
         };
+        if let (HookSet::Trampolines, Err(why)) = (hooks, &btf) {
+            bail!("--hooks trampolines: this kernel takes none: {why}");
+        }
         for (hook, entries) in by_hook(attach_plan(regs, deep)) {
             let (_, category, first_tp, required) = entries[0].clone();
             let tps: Vec<String> = entries
@@ -315,7 +365,7 @@ impl Tracer {
                     Some("a tracepoint that only fires for the event itself".to_string())
                 }
                 (Err(why), Some(_)) => Some(why.clone()),
-                (Ok(btf), Some(progs)) => match attach_trampolines(&mut ebpf, btf, &progs) {
+                (Ok(btf), Some(progs)) => match attach_trampolines(&mut ebpf, btf, &progs, &mut trampoline_time) {
                     Ok(l) => {
                         links.extend(l);
                         let sides: std::collections::BTreeSet<&str> = progs
@@ -404,6 +454,7 @@ impl Tracer {
             links,
             missing,
             hooks: choices,
+            trampoline_time,
             cgroups: Default::default(),
             go_binaries: Default::default(),
             go_links: true,

@@ -91,6 +91,17 @@ pub struct Opts {
     /// Minutes after which a VM that has not finished is stopped (and its kernel failed).
     #[arg(long, default_value_t = 20)]
     timeout_min: u64,
+    /// The hook sets each suite runs with (`FDTRACE_HOOKS`): `trampolines` (fentry/fexit on
+    /// the syscalls' kernel functions; fdtrace fails where one is refused, so no test passes on
+    /// a silent fallback), `tracepoints`, or `auto`.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        value_name = "SETS",
+        default_value = "trampolines,tracepoints",
+        value_parser = ["trampolines", "tracepoints", "auto"]
+    )]
+    hooks: Vec<String>,
 }
 
 fn vmdir() -> PathBuf {
@@ -349,7 +360,12 @@ fn libraries(bin: &Path) -> Vec<PathBuf> {
         .collect()
 }
 
-fn init_script(suites: &[&str]) -> String {
+/// The name of a suite's run with a hook set: `trace@trampolines`.
+fn run_name(suite: &str, set: &str) -> String {
+    format!("{suite}@{set}")
+}
+
+fn init_script(suites: &[&str], sets: &[String]) -> String {
     let mut s = String::from(
         "#!/bin/busybox sh\n\
          /bin/busybox --install -s\n\
@@ -368,19 +384,30 @@ fn init_script(suites: &[&str]) -> String {
          rc=$?\n\
          cat /tmp/probe.err\n\
          echo \"@@vmtest end probe $rc\"\n\
-         echo \"@@vmtest uptime $(cut -d' ' -f1 /proc/uptime)\"\n",
+         echo \"@@vmtest uptime $(cut -d' ' -f1 /proc/uptime)\"\n\
+         echo '@@vmtest begin hooks'\n\
+         /bin/fdtrace hooks 2>&1\n\
+         echo \"@@vmtest end hooks $?\"\n",
     );
-    for t in suites {
-        let skips: String = SKIPPED
-            .iter()
-            .filter(|(s, _, _)| s == t)
-            .map(|(_, name, _)| format!(" --skip {name}"))
-            .collect();
-        s.push_str(&format!(
-            "echo '@@vmtest begin {t}'\n\
-             FDTRACE_BIN=/bin/fdtrace FDTRACE_PROGRAMS_DIR=/programs /tests/{t} --test-threads=1{skips}\n\
-             echo \"@@vmtest end {t} $?\"\n"
-        ));
+    if suites.is_empty() {
+        // An unsupported kernel: the probe's refusal is the test.
+        s.push_str("echo '@@vmtest done'\npoweroff -f\n");
+        return s;
+    }
+    for set in sets {
+        for t in suites {
+            let skips: String = SKIPPED
+                .iter()
+                .filter(|(s, _, _)| s == t)
+                .map(|(_, name, _)| format!(" --skip {name}"))
+                .collect();
+            let run = run_name(t, set);
+            s.push_str(&format!(
+                "echo '@@vmtest begin {run}'\n\
+                 FDTRACE_HOOKS={set} FDTRACE_BIN=/bin/fdtrace FDTRACE_PROGRAMS_DIR=/programs /tests/{t} --test-threads=1{skips}\n\
+                 echo \"@@vmtest end {run} $?\"\n"
+            ));
+        }
     }
     // What the tests measured (figures, not asserted): quoted in the summary.
     s.push_str("[ -f /tmp/measurements ] && sed 's/^/@@vmtest measured /' /tmp/measurements\n");
@@ -394,6 +421,7 @@ fn initramfs(
     tests: &[(String, PathBuf)],
     programs: &Path,
     suites: &[&str],
+    sets: &[String],
 ) -> Result<()> {
     let supported = !suites.is_empty();
     let mut c = Cpio::new();
@@ -411,7 +439,7 @@ fn initramfs(
         c.dir(Path::new(d));
     }
     c.file(Path::new("/bin/busybox"), Path::new("/bin/busybox"))?;
-    c.bytes(Path::new("/init"), 0o755, init_script(suites).as_bytes());
+    c.bytes(Path::new("/init"), 0o755, init_script(suites, sets).as_bytes());
     let mut elves = vec![fdtrace.to_path_buf()];
     c.file(Path::new("/bin/fdtrace"), fdtrace)?;
     if supported {
@@ -467,6 +495,10 @@ struct Outcome {
     probe_secs: f64,
     /// Figures the tests wrote to FDTRACE_MEASUREMENTS.
     measured: Vec<String>,
+    /// What `fdtrace hooks` chose on this kernel: trampolines and tracepoints counted, and its
+    /// last line.
+    hooks_summary: Option<String>,
+    hooks_lines: Vec<String>,
 }
 
 /// Boot `image` with `initrd`, stream its console to `log`, and parse the markers.
@@ -550,6 +582,9 @@ fn boot(image: &Path, initrd: &Path, log: &Path, timeout: Duration) -> Result<Ou
             o.done = true;
         } else if suite == "probe" {
             o.probe.push(l.to_string());
+        } else if suite == "hooks" {
+            eprintln!("xtask:   hooks: {l}");
+            o.hooks_lines.push(l.to_string());
         } else if let Some(rest) = l.strip_prefix("test ")
             && let Some((name, result)) = rest.split_once(" ... ")
         {
@@ -561,6 +596,25 @@ fn boot(image: &Path, initrd: &Path, log: &Path, timeout: Duration) -> Result<Ou
     }
     let _ = child.wait();
     let _ = tx.send(());
+    let count = |prefix: &str| {
+        o.hooks_lines
+            .iter()
+            .filter(|l| l.split_whitespace().nth(1) == Some(prefix))
+            .count()
+    };
+    if !o.hooks_lines.is_empty() {
+        o.hooks_summary = Some(format!(
+            "{} events on trampolines, {} on tracepoints",
+            o.hooks_lines
+                .iter()
+                .filter(|l| l
+                    .split_whitespace()
+                    .nth(1)
+                    .is_some_and(|h| h.starts_with("fentry") || h.starts_with("fexit")))
+                .count(),
+            count("tracepoint")
+        ));
+    }
     let _ = watchdog.join();
     o.secs = started.elapsed().as_secs_f64();
     Ok(o)
@@ -615,7 +669,7 @@ pub fn vmtest(opts: Opts) -> Result<()> {
         let initrd = vmdir().join(format!("initramfs-{series}.cpio"));
         // Unsupported kernels only get the probe, which must refuse.
         let run: &[&str] = if *supported { &suites } else { &[] };
-        initramfs(&initrd, &fdtrace, &tests, &programs, run)?;
+        initramfs(&initrd, &fdtrace, &tests, &programs, run, &opts.hooks)?;
         let log = vmdir().join(format!("console-{series}.log"));
         let o = boot(
             image,
@@ -623,7 +677,7 @@ pub fn vmtest(opts: Opts) -> Result<()> {
             &log,
             Duration::from_secs(opts.timeout_min * 60),
         )?;
-        let (ok, line) = judge(run, *supported, &o);
+        let (ok, line) = judge(run, &opts.hooks, *supported, &o);
         failed |= !ok;
         summary.push(format!(
             "{series:>5} {:<28} {} in {:.0}s (fdtrace -d 1 -- true: {:.1}s): {line} (console: {})",
@@ -661,7 +715,7 @@ pub fn vmtest(opts: Opts) -> Result<()> {
     Ok(())
 }
 
-fn judge(suites: &[&str], supported: bool, o: &Outcome) -> (bool, String) {
+fn judge(suites: &[&str], sets: &[String], supported: bool, o: &Outcome) -> (bool, String) {
     if !o.done {
         return (false, "the VM stopped before the end".into());
     }
@@ -685,9 +739,13 @@ fn judge(suites: &[&str], supported: bool, o: &Outcome) -> (bool, String) {
     let (pass, fail, skip) = (count("ok"), count("FAILED"), count("ignored"));
     let mut ok = o.probe_rc == Some(0) && fail == 0 && o.bad_suites.is_empty() && pass > 0;
     let mut line = format!(
-        "{pass} passed, {fail} failed, {skip} ignored, {} not run in VMs",
-        SKIPPED.iter().filter(|t| suites.contains(&t.0)).count()
+        "{pass} passed, {fail} failed, {skip} ignored, {} not run in VMs ({})",
+        SKIPPED.iter().filter(|t| suites.contains(&t.0)).count() * sets.len(),
+        sets.join(" and ")
     );
+    if let Some(h) = &o.hooks_summary {
+        line.push_str(&format!("; fdtrace hooks: {h}"));
+    }
     if o.probe_rc != Some(0) {
         line.push_str(&format!("; probe failed: {}", o.probe.join(" | ")));
     }
@@ -700,9 +758,9 @@ fn judge(suites: &[&str], supported: bool, o: &Outcome) -> (bool, String) {
             o.bad_suites.join(",")
         ));
     }
-    let missing: Vec<&str> = suites
+    let missing: Vec<String> = sets
         .iter()
-        .copied()
+        .flat_map(|set| suites.iter().map(move |s| run_name(s, set)))
         .filter(|s| !o.tests.iter().any(|t| t.0 == *s))
         .collect();
     if !missing.is_empty() {
