@@ -41,6 +41,14 @@ pub(crate) static PENDING: HashMap<u64, Pending> = HashMap::with_max_entries(163
 #[map]
 pub(crate) static BIRTH_EXIT: ProgramArray = ProgramArray::with_max_entries(1, 0);
 
+/// `BIRTH_EXIT` for the functions of a second prototype: a program may only tail-call one
+/// attached to a function of the same prototype (the kernel compares them since the fix of
+/// CVE-2024-50063, backported to 6.1), and the syscall functions come in two that differ only
+/// in their argument's name (`regs` in most files, `__unused` in net/socket.c and others). User
+/// space loads `fexit2_<name>` instead of `fexit_<name>` for those, and `fexit_birth2` here.
+#[map]
+pub(crate) static BIRTH_EXIT2: ProgramArray = ProgramArray::with_max_entries(1, 0);
+
 #[map]
 pub(crate) static EVENTS: RingBuf = RingBuf::with_byte_size(16 * 1024 * 1024, 0);
 

@@ -11,7 +11,7 @@ use fdtrace_common::{stat, syscall};
 use crate::{
     births::{Args, NONE, emit_birth, emit_open, keep_pending, pending_from, remember},
     filter::{is_target, target_mode},
-    maps::{BIRTH_EXIT, PENDING},
+    maps::{BIRTH_EXIT, BIRTH_EXIT2, PENDING},
     ring::bump,
     registers::{ARG0, ARG1, ARG2, ARG3, ARG4, RET, field, opaque_zero, user_regs},
 };
@@ -70,14 +70,51 @@ macro_rules! exit_regs {
     };
 }
 
+/// The body of a birth's trampoline program: the arguments from the registers, kept in
+/// `PENDING` (as from the entry tracepoint: the record is then written by the same code, which
+/// every verifier accepts; values held from the register reads across it are what 6.1's
+/// refuses in `exit_regs_accept4`), then a tail call to the program that sends the record,
+/// through `$exit` (see `BIRTH_EXIT`). recvmmsg's record is a variant of its own, sent here.
+macro_rules! birth_trampoline {
+    ($ctx:ident, $exit:ident, $mmsg:literal, |$read:ident| $args:expr) => {{
+        let pid_tgid = bpf_get_current_pid_tgid();
+        if !is_target((pid_tgid >> 32) as u32) {
+            return 0;
+        }
+        let regs = user_regs();
+        let $read = |off: usize| regs.arg(Some(off));
+        let a = match $args {
+            Some(a) => a,
+            None => return 0,
+        };
+        let pending = pending_from(a, |off| match off {
+            Some(_) => regs.arg(off),
+            None => opaque_zero(),
+        });
+        keep_pending(pid_tgid, &pending);
+        if $mmsg {
+            // `__x64_sys_<name>(const struct pt_regs *)`: the return value follows the
+            // argument.
+            return emit_open::<true, _>(&$ctx, $ctx.arg::<i64>(1), Some(a.sc));
+        }
+        // SAFETY: the context is this program's own, passed on unchanged.
+        let _ = unsafe { $exit.tail_call(&$ctx, 0) };
+        // Only when the record's program is not in the map.
+        let _ = PENDING.remove(&pid_tgid);
+        bump(stat::LOST_EVENTS);
+        0
+    }};
+}
+
 /// One birth syscall, from the arguments it is called with, on either hook (user space picks
 /// one per syscall, see fdtrace's `hooks.rs`): `enter_<name>` on its entry tracepoint (the exit
-/// tracepoint's `exit_open` sends the record), and `fexit_<name>`, on the trampoline of the
-/// kernel function `__x64_sys_<name>` after it returns, which sends it at once. `$args` reads
+/// tracepoint's `exit_open` sends the record), and `fexit_<name>` or `fexit2_<name>`, on the
+/// trampoline of the kernel function `__x64_sys_<name>` after it returns, which send it at once
+/// (two copies: see `BIRTH_EXIT2`). `$args` reads
 /// an argument at its tracepoint-record offset with `$read` and gives the birth's `Args`, or
 /// None when this call creates no descriptor. `$mmsg`: the recvmmsg variant of the record.
 macro_rules! birth {
-    ($enter:ident, $fexit:ident, $mmsg:literal, |$read:ident| $args:expr) => {
+    ($enter:ident, $fexit:ident, $fexit2:ident, $mmsg:literal, |$read:ident| $args:expr) => {
         #[tracepoint]
         pub fn $enter(ctx: TracePointContext) -> u32 {
             let $read = |off: usize| field::<u64>(&ctx, off);
@@ -89,45 +126,23 @@ macro_rules! birth {
 
         #[fexit]
         pub fn $fexit(ctx: FExitContext) -> u32 {
-            let pid_tgid = bpf_get_current_pid_tgid();
-            if !is_target((pid_tgid >> 32) as u32) {
-                return 0;
-            }
-            let regs = user_regs();
-            let $read = |off: usize| regs.arg(Some(off));
-            let a = match $args {
-                Some(a) => a,
-                None => return 0,
-            };
-            let pending = pending_from(a, |off| match off {
-                Some(_) => regs.arg(off),
-                None => opaque_zero(),
-            });
-            // Through the map, as from the entry tracepoint: the record is then written by the
-            // same code, which every verifier accepts (values held from the register reads
-            // across it are what 6.1's refuses in `exit_regs_accept4`).
-            keep_pending(pid_tgid, &pending);
-            if $mmsg {
-                // `__x64_sys_<name>(const struct pt_regs *)`: the return value follows the
-                // argument.
-                return emit_open::<true, _>(&ctx, ctx.arg::<i64>(1), Some(a.sc));
-            }
-            // SAFETY: the context is this program's own, passed on unchanged.
-            let _ = unsafe { BIRTH_EXIT.tail_call(&ctx, 0) };
-            // Only when `fexit_birth` is not in the map.
-            let _ = PENDING.remove(&pid_tgid);
-            bump(stat::LOST_EVENTS);
-            0
+            birth_trampoline!(ctx, BIRTH_EXIT, $mmsg, |$read| $args)
+        }
+
+        #[fexit]
+        pub fn $fexit2(ctx: FExitContext) -> u32 {
+            birth_trampoline!(ctx, BIRTH_EXIT2, $mmsg, |$read| $args)
         }
     };
-    ($enter:ident, $fexit:ident, $args:expr) => {
-        birth!($enter, $fexit, false, |_read| Some($args));
+    ($enter:ident, $fexit:ident, $fexit2:ident, $args:expr) => {
+        birth!($enter, $fexit, $fexit2, false, |_read| Some($args));
     };
 }
 
 birth!(
     enter_openat,
     fexit_openat,
+    fexit2_openat,
     Args {
         sc: syscall::OPENAT,
         path: Some(ARG1),
@@ -149,6 +164,7 @@ exit_regs!(
 birth!(
     enter_open,
     fexit_open,
+    fexit2_open,
     Args {
         sc: syscall::OPEN,
         path: Some(ARG0),
@@ -170,6 +186,7 @@ exit_regs!(
 birth!(
     enter_creat,
     fexit_creat,
+    fexit2_creat,
     Args {
         sc: syscall::CREAT,
         path: Some(ARG0),
@@ -181,6 +198,7 @@ birth!(
 birth!(
     enter_openat2,
     fexit_openat2,
+    fexit2_openat2,
     Args {
         sc: syscall::OPENAT2,
         path: Some(ARG1),
@@ -192,6 +210,7 @@ birth!(
 birth!(
     enter_socket,
     fexit_socket,
+    fexit2_socket,
     Args {
         sc: syscall::SOCKET,
         flags: Some(ARG1),
@@ -202,6 +221,7 @@ birth!(
 birth!(
     enter_accept,
     fexit_accept,
+    fexit2_accept,
     Args {
         sc: syscall::ACCEPT,
         arg: Some(ARG0),
@@ -212,6 +232,7 @@ birth!(
 birth!(
     enter_accept4,
     fexit_accept4,
+    fexit2_accept4,
     Args {
         sc: syscall::ACCEPT,
         flags: Some(ARG3),
@@ -233,6 +254,7 @@ exit_regs!(
 birth!(
     enter_dup,
     fexit_dup,
+    fexit2_dup,
     Args {
         sc: syscall::DUP,
         arg: Some(ARG0),
@@ -243,6 +265,7 @@ birth!(
 birth!(
     enter_dup2,
     fexit_dup2,
+    fexit2_dup2,
     Args {
         sc: syscall::DUP2,
         arg: Some(ARG0),
@@ -253,6 +276,7 @@ birth!(
 birth!(
     enter_dup3,
     fexit_dup3,
+    fexit2_dup3,
     Args {
         sc: syscall::DUP2,
         arg: Some(ARG0),
@@ -264,6 +288,7 @@ birth!(
 birth!(
     enter_eventfd,
     fexit_eventfd,
+    fexit2_eventfd,
     Args {
         sc: syscall::EVENTFD,
         ..NONE
@@ -273,6 +298,7 @@ birth!(
 birth!(
     enter_eventfd2,
     fexit_eventfd2,
+    fexit2_eventfd2,
     Args {
         sc: syscall::EVENTFD,
         flags: Some(ARG1),
@@ -283,6 +309,7 @@ birth!(
 birth!(
     enter_epoll_create,
     fexit_epoll_create,
+    fexit2_epoll_create,
     Args {
         sc: syscall::EPOLL,
         ..NONE
@@ -292,6 +319,7 @@ birth!(
 birth!(
     enter_epoll_create1,
     fexit_epoll_create1,
+    fexit2_epoll_create1,
     Args {
         sc: syscall::EPOLL,
         flags: Some(ARG0),
@@ -302,6 +330,7 @@ birth!(
 birth!(
     enter_pipe,
     fexit_pipe,
+    fexit2_pipe,
     Args {
         sc: syscall::PIPE,
         path: Some(ARG0),
@@ -312,6 +341,7 @@ birth!(
 birth!(
     enter_pipe2,
     fexit_pipe2,
+    fexit2_pipe2,
     Args {
         sc: syscall::PIPE,
         path: Some(ARG0),
@@ -323,6 +353,7 @@ birth!(
 birth!(
     enter_socketpair,
     fexit_socketpair,
+    fexit2_socketpair,
     Args {
         sc: syscall::SOCKETPAIR,
         path: Some(ARG3),
@@ -334,6 +365,7 @@ birth!(
 birth!(
     enter_timerfd_create,
     fexit_timerfd_create,
+    fexit2_timerfd_create,
     Args {
         sc: syscall::TIMERFD,
         flags: Some(ARG1),
@@ -344,6 +376,7 @@ birth!(
 birth!(
     enter_inotify_init,
     fexit_inotify_init,
+    fexit2_inotify_init,
     Args {
         sc: syscall::INOTIFY,
         ..NONE
@@ -353,6 +386,7 @@ birth!(
 birth!(
     enter_inotify_init1,
     fexit_inotify_init1,
+    fexit2_inotify_init1,
     Args {
         sc: syscall::INOTIFY,
         flags: Some(ARG0),
@@ -363,6 +397,7 @@ birth!(
 birth!(
     enter_memfd_create,
     fexit_memfd_create,
+    fexit2_memfd_create,
     Args {
         sc: syscall::MEMFD,
         path: Some(ARG0),
@@ -375,6 +410,7 @@ birth!(
 birth!(
     enter_pidfd_open,
     fexit_pidfd_open,
+    fexit2_pidfd_open,
     Args {
         sc: syscall::PIDFD,
         fixed: O_CLOEXEC,
@@ -385,6 +421,7 @@ birth!(
 birth!(
     enter_open_by_handle_at,
     fexit_open_by_handle_at,
+    fexit2_open_by_handle_at,
     Args {
         sc: syscall::OPEN_BY_HANDLE,
         flags: Some(ARG2),
@@ -395,6 +432,7 @@ birth!(
 birth!(
     enter_fanotify_init,
     fexit_fanotify_init,
+    fexit2_fanotify_init,
     Args {
         sc: syscall::FANOTIFY,
         flags: Some(ARG0),
@@ -406,6 +444,7 @@ birth!(
 birth!(
     enter_memfd_secret,
     fexit_memfd_secret,
+    fexit2_memfd_secret,
     Args {
         sc: syscall::MEMFD_SECRET,
         flags: Some(ARG0),
@@ -416,6 +455,7 @@ birth!(
 birth!(
     enter_userfaultfd,
     fexit_userfaultfd,
+    fexit2_userfaultfd,
     Args {
         sc: syscall::USERFAULTFD,
         flags: Some(ARG0),
@@ -426,6 +466,7 @@ birth!(
 birth!(
     enter_perf_event_open,
     fexit_perf_event_open,
+    fexit2_perf_event_open,
     Args {
         sc: syscall::PERF_EVENT,
         flags: Some(ARG4),
@@ -437,6 +478,7 @@ birth!(
 birth!(
     enter_pidfd_getfd,
     fexit_pidfd_getfd,
+    fexit2_pidfd_getfd,
     Args {
         sc: syscall::PIDFD_GETFD,
         fixed: O_CLOEXEC,
@@ -447,6 +489,7 @@ birth!(
 birth!(
     enter_io_uring_setup,
     fexit_io_uring_setup,
+    fexit2_io_uring_setup,
     Args {
         sc: syscall::IO_URING,
         fixed: O_CLOEXEC,
@@ -457,6 +500,7 @@ birth!(
 birth!(
     enter_mq_open,
     fexit_mq_open,
+    fexit2_mq_open,
     Args {
         sc: syscall::MQ_OPEN,
         path: Some(ARG0),
@@ -468,6 +512,7 @@ birth!(
 birth!(
     enter_fsopen,
     fexit_fsopen,
+    fexit2_fsopen,
     Args {
         sc: syscall::MOUNT_API,
         flags: Some(ARG1),
@@ -479,6 +524,7 @@ birth!(
 birth!(
     enter_fsmount,
     fexit_fsmount,
+    fexit2_fsmount,
     Args {
         sc: syscall::MOUNT_API,
         flags: Some(ARG1),
@@ -490,6 +536,7 @@ birth!(
 birth!(
     enter_fspick,
     fexit_fspick,
+    fexit2_fspick,
     Args {
         sc: syscall::OPEN_TREE_PATH,
         path: Some(ARG1),
@@ -502,6 +549,7 @@ birth!(
 birth!(
     enter_open_tree,
     fexit_open_tree,
+    fexit2_open_tree,
     Args {
         sc: syscall::OPEN_TREE_PATH,
         path: Some(ARG1),
@@ -513,6 +561,7 @@ birth!(
 birth!(
     enter_recvmsg,
     fexit_recvmsg,
+    fexit2_recvmsg,
     Args {
         sc: syscall::RECVMSG,
         path: Some(ARG1),
@@ -526,6 +575,7 @@ birth!(
 birth!(
     enter_recvmmsg,
     fexit_recvmmsg,
+    fexit2_recvmmsg,
     true,
     |_read| Some(Args {
         sc: syscall::RECVMMSG,
@@ -539,6 +589,7 @@ birth!(
 birth!(
     enter_landlock_create_ruleset,
     fexit_landlock_create_ruleset,
+    fexit2_landlock_create_ruleset,
     false,
     |read| {
         // With flag VERSION (1) it returns the ABI version, not a descriptor.
@@ -557,7 +608,7 @@ birth!(
 // bpf(): only the commands that return a new descriptor: MAP_CREATE, PROG_LOAD, OBJ_GET,
 // PROG/MAP_GET_FD_BY_ID, RAW_TRACEPOINT_OPEN, BTF_LOAD, BTF_GET_FD_BY_ID, LINK_CREATE,
 // LINK_GET_FD_BY_ID, ENABLE_STATS, ITER_CREATE, TOKEN_CREATE.
-birth!(enter_bpf, fexit_bpf, false, |read| {
+birth!(enter_bpf, fexit_bpf, fexit2_bpf, false, |read| {
     if matches!(
         read(ARG0),
         0 | 5 | 7 | 13 | 14 | 17 | 18 | 19 | 28 | 30 | 32 | 33 | 36
@@ -573,7 +624,7 @@ birth!(enter_bpf, fexit_bpf, false, |read| {
 });
 
 // ioctl FIOCLEX / FIONCLEX set and clear close-on-exec.
-birth!(enter_ioctl, fexit_ioctl, false, |read| {
+birth!(enter_ioctl, fexit_ioctl, fexit2_ioctl, false, |read| {
     match read(ARG1) as u32 {
         FIOCLEX => Some(1),
         FIONCLEX => Some(0),
@@ -588,14 +639,14 @@ birth!(enter_ioctl, fexit_ioctl, false, |read| {
 });
 
 // signalfd/signalfd4 create a descriptor only when `ufd` is -1 (else they update it).
-birth!(enter_signalfd, fexit_signalfd, false, |read| {
+birth!(enter_signalfd, fexit_signalfd, fexit2_signalfd, false, |read| {
     (read(ARG0) as i32 == -1).then_some(Args {
         sc: syscall::SIGNALFD,
         ..NONE
     })
 });
 
-birth!(enter_signalfd4, fexit_signalfd4, false, |read| {
+birth!(enter_signalfd4, fexit_signalfd4, fexit2_signalfd4, false, |read| {
     (read(ARG0) as i32 == -1).then_some(Args {
         sc: syscall::SIGNALFD,
         flags: Some(ARG3),
@@ -604,7 +655,7 @@ birth!(enter_signalfd4, fexit_signalfd4, false, |read| {
 });
 
 // fcntl creates a descriptor only for F_DUPFD and F_DUPFD_CLOEXEC; F_SETFD sets close-on-exec.
-birth!(enter_fcntl, fexit_fcntl, false, |read| {
+birth!(enter_fcntl, fexit_fcntl, fexit2_fcntl, false, |read| {
     match read(ARG1) {
         F_DUPFD | F_DUPFD_CLOEXEC => Some(Args {
             sc: syscall::FCNTL_DUPFD,
@@ -627,6 +678,12 @@ birth!(enter_fcntl, fexit_fcntl, false, |read| {
 /// one argument, so the return value is the second word.
 #[fexit]
 pub fn fexit_birth(ctx: FExitContext) -> u32 {
+    emit_open::<false, _>(&ctx, ctx.arg::<i64>(1), None)
+}
+
+/// `fexit_birth` for the functions of the other prototype (see `BIRTH_EXIT2`).
+#[fexit]
+pub fn fexit_birth2(ctx: FExitContext) -> u32 {
     emit_open::<false, _>(&ctx, ctx.arg::<i64>(1), None)
 }
 

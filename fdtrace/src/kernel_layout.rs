@@ -22,6 +22,7 @@ const KIND_TYPEDEF: u32 = 8;
 const KIND_VOLATILE: u32 = 9;
 const KIND_CONST: u32 = 10;
 const KIND_RESTRICT: u32 = 11;
+const KIND_FUNC: u32 = 12;
 const KIND_FUNC_PROTO: u32 = 13;
 const KIND_VAR: u32 = 14;
 const KIND_DATASEC: u32 = 15;
@@ -144,6 +145,24 @@ impl KernelTypes {
             }
         }
         None
+    }
+
+    /// The type ids of the functions named (those the kernel has), with the type ids of their
+    /// prototypes, in one pass.
+    pub fn function_ids<'a>(
+        &self,
+        names: impl IntoIterator<Item = &'a str>,
+    ) -> std::collections::BTreeMap<String, (u32, u32)> {
+        let wanted: std::collections::HashSet<&[u8]> =
+            names.into_iter().map(str::as_bytes).collect();
+        (1..self.offsets.len() as u32)
+            .filter_map(|id| {
+                let t = self.ty(id)?;
+                let name = self.name(t.name_off);
+                (t.kind == KIND_FUNC && wanted.contains(name))
+                    .then(|| (String::from_utf8_lossy(name).into_owned(), (id, t.size_or_type)))
+            })
+            .collect()
     }
 
     /// Type id of `struct name`.

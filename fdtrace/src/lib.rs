@@ -19,6 +19,7 @@ pub mod frame_tags;
 pub mod go_links;
 pub mod go_runtime;
 pub mod gopclntab;
+pub mod function_btf;
 pub mod hook_report;
 pub mod hooks;
 pub mod java_attach;

@@ -142,23 +142,57 @@ fn short_reason(e: &anyhow::Error) -> String {
     }
 }
 
-/// Load `fexit_birth`, which the births' trampoline programs tail-call to send their records,
-/// and put it in `BIRTH_EXIT`. It is loaded for one birth function and never attached: a tail
-/// call from a trampoline program needs the same prototype, which every `__x64_sys_*` has.
-fn load_birth_exit(ebpf: &mut Ebpf, btf: &aya::Btf, time: &mut SetupTime) -> Result<()> {
+/// The programs that send the births' records on trampolines, tail-called by each birth's
+/// trampoline program: one per prototype of the syscalls' functions (see `BIRTH_EXIT2` in
+/// fdtrace-ebpf), with their program array and the prefix of their births' programs.
+const BIRTH_EXITS: [(&str, &str, &str); 2] = [
+    ("fexit_birth", "BIRTH_EXIT", "fexit_"),
+    ("fexit_birth2", "BIRTH_EXIT2", "fexit2_"),
+];
+
+/// Load the record program of prototype group `group` for `function` (one of the group's; it
+/// is never attached) and put it in its program array.
+fn load_birth_exit(
+    ebpf: &mut Ebpf,
+    btf: &aya::Btf,
+    group: usize,
+    function: &str,
+    time: &mut SetupTime,
+) -> Result<()> {
+    let (prog, map, _) = BIRTH_EXITS[group];
     let t0 = std::time::Instant::now();
     let p: &mut FExit = ebpf
-        .program_mut("fexit_birth")
-        .context("program fexit_birth missing from the eBPF object")?
+        .program_mut(prog)
+        .with_context(|| format!("program {prog} missing from the eBPF object"))?
         .try_into()?;
-    p.load(&crate::hooks::syscall_function("openat"), btf)
-        .context("the kernel rejected fexit fexit_birth")?;
+    p.load(function, btf)
+        .with_context(|| format!("the kernel rejected fexit {prog}"))?;
     let fd = p.fd()?.try_clone()?;
     time.loading += t0.elapsed();
-    let mut map: ProgramArray<_> =
-        ProgramArray::try_from(ebpf.map_mut("BIRTH_EXIT").context("BIRTH_EXIT map")?)?;
-    map.set(0, &fd, 0).context("storing fexit_birth in BIRTH_EXIT")?;
+    let mut array: ProgramArray<_> =
+        ProgramArray::try_from(ebpf.map_mut(map).with_context(|| format!("{map} map"))?)?;
+    array
+        .set(0, &fd, 0)
+        .with_context(|| format!("storing {prog} in {map}"))?;
     Ok(())
+}
+
+/// A birth's trampoline programs with its own (`fexit_<name>`) named for the record program of
+/// its function's prototype (`fexit2_<name>` for the second); the others unchanged.
+fn birth_programs(
+    mut progs: Vec<(String, Side, String)>,
+    groups: &std::collections::HashMap<String, Result<usize, String>>,
+) -> Result<Vec<(String, Side, String)>> {
+    for (prog, _, function) in &mut progs {
+        match groups.get(function.as_str()) {
+            Some(Ok(g)) if prog.starts_with("fexit_") && !prog.starts_with("fexit_deep_") && !prog.starts_with("fexit_python_") => {
+                *prog = prog.replacen("fexit_", BIRTH_EXITS[*g].2, 1);
+            }
+            Some(Err(why)) => bail!("{why}"),
+            _ => {}
+        }
+    }
+    Ok(progs)
 }
 
 /// Detach `links` now (one thread per 16: each detachment waits for an RCU grace period).
@@ -308,7 +342,8 @@ impl Tracer {
         // programs for every birth (the combination the 5.10 VM suite checks).
         let regs = have_task_pt_regs();
         // Without the layout, sockets are still traced but carry no address or TCP state.
-        match KernelTypes::load().and_then(|t| t.layout()) {
+        let types = KernelTypes::load();
+        match types.as_ref().map_err(|e| anyhow::anyhow!("{e:#}")).and_then(|t| t.layout()) {
             Ok(layout) => {
                 let mut map: Array<_, KernelLayout> =
                     Array::try_from(ebpf.map_mut("LAYOUT").context("LAYOUT map")?)?;
@@ -324,22 +359,89 @@ impl Tracer {
         let mut choices = Vec::new();
         let mut trampoline_time = SetupTime::default();
         // The kernel's BTF names the functions trampolines attach to (parsed only for them).
-        let btf = match hooks {
-            HookSet::Tracepoints => Err("the syscall tracepoints were asked for".to_string()),
-            _ => aya::Btf::from_sys_fs()
-                .map_err(|e| format!("the kernel's BTF: {e}"))
-                .and_then(|btf| {
-                    match load_birth_exit(&mut ebpf, &btf, &mut trampoline_time) {
-                        Ok(()) => Ok(btf),
-                        Err(e) if hooks == HookSet::Trampolines => Err(format!("{e:#}")),
-                        Err(e) => Err(short_reason(&e)),
-                    }
-                }),
+        let plan = attach_plan(regs, deep);
+        let hooks_of_plan = by_hook(plan.clone());
+        // Each birth function's group of prototypes (the record program it tail-calls), or
+        // why it has none.
+        let mut birth_group: std::collections::HashMap<String, Result<usize, String>> =
+            Default::default();
+        let btf = match (hooks, &types) {
+            (HookSet::Tracepoints, _) => {
+                Err("the syscall tracepoints were asked for".to_string())
+            }
+            (_, Err(e)) => Err(format!("the kernel's BTF: {e:#}")),
+            (_, Ok(types)) => {
+                // The functions of every hook, found in the kernel's BTF.
+                let functions: Vec<String> = hooks_of_plan
+                    .iter()
+                    .filter_map(|(hook, _)| trampolines(hook, deep))
+                    .flatten()
+                    .map(|(_, _, f)| f)
+                    .collect();
+                let ids = types.function_ids(functions.iter().map(String::as_str));
+                crate::function_btf::stand_in(&ids)
+                    .map_err(|e| format!("{e:#}"))
+                    .inspect(|btf| {
+                        // (prototype, its record program loaded or why not)
+                        let mut protos: Vec<(u32, Result<(), String>)> = Vec::new();
+                        for (prog, _, function) in hooks_of_plan
+                            .iter()
+                            .filter_map(|(hook, _)| trampolines(hook, deep))
+                            .flatten()
+                        {
+                            let Some(&(_, proto)) = ids.get(&function) else {
+                                continue;
+                            };
+                            if !prog.starts_with("fexit_") || birth_group.contains_key(&function)
+                            {
+                                continue;
+                            }
+                            let is_birth = fdtrace_common::syscall::BIRTHS.iter().any(|b| {
+                                b.tracepoints
+                                    .iter()
+                                    .any(|t| crate::hooks::syscall_function(t.0) == function)
+                            });
+                            if !is_birth {
+                                continue;
+                            }
+                            let g = match protos.iter().position(|p| p.0 == proto) {
+                                Some(g) => g,
+                                None if protos.len() < BIRTH_EXITS.len() => {
+                                    let g = protos.len();
+                                    let loaded = load_birth_exit(
+                                        &mut ebpf,
+                                        btf,
+                                        g,
+                                        &function,
+                                        &mut trampoline_time,
+                                    )
+                                    .map_err(|e| match hooks {
+                                        HookSet::Trampolines => format!("{e:#}"),
+                                        _ => short_reason(&e),
+                                    });
+                                    protos.push((proto, loaded));
+                                    g
+                                }
+                                None => {
+                                    let why = format!(
+                                        "{function} has a prototype of its own (a third one): \
+                                         fdtrace's programs expect two"
+                                    );
+                                    birth_group.insert(function, Err(why));
+                                    continue;
+                                }
+                            };
+                            let group = protos[g].1.clone().map(|()| g);
+                            birth_group.insert(function, group);
+                        }
+                    })
+            }
         };
+        drop(types);
         if let (HookSet::Trampolines, Err(why)) = (hooks, &btf) {
             bail!("--hooks trampolines: this kernel takes none: {why}");
         }
-        for (hook, entries) in by_hook(attach_plan(regs, deep)) {
+        for (hook, entries) in by_hook(plan) {
             let (_, category, first_tp, required) = entries[0].clone();
             let tps: Vec<String> = entries
                 .iter()
@@ -365,7 +467,10 @@ impl Tracer {
                     Some("a tracepoint that only fires for the event itself".to_string())
                 }
                 (Err(why), Some(_)) => Some(why.clone()),
-                (Ok(btf), Some(progs)) => match attach_trampolines(&mut ebpf, btf, &progs, &mut trampoline_time) {
+                (Ok(btf), Some(progs)) => match birth_programs(progs.clone(), &birth_group)
+                    .and_then(|progs| {
+                        attach_trampolines(&mut ebpf, btf, &progs, &mut trampoline_time)
+                    }) {
                     Ok(l) => {
                         links.extend(l);
                         let sides: std::collections::BTreeSet<&str> = progs
