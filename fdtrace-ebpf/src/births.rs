@@ -4,12 +4,12 @@
 use core::ffi::c_void;
 
 use aya_ebpf::{
+    EbpfContext,
     bindings::BPF_RB_AVAIL_DATA,
     helpers::{
         bpf_get_current_pid_tgid, bpf_probe_read_user, bpf_probe_read_user_str_bytes,
         generated::bpf_probe_read_user as probe_read_user_raw,
     },
-    EbpfContext,
     programs::TracePointContext,
 };
 use fdtrace_common::{
@@ -21,9 +21,7 @@ use crate::{
     filter::{is_target, maybe_target},
     goroutine,
     maps::{EVENTS, PENDING, Pending, SOCKS, TARGETS},
-    registers::{
-        PT_REGS_R14, UserRegs, copy_words, field, opaque_zero, read_kernel, user_regs,
-    },
+    registers::{PT_REGS_R14, UserRegs, copy_words, field, opaque_zero, read_kernel, user_regs},
     ring::{bump, header, shed_bytes, wakeup_after, wakeup_before},
     sockets::{AF_INET, AF_INET6, sock_info},
     stacks::{copy_stack, walk_frame_pointers},
@@ -323,9 +321,7 @@ pub(crate) fn emit_birth<const MMSG: bool, C: EbpfContext>(
     } else {
         (ret as i32, -1)
     };
-    let is_socket = sc == syscall::SOCKET
-        || sc == syscall::ACCEPT
-        || sc == syscall::SOCKETPAIR;
+    let is_socket = sc == syscall::SOCKET || sc == syscall::ACCEPT || sc == syscall::SOCKETPAIR;
     let sock = if is_socket && !failed && !MMSG {
         match sock_info(fd) {
             Some(info) => {

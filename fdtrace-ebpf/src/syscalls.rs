@@ -12,8 +12,8 @@ use crate::{
     births::{Args, NONE, emit_birth, emit_open, keep_pending, pending_from, remember},
     filter::{is_target, target_mode},
     maps::{BIRTH_EXIT, BIRTH_EXIT2, PENDING},
-    ring::bump,
     registers::{ARG0, ARG1, ARG2, ARG3, ARG4, RET, field, opaque_zero, user_regs},
+    ring::bump,
 };
 
 pub(crate) const O_WRONLY: u64 = 0o1;
@@ -639,20 +639,32 @@ birth!(enter_ioctl, fexit_ioctl, fexit2_ioctl, false, |read| {
 });
 
 // signalfd/signalfd4 create a descriptor only when `ufd` is -1 (else they update it).
-birth!(enter_signalfd, fexit_signalfd, fexit2_signalfd, false, |read| {
-    (read(ARG0) as i32 == -1).then_some(Args {
-        sc: syscall::SIGNALFD,
-        ..NONE
-    })
-});
+birth!(
+    enter_signalfd,
+    fexit_signalfd,
+    fexit2_signalfd,
+    false,
+    |read| {
+        (read(ARG0) as i32 == -1).then_some(Args {
+            sc: syscall::SIGNALFD,
+            ..NONE
+        })
+    }
+);
 
-birth!(enter_signalfd4, fexit_signalfd4, fexit2_signalfd4, false, |read| {
-    (read(ARG0) as i32 == -1).then_some(Args {
-        sc: syscall::SIGNALFD,
-        flags: Some(ARG3),
-        ..NONE
-    })
-});
+birth!(
+    enter_signalfd4,
+    fexit_signalfd4,
+    fexit2_signalfd4,
+    false,
+    |read| {
+        (read(ARG0) as i32 == -1).then_some(Args {
+            sc: syscall::SIGNALFD,
+            flags: Some(ARG3),
+            ..NONE
+        })
+    }
+);
 
 // fcntl creates a descriptor only for F_DUPFD and F_DUPFD_CLOEXEC; F_SETFD sets close-on-exec.
 birth!(enter_fcntl, fexit_fcntl, fexit2_fcntl, false, |read| {

@@ -41,10 +41,10 @@ pub(crate) fn stand_in(ids: &BTreeMap<String, (u32, u32)>) -> Result<aya::Btf> {
     data.extend_from_slice(&BTF_MAGIC.to_le_bytes());
     data.extend_from_slice(&[1, 0]); // version, flags
     for v in [
-        24,                  // header length
-        0,                   // type section offset
-        types.len() as u32,  // type section length
-        types.len() as u32,  // string section offset
+        24,                   // header length
+        0,                    // type section offset
+        types.len() as u32,   // type section length
+        types.len() as u32,   // string section offset
         strings.len() as u32, // string section length
     ] {
         data.extend_from_slice(&v.to_le_bytes());
@@ -60,7 +60,12 @@ mod tests {
 
     #[test]
     fn the_running_kernels_functions_have_the_ids_a_full_parse_gives() {
-        let names = ["__x64_sys_openat", "__x64_sys_close", "__x64_sys_clone3", "no_such_fn"];
+        let names = [
+            "__x64_sys_openat",
+            "__x64_sys_close",
+            "__x64_sys_clone3",
+            "no_such_fn",
+        ];
         let types = crate::kernel_layout::KernelTypes::load().unwrap();
         let ids = types.function_ids(names);
         assert_eq!(ids.len(), 3, "{ids:?}");

@@ -21,7 +21,12 @@ pub fn print(hooks: HookSet) -> Result<()> {
     let choices = std::mem::take(&mut tracer.hooks);
     let time = tracer.trampoline_time;
     tracer.release_in_background();
-    let width = choices.iter().map(|c| c.event.len()).max().unwrap_or(5).max(5);
+    let width = choices
+        .iter()
+        .map(|c| c.event.len())
+        .max()
+        .unwrap_or(5)
+        .max(5);
     let hook_width = choices
         .iter()
         .map(|c| c.hook.len().min(60))

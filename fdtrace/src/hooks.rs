@@ -66,10 +66,13 @@ pub(crate) const FROM_REGS_IF_ACCEPTED: &[&str] = &["accept4"];
 /// the rest of the stack, and CPython's frames.
 pub(crate) const DEEP_PROGRAMS: [&str; 2] = ["exit_deep_stack", "exit_python_frames"];
 
+/// A program on a tracepoint: (program, category, tracepoint, required).
+pub(crate) type Attachment = (String, &'static str, String, bool);
+
 /// Every (program, category, tracepoint, required) to attach. `regs`: the programs can read the
 /// user registers of the current task (see `exit_regs_*` in fdtrace-ebpf). `deep`: a target
 /// may be a language runtime, whose stacks go deeper than a birth record's copy.
-pub(crate) fn attach_plan(regs: bool, deep: bool) -> Vec<(String, &'static str, String, bool)> {
+pub(crate) fn attach_plan(regs: bool, deep: bool) -> Vec<Attachment> {
     let mut plan = Vec::new();
     for (name, required, deep_birth) in birth_tracepoints() {
         if deep && deep_birth {
@@ -136,9 +139,7 @@ impl HookSet {
         match std::env::var("FDTRACE_HOOKS") {
             Err(_) => Ok(Self::Auto),
             Ok(v) => Self::from_str(&v, true).map_err(|_| {
-                anyhow::anyhow!(
-                    "FDTRACE_HOOKS must be auto, tracepoints or trampolines, not {v:?}"
-                )
+                anyhow::anyhow!("FDTRACE_HOOKS must be auto, tracepoints or trampolines, not {v:?}")
             }),
         }
     }
@@ -199,9 +200,7 @@ pub(crate) fn trampolines(name: &str, deep: bool) -> Option<Vec<(String, Side, S
 /// The attach plan in hooks: consecutive entries of one syscall (its entry and exit
 /// tracepoints, and the deep programs on them) form one hook, named by the syscall; each other
 /// tracepoint is a hook of its own, named `category:name`.
-pub(crate) fn by_hook(
-    plan: Vec<(String, &'static str, String, bool)>,
-) -> Vec<(String, Vec<(String, &'static str, String, bool)>)> {
+pub(crate) fn by_hook(plan: Vec<Attachment>) -> Vec<(String, Vec<Attachment>)> {
     let mut hooks: Vec<(String, Vec<_>)> = Vec::new();
     for entry in plan {
         let key = match syscall_of(&entry.2) {
@@ -394,18 +393,23 @@ mod tests {
                 // The birth's (or death's) own program first; the deep ones after it, so that
                 // they run first on the trampoline.
                 let deep_birth = birth_tracepoints().any(|(b, _, d)| b == hook && d);
-                assert_eq!(progs.len(), match hook.as_str() {
-                    "clone" | "clone3" => 2,
-                    _ if deep && deep_birth => 3,
-                    _ => 1,
-                });
+                assert_eq!(
+                    progs.len(),
+                    match hook.as_str() {
+                        "clone" | "clone3" => 2,
+                        _ if deep && deep_birth => 3,
+                        _ => 1,
+                    }
+                );
                 for (prog, _, function) in &progs {
                     assert!(has_symbol(prog), "{prog} is not in the eBPF object");
                     assert_eq!(*function, format!("__x64_sys_{hook}"));
                 }
                 // The deep programs ride on the trampolines exactly where they ride on the
                 // tracepoints.
-                let deep_tp = entries.iter().any(|e| DEEP_PROGRAMS.contains(&e.0.as_str()));
+                let deep_tp = entries
+                    .iter()
+                    .any(|e| DEEP_PROGRAMS.contains(&e.0.as_str()));
                 let deep_tramp = progs.iter().any(|p| p.0.starts_with("fexit_deep_"));
                 assert_eq!(deep_tp, deep_tramp, "{hook}");
             }

@@ -159,8 +159,12 @@ impl KernelTypes {
             .filter_map(|id| {
                 let t = self.ty(id)?;
                 let name = self.name(t.name_off);
-                (t.kind == KIND_FUNC && wanted.contains(name))
-                    .then(|| (String::from_utf8_lossy(name).into_owned(), (id, t.size_or_type)))
+                (t.kind == KIND_FUNC && wanted.contains(name)).then(|| {
+                    (
+                        String::from_utf8_lossy(name).into_owned(),
+                        (id, t.size_or_type),
+                    )
+                })
             })
             .collect()
     }

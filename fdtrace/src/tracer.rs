@@ -74,34 +74,41 @@ fn attach_trampolines(
     time: &mut SetupTime,
 ) -> Result<Vec<(String, Link)>> {
     let mut links = Vec::new();
-    let mut attach_one = |ebpf: &mut Ebpf, prog: &str, side: Side, function: &str| -> Result<Link> {
-        let p = ebpf
-            .program_mut(prog)
-            .with_context(|| format!("program {prog} missing from the eBPF object"))?;
-        let t0 = std::time::Instant::now();
-        Ok(match side {
-            Side::Entry => {
-                let p: &mut FEntry = p.try_into()?;
-                p.load(function, btf)
-                    .with_context(|| format!("the kernel rejected fentry {prog} on {function}"))?;
-                let t1 = std::time::Instant::now();
-                time.loading += t1 - t0;
-                let link = p.attach().with_context(|| format!("attaching fentry to {function}"));
-                time.attaching += t1.elapsed();
-                Link::Entry(link?)
-            }
-            Side::Exit => {
-                let p: &mut FExit = p.try_into()?;
-                p.load(function, btf)
-                    .with_context(|| format!("the kernel rejected fexit {prog} on {function}"))?;
-                let t1 = std::time::Instant::now();
-                time.loading += t1 - t0;
-                let link = p.attach().with_context(|| format!("attaching fexit to {function}"));
-                time.attaching += t1.elapsed();
-                Link::Exit(link?)
-            }
-        })
-    };
+    let mut attach_one =
+        |ebpf: &mut Ebpf, prog: &str, side: Side, function: &str| -> Result<Link> {
+            let p = ebpf
+                .program_mut(prog)
+                .with_context(|| format!("program {prog} missing from the eBPF object"))?;
+            let t0 = std::time::Instant::now();
+            Ok(match side {
+                Side::Entry => {
+                    let p: &mut FEntry = p.try_into()?;
+                    p.load(function, btf).with_context(|| {
+                        format!("the kernel rejected fentry {prog} on {function}")
+                    })?;
+                    let t1 = std::time::Instant::now();
+                    time.loading += t1 - t0;
+                    let link = p
+                        .attach()
+                        .with_context(|| format!("attaching fentry to {function}"));
+                    time.attaching += t1.elapsed();
+                    Link::Entry(link?)
+                }
+                Side::Exit => {
+                    let p: &mut FExit = p.try_into()?;
+                    p.load(function, btf).with_context(|| {
+                        format!("the kernel rejected fexit {prog} on {function}")
+                    })?;
+                    let t1 = std::time::Instant::now();
+                    time.loading += t1 - t0;
+                    let link = p
+                        .attach()
+                        .with_context(|| format!("attaching fexit to {function}"));
+                    time.attaching += t1.elapsed();
+                    Link::Exit(link?)
+                }
+            })
+        };
     for (prog, side, function) in progs {
         match attach_one(ebpf, prog, *side, function) {
             Ok(link) => links.push((prog.clone(), link)),
@@ -185,7 +192,11 @@ fn birth_programs(
 ) -> Result<Vec<(String, Side, String)>> {
     for (prog, _, function) in &mut progs {
         match groups.get(function.as_str()) {
-            Some(Ok(g)) if prog.starts_with("fexit_") && !prog.starts_with("fexit_deep_") && !prog.starts_with("fexit_python_") => {
+            Some(Ok(g))
+                if prog.starts_with("fexit_")
+                    && !prog.starts_with("fexit_deep_")
+                    && !prog.starts_with("fexit_python_") =>
+            {
                 *prog = prog.replacen("fexit_", BIRTH_EXITS[*g].2, 1);
             }
             Some(Err(why)) => bail!("{why}"),
@@ -343,7 +354,11 @@ impl Tracer {
         let regs = have_task_pt_regs();
         // Without the layout, sockets are still traced but carry no address or TCP state.
         let types = KernelTypes::load();
-        match types.as_ref().map_err(|e| anyhow::anyhow!("{e:#}")).and_then(|t| t.layout()) {
+        match types
+            .as_ref()
+            .map_err(|e| anyhow::anyhow!("{e:#}"))
+            .and_then(|t| t.layout())
+        {
             Ok(layout) => {
                 let mut map: Array<_, KernelLayout> =
                     Array::try_from(ebpf.map_mut("LAYOUT").context("LAYOUT map")?)?;
@@ -366,9 +381,7 @@ impl Tracer {
         let mut birth_group: std::collections::HashMap<String, Result<usize, String>> =
             Default::default();
         let btf = match (hooks, &types) {
-            (HookSet::Tracepoints, _) => {
-                Err("the syscall tracepoints were asked for".to_string())
-            }
+            (HookSet::Tracepoints, _) => Err("the syscall tracepoints were asked for".to_string()),
             (_, Err(e)) => Err(format!("the kernel's BTF: {e:#}")),
             (_, Ok(types)) => {
                 // The functions of every hook, found in the kernel's BTF.
@@ -392,8 +405,7 @@ impl Tracer {
                             let Some(&(_, proto)) = ids.get(&function) else {
                                 continue;
                             };
-                            if !prog.starts_with("fexit_") || birth_group.contains_key(&function)
-                            {
+                            if !prog.starts_with("fexit_") || birth_group.contains_key(&function) {
                                 continue;
                             }
                             let is_birth = fdtrace_common::syscall::BIRTHS.iter().any(|b| {
@@ -463,9 +475,7 @@ impl Tracer {
                 continue;
             }
             let why_not = match (&btf, trampolines(&hook, deep)) {
-                (_, None) => {
-                    Some("a tracepoint that only fires for the event itself".to_string())
-                }
+                (_, None) => Some("a tracepoint that only fires for the event itself".to_string()),
                 (Err(why), Some(_)) => Some(why.clone()),
                 (Ok(btf), Some(progs)) => match birth_programs(progs.clone(), &birth_group)
                     .and_then(|progs| {
@@ -529,7 +539,13 @@ impl Tracer {
                         ] {
                             hook_links.push((
                                 p.clone(),
-                                Link::Tracepoint(attach(&mut ebpf, &mut loaded, &p, category, &tp)?),
+                                Link::Tracepoint(attach(
+                                    &mut ebpf,
+                                    &mut loaded,
+                                    &p,
+                                    category,
+                                    &tp,
+                                )?),
                             ));
                         }
                     }

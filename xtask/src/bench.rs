@@ -38,6 +38,7 @@ mod scrape;
 mod sustained;
 mod table;
 mod untargeted;
+mod vm;
 
 use doc::*;
 use floors::*;
@@ -67,6 +68,11 @@ pub struct Opts {
     /// next to this one's.
     #[arg(long, value_name = "FDTRACE")]
     baseline: Option<PathBuf>,
+    /// Instead: the hook sets side by side in a VM of this kernel (6.1 or 6.12 take
+    /// trampolines; 5.10 too), ratios only; its section of docs/PERFORMANCE.md is replaced
+    /// (unless --quick, or --output says where).
+    #[arg(long, value_name = "KERNEL", value_parser = ["5.10", "6.1", "6.12"])]
+    vm: Option<String>,
 }
 
 /// Sizes of the runs.
@@ -310,6 +316,15 @@ pub fn bench(opts: Opts) -> Result<()> {
     }
     let p = Params::new(&opts);
     let root = super::root();
+    if let Some(series) = &opts.vm {
+        let write = match &opts.output {
+            Some(o) => Some(o.clone()),
+            None if !opts.quick => Some(root.join("docs/PERFORMANCE.md")),
+            None => None,
+        };
+        let pairs = if opts.quick { 5_000 } else { 20_000 };
+        return vm::run(series, p.reps, pairs, write);
+    }
     install_signal_handlers();
     super::build()?;
     super::run(
@@ -433,7 +448,9 @@ pub fn bench(opts: Opts) -> Result<()> {
     };
     match path {
         Some(path) => {
-            let doc = render_doc(&b, &table, &load_start, &load_end, started.elapsed());
+            // The VM runs' sections (`--vm`) stay.
+            let doc = render_doc(&b, &table, &load_start, &load_end, started.elapsed())
+                + &vm::sections_of(&path);
             std::fs::write(&path, doc).with_context(|| format!("writing {}", path.display()))?;
             eprintln!("\nbench: wrote {}", path.display());
         }

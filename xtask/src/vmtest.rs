@@ -104,7 +104,7 @@ pub struct Opts {
     hooks: Vec<String>,
 }
 
-fn vmdir() -> PathBuf {
+pub(crate) fn vmdir() -> PathBuf {
     root().join("target/vmtest")
 }
 
@@ -127,7 +127,7 @@ fn numbers(s: &str) -> Vec<u64> {
 
 /// The kernel image of a series: cached in target/vmtest/kernels/SERIES/, otherwise the newest
 /// `linux-image-SERIES.*-cloud-amd64` package, downloaded and unpacked.
-fn kernel(series: &str, apt_ready: &mut bool) -> Result<PathBuf> {
+pub(crate) fn kernel(series: &str, apt_ready: &mut bool) -> Result<PathBuf> {
     let dir = vmdir().join("kernels").join(series);
     if let Ok(rd) = std::fs::read_dir(&dir)
         && let Some(p) = rd.flatten().map(|e| e.path()).find(|p| {
@@ -257,14 +257,14 @@ fn build_programs() -> Result<PathBuf> {
 }
 
 /// A `newc` cpio archive, the initramfs format.
-struct Cpio {
+pub(crate) struct Cpio {
     out: Vec<u8>,
     ino: u32,
     seen: BTreeSet<PathBuf>,
 }
 
 impl Cpio {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self {
             out: Vec::new(),
             ino: 1,
@@ -308,7 +308,7 @@ impl Cpio {
     }
 
     /// The directory and its parents, once each.
-    fn dir(&mut self, path: &Path) {
+    pub(crate) fn dir(&mut self, path: &Path) {
         if path == Path::new("/") || path.as_os_str().is_empty() || self.seen.contains(path) {
             return;
         }
@@ -319,7 +319,7 @@ impl Cpio {
         self.entry(&path.to_string_lossy(), 0o040755, &[]);
     }
 
-    fn bytes(&mut self, path: &Path, mode: u32, data: &[u8]) {
+    pub(crate) fn bytes(&mut self, path: &Path, mode: u32, data: &[u8]) {
         if !self.seen.insert(path.to_path_buf()) {
             return;
         }
@@ -330,21 +330,21 @@ impl Cpio {
     }
 
     /// The host file `src` (symlinks followed) at `dst`, with its permissions.
-    fn file(&mut self, dst: &Path, src: &Path) -> Result<()> {
+    pub(crate) fn file(&mut self, dst: &Path, src: &Path) -> Result<()> {
         let data = std::fs::read(src).with_context(|| format!("reading {}", src.display()))?;
         let mode = std::fs::metadata(src)?.permissions().mode() & 0o7777;
         self.bytes(dst, mode, &data);
         Ok(())
     }
 
-    fn finish(mut self) -> Vec<u8> {
+    pub(crate) fn finish(mut self) -> Vec<u8> {
         self.entry("TRAILER!!!", 0, &[]);
         self.out
     }
 }
 
 /// Shared libraries (and the dynamic loader) a binary needs, from `ldd`.
-fn libraries(bin: &Path) -> Vec<PathBuf> {
+pub(crate) fn libraries(bin: &Path) -> Vec<PathBuf> {
     let Ok(out) = output(Command::new("ldd").arg(bin)) else {
         return Vec::new(); // static
     };
@@ -439,7 +439,11 @@ fn initramfs(
         c.dir(Path::new(d));
     }
     c.file(Path::new("/bin/busybox"), Path::new("/bin/busybox"))?;
-    c.bytes(Path::new("/init"), 0o755, init_script(suites, sets).as_bytes());
+    c.bytes(
+        Path::new("/init"),
+        0o755,
+        init_script(suites, sets).as_bytes(),
+    );
     let mut elves = vec![fdtrace.to_path_buf()];
     c.file(Path::new("/bin/fdtrace"), fdtrace)?;
     if supported {
@@ -481,28 +485,36 @@ fn walk(dir: &Path) -> Result<Vec<PathBuf>> {
 }
 
 #[derive(Default)]
-struct Outcome {
-    release: String,
+pub(crate) struct Outcome {
+    /// The kernel series, at the start of each line told on stderr (kernels boot side by side).
+    label: String,
+    pub(crate) release: String,
     probe: Vec<String>,
     probe_rc: Option<i32>,
     /// (suite, test, result): ok, FAILED, ignored.
     tests: Vec<(String, String, String)>,
     /// Suites whose binary exited non-zero (or never ended).
     bad_suites: Vec<String>,
-    done: bool,
-    secs: f64,
+    pub(crate) done: bool,
+    pub(crate) secs: f64,
     /// How long `fdtrace -d 1 -- /bin/true` took in the VM (loading and attaching).
     probe_secs: f64,
-    /// Figures the tests wrote to FDTRACE_MEASUREMENTS.
-    measured: Vec<String>,
+    /// Figures the tests wrote to FDTRACE_MEASUREMENTS (and `cargo xtask bench --vm`'s).
+    pub(crate) measured: Vec<String>,
     /// What `fdtrace hooks` chose on this kernel: trampolines and tracepoints counted, and its
     /// last line.
-    hooks_summary: Option<String>,
-    hooks_lines: Vec<String>,
+    pub(crate) hooks_summary: Option<String>,
+    pub(crate) hooks_lines: Vec<String>,
 }
 
 /// Boot `image` with `initrd`, stream its console to `log`, and parse the markers.
-fn boot(image: &Path, initrd: &Path, log: &Path, timeout: Duration) -> Result<Outcome> {
+pub(crate) fn boot(
+    label: &str,
+    image: &Path,
+    initrd: &Path,
+    log: &Path,
+    timeout: Duration,
+) -> Result<Outcome> {
     let started = Instant::now();
     let mut child = Command::new("qemu-system-x86_64")
         // Single-threaded TCG: with one host thread per vCPU (the default), 6.12 sometimes
@@ -533,15 +545,19 @@ fn boot(image: &Path, initrd: &Path, log: &Path, timeout: Duration) -> Result<Ou
         .context("starting qemu-system-x86_64")?;
     let pid = child.id();
     let (tx, rx) = std::sync::mpsc::channel::<()>();
+    let label_ = label.to_string();
     let watchdog = std::thread::spawn(move || {
         if rx.recv_timeout(timeout).is_err() {
-            eprintln!("xtask: the VM did not finish in {timeout:?}; stopping it");
+            eprintln!("xtask: {label_}: the VM did not finish in {timeout:?}; stopping it");
             // SAFETY: signals the qemu process this function started (and has not reaped).
             unsafe { libc::kill(pid as i32, libc::SIGKILL) };
         }
     });
     let mut logf = std::fs::File::create(log)?;
-    let mut o = Outcome::default();
+    let mut o = Outcome {
+        label: label.to_string(),
+        ..Default::default()
+    };
     let mut suite = String::new();
     // A test whose result has not been printed yet: programs a test starts may write to the
     // console between the name and the result.
@@ -556,7 +572,7 @@ fn boot(image: &Path, initrd: &Path, log: &Path, timeout: Duration) -> Result<Ou
         if let Some(r) = marker.and_then(|m| m.strip_prefix("kernel ")) {
             o.release = r.to_string();
             eprintln!(
-                "xtask:   booted {r} after {:.1}s",
+                "xtask: {label}:   booted {r} after {:.1}s",
                 started.elapsed().as_secs_f64()
             );
         } else if let Some(u) = marker.and_then(|m| m.strip_prefix("uptime ")) {
@@ -583,7 +599,7 @@ fn boot(image: &Path, initrd: &Path, log: &Path, timeout: Duration) -> Result<Ou
         } else if suite == "probe" {
             o.probe.push(l.to_string());
         } else if suite == "hooks" {
-            eprintln!("xtask:   hooks: {l}");
+            eprintln!("xtask: {label}:   hooks: {l}");
             o.hooks_lines.push(l.to_string());
         } else if let Some(rest) = l.strip_prefix("test ")
             && let Some((name, result)) = rest.split_once(" ... ")
@@ -628,7 +644,7 @@ fn result_of(o: &mut Outcome, suite: &str, pending: &mut Option<String>, text: &
         return;
     };
     let name = pending.take().unwrap_or_default();
-    eprintln!("xtask:   {suite}::{name} ... {result}");
+    eprintln!("xtask: {}:   {suite}::{name} ... {result}", o.label);
     o.tests.push((suite.to_string(), name, result.to_string()));
 }
 
@@ -662,45 +678,41 @@ pub fn vmtest(opts: Opts) -> Result<()> {
     let programs = build_programs()?;
     let fdtrace = root().join("target/release/fdtrace");
     eprintln!("xtask: prepared in {:.0}s", t0.elapsed().as_secs_f64());
+    // The kernels boot side by side, as many at once as the host has CPUs (each VM emulates
+    // its CPUs on one host thread); their results are told in kernel order.
+    let slots = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let results: std::sync::Mutex<Vec<Option<Result<(bool, Vec<String>)>>>> =
+        std::sync::Mutex::new(kernels.iter().map(|_| None).collect());
+    std::thread::scope(|scope| {
+        for _ in 0..slots.min(kernels.len()) {
+            scope.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    let Some(&(series, supported)) = kernels.get(i) else {
+                        break;
+                    };
+                    let r = run_kernel(
+                        series,
+                        supported,
+                        &images[i],
+                        &fdtrace,
+                        &tests,
+                        &programs,
+                        &suites,
+                        &opts,
+                    );
+                    results.lock().unwrap()[i] = Some(r);
+                }
+            });
+        }
+    });
     let mut summary = Vec::new();
     let mut failed = false;
-    for ((series, supported), image) in kernels.iter().zip(&images) {
-        eprintln!("\nxtask: kernel {series}: booting {}", image.display());
-        let initrd = vmdir().join(format!("initramfs-{series}.cpio"));
-        // Unsupported kernels only get the probe, which must refuse.
-        let run: &[&str] = if *supported { &suites } else { &[] };
-        initramfs(&initrd, &fdtrace, &tests, &programs, run, &opts.hooks)?;
-        let log = vmdir().join(format!("console-{series}.log"));
-        let o = boot(
-            image,
-            &initrd,
-            &log,
-            Duration::from_secs(opts.timeout_min * 60),
-        )?;
-        let (ok, line) = judge(run, &opts.hooks, *supported, &o);
+    for r in results.into_inner().unwrap().into_iter().flatten() {
+        let (ok, lines) = r?;
         failed |= !ok;
-        summary.push(format!(
-            "{series:>5} {:<28} {} in {:.0}s (fdtrace -d 1 -- true: {:.1}s): {line} (console: {})",
-            o.release,
-            if ok { "PASS" } else { "FAIL" },
-            o.secs,
-            o.probe_secs,
-            log.display()
-        ));
-        eprintln!("xtask: {}", summary.last().unwrap());
-        for m in &o.measured {
-            summary.push(format!("{series:>5}   measured under emulation: {m}"));
-            eprintln!("xtask: {}", summary.last().unwrap());
-        }
-        if !ok {
-            // The console log is not kept by CI: show its end here.
-            let text = std::fs::read_to_string(&log).unwrap_or_default();
-            let lines: Vec<&str> = text.lines().collect();
-            eprintln!("xtask: the last lines of {}:", log.display());
-            for l in &lines[lines.len().saturating_sub(40)..] {
-                eprintln!("    {l}");
-            }
-        }
+        summary.extend(lines);
     }
     eprintln!(
         "\nxtask: vmtest summary ({:.0}s in all)",
@@ -713,6 +725,58 @@ pub fn vmtest(opts: Opts) -> Result<()> {
         bail!("vmtest: at least one kernel failed");
     }
     Ok(())
+}
+
+/// Boot one kernel with the suites and judge its run: whether it passed, and its summary lines.
+#[allow(clippy::too_many_arguments)]
+fn run_kernel(
+    series: &str,
+    supported: bool,
+    image: &Path,
+    fdtrace: &Path,
+    tests: &[(String, PathBuf)],
+    programs: &Path,
+    suites: &[&str],
+    opts: &Opts,
+) -> Result<(bool, Vec<String>)> {
+    let mut summary = Vec::new();
+    eprintln!("\nxtask: kernel {series}: booting {}", image.display());
+    let initrd = vmdir().join(format!("initramfs-{series}.cpio"));
+    // Unsupported kernels only get the probe, which must refuse.
+    let run: &[&str] = if supported { suites } else { &[] };
+    initramfs(&initrd, fdtrace, tests, programs, run, &opts.hooks)?;
+    let log = vmdir().join(format!("console-{series}.log"));
+    let o = boot(
+        series,
+        image,
+        &initrd,
+        &log,
+        Duration::from_secs(opts.timeout_min * 60),
+    )?;
+    let (ok, line) = judge(run, &opts.hooks, supported, &o);
+    summary.push(format!(
+        "{series:>5} {:<28} {} in {:.0}s (fdtrace -d 1 -- true: {:.1}s): {line} (console: {})",
+        o.release,
+        if ok { "PASS" } else { "FAIL" },
+        o.secs,
+        o.probe_secs,
+        log.display()
+    ));
+    eprintln!("xtask: {}", summary.last().unwrap());
+    for m in &o.measured {
+        summary.push(format!("{series:>5}   measured under emulation: {m}"));
+        eprintln!("xtask: {}", summary.last().unwrap());
+    }
+    if !ok {
+        // The console log is not kept by CI: show its end here.
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        eprintln!("xtask: the last lines of {}:", log.display());
+        for l in &lines[lines.len().saturating_sub(40)..] {
+            eprintln!("    {l}");
+        }
+    }
+    Ok((ok, summary))
 }
 
 fn judge(suites: &[&str], sets: &[String], supported: bool, o: &Outcome) -> (bool, String) {

@@ -1,0 +1,311 @@
+//! `cargo xtask bench --vm KERNEL`: what each hook set costs, measured inside a QEMU VM of one of
+//! the kernels `cargo xtask vmtest` boots (Debian's 6.1 and 6.12 take trampolines; this host's
+//! kernel cannot load them). The open/close loop runs untraced, beside an fdtrace that traces
+//! another process (`sleep`), and traced, with the syscall tracepoints and with the trampolines
+//! in the same boot, rotated from one repetition to the next. Emulation makes times absolute
+//! nonsense: only ratios to the untraced loop of the same boot are reported.
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+    process::Command,
+    time::Duration,
+};
+
+use anyhow::{Context as _, Result, bail};
+
+use crate::vmtest::{Cpio, boot, kernel, libraries, vmdir};
+
+/// The configurations of one repetition, in the order of the first.
+const CASES: [&str; 5] = [
+    "untraced",
+    "untargeted tracepoints",
+    "untargeted trampolines",
+    "traced tracepoints",
+    "traced trampolines",
+];
+
+/// The shell function that runs one case and prints its figure as an `@@vmtest measured` line.
+const RUN_CASE: &str = r#"
+ready() { # wait until fdtrace ($1) follows its ring buffer: it sleeps in epoll_wait
+  i=0
+  while [ $i -lt 3000 ]; do
+    grep -q epoll /proc/$1/wchan 2>/dev/null && return 0
+    kill -0 $1 2>/dev/null || return 1
+    sleep 0.1; i=$((i+1))
+  done
+  return 1
+}
+case_run() { # rep case set
+  rep=$1; what=$2; set=$3
+  case $what in
+  untraced) /bench/openclose $PAIRS > /tmp/out ;;
+  untargeted)
+    sleep 100000 & s=$!
+    FDTRACE_HOOKS=$set /bin/fdtrace -q --json -o /tmp/u.json -p $s 2>/tmp/err & f=$!
+    if ready $f; then /bench/openclose $PAIRS > /tmp/out; else echo > /tmp/out; cat /tmp/err; fi
+    kill -INT $f; wait $f; kill $s; wait $s 2>/dev/null ;;
+  traced)
+    FDTRACE_HOOKS=$set /bin/fdtrace -q --json -o /tmp/t.json -- /bench/openclose $PAIRS > /tmp/out 2>/tmp/err || cat /tmp/err ;;
+  esac
+  ns=$(sed -n 's/^ns_per_pair //p' /tmp/out)
+  echo "@@vmtest measured bench $rep $what $set ${ns:-failed}"
+}
+"#;
+
+fn init_script(reps: usize, pairs: u64) -> String {
+    let mut s = format!(
+        "#!/bin/busybox sh\n\
+         /bin/busybox --install -s\n\
+         export PATH=/bin:/sbin:/usr/bin:/usr/sbin HOME=/root TMPDIR=/tmp PAIRS={pairs}\n\
+         mount -t proc proc /proc\n\
+         mount -t sysfs sysfs /sys\n\
+         mount -t devtmpfs devtmpfs /dev\n\
+         mount -t tracefs tracefs /sys/kernel/tracing\n\
+         echo \"@@vmtest kernel $(uname -r)\"\n\
+         echo '@@vmtest begin hooks'\n\
+         /bin/fdtrace hooks 2>&1\n\
+         echo \"@@vmtest end hooks $?\"\n\
+         {RUN_CASE}\n"
+    );
+    for rep in 0..reps {
+        for k in 0..CASES.len() {
+            let case = CASES[(rep + k) % CASES.len()];
+            let (what, set) = case.split_once(' ').unwrap_or((case, "-"));
+            s.push_str(&format!("case_run {} {what} {set}\n", rep + 1));
+        }
+    }
+    s.push_str("echo '@@vmtest done'\npoweroff -f\n");
+    s
+}
+
+/// The median of each case's figures (ns per pair), from the `measured` lines.
+fn medians(measured: &[String]) -> BTreeMap<String, (f64, usize, usize)> {
+    let mut by_case: BTreeMap<String, (Vec<f64>, usize)> = BTreeMap::new();
+    for m in measured {
+        let f: Vec<&str> = m.split_whitespace().collect();
+        let ["bench", _rep, what, set, ns] = f[..] else {
+            continue;
+        };
+        let case = if set == "-" {
+            what.to_string()
+        } else {
+            format!("{what} {set}")
+        };
+        let e = by_case.entry(case).or_default();
+        match ns.parse::<f64>() {
+            Ok(v) => e.0.push(v),
+            Err(_) => e.1 += 1,
+        }
+    }
+    by_case
+        .into_iter()
+        .map(|(case, (mut v, failed))| {
+            v.sort_by(f64::total_cmp);
+            let median = if v.is_empty() {
+                f64::NAN
+            } else {
+                v[v.len() / 2]
+            };
+            (case, (median, v.len(), failed))
+        })
+        .collect()
+}
+
+/// The section of docs/PERFORMANCE.md for one kernel (replaced by the next run on it).
+fn section(
+    series: &str,
+    release: &str,
+    hooks: &[String],
+    reps: usize,
+    pairs: u64,
+    m: &BTreeMap<String, (f64, usize, usize)>,
+) -> String {
+    let base = m.get("untraced").map_or(f64::NAN, |v| v.0);
+    let mut s = format!(
+        "<!-- vm-bench {series} -->\n### Hook sets side by side on {release} (QEMU, `cargo xtask bench --vm {series}`)\n\n\
+         The open/close loop ({pairs} pairs, median of {reps} runs, rotated) in one boot; ratios to \
+         the untraced loop of the same boot (emulated times mean nothing on their own).\n\n\
+         | configuration | ratio to untraced | runs (failed) |\n|---|---|---|\n"
+    );
+    for case in CASES {
+        let Some(&(median, n, failed)) = m.get(case) else {
+            continue;
+        };
+        let label = match case {
+            "untraced" => "untraced".to_string(),
+            c => {
+                let (what, set) = c.split_once(' ').unwrap_or((c, ""));
+                match what {
+                    "untargeted" => format!("not the target (fdtrace traces a `sleep`), {set}"),
+                    _ => format!("traced by fdtrace, {set}"),
+                }
+            }
+        };
+        s.push_str(&format!(
+            "| {label} | {:.2}x | {n} ({failed}) |\n",
+            median / base
+        ));
+    }
+    let on = |what: &str| {
+        hooks
+            .iter()
+            .filter(|l| {
+                l.split_whitespace()
+                    .nth(1)
+                    .is_some_and(|h| h.starts_with(what))
+            })
+            .count()
+    };
+    s.push_str(&format!(
+        "\n`fdtrace hooks` there (auto): {} events on trampolines, {} on tracepoints.\n<!-- vm-bench {series} end -->\n",
+        on("fentry") + on("fexit"),
+        on("tracepoint")
+    ));
+    s
+}
+
+/// Put `section` into docs/PERFORMANCE.md in place of the last run's on this kernel (or at the
+/// end).
+pub(super) fn write_section(doc: &Path, series: &str, section: &str) -> Result<()> {
+    let text = std::fs::read_to_string(doc).unwrap_or_default();
+    let begin = format!("<!-- vm-bench {series} -->");
+    let end = format!("<!-- vm-bench {series} end -->\n");
+    let new = match (text.find(&begin), text.find(&end)) {
+        (Some(b), Some(e)) if e > b => format!("{}{section}{}", &text[..b], &text[e + end.len()..]),
+        _ => format!("{}\n{section}", text.trim_end_matches('\n')),
+    };
+    std::fs::write(doc, new).with_context(|| format!("writing {}", doc.display()))
+}
+
+/// The VM sections of an existing docs/PERFORMANCE.md, for a host run to carry over.
+pub(super) fn sections_of(doc: &Path) -> String {
+    let text = std::fs::read_to_string(doc).unwrap_or_default();
+    let mut out = String::new();
+    let mut rest = text.as_str();
+    while let Some(b) = rest.find("<!-- vm-bench ") {
+        let Some(e) = rest[b..].find(" end -->\n") else {
+            break;
+        };
+        out.push('\n');
+        out.push_str(&rest[b..b + e + " end -->\n".len()]);
+        rest = &rest[b + e..];
+    }
+    out
+}
+
+pub(super) fn run(series: &str, reps: usize, pairs: u64, write: Option<PathBuf>) -> Result<()> {
+    let root = crate::root();
+    let mut apt_ready = false;
+    let image = kernel(series, &mut apt_ready)?;
+    crate::build()?;
+    let openclose = vmdir().join("bench-openclose");
+    crate::run(
+        Command::new("cc")
+            .args(["-O2", "-o"])
+            .arg(&openclose)
+            .arg(root.join("bench/openclose.c")),
+    )?;
+    let fdtrace = root.join("target/release/fdtrace");
+    let mut c = Cpio::new();
+    for d in [
+        "/bin",
+        "/sbin",
+        "/usr/bin",
+        "/usr/sbin",
+        "/proc",
+        "/sys",
+        "/dev",
+        "/tmp",
+        "/root",
+        "/bench",
+    ] {
+        c.dir(Path::new(d));
+    }
+    c.file(Path::new("/bin/busybox"), Path::new("/bin/busybox"))?;
+    c.file(Path::new("/bin/fdtrace"), &fdtrace)?;
+    c.file(Path::new("/bench/openclose"), &openclose)?;
+    c.bytes(
+        Path::new("/init"),
+        0o755,
+        init_script(reps, pairs).as_bytes(),
+    );
+    for l in libraries(&fdtrace).into_iter().chain(libraries(&openclose)) {
+        c.file(&l, &l)?;
+    }
+    let initrd = vmdir().join(format!("initramfs-bench-{series}.cpio"));
+    std::fs::write(&initrd, c.finish())?;
+    let log = vmdir().join(format!("console-bench-{series}.log"));
+    eprintln!("xtask: bench in a VM: kernel {series}, {reps} repetitions of {pairs} pairs");
+    let o = boot(series, &image, &initrd, &log, Duration::from_secs(60 * 60))?;
+    if !o.done {
+        bail!("the VM stopped before the end (console: {})", log.display());
+    }
+    let m = medians(&o.measured);
+    let text = section(series, &o.release, &o.hooks_lines, reps, pairs, &m);
+    println!("\n{text}");
+    if let Some(doc) = write {
+        write_section(&doc, series, &text)?;
+        eprintln!("bench: wrote the {series} section of {}", doc.display());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn medians_per_case_and_failures_counted() {
+        let lines: Vec<String> = [
+            "bench 1 untraced - 100.0",
+            "bench 2 untraced - 120.0",
+            "bench 3 untraced - 110.0",
+            "bench 1 traced trampolines 150.0",
+            "bench 2 traced trampolines failed",
+            "kernel figure 3",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let m = medians(&lines);
+        assert_eq!(m["untraced"], (110.0, 3, 0));
+        assert_eq!(m["traced trampolines"], (150.0, 1, 1));
+        assert_eq!(m.len(), 2);
+    }
+
+    #[test]
+    fn a_section_replaces_the_last_one_of_its_kernel() {
+        let doc = std::env::temp_dir().join(format!("fdtrace-vm-bench-{}.md", std::process::id()));
+        std::fs::write(&doc, "# Perf\n\ntext\n").unwrap();
+        write_section(
+            &doc,
+            "6.1",
+            "<!-- vm-bench 6.1 -->\nA\n<!-- vm-bench 6.1 end -->\n",
+        )
+        .unwrap();
+        write_section(
+            &doc,
+            "6.12",
+            "<!-- vm-bench 6.12 -->\nB\n<!-- vm-bench 6.12 end -->\n",
+        )
+        .unwrap();
+        write_section(
+            &doc,
+            "6.1",
+            "<!-- vm-bench 6.1 -->\nC\n<!-- vm-bench 6.1 end -->\n",
+        )
+        .unwrap();
+        let text = std::fs::read_to_string(&doc).unwrap();
+        assert!(text.starts_with("# Perf\n\ntext\n"));
+        assert!(
+            text.contains("\nC\n") && text.contains("\nB\n") && !text.contains("\nA\n"),
+            "{text}"
+        );
+        let carried = sections_of(&doc);
+        assert!(
+            carried.contains("vm-bench 6.1 -->\nC") && carried.contains("vm-bench 6.12 -->\nB"),
+            "{carried}"
+        );
+        std::fs::remove_file(&doc).unwrap();
+    }
+}
