@@ -278,6 +278,11 @@ pub mod syscall {
         sc == PIPE || sc == SOCKETPAIR
     }
 
+    /// Does this syscall make sockets (whose `struct sock` the birth record describes)?
+    pub const fn makes_sockets(sc: u32) -> bool {
+        sc == SOCKET || sc == ACCEPT || sc == SOCKETPAIR
+    }
+
     /// Does this syscall take a path (or name) argument worth copying?
     pub const fn has_path(sc: u32) -> bool {
         sc == OPENAT

@@ -321,8 +321,7 @@ pub(crate) fn emit_birth<const MMSG: bool, C: EbpfContext>(
     } else {
         (ret as i32, -1)
     };
-    let is_socket = sc == syscall::SOCKET || sc == syscall::ACCEPT || sc == syscall::SOCKETPAIR;
-    let sock = if is_socket && !failed && !MMSG {
+    let sock = if syscall::makes_sockets(sc) && !failed && !MMSG {
         match sock_info(fd) {
             Some(info) => {
                 if info.family == AF_INET || info.family == AF_INET6 {

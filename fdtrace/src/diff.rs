@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use crate::{
     replay::Replay,
-    report::{JsonFrame, Report, Site},
+    report::{Report, Site},
 };
 
 /// What makes two call sites of different recordings the same.
@@ -22,29 +22,6 @@ pub enum SiteKey {
     Frames(Vec<String>),
 }
 
-fn frame_key(f: &JsonFrame) -> String {
-    // A Go marker frame names the goroutine that asked or started: another one in each
-    // recording.
-    if let Some(key) = f
-        .function
-        .as_deref()
-        .and_then(crate::link_markers::marker_key)
-    {
-        return key.into();
-    }
-    let mut s = f.function.clone().unwrap_or_else(|| "??".into());
-    if let Some(file) = &f.file {
-        s += &format!(" {file}");
-        if let Some(l) = f.line {
-            s += &format!(":{l}");
-        }
-    }
-    if let Some(m) = &f.module {
-        s += &format!(" ({m})");
-    }
-    s
-}
-
 /// The key of a report's call site.
 pub fn site_key(s: &Site) -> SiteKey {
     if let Some(f) = s.user_frame.and_then(|i| s.frames.get(i))
@@ -52,7 +29,7 @@ pub fn site_key(s: &Site) -> SiteKey {
     {
         return SiteKey::User(func.clone(), file.clone(), line);
     }
-    SiteKey::Frames(s.frames.iter().map(frame_key).collect())
+    SiteKey::Frames(s.frames.iter().map(crate::frame_label::key).collect())
 }
 
 /// How people read a site: `leak_file at /w/leaky.c:20`.
@@ -142,7 +119,7 @@ pub fn compare(a: &Report, b: &Report, a_name: &str, b_name: &str) -> Diff {
                 count_a: ca,
                 count_b: cb,
                 delta: cb as i64 - ca as i64,
-                frames: example.frames.iter().map(frame_key).collect(),
+                frames: example.frames.iter().map(crate::frame_label::key).collect(),
             }
         })
         .collect();
@@ -216,6 +193,7 @@ pub fn diff_files(a: &Path, b: &Path) -> Result<Diff> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::report::JsonFrame;
     use crate::report::Meta;
 
     fn frame(function: &str, file: Option<&str>, line: u32, addr: u64) -> JsonFrame {

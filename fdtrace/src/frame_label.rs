@@ -1,6 +1,7 @@
 //! A frame as text, written once: where people read it (`leak_file at /src/leaky.c:20`: the
 //! report, the live view, metrics' site labels) and as a short name among others
-//! (`leak_file leaky.c:20`: timelines, folded stacks).
+//! (`leak_file leaky.c:20`: timelines, folded stacks); and as a key that names the same code in
+//! two recordings (diffs).
 use crate::{report::JsonFrame, symbolize::Frame};
 
 /// The parts of a frame that are shown, from a symbolized [`Frame`] or a report's
@@ -75,6 +76,30 @@ pub fn short<'a>(f: impl Into<Parts<'a>>) -> String {
             None => func.to_string(),
         },
     }
+}
+
+/// The same code in two recordings (`fdtrace diff`): function, file, line and binary, never the
+/// address (another run, another layout); a Go marker frame by what it marks (it names another
+/// goroutine in each recording).
+pub fn key(f: &JsonFrame) -> String {
+    if let Some(key) = f
+        .function
+        .as_deref()
+        .and_then(crate::link_markers::marker_key)
+    {
+        return key.into();
+    }
+    let mut s = f.function.clone().unwrap_or_else(|| "??".into());
+    if let Some(file) = &f.file {
+        s += &format!(" {file}");
+        if let Some(l) = f.line {
+            s += &format!(":{l}");
+        }
+    }
+    if let Some(m) = &f.module {
+        s += &format!(" ({m})");
+    }
+    s
 }
 
 #[cfg(test)]

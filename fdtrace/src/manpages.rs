@@ -50,7 +50,7 @@ mod tests {
     fn every_page_referred_to_exists() {
         let pages = pages().unwrap();
         let names: Vec<&str> = pages.iter().map(|(n, _)| n.as_str()).collect();
-        for sub in ["record", "report", "export", "diff", "top", "tracepoints"] {
+        for sub in ["record", "report", "export", "diff", "top", "hooks"] {
             assert!(
                 names.contains(&format!("fdtrace-{sub}.1").as_str()),
                 "{names:?}"

@@ -251,7 +251,7 @@ impl State {
         let mut sock = None;
         let (kind, target) = match o.syscall {
             sc::OPENAT | sc::OPEN | sc::CREAT | sc::OPENAT2 => (FdKind::File, o.path),
-            sc::SOCKET | sc::ACCEPT | sc::SOCKETPAIR => {
+            s if sc::makes_sockets(s) => {
                 let mut info = SocketInfo::from_kernel(&o.sock, o.hdr.ts_ns);
                 info.accepted = o.syscall == sc::ACCEPT;
                 if info.accepted
