@@ -1,6 +1,7 @@
 //! fdtrace: find the exact line of code that leaks file descriptors, live, with eBPF.
 pub mod agent;
 pub mod agent_metrics;
+pub(crate) mod attach;
 pub mod binaries;
 pub mod bounded_map;
 pub mod cgroup;

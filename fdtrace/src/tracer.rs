@@ -5,15 +5,12 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context as _, Result, bail};
 use aya::{
     Ebpf,
-    maps::{Array, HashMap, MapData, PerCpuArray, PerCpuHashMap, ProgramArray, RingBuf},
-    programs::{FEntry, FExit, TracePoint},
+    maps::{Array, HashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf},
 };
 use fdtrace_common::{FailKey, KernelLayout, PID_MAX_LIMIT, TARGET_FLAGS_PER_ENTRY, stat};
 
-use crate::hooks::{
-    DEEP_PROGRAMS, FROM_REGS_IF_ACCEPTED, HookSet, Side, TRACEFS, attach_plan, by_hook,
-    ensure_tracefs, field_offset, have_task_pt_regs, tracepoint_exists, trampolines,
-};
+use crate::attach::{self, HookChoice, Link, SetupTime};
+use crate::hooks::{HookSet, TRACEFS, ensure_tracefs, field_offset, have_task_pt_regs};
 use crate::kernel_layout::KernelTypes;
 use tracing::{debug, warn};
 
@@ -49,229 +46,11 @@ pub struct Tracer {
     uv_files: std::collections::HashMap<(u64, u64), bool>,
 }
 
-/// An attachment of one of our programs.
-enum Link {
-    Tracepoint(aya::programs::trace_point::TracePointLinkId),
-    Entry(aya::programs::fentry::FEntryLinkId),
-    Exit(aya::programs::fexit::FExitLinkId),
-}
-
-/// The hook an event uses: `hook` names it (`fexit __x64_sys_openat`, `tracepoints
-/// syscalls:sys_enter_openat, syscalls:sys_exit_openat`), `why` says why that one.
-#[derive(Clone, Debug)]
-pub struct HookChoice {
-    pub event: String,
-    pub hook: String,
-    pub why: String,
-}
-
-/// Load the trampoline programs of one hook and attach them (all or none: what was attached is
-/// detached again when one fails).
-fn attach_trampolines(
-    ebpf: &mut Ebpf,
-    btf: &aya::Btf,
-    progs: &[(String, Side, String)],
-    time: &mut SetupTime,
-) -> Result<Vec<(String, Link)>> {
-    let mut links = Vec::new();
-    let mut attach_one =
-        |ebpf: &mut Ebpf, prog: &str, side: Side, function: &str| -> Result<Link> {
-            let p = ebpf
-                .program_mut(prog)
-                .with_context(|| format!("program {prog} missing from the eBPF object"))?;
-            let t0 = std::time::Instant::now();
-            Ok(match side {
-                Side::Entry => {
-                    let p: &mut FEntry = p.try_into()?;
-                    p.load(function, btf).with_context(|| {
-                        format!("the kernel rejected fentry {prog} on {function}")
-                    })?;
-                    let t1 = std::time::Instant::now();
-                    time.loading += t1 - t0;
-                    let link = p
-                        .attach()
-                        .with_context(|| format!("attaching fentry to {function}"));
-                    time.attaching += t1.elapsed();
-                    Link::Entry(link?)
-                }
-                Side::Exit => {
-                    let p: &mut FExit = p.try_into()?;
-                    p.load(function, btf).with_context(|| {
-                        format!("the kernel rejected fexit {prog} on {function}")
-                    })?;
-                    let t1 = std::time::Instant::now();
-                    time.loading += t1 - t0;
-                    let link = p
-                        .attach()
-                        .with_context(|| format!("attaching fexit to {function}"));
-                    time.attaching += t1.elapsed();
-                    Link::Exit(link?)
-                }
-            })
-        };
-    for (prog, side, function) in progs {
-        match attach_one(ebpf, prog, *side, function) {
-            Ok(link) => links.push((prog.clone(), link)),
-            Err(e) => {
-                detach_links(ebpf, links);
-                return Err(e);
-            }
-        }
-    }
-    Ok(links)
-}
-
-/// Where start-up time went: the kernel verifying programs, and attaching them.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct SetupTime {
-    pub loading: std::time::Duration,
-    pub attaching: std::time::Duration,
-}
-
-/// One line of why the kernel refused a program: the error, and the verifier's last word (its
-/// log can run to thousands of lines).
-fn short_reason(e: &anyhow::Error) -> String {
-    let text = format!("{e:#}");
-    let Some((head, log)) = text.split_once(" Verifier output:") else {
-        return text;
-    };
-    let head = head
-        .replace("the BPF_PROG_LOAD syscall returned ", "")
-        .trim_end_matches('.')
-        .to_string();
-    match log
-        .lines()
-        .map(|l| l.trim().trim_start_matches(':').trim())
-        .rfind(|l| !l.is_empty() && !l.starts_with("Operation not permitted"))
-    {
-        Some(last) => format!("{head} ({last})"),
-        None => head,
-    }
-}
-
-/// The programs that send the births' records on trampolines, tail-called by each birth's
-/// trampoline program: one per prototype of the syscalls' functions (see `BIRTH_EXIT2` in
-/// fdtrace-ebpf), with their program array and the prefix of their births' programs.
-const BIRTH_EXITS: [(&str, &str, &str); 2] = [
-    ("fexit_birth", "BIRTH_EXIT", "fexit_"),
-    ("fexit_birth2", "BIRTH_EXIT2", "fexit2_"),
-];
-
-/// Load the record program of prototype group `group` for `function` (one of the group's; it
-/// is never attached) and put it in its program array.
-fn load_birth_exit(
-    ebpf: &mut Ebpf,
-    btf: &aya::Btf,
-    group: usize,
-    function: &str,
-    time: &mut SetupTime,
-) -> Result<()> {
-    let (prog, map, _) = BIRTH_EXITS[group];
-    let t0 = std::time::Instant::now();
-    let p: &mut FExit = ebpf
-        .program_mut(prog)
-        .with_context(|| format!("program {prog} missing from the eBPF object"))?
-        .try_into()?;
-    p.load(function, btf)
-        .with_context(|| format!("the kernel rejected fexit {prog}"))?;
-    let fd = p.fd()?.try_clone()?;
-    time.loading += t0.elapsed();
-    let mut array: ProgramArray<_> =
-        ProgramArray::try_from(ebpf.map_mut(map).with_context(|| format!("{map} map"))?)?;
-    array
-        .set(0, &fd, 0)
-        .with_context(|| format!("storing {prog} in {map}"))?;
-    Ok(())
-}
-
-/// A birth's trampoline programs with its own (`fexit_<name>`) named for the record program of
-/// its function's prototype (`fexit2_<name>` for the second); the others unchanged.
-fn birth_programs(
-    mut progs: Vec<(String, Side, String)>,
-    groups: &std::collections::HashMap<String, Result<usize, String>>,
-) -> Result<Vec<(String, Side, String)>> {
-    for (prog, _, function) in &mut progs {
-        match groups.get(function.as_str()) {
-            Some(Ok(g))
-                if prog.starts_with("fexit_")
-                    && !prog.starts_with("fexit_deep_")
-                    && !prog.starts_with("fexit_python_") =>
-            {
-                *prog = prog.replacen("fexit_", BIRTH_EXITS[*g].2, 1);
-            }
-            Some(Err(why)) => bail!("{why}"),
-            _ => {}
-        }
-    }
-    Ok(progs)
-}
-
-/// Detach `links` now (one thread per 16: each detachment waits for an RCU grace period).
-fn detach_links(ebpf: &mut Ebpf, links: Vec<(String, Link)>) {
-    let mut owned: Vec<Box<dyn Send>> = Vec::new();
-    for (prog, link) in links {
-        let Some(p) = ebpf.program_mut(&prog) else {
-            continue;
-        };
-        match link {
-            Link::Tracepoint(id) => {
-                if let Ok(tp) = <&mut TracePoint>::try_from(p)
-                    && let Ok(l) = tp.take_link(id)
-                {
-                    owned.push(Box::new(l));
-                }
-            }
-            Link::Entry(id) => {
-                if let Ok(f) = <&mut FEntry>::try_from(p)
-                    && let Ok(l) = f.take_link(id)
-                {
-                    owned.push(Box::new(l));
-                }
-            }
-            Link::Exit(id) => {
-                if let Ok(f) = <&mut FExit>::try_from(p)
-                    && let Ok(l) = f.take_link(id)
-                {
-                    owned.push(Box::new(l));
-                }
-            }
-        }
-    }
-    let per_thread = owned.len().div_ceil(16).max(1);
-    std::thread::scope(|s| {
-        while !owned.is_empty() {
-            let chunk: Vec<_> = owned.drain(..per_thread.min(owned.len())).collect();
-            s.spawn(move || drop(chunk));
-        }
-    });
-}
-
 /// The oldest kernel fdtrace runs on.
 const MIN_KERNEL: aya::util::KernelVersion = aya::util::KernelVersion::new(5, 10, 0);
 
 fn too_old(release: &str) -> String {
     format!("this kernel ({release}) is too old: fdtrace needs Linux 5.10 or newer")
-}
-
-/// Load `prog` (once) and attach it to `category:name`.
-fn attach(
-    ebpf: &mut Ebpf,
-    loaded: &mut std::collections::HashSet<String>,
-    prog: &str,
-    category: &str,
-    name: &str,
-) -> Result<aya::programs::trace_point::TracePointLinkId> {
-    let p: &mut TracePoint = ebpf
-        .program_mut(prog)
-        .with_context(|| format!("program {prog} missing from the eBPF object"))?
-        .try_into()?;
-    if !loaded.contains(prog) {
-        p.load()
-            .with_context(|| format!("the kernel rejected program {prog}"))?;
-        loaded.insert(prog.to_string());
-    }
-    p.attach(category, name)
-        .with_context(|| format!("attaching to {category}:{name} failed"))
 }
 
 /// Fail early with a clear message when we cannot possibly load BPF programs.
@@ -369,198 +148,8 @@ impl Tracer {
                 missing.push("socket layout (BTF)".to_string());
             }
         }
-        let mut loaded = std::collections::HashSet::new();
-        let mut links = Vec::new();
-        let mut choices = Vec::new();
-        let mut trampoline_time = SetupTime::default();
-        // The kernel's BTF names the functions trampolines attach to (parsed only for them).
-        let plan = attach_plan(regs, deep);
-        let hooks_of_plan = by_hook(plan.clone());
-        // Each birth function's group of prototypes (the record program it tail-calls), or
-        // why it has none.
-        let mut birth_group: std::collections::HashMap<String, Result<usize, String>> =
-            Default::default();
-        let btf = match (hooks, &types) {
-            (HookSet::Tracepoints, _) => Err("the syscall tracepoints were asked for".to_string()),
-            (_, Err(e)) => Err(format!("the kernel's BTF: {e:#}")),
-            (_, Ok(types)) => {
-                // The functions of every hook, found in the kernel's BTF.
-                let functions: Vec<String> = hooks_of_plan
-                    .iter()
-                    .filter_map(|(hook, _)| trampolines(hook, deep))
-                    .flatten()
-                    .map(|(_, _, f)| f)
-                    .collect();
-                let ids = types.function_ids(functions.iter().map(String::as_str));
-                crate::function_btf::stand_in(&ids)
-                    .map_err(|e| format!("{e:#}"))
-                    .inspect(|btf| {
-                        // (prototype, its record program loaded or why not)
-                        let mut protos: Vec<(u32, Result<(), String>)> = Vec::new();
-                        for (prog, _, function) in hooks_of_plan
-                            .iter()
-                            .filter_map(|(hook, _)| trampolines(hook, deep))
-                            .flatten()
-                        {
-                            let Some(&(_, proto)) = ids.get(&function) else {
-                                continue;
-                            };
-                            if !prog.starts_with("fexit_") || birth_group.contains_key(&function) {
-                                continue;
-                            }
-                            let is_birth = fdtrace_common::syscall::BIRTHS.iter().any(|b| {
-                                b.tracepoints
-                                    .iter()
-                                    .any(|t| crate::hooks::syscall_function(t.0) == function)
-                            });
-                            if !is_birth {
-                                continue;
-                            }
-                            let g = match protos.iter().position(|p| p.0 == proto) {
-                                Some(g) => g,
-                                None if protos.len() < BIRTH_EXITS.len() => {
-                                    let g = protos.len();
-                                    let loaded = load_birth_exit(
-                                        &mut ebpf,
-                                        btf,
-                                        g,
-                                        &function,
-                                        &mut trampoline_time,
-                                    )
-                                    .map_err(|e| match hooks {
-                                        HookSet::Trampolines => format!("{e:#}"),
-                                        _ => short_reason(&e),
-                                    });
-                                    protos.push((proto, loaded));
-                                    g
-                                }
-                                None => {
-                                    let why = format!(
-                                        "{function} has a prototype of its own (a third one): \
-                                         fdtrace's programs expect two"
-                                    );
-                                    birth_group.insert(function, Err(why));
-                                    continue;
-                                }
-                            };
-                            let group = protos[g].1.clone().map(|()| g);
-                            birth_group.insert(function, group);
-                        }
-                    })
-            }
-        };
-        drop(types);
-        if let (HookSet::Trampolines, Err(why)) = (hooks, &btf) {
-            bail!("--hooks trampolines: this kernel takes none: {why}");
-        }
-        for (hook, entries) in by_hook(plan) {
-            let (_, category, first_tp, required) = entries[0].clone();
-            let tps: Vec<String> = entries
-                .iter()
-                .filter(|e| !DEEP_PROGRAMS.contains(&e.0.as_str()))
-                .map(|e| format!("{}:{}", e.1, e.2))
-                .collect();
-            if category == "syscalls" && !tracepoint_exists(category, &first_tp) {
-                // A syscall this kernel does not have.
-                if required {
-                    bail!("tracepoint {category}:{first_tp} does not exist on this kernel");
-                }
-                warn!("tracepoint {category}:{first_tp} is not available on this kernel; skipped");
-                missing.push(format!("{category}:{first_tp}"));
-                choices.push(HookChoice {
-                    event: hook,
-                    hook: "none".into(),
-                    why: "this kernel does not have the syscall".into(),
-                });
-                continue;
-            }
-            let why_not = match (&btf, trampolines(&hook, deep)) {
-                (_, None) => Some("a tracepoint that only fires for the event itself".to_string()),
-                (Err(why), Some(_)) => Some(why.clone()),
-                (Ok(btf), Some(progs)) => match birth_programs(progs.clone(), &birth_group)
-                    .and_then(|progs| {
-                        attach_trampolines(&mut ebpf, btf, &progs, &mut trampoline_time)
-                    }) {
-                    Ok(l) => {
-                        links.extend(l);
-                        let sides: std::collections::BTreeSet<&str> = progs
-                            .iter()
-                            .map(|p| match p.1 {
-                                Side::Entry => "fentry",
-                                Side::Exit => "fexit",
-                            })
-                            .collect();
-                        choices.push(HookChoice {
-                            event: hook,
-                            hook: format!(
-                                "{} {}",
-                                sides.into_iter().collect::<Vec<_>>().join("+"),
-                                progs[0].2
-                            ),
-                            why: "this kernel takes trampolines: only callers of the function pay"
-                                .into(),
-                        });
-                        continue;
-                    }
-                    Err(e) if hooks == HookSet::Trampolines => {
-                        return Err(e.context(format!(
-                            "--hooks trampolines: the {hook} hook cannot use a trampoline"
-                        )));
-                    }
-                    Err(e) => Some(short_reason(&e)),
-                },
-            };
-            let mut hook_links = Vec::new();
-            for (prog, category, name, required) in entries {
-                if !tracepoint_exists(category, &name) {
-                    if DEEP_PROGRAMS.contains(&prog.as_str()) {
-                        continue;
-                    }
-                    if required {
-                        bail!("tracepoint {category}:{name} does not exist on this kernel");
-                    }
-                    warn!("tracepoint {category}:{name} is not available on this kernel; skipped");
-                    missing.push(format!("{category}:{name}"));
-                    continue;
-                }
-                let fallback = prog
-                    .strip_prefix("exit_regs_")
-                    .filter(|birth| FROM_REGS_IF_ACCEPTED.contains(birth));
-                match (
-                    attach(&mut ebpf, &mut loaded, &prog, category, &name),
-                    fallback,
-                ) {
-                    (Ok(link), _) => hook_links.push((prog, Link::Tracepoint(link))),
-                    (Err(e), Some(birth)) => {
-                        debug!("{birth} keeps its entry program: {e:#}");
-                        for (p, tp) in [
-                            (format!("enter_{birth}"), format!("sys_enter_{birth}")),
-                            ("exit_open".to_string(), name.clone()),
-                        ] {
-                            hook_links.push((
-                                p.clone(),
-                                Link::Tracepoint(attach(
-                                    &mut ebpf,
-                                    &mut loaded,
-                                    &p,
-                                    category,
-                                    &tp,
-                                )?),
-                            ));
-                        }
-                    }
-                    (Err(e), None) => return Err(e),
-                }
-            }
-            if !hook_links.is_empty() {
-                choices.push(HookChoice {
-                    event: hook,
-                    hook: format!("tracepoint {}", tps.join(" ")),
-                    why: why_not.unwrap_or_default(),
-                });
-            }
-            links.extend(hook_links);
-        }
+        let attached = attach::attach_all(&mut ebpf, regs, deep, hooks, types)?;
+        missing.extend(attached.missing);
         // The layout of sched_process_fork's record changed (comm arrays became strings).
         let fork_format = Path::new(TRACEFS).join("events/sched/sched_process_fork/format");
         if let Some(off) = field_offset(&fork_format, "child_pid") {
@@ -572,10 +161,10 @@ impl Tracer {
         }
         Ok(Self {
             ebpf,
-            links,
+            links: attached.links,
             missing,
-            hooks: choices,
-            trampoline_time,
+            hooks: attached.choices,
+            trampoline_time: attached.time,
             cgroups: Default::default(),
             go_binaries: Default::default(),
             go_links: true,
@@ -587,7 +176,7 @@ impl Tracer {
     /// unregisters; detaching from several threads lets those waits overlap (seconds otherwise).
     pub fn detach(&mut self) {
         let links: Vec<_> = self.links.drain(..).collect();
-        detach_links(&mut self.ebpf, links);
+        attach::detach_links(&mut self.ebpf, links);
     }
 
     /// End tracing without waiting for the kernel: no process passes the filter any more, and

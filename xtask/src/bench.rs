@@ -322,7 +322,7 @@ pub fn bench(opts: Opts) -> Result<()> {
             None if !opts.quick => Some(root.join("docs/PERFORMANCE.md")),
             None => None,
         };
-        let pairs = if opts.quick { 5_000 } else { 20_000 };
+        let pairs = if opts.quick { 20_000 } else { 100_000 };
         return vm::run(series, p.reps, pairs, write);
     }
     install_signal_handlers();
