@@ -23,7 +23,7 @@ const KERNELS: &[(&str, bool)] = &[("5.10", true), ("6.1", true), ("6.12", true)
 /// The hook sets each kernel's suites run with, by default (`--hooks` overrides). 6.1 and 6.12
 /// take a trampoline for every syscall, so `trampolines` (which fails where one is refused)
 /// checks them all; 5.10's BTF lacks `__x64_sys_perf_event_open`, whose tracepoints `auto`
-/// keeps beside the trampolines of the 47 others.
+/// keeps beside the trampolines of the 45 others it has.
 fn default_sets(series: &str) -> Vec<String> {
     let first = if series == "5.10" {
         "auto"
@@ -279,6 +279,26 @@ pub(crate) struct Cpio {
 }
 
 impl Cpio {
+    /// An archive with the directories a VM's userland needs and busybox in /bin.
+    pub(crate) fn skeleton() -> Result<Self> {
+        let mut c = Cpio::new();
+        for d in [
+            "/bin",
+            "/sbin",
+            "/usr/bin",
+            "/usr/sbin",
+            "/proc",
+            "/sys",
+            "/dev",
+            "/tmp",
+            "/root",
+        ] {
+            c.dir(Path::new(d));
+        }
+        c.file(Path::new("/bin/busybox"), Path::new("/bin/busybox"))?;
+        Ok(c)
+    }
+
     pub(crate) fn new() -> Self {
         Self {
             out: Vec::new(),
@@ -439,21 +459,7 @@ fn initramfs(
     sets: &[String],
 ) -> Result<()> {
     let supported = !suites.is_empty();
-    let mut c = Cpio::new();
-    for d in [
-        "/bin",
-        "/sbin",
-        "/usr/bin",
-        "/usr/sbin",
-        "/proc",
-        "/sys",
-        "/dev",
-        "/tmp",
-        "/root",
-    ] {
-        c.dir(Path::new(d));
-    }
-    c.file(Path::new("/bin/busybox"), Path::new("/bin/busybox"))?;
+    let mut c = Cpio::skeleton()?;
     c.bytes(
         Path::new("/init"),
         0o755,

@@ -206,22 +206,8 @@ pub(super) fn run(series: &str, reps: usize, pairs: u64, write: Option<PathBuf>)
             .arg(root.join("bench/openclose.c")),
     )?;
     let fdtrace = root.join("target/release/fdtrace");
-    let mut c = Cpio::new();
-    for d in [
-        "/bin",
-        "/sbin",
-        "/usr/bin",
-        "/usr/sbin",
-        "/proc",
-        "/sys",
-        "/dev",
-        "/tmp",
-        "/root",
-        "/bench",
-    ] {
-        c.dir(Path::new(d));
-    }
-    c.file(Path::new("/bin/busybox"), Path::new("/bin/busybox"))?;
+    let mut c = Cpio::skeleton()?;
+    c.dir(Path::new("/bench"));
     c.file(Path::new("/bin/fdtrace"), &fdtrace)?;
     c.file(Path::new("/bench/openclose"), &openclose)?;
     c.bytes(
