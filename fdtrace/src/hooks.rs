@@ -403,6 +403,12 @@ mod tests {
                 );
                 for (prog, _, function) in &progs {
                     assert!(has_symbol(prog), "{prog} is not in the eBPF object");
+                    // A birth's copy for the second prototype of the syscall functions.
+                    let birth = birth_tracepoints().any(|(b, _, _)| b == hook);
+                    if birth && prog == &format!("fexit_{hook}") {
+                        let second = format!("fexit2_{hook}");
+                        assert!(has_symbol(&second), "{second} is not in the eBPF object");
+                    }
                     assert_eq!(*function, format!("__x64_sys_{hook}"));
                 }
                 // The deep programs ride on the trampolines exactly where they ride on the
