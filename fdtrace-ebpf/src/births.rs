@@ -238,7 +238,7 @@ pub(crate) unsafe fn fill_head<const MMSG: bool>(
 }
 
 /// The record of a syscall that may have created descriptors, at its exit (`ret`: what it
-/// returned), from a tracepoint or a trampoline (`ctx`). `sc`: the syscall (`sc`,
+/// returned), from a tracepoint or a trampoline (`ctx`). `sc`: the syscall (`pending.syscall`,
 /// or a constant where the program serves one syscall).
 #[inline(always)]
 pub(crate) fn emit_birth<const MMSG: bool, C: EbpfContext>(
