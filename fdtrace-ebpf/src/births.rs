@@ -20,7 +20,7 @@ use crate::{
     failures::{EMFILE, ENFILE, count_failure, sample_failure},
     filter::{is_target, maybe_target},
     goroutine,
-    maps::{EVENTS, PENDING, Pending, SOCKS, TARGETS},
+    maps::{EVENTS, HAND_OVER, PENDING, Pending, SOCKS, TARGETS},
     registers::{PT_REGS_R14, UserRegs, copy_words, field, opaque_zero, read_kernel, user_regs},
     ring::{bump, header, shed_bytes, wakeup_after, wakeup_before},
     sockets::{AF_INET, AF_INET6, sock_info},
@@ -173,7 +173,82 @@ pub(crate) fn emit_open<const MMSG: bool, C: EbpfContext>(
         Some(sc) => sc,
         None => pending.syscall,
     };
-    emit_birth::<MMSG, C>(ctx, ret, sc, pid_tgid, None, pending, None)
+    emit_birth::<MMSG, C>(ctx, ret, sc, pid_tgid, None, pending, Regs::Read)
+}
+
+/// Where `emit_birth` gets the user registers, read where the record is written.
+#[derive(Clone, Copy)]
+pub(crate) enum Regs {
+    /// Read by the caller already (the exits that read the arguments from the registers).
+    Known(UserRegs),
+    /// Read from the task now.
+    Read,
+    /// Read by the trampoline program that tail-called this one (`HAND_OVER`).
+    HandedOver,
+}
+
+impl Regs {
+    #[inline(always)]
+    fn get(self) -> UserRegs {
+        match self {
+            Regs::Known(r) => r,
+            Regs::Read => user_regs(),
+            Regs::HandedOver => {
+                let mut r = UserRegs::default();
+                if let Some(h) = HAND_OVER.get_ptr(0) {
+                    // SAFETY: a per-CPU value of this program's CPU, copied out.
+                    copy_words(unsafe { &(*h).regs }, &mut r);
+                }
+                r
+            }
+        }
+    }
+}
+
+/// Hand a trampoline's birth to the record's program it tail-calls next (see `HAND_OVER`).
+#[inline(always)]
+pub(crate) fn hand_over(pid_tgid: u64, pending: &Pending, regs: &UserRegs) {
+    if let Some(h) = HAND_OVER.get_ptr_mut(0) {
+        // SAFETY: this CPU's value, written whole before the tail call reads it.
+        unsafe {
+            (*h).pid_tgid = pid_tgid;
+            copy_words(pending, &mut (*h).pending);
+            copy_words(regs, &mut (*h).regs);
+        }
+    }
+}
+
+/// The record of a birth on a trampoline, from what its program handed over (`hand_over`).
+#[inline(always)]
+pub(crate) fn emit_handed_over<C: EbpfContext>(ctx: &C, ret: i64) -> u32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let Some(h) = HAND_OVER.get_ptr(0) else {
+        return 0;
+    };
+    let mut pending = Pending {
+        path: 0,
+        flags: 0,
+        syscall: 0,
+        arg: 0,
+    };
+    // SAFETY: this CPU's value, copied out.
+    unsafe {
+        if (*h).pid_tgid != pid_tgid {
+            // Another thread's birth overwrote it in between (a preempted program).
+            bump(stat::LOST_EVENTS);
+            return 0;
+        }
+        copy_words(&(*h).pending, &mut pending);
+    }
+    emit_birth::<false, C>(
+        ctx,
+        ret,
+        pending.syscall,
+        pid_tgid,
+        None,
+        pending,
+        Regs::HandedOver,
+    )
 }
 
 /// Every field of a birth record but its stack.
@@ -248,7 +323,7 @@ pub(crate) fn emit_birth<const MMSG: bool, C: EbpfContext>(
     pid_tgid: u64,
     target: Option<u32>,
     pending: Pending,
-    regs: Option<UserRegs>,
+    regs: Regs,
 ) -> u32 {
     // "Too many open files" is the failure worth a stack: the leak's symptom.
     let failed = (ret == -EMFILE || ret == -ENFILE)
@@ -348,10 +423,7 @@ pub(crate) fn emit_birth<const MMSG: bool, C: EbpfContext>(
             return 0;
         };
         let ev = entry.as_mut_ptr() as *mut OpenEvent;
-        let regs = match regs {
-            Some(r) => r,
-            None => user_regs(),
-        };
+        let regs = regs.get();
         // SAFETY: the reservation holds every field before `stack`, which is not written.
         unsafe {
             fill_head::<MMSG>(
@@ -383,10 +455,7 @@ pub(crate) fn emit_birth<const MMSG: bool, C: EbpfContext>(
         return 0;
     };
     let ev = entry.as_mut_ptr();
-    let regs = match regs {
-        Some(r) => r,
-        None => user_regs(),
-    };
+    let regs = regs.get();
     let sp = regs.sp;
     // SAFETY: `ev` points to a reserved record of the right size; every field is written.
     unsafe {

@@ -5,6 +5,7 @@ use aya_ebpf::{
     macros::map,
     maps::{Array, HashMap, LruHashMap, PerCpuArray, PerCpuHashMap, ProgramArray, RingBuf},
 };
+use crate::registers::UserRegs;
 use fdtrace_common::{FailKey, KernelLayout, PID_MAX_LIMIT, TARGET_FLAGS_PER_ENTRY, setting, stat};
 
 /// Thread-group ids being traced; the value says how to capture their stacks (`capture::*`).
@@ -34,6 +35,24 @@ pub(crate) struct Pending {
 
 #[map]
 pub(crate) static PENDING: HashMap<u64, Pending> = HashMap::with_max_entries(16384, 0);
+
+/// What a birth's trampoline program hands to the record's program it tail-calls
+/// (`fexit_birth`): the arguments and the user registers it read, and whose they are.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub(crate) struct HandOver {
+    pub(crate) pid_tgid: u64,
+    pub(crate) pending: Pending,
+    pub(crate) regs: UserRegs,
+}
+
+/// One `HandOver` per CPU: a tail call runs on the CPU of its caller, at once, so no hash
+/// insert, lookup and delete per birth (the tracepoint set's `PENDING` must survive the
+/// syscall between its entry and exit). A program of another thread can only come in between
+/// where the kernel preempts a running BPF program (`preempt=full`); the record's program
+/// then finds another thread's id and counts the birth as lost, never as another's.
+#[map]
+pub(crate) static HAND_OVER: PerCpuArray<HandOver> = PerCpuArray::with_max_entries(1, 0);
 
 /// Entry 0: `fexit_birth`, which the births' trampoline programs tail-call to send the record
 /// (user space loads it and puts it here). One copy of that code for the verifier to walk,

@@ -65,6 +65,7 @@ pub(crate) static HAVE_TASK_PT_REGS: u8 = 1;
 
 /// The user registers a syscall was entered with: where it was called from, and its first four
 /// arguments.
+#[repr(C)]
 #[derive(Clone, Copy, Default)]
 pub(crate) struct UserRegs {
     pub(crate) ip: u64,

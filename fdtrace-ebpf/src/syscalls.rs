@@ -9,9 +9,12 @@ use aya_ebpf::{
 use fdtrace_common::{stat, syscall};
 
 use crate::{
-    births::{Args, NONE, emit_birth, emit_open, keep_pending, pending_from, remember},
+    births::{
+        Args, NONE, Regs, emit_birth, emit_handed_over, emit_open, hand_over, keep_pending,
+        pending_from, remember,
+    },
     filter::{is_target, target_mode},
-    maps::{BIRTH_EXIT, BIRTH_EXIT2, PENDING},
+    maps::{BIRTH_EXIT, BIRTH_EXIT2},
     registers::{ARG0, ARG1, ARG2, ARG3, ARG4, RET, field, opaque_zero, user_regs},
     ring::bump,
 };
@@ -64,17 +67,17 @@ macro_rules! exit_regs {
                 pid_tgid,
                 Some(target),
                 pending,
-                Some(regs),
+                Regs::Known(regs),
             )
         }
     };
 }
 
-/// The body of a birth's trampoline program: the arguments from the registers, kept in
-/// `PENDING` (as from the entry tracepoint: the record is then written by the same code, which
-/// every verifier accepts; values held from the register reads across it are what 6.1's
-/// refuses in `exit_regs_accept4`), then a tail call to the program that sends the record,
-/// through `$exit` (see `BIRTH_EXIT`). recvmmsg's record is a variant of its own, sent here.
+/// The body of a birth's trampoline program: the arguments from the registers, handed with the
+/// registers to the program that sends the record (`fexit_birth`, through a tail call by `$exit`,
+/// see `BIRTH_EXIT`: one copy of the record code for the verifier, not one per syscall; values
+/// held from the register reads across it are what 6.1's refuses in `exit_regs_accept4`).
+/// recvmmsg's record is a variant of its own, sent here through `PENDING`.
 macro_rules! birth_trampoline {
     ($ctx:ident, $exit:ident, $mmsg:literal, |$read:ident| $args:expr) => {{
         let pid_tgid = bpf_get_current_pid_tgid();
@@ -91,16 +94,16 @@ macro_rules! birth_trampoline {
             Some(_) => regs.arg(off),
             None => opaque_zero(),
         });
-        keep_pending(pid_tgid, &pending);
         if $mmsg {
+            keep_pending(pid_tgid, &pending);
             // `__x64_sys_<name>(const struct pt_regs *)`: the return value follows the
             // argument.
             return emit_open::<true, _>(&$ctx, $ctx.arg::<i64>(1), Some(a.sc));
         }
+        hand_over(pid_tgid, &pending, &regs);
         // SAFETY: the context is this program's own, passed on unchanged.
         let _ = unsafe { $exit.tail_call(&$ctx, 0) };
         // Only when the record's program is not in the map.
-        let _ = PENDING.remove(&pid_tgid);
         bump(stat::LOST_EVENTS);
         0
     }};
@@ -690,13 +693,13 @@ birth!(enter_fcntl, fexit_fcntl, fexit2_fcntl, false, |read| {
 /// one argument, so the return value is the second word.
 #[fexit]
 pub fn fexit_birth(ctx: FExitContext) -> u32 {
-    emit_open::<false, _>(&ctx, ctx.arg::<i64>(1), None)
+    emit_handed_over(&ctx, ctx.arg::<i64>(1))
 }
 
 /// `fexit_birth` for the functions of the other prototype (see `BIRTH_EXIT2`).
 #[fexit]
 pub fn fexit_birth2(ctx: FExitContext) -> u32 {
-    emit_open::<false, _>(&ctx, ctx.arg::<i64>(1), None)
+    emit_handed_over(&ctx, ctx.arg::<i64>(1))
 }
 
 /// Shared by the exits of every open-like syscall.
