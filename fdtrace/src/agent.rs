@@ -19,7 +19,6 @@ use anyhow::{Context as _, Result, bail};
 use crate::{
     agent_metrics::{self, Health, ProcessRow, Recorded, SiteRow},
     cgroup::Cgroup,
-    cli::AgentArgs,
     metrics_server::Published,
     procinfo,
     replay::Replay,
@@ -118,7 +117,32 @@ fn mib(bytes: u64) -> String {
     }
 }
 
-pub fn run(a: &AgentArgs) -> Result<()> {
+/// What the agent watches, when it records and how much it keeps (`fdtrace agent`'s options).
+#[derive(Debug, Clone)]
+pub struct AgentOptions {
+    /// Watch only the processes of these cgroups and those below them; empty: every process.
+    pub cgroups: Vec<PathBuf>,
+    /// Where recordings are written.
+    pub dir: PathBuf,
+    /// The recordings in `dir` are kept within this many MiB, the oldest finished deleted first.
+    pub max_disk_mib: f64,
+    /// Record a process once its open descriptors reach this fraction of its soft limit.
+    pub trigger_frac: f64,
+    /// Record a process whose count grows steadily and would reach its limit within this time.
+    pub trigger_eta: Duration,
+    /// How often the descriptor counts are polled.
+    pub interval: Duration,
+    /// A recording stops after this long.
+    pub max_duration: Duration,
+    /// A recording stops once its process's count has not grown for this long.
+    pub quiet: Duration,
+    /// At most this many processes recorded at once.
+    pub max_traced: usize,
+    /// Where Prometheus metrics are served, if anywhere.
+    pub metrics: Option<std::net::SocketAddr>,
+}
+
+pub fn run(a: &AgentOptions) -> Result<()> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         bail!(
@@ -127,7 +151,7 @@ pub fn run(a: &AgentArgs) -> Result<()> {
         );
     }
     let cgroups = a
-        .cgroup
+        .cgroups
         .iter()
         .map(|c| Cgroup::resolve(c))
         .collect::<Result<Vec<_>>>()?;
@@ -148,7 +172,7 @@ pub fn run(a: &AgentArgs) -> Result<()> {
         fraction: Some(a.trigger_frac),
         eta: Some(a.trigger_eta),
     };
-    let budget = (a.max_disk * 1024.0 * 1024.0) as u64;
+    let budget = (a.max_disk_mib * 1024.0 * 1024.0) as u64;
     let scope = if cgroups.is_empty() {
         "every process".to_string()
     } else {
@@ -206,7 +230,7 @@ pub fn run(a: &AgentArgs) -> Result<()> {
 }
 
 struct Agent<'a> {
-    a: &'a AgentArgs,
+    a: &'a AgentOptions,
     policy: Policy,
     budget: u64,
     cgroups: Vec<Cgroup>,

@@ -4,6 +4,7 @@ use std::{ffi::OsString, path::PathBuf, time::Duration};
 use clap::{Args, Parser, Subcommand};
 
 use crate::{
+    agent::AgentOptions,
     export::ExportFormat,
     hooks::HookSet,
     options::{CgroupArg, Options, Target},
@@ -148,6 +149,23 @@ pub struct AgentArgs {
     /// their verdicts, and the agent's own health.
     #[arg(long, value_name = "ADDR")]
     pub metrics: Option<std::net::SocketAddr>,
+}
+
+impl From<&AgentArgs> for AgentOptions {
+    fn from(a: &AgentArgs) -> Self {
+        AgentOptions {
+            cgroups: a.cgroup.clone(),
+            dir: a.dir.clone(),
+            max_disk_mib: a.max_disk,
+            trigger_frac: a.trigger_frac,
+            trigger_eta: a.trigger_eta,
+            interval: a.interval,
+            max_duration: a.max_duration,
+            quiet: a.quiet,
+            max_traced: a.max_traced,
+            metrics: a.metrics,
+        }
+    }
 }
 
 /// `90`, `90s`, `30m`, `2h`, `1.5h`: a positive duration (plain numbers are seconds).

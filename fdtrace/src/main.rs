@@ -61,7 +61,7 @@ fn main() {
         Some(Cmd::Export(e)) => fdtrace::commands::export(e),
         Some(Cmd::Diff(d)) => fdtrace::commands::diff(d),
         Some(Cmd::Top(t)) => fdtrace::top::run(t.count, t.interval, t.once),
-        Some(Cmd::Agent(a)) => fdtrace::agent::run(a),
+        Some(Cmd::Agent(a)) => fdtrace::agent::run(&a.into()),
         Some(Cmd::Completions { shell }) => {
             use clap::CommandFactory as _;
             clap_complete::generate(
