@@ -1,11 +1,13 @@
 //! `cargo xtask bench --vm KERNEL`: what each hook set costs, measured inside a QEMU VM of one of
 //! the kernels `cargo xtask vmtest` boots (Debian's 6.1 and 6.12 take trampolines; this host's
 //! kernel cannot load them). The open/close loop runs untraced, beside an fdtrace that traces
-//! another process (`sleep`), and traced, with the syscall tracepoints and with the trampolines
-//! in the same boot, rotated from one repetition to the next. Emulation makes times absolute
-//! nonsense: only ratios to the untraced loop of the same boot are reported.
+//! another process (`sleep`), and traced; nginx serves wrk untraced and with its worker traced
+//! (when both are installed on the host: their Debian binaries and libraries are copied into the
+//! VM). Each with the syscall tracepoints and with the trampolines in the same boot, rotated from
+//! one repetition to the next. Emulation makes times absolute nonsense: only ratios to the
+//! untraced runs of the same boot are reported.
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, BTreeSet},
     path::{Path, PathBuf},
     process::Command,
     time::Duration,
@@ -23,6 +25,60 @@ const CASES: [&str; 5] = [
     "traced tracepoints",
     "traced trampolines",
 ];
+
+/// nginx's configurations, run after the loop's (`nginx -`: untraced).
+const NGINX_CASES: [&str; 3] = ["nginx -", "nginx tracepoints", "nginx trampolines"];
+
+/// Seconds per wrk run.
+const WRK_SECS: u32 = 10;
+
+/// The port nginx listens on in the VM (on its loopback only).
+const NGINX_PORT: u16 = 8080;
+
+/// One master and one worker (running as root: the VM has no other user), as in the host's
+/// case 4, without its logs.
+fn nginx_conf() -> String {
+    format!(
+        "user root root;\npid /nginx/nginx.pid;\nerror_log /nginx/error.log;\n\
+         events {{ worker_connections 1024; }}\nhttp {{\n  access_log off;\n  \
+         client_body_temp_path /nginx/body;\n  proxy_temp_path /nginx/proxy;\n  \
+         fastcgi_temp_path /nginx/fastcgi;\n  uwsgi_temp_path /nginx/uwsgi;\n  \
+         scgi_temp_path /nginx/scgi;\n  \
+         server {{ listen 127.0.0.1:{NGINX_PORT}; root /nginx/www; }}\n}}\n"
+    )
+}
+
+/// The shell functions that start nginx and run wrk against it, untraced or with fdtrace on the
+/// worker (`$WORKER`), printing requests per second as an `@@vmtest measured` line.
+const RUN_NGINX: &str = r#"
+nginx_start() {
+  ip link set lo up
+  /usr/sbin/nginx -p /nginx -e /nginx/error.log -c /nginx/nginx.conf \
+    -g 'daemon off; master_process on; worker_processes 1;' 2>/nginx/stderr & NGINX=$!
+  i=0
+  while [ $i -lt 600 ]; do
+    WORKER=$(tr -d ' ' < /proc/$NGINX/task/$NGINX/children 2>/dev/null)
+    if [ -n "$WORKER" ] && wget -q -O /dev/null "$URL"; then return 0; fi
+    sleep 0.1; i=$((i+1))
+  done
+  echo "nginx did not start:"; cat /nginx/stderr /nginx/error.log; return 1
+}
+nginx_run() { # rep set
+  rep=$1; set=$2
+  if [ "$set" = - ]; then
+    /usr/bin/wrk -t1 -c16 -d${WRK_SECS}s -H 'Connection: close' "$URL" > /tmp/wrk 2>&1
+  else
+    FDTRACE_HOOKS=$set /bin/fdtrace -q --json -o /tmp/n.json -p $WORKER 2>/tmp/err & f=$!
+    if ready $f; then
+      /usr/bin/wrk -t1 -c16 -d${WRK_SECS}s -H 'Connection: close' "$URL" > /tmp/wrk 2>&1
+    else echo > /tmp/wrk; cat /tmp/err; fi
+    kill -INT $f; wait $f
+  fi
+  rps=$(sed -n 's/^Requests\/sec: *//p' /tmp/wrk)
+  [ -n "$rps" ] || cat /tmp/wrk
+  echo "@@vmtest measured bench $rep nginx $set ${rps:-failed}"
+}
+"#;
 
 /// The shell function that runs one case and prints its figure as an `@@vmtest measured` line.
 const RUN_CASE: &str = r#"
@@ -52,7 +108,7 @@ case_run() { # rep case set
 }
 "#;
 
-fn init_script(reps: usize, pairs: u64) -> String {
+fn init_script(reps: usize, pairs: u64, nginx: bool) -> String {
     let mut s = format!(
         "#!/bin/busybox sh\n\
          /bin/busybox --install -s\n\
@@ -65,7 +121,7 @@ fn init_script(reps: usize, pairs: u64) -> String {
          echo '@@vmtest begin hooks'\n\
          /bin/fdtrace hooks 2>&1\n\
          echo \"@@vmtest end hooks $?\"\n\
-         {RUN_CASE}\n"
+         {RUN_CASE}\n{RUN_NGINX}\n"
     );
     for rep in 0..reps {
         for k in 0..CASES.len() {
@@ -73,6 +129,20 @@ fn init_script(reps: usize, pairs: u64) -> String {
             let (what, set) = case.split_once(' ').unwrap_or((case, "-"));
             s.push_str(&format!("case_run {} {what} {set}\n", rep + 1));
         }
+    }
+    if nginx {
+        s.push_str(&format!(
+            "URL=http://127.0.0.1:{NGINX_PORT}/index.html WRK_SECS={WRK_SECS}\nif nginx_start; then\n"
+        ));
+        for rep in 0..reps {
+            for k in 0..NGINX_CASES.len() {
+                let set = NGINX_CASES[(rep + k) % NGINX_CASES.len()]
+                    .split_once(' ')
+                    .map_or("-", |c| c.1);
+                s.push_str(&format!("  nginx_run {} {set}\n", rep + 1));
+            }
+        }
+        s.push_str("  kill $NGINX; wait $NGINX\nfi\n");
     }
     s.push_str("echo '@@vmtest done'\npoweroff -f\n");
     s
@@ -146,6 +216,31 @@ fn section(
             median / base
         ));
     }
+    if let Some(&(base, ..)) = m.get("nginx") {
+        s.push_str(&format!(
+            "\nnginx serving a 1 KiB file to `wrk -t1 -c16 -H 'Connection: close'` ({WRK_SECS} s runs, \
+             median of {reps}, rotated), fdtrace `-p` of the worker; requests per second as a ratio \
+             to the untraced runs of the same boot.\n\n\
+             | configuration | requests/s, ratio to untraced | runs (failed) |\n|---|---|---|\n"
+        ));
+        for case in NGINX_CASES {
+            let key = case.trim_end_matches(" -");
+            let Some(&(median, n, failed)) = m.get(key) else {
+                continue;
+            };
+            let label = match case.split_once(' ') {
+                Some((_, "-")) | None => "untraced".to_string(),
+                Some((_, set)) => format!("worker traced by fdtrace, {set}"),
+            };
+            let r = median / base;
+            let fewer = if key == "nginx" {
+                String::new()
+            } else {
+                format!(" ({:.1}% fewer requests)", (1.0 - r) * 100.0)
+            };
+            s.push_str(&format!("| {label} | {r:.2}x{fewer} | {n} ({failed}) |\n"));
+        }
+    }
     let on = |what: &str| {
         hooks
             .iter()
@@ -210,14 +305,45 @@ pub(super) fn run(series: &str, reps: usize, pairs: u64, write: Option<PathBuf>)
     c.dir(Path::new("/bench"));
     c.file(Path::new("/bin/fdtrace"), &fdtrace)?;
     c.file(Path::new("/bench/openclose"), &openclose)?;
+    let mut bins = vec![fdtrace.clone(), openclose.clone()];
+    // nginx and wrk, where the host has them (Debian: nginx-light, wrk).
+    let web = match (
+        crate::deps::find_program("nginx"),
+        crate::deps::find_program("wrk"),
+    ) {
+        (Some(nginx), Some(wrk)) => {
+            c.file(Path::new("/usr/sbin/nginx"), &nginx)?;
+            c.file(Path::new("/usr/bin/wrk"), &wrk)?;
+            c.bytes(
+                Path::new("/nginx/nginx.conf"),
+                0o644,
+                nginx_conf().as_bytes(),
+            );
+            let body: String = (0..1024).map(|i| (b'a' + (i % 26) as u8) as char).collect();
+            c.bytes(Path::new("/nginx/www/index.html"), 0o644, body.as_bytes());
+            c.bytes(
+                Path::new("/etc/passwd"),
+                0o644,
+                b"root:x:0:0:root:/root:/bin/sh\n",
+            );
+            c.bytes(Path::new("/etc/group"), 0o644, b"root:x:0:\n");
+            bins.extend([nginx, wrk]);
+            true
+        }
+        _ => {
+            eprintln!("xtask: bench in a VM: nginx or wrk not installed, so no nginx runs");
+            false
+        }
+    };
+    let libs: BTreeSet<PathBuf> = bins.iter().flat_map(|b| libraries(b)).collect();
+    for l in libs {
+        c.file(&l, &l)?;
+    }
     c.bytes(
         Path::new("/init"),
         0o755,
-        init_script(reps, pairs).as_bytes(),
+        init_script(reps, pairs, web).as_bytes(),
     );
-    for l in libraries(&fdtrace).into_iter().chain(libraries(&openclose)) {
-        c.file(&l, &l)?;
-    }
     let initrd = vmdir().join(format!("initramfs-bench-{series}.cpio"));
     std::fs::write(&initrd, c.finish())?;
     let log = vmdir().join(format!("console-bench-{series}.log"));
@@ -257,6 +383,48 @@ mod tests {
         assert_eq!(m["untraced"], (110.0, 3, 0));
         assert_eq!(m["traced trampolines"], (150.0, 1, 1));
         assert_eq!(m.len(), 2);
+    }
+
+    #[test]
+    fn nginx_runs_rotate_and_their_ratios_are_requests() {
+        let script = init_script(3, 1000, true);
+        let runs: Vec<&str> = script
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("nginx_run "))
+            .collect();
+        assert_eq!(
+            runs,
+            [
+                "1 -",
+                "1 tracepoints",
+                "1 trampolines",
+                "2 tracepoints",
+                "2 trampolines",
+                "2 -",
+                "3 trampolines",
+                "3 -",
+                "3 tracepoints"
+            ]
+        );
+        assert!(!init_script(3, 1000, false).contains("nginx_start\n"));
+        let lines: Vec<String> = [
+            "bench 1 untraced - 100.0",
+            "bench 1 nginx - 200.0",
+            "bench 1 nginx tracepoints 150.0",
+            "bench 1 nginx trampolines 190.0",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let text = section("6.1", "6.1.0", &[], 1, 1000, &medians(&lines));
+        assert!(
+            text.contains(
+                "| worker traced by fdtrace, tracepoints | 0.75x (25.0% fewer requests) | 1 (0) |"
+            ) && text.contains(
+                "| worker traced by fdtrace, trampolines | 0.95x (5.0% fewer requests) | 1 (0) |"
+            ) && text.contains("| untraced | 1.00x | 1 (0) |"),
+            "{text}"
+        );
     }
 
     #[test]
