@@ -24,6 +24,7 @@ use anyhow::{Context as _, Result, anyhow, bail};
 mod agent;
 mod cgroup;
 mod doc;
+mod facts;
 mod floors;
 mod godial;
 mod load;
@@ -41,6 +42,7 @@ mod untargeted;
 mod vm;
 
 use doc::*;
+use facts::{DiagRun, Fact, Stat, Text, Untargeted};
 use floors::*;
 use measure::*;
 use open_close::*;
@@ -148,9 +150,9 @@ struct Bench {
     commands: Vec<String>,
     rows: Vec<Row>,
     /// Numbers the analysis refers to.
-    facts: BTreeMap<String, f64>,
+    facts: BTreeMap<Fact, f64>,
     /// Measured text the analysis quotes (program costs, say).
-    texts: BTreeMap<String, String>,
+    texts: BTreeMap<Text, String>,
     /// Observations for the analysis (diagnostics, caveats).
     notes: Vec<String>,
     /// The nginx configuration of case 4, as shown in the report.
@@ -173,8 +175,8 @@ impl Bench {
         (!m.is_empty()).then(|| format!("{} not installed", m.join(", ")))
     }
 
-    fn set(&mut self, key: impl Into<String>, value: f64) {
-        self.facts.insert(key.into(), value);
+    fn set(&mut self, key: Fact, value: f64) {
+        self.facts.insert(key, value);
     }
 
     fn tmp(&self, name: &str) -> PathBuf {

@@ -6,7 +6,7 @@ use std::{process::Command, time::Duration};
 
 use anyhow::{Context as _, Result, bail};
 
-use super::{Bench, Proc, Row};
+use super::{Bench, Fact, Proc, Row};
 
 /// CPU seconds (user + system) of a process, from /proc/PID/stat.
 fn cpu_secs(pid: u32) -> Result<f64> {
@@ -66,9 +66,9 @@ impl Bench {
                     let share = r.cpu / r.secs * 100.0;
                     self.set(
                         if interval == "5s" {
-                            "c11.cpu_pct_5s"
+                            Fact::AgentCpuPct5s
                         } else {
-                            "c11.cpu_pct_1s"
+                            Fact::AgentCpuPct1s
                         },
                         share,
                     );

@@ -8,7 +8,7 @@ use std::{path::PathBuf, process::Command};
 
 use anyhow::{Context as _, Result, bail};
 
-use super::{Bench, Proc, Row, lost_events, median, ns_per_pair, range};
+use super::{Bench, Fact, Proc, Row, lost_events, median, ns_per_pair, range};
 
 /// A cgroup v2 made for the bench, holding one sleeping process; removed when dropped.
 struct SleepingCgroup {
@@ -120,8 +120,8 @@ impl Bench {
             (Some(r), Some(q), Some(t), Some(b)) => {
                 let (lo, hi) = range(&vs_untraced);
                 let (qlo, qhi) = range(&vs_untargeted);
-                self.set("c9.ratio", r);
-                self.set("c9.vs_untargeted", q);
+                self.set(Fact::CgroupRatio, r);
+                self.set(Fact::CgroupVsUntargeted, q);
                 self.rows.push(
                     Row::new(
                         9,

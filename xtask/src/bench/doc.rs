@@ -30,8 +30,8 @@ pub(super) fn machine(root: &Path) -> Vec<(&'static str, String)> {
     ]
 }
 
-pub(super) fn fact(b: &Bench, k: &str) -> Option<f64> {
-    b.facts.get(k).copied()
+pub(super) fn fact(b: &Bench, k: Fact) -> Option<f64> {
+    b.facts.get(&k).copied()
 }
 
 pub(super) fn render_doc(
@@ -240,13 +240,13 @@ measures the peak memory of each start-up BTF parse alone in a process.
 
 pub(super) fn analysis(b: &Bench) -> String {
     let mut a = String::new();
-    let f = |k: &str| fact(b, k);
+    let f = |k: Fact| fact(b, k);
     // Case 1.
     if let (Some(u), Some(fd), Some(ratio), Some(add)) = (
-        f("c1.untraced_ns"),
-        f("c1.fdtrace_ns"),
-        f("c1.fdtrace_ratio"),
-        f("c1.fdtrace_added_ns"),
+        f(Fact::LoopUntracedNs),
+        f(Fact::LoopFdtraceNs),
+        f(Fact::LoopFdtraceRatio),
+        f(Fact::LoopFdtraceAddedNs),
     ) {
         let _ = write!(
             a,
@@ -266,12 +266,12 @@ pub(super) fn analysis(b: &Bench) -> String {
                 add - 0.5 * u
             );
         }
-        if let Some(floor) = f("c1.floor_added_ns") {
+        if let Some(floor) = f(Fact::LoopFloorAddedNs) {
             let _ = write!(
                 a,
                 "The floor (empty programs on the same tracepoints) adds {floor:.0} ns per pair"
             );
-            match f("c1.fdtrace_vs_floor") {
+            match f(Fact::LoopFdtraceVsFloor) {
                 Some(r) if r <= 2.0 => {
                     let _ = write!(a, "; fdtrace adds {r:.1}x that: the 2x target is met. ");
                 }
@@ -288,7 +288,7 @@ pub(super) fn analysis(b: &Bench) -> String {
                 ),
             }
         }
-        if let Some(bt) = f("c1.bpftrace_added_ns") {
+        if let Some(bt) = f(Fact::LoopBpftraceAddedNs) {
             if add < bt {
                 let _ = write!(
                     a,
@@ -306,10 +306,11 @@ pub(super) fn analysis(b: &Bench) -> String {
                 );
             }
         }
-        if let Some(r) = f("c1.strace_ratio") {
+        if let Some(r) = f(Fact::LoopStraceRatio) {
             let _ = write!(a, "strace, for scale: {r:.1}x the untraced loop. ");
         }
-        if let (Some(bte), Some(floor)) = (f("c1.bpftrace_empty_added_ns"), f("c1.floor_added_ns"))
+        if let (Some(bte), Some(floor)) =
+            (f(Fact::LoopBpftraceEmptyAddedNs), f(Fact::LoopFloorAddedNs))
         {
             let _ = write!(
                 a,
@@ -319,7 +320,8 @@ pub(super) fn analysis(b: &Bench) -> String {
                  fdtrace's cost over the floor look smaller than it is. "
             );
         }
-        if let (Some(raw), Some(floor)) = (f("c1.raw_floor_added_ns"), f("c1.floor_added_ns")) {
+        if let (Some(raw), Some(floor)) = (f(Fact::LoopRawFloorAddedNs), f(Fact::LoopFloorAddedNs))
+        {
             let own = add - floor;
             let _ = write!(
                 a,
@@ -337,15 +339,16 @@ pub(super) fn analysis(b: &Bench) -> String {
         let trimmed = a.trim_end().len();
         a.truncate(trimmed);
         a.push_str("\n\n");
-        if let Some(bpf) = f("diag.bpf_ns_per_pair") {
-            let cpu = f("diag.consumer_cpu_ns_per_pair").unwrap_or(f64::NAN);
-            let wake = f("diag.consumer_wakeups_per_pair").unwrap_or(f64::NAN);
-            let dl = f("diag.loop_ns").unwrap_or(f64::NAN);
-            let per_run = |prefix: &str| -> Vec<String> {
+        let (normal, stopped) = (DiagRun::Normal, DiagRun::Stopped);
+        if let Some(bpf) = f(Fact::DiagBpfNsPerPair { run: normal }) {
+            let cpu = f(Fact::DiagConsumerCpuNsPerPair { run: normal }).unwrap_or(f64::NAN);
+            let wake = f(Fact::DiagConsumerWakeupsPerPair { run: normal }).unwrap_or(f64::NAN);
+            let dl = f(Fact::DiagLoopNs { run: normal }).unwrap_or(f64::NAN);
+            let per_run = |run: DiagRun| -> Vec<String> {
                 OPEN_CLOSE_PROGS
                     .iter()
-                    .filter_map(|(n, why)| {
-                        let v = fact(b, &format!("{prefix}.{n}_ns_per_run"))?;
+                    .filter_map(|&(n, why)| {
+                        let v = fact(b, Fact::ProgramNsPerRun { run, program: n })?;
                         Some(format!("`{n}` {v:.0} ns ({why})"))
                     })
                     .collect()
@@ -361,10 +364,13 @@ pub(super) fn analysis(b: &Bench) -> String {
                  woke up {wake:.2} times per pair and used {cpu:.0} ns of CPU per pair ({:.0}% of \
                  a CPU while the loop ran).\n\n",
                 100.0 * bpf / dadd,
-                per_run("diag").join(", "),
+                per_run(normal).join(", "),
                 100.0 * cpu / dl
             );
-            if let (Some(sl), Some(sbpf)) = (f("stopped.loop_ns"), f("stopped.bpf_ns_per_pair")) {
+            if let (Some(sl), Some(sbpf)) = (
+                f(Fact::DiagLoopNs { run: stopped }),
+                f(Fact::DiagBpfNsPerPair { run: stopped }),
+            ) {
                 let _ = write!(
                     a,
                     "With fdtrace's process stopped (SIGSTOP) during short loops of {STOPPED_PAIRS} \
@@ -375,7 +381,7 @@ pub(super) fn analysis(b: &Bench) -> String {
                      against the untraced median) and the programs {sbpf:.0} ns per pair; per run: \
                      {}. ",
                     sl - u,
-                    per_run("stopped").join(", ")
+                    per_run(stopped).join(", ")
                 );
                 let d = bpf - sbpf;
                 if d > 0.0 {
@@ -395,10 +401,16 @@ pub(super) fn analysis(b: &Bench) -> String {
                         -d
                     );
                 }
+                let ns_per_run = |program| {
+                    f(Fact::ProgramNsPerRun {
+                        run: stopped,
+                        program,
+                    })
+                };
                 let open = ["exit_regs_openat", "exit_open"]
-                    .iter()
-                    .find_map(|n| f(&format!("stopped.{n}_ns_per_run")));
-                if let (Some(o), Some(c)) = (open, f("stopped.enter_close_ns_per_run")) {
+                    .into_iter()
+                    .find_map(ns_per_run);
+                if let (Some(o), Some(c)) = (open, ns_per_run("enter_close")) {
                     let _ = write!(
                         a,
                         " The open record costs {:.0} ns more than a close record: the path, the \
@@ -408,7 +420,7 @@ pub(super) fn analysis(b: &Bench) -> String {
                 }
                 a.push_str("\n\n");
             }
-            if let Some(floor) = f("c1.floor_added_ns") {
+            if let Some(floor) = f(Fact::LoopFloorAddedNs) {
                 let rest = dadd - bpf - floor.max(0.0);
                 if rest > 0.0 {
                     let _ = write!(
@@ -457,17 +469,18 @@ pub(super) fn analysis(b: &Bench) -> String {
         );
     }
     // Case 2.
-    if let Some(r) = f("c2.ratio") {
+    let c2 = |under, stat| f(Fact::UntargetedRatio { under, stat });
+    if let Some(r) = c2(Untargeted::Fdtrace, Stat::Median) {
         let pct = (r - 1.0) * 100.0;
         let (lo, hi) = (
-            f("c2.ratio_lo").unwrap_or(f64::NAN),
-            f("c2.ratio_hi").unwrap_or(f64::NAN),
+            c2(Untargeted::Fdtrace, Stat::Lo).unwrap_or(f64::NAN),
+            c2(Untargeted::Fdtrace, Stat::Hi).unwrap_or(f64::NAN),
         );
         let (flo, fhi) = (
-            f("c2.floor_ratio_lo").unwrap_or(f64::NAN),
-            f("c2.floor_ratio_hi").unwrap_or(f64::NAN),
+            c2(Untargeted::Floor, Stat::Lo).unwrap_or(f64::NAN),
+            c2(Untargeted::Floor, Stat::Hi).unwrap_or(f64::NAN),
         );
-        let floor = match f("c2.floor_ratio") {
+        let floor = match c2(Untargeted::Floor, Stat::Median) {
             Some(fr) => format!(
                 " The floor, empty programs on every tracepoint fdtrace attaches with no process \
                  traced, makes the same loop {:+.1}% slower: {}.",
@@ -494,7 +507,7 @@ pub(super) fn analysis(b: &Bench) -> String {
             ),
             None => String::new(),
         };
-        let raw = match f("c2.raw_floor_ratio") {
+        let raw = match c2(Untargeted::RawFloor, Stat::Median) {
             Some(rr) => format!(
                 " A program that only looks the process up in the target filter on the raw \
                  `sys_enter` and `sys_exit` tracepoints, run for every syscall of every process, \
@@ -533,8 +546,8 @@ pub(super) fn analysis(b: &Bench) -> String {
         a.push_str("\n\n");
     }
     // Case 3.
-    if let Some(lost) = f("c3.lost_events") {
-        let eps = f("c3.traced_events_per_s").unwrap_or(f64::NAN);
+    if let Some(lost) = f(Fact::SustainedLostEvents) {
+        let eps = f(Fact::SustainedTracedEventsPerS).unwrap_or(f64::NAN);
         let _ = write!(
             a,
             "**Sustained rate.** At the loop's full single-thread speed under fdtrace \
@@ -545,7 +558,10 @@ pub(super) fn analysis(b: &Bench) -> String {
                 ": the target (none) is missed"
             }
         );
-        if let (Some(user), Some(u)) = (f("c3.user_events_per_s"), f("c3.untraced_events_per_s")) {
+        if let (Some(user), Some(u)) = (
+            f(Fact::UserEventsPerS),
+            f(Fact::SustainedUntracedEventsPerS),
+        ) {
             let _ = write!(
                 a,
                 "The user side alone (decode, unwind, intern the stack, update the model) handles \
@@ -563,9 +579,11 @@ pub(super) fn analysis(b: &Bench) -> String {
         a.push_str("\n\n");
     }
     // Case 4.
-    if let (Some(loss), Some(t), Some(u)) =
-        (f("c4.loss_pct"), f("c4.traced_rps"), f("c4.untraced_rps"))
-    {
+    if let (Some(loss), Some(t), Some(u)) = (
+        f(Fact::NginxLossPct),
+        f(Fact::NginxTracedRps),
+        f(Fact::NginxUntracedRps),
+    ) {
         let _ = write!(
             a,
             "**nginx.** {t:.0} requests/s traced against {u:.0} untraced: {loss:.1}% fewer{}. \
@@ -577,7 +595,7 @@ pub(super) fn analysis(b: &Bench) -> String {
                 format!("; the 5% target is missed by {:.1} points", loss - 5.0)
             }
         );
-        if let (Some(fl), Some(fr)) = (f("c4.floor_loss_pct"), f("c4.floor_rps")) {
+        if let (Some(fl), Some(fr)) = (f(Fact::NginxFloorLossPct), f(Fact::NginxFloorRps)) {
             let mut why = String::new();
             if fl >= 5.0 {
                 why.push_str(
@@ -601,9 +619,9 @@ pub(super) fn analysis(b: &Bench) -> String {
             );
         }
         if let (Some(bu), Some(bt), Some(fc)) = (
-            f("c4.busy_untraced_pct"),
-            f("c4.busy_traced_pct"),
-            f("c4.fdtrace_cpu_pct"),
+            f(Fact::NginxBusyUntracedPct),
+            f(Fact::NginxBusyTracedPct),
+            f(Fact::NginxFdtraceCpuPct),
         ) {
             let _ = write!(
                 a,
@@ -611,7 +629,7 @@ pub(super) fn analysis(b: &Bench) -> String {
                  the machine) and {bt:.0}% during traced runs, in which fdtrace's process used \
                  {fc:.0}% of one CPU."
             );
-            if let (Some(ns), Some(drps)) = (f("c4.bpf_ns_per_request"), f("c4.diag_rps")) {
+            if let (Some(ns), Some(drps)) = (f(Fact::NginxBpfNsPerRequest), f(Fact::NginxDiagRps)) {
                 let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
                 let _ = write!(
                     a,
@@ -621,7 +639,9 @@ pub(super) fn analysis(b: &Bench) -> String {
                      socket on the machine (wrk's too) and writes a record for each change of a \
                      traced socket.",
                     100.0 * ns * drps / (cpus as f64 * 1e9),
-                    b.texts.get("c4.top_progs").map_or("", String::as_str)
+                    b.texts
+                        .get(&Text::NginxTopPrograms)
+                        .map_or("", String::as_str)
                 );
             }
             if loss >= 5.0 && bu > 90.0 {
@@ -632,13 +652,13 @@ pub(super) fn analysis(b: &Bench) -> String {
                 );
             }
         }
-        if let Some(l) = f("c4.lost_events") {
+        if let Some(l) = f(Fact::NginxLostEvents) {
             let _ = write!(a, " Lost events over the traced runs: {l:.0}.");
         }
         a.push_str("\n\n");
     }
     // Case 5.
-    if let Some(mib) = f("c5.rss_mib") {
+    if let Some(mib) = f(Fact::PeakRssMib) {
         let _ = write!(
             a,
             "**Memory.** fdtrace's peak RSS was {mib:.1} MiB{}.",
@@ -648,7 +668,7 @@ pub(super) fn analysis(b: &Bench) -> String {
                 format!(": the 64 MiB target is missed by {:.1} MiB", mib - 64.0)
             }
         );
-        if let Some(st) = f("c5.startup_mib") {
+        if let Some(st) = f(Fact::StartupRssMib) {
             let _ = write!(
                 a,
                 " {st:.1} MiB of it was already reached when fdtrace began following the ring \
@@ -660,7 +680,7 @@ pub(super) fn analysis(b: &Bench) -> String {
                 }
             );
         }
-        if let Some(r) = f("c5.ring_mib") {
+        if let Some(r) = f(Fact::RingRssMib) {
             let _ = write!(
                 a,
                 " {r:.1} MiB of the RSS is the ring buffer's mapping (`anon_inode:bpf-map` in \
@@ -671,7 +691,7 @@ pub(super) fn analysis(b: &Bench) -> String {
                  at the price of less room for bursts; the target is not bought that way here."
             );
         }
-        if let (Some(bp), Some(ay)) = (f("c5.layout_mib"), f("c5.aya_mib")) {
+        if let (Some(bp), Some(ay)) = (f(Fact::StartupLayoutMib), f(Fact::StartupAyaMib)) {
             let _ = write!(
                 a,
                 " Start-up reads the kernel's BTF (`/sys/kernel/btf/vmlinux`) once, with \
@@ -684,7 +704,7 @@ pub(super) fn analysis(b: &Bench) -> String {
         }
         a.push_str("\n\n");
     }
-    if let Some(b) = f("c6.bytes_per_event") {
+    if let Some(b) = f(Fact::RecordBytesPerEvent) {
         let _ = writeln!(
             a,
             "**Recording.** {b:.2} bytes per event on disk for the open/close loop: records are \
@@ -692,7 +712,10 @@ pub(super) fn analysis(b: &Bench) -> String {
              are zstd-compressed (docs/FORMAT.md)."
         );
     }
-    if let (Some(r8), Some(r32)) = (f("c8.burst8.ratio"), f("c8.burst32.ratio")) {
+    if let (Some(r8), Some(r32)) = (
+        f(Fact::BurstRatio { threads: 8 }),
+        f(Fact::BurstRatio { threads: 32 }),
+    ) {
         let _ = writeln!(
             a,
             "\n**Under load.** Bursts from 8 and 32 threads on this machine's CPUs cost {r8:.2}x \
@@ -702,16 +725,17 @@ pub(super) fn analysis(b: &Bench) -> String {
              and once the ring buffer is half full, births are sent without their stacks. A storm of \"too many open files\" lost {} events: \
              every failure is counted in the kernel per process, syscall and errno, and only \
              the first 128 per CPU in each 250 ms are sent with their stacks.",
-            f("c8.burst8.lost").unwrap_or(0.0),
-            f("c8.burst32.lost").unwrap_or(0.0),
-            f("c8.storm.lost").unwrap_or(0.0),
+            f(Fact::BurstLostEvents { threads: 8 }).unwrap_or(0.0),
+            f(Fact::BurstLostEvents { threads: 32 }).unwrap_or(0.0),
+            f(Fact::StormLostEvents).unwrap_or(0.0),
         );
     }
+    let idle = scrape::IDLE_CLIENTS;
     if let (Some(alone), Some(med), Some(max), Some(lost)) = (
-        f("c7.idle0.median_ms"),
-        f("c7.idle200.median_ms"),
-        f("c7.idle200.max_ms"),
-        f("c7.idle200.lost"),
+        f(Fact::ScrapeMedianMs { idle: 0 }),
+        f(Fact::ScrapeMedianMs { idle }),
+        f(Fact::ScrapeMaxMs { idle }),
+        f(Fact::ScrapeLostEvents { idle }),
     ) {
         let _ = writeln!(
             a,

@@ -7,7 +7,7 @@ use std::{path::PathBuf, process::Command, time::Duration};
 
 use anyhow::{Context as _, Result, bail};
 
-use super::{Bench, Proc, Row, field, lost_events, median, range};
+use super::{Bench, Fact, Proc, Row, field, lost_events, median, range};
 
 impl Bench {
     pub(super) fn case10(&mut self) {
@@ -63,8 +63,8 @@ impl Bench {
         ) {
             (Some(u), Some(l), Some(nl), Some(d), Some(r)) => {
                 let (lo, hi) = range(&diffs);
-                self.set("c10.probe_ns", d);
-                self.set("c10.ratio", r);
+                self.set(Fact::GoProbeNs, d);
+                self.set(Fact::GoRatio, r);
                 self.rows.push(
                     Row::new(
                         10,

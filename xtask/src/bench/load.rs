@@ -10,7 +10,7 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 
-use super::{Bench, Proc, Row, lost_events, median, range};
+use super::{Bench, Fact, Proc, Row, lost_events, median, range};
 
 /// Pairs per thread of the bursts, leaks per thread, failing opens per thread of the storm.
 const PAIRS: u64 = 20_000;
@@ -178,8 +178,8 @@ impl Bench {
         let events = threads * (2 * PAIRS + LEAKS);
         let (lo, hi) = range(&traced);
         let max_lost = lost.iter().copied().max().unwrap_or(0);
-        self.set(format!("c8.burst{threads}.ratio"), t / u);
-        self.set(format!("c8.burst{threads}.lost"), max_lost as f64);
+        self.set(Fact::BurstRatio { threads }, t / u);
+        self.set(Fact::BurstLostEvents { threads }, max_lost as f64);
         let rate = events as f64 / (t * pairs / 1e9);
         Ok(Row::new(
             8,
@@ -259,7 +259,7 @@ impl Bench {
             median(&untraced_rates).unwrap_or(0.0),
         );
         let max_lost = lost.iter().copied().max().unwrap_or(0);
-        self.set("c8.storm.lost", max_lost as f64);
+        self.set(Fact::StormLostEvents, max_lost as f64);
         Ok(Row::new(
             8,
             format!(
@@ -333,9 +333,9 @@ impl Bench {
         let report = super::read_report(&json)?;
         let pre = report["preexisting"].as_array().map(Vec::len).unwrap_or(0) as u64;
         drop(holder);
-        self.set("c8.attach.seconds", to_tracing);
+        self.set(Fact::AttachSeconds, to_tracing);
         if let Some(m) = rss_mib {
-            self.set("c8.attach.rss_mib", m);
+            self.set(Fact::AttachRssMib, m);
         }
         let all = pre >= held;
         Ok(Row::new(

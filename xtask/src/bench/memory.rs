@@ -11,7 +11,7 @@ impl Bench {
         match self.peak_rss() {
             Ok((kib, how, report)) => {
                 let mib = kib as f64 / 1024.0;
-                self.set("c5.rss_mib", mib);
+                self.set(Fact::PeakRssMib, mib);
                 self.rows.push(
                     Row::new(
                         5,
@@ -28,7 +28,10 @@ impl Bench {
             Err(e) => self.rows.push(Row::failed(5, what, &e)),
         }
         // What the two BTF parses of start-up take, each alone in a process.
-        for step in ["layout", "aya"] {
+        for (step, fact) in [
+            ("layout", Fact::StartupLayoutMib),
+            ("aya", Fact::StartupAyaMib),
+        ] {
             let mut cmd = Command::new(&self.startup_mem);
             cmd.arg(step);
             self.record(&cmd, &[]);
@@ -41,7 +44,7 @@ impl Bench {
                         field(&out.stdout, "hwm_after_kib "),
                     );
                     if let (Some(a), Some(b)) = (a, b) {
-                        self.set(format!("c5.{step}_mib"), (b - a) / 1024.0);
+                        self.set(fact, (b - a) / 1024.0);
                     }
                 }
                 Ok(out) => self.notes.push(format!(
@@ -111,10 +114,10 @@ impl Bench {
             {
                 at_start = vm_hwm_kib(fdtrace_pid);
                 if let Some(k) = at_start {
-                    self.set("c5.startup_mib", k as f64 / 1024.0);
+                    self.set(Fact::StartupRssMib, k as f64 / 1024.0);
                 }
                 if let Some(k) = bpf_map_rss_kib(fdtrace_pid) {
-                    self.set("c5.ring_mib", k as f64 / 1024.0);
+                    self.set(Fact::RingRssMib, k as f64 / 1024.0);
                 }
             }
             if Instant::now() > deadline {
@@ -170,11 +173,11 @@ impl Bench {
             (Ok(ns), Ok(bytes)) => {
                 let events = 2 * pairs;
                 let per_event = bytes as f64 / events as f64;
-                self.set("c6.bytes_per_event", per_event);
-                self.set("c6.record_ns_per_pair", ns);
+                self.set(Fact::RecordBytesPerEvent, per_event);
+                self.set(Fact::RecordNsPerPair, ns);
                 let vs = self
                     .facts
-                    .get("c1.fdtrace_ns")
+                    .get(&Fact::LoopFdtraceNs)
                     .map(|live| format!("; {:.2}x the live mode's time per pair", ns / live))
                     .unwrap_or_default();
                 self.rows.push(

@@ -187,8 +187,8 @@ impl Bench {
             median(&floor_ratios),
         ) {
             let (lo, hi) = range(&floor_ratios);
-            self.set("c4.floor_rps", fm);
-            self.set("c4.floor_loss_pct", (1.0 - fr) * 100.0);
+            self.set(Fact::NginxFloorRps, fm);
+            self.set(Fact::NginxFloorLossPct, (1.0 - fr) * 100.0);
             floor_row = Some(Row::new(
                 4,
                 "nginx, the floor: an empty BPF program on every tracepoint fdtrace attaches (examples/floor)",
@@ -198,14 +198,14 @@ impl Bench {
                 ),
             ).vs(format!("{fr:.3}x ({:.1}% fewer requests)", (1.0 - fr) * 100.0)));
         }
-        self.set("c4.untraced_rps", bm);
-        self.set("c4.traced_rps", tm);
-        self.set("c4.loss_pct", loss);
-        self.set("c4.lost_events", lost as f64);
+        self.set(Fact::NginxUntracedRps, bm);
+        self.set(Fact::NginxTracedRps, tm);
+        self.set(Fact::NginxLossPct, loss);
+        self.set(Fact::NginxLostEvents, lost as f64);
         for (k, v) in [
-            ("c4.busy_untraced_pct", median(&busy_u)),
-            ("c4.busy_traced_pct", median(&busy_t)),
-            ("c4.fdtrace_cpu_pct", median(&fdtrace_cpu)),
+            (Fact::NginxBusyUntracedPct, median(&busy_u)),
+            (Fact::NginxBusyTracedPct, median(&busy_t)),
+            (Fact::NginxFdtraceCpuPct, median(&fdtrace_cpu)),
         ] {
             if let Some(v) = v {
                 self.set(k, 100.0 * v);
@@ -245,8 +245,8 @@ impl Bench {
         let _ = report?;
         let progs = ConsumerSnapshot::runs_between(&before, &after, &names);
         let total: f64 = progs.iter().map(|p| p.2 as f64).sum::<f64>() / requests;
-        self.set("c4.diag_rps", rps);
-        self.set("c4.bpf_ns_per_request", total);
+        self.set(Fact::NginxDiagRps, rps);
+        self.set(Fact::NginxBpfNsPerRequest, total);
         let per = |p: &(String, u64, u64)| {
             format!(
                 "`{}` {:.1} runs per request, {:.0} ns per run, {:.0} ns per request",
@@ -257,7 +257,7 @@ impl Bench {
             )
         };
         let top: Vec<String> = progs.iter().take(4).map(per).collect();
-        self.texts.insert("c4.top_progs".into(), top.join("; "));
+        self.texts.insert(Text::NginxTopPrograms, top.join("; "));
         let all: Vec<String> = progs
             .iter()
             .filter(|p| p.1 as f64 >= 0.05 * requests)

@@ -243,13 +243,13 @@ impl Bench {
             );
             self.set(
                 match cfg {
-                    LoopCfg::Untraced => "c1.untraced_ns",
-                    LoopCfg::Fdtrace => "c1.fdtrace_ns",
-                    LoopCfg::Floor => "c1.floor_ns",
-                    LoopCfg::RawFloor => "c1.raw_floor_ns",
-                    LoopCfg::BpftraceEmpty => "c1.bpftrace_empty_ns",
-                    LoopCfg::Bpftrace => "c1.bpftrace_ns",
-                    LoopCfg::Strace => "c1.strace_ns",
+                    LoopCfg::Untraced => Fact::LoopUntracedNs,
+                    LoopCfg::Fdtrace => Fact::LoopFdtraceNs,
+                    LoopCfg::Floor => Fact::LoopFloorNs,
+                    LoopCfg::RawFloor => Fact::LoopRawFloorNs,
+                    LoopCfg::BpftraceEmpty => Fact::LoopBpftraceEmptyNs,
+                    LoopCfg::Bpftrace => Fact::LoopBpftraceNs,
+                    LoopCfg::Strace => Fact::LoopStraceNs,
                 },
                 med,
             );
@@ -261,16 +261,16 @@ impl Bench {
                     added.insert(cfg, add);
                     row = row.vs(format!("{} (+{add:.0} ns)", loop_ratio(ratio)));
                     if cfg == LoopCfg::Fdtrace {
-                        self.set("c1.fdtrace_ratio", ratio);
-                        self.set("c1.fdtrace_added_ns", add);
+                        self.set(Fact::LoopFdtraceRatio, ratio);
+                        self.set(Fact::LoopFdtraceAddedNs, add);
                         row = row.target("≤ 1.50x", ratio <= 1.5);
                     }
                     match cfg {
-                        LoopCfg::Floor => self.set("c1.floor_added_ns", add),
-                        LoopCfg::RawFloor => self.set("c1.raw_floor_added_ns", add),
-                        LoopCfg::BpftraceEmpty => self.set("c1.bpftrace_empty_added_ns", add),
-                        LoopCfg::Bpftrace => self.set("c1.bpftrace_added_ns", add),
-                        LoopCfg::Strace => self.set("c1.strace_ratio", ratio),
+                        LoopCfg::Floor => self.set(Fact::LoopFloorAddedNs, add),
+                        LoopCfg::RawFloor => self.set(Fact::LoopRawFloorAddedNs, add),
+                        LoopCfg::BpftraceEmpty => self.set(Fact::LoopBpftraceEmptyAddedNs, add),
+                        LoopCfg::Bpftrace => self.set(Fact::LoopBpftraceAddedNs, add),
+                        LoopCfg::Strace => self.set(Fact::LoopStraceRatio, ratio),
                         _ => {}
                     }
                 }
@@ -283,7 +283,7 @@ impl Bench {
             (Some(fd), Some(floor)) => {
                 let (result, met) = if floor > 0.0 {
                     let r = fd / floor;
-                    self.set("c1.fdtrace_vs_floor", r);
+                    self.set(Fact::LoopFdtraceVsFloor, r);
                     (format!("+{fd:.0} ns vs +{floor:.0} ns: {r:.1}x"), r <= 2.0)
                 } else {
                     (
@@ -326,7 +326,7 @@ impl Bench {
         }
         if !lost.is_empty() {
             let total: u64 = lost.iter().sum();
-            self.set("c1.lost_events", total as f64);
+            self.set(Fact::LoopLostEvents, total as f64);
             self.notes.push(format!(
                 "case 1: lost events over the {} fdtrace runs: {total}",
                 lost.len()
@@ -360,7 +360,10 @@ impl Bench {
         let stopped =
             Diag::merge(runs).ok_or_else(|| last_err.unwrap_or_else(|| anyhow!("no stopped run")));
         drop(stats);
-        for (prefix, d) in [("diag", normal), ("stopped", stopped)] {
+        for (run, prefix, d) in [
+            (DiagRun::Normal, "diag", normal),
+            (DiagRun::Stopped, "stopped", stopped),
+        ] {
             let d = match d {
                 Ok(d) => d,
                 Err(e) => {
@@ -371,12 +374,12 @@ impl Bench {
             };
             let n = d.pairs as f64;
             let bpf: f64 = d.progs.iter().map(|p| p.2 as f64).sum::<f64>() / n;
-            self.set(format!("{prefix}.loop_ns"), d.loop_ns);
-            self.set(format!("{prefix}.bpf_ns_per_pair"), bpf);
-            self.set(format!("{prefix}.consumer_cpu_ns_per_pair"), d.cpu_ns / n);
-            self.set(format!("{prefix}.consumer_wakeups_per_pair"), d.wakeups / n);
-            self.set(format!("{prefix}.lost_events"), d.lost as f64);
-            let mut s = if prefix == "diag" {
+            self.set(Fact::DiagLoopNs { run }, d.loop_ns);
+            self.set(Fact::DiagBpfNsPerPair { run }, bpf);
+            self.set(Fact::DiagConsumerCpuNsPerPair { run }, d.cpu_ns / n);
+            self.set(Fact::DiagConsumerWakeupsPerPair { run }, d.wakeups / n);
+            self.set(Fact::DiagLostEvents { run }, d.lost as f64);
+            let mut s = if run == DiagRun::Normal {
                 format!(
                     "diagnostic run (`fdtrace -p` on `openclose -w {}`, kernel.bpf_stats_enabled=1): {:.0} ns/pair; \
                      time in fdtrace's BPF programs {bpf:.0} ns/pair; fdtrace's own CPU time {:.0} ns/pair \
@@ -411,12 +414,17 @@ impl Bench {
                     *t as f64 / n
                 );
                 // Only the programs that ran for the loop's pairs (not a stray call elsewhere).
-                if OPEN_CLOSE_PROGS.iter().any(|(p, _)| *p == name) && *cnt as f64 >= n / 2.0 {
+                if let Some(program) = OPEN_CLOSE_PROGS
+                    .iter()
+                    .map(|(p, _)| *p)
+                    .find(|p| *p == name)
+                    && *cnt as f64 >= n / 2.0
+                {
                     self.set(
-                        format!("{prefix}.{name}_ns_per_run"),
+                        Fact::ProgramNsPerRun { run, program },
                         *t as f64 / *cnt as f64,
                     );
-                    self.set(format!("{prefix}.{name}_ns_per_pair"), *t as f64 / n);
+                    self.set(Fact::ProgramNsPerPair { run, program }, *t as f64 / n);
                 }
             }
             s.pop();

@@ -9,7 +9,7 @@ use std::{collections::BTreeMap, process::Command};
 
 use anyhow::{Result, bail};
 
-use super::{Bench, Row, lost_events, median, model_opens, ns_per_pair, read_report};
+use super::{Bench, Fact, Row, lost_events, median, model_opens, ns_per_pair, read_report};
 
 const PYTHON: &str = "/usr/bin/python3";
 
@@ -75,9 +75,9 @@ impl Bench {
             m(Cfg::JavaUntraced),
             m(Cfg::JavaTraced),
         );
-        self.set("c12.c_added_ns", ct - cu);
-        self.set("c12.py_added_ns", pt - pu);
-        self.set("c12.java_added_ns", jt - ju);
+        self.set(Fact::RuntimeCAddedNs, ct - cu);
+        self.set(Fact::RuntimePyAddedNs, pt - pu);
+        self.set(Fact::RuntimeJavaAddedNs, jt - ju);
         self.rows.push(
             Row::new(
                 12,

@@ -14,7 +14,7 @@ use std::{
 
 use anyhow::{Result, bail};
 
-use super::{Bench, Proc, Row, lost_events, median, range};
+use super::{Bench, Fact, Proc, Row, lost_events, median, range};
 
 /// Clients that connect and send half a request head.
 pub(super) const IDLE_CLIENTS: usize = 200;
@@ -107,9 +107,9 @@ impl Bench {
                         continue;
                     };
                     let (lo, hi) = range(&r.latencies_ms);
-                    self.set(format!("c7.idle{idle}.median_ms"), med);
-                    self.set(format!("c7.idle{idle}.max_ms"), hi);
-                    self.set(format!("c7.idle{idle}.lost"), r.lost as f64);
+                    self.set(Fact::ScrapeMedianMs { idle }, med);
+                    self.set(Fact::ScrapeMaxMs { idle }, hi);
+                    self.set(Fact::ScrapeLostEvents { idle }, r.lost as f64);
                     let row = Row::new(
                         7,
                         what,

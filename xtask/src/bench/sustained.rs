@@ -18,14 +18,14 @@ impl Bench {
             .and_then(|ns| read_report(&json).map(|r| (ns, r)));
         let untraced_eps = untraced.as_ref().ok().map(|ns| 2e9 / ns);
         if let Some(eps) = untraced_eps {
-            self.set("c3.untraced_events_per_s", eps);
+            self.set(Fact::SustainedUntracedEventsPerS, eps);
         }
         match traced {
             Ok((ns, report)) => {
                 let lost = lost_events(&report);
                 let eps = 2e9 / ns;
-                self.set("c3.lost_events", lost as f64);
-                self.set("c3.traced_events_per_s", eps);
+                self.set(Fact::SustainedLostEvents, lost as f64);
+                self.set(Fact::SustainedTracedEventsPerS, eps);
                 self.rows.push(
                     Row::new(
                         3,
@@ -51,9 +51,9 @@ impl Bench {
                 let decode = field(&out, "decode_events_per_s ").unwrap_or(f64::NAN);
                 let nostack = field(&out, "decode_nostack_events_per_s ").unwrap_or(f64::NAN);
                 let frames = field(&out, "unwound_frames ").unwrap_or(f64::NAN);
-                self.set("c3.user_events_per_s", apply);
-                self.set("c3.decode_events_per_s", decode);
-                self.set("c3.decode_nostack_events_per_s", nostack);
+                self.set(Fact::UserEventsPerS, apply);
+                self.set(Fact::UserDecodeEventsPerS, decode);
+                self.set(Fact::UserDecodeNostackEventsPerS, nostack);
                 let headroom = untraced_eps
                     .map(|u| format!("; {:.1}x the untraced loop's rate", apply / u))
                     .unwrap_or_default();

@@ -65,19 +65,20 @@ impl Bench {
                 .collect()
         };
         let b: Vec<f64> = base.iter().flatten().copied().collect();
-        for (xs, err, row_what, key) in [
-            (&traced, traced_err, what, "c2.ratio"),
-            (&floor, floor_err, floor_what, "c2.floor_ratio"),
-            (&raw_floor, raw_err, raw_what, "c2.raw_floor_ratio"),
+        for (xs, err, row_what, under) in [
+            (&traced, traced_err, what, Untargeted::Fdtrace),
+            (&floor, floor_err, floor_what, Untargeted::Floor),
+            (&raw_floor, raw_err, raw_what, Untargeted::RawFloor),
         ] {
+            let key = |stat| Fact::UntargetedRatio { under, stat };
             let rs = ratios(xs);
             let t: Vec<f64> = xs.iter().flatten().copied().collect();
             match (median(&rs), median(&t), median(&b)) {
                 (Some(r), Some(t), Some(b)) => {
-                    self.set(key, r);
+                    self.set(key(Stat::Median), r);
                     let (lo, hi) = range(&rs);
-                    self.set(format!("{key}_lo"), lo);
-                    self.set(format!("{key}_hi"), hi);
+                    self.set(key(Stat::Lo), lo);
+                    self.set(key(Stat::Hi), hi);
                     let mut row = Row::new(
                         2,
                         row_what,
@@ -87,12 +88,12 @@ impl Bench {
                         ),
                     )
                     .vs(format!("{r:.3}x ({:+.1}%)", (r - 1.0) * 100.0));
-                    if key == "c2.ratio" {
+                    if under == Untargeted::Fdtrace {
                         row = row.target("< 3% slower", r < 1.03);
                     }
                     self.rows.push(row);
                 }
-                _ if key == "c2.floor_ratio" && floor_tps.is_none() => {
+                _ if under == Untargeted::Floor && floor_tps.is_none() => {
                     self.rows
                         .push(Row::skipped(2, row_what, "`fdtrace tracepoints` failed"));
                 }
