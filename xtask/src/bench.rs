@@ -22,6 +22,7 @@ use std::{
 use anyhow::{Context as _, Result, anyhow, bail};
 
 mod agent;
+mod analysis;
 mod cgroup;
 mod doc;
 mod facts;
@@ -41,6 +42,7 @@ mod table;
 mod untargeted;
 mod vm;
 
+use analysis::*;
 use doc::*;
 use facts::{DiagRun, Fact, Stat, Text, Untargeted};
 use floors::*;
