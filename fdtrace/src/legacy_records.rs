@@ -38,26 +38,27 @@ pub fn typed(r: &Record) -> Option<Record> {
     let typed = serde_json::from_str::<serde_json::Value>(json)
         .ok()
         .and_then(|v| {
-            let int = |key: &str| v[key].as_i64();
+            // Missing numbers read as 0 (a descriptor as -1), as fdtrace 0.1's own reader did.
+            let int = |key: &str| v[key].as_i64().unwrap_or(0);
             Some(match name.as_str() {
                 FAILED_OPEN => Record::FailedOpen {
                     ts_ns,
                     tgid,
-                    stack: int("stack")? as u32,
-                    errno: int("errno")? as i32,
+                    stack: int("stack") as u32,
+                    errno: int("errno") as i32,
                     example: v["example"].as_str().unwrap_or_default().to_string(),
                 },
                 FAILURE_TOTAL => Record::FailureTotal {
                     ts_ns,
                     tgid,
-                    syscall: int("syscall")? as u32,
-                    errno: int("errno")? as i32,
-                    count: v["count"].as_u64()?,
+                    syscall: int("syscall") as u32,
+                    errno: int("errno") as i32,
+                    count: v["count"].as_u64().unwrap_or(0),
                 },
                 UNTRACED => Record::Untraced {
                     ts_ns,
                     tgid,
-                    fd: int("fd")? as i32,
+                    fd: v["fd"].as_i64().unwrap_or(-1) as i32,
                     kind: serde_json::from_value::<FdKind>(v["kind"].clone())
                         .unwrap_or(FdKind::Other)
                         .code(),
@@ -67,7 +68,7 @@ pub fn typed(r: &Record) -> Option<Record> {
                 DRIFT_CLOSE => Record::DriftClose {
                     ts_ns,
                     tgid,
-                    fd: int("fd")? as i32,
+                    fd: v["fd"].as_i64().unwrap_or(-1) as i32,
                 },
                 META => {
                     crate::end_records::process_end(ts_ns, &serde_json::from_value::<Meta>(v).ok()?)
@@ -172,6 +173,17 @@ mod tests {
         for (old, new) in cases {
             assert_eq!(typed(&old), Some(new), "{old:?}");
         }
+        // Fields missing read as fdtrace 0.1's reader read them: the failure still counts.
+        assert_eq!(
+            typed(&extra(FAILED_OPEN, serde_json::json!({"errno": 24}))),
+            Some(Record::FailedOpen {
+                ts_ns: 5,
+                tgid: 7,
+                stack: 0,
+                errno: 24,
+                example: String::new(),
+            })
+        );
         // A meta as 0.1 wrote it (serde of the report's Meta), a container included.
         let meta = serde_json::json!({
             "pid": 7, "parent": 1, "command": "srv", "duration_s": 2.5, "target_exited": true,
