@@ -68,11 +68,13 @@ nginx_run() { # rep set
   if [ "$set" = - ]; then
     /usr/bin/wrk -t1 -c16 -d${WRK_SECS}s -H 'Connection: close' "$URL" > /tmp/wrk 2>&1
   else
+    rm -f /tmp/n.json
     FDTRACE_HOOKS=$set /bin/fdtrace -q --json -o /tmp/n.json -p $WORKER 2>/tmp/err & f=$!
     if ready $f; then
       /usr/bin/wrk -t1 -c16 -d${WRK_SECS}s -H 'Connection: close' "$URL" > /tmp/wrk 2>&1
     else echo > /tmp/wrk; cat /tmp/err; fi
     kill -INT $f; wait $f
+    lost $rep nginx $set /tmp/n.json
   fi
   rps=$(sed -n 's/^Requests\/sec: *//p' /tmp/wrk)
   [ -n "$rps" ] || cat /tmp/wrk
@@ -82,6 +84,10 @@ nginx_run() { # rep set
 
 /// The shell function that runs one case and prints its figure as an `@@vmtest measured` line.
 const RUN_CASE: &str = r#"
+lost() { # rep what set json: the events fdtrace's report says it lost
+  n=$(grep -o '"lost_events": *[0-9]*' $4 2>/dev/null | head -n 1 | grep -o '[0-9]*$')
+  echo "@@vmtest measured lost $1 $2 $3 ${n:-unknown}"
+}
 ready() { # wait until fdtrace ($1) follows its ring buffer: it sleeps in epoll_wait
   i=0
   while [ $i -lt 3000 ]; do
@@ -101,7 +107,9 @@ case_run() { # rep case set
     if ready $f; then /bench/openclose $PAIRS > /tmp/out; else echo > /tmp/out; cat /tmp/err; fi
     kill -INT $f; wait $f; kill $s; wait $s 2>/dev/null ;;
   traced)
-    FDTRACE_HOOKS=$set /bin/fdtrace -q --json -o /tmp/t.json -- /bench/openclose $PAIRS > /tmp/out 2>/tmp/err || cat /tmp/err ;;
+    rm -f /tmp/t.json
+    FDTRACE_HOOKS=$set /bin/fdtrace -q --json -o /tmp/t.json -- /bench/openclose $PAIRS > /tmp/out 2>/tmp/err || cat /tmp/err
+    lost $rep $what $set /tmp/t.json ;;
   esac
   ns=$(sed -n 's/^ns_per_pair //p' /tmp/out)
   echo "@@vmtest measured bench $rep $what $set ${ns:-failed}"
@@ -148,12 +156,49 @@ fn init_script(reps: usize, pairs: u64, nginx: bool) -> String {
     s
 }
 
-/// The median of each case's figures (ns per pair), from the `measured` lines.
-fn medians(measured: &[String]) -> BTreeMap<String, (f64, usize, usize)> {
-    let mut by_case: BTreeMap<String, (Vec<f64>, usize)> = BTreeMap::new();
+/// One configuration's runs: the median of its per-repetition ratios to the baseline run of the
+/// same repetition (so a change of the emulator's speed during the boot shifts both sides),
+/// their range, and how many runs gave a figure or failed.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Ratios {
+    median: f64,
+    lo: f64,
+    hi: f64,
+    runs: usize,
+    failed: usize,
+}
+
+/// The baseline of a configuration: the untraced loop, or untraced nginx.
+fn baseline(case: &str) -> &'static str {
+    if case.starts_with("nginx") {
+        "nginx"
+    } else {
+        "untraced"
+    }
+}
+
+/// The events each traced configuration lost, summed over its runs; None where a report did
+/// not say (`lost REP WHAT SET N` lines).
+fn lost(measured: &[String]) -> BTreeMap<String, Option<u64>> {
+    let mut out: BTreeMap<String, Option<u64>> = BTreeMap::new();
     for m in measured {
         let f: Vec<&str> = m.split_whitespace().collect();
-        let ["bench", _rep, what, set, ns] = f[..] else {
+        let ["lost", _rep, what, set, n] = f[..] else {
+            continue;
+        };
+        let e = out.entry(format!("{what} {set}")).or_insert(Some(0));
+        *e = e.zip(n.parse::<u64>().ok()).map(|(a, b)| a + b);
+    }
+    out
+}
+
+/// Each configuration's ratios, from the `measured` lines (`bench REP WHAT SET FIGURE`; a set
+/// of `-` is the configuration `WHAT` alone).
+fn ratios(measured: &[String]) -> BTreeMap<String, Ratios> {
+    let mut by_case: BTreeMap<String, (BTreeMap<&str, f64>, usize)> = BTreeMap::new();
+    for m in measured {
+        let f: Vec<&str> = m.split_whitespace().collect();
+        let ["bench", rep, what, set, figure] = f[..] else {
             continue;
         };
         let case = if set == "-" {
@@ -162,43 +207,58 @@ fn medians(measured: &[String]) -> BTreeMap<String, (f64, usize, usize)> {
             format!("{what} {set}")
         };
         let e = by_case.entry(case).or_default();
-        match ns.parse::<f64>() {
-            Ok(v) => e.0.push(v),
+        match figure.parse::<f64>() {
+            Ok(v) => {
+                e.0.insert(rep, v);
+            }
             Err(_) => e.1 += 1,
         }
     }
-    by_case
-        .into_iter()
-        .map(|(case, (mut v, failed))| {
-            v.sort_by(f64::total_cmp);
-            let median = if v.is_empty() {
-                f64::NAN
-            } else {
-                v[v.len() / 2]
-            };
-            (case, (median, v.len(), failed))
-        })
-        .collect()
+    let mut out = BTreeMap::new();
+    for (case, (runs, failed)) in &by_case {
+        let base = by_case.get(baseline(case)).map(|b| &b.0);
+        let mut r: Vec<f64> = runs
+            .iter()
+            .filter_map(|(rep, v)| Some(v / base?.get(rep)?))
+            .collect();
+        r.sort_by(f64::total_cmp);
+        let (median, lo, hi) = match r.len() {
+            0 => (f64::NAN, f64::NAN, f64::NAN),
+            n if n % 2 == 1 => (r[n / 2], r[0], r[n - 1]),
+            n => ((r[n / 2 - 1] + r[n / 2]) / 2.0, r[0], r[n - 1]),
+        };
+        out.insert(
+            case.clone(),
+            Ratios {
+                median,
+                lo,
+                hi,
+                runs: runs.len(),
+                failed: *failed,
+            },
+        );
+    }
+    out
 }
 
-/// The section of docs/PERFORMANCE.md for one kernel (replaced by the next run on it).
 fn section(
     series: &str,
     release: &str,
     hooks: &[String],
     reps: usize,
     pairs: u64,
-    m: &BTreeMap<String, (f64, usize, usize)>,
+    m: &BTreeMap<String, Ratios>,
+    lost: &BTreeMap<String, Option<u64>>,
 ) -> String {
-    let base = m.get("untraced").map_or(f64::NAN, |v| v.0);
     let mut s = format!(
         "<!-- vm-bench {series} -->\n### Hook sets side by side on {release} (QEMU, `cargo xtask bench --vm {series}`)\n\n\
-         The open/close loop ({pairs} pairs, median of {reps} runs, rotated) in one boot; ratios to \
-         the untraced loop of the same boot (emulated times mean nothing on their own).\n\n\
-         | configuration | ratio to untraced | runs (failed) |\n|---|---|---|\n"
+         The open/close loop ({pairs} pairs, {reps} repetitions, the configurations' order rotated) \
+         in one boot: the median of each repetition's ratio to the untraced loop of the same \
+         repetition, and their range (emulated times mean nothing on their own).\n\n\
+         | configuration | time per pair, ratio to untraced | range | runs (failed) |\n|---|---|---|---|\n"
     );
     for case in CASES {
-        let Some(&(median, n, failed)) = m.get(case) else {
+        let Some(r) = m.get(case) else {
             continue;
         };
         let label = match case {
@@ -212,34 +272,49 @@ fn section(
             }
         };
         s.push_str(&format!(
-            "| {label} | {:.2}x | {n} ({failed}) |\n",
-            median / base
+            "| {label} | {:.2}x | {:.2}–{:.2} | {} ({}) |\n",
+            r.median, r.lo, r.hi, r.runs, r.failed
         ));
     }
-    if let Some(&(base, ..)) = m.get("nginx") {
+    if m.contains_key("nginx") {
         s.push_str(&format!(
             "\nnginx serving a 1 KiB file to `wrk -t1 -c16 -H 'Connection: close'` ({WRK_SECS} s runs, \
-             median of {reps}, rotated), fdtrace `-p` of the worker; requests per second as a ratio \
-             to the untraced runs of the same boot.\n\n\
-             | configuration | requests/s, ratio to untraced | runs (failed) |\n|---|---|---|\n"
+             {reps} repetitions, rotated), fdtrace `-p` of the worker: requests per second, the \
+             median of each repetition's ratio to the untraced run of the same repetition.\n\n\
+             | configuration | requests/s, ratio to untraced | range | runs (failed) |\n|---|---|---|---|\n"
         ));
         for case in NGINX_CASES {
             let key = case.trim_end_matches(" -");
-            let Some(&(median, n, failed)) = m.get(key) else {
+            let Some(r) = m.get(key) else {
                 continue;
             };
             let label = match case.split_once(' ') {
                 Some((_, "-")) | None => "untraced".to_string(),
                 Some((_, set)) => format!("worker traced by fdtrace, {set}"),
             };
-            let r = median / base;
             let fewer = if key == "nginx" {
                 String::new()
             } else {
-                format!(" ({:.1}% fewer requests)", (1.0 - r) * 100.0)
+                format!(" ({:.1}% fewer requests)", (1.0 - r.median) * 100.0)
             };
-            s.push_str(&format!("| {label} | {r:.2}x{fewer} | {n} ({failed}) |\n"));
+            s.push_str(&format!(
+                "| {label} | {:.2}x{fewer} | {:.2}–{:.2} | {} ({}) |\n",
+                r.median, r.lo, r.hi, r.runs, r.failed
+            ));
         }
+    }
+    if !lost.is_empty() {
+        let said: Vec<String> = lost
+            .iter()
+            .map(|(case, n)| {
+                let n = n.map_or("not reported".to_string(), |n| n.to_string());
+                format!("{case}: {n}")
+            })
+            .collect();
+        s.push_str(&format!(
+            "\nEvents fdtrace lost, over each traced configuration's runs (from its reports): {}.\n",
+            said.join("; ")
+        ));
     }
     let on = |what: &str| {
         hooks
@@ -352,8 +427,16 @@ pub(super) fn run(series: &str, reps: usize, pairs: u64, write: Option<PathBuf>)
     if !o.done {
         bail!("the VM stopped before the end (console: {})", log.display());
     }
-    let m = medians(&o.measured);
-    let text = section(series, &o.release, &o.hooks_lines, reps, pairs, &m);
+    let m = ratios(&o.measured);
+    let text = section(
+        series,
+        &o.release,
+        &o.hooks_lines,
+        reps,
+        pairs,
+        &m,
+        &lost(&o.measured),
+    );
     println!("\n{text}");
     if let Some(doc) = write {
         write_section(&doc, series, &text)?;
@@ -367,21 +450,32 @@ mod tests {
     use super::*;
 
     #[test]
-    fn medians_per_case_and_failures_counted() {
+    fn ratios_per_repetition_and_failures_counted() {
         let lines: Vec<String> = [
             "bench 1 untraced - 100.0",
-            "bench 2 untraced - 120.0",
+            "bench 2 untraced - 200.0",
             "bench 3 untraced - 110.0",
             "bench 1 traced trampolines 150.0",
-            "bench 2 traced trampolines failed",
+            "bench 2 traced trampolines 240.0",
+            "bench 3 traced trampolines failed",
+            "bench 4 traced trampolines 100.0",
             "kernel figure 3",
         ]
         .iter()
         .map(|s| s.to_string())
         .collect();
-        let m = medians(&lines);
-        assert_eq!(m["untraced"], (110.0, 3, 0));
-        assert_eq!(m["traced trampolines"], (150.0, 1, 1));
+        let m = ratios(&lines);
+        let u = m["untraced"];
+        assert_eq!(
+            (u.median, u.lo, u.hi, u.runs, u.failed),
+            (1.0, 1.0, 1.0, 3, 0)
+        );
+        // Repetition 4 has no untraced run: counted as a run, not in the ratios.
+        let t = m["traced trampolines"];
+        assert_eq!(
+            (t.median, t.lo, t.hi, t.runs, t.failed),
+            (1.35, 1.2, 1.5, 3, 1)
+        );
         assert_eq!(m.len(), 2);
     }
 
@@ -416,13 +510,33 @@ mod tests {
         .iter()
         .map(|s| s.to_string())
         .collect();
-        let text = section("6.1", "6.1.0", &[], 1, 1000, &medians(&lines));
+        let lost_lines: Vec<String> = [
+            "lost 1 nginx tracepoints 0",
+            "lost 2 nginx tracepoints 3",
+            "lost 1 nginx trampolines unknown",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let text = section(
+            "6.1",
+            "6.1.0",
+            &[],
+            1,
+            1000,
+            &ratios(&lines),
+            &lost(&lost_lines),
+        );
+        assert!(
+            text.contains("nginx tracepoints: 3; nginx trampolines: not reported."),
+            "{text}"
+        );
         assert!(
             text.contains(
-                "| worker traced by fdtrace, tracepoints | 0.75x (25.0% fewer requests) | 1 (0) |"
+                "| worker traced by fdtrace, tracepoints | 0.75x (25.0% fewer requests) | 0.75–0.75 | 1 (0) |"
             ) && text.contains(
-                "| worker traced by fdtrace, trampolines | 0.95x (5.0% fewer requests) | 1 (0) |"
-            ) && text.contains("| untraced | 1.00x | 1 (0) |"),
+                "| worker traced by fdtrace, trampolines | 0.95x (5.0% fewer requests) | 0.95–0.95 | 1 (0) |"
+            ) && text.contains("| untraced | 1.00x | 1.00–1.00 | 1 (0) |"),
             "{text}"
         );
     }
