@@ -194,12 +194,17 @@ impl Regs {
             Regs::Known(r) => r,
             Regs::Read => user_regs(),
             Regs::HandedOver => {
-                let mut r = UserRegs::default();
-                if let Some(h) = HAND_OVER.get_ptr(0) {
-                    // SAFETY: a per-CPU value of this program's CPU, copied out.
-                    copy_words(unsafe { &(*h).regs }, &mut r);
+                let me = bpf_get_current_pid_tgid();
+                match HAND_OVER.get_ptr(0) {
+                    // SAFETY: a per-CPU value of this program's CPU, read and copied out.
+                    Some(h) if unsafe { (*h).pid_tgid } == me => {
+                        let mut r = UserRegs::default();
+                        copy_words(unsafe { &(*h).regs }, &mut r);
+                        r
+                    }
+                    // Overwritten since it was checked (a preempted program): read them again.
+                    _ => user_regs(),
                 }
-                r
             }
         }
     }

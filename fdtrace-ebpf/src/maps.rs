@@ -5,8 +5,9 @@ use aya_ebpf::{
     macros::map,
     maps::{Array, HashMap, LruHashMap, PerCpuArray, PerCpuHashMap, ProgramArray, RingBuf},
 };
-use crate::registers::UserRegs;
 use fdtrace_common::{FailKey, KernelLayout, PID_MAX_LIMIT, TARGET_FLAGS_PER_ENTRY, setting, stat};
+
+use crate::registers::UserRegs;
 
 /// Thread-group ids being traced; the value says how to capture their stacks (`capture::*`).
 #[map]
