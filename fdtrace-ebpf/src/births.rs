@@ -147,15 +147,10 @@ pub(crate) fn recvmmsg_controls(dst: *mut u8, mmsg: u64, received: i64) {
     chunk!(3usize);
 }
 
-/// `MMSG`: the recvmmsg variant (its own program, so each stays within the BPF stack limit).
-/// `known`: the syscall, when the program is for one syscall (a constant: the branches of the
-/// others are dropped from that program); None reads it from the remembered arguments.
+/// `MMSG`: the recvmmsg variant (its own program, so each stays within the BPF stack limit,
+/// and whose syscall is a constant: the other syscalls' branches are dropped from it).
 #[inline(always)]
-pub(crate) fn emit_open<const MMSG: bool, C: EbpfContext>(
-    ctx: &C,
-    ret: i64,
-    known: Option<u32>,
-) -> u32 {
+pub(crate) fn emit_open<const MMSG: bool, C: EbpfContext>(ctx: &C, ret: i64) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
     if !maybe_target((pid_tgid >> 32) as u32) {
         return 0;
@@ -169,9 +164,10 @@ pub(crate) fn emit_open<const MMSG: bool, C: EbpfContext>(
     // The target's entry and the registers are looked up late, where the record is written:
     // values held across the branches above multiply the states the 5.10 verifier walks (it
     // refused this program at its 1M-instruction limit with them looked up here).
-    let sc = match known {
-        Some(sc) => sc,
-        None => pending.syscall,
+    let sc = if MMSG {
+        syscall::RECVMMSG
+    } else {
+        pending.syscall
     };
     emit_birth::<MMSG, C>(ctx, ret, sc, pid_tgid, None, pending, Regs::Read)
 }

@@ -98,7 +98,7 @@ macro_rules! birth_trampoline {
             keep_pending(pid_tgid, &pending);
             // `__x64_sys_<name>(const struct pt_regs *)`: the return value follows the
             // argument.
-            return emit_open::<true, _>(&$ctx, $ctx.arg::<i64>(1), Some(a.sc));
+            return emit_open::<true, _>(&$ctx, $ctx.arg::<i64>(1));
         }
         hand_over(pid_tgid, &pending, &regs);
         // SAFETY: the context is this program's own, passed on unchanged.
@@ -705,11 +705,11 @@ pub fn fexit_birth2(ctx: FExitContext) -> u32 {
 /// Shared by the exits of every open-like syscall.
 #[tracepoint]
 pub fn exit_open(ctx: TracePointContext) -> u32 {
-    emit_open::<false, _>(&ctx, field(&ctx, RET), None)
+    emit_open::<false, _>(&ctx, field(&ctx, RET))
 }
 
 /// The exit of recvmmsg.
 #[tracepoint]
 pub fn exit_recvmmsg(ctx: TracePointContext) -> u32 {
-    emit_open::<true, _>(&ctx, field(&ctx, RET), None)
+    emit_open::<true, _>(&ctx, field(&ctx, RET))
 }

@@ -512,6 +512,7 @@ pub fn run(opts: Options) -> Result<i32> {
         };
         ends.push((p.pid, meta, proc_fds));
     }
+    session.name_jit_frames();
     let report = session.report(&ends, opts.min_age, &symbols, ended_ns);
     if let Some(l) = launched.as_mut() {
         l.terminate();

@@ -203,9 +203,6 @@ impl Session {
             }
         }
         let symbols = Symbols::new();
-        for p in self.procs.values_mut() {
-            p.name_jit_frames();
-        }
         for (id, &(pid, local)) in rec.stacks().to_vec().iter().enumerate() {
             let frames = self
                 .procs
@@ -229,6 +226,14 @@ impl Session {
         Ok(Some((bytes, rec.path.clone())))
     }
 
+    /// Before the report and the recording's symbols: name the JIT frames of stacks seen before
+    /// a runtime's perf map named their code.
+    pub fn name_jit_frames(&mut self) {
+        for p in self.procs.values_mut() {
+            p.name_jit_frames();
+        }
+    }
+
     /// The report at the end of a session (`ends`: each process's meta and, while it lives,
     /// its `/proc/PID/fd`): each process as of its exit, or of `ended_ns` while it lives, the
     /// root's with the others' in it; None when the root was never seen.
@@ -244,7 +249,6 @@ impl Session {
             let Some(p) = self.procs.get_mut(pid) else {
                 continue;
             };
-            p.name_jit_frames();
             reports.push(report::build(
                 meta.clone(),
                 &p.table,

@@ -22,18 +22,11 @@ impl Bench {
         for d in [&self.tmp.0, &dir, &www] {
             std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755))?;
         }
-        let body: String = (0..1024).map(|i| (b'a' + (i % 26) as u8) as char).collect();
-        std::fs::write(www.join("index.html"), body)?;
+        std::fs::write(www.join("index.html"), index_body())?;
         let port = std::net::TcpListener::bind("127.0.0.1:0")?
             .local_addr()?
             .port();
-        let d = dir.display();
-        let conf = format!(
-            "pid {d}/nginx.pid;\nerror_log {d}/error.log;\nevents {{ worker_connections 1024; }}\nhttp {{\n  access_log off;\n  \
-             client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n  fastcgi_temp_path {d}/fastcgi;\n  \
-             uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n  \
-             server {{ listen 127.0.0.1:{port}; root {d}/www; }}\n}}\n"
-        );
+        let conf = nginx_conf(&dir, port, None);
         std::fs::write(dir.join("nginx.conf"), &conf)?;
         self.nginx_conf = Some(conf.replace(&self.tmp.0.display().to_string(), "$TMP"));
         let mut cmd = Command::new(self.tool("nginx").context("nginx")?);
@@ -312,4 +305,23 @@ impl Bench {
             .unwrap_or(rps * self.p.wrk_secs as f64);
         Ok(WrkRun { rps, requests })
     }
+}
+
+/// The 1 KiB file nginx serves.
+pub(super) fn index_body() -> String {
+    (0..1024).map(|i| (b'a' + (i % 26) as u8) as char).collect()
+}
+
+/// nginx's configuration: one server on 127.0.0.1:`port` whose files, pid, error log and
+/// temporary directories are under `dir`, without an access log; `user` for the workers where
+/// nginx's default user does not exist.
+pub(super) fn nginx_conf(dir: &Path, port: u16, user: Option<&str>) -> String {
+    let d = dir.display();
+    let user = user.map(|u| format!("user {u};\n")).unwrap_or_default();
+    format!(
+        "{user}pid {d}/nginx.pid;\nerror_log {d}/error.log;\nevents {{ worker_connections 1024; }}\nhttp {{\n  access_log off;\n  \
+         client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n  fastcgi_temp_path {d}/fastcgi;\n  \
+         uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n  \
+         server {{ listen 127.0.0.1:{port}; root {d}/www; }}\n}}\n"
+    )
 }

@@ -35,19 +35,6 @@ const WRK_SECS: u32 = 10;
 /// The port nginx listens on in the VM (on its loopback only).
 const NGINX_PORT: u16 = 8080;
 
-/// One master and one worker (running as root: the VM has no other user), as in the host's
-/// case 4, without its logs.
-fn nginx_conf() -> String {
-    format!(
-        "user root root;\npid /nginx/nginx.pid;\nerror_log /nginx/error.log;\n\
-         events {{ worker_connections 1024; }}\nhttp {{\n  access_log off;\n  \
-         client_body_temp_path /nginx/body;\n  proxy_temp_path /nginx/proxy;\n  \
-         fastcgi_temp_path /nginx/fastcgi;\n  uwsgi_temp_path /nginx/uwsgi;\n  \
-         scgi_temp_path /nginx/scgi;\n  \
-         server {{ listen 127.0.0.1:{NGINX_PORT}; root /nginx/www; }}\n}}\n"
-    )
-}
-
 /// The shell functions that start nginx and run wrk against it, untraced or with fdtrace on the
 /// worker (`$WORKER`), printing requests per second as an `@@vmtest measured` line.
 const RUN_NGINX: &str = r#"
@@ -63,15 +50,18 @@ nginx_start() {
   done
   echo "nginx did not start:"; cat /nginx/stderr /nginx/error.log; return 1
 }
+wrk_run() {
+  /usr/bin/wrk -t1 -c16 -d${WRK_SECS}s -H 'Connection: close' "$URL" > /tmp/wrk 2>&1
+}
 nginx_run() { # rep set
   rep=$1; set=$2
   if [ "$set" = - ]; then
-    /usr/bin/wrk -t1 -c16 -d${WRK_SECS}s -H 'Connection: close' "$URL" > /tmp/wrk 2>&1
+    wrk_run
   else
     rm -f /tmp/n.json
     FDTRACE_HOOKS=$set /bin/fdtrace -q --json -o /tmp/n.json -p $WORKER 2>/tmp/err & f=$!
     if ready $f; then
-      /usr/bin/wrk -t1 -c16 -d${WRK_SECS}s -H 'Connection: close' "$URL" > /tmp/wrk 2>&1
+      wrk_run
     else echo > /tmp/wrk; cat /tmp/err; fi
     kill -INT $f; wait $f
     lost $rep nginx $set /tmp/n.json
@@ -392,10 +382,14 @@ pub(super) fn run(series: &str, reps: usize, pairs: u64, write: Option<PathBuf>)
             c.bytes(
                 Path::new("/nginx/nginx.conf"),
                 0o644,
-                nginx_conf().as_bytes(),
+                super::nginx::nginx_conf(Path::new("/nginx"), NGINX_PORT, Some("root root"))
+                    .as_bytes(),
             );
-            let body: String = (0..1024).map(|i| (b'a' + (i % 26) as u8) as char).collect();
-            c.bytes(Path::new("/nginx/www/index.html"), 0o644, body.as_bytes());
+            c.bytes(
+                Path::new("/nginx/www/index.html"),
+                0o644,
+                super::nginx::index_body().as_bytes(),
+            );
             c.bytes(
                 Path::new("/etc/passwd"),
                 0o644,
