@@ -262,12 +262,27 @@ pub mod syscall {
         /// Not a birth: fcntl(F_SETFD) / ioctl(FIOCLEX, FIONCLEX), turned into a
         /// `CloexecEvent`.
         SET_CLOEXEC = 40, "fcntl(F_SETFD)/ioctl(FIOCLEX)", [("ioctl", true)], false;
+        /// A descriptor installed outside the hooked syscalls (io_uring's operations, an
+        /// ioctl's, clone's pidfd), seen on `fd_install`'s trampoline: `arg` is the syscall's
+        /// number, or [`INSTALLED_BY_WORKER`] in a kernel worker thread of the process
+        /// (io_uring's io-wq and SQPOLL threads). No tracepoint: trampolines only.
+        INSTALLED = 41, "fd_install", [], false;
     }
 
     /// The name of a syscall code in reports.
     pub fn name(code: u32) -> Option<&'static str> {
         BIRTHS.iter().find(|b| b.code == code).map(|b| b.name)
     }
+
+    /// `arg` of an [`INSTALLED`] birth in a thread that never entered from user space (the
+    /// worker threads io_uring starts in the process).
+    pub const INSTALLED_BY_WORKER: i32 = -1;
+
+    /// The x86_64 number of io_uring_enter, whose submissions install descriptors inline.
+    pub const NR_IO_URING_ENTER: i32 = 426;
+
+    /// Syscall numbers `HOOKED_SYSCALLS` covers (x86_64's are below 512).
+    pub const SYSCALL_NRS: u32 = 512;
 
     /// Messages of a recvmmsg batch examined.
     pub const RECVMMSG_MSGS: usize = 4;

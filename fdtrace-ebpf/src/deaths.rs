@@ -1,5 +1,7 @@
 //! Deaths: `close` and `close_range`, at their entry tracepoints or on the trampolines of their
-//! kernel functions (before they run: a descriptor's number is free for reuse once it returns).
+//! kernel functions (before they run: a descriptor's number is free for reuse once it returns);
+//! and, on trampolines only, the descriptors closed outside those syscalls (io_uring's
+//! `IORING_OP_CLOSE`), on the kernel function that takes a descriptor out of the table.
 
 use aya_ebpf::{
     helpers::bpf_get_current_pid_tgid,
@@ -10,10 +12,45 @@ use fdtrace_common::{CloseEvent, CloseRangeEvent, kind, stat};
 
 use crate::{
     filter::is_target,
-    maps::EVENTS,
+    maps::{EVENTS, HOOKED_SYSCALLS},
     registers::{ARG0, ARG1, ARG2, field, user_regs},
     ring::{bump, header, wakeup_before},
 };
+
+/// 6.12 and later: `file_close_fd_locked(struct files_struct *files, unsigned int fd)`, which
+/// close, close_range and io_uring's close call.
+#[fentry]
+pub fn fentry_close_locked(ctx: FEntryContext) -> u32 {
+    closed_elsewhere(ctx.arg::<u64>(1))
+}
+
+/// 5.10 to 6.1: `__close_fd_get_file(unsigned int fd, ...)`, which io_uring's close calls
+/// (close and close_range take the descriptor out of the table without it).
+#[fentry]
+pub fn fentry_close_get_file(ctx: FEntryContext) -> u32 {
+    closed_elsewhere(ctx.arg::<u64>(0))
+}
+
+/// A descriptor taken out of the table outside the hooked syscalls (the close syscalls' own
+/// programs record theirs: `HOOKED_SYSCALLS` marks them for this program too).
+#[inline(always)]
+fn closed_elsewhere(fd: u64) -> u32 {
+    if !is_target((bpf_get_current_pid_tgid() >> 32) as u32) {
+        return 0;
+    }
+    let regs = user_regs();
+    // io_uring's worker threads have no syscall (see `fexit_fd_install`).
+    let worker = regs.base != 0 && regs.ip == 0 && regs.sp == 0;
+    if !worker {
+        let nr = regs.syscall_nr();
+        if (0..fdtrace_common::syscall::SYSCALL_NRS as i64).contains(&nr)
+            && HOOKED_SYSCALLS.get(nr as u32).is_some_and(|&h| h != 0)
+        {
+            return 0;
+        }
+    }
+    close(|_| fd)
+}
 
 #[tracepoint]
 pub fn enter_close_range(ctx: TracePointContext) -> u32 {

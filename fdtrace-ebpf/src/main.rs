@@ -18,6 +18,7 @@ mod deaths;
 mod failures;
 mod filter;
 mod goroutine;
+mod installs;
 mod maps;
 mod processes;
 mod python;

@@ -69,6 +69,12 @@ pub(crate) static BIRTH_EXIT: ProgramArray = ProgramArray::with_max_entries(1, 0
 #[map]
 pub(crate) static BIRTH_EXIT2: ProgramArray = ProgramArray::with_max_entries(1, 0);
 
+/// 1 for the number of each syscall whose births fdtrace's syscall hooks record (set by user
+/// space): `fd_install`'s program skips the descriptors those install.
+#[map]
+pub(crate) static HOOKED_SYSCALLS: Array<u8> =
+    Array::with_max_entries(fdtrace_common::syscall::SYSCALL_NRS, 0);
+
 #[map]
 pub(crate) static EVENTS: RingBuf = RingBuf::with_byte_size(16 * 1024 * 1024, 0);
 

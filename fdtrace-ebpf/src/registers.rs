@@ -43,6 +43,8 @@ pub(crate) const PT_REGS_SI: usize = 13;
 
 pub(crate) const PT_REGS_DI: usize = 14;
 
+pub(crate) const PT_REGS_ORIG_AX: usize = 15;
+
 pub(crate) const ARG4: usize = 48;
 
 /// The field of the tracepoint record at `off`, loaded directly. The verifier allows aligned
@@ -102,6 +104,15 @@ impl UserRegs {
             }
             _ => 0,
         }
+    }
+
+    /// The number of the syscall being run (`orig_ax`); -1 when unknown.
+    #[inline(always)]
+    pub(crate) fn syscall_nr(&self) -> i64 {
+        if self.base == 0 {
+            return -1;
+        }
+        read_kernel::<i64>(self.base + PT_REGS_ORIG_AX as u64 * 8).unwrap_or(-1)
     }
 }
 

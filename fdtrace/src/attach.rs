@@ -1,6 +1,7 @@
 //! Attaching the programs to their hooks: each syscall's trampolines (fentry/fexit on its kernel
 //! function) or its tracepoints, chosen one by one as `hooks.rs` plans them; the other events'
-//! tracepoints; and detaching them all.
+//! tracepoints; `fd_install`'s trampoline for the descriptors installed outside those syscalls;
+//! and detaching them all.
 use anyhow::{Context as _, Result, bail};
 use aya::{
     Ebpf,
@@ -10,7 +11,8 @@ use aya::{
 use tracing::{debug, warn};
 
 use crate::hooks::{
-    DEEP_PROGRAMS, FROM_REGS_IF_ACCEPTED, HookSet, Side, attach_plan, by_hook, tracepoint_exists,
+    CLOSE_FUNCTIONS, DEEP_PROGRAMS, FROM_REGS_IF_ACCEPTED, HookSet, INSTALL_FUNCTION,
+    INSTALL_PROGRAM, Side, attach_plan, by_hook, hooked_syscall_numbers, tracepoint_exists,
     trampolines,
 };
 use crate::kernel_layout::KernelTypes;
@@ -264,6 +266,8 @@ pub(crate) fn attach_all(
     // why it has none.
     let mut birth_group: std::collections::HashMap<String, Result<usize, String>> =
         Default::default();
+    // The function io_uring's close takes descriptors out of the table with, and its program.
+    let mut close_function = None;
     let btf = match (hooks, &types) {
         (HookSet::Tracepoints, _) => Err("the syscall tracepoints were asked for".to_string()),
         (_, Err(e)) => Err(format!("the kernel's BTF: {e:#}")),
@@ -274,8 +278,11 @@ pub(crate) fn attach_all(
                 .filter_map(|(hook, _)| trampolines(hook, deep))
                 .flatten()
                 .map(|(_, _, f)| f)
+                .chain([INSTALL_FUNCTION.to_string()])
+                .chain(CLOSE_FUNCTIONS.map(|c| c.0.to_string()))
                 .collect();
             let ids = types.function_ids(functions.iter().map(String::as_str));
+            close_function = CLOSE_FUNCTIONS.into_iter().find(|c| ids.contains_key(c.0));
             crate::function_btf::stand_in(&ids)
                 .map_err(|e| format!("{e:#}"))
                 .inspect(|btf| {
@@ -430,10 +437,105 @@ pub(crate) fn attach_all(
         }
         links.extend(hook_links);
     }
+    choices.extend(attach_elsewhere(
+        ebpf,
+        &btf,
+        hooks,
+        close_function,
+        &mut links,
+        &mut trampoline_time,
+    )?);
     Ok(Attached {
         links,
         missing,
         choices,
         time: trampoline_time,
     })
+}
+
+/// The trampolines on the functions every birth and death goes through, for those outside the
+/// hooked syscalls: `fd_install`, and `close_function` (io_uring's close), after the syscalls
+/// whose births and deaths their own programs record are marked for them to skip.
+fn attach_elsewhere(
+    ebpf: &mut Ebpf,
+    btf: &Result<aya::Btf, String>,
+    hooks: HookSet,
+    close_function: Option<(&str, &str)>,
+    links: &mut Vec<(String, Link)>,
+    time: &mut SetupTime,
+) -> Result<Vec<HookChoice>> {
+    let btf = match btf {
+        Ok(btf) => btf,
+        Err(_) => {
+            return Ok(vec![HookChoice {
+                event: INSTALL_FUNCTION.into(),
+                hook: "none".into(),
+                why: "trampolines only: io_uring's opens and closes are found as drift".into(),
+            }]);
+        }
+    };
+    let mut hooked: aya::maps::Array<_, u8> = aya::maps::Array::try_from(
+        ebpf.map_mut("HOOKED_SYSCALLS")
+            .context("HOOKED_SYSCALLS map")?,
+    )?;
+    for nr in hooked_syscall_numbers() {
+        hooked
+            .set(nr, 1, 0)
+            .with_context(|| format!("marking syscall {nr} in HOOKED_SYSCALLS"))?;
+    }
+    let mut choices = Vec::new();
+    let hooks_wanted = [
+        (
+            INSTALL_FUNCTION,
+            Some(INSTALL_PROGRAM),
+            Side::Exit,
+            "descriptors installed outside the syscalls above (io_uring, ioctl, clone's pidfd)",
+        ),
+        (
+            close_function.map_or(CLOSE_FUNCTIONS[0].0, |c| c.0),
+            close_function.map(|c| c.1),
+            Side::Entry,
+            "descriptors closed outside close and close_range (io_uring)",
+        ),
+    ];
+    for (function, prog, side, what) in hooks_wanted {
+        let Some(prog) = prog else {
+            choices.push(HookChoice {
+                event: function.into(),
+                hook: "none".into(),
+                why: "this kernel's BTF has neither function: io_uring's closes are found as \
+                      drift"
+                    .into(),
+            });
+            continue;
+        };
+        let side_name = match side {
+            Side::Entry => "fentry",
+            Side::Exit => "fexit",
+        };
+        match attach_trampolines(
+            ebpf,
+            btf,
+            &[(prog.to_string(), side, function.to_string())],
+            time,
+        ) {
+            Ok(l) => {
+                links.extend(l);
+                choices.push(HookChoice {
+                    event: function.into(),
+                    hook: format!("{side_name} {function}"),
+                    why: what.into(),
+                });
+            }
+            Err(e) if hooks == HookSet::Trampolines => {
+                return Err(e.context(format!("--hooks trampolines: {function}'s trampoline")));
+            }
+            Err(e) => choices.push(HookChoice {
+                event: function.into(),
+                hook: "none".into(),
+                why: format!("{}: found as drift instead", short_reason(&e)),
+            }),
+        }
+    }
+    Ok(choices)
 }

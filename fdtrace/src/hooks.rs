@@ -215,6 +215,84 @@ pub(crate) fn by_hook(plan: Vec<Attachment>) -> Vec<(String, Vec<Attachment>)> {
     hooks
 }
 
+/// The kernel function behind descriptors installed outside the hooked syscalls (io_uring's
+/// operations, an ioctl's, clone's pidfd), its program, and its event's name in `fdtrace hooks`.
+pub(crate) const INSTALL_FUNCTION: &str = "fd_install";
+pub(crate) const INSTALL_PROGRAM: &str = "fexit_fd_install";
+
+/// The kernel functions that take a descriptor out of the table for io_uring's close, newest
+/// kernels' first, with the program for each (where its descriptor argument is): the first one
+/// this kernel's BTF has is hooked.
+pub(crate) const CLOSE_FUNCTIONS: [(&str, &str); 2] = [
+    ("file_close_fd_locked", "fentry_close_locked"),
+    ("__close_fd_get_file", "fentry_close_get_file"),
+];
+
+/// The syscalls whose births or deaths their own programs record (every birth tracepoint's
+/// syscall but ioctl, whose program only sees close-on-exec changes; close and close_range), by
+/// x86_64 number: the programs on `fd_install` and on the close functions skip theirs.
+pub(crate) fn hooked_syscall_numbers() -> Vec<u32> {
+    birth_tracepoints()
+        .map(|(name, _, _)| name)
+        .filter(|&name| name != "ioctl")
+        .chain(["close", "close_range"])
+        .filter_map(syscall_number)
+        .collect()
+}
+
+/// The x86_64 number of a birth or death syscall.
+fn syscall_number(name: &str) -> Option<u32> {
+    use libc::*;
+    let nr = match name {
+        "openat" => SYS_openat,
+        "open" => SYS_open,
+        "creat" => SYS_creat,
+        "openat2" => SYS_openat2,
+        "socket" => SYS_socket,
+        "accept" => SYS_accept,
+        "accept4" => SYS_accept4,
+        "dup" => SYS_dup,
+        "dup2" => SYS_dup2,
+        "dup3" => SYS_dup3,
+        "fcntl" => SYS_fcntl,
+        "eventfd" => SYS_eventfd,
+        "eventfd2" => SYS_eventfd2,
+        "epoll_create" => SYS_epoll_create,
+        "epoll_create1" => SYS_epoll_create1,
+        "pipe" => SYS_pipe,
+        "pipe2" => SYS_pipe2,
+        "socketpair" => SYS_socketpair,
+        "timerfd_create" => SYS_timerfd_create,
+        "signalfd" => SYS_signalfd,
+        "signalfd4" => SYS_signalfd4,
+        "inotify_init" => SYS_inotify_init,
+        "inotify_init1" => SYS_inotify_init1,
+        "memfd_create" => SYS_memfd_create,
+        "pidfd_open" => SYS_pidfd_open,
+        "open_by_handle_at" => SYS_open_by_handle_at,
+        "fanotify_init" => SYS_fanotify_init,
+        "memfd_secret" => SYS_memfd_secret,
+        "userfaultfd" => SYS_userfaultfd,
+        "perf_event_open" => SYS_perf_event_open,
+        "bpf" => SYS_bpf,
+        "pidfd_getfd" => SYS_pidfd_getfd,
+        "io_uring_setup" => SYS_io_uring_setup,
+        "mq_open" => SYS_mq_open,
+        "fsopen" => SYS_fsopen,
+        "fsmount" => SYS_fsmount,
+        "fspick" => SYS_fspick,
+        "open_tree" => SYS_open_tree,
+        "landlock_create_ruleset" => SYS_landlock_create_ruleset,
+        "recvmsg" => SYS_recvmsg,
+        "recvmmsg" => SYS_recvmmsg,
+        "ioctl" => SYS_ioctl,
+        "close" => SYS_close,
+        "close_range" => SYS_close_range,
+        _ => return None,
+    };
+    u32::try_from(nr).ok()
+}
+
 /// Mount tracefs when it is missing (aya attaches tracepoints through it).
 pub fn ensure_tracefs() -> Result<()> {
     if Path::new(TRACEFS).join("events").is_dir() {
@@ -310,7 +388,10 @@ pub fn tracepoints() -> Vec<(String, bool)> {
 
 #[cfg(test)]
 mod tests {
-    use super::{DEEP_PROGRAMS, FROM_REGS, attach_plan, birth_tracepoints, field_offset};
+    use super::{
+        DEEP_PROGRAMS, FROM_REGS, attach_plan, birth_tracepoints, field_offset,
+        hooked_syscall_numbers, syscall_number,
+    };
 
     #[test]
     fn the_tracepoint_list_names_each_once() {
@@ -446,5 +527,23 @@ mod tests {
         .unwrap();
         assert_eq!(field_offset(&f, "child_pid"), Some(20));
         assert_eq!(field_offset(&f, "pid"), None);
+    }
+
+    #[test]
+    fn every_birth_syscall_has_its_number() {
+        let names: Vec<&str> = birth_tracepoints().map(|b| b.0).collect();
+        for name in &names {
+            assert!(syscall_number(name).is_some(), "{name}");
+        }
+        let hooked = hooked_syscall_numbers();
+        assert_eq!(hooked.len(), names.len() - 1 + 2);
+        assert!(hooked.contains(&(libc::SYS_close as u32)));
+        assert!(hooked.contains(&(libc::SYS_openat as u32)));
+        assert!(!hooked.contains(&(libc::SYS_ioctl as u32)));
+        assert!(
+            hooked
+                .iter()
+                .all(|&n| n < fdtrace_common::syscall::SYSCALL_NRS)
+        );
     }
 }

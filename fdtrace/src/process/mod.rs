@@ -293,6 +293,11 @@ impl State {
                 Some(link) => (FdKind::from_link(&link), link),
                 None => (FdKind::Other, "pidfd_getfd".into()),
             },
+            // Installed outside the hooked syscalls: what it is, from /proc while it is open.
+            sc::INSTALLED => match procinfo::fd_link(self.pid, o.fd) {
+                Some(link) => (FdKind::from_link(&link), link),
+                None => (FdKind::Other, installed_by(o.arg)),
+            },
             sc::RECVMSG | sc::RECVMMSG => {
                 // Descriptors received with SCM_RIGHTS: one birth each, at this recvmsg.
                 let cloexec = o.flags & O_CLOEXEC != 0;
@@ -518,6 +523,17 @@ fn close_range_flags_of(has_cloexec: bool) -> u32 {
         f |= fdtrace_common::CLOSE_RANGE_CLOEXEC;
     }
     f
+}
+
+/// What installed a descriptor outside the hooked syscalls, by the syscall it ran in (`arg` of
+/// an `INSTALLED` birth).
+fn installed_by(nr: i32) -> String {
+    use fdtrace_common::syscall::{INSTALLED_BY_WORKER, NR_IO_URING_ENTER};
+    match nr {
+        INSTALLED_BY_WORKER => "installed by an io_uring worker".into(),
+        NR_IO_URING_ENTER => "installed by io_uring_enter".into(),
+        nr => format!("installed by syscall {nr}"),
+    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,73 @@
+//! Descriptors installed outside the syscalls fdtrace hooks: io_uring's operations (in the
+//! submitting thread, or in the worker threads io_uring starts in the process), an ioctl's,
+//! clone's pidfd. On the trampoline of `fd_install(fd, file)` after it returns, which nearly
+//! every new descriptor passes through; the births of the hooked syscalls, recorded by their own
+//! programs, are skipped (`HOOKED_SYSCALLS`). Trampolines only: a kernel without them keeps
+//! finding these descriptors as drift.
+
+use aya_ebpf::{helpers::bpf_get_current_pid_tgid, macros::fexit, programs::FExitContext};
+use fdtrace_common::{capture, syscall};
+
+use crate::{
+    births::{Regs, emit_birth},
+    filter::is_target,
+    maps::{HOOKED_SYSCALLS, Pending},
+    registers::{UserRegs, opaque_zero, user_regs},
+};
+
+#[fexit]
+pub fn fexit_fd_install(ctx: FExitContext) -> u32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    if !is_target((pid_tgid >> 32) as u32) {
+        return 0;
+    }
+    let regs = user_regs();
+    // io_uring's io-wq and SQPOLL threads never entered from user space: their registers say
+    // nowhere (`copy_thread` clears ip and sp of the threads it starts for the kernel).
+    let worker = regs.base != 0 && regs.ip == 0 && regs.sp == 0;
+    let nr = if worker {
+        syscall::INSTALLED_BY_WORKER as i64
+    } else {
+        let nr = regs.syscall_nr();
+        if (0..syscall::SYSCALL_NRS as i64).contains(&nr)
+            && HOOKED_SYSCALLS.get(nr as u32).is_some_and(|&h| h != 0)
+        {
+            return 0;
+        }
+        nr
+    };
+    // `fd_install(unsigned int fd, struct file *file)`.
+    let fd: u32 = ctx.arg(0);
+    let pending = Pending {
+        path: 0,
+        flags: 0,
+        syscall: syscall::INSTALLED,
+        arg: nr as i32,
+    };
+    // A worker has no user stack: its frame pointer is a stale copy of the thread that started
+    // it, so no stack is taken (a copy from a zero stack pointer takes nothing).
+    let (target, regs) = if worker {
+        let z = opaque_zero();
+        let none = UserRegs {
+            ip: z,
+            sp: z,
+            bp: z,
+            di: z,
+            si: z,
+            dx: z,
+            base: regs.base,
+        };
+        (Some(capture::STACK_COPY as u32), none)
+    } else {
+        (None, regs)
+    };
+    emit_birth::<false, _>(
+        &ctx,
+        fd as i64,
+        syscall::INSTALLED,
+        pid_tgid,
+        target,
+        pending,
+        Regs::Known(regs),
+    )
+}
