@@ -12,7 +12,8 @@ use fdtrace_common::{CloseEvent, CloseRangeEvent, kind, stat};
 
 use crate::{
     filter::is_target,
-    maps::{EVENTS, HOOKED_SYSCALLS},
+    installs::outside_hooked_syscalls,
+    maps::EVENTS,
     registers::{ARG0, ARG1, ARG2, field, user_regs},
     ring::{bump, header, wakeup_before},
 };
@@ -38,16 +39,8 @@ fn closed_elsewhere(fd: u64) -> u32 {
     if !is_target((bpf_get_current_pid_tgid() >> 32) as u32) {
         return 0;
     }
-    let regs = user_regs();
-    // io_uring's worker threads have no syscall (see `fexit_fd_install`).
-    let worker = regs.base != 0 && regs.ip == 0 && regs.sp == 0;
-    if !worker {
-        let nr = regs.syscall_nr();
-        if (0..fdtrace_common::syscall::SYSCALL_NRS as i64).contains(&nr)
-            && HOOKED_SYSCALLS.get(nr as u32).is_some_and(|&h| h != 0)
-        {
-            return 0;
-        }
+    if outside_hooked_syscalls(&user_regs()).is_none() {
+        return 0;
     }
     close(|_| fd)
 }

@@ -22,20 +22,10 @@ pub fn fexit_fd_install(ctx: FExitContext) -> u32 {
         return 0;
     }
     let regs = user_regs();
-    // io_uring's io-wq and SQPOLL threads never entered from user space: their registers say
-    // nowhere (`copy_thread` clears ip and sp of the threads it starts for the kernel).
-    let worker = regs.base != 0 && regs.ip == 0 && regs.sp == 0;
-    let nr = if worker {
-        syscall::INSTALLED_BY_WORKER as i64
-    } else {
-        let nr = regs.syscall_nr();
-        if (0..syscall::SYSCALL_NRS as i64).contains(&nr)
-            && HOOKED_SYSCALLS.get(nr as u32).is_some_and(|&h| h != 0)
-        {
-            return 0;
-        }
-        nr
+    let Some(nr) = outside_hooked_syscalls(&regs) else {
+        return 0;
     };
+    let worker = nr == syscall::INSTALLED_BY_WORKER as i64;
     // `fd_install(unsigned int fd, struct file *file)`.
     let fd: u32 = ctx.arg(0);
     let pending = Pending {
@@ -70,4 +60,23 @@ pub fn fexit_fd_install(ctx: FExitContext) -> u32 {
         pending,
         Regs::Known(regs),
     )
+}
+
+/// Where the current thread is, for the programs on the functions every birth or death goes
+/// through: the number of the syscall it runs, or [`syscall::INSTALLED_BY_WORKER`] in one of
+/// io_uring's io-wq and SQPOLL threads (which never entered from user space: `copy_thread`
+/// clears ip and sp of the threads it starts for the kernel); None in a syscall whose own
+/// programs record its births and deaths (`HOOKED_SYSCALLS`).
+#[inline(always)]
+pub(crate) fn outside_hooked_syscalls(regs: &UserRegs) -> Option<i64> {
+    if regs.base != 0 && regs.ip == 0 && regs.sp == 0 {
+        return Some(syscall::INSTALLED_BY_WORKER as i64);
+    }
+    let nr = regs.syscall_nr();
+    if (0..syscall::SYSCALL_NRS as i64).contains(&nr)
+        && HOOKED_SYSCALLS.get(nr as u32).is_some_and(|&h| h != 0)
+    {
+        return None;
+    }
+    Some(nr)
 }

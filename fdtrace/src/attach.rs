@@ -11,7 +11,7 @@ use aya::{
 use tracing::{debug, warn};
 
 use crate::hooks::{
-    CLOSE_FUNCTIONS, DEEP_PROGRAMS, FROM_REGS_IF_ACCEPTED, HookSet, INSTALL_FUNCTION,
+    CLOSE_EVENT, CLOSE_FUNCTIONS, DEEP_PROGRAMS, FROM_REGS_IF_ACCEPTED, HookSet, INSTALL_FUNCTION,
     INSTALL_PROGRAM, Side, attach_plan, by_hook, hooked_syscall_numbers, tracepoint_exists,
     trampolines,
 };
@@ -467,11 +467,13 @@ fn attach_elsewhere(
     let btf = match btf {
         Ok(btf) => btf,
         Err(_) => {
-            return Ok(vec![HookChoice {
-                event: INSTALL_FUNCTION.into(),
-                hook: "none".into(),
-                why: "trampolines only: io_uring's opens and closes are found as drift".into(),
-            }]);
+            return Ok([INSTALL_FUNCTION, CLOSE_EVENT]
+                .map(|event| HookChoice {
+                    event: event.into(),
+                    hook: "none".into(),
+                    why: "trampolines only: io_uring's opens and closes are found as drift".into(),
+                })
+                .into());
         }
     };
     let mut hooked: aya::maps::Array<_, u8> = aya::maps::Array::try_from(
@@ -487,21 +489,23 @@ fn attach_elsewhere(
     let hooks_wanted = [
         (
             INSTALL_FUNCTION,
+            INSTALL_FUNCTION,
             Some(INSTALL_PROGRAM),
             Side::Exit,
             "descriptors installed outside the syscalls above (io_uring, ioctl, clone's pidfd)",
         ),
         (
-            close_function.map_or(CLOSE_FUNCTIONS[0].0, |c| c.0),
+            CLOSE_EVENT,
+            close_function.map_or("", |c| c.0),
             close_function.map(|c| c.1),
             Side::Entry,
             "descriptors closed outside close and close_range (io_uring)",
         ),
     ];
-    for (function, prog, side, what) in hooks_wanted {
+    for (event, function, prog, side, what) in hooks_wanted {
         let Some(prog) = prog else {
             choices.push(HookChoice {
-                event: function.into(),
+                event: event.into(),
                 hook: "none".into(),
                 why: "this kernel's BTF has neither function: io_uring's closes are found as \
                       drift"
@@ -522,7 +526,7 @@ fn attach_elsewhere(
             Ok(l) => {
                 links.extend(l);
                 choices.push(HookChoice {
-                    event: function.into(),
+                    event: event.into(),
                     hook: format!("{side_name} {function}"),
                     why: what.into(),
                 });
@@ -531,7 +535,7 @@ fn attach_elsewhere(
                 return Err(e.context(format!("--hooks trampolines: {function}'s trampoline")));
             }
             Err(e) => choices.push(HookChoice {
-                event: function.into(),
+                event: event.into(),
                 hook: "none".into(),
                 why: format!("{}: found as drift instead", short_reason(&e)),
             }),

@@ -220,6 +220,9 @@ pub(crate) fn by_hook(plan: Vec<Attachment>) -> Vec<(String, Vec<Attachment>)> {
 pub(crate) const INSTALL_FUNCTION: &str = "fd_install";
 pub(crate) const INSTALL_PROGRAM: &str = "fexit_fd_install";
 
+/// The event of the descriptors closed outside close and close_range in `fdtrace hooks`.
+pub(crate) const CLOSE_EVENT: &str = "io_uring_close";
+
 /// The kernel functions that take a descriptor out of the table for io_uring's close, newest
 /// kernels' first, with the program for each (where its descriptor argument is): the first one
 /// this kernel's BTF has is hooked.

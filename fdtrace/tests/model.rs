@@ -137,10 +137,7 @@ fn installs_and_closes_hooked() -> (bool, bool) {
             w.next() == Some(event) && w.next().is_some_and(|h| h.starts_with("f"))
         })
     };
-    (
-        hook("fd_install"),
-        hook("file_close_fd_locked") || hook("__close_fd_get_file"),
-    )
+    (hook("fd_install"), hook("io_uring_close"))
 }
 
 #[test]
