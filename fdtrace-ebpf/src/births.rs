@@ -494,7 +494,8 @@ pub(crate) fn emit_birth<const MMSG: bool, C: EbpfContext>(
         } else {
             0
         };
-        if n == 0 {
+        // An io_uring worker's birth has no user stack to take (ip 0, see `installs.rs`).
+        if n == 0 && !(sc == syscall::INSTALLED && regs.ip == 0) {
             bump(stat::STACK_ERRORS);
         }
         (*ev).stack_len = n as u16;

@@ -208,7 +208,8 @@ fn io_uring_opens_are_births_or_drift_never_lost() {
             }
         }
         expected(&targets);
-        eprintln!("io_uring births: {:#}", j["sites"]);
+        // A worker's birth has no stack to take, which is not an error.
+        assert_eq!(j["stack_errors"], 0, "{j:#}");
     } else {
         // Without it: found in /proc, reported and added to the model.
         assert_eq!(j["model"]["drift_opens"], 4, "{j:#}");
@@ -221,6 +222,53 @@ fn io_uring_opens_are_births_or_drift_never_lost() {
         expected(&untraced);
     }
     // Corrected: at the end the model equals /proc again.
+    assert_no_drift_now(j);
+}
+
+#[test]
+fn descriptors_of_syscalls_without_a_birth_hook_are_births_at_their_lines_or_drift() {
+    let _serial = serial();
+    require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let bin = compile_c("installed.c", dir.path(), &["-O0"]);
+    let (installs, _) = installs_and_closes_hooked();
+    let r = fdtrace(&["-q", "-d", "6", "--"], &[bin.as_os_str()], &[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.stdout.trim(), "done");
+    let j = &r.json;
+    // clone3's pidfd and the user namespace from ioctl(NS_GET_USERNS).
+    let born = [
+        ("I_CLONE3", "pidfd", "anon_inode:[pidfd]"),
+        ("I_IOCTL", "other", "user:["),
+    ];
+    if installs {
+        assert_eq!(j["model"]["drift_opens"], 0, "{j:#}");
+        for (marker, kind, target) in born {
+            let site = site_at(j, "installed.c", line_of("installed.c", marker))
+                .unwrap_or_else(|| panic!("{marker}: {j:#}"));
+            assert_eq!(site["count"], 1, "{site:#}");
+            assert_eq!(site["kind"], kind, "{site:#}");
+            let t = site["fds"][0]["target"].as_str().unwrap();
+            assert!(t.starts_with(target), "{site:#}");
+        }
+    } else {
+        assert_eq!(j["model"]["drift_opens"], 2, "{j:#}");
+        let untraced: Vec<(&str, &str)> = j["untraced"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| (f["kind"].as_str().unwrap(), f["target"].as_str().unwrap()))
+            .collect();
+        assert_eq!(untraced.len(), 2, "{untraced:?}");
+        for (_, kind, target) in born {
+            assert!(
+                untraced
+                    .iter()
+                    .any(|(k, t)| *k == kind && t.starts_with(target)),
+                "{untraced:?}"
+            );
+        }
+    }
     assert_no_drift_now(j);
 }
 
