@@ -91,6 +91,12 @@ pub(super) const PROGRAMS: &[Prog] = &[
         out: "rare",
     },
     Prog {
+        tool: "cc",
+        args: &["-g", "-O0"],
+        src: "installed.c",
+        out: "installed",
+    },
+    Prog {
         tool: "rustc",
         args: &["-C", "opt-level=2", "-C", "force-frame-pointers=no", "-g"],
         src: "rustleak.rs",
@@ -123,4 +129,29 @@ pub(super) fn key(tool: &str, args: &[&str]) -> String {
         .collect::<Vec<_>>()
         .join("_")
         .replace('/', "_")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::PROGRAMS;
+
+    /// Every C program the tests compile is prebuilt for the VMs (which have no compiler).
+    #[test]
+    fn every_c_program_of_the_tests_is_prebuilt() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fdtrace/tests");
+        let mut seen = 0;
+        for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+            let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+            for part in text.split("compile_c(\"").skip(1) {
+                let name = part.split('"').next().unwrap();
+                seen += 1;
+                assert!(
+                    PROGRAMS.iter().any(|p| p.tool == "cc" && p.src == name),
+                    "{name} (compiled in {}) is not in PROGRAMS",
+                    entry.path().display()
+                );
+            }
+        }
+        assert!(seen > 10, "{seen}");
+    }
 }
