@@ -228,6 +228,11 @@ pub fn fd_link(pid: u32, fd: i32) -> Option<String> {
         .map(|p| p.to_string_lossy().into_owned())
 }
 
+/// The flags of a descriptor (`O_CLOEXEC` for close-on-exec among them), from its fdinfo.
+pub fn fd_flags(pid: u32, fd: i32) -> Option<u32> {
+    fdinfo_flags(&std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}")).ok()?)
+}
+
 /// The thread-group id of a task (a thread's process), from /proc.
 pub fn tgid_of(tid: u32) -> Option<u32> {
     let status = std::fs::read_to_string(format!("/proc/{tid}/status")).ok()?;

@@ -354,7 +354,12 @@ impl State {
                 });
             }
         }
-        let cloexec = o.flags & O_CLOEXEC != 0;
+        let cloexec = if o.syscall == sc::INSTALLED {
+            // Set by whatever installed it: what /proc says, with the link above.
+            procinfo::fd_flags(self.pid, o.fd).is_some_and(|f| f & O_CLOEXEC != 0)
+        } else {
+            o.flags & O_CLOEXEC != 0
+        };
         for fd in [o.fd, o.fd2] {
             if fd < 0 {
                 continue;
