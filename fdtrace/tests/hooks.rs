@@ -47,6 +47,11 @@ fn each_event_has_one_hook_from_the_set_asked_for() {
     for event in ["openat", "socket", "accept4", "close", "connect", "clone"] {
         assert_eq!(rows.iter().filter(|r| r.0 == event).count(), 1, "{text}");
     }
+    // The births and deaths outside the hooked syscalls: trampolines only.
+    for event in ["fd_install", "io_uring_close"] {
+        let row = rows.iter().find(|r| r.0 == event);
+        assert_eq!(row.map(|r| r.1.as_str()), Some("none"), "{text}");
+    }
     let syscalls = rows.iter().filter(|r| is_syscall(&r.0)).count();
     for (event, hook) in &rows {
         assert!(hook == "tracepoint" || hook == "none", "{event}: {text}");
@@ -91,6 +96,10 @@ fn each_event_has_one_hook_from_the_set_asked_for() {
         );
         assert!(ok, "{err}");
         assert_eq!(forced, auto, "{text_forced}");
+        // And the functions every birth and death goes through.
+        let hook = |event: &str| auto.iter().find(|r| r.0 == event).map(|r| r.1.clone());
+        assert_eq!(hook("fd_install").as_deref(), Some("fexit"), "{text}");
+        assert_eq!(hook("io_uring_close").as_deref(), Some("fentry"), "{text}");
     } else {
         // This kernel refuses some (this development machine's 6.18 has no trampolines at all):
         // asking for trampolines only is one clear line (beside the warnings about syscalls
