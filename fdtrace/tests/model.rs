@@ -193,18 +193,17 @@ fn io_uring_opens_are_births_or_drift_never_lost() {
             }
             // A creation runs in io_uring's worker thread, which has no user stack; an open in
             // the submitting thread has the line that submitted it.
-            if let Some((file, line)) = user_line(site) {
-                if site["fds"][0]["target"]
+            if let Some((file, line)) = user_line(site)
+                && site["fds"][0]["target"]
                     .as_str()
                     .unwrap()
                     .starts_with(&*data.path().to_string_lossy())
-                {
-                    assert_eq!(
-                        (file.as_str(), line),
-                        ("uring.c", line_of("uring.c", "URING_REOPEN") as u64),
-                        "{site:#}"
-                    );
-                }
+            {
+                assert_eq!(
+                    (file.as_str(), line),
+                    ("uring.c", line_of("uring.c", "URING_REOPEN") as u64),
+                    "{site:#}"
+                );
             }
         }
         expected(&targets);
