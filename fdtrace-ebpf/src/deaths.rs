@@ -36,50 +36,58 @@ pub fn fentry_close_get_file(ctx: FEntryContext) -> u32 {
 /// programs record theirs: `HOOKED_SYSCALLS` marks them for this program too).
 #[inline(always)]
 fn closed_elsewhere(fd: u64) -> u32 {
-    if !is_target((bpf_get_current_pid_tgid() >> 32) as u32) {
+    let Some(pid_tgid) = target() else {
+        return 0;
+    };
+    if outside_hooked_syscalls().is_none() {
         return 0;
     }
-    if outside_hooked_syscalls(&user_regs()).is_none() {
-        return 0;
-    }
-    close(|_| fd)
+    close(pid_tgid, fd)
 }
 
 #[tracepoint]
 pub fn enter_close_range(ctx: TracePointContext) -> u32 {
-    close_range(|off| field::<u64>(&ctx, off))
+    let Some(pid_tgid) = target() else {
+        return 0;
+    };
+    close_range(pid_tgid, |off| field::<u64>(&ctx, off))
 }
 
 #[fentry]
 pub fn fentry_close_range(_ctx: FEntryContext) -> u32 {
-    if !is_target((bpf_get_current_pid_tgid() >> 32) as u32) {
+    let Some(pid_tgid) = target() else {
         return 0;
-    }
+    };
     let regs = user_regs();
-    close_range(|off| regs.arg(Some(off)))
+    close_range(pid_tgid, |off| regs.arg(Some(off)))
 }
 
 #[tracepoint]
 pub fn enter_close(ctx: TracePointContext) -> u32 {
-    close(|off| field::<u64>(&ctx, off))
+    let Some(pid_tgid) = target() else {
+        return 0;
+    };
+    close(pid_tgid, field::<u64>(&ctx, ARG0))
 }
 
 #[fentry]
 pub fn fentry_close(_ctx: FEntryContext) -> u32 {
-    if !is_target((bpf_get_current_pid_tgid() >> 32) as u32) {
+    let Some(pid_tgid) = target() else {
         return 0;
-    }
-    let regs = user_regs();
-    close(|off| regs.arg(Some(off)))
+    };
+    close(pid_tgid, user_regs().di)
+}
+
+/// The current thread's pid_tgid when its process is a target (every program's first check).
+#[inline(always)]
+fn target() -> Option<u64> {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    is_target((pid_tgid >> 32) as u32).then_some(pid_tgid)
 }
 
 /// `read`: the argument at a tracepoint-record offset.
 #[inline(always)]
-fn close_range(read: impl Fn(usize) -> u64) -> u32 {
-    let pid_tgid = bpf_get_current_pid_tgid();
-    if !is_target((pid_tgid >> 32) as u32) {
-        return 0;
-    }
+fn close_range(pid_tgid: u64, read: impl Fn(usize) -> u64) -> u32 {
     let ev = CloseRangeEvent {
         hdr: header(kind::CLOSE_RANGE, pid_tgid),
         first: read(ARG0) as u32,
@@ -97,14 +105,10 @@ fn close_range(read: impl Fn(usize) -> u64) -> u32 {
 }
 
 #[inline(always)]
-fn close(read: impl Fn(usize) -> u64) -> u32 {
-    let pid_tgid = bpf_get_current_pid_tgid();
-    if !is_target((pid_tgid >> 32) as u32) {
-        return 0;
-    }
+fn close(pid_tgid: u64, fd: u64) -> u32 {
     let ev = CloseEvent {
         hdr: header(kind::CLOSE, pid_tgid),
-        fd: read(ARG0) as i32,
+        fd: fd as i32,
         _pad: 0,
     };
     if EVENTS

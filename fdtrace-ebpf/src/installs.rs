@@ -12,7 +12,7 @@ use crate::{
     births::{Regs, emit_birth},
     filter::is_target,
     maps::{HOOKED_SYSCALLS, Pending},
-    registers::{UserRegs, opaque_zero, user_regs},
+    registers::{Position, UserRegs, opaque_zero, position, user_regs_at},
 };
 
 #[fexit]
@@ -21,8 +21,10 @@ pub fn fexit_fd_install(ctx: FExitContext) -> u32 {
     if !is_target((pid_tgid >> 32) as u32) {
         return 0;
     }
-    let regs = user_regs();
-    let Some(nr) = outside_hooked_syscalls(&regs) else {
+    // Where the thread is first (one copy of four words): most births of a traced process are
+    // its hooked syscalls' own, skipped here without reading the rest of its registers.
+    let at = position();
+    let Some(nr) = outside(&at) else {
         return 0;
     };
     let worker = nr == syscall::INSTALLED_BY_WORKER as i64;
@@ -45,11 +47,11 @@ pub fn fexit_fd_install(ctx: FExitContext) -> u32 {
             di: z,
             si: z,
             dx: z,
-            base: regs.base,
+            base: at.base,
         };
         (Some(capture::STACK_COPY as u32), none)
     } else {
-        (None, regs)
+        (None, user_regs_at(at.base))
     };
     emit_birth::<false, _>(
         &ctx,
@@ -68,11 +70,16 @@ pub fn fexit_fd_install(ctx: FExitContext) -> u32 {
 /// clears ip and sp of the threads it starts for the kernel); None in a syscall whose own
 /// programs record its births and deaths (`HOOKED_SYSCALLS`).
 #[inline(always)]
-pub(crate) fn outside_hooked_syscalls(regs: &UserRegs) -> Option<i64> {
-    if regs.base != 0 && regs.ip == 0 && regs.sp == 0 {
+pub(crate) fn outside_hooked_syscalls() -> Option<i64> {
+    outside(&position())
+}
+
+#[inline(always)]
+fn outside(at: &Position) -> Option<i64> {
+    if at.base != 0 && at.ip == 0 && at.sp == 0 {
         return Some(syscall::INSTALLED_BY_WORKER as i64);
     }
-    let nr = regs.syscall_nr();
+    let nr = at.nr;
     if (0..syscall::SYSCALL_NRS as i64).contains(&nr)
         && HOOKED_SYSCALLS.get(nr as u32).is_some_and(|&h| h != 0)
     {

@@ -105,36 +105,33 @@ impl UserRegs {
             _ => 0,
         }
     }
-
-    /// The number of the syscall being run (`orig_ax`); -1 when unknown.
-    #[inline(always)]
-    pub(crate) fn syscall_nr(&self) -> i64 {
-        if self.base == 0 {
-            return -1;
-        }
-        read_kernel::<i64>(self.base + PT_REGS_ORIG_AX as u64 * 8).unwrap_or(-1)
-    }
 }
 
 /// The current thread's user registers; zeros when unknown.
 #[inline(always)]
 pub(crate) fn user_regs() -> UserRegs {
+    user_regs_at(regs_base())
+}
+
+/// Address of the current thread's user registers (`pt_regs`); 0 when unknown.
+#[inline(always)]
+pub(crate) fn regs_base() -> u64 {
     // SAFETY: a volatile read of a constant the loader may have rewritten.
     let have_helper = unsafe { core::ptr::read_volatile(&HAVE_TASK_PT_REGS) } != 0;
-    let regs = if have_helper {
+    if have_helper {
         // SAFETY: helpers available to tracing programs since 5.15; the pointer is read with
         // probe_read_kernel only.
         unsafe { bpf_task_pt_regs(bpf_get_current_task_btf() as *mut task_struct) as u64 }
     } else {
         // Before 5.15: x86_64's task_pt_regs(), task->stack + THREAD_SIZE - sizeof(pt_regs).
         let Some(l) = LAYOUT.get(0) else {
-            return UserRegs::default();
+            return 0;
         };
         if l.valid == 0
             || l.task_stack == fdtrace_common::NO_OFFSET
             || l.regs_in_stack == fdtrace_common::NO_OFFSET
         {
-            return UserRegs::default();
+            return 0;
         }
         // SAFETY: helper without arguments.
         let task = unsafe { bpf_get_current_task() };
@@ -142,10 +139,49 @@ pub(crate) fn user_regs() -> UserRegs {
             Some(stack) if stack != 0 => stack + l.regs_in_stack as u64,
             _ => 0,
         }
-    };
-    if regs == 0 {
-        return UserRegs::default();
     }
+}
+
+/// Where a thread is, from its `pt_regs`: the syscall it runs and its user ip and stack
+/// pointer, read in one copy (`orig_ax` to `sp`).
+#[derive(Clone, Copy)]
+pub(crate) struct Position {
+    /// Address of the `pt_regs`; 0 when unknown (then the rest is 0 too).
+    pub(crate) base: u64,
+    /// `orig_ax`: the syscall's number.
+    pub(crate) nr: i64,
+    pub(crate) ip: u64,
+    pub(crate) sp: u64,
+}
+
+/// The current thread's [`Position`].
+#[inline(always)]
+pub(crate) fn position() -> Position {
+    let base = regs_base();
+    let w = if base == 0 {
+        None
+    } else {
+        read_kernel::<[u64; PT_REGS_SP - PT_REGS_ORIG_AX + 1]>(base + PT_REGS_ORIG_AX as u64 * 8)
+    };
+    match w {
+        Some(w) => Position {
+            base,
+            nr: w[0] as i64,
+            ip: w[PT_REGS_IP - PT_REGS_ORIG_AX],
+            sp: w[PT_REGS_SP - PT_REGS_ORIG_AX],
+        },
+        None => Position {
+            base: 0,
+            nr: -1,
+            ip: 0,
+            sp: 0,
+        },
+    }
+}
+
+/// The user registers at `regs` (a `pt_regs` address, 0 when unknown); zeros when unknown.
+#[inline(always)]
+pub(crate) fn user_regs_at(regs: u64) -> UserRegs {
     // One copy of the words needed (each probe_read is a helper call with its own checks).
     let Some(w) = read_kernel::<[u64; PT_REGS_WORDS]>(regs + PT_REGS_FIRST as u64 * 8) else {
         return UserRegs::default();

@@ -368,13 +368,8 @@ pub(crate) fn attach_all(
             {
                 Ok(l) => {
                     links.extend(l);
-                    let sides: std::collections::BTreeSet<&str> = progs
-                        .iter()
-                        .map(|p| match p.1 {
-                            Side::Entry => "fentry",
-                            Side::Exit => "fexit",
-                        })
-                        .collect();
+                    let sides: std::collections::BTreeSet<&str> =
+                        progs.iter().map(|p| p.1.name()).collect();
                     choices.push(HookChoice {
                         event: hook,
                         hook: format!(
@@ -513,10 +508,7 @@ fn attach_elsewhere(
             });
             continue;
         };
-        let side_name = match side {
-            Side::Entry => "fentry",
-            Side::Exit => "fexit",
-        };
+        let side_name = side.name();
         match attach_trampolines(
             ebpf,
             btf,

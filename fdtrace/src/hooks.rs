@@ -152,6 +152,16 @@ pub enum Side {
     Exit,
 }
 
+impl Side {
+    /// The program type's name, as `fdtrace hooks` prints it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Side::Entry => "fentry",
+            Side::Exit => "fexit",
+        }
+    }
+}
+
 /// The kernel function behind syscall `name` on this architecture.
 pub(crate) fn syscall_function(name: &str) -> String {
     format!("__x64_sys_{name}")
