@@ -1,6 +1,6 @@
 /* Benchmark load for `cargo xtask bench`: a tight open/close loop.
  *
- *   openclose [-w] [-k HELD] PAIRS [PATH]
+ *   openclose [-w] [-s SECS] [-k HELD] PAIRS [PATH]
  *
  * Opens and closes PATH (default /dev/null) PAIRS times and prints the time per pair, measured
  * with clock_gettime(CLOCK_MONOTONIC) around the loop only (start-up and any tracer attach are
@@ -10,6 +10,8 @@
  *   pairs 500000
  *
  * -k HELD  first open HELD descriptors and keep them open until exit.
+ * -s SECS  sleep SECS seconds before the loop (the kernel's deferred work after a tracer attached
+ *          or detached, such as RCU callbacks, runs then rather than during the loop).
  * -w       print "ready PID" and wait for a line on stdin before the loop, and again after it
  *          (so a tracer can attach before, and be inspected after, the measured loop).
  */
@@ -35,21 +37,25 @@ static void wait_line(void) {
 }
 
 static void usage(void) {
-  fprintf(stderr, "usage: openclose [-w] [-k HELD] PAIRS [PATH]\n");
+  fprintf(stderr, "usage: openclose [-w] [-s SECS] [-k HELD] PAIRS [PATH]\n");
   exit(2);
 }
 
 int main(int argc, char **argv) {
   int wait = 0;
   long held = 0;
+  long settle = 0;
   int opt;
-  while ((opt = getopt(argc, argv, "wk:")) != -1) {
+  while ((opt = getopt(argc, argv, "ws:k:")) != -1) {
     switch (opt) {
     case 'w':
       wait = 1;
       break;
     case 'k':
       held = strtol(optarg, NULL, 10);
+      break;
+    case 's':
+      settle = strtol(optarg, NULL, 10);
       break;
     default:
       usage();
@@ -58,7 +64,7 @@ int main(int argc, char **argv) {
   if (optind >= argc) usage();
   long pairs = strtol(argv[optind], NULL, 10);
   const char *path = optind + 1 < argc ? argv[optind + 1] : "/dev/null";
-  if (pairs <= 0 || held < 0) usage();
+  if (pairs <= 0 || held < 0 || settle < 0) usage();
 
   if (held > 0) {
     struct rlimit rl;
@@ -78,6 +84,7 @@ int main(int argc, char **argv) {
     fflush(stdout);
     wait_line();
   }
+  if (settle > 0) sleep((unsigned)settle);
   double t0 = now_ns();
   for (long i = 0; i < pairs; i++) {
     int fd = open(path, O_RDONLY);

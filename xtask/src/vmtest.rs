@@ -394,6 +394,16 @@ pub(crate) struct Outcome {
     pub(crate) hooks_lines: Vec<String>,
 }
 
+/// How the emulator keeps the guest's time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Clock {
+    /// The host's: tests, whose timeouts are real seconds.
+    Host,
+    /// QEMU's `-icount shift=N`: the guest's clock advances 2^N ns per instruction the vCPUs
+    /// execute, whatever the host's load (benches: a run's time is the instructions it took).
+    Instructions(u8),
+}
+
 /// Boot `image` with `initrd`, stream its console to `log`, and parse the markers.
 pub(crate) fn boot(
     label: &str,
@@ -401,9 +411,16 @@ pub(crate) fn boot(
     initrd: &Path,
     log: &Path,
     timeout: Duration,
+    clock: Clock,
 ) -> Result<Outcome> {
     let started = Instant::now();
-    let mut child = Command::new("qemu-system-x86_64")
+    let mut qemu = Command::new("qemu-system-x86_64");
+    if let Clock::Instructions(shift) = clock {
+        // sleep=off: an idle guest's clock jumps to its next timer instead of waiting for the
+        // host's.
+        qemu.args(["-icount", &format!("shift={shift},sleep=off")]);
+    }
+    let mut child = qemu
         // Single-threaded TCG: with one host thread per vCPU (the default), 6.12 sometimes
         // oopses with "int3" in syscall_trace_enter while tracepoints are being enabled (2 of
         // 25 boots here): text patching raced by another vCPU under emulation. 0 of 30 boots
@@ -640,6 +657,7 @@ fn run_kernel(
         &initrd,
         &log,
         Duration::from_secs(opts.timeout_min * 60),
+        Clock::Host,
     )?;
     let (ok, line) = judge(run, &sets, supported, &o);
     summary.push(format!(

@@ -15,19 +15,38 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 
-use crate::vmtest::{Cpio, boot, kernel, libraries, vmdir};
+use crate::vmtest::{Clock, Cpio, boot, kernel, libraries, vmdir};
+
+/// The guest's clock advances 2^ICOUNT_SHIFT ns per instruction executed (`-icount`): 8 ns, about
+/// the emulator's own pace here, so that a run of N guest seconds takes about N seconds.
+const ICOUNT_SHIFT: u8 = 3;
 
 /// The configurations of one repetition, in the order of the first.
-const CASES: [&str; 5] = [
+const CASES: [&str; 7] = [
     "untraced",
     "untargeted tracepoints",
     "untargeted trampolines",
     "traced tracepoints",
     "traced trampolines",
+    "stopped tracepoints",
+    "stopped trampolines",
 ];
+
+/// Pairs of the loops run while fdtrace's process is stopped: their records must fit in a
+/// quarter of its ring buffer (`STOPPED_RING_MB`; about 2.2 KiB per pair), past which every
+/// record would wake the consumer.
+const STOPPED_PAIRS: u64 = 4000;
+
+const STOPPED_RING_MB: u32 = 64;
 
 /// nginx's configurations, run after the loop's (`nginx -`: untraced).
 const NGINX_CASES: [&str; 3] = ["nginx -", "nginx tracepoints", "nginx trampolines"];
+
+/// Guest seconds each run waits before it starts measuring: the kernel's deferred work after
+/// the previous configuration's tracer detached, or this one's attached (RCU callbacks, freed
+/// trampolines), runs then. Under `-icount` it would otherwise be counted in the run: the
+/// vCPUs share one instruction clock.
+const SETTLE_SECS: u32 = 20;
 
 /// Seconds per wrk run.
 const WRK_SECS: u32 = 10;
@@ -51,6 +70,7 @@ nginx_start() {
   echo "nginx did not start:"; cat /nginx/stderr /nginx/error.log; return 1
 }
 wrk_run() {
+  sleep $SETTLE
   /usr/bin/wrk -t1 -c16 -d${WRK_SECS}s -H 'Connection: close' "$URL" > /tmp/wrk 2>&1
 }
 nginx_run() { # rep set
@@ -90,16 +110,33 @@ ready() { # wait until fdtrace ($1) follows its ring buffer: it sleeps in epoll_
 case_run() { # rep case set
   rep=$1; what=$2; set=$3
   case $what in
-  untraced) /bench/openclose $PAIRS > /tmp/out ;;
+  untraced) /bench/openclose -s $SETTLE $PAIRS > /tmp/out ;;
   untargeted)
     sleep 100000 & s=$!
     FDTRACE_HOOKS=$set /bin/fdtrace -q --json -o /tmp/u.json -p $s 2>/tmp/err & f=$!
-    if ready $f; then /bench/openclose $PAIRS > /tmp/out; else echo > /tmp/out; cat /tmp/err; fi
+    if ready $f; then /bench/openclose -s $SETTLE $PAIRS > /tmp/out; else echo > /tmp/out; cat /tmp/err; fi
     kill -INT $f; wait $f; kill $s; wait $s 2>/dev/null ;;
   traced)
     rm -f /tmp/t.json
-    FDTRACE_HOOKS=$set /bin/fdtrace -q --json -o /tmp/t.json -- /bench/openclose $PAIRS > /tmp/out 2>/tmp/err || cat /tmp/err
+    FDTRACE_HOOKS=$set /bin/fdtrace -q --json -o /tmp/t.json -- /bench/openclose -s $SETTLE $PAIRS > /tmp/out 2>/tmp/err || cat /tmp/err
     lost $rep $what $set /tmp/t.json ;;
+  stopped) # traced, fdtrace's process stopped (SIGSTOP) while the loop runs: the kernel side
+    # alone. The shell waits in blocking reads of fifos, not in a polling loop whose
+    # instructions the shared clock would count.
+    rm -f /tmp/go /tmp/res /tmp/s.json; mkfifo /tmp/go /tmp/res
+    /bench/openclose -w -s $SETTLE $STOPPED_PAIRS < /tmp/go > /tmp/res & p=$!
+    exec 3>/tmp/go 4</tmp/res
+    read r pid <&4
+    FDTRACE_HOOKS=$set /bin/fdtrace -q --ring-mb $STOPPED_RING_MB --json -o /tmp/s.json -p $p 2>/tmp/err & f=$!
+    if ready $f; then
+      kill -STOP $f; echo >&3
+      read k ns <&4; read k n <&4
+      kill -CONT $f
+    else ns=failed; cat /tmp/err; echo >&3; fi
+    echo "ns_per_pair $ns" > /tmp/out
+    echo >&3; exec 3>&- 4<&-
+    wait $p; kill -INT $f 2>/dev/null; wait $f
+    lost $rep $what $set /tmp/s.json ;;
   esac
   ns=$(sed -n 's/^ns_per_pair //p' /tmp/out)
   echo "@@vmtest measured bench $rep $what $set ${ns:-failed}"
@@ -110,7 +147,8 @@ fn init_script(reps: usize, pairs: u64, nginx: bool) -> String {
     let mut s = format!(
         "#!/bin/busybox sh\n\
          /bin/busybox --install -s\n\
-         export PATH=/bin:/sbin:/usr/bin:/usr/sbin HOME=/root TMPDIR=/tmp PAIRS={pairs}\n\
+         export PATH=/bin:/sbin:/usr/bin:/usr/sbin HOME=/root TMPDIR=/tmp PAIRS={pairs} SETTLE={SETTLE_SECS}\n\
+         export STOPPED_PAIRS={STOPPED_PAIRS} STOPPED_RING_MB={STOPPED_RING_MB}\n\
          mount -t proc proc /proc\n\
          mount -t sysfs sysfs /sys\n\
          mount -t devtmpfs devtmpfs /dev\n\
@@ -244,7 +282,14 @@ fn section(
         "<!-- vm-bench {series} -->\n### Hook sets side by side on {release} (QEMU, `cargo xtask bench --vm {series}`)\n\n\
          The open/close loop ({pairs} pairs, {reps} repetitions, the configurations' order rotated) \
          in one boot: the median of each repetition's ratio to the untraced loop of the same \
-         repetition, and their range (emulated times mean nothing on their own).\n\n\
+         repetition, and their range. The guest's clock counts instructions (QEMU `-icount \
+         shift={ICOUNT_SHIFT},sleep=off`), so the host's load does not move it: a time is the \
+         instructions executed meanwhile, without the caches' and branch predictors' share of a \
+         real CPU's time. The emulator runs the two vCPUs in turn on that one clock, so a traced \
+         run's time also holds fdtrace's own user-space work, which real CPUs run beside the \
+         program; with fdtrace's process stopped, the kernel side alone is measured. Each run \
+         first waits {SETTLE_SECS} guest seconds, for the kernel's deferred work after the \
+         previous configuration's tracer detached and this one's attached.\n\n\
          | configuration | time per pair, ratio to untraced | range | runs (failed) |\n|---|---|---|---|\n"
     );
     for case in CASES {
@@ -257,6 +302,10 @@ fn section(
                 let (what, set) = c.split_once(' ').unwrap_or((c, ""));
                 match what {
                     "untargeted" => format!("not the target (fdtrace traces a `sleep`), {set}"),
+                    "stopped" => format!(
+                        "traced, fdtrace's process stopped during the loop (the kernel side \
+                         alone; {STOPPED_PAIRS} pairs, {STOPPED_RING_MB} MiB ring), {set}"
+                    ),
                     _ => format!("traced by fdtrace, {set}"),
                 }
             }
@@ -358,7 +407,8 @@ pub(super) fn run(series: &str, reps: usize, pairs: u64, write: Option<PathBuf>)
     let mut apt_ready = false;
     let image = kernel(series, &mut apt_ready)?;
     crate::build()?;
-    let openclose = vmdir().join("bench-openclose");
+    // One per kernel: benches of two kernels may run side by side.
+    let openclose = vmdir().join(format!("bench-openclose-{series}"));
     crate::run(
         Command::new("cc")
             .args(["-O2", "-o"])
@@ -417,7 +467,14 @@ pub(super) fn run(series: &str, reps: usize, pairs: u64, write: Option<PathBuf>)
     std::fs::write(&initrd, c.finish())?;
     let log = vmdir().join(format!("console-bench-{series}.log"));
     eprintln!("xtask: bench in a VM: kernel {series}, {reps} repetitions of {pairs} pairs");
-    let o = boot(series, &image, &initrd, &log, Duration::from_secs(60 * 60))?;
+    let o = boot(
+        series,
+        &image,
+        &initrd,
+        &log,
+        Duration::from_secs(60 * 60),
+        Clock::Instructions(ICOUNT_SHIFT),
+    )?;
     if !o.done {
         bail!("the VM stopped before the end (console: {})", log.display());
     }
@@ -471,6 +528,54 @@ mod tests {
             (1.35, 1.2, 1.5, 3, 1)
         );
         assert_eq!(m.len(), 2);
+    }
+
+    #[test]
+    fn every_configuration_runs_once_per_repetition_and_is_named() {
+        let script = init_script(CASES.len(), 1000, false);
+        let runs: Vec<&str> = script
+            .lines()
+            .filter_map(|l| l.strip_prefix("case_run "))
+            .collect();
+        assert_eq!(runs.len(), CASES.len() * CASES.len());
+        for (rep, chunk) in runs.chunks(CASES.len()).enumerate() {
+            let mut seen: Vec<String> = chunk
+                .iter()
+                .map(|r| {
+                    let (n, case) = r.split_once(' ').unwrap();
+                    assert_eq!(n, (rep + 1).to_string());
+                    case.trim_end_matches(" -").to_string()
+                })
+                .collect();
+            // Rotated: repetition r starts with configuration r.
+            assert_eq!(seen[0], CASES[rep]);
+            seen.sort();
+            let mut all: Vec<&str> = CASES.to_vec();
+            all.sort();
+            assert_eq!(seen, all);
+        }
+        let lines: Vec<String> = CASES
+            .iter()
+            .map(|c| {
+                let (what, set) = c.split_once(' ').unwrap_or((c, "-"));
+                format!("bench 1 {what} {set} 100.0")
+            })
+            .collect();
+        let text = section(
+            "6.1",
+            "6.1.0",
+            &[],
+            1,
+            1000,
+            &ratios(&lines),
+            &BTreeMap::new(),
+        );
+        let rows = text.lines().filter(|l| l.contains("| 1.00x |")).count();
+        assert_eq!(rows, CASES.len(), "{text}");
+        assert!(
+            text.contains("fdtrace's process stopped during the loop"),
+            "{text}"
+        );
     }
 
     #[test]
