@@ -1,11 +1,12 @@
 //! Descriptors installed outside the syscalls fdtrace hooks: io_uring's operations (in the
 //! submitting thread, or in the worker threads io_uring starts in the process), an ioctl's,
-//! clone's pidfd. On the trampoline of `fd_install(fd, file)` after it returns, which nearly
-//! every new descriptor passes through; the births of the hooked syscalls, recorded by their own
-//! programs, are skipped (`HOOKED_SYSCALLS`). Trampolines only: a kernel without them keeps
-//! finding these descriptors as drift.
+//! clone's pidfd. On the trampoline of `fd_install(fd, file)`, which nearly every new descriptor
+//! passes through, before it runs: both arguments are known then, and an fentry trampoline costs
+//! every caller less than an fexit one, which calls the function itself. The births of the
+//! hooked syscalls, recorded by their own programs, are skipped (`HOOKED_SYSCALLS`). Trampolines
+//! only: a kernel without them keeps finding these descriptors as drift.
 
-use aya_ebpf::{helpers::bpf_get_current_pid_tgid, macros::fexit, programs::FExitContext};
+use aya_ebpf::{helpers::bpf_get_current_pid_tgid, macros::fentry, programs::FEntryContext};
 use fdtrace_common::{capture, syscall};
 
 use crate::{
@@ -15,8 +16,8 @@ use crate::{
     registers::{Position, UserRegs, opaque_zero, position, user_regs_at},
 };
 
-#[fexit]
-pub fn fexit_fd_install(ctx: FExitContext) -> u32 {
+#[fentry]
+pub fn fentry_fd_install(ctx: FEntryContext) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
     if !is_target((pid_tgid >> 32) as u32) {
         return 0;

@@ -146,7 +146,7 @@ pub(crate) fn regs_base() -> u64 {
 /// pointer, read in one copy (`orig_ax` to `sp`).
 #[derive(Clone, Copy)]
 pub(crate) struct Position {
-    /// Address of the `pt_regs`; 0 when unknown (then the rest is 0 too).
+    /// Address of the `pt_regs`; 0 when unknown (then `nr` is -1, `ip` and `sp` 0).
     pub(crate) base: u64,
     /// `orig_ax`: the syscall's number.
     pub(crate) nr: i64,
@@ -182,6 +182,9 @@ pub(crate) fn position() -> Position {
 /// The user registers at `regs` (a `pt_regs` address, 0 when unknown); zeros when unknown.
 #[inline(always)]
 pub(crate) fn user_regs_at(regs: u64) -> UserRegs {
+    if regs == 0 {
+        return UserRegs::default();
+    }
     // One copy of the words needed (each probe_read is a helper call with its own checks).
     let Some(w) = read_kernel::<[u64; PT_REGS_WORDS]>(regs + PT_REGS_FIRST as u64 * 8) else {
         return UserRegs::default();

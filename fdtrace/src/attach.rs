@@ -486,7 +486,7 @@ fn attach_elsewhere(
             INSTALL_FUNCTION,
             INSTALL_FUNCTION,
             Some(INSTALL_PROGRAM),
-            Side::Exit,
+            Side::Entry,
             "descriptors installed outside the syscalls above (io_uring, ioctl, clone's pidfd)",
         ),
         (

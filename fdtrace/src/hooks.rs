@@ -228,7 +228,7 @@ pub(crate) fn by_hook(plan: Vec<Attachment>) -> Vec<(String, Vec<Attachment>)> {
 /// The kernel function behind descriptors installed outside the hooked syscalls (io_uring's
 /// operations, an ioctl's, clone's pidfd), its program, and its event's name in `fdtrace hooks`.
 pub(crate) const INSTALL_FUNCTION: &str = "fd_install";
-pub(crate) const INSTALL_PROGRAM: &str = "fexit_fd_install";
+pub(crate) const INSTALL_PROGRAM: &str = "fentry_fd_install";
 
 /// The event of the descriptors closed outside close and close_range in `fdtrace hooks`.
 pub(crate) const CLOSE_EVENT: &str = "io_uring_close";

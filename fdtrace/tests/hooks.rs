@@ -98,7 +98,7 @@ fn each_event_has_one_hook_from_the_set_asked_for() {
         assert_eq!(forced, auto, "{text_forced}");
         // And the functions every birth and death goes through.
         let hook = |event: &str| auto.iter().find(|r| r.0 == event).map(|r| r.1.clone());
-        assert_eq!(hook("fd_install").as_deref(), Some("fexit"), "{text}");
+        assert_eq!(hook("fd_install").as_deref(), Some("fentry"), "{text}");
         assert_eq!(hook("io_uring_close").as_deref(), Some("fentry"), "{text}");
     } else {
         // This kernel refuses some (this development machine's 6.18 has no trampolines at all):
