@@ -1,6 +1,6 @@
 /* Benchmark load for `cargo xtask bench`: a tight open/close loop.
  *
- *   openclose [-w] [-s SECS] [-k HELD] PAIRS [PATH]
+ *   openclose [-w] [-r] [-s SECS] [-k HELD] PAIRS [PATH]
  *
  * Opens and closes PATH (default /dev/null) PAIRS times and prints the time per pair, measured
  * with clock_gettime(CLOCK_MONOTONIC) around the loop only (start-up and any tracer attach are
@@ -10,6 +10,8 @@
  *   pairs 500000
  *
  * -k HELD  first open HELD descriptors and keep them open until exit.
+ * -r       read instead: a pair is two one-byte read(2)s of PATH, opened once (syscalls fdtrace
+ *          does not hook, for what a tracer costs the rest of a process's syscalls).
  * -s SECS  sleep SECS seconds before the loop (the kernel's deferred work after a tracer attached
  *          or detached, such as RCU callbacks, runs then rather than during the loop).
  * -w       print "ready PID" and wait for a line on stdin before the loop, and again after it
@@ -37,7 +39,7 @@ static void wait_line(void) {
 }
 
 static void usage(void) {
-  fprintf(stderr, "usage: openclose [-w] [-s SECS] [-k HELD] PAIRS [PATH]\n");
+  fprintf(stderr, "usage: openclose [-w] [-r] [-s SECS] [-k HELD] PAIRS [PATH]\n");
   exit(2);
 }
 
@@ -45,14 +47,18 @@ int main(int argc, char **argv) {
   int wait = 0;
   long held = 0;
   long settle = 0;
+  int reads = 0;
   int opt;
-  while ((opt = getopt(argc, argv, "ws:k:")) != -1) {
+  while ((opt = getopt(argc, argv, "wrs:k:")) != -1) {
     switch (opt) {
     case 'w':
       wait = 1;
       break;
     case 'k':
       held = strtol(optarg, NULL, 10);
+      break;
+    case 'r':
+      reads = 1;
       break;
     case 's':
       settle = strtol(optarg, NULL, 10);
@@ -84,9 +90,21 @@ int main(int argc, char **argv) {
     fflush(stdout);
     wait_line();
   }
+  int rfd = -1;
+  if (reads && (rfd = open(path, O_RDONLY)) < 0) {
+    perror("open");
+    return 1;
+  }
   if (settle > 0) sleep((unsigned)settle);
   double t0 = now_ns();
-  for (long i = 0; i < pairs; i++) {
+  for (long i = 0; reads && i < pairs; i++) {
+    char c[2];
+    if (read(rfd, &c[0], 1) < 0 || read(rfd, &c[1], 1) < 0) {
+      perror("read");
+      return 1;
+    }
+  }
+  for (long i = 0; !reads && i < pairs; i++) {
     int fd = open(path, O_RDONLY);
     if (fd < 0) {
       perror("open");

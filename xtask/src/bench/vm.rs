@@ -22,7 +22,7 @@ use crate::vmtest::{Clock, Cpio, boot, kernel, libraries, vmdir};
 const ICOUNT_SHIFT: u8 = 3;
 
 /// The configurations of one repetition, in the order of the first.
-const CASES: [&str; 7] = [
+const CASES: [&str; 10] = [
     "untraced",
     "untargeted tracepoints",
     "untargeted trampolines",
@@ -30,6 +30,9 @@ const CASES: [&str; 7] = [
     "traced trampolines",
     "stopped tracepoints",
     "stopped trampolines",
+    "reads",
+    "reads_untargeted tracepoints",
+    "reads_untargeted trampolines",
 ];
 
 /// Pairs of the loops run while fdtrace's process is stopped: their records must fit in a
@@ -111,10 +114,13 @@ case_run() { # rep case set
   rep=$1; what=$2; set=$3
   case $what in
   untraced) /bench/openclose -s $SETTLE $PAIRS > /tmp/out ;;
-  untargeted)
+  reads) /bench/openclose -r -s $SETTLE $PAIRS /dev/zero > /tmp/out ;;
+  untargeted|reads_untargeted)
+    loop="-s $SETTLE $PAIRS"
+    [ $what = reads_untargeted ] && loop="-r $loop /dev/zero"
     sleep 100000 & s=$!
     FDTRACE_HOOKS=$set /bin/fdtrace -q --json -o /tmp/u.json -p $s 2>/tmp/err & f=$!
-    if ready $f; then /bench/openclose -s $SETTLE $PAIRS > /tmp/out; else echo > /tmp/out; cat /tmp/err; fi
+    if ready $f; then /bench/openclose $loop > /tmp/out; else echo > /tmp/out; cat /tmp/err; fi
     kill -INT $f; wait $f; kill $s; wait $s 2>/dev/null ;;
   traced)
     rm -f /tmp/t.json
@@ -196,10 +202,13 @@ struct Ratios {
     failed: usize,
 }
 
-/// The baseline of a configuration: the untraced loop, or untraced nginx.
+/// The baseline of a configuration: the untraced loop (of opens and closes, or of reads), or
+/// untraced nginx.
 fn baseline(case: &str) -> &'static str {
     if case.starts_with("nginx") {
         "nginx"
+    } else if case.starts_with("reads") {
+        "reads"
     } else {
         "untraced"
     }
@@ -298,10 +307,16 @@ fn section(
         };
         let label = match case {
             "untraced" => "untraced".to_string(),
+            "reads" => "read loop (two one-byte `read`s of /dev/zero per pair), untraced: the \
+                        baseline of the two rows below"
+                .to_string(),
             c => {
                 let (what, set) = c.split_once(' ').unwrap_or((c, ""));
                 match what {
                     "untargeted" => format!("not the target (fdtrace traces a `sleep`), {set}"),
+                    "reads_untargeted" => {
+                        format!("read loop, not the target (syscalls fdtrace does not hook), {set}")
+                    }
                     "stopped" => format!(
                         "traced, fdtrace's process stopped during the loop (the kernel side \
                          alone; {STOPPED_PAIRS} pairs, {STOPPED_RING_MB} MiB ring), {set}"
