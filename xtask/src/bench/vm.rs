@@ -47,8 +47,8 @@ const NGINX_CASES: [&str; 3] = ["nginx -", "nginx tracepoints", "nginx trampolin
 
 /// Guest seconds each run waits before it starts measuring: the kernel's deferred work after
 /// the previous configuration's tracer detached, or this one's attached (RCU callbacks, freed
-/// trampolines), runs then. Under `-icount` it would otherwise be counted in the run: the
-/// vCPUs share one instruction clock.
+/// trampolines), runs then. Under `-icount` it would otherwise be counted in the run: the one
+/// vCPU's instructions are the clock.
 const SETTLE_SECS: u32 = 20;
 
 /// Seconds per wrk run.
@@ -128,7 +128,7 @@ case_run() { # rep case set
     lost $rep $what $set /tmp/t.json ;;
   stopped) # traced, fdtrace's process stopped (SIGSTOP) while the loop runs: the kernel side
     # alone. The shell waits in blocking reads of fifos, not in a polling loop whose
-    # instructions the shared clock would count.
+    # instructions the clock would count.
     rm -f /tmp/go /tmp/res /tmp/s.json; mkfifo /tmp/go /tmp/res
     /bench/openclose -w -s $SETTLE $STOPPED_PAIRS < /tmp/go > /tmp/res & p=$!
     exec 3>/tmp/go 4</tmp/res
@@ -294,9 +294,10 @@ fn section(
          repetition, and their range. The guest's clock counts instructions (QEMU `-icount \
          shift={ICOUNT_SHIFT},sleep=off`), so the host's load does not move it: a time is the \
          instructions executed meanwhile, without the caches' and branch predictors' share of a \
-         real CPU's time. The emulator runs the two vCPUs in turn on that one clock, so a traced \
-         run's time also holds fdtrace's own user-space work, which real CPUs run beside the \
-         program; with fdtrace's process stopped, the kernel side alone is measured. Each run \
+         real CPU's time. The VM has one vCPU (the emulator would run two in turn on the one clock \
+         anyway), so a traced run's time also holds fdtrace's own user-space work, which real \
+         CPUs run beside the program; with fdtrace's process stopped, the kernel side alone is \
+         measured. Each run \
          first waits {SETTLE_SECS} guest seconds, for the kernel's deferred work after the \
          previous configuration's tracer detached and this one's attached.\n\n\
          | configuration | time per pair, ratio to untraced | range | runs (failed) |\n|---|---|---|---|\n"
