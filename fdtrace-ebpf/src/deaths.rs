@@ -1,7 +1,9 @@
 //! Deaths: `close` and `close_range`, at their entry tracepoints or on the trampolines of their
 //! kernel functions (before they run: a descriptor's number is free for reuse once it returns);
 //! and, on trampolines only, the descriptors closed outside those syscalls (io_uring's
-//! `IORING_OP_CLOSE`), on the kernel function that takes a descriptor out of the table.
+//! `IORING_OP_CLOSE`), on the kernel function that takes a descriptor out of the table. Where
+//! close itself calls that function, its one trampoline records close's deaths too (user space
+//! then leaves close out of `HOOKED_SYSCALLS` and `__x64_sys_close` without a trampoline).
 
 use aya_ebpf::{
     helpers::bpf_get_current_pid_tgid,
@@ -14,19 +16,21 @@ use crate::{
     filter::is_target,
     installs::outside_hooked_syscalls,
     maps::EVENTS,
-    registers::{ARG0, ARG1, ARG2, field, user_regs},
+    registers::{ARG0, ARG1, ARG2, PT_REGS_DI, PT_REGS_DX, field, read_kernel},
     ring::{bump, header, wakeup_before},
 };
 
-/// 6.12 and later: `file_close_fd_locked(struct files_struct *files, unsigned int fd)`, which
-/// close, close_range and io_uring's close call.
+/// The functions that take descriptor `fd` out of the table `files`, which close, close_range and
+/// io_uring's close call: `file_close_fd_locked(struct files_struct *files, unsigned int fd)`
+/// (6.12 and later), `pick_file(struct files_struct *files, unsigned int fd)` (5.10 to 6.1).
 #[fentry]
-pub fn fentry_close_locked(ctx: FEntryContext) -> u32 {
+pub fn fentry_take_fd(ctx: FEntryContext) -> u32 {
     closed_elsewhere(ctx.arg::<u64>(1))
 }
 
-/// 5.10 to 6.1: `__close_fd_get_file(unsigned int fd, ...)`, which io_uring's close calls
-/// (close and close_range take the descriptor out of the table without it).
+/// 5.10 to 6.1, where `pick_file` has no trampoline: `__close_fd_get_file(unsigned int fd, ...)`,
+/// which io_uring's close calls (close and close_range take the descriptor out of the table
+/// without it).
 #[fentry]
 pub fn fentry_close_get_file(ctx: FEntryContext) -> u32 {
     closed_elsewhere(ctx.arg::<u64>(0))
@@ -53,13 +57,21 @@ pub fn enter_close_range(ctx: TracePointContext) -> u32 {
     close_range(pid_tgid, |off| field::<u64>(&ctx, off))
 }
 
+/// `__x64_sys_close_range(const struct pt_regs *regs)`: the arguments from the registers it is
+/// given, rdx to rdi in one copy.
 #[fentry]
-pub fn fentry_close_range(_ctx: FEntryContext) -> u32 {
+pub fn fentry_close_range(ctx: FEntryContext) -> u32 {
     let Some(pid_tgid) = target() else {
         return 0;
     };
-    let regs = user_regs();
-    close_range(pid_tgid, |off| regs.arg(Some(off)))
+    let regs: u64 = ctx.arg(0);
+    let w = read_kernel::<[u64; 3]>(regs + PT_REGS_DX as u64 * 8).unwrap_or([0; 3]);
+    // Words dx, si, di: arguments 2, 1, 0.
+    close_range(pid_tgid, |off| match off {
+        ARG0 => w[2],
+        ARG1 => w[1],
+        _ => w[0],
+    })
 }
 
 #[tracepoint]
@@ -70,12 +82,18 @@ pub fn enter_close(ctx: TracePointContext) -> u32 {
     close(pid_tgid, field::<u64>(&ctx, ARG0))
 }
 
+/// `__x64_sys_close(const struct pt_regs *regs)`: the descriptor is one word of the registers it
+/// is given.
 #[fentry]
-pub fn fentry_close(_ctx: FEntryContext) -> u32 {
+pub fn fentry_close(ctx: FEntryContext) -> u32 {
     let Some(pid_tgid) = target() else {
         return 0;
     };
-    close(pid_tgid, user_regs().di)
+    let regs: u64 = ctx.arg(0);
+    close(
+        pid_tgid,
+        read_kernel::<u64>(regs + PT_REGS_DI as u64 * 8).unwrap_or(u64::MAX),
+    )
 }
 
 /// The current thread's pid_tgid when its process is a target (every program's first check).

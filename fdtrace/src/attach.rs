@@ -11,9 +11,9 @@ use aya::{
 use tracing::{debug, warn};
 
 use crate::hooks::{
-    CLOSE_EVENT, CLOSE_FUNCTIONS, DEEP_PROGRAMS, FROM_REGS_IF_ACCEPTED, HookSet, INSTALL_FUNCTION,
-    INSTALL_PROGRAM, Side, attach_plan, by_hook, hooked_syscall_numbers, tracepoint_exists,
-    trampolines,
+    CLOSE_EVENT, CLOSE_FUNCTIONS, CloseFunction, DEEP_PROGRAMS, FROM_REGS_IF_ACCEPTED, HookSet,
+    INSTALL_FUNCTION, INSTALL_PROGRAM, Side, attach_plan, by_hook, hooked_syscall_numbers,
+    tracepoint_exists, trampolines,
 };
 use crate::kernel_layout::KernelTypes;
 
@@ -279,10 +279,12 @@ pub(crate) fn attach_all(
                 .flatten()
                 .map(|(_, _, f)| f)
                 .chain([INSTALL_FUNCTION.to_string()])
-                .chain(CLOSE_FUNCTIONS.map(|c| c.0.to_string()))
+                .chain(CLOSE_FUNCTIONS.map(|c| c.function.to_string()))
                 .collect();
             let ids = types.function_ids(functions.iter().map(String::as_str));
-            close_function = CLOSE_FUNCTIONS.into_iter().find(|c| ids.contains_key(c.0));
+            close_function = CLOSE_FUNCTIONS
+                .into_iter()
+                .find(|c| ids.contains_key(c.function));
             crate::function_btf::stand_in(&ids)
                 .map_err(|e| format!("{e:#}"))
                 .inspect(|btf| {
@@ -339,6 +341,13 @@ pub(crate) fn attach_all(
     if let (HookSet::Trampolines, Err(why)) = (hooks, &btf) {
         bail!("--hooks trampolines: this kernel takes none: {why}");
     }
+    // Close's deaths on the close function's trampoline where close calls it (none on
+    // `__x64_sys_close`), marked before any trampoline is attached: from then on, the programs on
+    // `fd_install` and the close function skip the syscalls whose own programs record theirs.
+    let mut close_on_function = btf.is_ok() && close_function.is_some_and(|c| c.serves_close);
+    if btf.is_ok() {
+        mark_hooked_syscalls(ebpf, close_on_function)?;
+    }
     for (hook, entries) in by_hook(plan) {
         let (_, category, first_tp, required) = entries[0].clone();
         let tps: Vec<String> = entries
@@ -359,6 +368,34 @@ pub(crate) fn attach_all(
                 why: "this kernel does not have the syscall".into(),
             });
             continue;
+        }
+        if let (true, Ok(btf), Some(c)) =
+            (hook == "close" && close_on_function, &btf, close_function)
+        {
+            let prog = [(c.program.to_string(), Side::Entry, c.function.to_string())];
+            match attach_trampolines(ebpf, btf, &prog, &mut trampoline_time) {
+                Ok(l) => {
+                    links.extend(l);
+                    choices.push(HookChoice {
+                        event: hook,
+                        hook: format!("{} {}", Side::Entry.name(), c.function),
+                        why: "close takes the descriptor out of the table with it: one \
+                              trampoline for close and io_uring's close"
+                            .into(),
+                    });
+                    continue;
+                }
+                Err(e) if hooks == HookSet::Trampolines => {
+                    return Err(
+                        e.context(format!("--hooks trampolines: {}'s trampoline", c.function))
+                    );
+                }
+                Err(e) => {
+                    debug!("close keeps its own hook: {e:#}");
+                    close_on_function = false;
+                    mark_hooked_syscalls(ebpf, false)?;
+                }
+            }
         }
         let why_not = match (&btf, trampolines(&hook, deep)) {
             (_, None) => Some("a tracepoint that only fires for the event itself".to_string()),
@@ -437,6 +474,7 @@ pub(crate) fn attach_all(
         &btf,
         hooks,
         close_function,
+        close_on_function,
         &mut links,
         &mut trampoline_time,
     )?);
@@ -448,14 +486,32 @@ pub(crate) fn attach_all(
     })
 }
 
+/// Mark the syscalls whose own programs record their births and deaths in `HOOKED_SYSCALLS`, for
+/// the programs on `fd_install` and the close function to skip (`close_on_function`: close's
+/// deaths are the close function's own, close is not marked).
+fn mark_hooked_syscalls(ebpf: &mut Ebpf, close_on_function: bool) -> Result<()> {
+    let mut hooked: aya::maps::Array<_, u8> = aya::maps::Array::try_from(
+        ebpf.map_mut("HOOKED_SYSCALLS")
+            .context("HOOKED_SYSCALLS map")?,
+    )?;
+    for nr in hooked_syscall_numbers(false) {
+        let mark = u8::from(!(close_on_function && nr == libc::SYS_close as u32));
+        hooked
+            .set(nr, mark, 0)
+            .with_context(|| format!("marking syscall {nr} in HOOKED_SYSCALLS"))?;
+    }
+    Ok(())
+}
+
 /// The trampolines on the functions every birth and death goes through, for those outside the
-/// hooked syscalls: `fd_install`, and `close_function` (io_uring's close), after the syscalls
-/// whose births and deaths their own programs record are marked for them to skip.
+/// hooked syscalls: `fd_install`, and `close_function` (io_uring's close; already attached for
+/// close itself when `close_on_function`).
 fn attach_elsewhere(
     ebpf: &mut Ebpf,
     btf: &Result<aya::Btf, String>,
     hooks: HookSet,
-    close_function: Option<(&str, &str)>,
+    close_function: Option<CloseFunction>,
+    close_on_function: bool,
     links: &mut Vec<(String, Link)>,
     time: &mut SetupTime,
 ) -> Result<Vec<HookChoice>> {
@@ -471,38 +527,30 @@ fn attach_elsewhere(
                 .into());
         }
     };
-    let mut hooked: aya::maps::Array<_, u8> = aya::maps::Array::try_from(
-        ebpf.map_mut("HOOKED_SYSCALLS")
-            .context("HOOKED_SYSCALLS map")?,
-    )?;
-    for nr in hooked_syscall_numbers() {
-        hooked
-            .set(nr, 1, 0)
-            .with_context(|| format!("marking syscall {nr} in HOOKED_SYSCALLS"))?;
-    }
     let mut choices = Vec::new();
+    let close_here = close_function.filter(|_| !close_on_function);
     let hooks_wanted = [
-        (
+        Some((
             INSTALL_FUNCTION,
             INSTALL_FUNCTION,
             Some(INSTALL_PROGRAM),
             Side::Entry,
             "descriptors installed outside the syscalls above (io_uring, ioctl, clone's pidfd)",
-        ),
-        (
+        )),
+        (!close_on_function).then_some((
             CLOSE_EVENT,
-            close_function.map_or("", |c| c.0),
-            close_function.map(|c| c.1),
+            close_here.map_or("", |c| c.function),
+            close_here.map(|c| c.program),
             Side::Entry,
             "descriptors closed outside close and close_range (io_uring)",
-        ),
+        )),
     ];
-    for (event, function, prog, side, what) in hooks_wanted {
+    for (event, function, prog, side, what) in hooks_wanted.into_iter().flatten() {
         let Some(prog) = prog else {
             choices.push(HookChoice {
                 event: event.into(),
                 hook: "none".into(),
-                why: "this kernel's BTF has neither function: io_uring's closes are found as \
+                why: "this kernel's BTF has none of the close functions: io_uring's closes are found as \
                       drift"
                     .into(),
             });
@@ -532,6 +580,13 @@ fn attach_elsewhere(
                 why: format!("{}: found as drift instead", short_reason(&e)),
             }),
         }
+    }
+    if let (true, Some(c)) = (close_on_function, close_function) {
+        choices.push(HookChoice {
+            event: CLOSE_EVENT.into(),
+            hook: format!("{} {}", Side::Entry.name(), c.function),
+            why: "close's trampoline (above) records these too".into(),
+        });
     }
     Ok(choices)
 }

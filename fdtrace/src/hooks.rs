@@ -233,22 +233,52 @@ pub(crate) const INSTALL_PROGRAM: &str = "fentry_fd_install";
 /// The event of the descriptors closed outside close and close_range in `fdtrace hooks`.
 pub(crate) const CLOSE_EVENT: &str = "io_uring_close";
 
-/// The kernel functions that take a descriptor out of the table for io_uring's close, newest
-/// kernels' first, with the program for each (where its descriptor argument is): the first one
-/// this kernel's BTF has is hooked.
-pub(crate) const CLOSE_FUNCTIONS: [(&str, &str); 2] = [
-    ("file_close_fd_locked", "fentry_close_locked"),
-    ("__close_fd_get_file", "fentry_close_get_file"),
+/// A kernel function that takes a descriptor out of the table, hooked for the deaths no close
+/// syscall's program records (io_uring's close).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct CloseFunction {
+    pub(crate) function: &'static str,
+    pub(crate) program: &'static str,
+    /// close(2) calls it too: its one trampoline then records close's deaths as well, and
+    /// `__x64_sys_close` takes none (a trampoline less on every close of every process).
+    pub(crate) serves_close: bool,
+}
+
+/// The close functions, newest kernels' first: the first one this kernel's BTF has is hooked.
+/// Should a kernel's compiler have inlined one into close's path while keeping a copy (BTF lists
+/// the copy), that path's closes would be missed: each is then found at the next comparison with
+/// /proc and reported as drift ("closed without a traced close"), never left open in the model.
+pub(crate) const CLOSE_FUNCTIONS: [CloseFunction; 3] = [
+    // 6.12 and later: close, close_range and io_uring's close all call it.
+    CloseFunction {
+        function: "file_close_fd_locked",
+        program: "fentry_take_fd",
+        serves_close: true,
+    },
+    // 5.10 to 6.1: the same, with the same arguments (files, fd).
+    CloseFunction {
+        function: "pick_file",
+        program: "fentry_take_fd",
+        serves_close: true,
+    },
+    // 5.10 to 6.1 without `pick_file`: io_uring's close only.
+    CloseFunction {
+        function: "__close_fd_get_file",
+        program: "fentry_close_get_file",
+        serves_close: false,
+    },
 ];
 
 /// The syscalls whose births or deaths their own programs record (every birth tracepoint's
-/// syscall but ioctl, whose program only sees close-on-exec changes; close and close_range), by
-/// x86_64 number: the programs on `fd_install` and on the close functions skip theirs.
-pub(crate) fn hooked_syscall_numbers() -> Vec<u32> {
+/// syscall but ioctl, whose program only sees close-on-exec changes; close_range; close unless
+/// `close_elsewhere`, its deaths recorded by the close function's program), by x86_64 number:
+/// the programs on `fd_install` and on the close functions skip theirs.
+pub(crate) fn hooked_syscall_numbers(close_elsewhere: bool) -> Vec<u32> {
     birth_tracepoints()
         .map(|(name, _, _)| name)
         .filter(|&name| name != "ioctl")
-        .chain(["close", "close_range"])
+        .chain(["close_range"])
+        .chain((!close_elsewhere).then_some("close"))
         .filter_map(syscall_number)
         .collect()
 }
@@ -514,6 +544,12 @@ mod tests {
                 assert_eq!(deep_tp, deep_tramp, "{hook}");
             }
         }
+        // The programs on the functions every birth and death goes through.
+        for prog in
+            std::iter::once(super::INSTALL_PROGRAM).chain(super::CLOSE_FUNCTIONS.map(|c| c.program))
+        {
+            assert!(has_symbol(prog), "{prog} is not in the eBPF object");
+        }
     }
 
     #[test]
@@ -548,9 +584,15 @@ mod tests {
         for name in &names {
             assert!(syscall_number(name).is_some(), "{name}");
         }
-        let hooked = hooked_syscall_numbers();
+        let hooked = hooked_syscall_numbers(false);
         assert_eq!(hooked.len(), names.len() - 1 + 2);
         assert!(hooked.contains(&(libc::SYS_close as u32)));
+        assert!(hooked.contains(&(libc::SYS_close_range as u32)));
+        // Close's deaths recorded on the close function: close is no longer skipped there.
+        let elsewhere = hooked_syscall_numbers(true);
+        assert_eq!(elsewhere.len(), hooked.len() - 1);
+        assert!(!elsewhere.contains(&(libc::SYS_close as u32)));
+        assert!(elsewhere.contains(&(libc::SYS_close_range as u32)));
         assert!(hooked.contains(&(libc::SYS_openat as u32)));
         assert!(!hooked.contains(&(libc::SYS_ioctl as u32)));
         assert!(
