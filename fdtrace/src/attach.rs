@@ -12,8 +12,8 @@ use tracing::{debug, warn};
 
 use crate::hooks::{
     CLOSE_EVENT, CLOSE_FUNCTIONS, CloseFunction, DEEP_PROGRAMS, FROM_REGS_IF_ACCEPTED, HookSet,
-    INSTALL_FUNCTION, INSTALL_PROGRAM, Side, attach_plan, by_hook, hooked_syscall_numbers,
-    tracepoint_exists, trampolines,
+    INSTALL_FUNCTION, INSTALL_PROGRAM, OWN_IO_URING_CLOSE, Side, attach_plan, by_hook,
+    hooked_syscall_numbers, tracepoint_exists, trampolines,
 };
 use crate::kernel_layout::KernelTypes;
 
@@ -266,8 +266,10 @@ pub(crate) fn attach_all(
     // why it has none.
     let mut birth_group: std::collections::HashMap<String, Result<usize, String>> =
         Default::default();
-    // The function io_uring's close takes descriptors out of the table with, and its program.
-    let mut close_function = None;
+    // The function close takes descriptors out of the table with (or only io_uring's close),
+    // and the one io_uring's close needs a trampoline of its own on, when they differ.
+    let mut close_function: Option<CloseFunction> = None;
+    let mut io_uring_close: Option<CloseFunction> = None;
     let btf = match (hooks, &types) {
         (HookSet::Tracepoints, _) => Err("the syscall tracepoints were asked for".to_string()),
         (_, Err(e)) => Err(format!("the kernel's BTF: {e:#}")),
@@ -285,6 +287,15 @@ pub(crate) fn attach_all(
             close_function = CLOSE_FUNCTIONS
                 .into_iter()
                 .find(|c| ids.contains_key(c.function));
+            let (own, parameters) = OWN_IO_URING_CLOSE;
+            io_uring_close = match close_function {
+                Some(c) if !c.serves_close => Some(c),
+                Some(_) => ids
+                    .get(own.function)
+                    .filter(|(_, proto)| types.parameters(*proto) == Some(parameters))
+                    .map(|_| own),
+                None => None,
+            };
             crate::function_btf::stand_in(&ids)
                 .map_err(|e| format!("{e:#}"))
                 .inspect(|btf| {
@@ -473,8 +484,8 @@ pub(crate) fn attach_all(
         ebpf,
         &btf,
         hooks,
-        close_function,
-        close_on_function,
+        close_function.filter(|_| close_on_function),
+        io_uring_close.or(close_function.filter(|c| !c.serves_close || !close_on_function)),
         &mut links,
         &mut trampoline_time,
     )?);
@@ -504,14 +515,15 @@ fn mark_hooked_syscalls(ebpf: &mut Ebpf, close_on_function: bool) -> Result<()> 
 }
 
 /// The trampolines on the functions every birth and death goes through, for those outside the
-/// hooked syscalls: `fd_install`, and `close_function` (io_uring's close; already attached for
-/// close itself when `close_on_function`).
+/// hooked syscalls: `fd_install`, and `io_uring_close` (the function io_uring's close takes
+/// descriptors out of the table with), unless `close_function` (the one attached for close)
+/// records those too.
 fn attach_elsewhere(
     ebpf: &mut Ebpf,
     btf: &Result<aya::Btf, String>,
     hooks: HookSet,
     close_function: Option<CloseFunction>,
-    close_on_function: bool,
+    io_uring_close: Option<CloseFunction>,
     links: &mut Vec<(String, Link)>,
     time: &mut SetupTime,
 ) -> Result<Vec<HookChoice>> {
@@ -528,7 +540,7 @@ fn attach_elsewhere(
         }
     };
     let mut choices = Vec::new();
-    let close_here = close_function.filter(|_| !close_on_function);
+    let close_row = close_function.filter(|_| io_uring_close.is_none());
     let hooks_wanted = [
         Some((
             INSTALL_FUNCTION,
@@ -537,10 +549,10 @@ fn attach_elsewhere(
             Side::Entry,
             "descriptors installed outside the syscalls above (io_uring, ioctl, clone's pidfd)",
         )),
-        (!close_on_function).then_some((
+        close_row.is_none().then_some((
             CLOSE_EVENT,
-            close_here.map_or("", |c| c.function),
-            close_here.map(|c| c.program),
+            io_uring_close.map_or("", |c| c.function),
+            io_uring_close.map(|c| c.program),
             Side::Entry,
             "descriptors closed outside close and close_range (io_uring)",
         )),
@@ -581,7 +593,7 @@ fn attach_elsewhere(
             }),
         }
     }
-    if let (true, Some(c)) = (close_on_function, close_function) {
+    if let Some(c) = close_row {
         choices.push(HookChoice {
             event: CLOSE_EVENT.into(),
             hook: format!("{} {}", Side::Entry.name(), c.function),

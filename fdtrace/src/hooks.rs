@@ -255,7 +255,8 @@ pub(crate) const CLOSE_FUNCTIONS: [CloseFunction; 3] = [
         program: "fentry_take_fd",
         serves_close: true,
     },
-    // 5.10 to 6.1: the same, with the same arguments (files, fd).
+    // 5.10 to 6.1: the same, with the same arguments (files, fd); io_uring's close reaches it
+    // through `__close_fd_get_file` on 6.1, not on 5.10 (see `OWN_IO_URING_CLOSE`).
     CloseFunction {
         function: "pick_file",
         program: "fentry_take_fd",
@@ -268,6 +269,12 @@ pub(crate) const CLOSE_FUNCTIONS: [CloseFunction; 3] = [
         serves_close: false,
     },
 ];
+
+/// 5.10's `__close_fd_get_file(unsigned int fd, struct file **res)`, with this many parameters,
+/// takes the descriptor out of the table itself; 6.1's `__close_fd_get_file(unsigned int fd)`
+/// calls `pick_file`. Where `pick_file` records close's deaths and this function has 5.10's form,
+/// io_uring's close needs its trampoline as well.
+pub(crate) const OWN_IO_URING_CLOSE: (CloseFunction, u32) = (CLOSE_FUNCTIONS[2], 2);
 
 /// The syscalls whose births or deaths their own programs record (every birth tracepoint's
 /// syscall but ioctl, whose program only sees close-on-exec changes; close_range; close unless
