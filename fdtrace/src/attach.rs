@@ -390,8 +390,8 @@ pub(crate) fn attach_all(
                     choices.push(HookChoice {
                         event: hook,
                         hook: format!("{} {}", Side::Entry.name(), c.function),
-                        why: "close takes the descriptor out of the table with it: one \
-                              trampoline for close and io_uring's close"
+                        why: "close takes the descriptor out of the table with it: no \
+                              trampoline on __x64_sys_close"
                             .into(),
                     });
                     continue;
