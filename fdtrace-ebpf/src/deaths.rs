@@ -20,17 +20,15 @@ use crate::{
     ring::{bump, header, wakeup_before},
 };
 
-/// The functions that take descriptor `fd` out of the table `files`, which close, close_range and
-/// io_uring's close call: `file_close_fd_locked(struct files_struct *files, unsigned int fd)`
-/// (6.12 and later), `pick_file(struct files_struct *files, unsigned int fd)` (5.10 to 6.1).
+/// 6.12 and later: `file_close_fd_locked(struct files_struct *files, unsigned int fd)`, which
+/// close, close_range and io_uring's close call.
 #[fentry]
-pub fn fentry_take_fd(ctx: FEntryContext) -> u32 {
+pub fn fentry_close_locked(ctx: FEntryContext) -> u32 {
     closed_elsewhere(ctx.arg::<u64>(1))
 }
 
-/// 5.10 to 6.1, where `pick_file` has no trampoline: `__close_fd_get_file(unsigned int fd, ...)`,
-/// which io_uring's close calls (close and close_range take the descriptor out of the table
-/// without it).
+/// 5.10 to 6.1: `__close_fd_get_file(unsigned int fd, ...)`, which io_uring's close calls (close
+/// and close_range take the descriptor out of the table without it).
 #[fentry]
 pub fn fentry_close_get_file(ctx: FEntryContext) -> u32 {
     closed_elsewhere(ctx.arg::<u64>(0))
@@ -65,7 +63,10 @@ pub fn fentry_close_range(ctx: FEntryContext) -> u32 {
         return 0;
     };
     let regs: u64 = ctx.arg(0);
-    let w = read_kernel::<[u64; 3]>(regs + PT_REGS_DX as u64 * 8).unwrap_or([0; 3]);
+    // Unreadable registers: no record rather than a range made up.
+    let Some(w) = read_kernel::<[u64; 3]>(regs + PT_REGS_DX as u64 * 8) else {
+        return 0;
+    };
     // Words dx, si, di: arguments 2, 1, 0.
     close_range(pid_tgid, |off| match off {
         ARG0 => w[2],
@@ -90,10 +91,10 @@ pub fn fentry_close(ctx: FEntryContext) -> u32 {
         return 0;
     };
     let regs: u64 = ctx.arg(0);
-    close(
-        pid_tgid,
-        read_kernel::<u64>(regs + PT_REGS_DI as u64 * 8).unwrap_or(u64::MAX),
-    )
+    match read_kernel::<u64>(regs + PT_REGS_DI as u64 * 8) {
+        Some(fd) => close(pid_tgid, fd),
+        None => 0,
+    }
 }
 
 /// The current thread's pid_tgid when its process is a target (every program's first check).

@@ -12,8 +12,8 @@ use tracing::{debug, warn};
 
 use crate::hooks::{
     CLOSE_EVENT, CLOSE_FUNCTIONS, CloseFunction, DEEP_PROGRAMS, FROM_REGS_IF_ACCEPTED, HookSet,
-    INSTALL_FUNCTION, INSTALL_PROGRAM, OWN_IO_URING_CLOSE, Side, attach_plan, by_hook,
-    hooked_syscall_numbers, tracepoint_exists, trampolines,
+    INSTALL_FUNCTION, INSTALL_PROGRAM, Side, attach_plan, by_hook, hooked_syscall_numbers,
+    tracepoint_exists, trampolines,
 };
 use crate::kernel_layout::KernelTypes;
 
@@ -266,10 +266,11 @@ pub(crate) fn attach_all(
     // why it has none.
     let mut birth_group: std::collections::HashMap<String, Result<usize, String>> =
         Default::default();
-    // The function close takes descriptors out of the table with (or only io_uring's close),
-    // and the one io_uring's close needs a trampoline of its own on, when they differ.
+    // The function io_uring's close (and on 6.12 close itself) takes descriptors out of the
+    // table with.
     let mut close_function: Option<CloseFunction> = None;
-    let mut io_uring_close: Option<CloseFunction> = None;
+    // Why its trampoline was refused, when it was asked for close's deaths.
+    let mut close_refused = None;
     let btf = match (hooks, &types) {
         (HookSet::Tracepoints, _) => Err("the syscall tracepoints were asked for".to_string()),
         (_, Err(e)) => Err(format!("the kernel's BTF: {e:#}")),
@@ -287,15 +288,6 @@ pub(crate) fn attach_all(
             close_function = CLOSE_FUNCTIONS
                 .into_iter()
                 .find(|c| ids.contains_key(c.function));
-            let (own, parameters) = OWN_IO_URING_CLOSE;
-            io_uring_close = match close_function {
-                Some(c) if !c.serves_close => Some(c),
-                Some(_) => ids
-                    .get(own.function)
-                    .filter(|(_, proto)| types.parameters(*proto) == Some(parameters))
-                    .map(|_| own),
-                None => None,
-            };
             crate::function_btf::stand_in(&ids)
                 .map_err(|e| format!("{e:#}"))
                 .inspect(|btf| {
@@ -403,6 +395,7 @@ pub(crate) fn attach_all(
                 }
                 Err(e) => {
                     debug!("close keeps its own hook: {e:#}");
+                    close_refused = Some(short_reason(&e));
                     close_on_function = false;
                     mark_hooked_syscalls(ebpf, false)?;
                 }
@@ -484,8 +477,11 @@ pub(crate) fn attach_all(
         ebpf,
         &btf,
         hooks,
-        close_function.filter(|_| close_on_function),
-        io_uring_close.or(close_function.filter(|c| !c.serves_close || !close_on_function)),
+        close_function,
+        match close_refused {
+            Some(why) => Some(Err(why)),
+            None => close_on_function.then_some(Ok(())),
+        },
         &mut links,
         &mut trampoline_time,
     )?);
@@ -505,7 +501,7 @@ fn mark_hooked_syscalls(ebpf: &mut Ebpf, close_on_function: bool) -> Result<()> 
         ebpf.map_mut("HOOKED_SYSCALLS")
             .context("HOOKED_SYSCALLS map")?,
     )?;
-    for nr in hooked_syscall_numbers(false) {
+    for nr in hooked_syscall_numbers() {
         let mark = u8::from(!(close_on_function && nr == libc::SYS_close as u32));
         hooked
             .set(nr, mark, 0)
@@ -515,15 +511,14 @@ fn mark_hooked_syscalls(ebpf: &mut Ebpf, close_on_function: bool) -> Result<()> 
 }
 
 /// The trampolines on the functions every birth and death goes through, for those outside the
-/// hooked syscalls: `fd_install`, and `io_uring_close` (the function io_uring's close takes
-/// descriptors out of the table with), unless `close_function` (the one attached for close)
-/// records those too.
+/// hooked syscalls: `fd_install`, and `close_function` (io_uring's close), unless it was asked
+/// for close's deaths already (`for_close`: attached, or refused and why).
 fn attach_elsewhere(
     ebpf: &mut Ebpf,
     btf: &Result<aya::Btf, String>,
     hooks: HookSet,
     close_function: Option<CloseFunction>,
-    io_uring_close: Option<CloseFunction>,
+    for_close: Option<Result<(), String>>,
     links: &mut Vec<(String, Link)>,
     time: &mut SetupTime,
 ) -> Result<Vec<HookChoice>> {
@@ -540,7 +535,19 @@ fn attach_elsewhere(
         }
     };
     let mut choices = Vec::new();
-    let close_row = close_function.filter(|_| io_uring_close.is_none());
+    let close_row = match (for_close, close_function) {
+        (Some(Ok(())), Some(c)) => Some(HookChoice {
+            event: CLOSE_EVENT.into(),
+            hook: format!("{} {}", Side::Entry.name(), c.function),
+            why: "close's trampoline (above) records these too".into(),
+        }),
+        (Some(Err(why)), _) => Some(HookChoice {
+            event: CLOSE_EVENT.into(),
+            hook: "none".into(),
+            why: format!("{why}: found as drift instead"),
+        }),
+        _ => None,
+    };
     let hooks_wanted = [
         Some((
             INSTALL_FUNCTION,
@@ -551,8 +558,8 @@ fn attach_elsewhere(
         )),
         close_row.is_none().then_some((
             CLOSE_EVENT,
-            io_uring_close.map_or("", |c| c.function),
-            io_uring_close.map(|c| c.program),
+            close_function.map_or("", |c| c.function),
+            close_function.map(|c| c.program),
             Side::Entry,
             "descriptors closed outside close and close_range (io_uring)",
         )),
@@ -562,8 +569,8 @@ fn attach_elsewhere(
             choices.push(HookChoice {
                 event: event.into(),
                 hook: "none".into(),
-                why: "this kernel's BTF has none of the close functions: io_uring's closes are found as \
-                      drift"
+                why: "this kernel's BTF has none of the close functions: io_uring's closes are \
+                      found as drift"
                     .into(),
             });
             continue;
@@ -593,12 +600,6 @@ fn attach_elsewhere(
             }),
         }
     }
-    if let Some(c) = close_row {
-        choices.push(HookChoice {
-            event: CLOSE_EVENT.into(),
-            hook: format!("{} {}", Side::Entry.name(), c.function),
-            why: "close's trampoline (above) records these too".into(),
-        });
-    }
+    choices.extend(close_row);
     Ok(choices)
 }

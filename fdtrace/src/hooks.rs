@@ -234,7 +234,7 @@ pub(crate) const INSTALL_PROGRAM: &str = "fentry_fd_install";
 pub(crate) const CLOSE_EVENT: &str = "io_uring_close";
 
 /// A kernel function that takes a descriptor out of the table, hooked for the deaths no close
-/// syscall's program records (io_uring's close).
+/// syscall's program records (io_uring's close), and for close's own where close calls it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct CloseFunction {
     pub(crate) function: &'static str,
@@ -245,24 +245,22 @@ pub(crate) struct CloseFunction {
 }
 
 /// The close functions, newest kernels' first: the first one this kernel's BTF has is hooked.
-/// Should a kernel's compiler have inlined one into close's path while keeping a copy (BTF lists
-/// the copy), that path's closes would be missed: each is then found at the next comparison with
-/// /proc and reported as drift ("closed without a traced close"), never left open in the model.
-pub(crate) const CLOSE_FUNCTIONS: [CloseFunction; 3] = [
-    // 6.12 and later: close, close_range and io_uring's close all call it.
+/// Should a kernel's compiler have inlined `file_close_fd_locked` into close's path while keeping
+/// a copy (BTF lists the copy), that path's closes would be missed: each is then found at the
+/// next comparison with /proc (drift), or as a birth that replaces a descriptor the model still
+/// held when its number is reused first, never left open in the model.
+pub(crate) const CLOSE_FUNCTIONS: [CloseFunction; 2] = [
+    // 6.12 and later: `file_close_fd_locked(files, fd)`, which close, close_range and io_uring's
+    // close all call (close_range once per slot of its range: those calls are skipped).
     CloseFunction {
         function: "file_close_fd_locked",
-        program: "fentry_take_fd",
+        program: "fentry_close_locked",
         serves_close: true,
     },
-    // 5.10 to 6.1: the same, with the same arguments (files, fd); io_uring's close reaches it
-    // through `__close_fd_get_file` on 6.1, not on 5.10 (see `OWN_IO_URING_CLOSE`).
-    CloseFunction {
-        function: "pick_file",
-        program: "fentry_take_fd",
-        serves_close: true,
-    },
-    // 5.10 to 6.1 without `pick_file`: io_uring's close only.
+    // 5.10 to 6.1: `__close_fd_get_file(fd, ...)`, io_uring's close only. Close and close_range
+    // call `pick_file` there, which close_range calls for every slot of its range, open or not,
+    // and which 5.10's io_uring close does not call: its trampoline would cost close_range a
+    // trampoline per slot and spare close nothing (one trampoline either way).
     CloseFunction {
         function: "__close_fd_get_file",
         program: "fentry_close_get_file",
@@ -270,22 +268,15 @@ pub(crate) const CLOSE_FUNCTIONS: [CloseFunction; 3] = [
     },
 ];
 
-/// 5.10's `__close_fd_get_file(unsigned int fd, struct file **res)`, with this many parameters,
-/// takes the descriptor out of the table itself; 6.1's `__close_fd_get_file(unsigned int fd)`
-/// calls `pick_file`. Where `pick_file` records close's deaths and this function has 5.10's form,
-/// io_uring's close needs its trampoline as well.
-pub(crate) const OWN_IO_URING_CLOSE: (CloseFunction, u32) = (CLOSE_FUNCTIONS[2], 2);
-
 /// The syscalls whose births or deaths their own programs record (every birth tracepoint's
-/// syscall but ioctl, whose program only sees close-on-exec changes; close_range; close unless
-/// `close_elsewhere`, its deaths recorded by the close function's program), by x86_64 number:
-/// the programs on `fd_install` and on the close functions skip theirs.
-pub(crate) fn hooked_syscall_numbers(close_elsewhere: bool) -> Vec<u32> {
+/// syscall but ioctl, whose program only sees close-on-exec changes; close and close_range), by
+/// x86_64 number: the programs on `fd_install` and on the close functions skip theirs (close
+/// excepted where the close function records close's deaths: see `attach::mark_hooked_syscalls`).
+pub(crate) fn hooked_syscall_numbers() -> Vec<u32> {
     birth_tracepoints()
         .map(|(name, _, _)| name)
         .filter(|&name| name != "ioctl")
-        .chain(["close_range"])
-        .chain((!close_elsewhere).then_some("close"))
+        .chain(["close", "close_range"])
         .filter_map(syscall_number)
         .collect()
 }
@@ -591,15 +582,10 @@ mod tests {
         for name in &names {
             assert!(syscall_number(name).is_some(), "{name}");
         }
-        let hooked = hooked_syscall_numbers(false);
+        let hooked = hooked_syscall_numbers();
         assert_eq!(hooked.len(), names.len() - 1 + 2);
         assert!(hooked.contains(&(libc::SYS_close as u32)));
         assert!(hooked.contains(&(libc::SYS_close_range as u32)));
-        // Close's deaths recorded on the close function: close is no longer skipped there.
-        let elsewhere = hooked_syscall_numbers(true);
-        assert_eq!(elsewhere.len(), hooked.len() - 1);
-        assert!(!elsewhere.contains(&(libc::SYS_close as u32)));
-        assert!(elsewhere.contains(&(libc::SYS_close_range as u32)));
         assert!(hooked.contains(&(libc::SYS_openat as u32)));
         assert!(!hooked.contains(&(libc::SYS_ioctl as u32)));
         assert!(

@@ -169,11 +169,6 @@ impl KernelTypes {
             .collect()
     }
 
-    /// How many parameters the function prototype `proto` has.
-    pub fn parameters(&self, proto: u32) -> Option<u32> {
-        self.ty(proto).map(|t| t.vlen as u32)
-    }
-
     /// Type id of `struct name`.
     fn struct_id(&self, name: &str) -> Result<u32> {
         (1..self.offsets.len() as u32)
@@ -300,16 +295,6 @@ mod tests {
         );
         assert!(types.offset("sock", "no_such_member").is_err());
         assert!(types.offset("no_such_struct", "x").is_err());
-    }
-
-    #[test]
-    fn functions_and_their_parameters() {
-        let types = KernelTypes::load().expect("this kernel has BTF");
-        let ids = types.function_ids(["__x64_sys_close", "fd_install", "no_such_function_here"]);
-        assert_eq!(ids.len(), 2, "{ids:?}");
-        // `__x64_sys_close(const struct pt_regs *)`; `fd_install(unsigned int, struct file *)`.
-        assert_eq!(types.parameters(ids["__x64_sys_close"].1), Some(1));
-        assert_eq!(types.parameters(ids["fd_install"].1), Some(2));
     }
 
     #[test]

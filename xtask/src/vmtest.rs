@@ -425,10 +425,11 @@ pub(crate) fn boot(
             // the host's. One vCPU: the emulator runs vCPUs in turn on the one clock anyway, and
             // 6.1 hangs bringing up a second one under -icount.
             qemu.args(["-icount", &format!("shift={shift},sleep=off")]);
-            // Without ERMS and FSRM the kernel copies large buffers 8 bytes per `rep movsq`
-            // iteration, not 1 per `rep movsb` one: the emulator counts each iteration as an
-            // instruction, and a real CPU moves 16 to 64 bytes a cycle either way, so a 2 KiB
-            // copy would otherwise count as 2048 instructions (a third of an open/close pair).
+            // QEMU's `max` CPU has ERMS, with which the kernel copies large buffers with
+            // `rep movsb`: the emulator counts each iteration of a `rep` as an instruction, so a
+            // 2 KiB copy would count 2048 where a real CPU takes tens of cycles. Without ERMS
+            // (and FSRM) the kernel's copies move 8 bytes per counted instruction (`rep movsq`
+            // or unrolled moves, as the kernel picks).
             ("1", CPU_COUNTING_INSTRUCTIONS)
         }
     };

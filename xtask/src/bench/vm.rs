@@ -161,7 +161,8 @@ fn init_script(reps: usize, pairs: u64, nginx: bool) -> String {
          mount -t devtmpfs devtmpfs /dev\n\
          mount -t tracefs tracefs /sys/kernel/tracing\n\
          echo \"@@vmtest kernel $(uname -r)\"\n\
-         echo \"the emulated CPU's erms and fsrm flags: [ $(grep -m1 '^flags' /proc/cpuinfo | tr ' ' '\\n' | grep -x -e erms -e fsrm | tr '\\n' ' ')]\"\n\
+         echo \"the emulated CPU's copy flags: [ $(grep -m1 '^flags' /proc/cpuinfo | \
+         tr ' ' '\\n' | grep -x -e erms -e fsrm -e rep_good | tr '\\n' ' ')]\"\n\
          echo '@@vmtest begin hooks'\n\
          /bin/fdtrace hooks 2>&1\n\
          echo \"@@vmtest end hooks $?\"\n\
@@ -297,9 +298,10 @@ fn section(
          shift={ICOUNT_SHIFT},sleep=off`), so the host's load does not move it: a time is the \
          instructions executed meanwhile, without the caches' and branch predictors' share of a \
          real CPU's time. The emulated CPU (`-cpu {CPU_COUNTING_INSTRUCTIONS}`) lacks ERMS and \
-         FSRM, so the kernel copies large buffers with `rep movsq`: the emulator counts each \
-         iteration of a `rep` as an instruction, and with `rep movsb` a 2 KiB stack copy would \
-         count 2048 of them where a real CPU takes tens of cycles. The VM has one vCPU (the emulator would run two in turn on the one clock \
+         FSRM, so the kernel copies large buffers 8 bytes per counted instruction (`rep movsq` \
+         or unrolled moves) rather than with `rep movsb`: the emulator counts each iteration of \
+         a `rep` as an instruction, so a 2 KiB stack copy would count 2048 of them where a real \
+         CPU takes tens of cycles. The VM has one vCPU (the emulator would run two in turn on the one clock \
          anyway), so a traced run's time also holds fdtrace's own user-space work, which real \
          CPUs run beside the program; with fdtrace's process stopped, the kernel side alone is \
          measured. Each run \
