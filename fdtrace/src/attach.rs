@@ -269,8 +269,6 @@ pub(crate) fn attach_all(
     // The function io_uring's close (and on 6.12 close itself) takes descriptors out of the
     // table with.
     let mut close_function: Option<CloseFunction> = None;
-    // Why its trampoline was refused, when it was asked for close's deaths.
-    let mut close_refused = None;
     let btf = match (hooks, &types) {
         (HookSet::Tracepoints, _) => Err("the syscall tracepoints were asked for".to_string()),
         (_, Err(e)) => Err(format!("the kernel's BTF: {e:#}")),
@@ -347,9 +345,12 @@ pub(crate) fn attach_all(
     // Close's deaths on the close function's trampoline where close calls it (none on
     // `__x64_sys_close`), marked before any trampoline is attached: from then on, the programs on
     // `fd_install` and the close function skip the syscalls whose own programs record theirs.
-    let mut close_on_function = btf.is_ok() && close_function.is_some_and(|c| c.serves_close);
+    // (Some(Ok) while close's deaths are the close function's; Some(Err(why)) once its
+    // trampoline was refused.)
+    let mut for_close: Option<Result<(), String>> =
+        (btf.is_ok() && close_function.is_some_and(|c| c.serves_close)).then_some(Ok(()));
     if btf.is_ok() {
-        mark_hooked_syscalls(ebpf, close_on_function)?;
+        mark_hooked_syscalls(ebpf, for_close.is_some())?;
     }
     for (hook, entries) in by_hook(plan) {
         let (_, category, first_tp, required) = entries[0].clone();
@@ -372,8 +373,8 @@ pub(crate) fn attach_all(
             });
             continue;
         }
-        if let (true, Ok(btf), Some(c)) =
-            (hook == "close" && close_on_function, &btf, close_function)
+        if let (true, Some(Ok(())), Ok(btf), Some(c)) =
+            (hook == "close", &for_close, &btf, close_function)
         {
             let prog = [(c.program.to_string(), Side::Entry, c.function.to_string())];
             match attach_trampolines(ebpf, btf, &prog, &mut trampoline_time) {
@@ -395,8 +396,7 @@ pub(crate) fn attach_all(
                 }
                 Err(e) => {
                     debug!("close keeps its own hook: {e:#}");
-                    close_refused = Some(short_reason(&e));
-                    close_on_function = false;
+                    for_close = Some(Err(short_reason(&e)));
                     mark_hooked_syscalls(ebpf, false)?;
                 }
             }
@@ -478,10 +478,7 @@ pub(crate) fn attach_all(
         &btf,
         hooks,
         close_function,
-        match close_refused {
-            Some(why) => Some(Err(why)),
-            None => close_on_function.then_some(Ok(())),
-        },
+        for_close,
         &mut links,
         &mut trampoline_time,
     )?);
