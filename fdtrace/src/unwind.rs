@@ -9,7 +9,7 @@
 //! - `fp`: the kernel walks the frame-pointer chain itself (`bpf_get_stack`), as deep as it
 //!   goes. Right for Go, which keeps frame pointers, runs its syscalls on goroutine stacks with
 //!   large frames and has no `.eh_frame`; wrong for glibc, which does not keep them.
-use std::{collections::HashMap, io::Read as _, path::Path, sync::Arc};
+use std::{cell::Cell, collections::HashMap, io::Read as _, path::Path, sync::Arc};
 
 use framehop::{
     ExplicitModuleSectionInfo, FrameAddress, Module, Unwinder as _,
@@ -212,8 +212,48 @@ pub struct StackUnwinder {
     files: HashMap<std::path::PathBuf, Option<Data>>,
     /// What each mapping's binary describes in `.eh_frame`, by mapping start.
     cfi: HashMap<u64, CfiCoverage>,
+    /// `needs_scan`'s answers by address (direct-mapped; emptied with the mappings): the same
+    /// return addresses come back in every stack of a call site, and the two searches behind an
+    /// answer were the user side's most costly step.
+    scan_memo: ScanMemo,
     /// Anonymous executable memory: code a runtime compiled (JIT), sorted (start, end).
     jit: Vec<(u64, u64)>,
+}
+
+/// A direct-mapped memo of a yes/no answer per address: a slot holds the last address that
+/// hashed to it, with its answer.
+struct ScanMemo(Box<[Cell<(u64, bool)>]>);
+
+impl ScanMemo {
+    const SLOTS: usize = 1024;
+    /// An address no slot can hold for real (not canonical on x86-64): the empty slot.
+    const EMPTY: u64 = u64::MAX;
+
+    fn clear(&mut self) {
+        self.0.iter().for_each(|s| s.set((Self::EMPTY, false)));
+    }
+
+    fn get_or(&self, addr: u64, answer: impl FnOnce() -> bool) -> bool {
+        if addr == Self::EMPTY {
+            return answer();
+        }
+        // Fibonacci hashing: the top bits of the product spread nearby addresses.
+        let slot = &self.0[(addr.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 54) as usize];
+        match slot.get() {
+            (a, yes) if a == addr => yes,
+            _ => {
+                let yes = answer();
+                slot.set((addr, yes));
+                yes
+            }
+        }
+    }
+}
+
+impl Default for ScanMemo {
+    fn default() -> Self {
+        Self(vec![Cell::new((Self::EMPTY, false)); Self::SLOTS].into_boxed_slice())
+    }
 }
 
 /// A cheap clonable view of a file's bytes, as framehop wants `Deref<Target=[u8]>`.
@@ -244,6 +284,7 @@ impl StackUnwinder {
             mappings: Vec::new(),
             files: HashMap::new(),
             cfi: HashMap::new(),
+            scan_memo: ScanMemo::default(),
             jit: Vec::new(),
         }
     }
@@ -283,6 +324,7 @@ impl StackUnwinder {
         }
         self.mappings = mappings;
         self.cfi.clear();
+        self.scan_memo.clear();
         for m in self.mappings.clone() {
             if let Some((module, cfi)) = self.module_for(&m) {
                 self.unwinder.add_module(module);
@@ -360,9 +402,11 @@ impl StackUnwinder {
     /// Is `addr` in code that its binary leaves without call-frame information while it
     /// describes other code (musl's C library)? Its frame pointer cannot be trusted either.
     fn needs_scan(&self, addr: u64) -> bool {
-        self.mapping_for(addr)
-            .and_then(|m| self.cfi.get(&m.start))
-            .is_some_and(|c| c.any() && !c.covers(addr))
+        self.scan_memo.get_or(addr, || {
+            self.mapping_for(addr)
+                .and_then(|m| self.cfi.get(&m.start))
+                .is_some_and(|c| c.any() && !c.covers(addr))
+        })
     }
 
     /// The `len` bytes of mapped code that end at `end`, from the mapping's file.
@@ -645,6 +689,33 @@ mod tests {
             .expect("symbol");
         let svma_start = mapping_svma(&obj, m.offset).unwrap();
         assert_eq!(addr - m.start + svma_start, sym.address());
+    }
+
+    #[test]
+    fn the_scan_memo_answers_as_its_question_would_for_every_address() {
+        let mut memo = ScanMemo::default();
+        let asked = Cell::new(0);
+        let question = |a: u64| {
+            asked.set(asked.get() + 1);
+            a % 3 == 0
+        };
+        // Many more addresses than slots, so that they share slots: right after an address
+        // was answered, it is answered again from the memo.
+        let addrs: Vec<u64> = (0..5000u64).map(|i| 0x7f00_0000_0000 + i * 7).collect();
+        for _ in 0..2 {
+            for &a in &addrs {
+                assert_eq!(memo.get_or(a, || question(a)), a % 3 == 0, "{a:#x}");
+                let before = asked.get();
+                assert_eq!(memo.get_or(a, || question(a)), a % 3 == 0, "{a:#x} again");
+                assert_eq!(asked.get(), before, "{a:#x} asked twice in a row");
+            }
+        }
+        assert!(asked.get() >= addrs.len());
+        // Emptied, it asks again; the empty slot's marker is never taken for an address.
+        memo.clear();
+        assert!(memo.get_or(ScanMemo::EMPTY, || true));
+        assert!(!memo.get_or(ScanMemo::EMPTY, || false));
+        assert!(memo.get_or(addrs[0], || true));
     }
 
     #[test]
