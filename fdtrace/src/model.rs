@@ -132,7 +132,7 @@ pub struct OpenFd {
     pub origin: Origin,
     pub cloexec: bool,
     /// Family, addresses and TCP state of a socket descriptor.
-    pub sock: Option<SocketInfo>,
+    pub sock: Option<Box<SocketInfo>>,
 }
 
 /// Counters that tell how well the model tracked the kernel.

@@ -311,7 +311,7 @@ impl Replay {
                 since_ns,
             } => {
                 if let Some(e) = self.proc(*tgid).table.get_mut(*fd) {
-                    e.sock = Some(SocketInfo {
+                    e.sock = Some(Box::new(SocketInfo {
                         sk: 0,
                         family: *family,
                         sk_type: *sk_type,
@@ -321,7 +321,7 @@ impl Replay {
                         state: (*state != 0).then_some(*state),
                         state_since_ns: *since_ns,
                         accepted: *accepted,
-                    });
+                    }));
                 }
             }
             Record::FailedOpen { tgid, .. }

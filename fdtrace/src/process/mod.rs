@@ -177,7 +177,7 @@ impl State {
         (kind, target): (FdKind, String),
         cloexec: bool,
         stack: StackId,
-        sock: Option<SocketInfo>,
+        sock: Option<Box<SocketInfo>>,
     ) {
         self.change(Record::Open {
             ts_ns,
@@ -261,7 +261,7 @@ impl State {
                     // A unix listener's path is the accepted socket's local address.
                     info.local = l.local.clone();
                 }
-                sock = Some(info);
+                sock = Some(Box::new(info));
                 (FdKind::Socket, "socket".into())
             }
             sc::PIPE => (FdKind::Pipe, "pipe".into()),

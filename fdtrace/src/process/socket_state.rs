@@ -24,7 +24,7 @@ impl State {
             .table
             .iter()
             .filter(|(_, e)| e.origin == Origin::Preexisting && e.kind == FdKind::Socket)
-            .filter(|(_, e)| all || e.sock.as_ref().is_some_and(sockets::state_may_change))
+            .filter(|(_, e)| all || e.sock.as_deref().is_some_and(sockets::state_may_change))
             .filter_map(|(fd, e)| Some((fd, sockets::socket_inode(&e.target)?)))
             .collect();
         if pre.is_empty() {
@@ -33,9 +33,9 @@ impl State {
         let known = sockets::proc_net_sockets(self.pid);
         for (fd, inode) in pre {
             if let (Some(e), Some(s)) = (self.table.get_mut(fd), known.get(&inode))
-                && e.sock.as_ref() != Some(s)
+                && e.sock.as_deref() != Some(s)
             {
-                e.sock = Some(s.clone());
+                e.sock = Some(Box::new(s.clone()));
                 self.log_socket(fd, monotonic_ns());
             }
         }
@@ -54,9 +54,11 @@ impl State {
         let Some(e) = self.table.get_mut(fd) else {
             return;
         };
-        let s = e.sock.get_or_insert_with(|| SocketInfo {
-            family,
-            ..SocketInfo::default()
+        let s = e.sock.get_or_insert_with(|| {
+            Box::new(SocketInfo {
+                family,
+                ..SocketInfo::default()
+            })
         });
         if op == fdtrace_common::SOCK_OP_BIND {
             s.local = Some(text);
