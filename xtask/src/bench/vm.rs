@@ -43,6 +43,9 @@ const STOPPED_PAIRS: u64 = 4000;
 
 const STOPPED_RING_MB: u32 = 64;
 
+/// The hook sets whose programs' run times are read once more, after the loop's repetitions.
+const PROGS_SETS: [&str; 2] = ["tracepoints", "trampolines"];
+
 /// nginx's configurations, run after the loop's (`nginx -`: untraced).
 const NGINX_CASES: [&str; 3] = ["nginx -", "nginx tracepoints", "nginx trampolines"];
 
@@ -148,6 +151,29 @@ case_run() { # rep case set
   ns=$(sed -n 's/^ns_per_pair //p' /tmp/out)
   echo "@@vmtest measured bench $rep $what $set ${ns:-failed}"
 }
+prog_stats() { # set phase: each loaded program's run time and runs
+  /bench/prog_stats 2>/dev/null | while read id name t c; do
+    echo "@@vmtest measured progs $1 $2 $id $name $t $c"
+  done
+}
+progs_run() { # set: the stopped loop once more, with BPF statistics on
+  set=$1
+  echo 1 > /proc/sys/kernel/bpf_stats_enabled
+  rm -f /tmp/go /tmp/res /tmp/p.json; mkfifo /tmp/go /tmp/res
+  /bench/openclose -w -s $SETTLE $STOPPED_PAIRS < /tmp/go > /tmp/res & p=$!
+  exec 3>/tmp/go 4</tmp/res
+  read r pid <&4
+  FDTRACE_HOOKS=$set /bin/fdtrace -q --ring-mb $STOPPED_RING_MB --json -o /tmp/p.json -p $p 2>/tmp/err & f=$!
+  if ready $f; then
+    kill -STOP $f; prog_stats $set before; echo >&3
+    read k ns <&4; read k n <&4
+    prog_stats $set after; kill -CONT $f
+  else ns=failed; cat /tmp/err; echo >&3; fi
+  echo "@@vmtest measured progloop $set $ns"
+  echo >&3; exec 3>&- 4<&-
+  wait $p; kill -INT $f 2>/dev/null; wait $f
+  echo 0 > /proc/sys/kernel/bpf_stats_enabled
+}
 "#;
 
 fn init_script(reps: usize, pairs: u64, nginx: bool) -> String {
@@ -174,6 +200,9 @@ fn init_script(reps: usize, pairs: u64, nginx: bool) -> String {
             let (what, set) = case.split_once(' ').unwrap_or((case, "-"));
             s.push_str(&format!("case_run {} {what} {set}\n", rep + 1));
         }
+    }
+    for set in PROGS_SETS {
+        s.push_str(&format!("progs_run {set}\n"));
     }
     if nginx {
         s.push_str(&format!(
@@ -281,15 +310,144 @@ fn ratios(measured: &[String]) -> BTreeMap<String, Ratios> {
     out
 }
 
+/// What one program did during a statistics loop: its runs and their total time (guest ns).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct ProgRuns {
+    name: String,
+    runs: u64,
+    ns: u64,
+}
+
+/// Each set's statistics loop: the programs that ran during it, the most costly first (from
+/// `progs SET before|after ID NAME NS RUNS` lines, the difference of the two reads), and the
+/// loop's time per pair (`progloop SET NS`) where it gave one.
+fn prog_runs(measured: &[String]) -> BTreeMap<String, (Vec<ProgRuns>, Option<f64>)> {
+    type Snapshot = BTreeMap<u32, (String, u64, u64)>;
+    let mut snaps: BTreeMap<(String, String), Snapshot> = BTreeMap::new();
+    let mut loops: BTreeMap<String, Option<f64>> = BTreeMap::new();
+    for m in measured {
+        let f: Vec<&str> = m.split_whitespace().collect();
+        match f[..] {
+            ["progs", set, phase, id, name, ns, runs] => {
+                if let (Ok(id), Ok(ns), Ok(runs)) = (id.parse(), ns.parse(), runs.parse()) {
+                    snaps
+                        .entry((set.to_string(), phase.to_string()))
+                        .or_default()
+                        .insert(id, (name.to_string(), ns, runs));
+                }
+            }
+            ["progloop", set, ns] => {
+                loops.insert(set.to_string(), ns.parse().ok());
+            }
+            _ => {}
+        }
+    }
+    let mut out = BTreeMap::new();
+    for (set, ns_per_pair) in loops {
+        let none = Snapshot::new();
+        let before = snaps.get(&(set.clone(), "before".into())).unwrap_or(&none);
+        let Some(after) = snaps.get(&(set.clone(), "after".into())) else {
+            out.insert(set, (Vec::new(), ns_per_pair));
+            continue;
+        };
+        let mut progs: Vec<ProgRuns> = after
+            .iter()
+            .filter_map(|(id, (name, ns, runs))| {
+                let (ns0, runs0) = before.get(id).map_or((0, 0), |b| (b.1, b.2));
+                let runs = runs.saturating_sub(runs0);
+                (runs > 0).then(|| ProgRuns {
+                    name: name.clone(),
+                    runs,
+                    ns: ns.saturating_sub(ns0),
+                })
+            })
+            .collect();
+        progs.sort_by_key(|p| std::cmp::Reverse(p.ns));
+        out.insert(set, (progs, ns_per_pair));
+    }
+    out
+}
+
+/// The median time per pair of the untraced loop's runs (guest ns).
+fn untraced_ns(measured: &[String]) -> Option<f64> {
+    let mut v: Vec<f64> = measured
+        .iter()
+        .filter_map(|m| match m.split_whitespace().collect::<Vec<_>>()[..] {
+            ["bench", _, "untraced", "-", ns] => ns.parse().ok(),
+            _ => None,
+        })
+        .collect();
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    match n {
+        0 => None,
+        n if n % 2 == 1 => Some(v[n / 2]),
+        n => Some((v[n / 2 - 1] + v[n / 2]) / 2.0),
+    }
+}
+
+/// The per-program table of the statistics loops.
+fn prog_section(
+    progs: &BTreeMap<String, (Vec<ProgRuns>, Option<f64>)>,
+    untraced: Option<f64>,
+) -> String {
+    let Some(u) = untraced.filter(|u| *u > 0.0) else {
+        return String::new();
+    };
+    if progs.values().all(|p| p.0.is_empty()) {
+        return String::new();
+    }
+    let pairs = STOPPED_PAIRS as f64;
+    let mut s = format!(
+        "\nPer program, the kernel side: the stopped loop once more for each set ({STOPPED_PAIRS} \
+         pairs), with `kernel.bpf_stats_enabled=1`: each program's runs and run time as the \
+         kernel counts them, the difference of two reads (`fdtrace/examples/prog_stats.rs`) \
+         around the loop, in guest time (instructions). A program's time does not hold its \
+         hook's own (the trampoline, or the tracepoint's record and the syscall-tracing path); \
+         the counts also hold the few runs for the VM's other processes meanwhile (the reads \
+         themselves); the statistics lengthen each run a little. Shares are of the untraced \
+         pair (the median of the untraced runs above, {u:.0} guest ns).\n\n\
+         | set | program | runs per pair | guest ns per run | per pair, share of an untraced pair |\n\
+         |---|---|---|---|---|\n"
+    );
+    for (set, (list, loop_ns)) in progs {
+        let mut total = 0.0;
+        for p in list {
+            let per_pair = p.ns as f64 / pairs;
+            total += per_pair;
+            s.push_str(&format!(
+                "| {set} | `{}` | {:.2} | {:.0} | {:.1}% |\n",
+                p.name,
+                p.runs as f64 / pairs,
+                p.ns as f64 / p.runs as f64,
+                per_pair / u * 100.0
+            ));
+        }
+        let whole = loop_ns.map_or("the loop with statistics on failed".to_string(), |ns| {
+            format!(
+                "the loop with statistics on: {:.2}x the untraced pair",
+                ns / u
+            )
+        });
+        s.push_str(&format!(
+            "| {set} | all programs ({whole}) | | | {:.1}% |\n",
+            total / u * 100.0
+        ));
+    }
+    s
+}
+
 fn section(
     series: &str,
     release: &str,
     hooks: &[String],
     reps: usize,
     pairs: u64,
-    m: &BTreeMap<String, Ratios>,
-    lost: &BTreeMap<String, Option<u64>>,
+    measured: &[String],
 ) -> String {
+    let m = &ratios(measured);
+    let progs = &prog_section(&prog_runs(measured), untraced_ns(measured));
+    let lost = &lost(measured);
     let mut s = format!(
         "<!-- vm-bench {series} -->\n### Hook sets side by side on {release} (QEMU, `cargo xtask bench --vm {series}`)\n\n\
          The open/close loop ({pairs} pairs, {reps} repetitions, the configurations' order rotated) \
@@ -338,6 +496,7 @@ fn section(
             r.median, r.lo, r.hi, r.runs, r.failed
         ));
     }
+    s.push_str(progs);
     if m.contains_key("nginx") {
         s.push_str(&format!(
             "\nnginx serving a 1 KiB file to `wrk -t1 -c16 -H 'Connection: close'` ({WRK_SECS} s runs, \
@@ -438,12 +597,28 @@ pub(super) fn run(series: &str, reps: usize, pairs: u64, write: Option<PathBuf>)
             .arg(&openclose)
             .arg(root.join("bench/openclose.c")),
     )?;
+    // The per-program statistics' reader (the VM has no bpftool).
+    crate::run(
+        Command::new("cargo")
+            .args([
+                "build",
+                "--release",
+                "-p",
+                "fdtrace",
+                "--example",
+                "prog_stats",
+            ])
+            .current_dir(&root)
+            .env("PATH", crate::path_with_tools()),
+    )?;
+    let prog_stats = root.join("target/release/examples/prog_stats");
     let fdtrace = root.join("target/release/fdtrace");
     let mut c = Cpio::skeleton()?;
     c.dir(Path::new("/bench"));
     c.file(Path::new("/bin/fdtrace"), &fdtrace)?;
     c.file(Path::new("/bench/openclose"), &openclose)?;
-    let mut bins = vec![fdtrace.clone(), openclose.clone()];
+    c.file(Path::new("/bench/prog_stats"), &prog_stats)?;
+    let mut bins = vec![fdtrace.clone(), openclose.clone(), prog_stats.clone()];
     // nginx and wrk, where the host has them (Debian: nginx-light, wrk).
     let web = match (
         crate::deps::find_program("nginx"),
@@ -501,16 +676,7 @@ pub(super) fn run(series: &str, reps: usize, pairs: u64, write: Option<PathBuf>)
     if !o.done {
         bail!("the VM stopped before the end (console: {})", log.display());
     }
-    let m = ratios(&o.measured);
-    let text = section(
-        series,
-        &o.release,
-        &o.hooks_lines,
-        reps,
-        pairs,
-        &m,
-        &lost(&o.measured),
-    );
+    let text = section(series, &o.release, &o.hooks_lines, reps, pairs, &o.measured);
     println!("\n{text}");
     if let Some(doc) = write {
         write_section(&doc, series, &text)?;
@@ -555,15 +721,60 @@ mod tests {
 
     /// The 6.1 section of one repetition of 1000 pairs, from its `@@vmtest measured` lines.
     fn one_rep_section(lines: &[String], lost_lines: &[String]) -> String {
-        section(
-            "6.1",
-            "6.1.0",
-            &[],
-            1,
-            1000,
-            &ratios(lines),
-            &lost(lost_lines),
-        )
+        section("6.1", "6.1.0", &[], 1, 1000, &[lines, lost_lines].concat())
+    }
+
+    #[test]
+    fn each_programs_runs_are_the_difference_of_the_two_reads() {
+        let lines: Vec<String> = [
+            "bench 1 untraced - 1000",
+            "bench 2 untraced - 1200",
+            "bench 3 untraced - 1100",
+            // A program that ran before the loop only, one that ran during it, one new.
+            "progs trampolines before 7 fentry_fd_insta 500 10",
+            "progs trampolines before 8 fexit_openat 9000 30",
+            "progs trampolines after 7 fentry_fd_insta 500 10",
+            "progs trampolines after 8 fexit_openat 4409000 4030",
+            "progs trampolines after 9 fentry_close 880000 4000",
+            "progloop trampolines 1650",
+            "progs tracepoints after 3 exit_regs_opena 4000000 4000",
+            "progloop tracepoints failed",
+            "progs nonsense",
+        ]
+        .map(String::from)
+        .into();
+        let runs = prog_runs(&lines);
+        let (tramp, loop_ns) = &runs["trampolines"];
+        assert_eq!(*loop_ns, Some(1650.0));
+        assert_eq!(
+            tramp,
+            &vec![
+                ProgRuns {
+                    name: "fexit_openat".into(),
+                    runs: 4000,
+                    ns: 4_400_000
+                },
+                ProgRuns {
+                    name: "fentry_close".into(),
+                    runs: 4000,
+                    ns: 880_000
+                },
+            ]
+        );
+        assert_eq!(runs["tracepoints"].1, None);
+        assert_eq!(untraced_ns(&lines), Some(1100.0));
+        let text = prog_section(&runs, untraced_ns(&lines));
+        // 4000 pairs: 1100 ns per pair and per run of fexit_openat, 100% of the untraced pair.
+        assert!(
+            text.contains("| trampolines | `fexit_openat` | 1.00 | 1100 | 100.0% |"),
+            "{text}"
+        );
+        assert!(text.contains("| trampolines | `fentry_close` | 1.00 | 220 | 20.0% |"));
+        assert!(text.contains("statistics on: 1.50x the untraced pair) | | | 120.0% |"));
+        assert!(text.contains("(the loop with statistics on failed) | | | 90.9% |"));
+        // Nothing to say without the untraced runs or without any program's runs.
+        assert_eq!(prog_section(&runs, None), "");
+        assert_eq!(prog_section(&BTreeMap::new(), Some(1.0)), "");
     }
 
     #[test]
