@@ -216,8 +216,29 @@ pub struct StackUnwinder {
     /// return addresses come back in every stack of a call site, and the two searches behind an
     /// answer were the user side's most costly step.
     scan_memo: ScanMemo,
+    /// The last walk from each (ip, sp, bp), with the words it read (see `unwind`); emptied
+    /// with the mappings and when the JIT code moves.
+    walks: foldhash::HashMap<(u64, u64, u64), Walk>,
     /// Anonymous executable memory: code a runtime compiled (JIT), sorted (start, end).
     jit: Vec<(u64, u64)>,
+}
+
+/// How many walks `StackUnwinder::unwind` keeps (all are dropped when it is full).
+const WALKS_KEPT: usize = 4096;
+
+/// A kept walk: the words of the copy it read (None: beyond the copy), what it found and how
+/// much stack its frames took.
+struct Walk {
+    reads: Vec<(u64, Option<u64>)>,
+    unwound: Unwound,
+    stack_bytes: u64,
+}
+
+/// The word at `addr` in a copy of the stack from `sp` up, if the copy holds it.
+fn stack_word(stack: &[u8], sp: u64, addr: u64) -> Option<u64> {
+    let off = usize::try_from(addr.checked_sub(sp)?).ok()?;
+    let bytes = stack.get(off..off.checked_add(8)?)?;
+    Some(u64::from_le_bytes(bytes.try_into().ok()?))
 }
 
 /// A direct-mapped memo of a yes/no answer per address: a slot holds the last address that
@@ -285,6 +306,7 @@ impl StackUnwinder {
             files: HashMap::new(),
             cfi: HashMap::new(),
             scan_memo: ScanMemo::default(),
+            walks: Default::default(),
             jit: Vec::new(),
         }
     }
@@ -304,6 +326,10 @@ impl StackUnwinder {
     /// The anonymous executable ranges of the process (its JIT-compiled code).
     pub fn set_jit(&mut self, mut ranges: Vec<(u64, u64)>) {
         ranges.sort_unstable();
+        if ranges != self.jit {
+            // A kept walk may have taken a return address for one into a file's code.
+            self.walks.clear();
+        }
         self.jit = ranges;
     }
 
@@ -325,6 +351,7 @@ impl StackUnwinder {
         self.mappings = mappings;
         self.cfi.clear();
         self.scan_memo.clear();
+        self.walks.clear();
         for m in self.mappings.clone() {
             if let Some((module, cfi)) = self.module_for(&m) {
                 self.unwinder.add_module(module);
@@ -562,6 +589,12 @@ impl StackUnwinder {
 
     /// Unwind a captured stack: registers at the syscall and a copy of the stack from `sp` up.
     /// `runtime` says what a return address into JIT code returns into.
+    ///
+    /// A walk is a function of the registers, the stack words it reads and the mappings: the
+    /// same call site in the same thread gives the same registers and, where it reads, the same
+    /// words, so the last walk from these registers is kept with the words it read, and given
+    /// again when the copy holds the same words there (walks through JIT code, whose runtime's
+    /// answers are not the stack's, are not kept).
     pub fn unwind(
         &mut self,
         ip: u64,
@@ -570,10 +603,59 @@ impl StackUnwinder {
         stack: &[u8],
         runtime: &mut dyn FnMut(u64) -> RuntimeFrame,
     ) -> Unwound {
+        let key = (ip, sp, bp);
+        let kept = self
+            .walks
+            .get(&key)
+            .filter(|m| m.reads.iter().all(|&(a, w)| stack_word(stack, sp, a) == w));
+        let (out, stack_bytes, kept) = match kept {
+            Some(m) => (m.unwound.clone(), m.stack_bytes, true),
+            None => {
+                let mut reads = Vec::new();
+                let (out, stack_bytes) = self.walk(ip, sp, bp, stack, runtime, &mut reads);
+                if !out.frames.iter().any(|f| self.is_jit(f.lookup)) {
+                    if self.walks.len() >= WALKS_KEPT {
+                        self.walks.clear();
+                    }
+                    let unwound = out.clone();
+                    self.walks.insert(
+                        key,
+                        Walk {
+                            reads,
+                            unwound,
+                            stack_bytes,
+                        },
+                    );
+                }
+                (out, stack_bytes, false)
+            }
+        };
+        tracing::trace!(
+            frames = out.frames.len(),
+            stack_bytes,
+            copied = stack.len(),
+            truncated = out.truncated,
+            kept,
+            "unwound"
+        );
+        out
+    }
+
+    /// The walk itself, noting each word of the copy it reads (or fails to) in `reads`; with
+    /// how much stack its frames took (what a copy must hold).
+    fn walk(
+        &mut self,
+        ip: u64,
+        sp: u64,
+        bp: u64,
+        stack: &[u8],
+        runtime: &mut dyn FnMut(u64) -> RuntimeFrame,
+        reads: &mut Vec<(u64, Option<u64>)>,
+    ) -> (Unwound, u64) {
         let mut read_stack = |addr: u64| -> Result<u64, ()> {
-            let off = addr.checked_sub(sp).ok_or(())? as usize;
-            let bytes = stack.get(off..off.checked_add(8).ok_or(())?).ok_or(())?;
-            Ok(u64::from_le_bytes(bytes.try_into().map_err(|_| ())?))
+            let w = stack_word(stack, sp, addr);
+            reads.push((addr, w));
+            w.ok_or(())
         };
         let mut out = Unwound {
             method: Method::Dwarf,
@@ -593,7 +675,7 @@ impl StackUnwinder {
             }
             if self.is_jit(lookup) {
                 // What an interpreter frame keeps below its frame pointer, if this is one.
-                let slot = |below: u64| {
+                let mut slot = |below: u64| {
                     regs.bp()
                         .checked_sub(below)
                         .and_then(|a| read_stack(a).ok())
@@ -651,14 +733,7 @@ impl StackUnwinder {
             }
         }
         // How much stack the frames took: what a copy must hold (`-vvv`).
-        tracing::trace!(
-            frames = out.frames.len(),
-            stack_bytes = regs.sp().saturating_sub(sp),
-            copied = stack.len(),
-            truncated = out.truncated,
-            "unwound"
-        );
-        out
+        (out, regs.sp().saturating_sub(sp))
     }
 }
 
@@ -689,6 +764,63 @@ mod tests {
             .expect("symbol");
         let svma_start = mapping_svma(&obj, m.offset).unwrap();
         assert_eq!(addr - m.start + svma_start, sym.address());
+    }
+
+    /// Registers at a point inside this function and a copy of the stack above it, as the
+    /// eBPF side captures them at a syscall.
+    #[inline(never)]
+    fn capture_here() -> (u64, u64, u64, Vec<u8>) {
+        let (ip, sp, bp): (u64, u64, u64);
+        // SAFETY: reads three registers, touches no memory.
+        unsafe {
+            std::arch::asm!(
+                "lea {ip}, [rip]",
+                "mov {sp}, rsp",
+                "mov {bp}, rbp",
+                ip = out(reg) ip,
+                sp = out(reg) sp,
+                bp = out(reg) bp,
+                options(nomem, nostack, preserves_flags),
+            );
+        }
+        // SAFETY: the 2 KiB above this function's stack pointer are this thread's stack (its
+        // callers' frames; a test thread's stack is megabytes).
+        let copy = unsafe { std::slice::from_raw_parts(sp as *const u8, 2048) }.to_vec();
+        (ip, sp, std::hint::black_box(bp), copy)
+    }
+
+    #[test]
+    fn a_kept_walk_is_given_again_only_where_the_copy_holds_the_words_it_read() {
+        let (ip, sp, bp, mut stack) = capture_here();
+        let maps = crate::procinfo::exec_maps(std::process::id()).0;
+        let fresh = |stack: &[u8]| {
+            let mut u = StackUnwinder::new();
+            u.set_mappings(maps.clone());
+            u.unwind(ip, sp, bp, stack, &mut |_| RuntimeFrame::Unknown)
+        };
+        let mut kept = StackUnwinder::new();
+        kept.set_mappings(maps.clone());
+        let first = kept.unwind(ip, sp, bp, &stack, &mut |_| RuntimeFrame::Unknown);
+        assert!(!first.frames.is_empty());
+        assert_eq!(first, fresh(&stack));
+        let reads = kept.walks[&(ip, sp, bp)].reads.clone();
+        let read_words: Vec<u64> = reads.iter().filter_map(|r| r.1.map(|_| r.0)).collect();
+        assert!(!read_words.is_empty(), "the walk read no word of the copy");
+        // The same copy: the kept walk, which read the same words.
+        assert_eq!(
+            kept.unwind(ip, sp, bp, &stack, &mut |_| RuntimeFrame::Unknown),
+            first
+        );
+        // A word it read changed (the return address or the saved frame pointer it followed
+        // first): walked again, as a fresh unwinder walks it.
+        let off = (read_words[0] - sp) as usize;
+        stack[off..off + 8].copy_from_slice(&0u64.to_le_bytes());
+        let changed = kept.unwind(ip, sp, bp, &stack, &mut |_| RuntimeFrame::Unknown);
+        assert_eq!(changed, fresh(&stack));
+        assert_eq!(kept.walks[&(ip, sp, bp)].reads[0].1, reads[0].1.map(|_| 0));
+        // Other mappings: nothing kept.
+        kept.set_mappings(Vec::new());
+        assert!(kept.walks.is_empty());
     }
 
     #[test]
