@@ -223,8 +223,9 @@ pub struct StackUnwinder {
     jit: Vec<(u64, u64)>,
 }
 
-/// How many walks `StackUnwinder::unwind` keeps (all are dropped when it is full).
-const WALKS_KEPT: usize = 4096;
+/// How many walks `StackUnwinder::unwind` keeps (all are dropped when it is full): a few
+/// hundred bytes each, per traced process; a hot call site's walk is kept again at once.
+const WALKS_KEPT: usize = 256;
 
 /// A kept walk: the words of the copy it read (None: beyond the copy), what it found and how
 /// much stack its frames took.
