@@ -40,26 +40,6 @@ fn read_stack(pid: &str, sp: u64) -> Vec<u8> {
     stack
 }
 
-/// Registers and the top of the stack at a point inside this function, as the eBPF side
-/// captures them at a syscall.
-#[inline(never)]
-fn capture_self() -> (u64, u64, u64, Vec<u8>) {
-    let (ip, sp, bp): (u64, u64, u64);
-    // SAFETY: reads three registers, touches no memory.
-    unsafe {
-        std::arch::asm!(
-            "lea {ip}, [rip]",
-            "mov {sp}, rsp",
-            "mov {bp}, rbp",
-            ip = out(reg) ip,
-            sp = out(reg) sp,
-            bp = out(reg) bp,
-            options(nomem, nostack, preserves_flags),
-        );
-    }
-    (ip, sp, bp, read_stack("self", sp))
-}
-
 /// The registers and stack of a process blocked in a syscall (`/proc/PID/syscall` ends with
 /// the stack pointer and the program counter; the frame pointer is not shown there).
 fn capture_pid(pid: u32) -> (u64, u64, u64, Vec<u8>) {
@@ -112,7 +92,7 @@ fn main() {
     // reaches the callers as it does for a typical `open()` call site.
     let (ip, sp, bp, stack) = match pid {
         Some(p) => capture_pid(p),
-        None => capture_self(),
+        None => fdtrace::unwind::capture_here(),
     };
     run(
         pairs,
@@ -124,8 +104,9 @@ fn main() {
 
 #[inline(never)]
 fn run(pairs: u64, pid: u32, (ip, sp, bp): (u64, u64, u64), captured: &[u8]) {
+    // (Zeros past the end of the stack, where the copy stopped.)
     let mut stack = [0u8; STACK_BYTES];
-    stack.copy_from_slice(captured);
+    stack[..captured.len()].copy_from_slice(captured);
     let mut path = [0u8; MAX_PATH];
     path[..9].copy_from_slice(b"/dev/null");
     let open_ev = OpenEvent {

@@ -738,6 +738,40 @@ impl StackUnwinder {
     }
 }
 
+/// The registers at a point inside this function and up to `STACK_BYTES` of the stack above
+/// it (read through `/proc/self/mem`, so a copy stops where the stack ends), as the eBPF side
+/// captures them at a syscall: for the unit tests and `examples/user_throughput`.
+#[doc(hidden)]
+#[inline(never)]
+pub fn capture_here() -> (u64, u64, u64, Vec<u8>) {
+    use std::os::unix::fs::FileExt as _;
+    let (ip, sp, bp): (u64, u64, u64);
+    // SAFETY: reads three registers, touches no memory.
+    unsafe {
+        std::arch::asm!(
+            "lea {ip}, [rip]",
+            "mov {sp}, rsp",
+            "mov {bp}, rbp",
+            ip = out(reg) ip,
+            sp = out(reg) sp,
+            bp = out(reg) bp,
+            options(nomem, nostack, preserves_flags),
+        );
+    }
+    let mut stack = vec![0u8; fdtrace_common::STACK_BYTES];
+    let mut done = 0;
+    if let Ok(mem) = std::fs::File::open("/proc/self/mem") {
+        while done < stack.len() {
+            match mem.read_at(&mut stack[done..], sp + done as u64) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => done += n,
+            }
+        }
+    }
+    stack.truncate(done);
+    (ip, sp, bp, stack)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -765,29 +799,6 @@ mod tests {
             .expect("symbol");
         let svma_start = mapping_svma(&obj, m.offset).unwrap();
         assert_eq!(addr - m.start + svma_start, sym.address());
-    }
-
-    /// Registers at a point inside this function and a copy of the stack above it, as the
-    /// eBPF side captures them at a syscall.
-    #[inline(never)]
-    fn capture_here() -> (u64, u64, u64, Vec<u8>) {
-        let (ip, sp, bp): (u64, u64, u64);
-        // SAFETY: reads three registers, touches no memory.
-        unsafe {
-            std::arch::asm!(
-                "lea {ip}, [rip]",
-                "mov {sp}, rsp",
-                "mov {bp}, rbp",
-                ip = out(reg) ip,
-                sp = out(reg) sp,
-                bp = out(reg) bp,
-                options(nomem, nostack, preserves_flags),
-            );
-        }
-        // SAFETY: the 2 KiB above this function's stack pointer are this thread's stack (its
-        // callers' frames; a test thread's stack is megabytes).
-        let copy = unsafe { std::slice::from_raw_parts(sp as *const u8, 2048) }.to_vec();
-        (ip, sp, std::hint::black_box(bp), copy)
     }
 
     #[test]

@@ -331,23 +331,7 @@ pub fn bench(opts: Opts) -> Result<()> {
     }
     install_signal_handlers();
     super::build()?;
-    super::run(
-        Command::new("cargo")
-            .args([
-                "build",
-                "--release",
-                "-p",
-                "fdtrace",
-                "--example",
-                "user_throughput",
-                "--example",
-                "startup_memory",
-                "--example",
-                "floor",
-            ])
-            .current_dir(&root)
-            .env("PATH", super::path_with_tools()),
-    )?;
+    build_examples(&["user_throughput", "startup_memory", "floor"])?;
     let out = root.join("target/bench");
     std::fs::create_dir_all(&out)?;
     let openclose = out.join("openclose");
@@ -461,6 +445,19 @@ pub fn bench(opts: Opts) -> Result<()> {
         None => eprintln!("\nbench: partial or quick run: docs/PERFORMANCE.md not written"),
     }
     Ok(())
+}
+
+/// Build fdtrace's examples the bench runs (release, into target/release/examples/).
+fn build_examples(names: &[&str]) -> Result<()> {
+    let mut c = Command::new("cargo");
+    c.args(["build", "--release", "-p", "fdtrace"]);
+    for n in names {
+        c.args(["--example", n]);
+    }
+    super::run(
+        c.current_dir(super::root())
+            .env("PATH", super::path_with_tools()),
+    )
 }
 
 #[cfg(test)]

@@ -598,19 +598,7 @@ pub(super) fn run(series: &str, reps: usize, pairs: u64, write: Option<PathBuf>)
             .arg(root.join("bench/openclose.c")),
     )?;
     // The per-program statistics' reader (the VM has no bpftool).
-    crate::run(
-        Command::new("cargo")
-            .args([
-                "build",
-                "--release",
-                "-p",
-                "fdtrace",
-                "--example",
-                "prog_stats",
-            ])
-            .current_dir(&root)
-            .env("PATH", crate::path_with_tools()),
-    )?;
+    super::build_examples(&["prog_stats"])?;
     let prog_stats = root.join("target/release/examples/prog_stats");
     let fdtrace = root.join("target/release/fdtrace");
     let mut c = Cpio::skeleton()?;
