@@ -92,7 +92,7 @@ fn main() {
     // reaches the callers as it does for a typical `open()` call site.
     let (ip, sp, bp, stack) = match pid {
         Some(p) => capture_pid(p),
-        None => fdtrace::unwind::capture_here(),
+        None => fdtrace::own_stack::capture_here(),
     };
     run(
         pairs,

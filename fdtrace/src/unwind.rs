@@ -9,7 +9,7 @@
 //! - `fp`: the kernel walks the frame-pointer chain itself (`bpf_get_stack`), as deep as it
 //!   goes. Right for Go, which keeps frame pointers, runs its syscalls on goroutine stacks with
 //!   large frames and has no `.eh_frame`; wrong for glibc, which does not keep them.
-use std::{cell::Cell, collections::HashMap, io::Read as _, path::Path, sync::Arc};
+use std::{collections::HashMap, io::Read as _, path::Path, sync::Arc};
 
 use framehop::{
     ExplicitModuleSectionInfo, FrameAddress, Module, Unwinder as _,
@@ -21,6 +21,7 @@ use serde::Serialize;
 use crate::{
     procinfo::Mapping,
     stack_scan::{self, Call, CfiCoverage},
+    unwind_memo::{ScanMemo, WALKS_KEPT, Walk, stack_word},
 };
 
 /// Longest stack we keep.
@@ -218,64 +219,9 @@ pub struct StackUnwinder {
     scan_memo: ScanMemo,
     /// The last walk from each (ip, sp, bp), with the words it read (see `unwind`); emptied
     /// with the mappings and when the JIT code moves.
-    walks: foldhash::HashMap<(u64, u64, u64), Walk>,
+    pub(crate) walks: foldhash::HashMap<(u64, u64, u64), Walk>,
     /// Anonymous executable memory: code a runtime compiled (JIT), sorted (start, end).
     jit: Vec<(u64, u64)>,
-}
-
-/// How many walks `StackUnwinder::unwind` keeps (all are dropped when it is full): a few
-/// hundred bytes each, per traced process; a hot call site's walk is kept again at once.
-const WALKS_KEPT: usize = 256;
-
-/// A kept walk: the words of the copy it read (None: beyond the copy), what it found and how
-/// much stack its frames took.
-struct Walk {
-    reads: Vec<(u64, Option<u64>)>,
-    unwound: Unwound,
-    stack_bytes: u64,
-}
-
-/// The word at `addr` in a copy of the stack from `sp` up, if the copy holds it.
-fn stack_word(stack: &[u8], sp: u64, addr: u64) -> Option<u64> {
-    let off = usize::try_from(addr.checked_sub(sp)?).ok()?;
-    let bytes = stack.get(off..off.checked_add(8)?)?;
-    Some(u64::from_le_bytes(bytes.try_into().ok()?))
-}
-
-/// A direct-mapped memo of a yes/no answer per address: a slot holds the last address that
-/// hashed to it, with its answer.
-struct ScanMemo(Box<[Cell<(u64, bool)>]>);
-
-impl ScanMemo {
-    const SLOTS: usize = 1024;
-    /// An address no slot can hold for real (not canonical on x86-64): the empty slot.
-    const EMPTY: u64 = u64::MAX;
-
-    fn clear(&mut self) {
-        self.0.iter().for_each(|s| s.set((Self::EMPTY, false)));
-    }
-
-    fn get_or(&self, addr: u64, answer: impl FnOnce() -> bool) -> bool {
-        if addr == Self::EMPTY {
-            return answer();
-        }
-        // Fibonacci hashing: the top bits of the product spread nearby addresses.
-        let slot = &self.0[(addr.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 54) as usize];
-        match slot.get() {
-            (a, yes) if a == addr => yes,
-            _ => {
-                let yes = answer();
-                slot.set((addr, yes));
-                yes
-            }
-        }
-    }
-}
-
-impl Default for ScanMemo {
-    fn default() -> Self {
-        Self(vec![Cell::new((Self::EMPTY, false)); Self::SLOTS].into_boxed_slice())
-    }
 }
 
 /// A cheap clonable view of a file's bytes, as framehop wants `Deref<Target=[u8]>`.
@@ -738,40 +684,6 @@ impl StackUnwinder {
     }
 }
 
-/// The registers at a point inside this function and up to `STACK_BYTES` of the stack above
-/// it (read through `/proc/self/mem`, so a copy stops where the stack ends), as the eBPF side
-/// captures them at a syscall: for the unit tests and `examples/user_throughput`.
-#[doc(hidden)]
-#[inline(never)]
-pub fn capture_here() -> (u64, u64, u64, Vec<u8>) {
-    use std::os::unix::fs::FileExt as _;
-    let (ip, sp, bp): (u64, u64, u64);
-    // SAFETY: reads three registers, touches no memory.
-    unsafe {
-        std::arch::asm!(
-            "lea {ip}, [rip]",
-            "mov {sp}, rsp",
-            "mov {bp}, rbp",
-            ip = out(reg) ip,
-            sp = out(reg) sp,
-            bp = out(reg) bp,
-            options(nomem, nostack, preserves_flags),
-        );
-    }
-    let mut stack = vec![0u8; fdtrace_common::STACK_BYTES];
-    let mut done = 0;
-    if let Ok(mem) = std::fs::File::open("/proc/self/mem") {
-        while done < stack.len() {
-            match mem.read_at(&mut stack[done..], sp + done as u64) {
-                Ok(0) | Err(_) => break,
-                Ok(n) => done += n,
-            }
-        }
-    }
-    stack.truncate(done);
-    (ip, sp, bp, stack)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -799,75 +711,6 @@ mod tests {
             .expect("symbol");
         let svma_start = mapping_svma(&obj, m.offset).unwrap();
         assert_eq!(addr - m.start + svma_start, sym.address());
-    }
-
-    #[test]
-    fn a_kept_walk_is_given_again_only_where_the_copy_holds_the_words_it_read() {
-        let (ip, sp, bp, mut stack) = capture_here();
-        let maps = crate::procinfo::exec_maps(std::process::id()).0;
-        let fresh = |stack: &[u8]| {
-            let mut u = StackUnwinder::new();
-            u.set_mappings(maps.clone());
-            u.unwind(ip, sp, bp, stack, &mut |_| RuntimeFrame::Unknown)
-        };
-        let mut kept = StackUnwinder::new();
-        kept.set_mappings(maps.clone());
-        let first = kept.unwind(ip, sp, bp, &stack, &mut |_| RuntimeFrame::Unknown);
-        assert!(!first.frames.is_empty());
-        assert_eq!(first, fresh(&stack));
-        let reads = kept.walks[&(ip, sp, bp)].reads.clone();
-        let read_words: Vec<u64> = reads.iter().filter_map(|r| r.1.map(|_| r.0)).collect();
-        assert!(!read_words.is_empty(), "the walk read no word of the copy");
-        // The same copy: the kept walk, which read the same words.
-        assert_eq!(
-            kept.unwind(ip, sp, bp, &stack, &mut |_| RuntimeFrame::Unknown),
-            first
-        );
-        // A word it read changed (the return address or the saved frame pointer it followed
-        // first): walked again, as a fresh unwinder walks it.
-        let off = (read_words[0] - sp) as usize;
-        stack[off..off + 8].copy_from_slice(&0u64.to_le_bytes());
-        let changed = kept.unwind(ip, sp, bp, &stack, &mut |_| RuntimeFrame::Unknown);
-        assert_eq!(changed, fresh(&stack));
-        assert_eq!(kept.walks[&(ip, sp, bp)].reads[0].1, reads[0].1.map(|_| 0));
-        // Other mappings: nothing kept.
-        kept.set_mappings(Vec::new());
-        assert!(kept.walks.is_empty());
-    }
-
-    #[test]
-    fn the_scan_memo_answers_as_its_question_would_for_every_address() {
-        let mut memo = ScanMemo::default();
-        let asked = Cell::new(0);
-        let question = |a: u64| {
-            asked.set(asked.get() + 1);
-            a.is_multiple_of(3)
-        };
-        // Many more addresses than slots, so that they share slots: right after an address
-        // was answered, it is answered again from the memo.
-        let addrs: Vec<u64> = (0..5000u64).map(|i| 0x7f00_0000_0000 + i * 7).collect();
-        for _ in 0..2 {
-            for &a in &addrs {
-                assert_eq!(
-                    memo.get_or(a, || question(a)),
-                    a.is_multiple_of(3),
-                    "{a:#x}"
-                );
-                let before = asked.get();
-                assert_eq!(
-                    memo.get_or(a, || question(a)),
-                    a.is_multiple_of(3),
-                    "{a:#x} again"
-                );
-                assert_eq!(asked.get(), before, "{a:#x} asked twice in a row");
-            }
-        }
-        assert!(asked.get() >= addrs.len());
-        // Emptied, it asks again; the empty slot's marker is never taken for an address.
-        memo.clear();
-        assert!(memo.get_or(ScanMemo::EMPTY, || true));
-        assert!(!memo.get_or(ScanMemo::EMPTY, || false));
-        assert!(memo.get_or(addrs[0], || true));
     }
 
     #[test]
