@@ -41,6 +41,7 @@ mod sustained;
 mod table;
 mod untargeted;
 mod vm;
+mod vm_progs;
 
 use analysis::*;
 use doc::*;
