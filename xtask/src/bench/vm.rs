@@ -130,22 +130,9 @@ case_run() { # rep case set
     rm -f /tmp/t.json
     FDTRACE_HOOKS=$set /bin/fdtrace -q --json -o /tmp/t.json -- /bench/openclose -s $SETTLE $PAIRS > /tmp/out 2>/tmp/err || cat /tmp/err
     lost $rep $what $set /tmp/t.json ;;
-  stopped) # traced, fdtrace's process stopped (SIGSTOP) while the loop runs: the kernel side
-    # alone. The shell waits in blocking reads of fifos, not in a polling loop whose
-    # instructions the clock would count.
-    rm -f /tmp/go /tmp/res /tmp/s.json; mkfifo /tmp/go /tmp/res
-    /bench/openclose -w -s $SETTLE $STOPPED_PAIRS < /tmp/go > /tmp/res & p=$!
-    exec 3>/tmp/go 4</tmp/res
-    read r pid <&4
-    FDTRACE_HOOKS=$set /bin/fdtrace -q --ring-mb $STOPPED_RING_MB --json -o /tmp/s.json -p $p 2>/tmp/err & f=$!
-    if ready $f; then
-      kill -STOP $f; echo >&3
-      read k ns <&4; read k n <&4
-      kill -CONT $f
-    else ns=failed; cat /tmp/err; echo >&3; fi
-    echo "ns_per_pair $ns" > /tmp/out
-    echo >&3; exec 3>&- 4<&-
-    wait $p; kill -INT $f 2>/dev/null; wait $f
+  stopped)
+    stopped_loop $set /tmp/s.json -
+    echo "ns_per_pair $STOPPED_NS" > /tmp/out
     lost $rep $what $set /tmp/s.json ;;
   esac
   ns=$(sed -n 's/^ns_per_pair //p' /tmp/out)
@@ -156,22 +143,27 @@ prog_stats() { # set phase: each loaded program's run time and runs
     echo "@@vmtest measured progs $1 $2 $id $name $t $c"
   done
 }
-progs_run() { # set: the stopped loop once more, with BPF statistics on
-  set=$1
-  echo 1 > /proc/sys/kernel/bpf_stats_enabled
-  rm -f /tmp/go /tmp/res /tmp/p.json; mkfifo /tmp/go /tmp/res
+stopped_loop() { # set json stats: the loop traced, fdtrace's process stopped (SIGSTOP) while it
+  # runs: the kernel side alone; with stats 1, each program's runs read around it. Its time per
+  # pair in STOPPED_NS. The shell waits in blocking reads of fifos, not in a polling loop whose
+  # instructions the clock would count.
+  rm -f /tmp/go /tmp/res $2; mkfifo /tmp/go /tmp/res
   /bench/openclose -w -s $SETTLE $STOPPED_PAIRS < /tmp/go > /tmp/res & p=$!
   exec 3>/tmp/go 4</tmp/res
   read r pid <&4
-  FDTRACE_HOOKS=$set /bin/fdtrace -q --ring-mb $STOPPED_RING_MB --json -o /tmp/p.json -p $p 2>/tmp/err & f=$!
+  FDTRACE_HOOKS=$1 /bin/fdtrace -q --ring-mb $STOPPED_RING_MB --json -o $2 -p $p 2>/tmp/err & f=$!
   if ready $f; then
-    kill -STOP $f; prog_stats $set before; echo >&3
-    read k ns <&4; read k n <&4
-    prog_stats $set after; kill -CONT $f
-  else ns=failed; cat /tmp/err; echo >&3; fi
-  echo "@@vmtest measured progloop $set $ns"
+    kill -STOP $f; [ $3 = 1 ] && prog_stats $1 before; echo >&3
+    read k STOPPED_NS <&4; read k n <&4
+    [ $3 = 1 ] && prog_stats $1 after; kill -CONT $f
+  else STOPPED_NS=failed; cat /tmp/err; echo >&3; fi
   echo >&3; exec 3>&- 4<&-
   wait $p; kill -INT $f 2>/dev/null; wait $f
+}
+progs_run() { # set: the stopped loop once more, with BPF statistics on
+  echo 1 > /proc/sys/kernel/bpf_stats_enabled
+  stopped_loop $1 /tmp/p.json 1
+  echo "@@vmtest measured progloop $1 $STOPPED_NS"
   echo 0 > /proc/sys/kernel/bpf_stats_enabled
 }
 "#;
