@@ -16,7 +16,7 @@ use crate::{
     filter::is_target,
     installs::outside_hooked_syscalls,
     maps::EVENTS,
-    registers::{ARG0, ARG1, ARG2, PT_REGS_DI, PT_REGS_DX, field, read_kernel},
+    registers::{ARG0, ARG1, ARG2, PT_REGS_DI, PT_REGS_DX, PT_REGS_SI, field},
     ring::{bump, header, wakeup_before},
 };
 
@@ -62,16 +62,14 @@ pub fn fentry_close_range(ctx: FEntryContext) -> u32 {
     let Some(pid_tgid) = target() else {
         return 0;
     };
-    let regs: u64 = ctx.arg(0);
-    // Unreadable registers: no record rather than a range made up.
-    let Some(w) = read_kernel::<[u64; 3]>(regs + PT_REGS_DX as u64 * 8) else {
-        return 0;
-    };
-    // Words dx, si, di: arguments 2, 1, 0.
+    let regs: *const u64 = ctx.arg(0);
+    // SAFETY: loads at constant offsets of the `struct pt_regs` argument: the verifier knows
+    // its type (BTF) and guards each load as a probe read, without a helper call.
+    let word = |i: usize| unsafe { core::ptr::read_volatile(regs.add(i)) };
     close_range(pid_tgid, |off| match off {
-        ARG0 => w[2],
-        ARG1 => w[1],
-        _ => w[0],
+        ARG0 => word(PT_REGS_DI),
+        ARG1 => word(PT_REGS_SI),
+        _ => word(PT_REGS_DX),
     })
 }
 
@@ -90,11 +88,11 @@ pub fn fentry_close(ctx: FEntryContext) -> u32 {
     let Some(pid_tgid) = target() else {
         return 0;
     };
-    let regs: u64 = ctx.arg(0);
-    match read_kernel::<u64>(regs + PT_REGS_DI as u64 * 8) {
-        Some(fd) => close(pid_tgid, fd),
-        None => 0,
-    }
+    let regs: *const u64 = ctx.arg(0);
+    // SAFETY: as in `fentry_close_range`.
+    close(pid_tgid, unsafe {
+        core::ptr::read_volatile(regs.add(PT_REGS_DI))
+    })
 }
 
 /// The current thread's pid_tgid when its process is a target (every program's first check).

@@ -110,7 +110,41 @@ impl UserRegs {
 /// The current thread's user registers; zeros when unknown.
 #[inline(always)]
 pub(crate) fn user_regs() -> UserRegs {
+    if have_task_pt_regs() {
+        let r = task_regs();
+        // SAFETY: loads at constant offsets of the `struct pt_regs` the helper returned: the
+        // verifier knows its type (BTF) and makes each one a load guarded as a probe read is,
+        // without a helper call.
+        let word = |i: usize| unsafe { core::ptr::read_volatile(r.add(i)) };
+        let ip = word(PT_REGS_IP);
+        if ip >= 0x0000_8000_0000_0000 {
+            return UserRegs::default();
+        }
+        return UserRegs {
+            ip,
+            sp: word(PT_REGS_SP),
+            bp: word(PT_REGS_BP),
+            di: word(PT_REGS_DI),
+            si: word(PT_REGS_SI),
+            dx: word(PT_REGS_DX),
+            base: r as u64,
+        };
+    }
     user_regs_at(regs_base())
+}
+
+#[inline(always)]
+fn have_task_pt_regs() -> bool {
+    // SAFETY: a volatile read of a constant the loader may have rewritten.
+    unsafe { core::ptr::read_volatile(&HAVE_TASK_PT_REGS) != 0 }
+}
+
+/// The current thread's `pt_regs`, as the pointer `bpf_task_pt_regs` returns (5.15 and later:
+/// call only where `have_task_pt_regs()`).
+#[inline(always)]
+fn task_regs() -> *const u64 {
+    // SAFETY: helpers of tracing programs since 5.15.
+    unsafe { bpf_task_pt_regs(bpf_get_current_task_btf() as *mut task_struct) as *const u64 }
 }
 
 /// Address of the current thread's user registers (`pt_regs`); 0 when unknown.
@@ -157,6 +191,17 @@ pub(crate) struct Position {
 /// The current thread's [`Position`].
 #[inline(always)]
 pub(crate) fn position() -> Position {
+    if have_task_pt_regs() {
+        let r = task_regs();
+        // SAFETY: as in `user_regs`: loads the verifier guards, at constant offsets.
+        let word = |i: usize| unsafe { core::ptr::read_volatile(r.add(i)) };
+        return Position {
+            base: r as u64,
+            nr: word(PT_REGS_ORIG_AX) as i64,
+            ip: word(PT_REGS_IP),
+            sp: word(PT_REGS_SP),
+        };
+    }
     let base = regs_base();
     let w = if base == 0 {
         None
