@@ -208,11 +208,12 @@ impl Regs {
 
 /// Hand a trampoline's birth to the record's program it tail-calls next (see `HAND_OVER`).
 #[inline(always)]
-pub(crate) fn hand_over(pid_tgid: u64, pending: &Pending, regs: &UserRegs) {
+pub(crate) fn hand_over(pid_tgid: u64, mode: u32, pending: &Pending, regs: &UserRegs) {
     if let Some(h) = HAND_OVER.get_ptr_mut(0) {
         // SAFETY: this CPU's value, written whole before the tail call reads it.
         unsafe {
             (*h).pid_tgid = pid_tgid;
+            (*h).mode = u64::from(mode);
             copy_words(pending, &mut (*h).pending);
             copy_words(regs, &mut (*h).regs);
         }
@@ -233,20 +234,21 @@ pub(crate) fn emit_handed_over<C: EbpfContext>(ctx: &C, ret: i64) -> u32 {
         arg: 0,
     };
     // SAFETY: this CPU's value, copied out.
-    unsafe {
+    let mode = unsafe {
         if (*h).pid_tgid != pid_tgid {
             // Another thread's birth overwrote it in between (a preempted program).
             bump(stat::LOST_EVENTS);
             return 0;
         }
         copy_words(&(*h).pending, &mut pending);
-    }
+        (*h).mode as u32
+    };
     emit_birth::<false, C>(
         ctx,
         ret,
         pending.syscall,
         pid_tgid,
-        None,
+        Some(mode),
         pending,
         Regs::HandedOver,
     )

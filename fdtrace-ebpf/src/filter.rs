@@ -35,11 +35,18 @@ pub(crate) fn target_mode(tgid: u32) -> Option<u32> {
     if let Some(mode) = traced_mode(tgid) {
         return Some(mode);
     }
-    // SAFETY: a constant of the loader (read-only data): 0, the verifier drops what follows.
-    if unsafe { core::ptr::read_volatile(&CGROUP_FILTER) } == 0 {
+    if !cgroup_filter() {
         return None;
     }
     adopt(tgid)
+}
+
+/// Whether a cgroup is the target (`CGROUP_FILTER`): processes not flagged may be adopted.
+#[inline(always)]
+pub(crate) fn cgroup_filter() -> bool {
+    // SAFETY: a constant of the loader (read-only data): 0, the verifier drops what follows.
+    let on = unsafe { core::ptr::read_volatile(&CGROUP_FILTER) };
+    on != 0
 }
 
 #[inline(always)]

@@ -11,7 +11,7 @@ use fdtrace_common::{capture, syscall};
 
 use crate::{
     births::{Regs, emit_birth},
-    filter::is_target,
+    filter::{cgroup_filter, maybe_target, target_mode},
     maps::{HOOKED_SYSCALLS, Pending},
     registers::{Position, UserRegs, opaque_zero, position, user_regs_at},
 };
@@ -19,13 +19,18 @@ use crate::{
 #[fentry]
 pub fn fentry_fd_install(ctx: FEntryContext) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
-    if !is_target((pid_tgid >> 32) as u32) {
+    let tgid = (pid_tgid >> 32) as u32;
+    if !maybe_target(tgid) && !cgroup_filter() {
         return 0;
     }
     // Where the thread is first (one copy of four words): most births of a traced process are
-    // its hooked syscalls' own, skipped here without reading the rest of its registers.
+    // its hooked syscalls' own, skipped here without reading the rest of its registers, nor
+    // looking the process up in `TARGETS`.
     let at = position();
     let Some(nr) = outside(&at) else {
+        return 0;
+    };
+    let Some(mode) = target_mode(tgid) else {
         return 0;
     };
     let worker = nr == syscall::INSTALLED_BY_WORKER as i64;
@@ -50,16 +55,16 @@ pub fn fentry_fd_install(ctx: FEntryContext) -> u32 {
             dx: z,
             base: at.base,
         };
-        (Some(capture::STACK_COPY as u32), none)
+        (capture::STACK_COPY as u32, none)
     } else {
-        (None, user_regs_at(at.base))
+        (mode, user_regs_at(at.base))
     };
     emit_birth::<false, _>(
         &ctx,
         fd as i64,
         syscall::INSTALLED,
         pid_tgid,
-        target,
+        Some(target),
         pending,
         Regs::Known(regs),
     )
