@@ -42,6 +42,11 @@ impl DeepStacks {
         }
     }
 
+    /// Whether pieces of `tid`'s stack wait for its birth (`join` would take them).
+    pub fn waits_on(&self, tid: u32) -> bool {
+        self.pending.contains_key(&tid)
+    }
+
     /// `tid`'s birth came without a stack copy: what waits for it is of no use.
     pub fn forget(&mut self, tid: u32) {
         self.pending.remove(&tid);

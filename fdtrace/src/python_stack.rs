@@ -27,6 +27,11 @@ impl PendingFrames {
         self.pending.insert(tid, (sp, frames, truncated));
     }
 
+    /// Whether frames wait for a birth of `tid`.
+    pub fn waits_on(&self, tid: u32) -> bool {
+        self.pending.contains_key(&tid)
+    }
+
     /// The frames of `tid`'s birth at `sp`, if they came.
     pub fn take(&mut self, tid: u32, sp: u64) -> Option<(Vec<PyFrame>, bool)> {
         let (at, frames, truncated) = self.pending.remove(&tid)?;
@@ -98,6 +103,11 @@ impl PythonProc {
 
     pub fn on_frames(&mut self, tid: u32, sp: u64, frames: Vec<PyFrame>, truncated: bool) {
         self.pending.on_frames(tid, sp, frames, truncated);
+    }
+
+    /// Whether Python frames wait for a birth of `tid` (`splice_into` would take them).
+    pub fn waits_on(&self, tid: u32) -> bool {
+        self.pending.waits_on(tid)
     }
 
     /// The stack of `tid`'s birth at `sp` with its Python frames, and their names.

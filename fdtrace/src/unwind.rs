@@ -21,7 +21,7 @@ use serde::Serialize;
 use crate::{
     procinfo::Mapping,
     stack_scan::{self, Call, CfiCoverage},
-    unwind_memo::{ScanMemo, WALKS_KEPT, Walk, stack_word},
+    unwind_memo::{ScanMemo, WALKS_KEPT, Walk, next_serial, stack_word},
 };
 
 /// Longest stack we keep.
@@ -534,6 +534,17 @@ impl StackUnwinder {
         Some(ra)
     }
 
+    /// The number of the walk `unwind` would give again for these registers and this copy of
+    /// the stack (the same walk as before: same registers, same words read, same mappings), if
+    /// it keeps one. A caller may keep what it made of that walk under this number: a number is
+    /// never given to another walk, and the walk is dropped when the mappings or JIT code change.
+    pub fn kept_walk(&self, ip: u64, sp: u64, bp: u64, stack: &[u8]) -> Option<u64> {
+        self.walks
+            .get(&(ip, sp, bp))
+            .filter(|m| m.holds_for(stack, sp))
+            .map(|m| m.serial)
+    }
+
     /// Unwind a captured stack: registers at the syscall and a copy of the stack from `sp` up.
     /// `runtime` says what a return address into JIT code returns into.
     ///
@@ -551,10 +562,7 @@ impl StackUnwinder {
         runtime: &mut dyn FnMut(u64) -> RuntimeFrame,
     ) -> Unwound {
         let key = (ip, sp, bp);
-        let kept = self
-            .walks
-            .get(&key)
-            .filter(|m| m.reads.iter().all(|&(a, w)| stack_word(stack, sp, a) == w));
+        let kept = self.walks.get(&key).filter(|m| m.holds_for(stack, sp));
         let (out, stack_bytes, kept) = match kept {
             Some(m) => (m.unwound.clone(), m.stack_bytes, true),
             None => {
@@ -571,6 +579,7 @@ impl StackUnwinder {
                             reads,
                             unwound,
                             stack_bytes,
+                            serial: next_serial(),
                         },
                     );
                 }

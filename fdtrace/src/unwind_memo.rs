@@ -14,6 +14,24 @@ pub(crate) struct Walk {
     pub(crate) reads: Vec<(u64, Option<u64>)>,
     pub(crate) unwound: Unwound,
     pub(crate) stack_bytes: u64,
+    /// This walk's number, never given to another (`next_serial`): what a caller keeps an
+    /// answer of its own under (`StackUnwinder::kept_walk`).
+    pub(crate) serial: u64,
+}
+
+/// A new walk's number, unique in this process (across unwinders).
+pub(crate) fn next_serial() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
+impl Walk {
+    /// Whether this walk read the same words in `stack` (a copy from `sp`) as in its own.
+    pub(crate) fn holds_for(&self, stack: &[u8], sp: u64) -> bool {
+        self.reads
+            .iter()
+            .all(|&(a, w)| stack_word(stack, sp, a) == w)
+    }
 }
 
 /// The word at `addr` in a copy of the stack from `sp` up, if the copy holds it.

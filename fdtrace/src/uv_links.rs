@@ -54,6 +54,11 @@ impl UvLinks {
         self.connects.insert(tid, Connect { handle, sp, ret });
     }
 
+    /// Whether a connect of `tid` waits for its socket's birth (`join` would look at it).
+    pub fn waits_on(&self, tid: u32) -> bool {
+        self.connects.contains_key(&tid)
+    }
+
     /// `own` (a birth's stack on thread `tid`, whose stack from `sp` is `copy`), followed by the
     /// stack that made the handle being connected, if the birth is that connect's socket.
     pub fn join(&mut self, own: Unwound, tid: u32, sp: u64, copy: &[u8]) -> Unwound {

@@ -107,6 +107,10 @@ pub struct State {
     deep: crate::deep_stack::DeepStacks,
     /// Frames named by the language runtime (JIT code, Python).
     pub runtime: crate::runtime_frames::RuntimeFrames,
+    /// The stack id each kept walk of the unwinder became (by the walk's number), for births
+    /// whose stack is that walk alone (`stacks::plain_copy`): given again without unwinding
+    /// or interning.
+    walk_stacks: foldhash::HashMap<u64, StackId>,
 }
 
 impl State {
@@ -135,6 +139,7 @@ impl State {
             uv_links: Default::default(),
             deep: Default::default(),
             runtime: crate::runtime_frames::RuntimeFrames::new(pid),
+            walk_stacks: Default::default(),
         }
     }
 
