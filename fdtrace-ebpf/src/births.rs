@@ -208,12 +208,11 @@ impl Regs {
 
 /// Hand a trampoline's birth to the record's program it tail-calls next (see `HAND_OVER`).
 #[inline(always)]
-pub(crate) fn hand_over(pid_tgid: u64, mode: u32, pending: &Pending, regs: &UserRegs) {
+pub(crate) fn hand_over(pid_tgid: u64, pending: &Pending, regs: &UserRegs) {
     if let Some(h) = HAND_OVER.get_ptr_mut(0) {
         // SAFETY: this CPU's value, written whole before the tail call reads it.
         unsafe {
             (*h).pid_tgid = pid_tgid;
-            (*h).mode = u64::from(mode);
             copy_words(pending, &mut (*h).pending);
             copy_words(regs, &mut (*h).regs);
         }
@@ -234,21 +233,22 @@ pub(crate) fn emit_handed_over<C: EbpfContext>(ctx: &C, ret: i64) -> u32 {
         arg: 0,
     };
     // SAFETY: this CPU's value, copied out.
-    let mode = unsafe {
+    unsafe {
         if (*h).pid_tgid != pid_tgid {
             // Another thread's birth overwrote it in between (a preempted program).
             bump(stat::LOST_EVENTS);
             return 0;
         }
         copy_words(&(*h).pending, &mut pending);
-        (*h).mode as u32
-    };
+    }
     emit_birth::<false, C>(
         ctx,
         ret,
         pending.syscall,
         pid_tgid,
-        Some(mode),
+        // Looked up again where the record is written: a value read from `HAND_OVER` here
+        // is more than 6.1's verifier takes in this program (it refused it).
+        None,
         pending,
         Regs::HandedOver,
     )

@@ -43,9 +43,6 @@ pub(crate) static PENDING: HashMap<u64, Pending> = HashMap::with_max_entries(163
 #[derive(Clone, Copy)]
 pub(crate) struct HandOver {
     pub(crate) pid_tgid: u64,
-    /// The process's `TARGETS` value, looked up by the trampoline program's filter: the
-    /// record's program does not look it up again.
-    pub(crate) mode: u64,
     pub(crate) pending: Pending,
     pub(crate) regs: UserRegs,
 }

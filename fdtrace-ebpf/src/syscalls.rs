@@ -13,7 +13,7 @@ use crate::{
         Args, NONE, Regs, emit_birth, emit_handed_over, emit_open, hand_over, keep_pending,
         pending_from, remember,
     },
-    filter::target_mode,
+    filter::{is_target, target_mode},
     maps::{BIRTH_EXIT, BIRTH_EXIT2},
     registers::{ARG0, ARG1, ARG2, ARG3, ARG4, RET, field, opaque_zero, user_regs},
     ring::bump,
@@ -81,9 +81,9 @@ macro_rules! exit_regs {
 macro_rules! birth_trampoline {
     ($ctx:ident, $exit:ident, $mmsg:literal, |$read:ident| $args:expr) => {{
         let pid_tgid = bpf_get_current_pid_tgid();
-        let Some(mode) = target_mode((pid_tgid >> 32) as u32) else {
+        if !is_target((pid_tgid >> 32) as u32) {
             return 0;
-        };
+        }
         let regs = user_regs();
         let $read = |off: usize| regs.arg(Some(off));
         let a = match $args {
@@ -100,7 +100,7 @@ macro_rules! birth_trampoline {
             // argument.
             return emit_open::<true, _>(&$ctx, $ctx.arg::<i64>(1));
         }
-        hand_over(pid_tgid, mode, &pending, &regs);
+        hand_over(pid_tgid, &pending, &regs);
         // SAFETY: the context is this program's own, passed on unchanged.
         let _ = unsafe { $exit.tail_call(&$ctx, 0) };
         // Only when the record's program is not in the map.
