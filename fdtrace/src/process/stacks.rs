@@ -252,10 +252,7 @@ mod tests {
         let off = (read - sp) as usize;
         stack[off..off + 8].copy_from_slice(&0u64.to_le_bytes());
         let changed = s.stack_of(&birth(ip, sp, bp, &stack, 0));
-        assert_eq!(
-            frames_of(&s, changed),
-            fresh(&birth(ip, sp, bp, &stack, 0))
-        );
+        assert_eq!(frames_of(&s, changed), fresh(&birth(ip, sp, bp, &stack, 0)));
         assert_ne!(frames_of(&s, changed), frames_of(&s, first));
     }
 
