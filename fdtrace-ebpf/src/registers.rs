@@ -107,6 +107,10 @@ impl UserRegs {
     }
 }
 
+/// The end of x86_64's user addresses: an ip at or above it is not a user-space one (or the
+/// registers were not where they were looked for).
+const USER_END: u64 = 0x0000_8000_0000_0000;
+
 /// The current thread's user registers; zeros when unknown.
 #[inline(always)]
 pub(crate) fn user_regs() -> UserRegs {
@@ -117,7 +121,7 @@ pub(crate) fn user_regs() -> UserRegs {
         // without a helper call.
         let word = |i: usize| unsafe { core::ptr::read_volatile(r.add(i)) };
         let ip = word(PT_REGS_IP);
-        if ip >= 0x0000_8000_0000_0000 {
+        if ip >= USER_END {
             return UserRegs::default();
         }
         return UserRegs {
@@ -150,12 +154,8 @@ fn task_regs() -> *const u64 {
 /// Address of the current thread's user registers (`pt_regs`); 0 when unknown.
 #[inline(always)]
 pub(crate) fn regs_base() -> u64 {
-    // SAFETY: a volatile read of a constant the loader may have rewritten.
-    let have_helper = unsafe { core::ptr::read_volatile(&HAVE_TASK_PT_REGS) } != 0;
-    if have_helper {
-        // SAFETY: helpers available to tracing programs since 5.15; the pointer is read with
-        // probe_read_kernel only.
-        unsafe { bpf_task_pt_regs(bpf_get_current_task_btf() as *mut task_struct) as u64 }
+    if have_task_pt_regs() {
+        task_regs() as u64
     } else {
         // Before 5.15: x86_64's task_pt_regs(), task->stack + THREAD_SIZE - sizeof(pt_regs).
         let Some(l) = LAYOUT.get(0) else {
@@ -237,7 +237,7 @@ pub(crate) fn user_regs_at(regs: u64) -> UserRegs {
     let word = |i: usize| w[i - PT_REGS_FIRST];
     let ip = word(PT_REGS_IP);
     // A user-space ip, or the registers were not where we looked.
-    if ip >= 0x0000_8000_0000_0000 {
+    if ip >= USER_END {
         return UserRegs::default();
     }
     UserRegs {
