@@ -1,9 +1,9 @@
-//! Programs only the benchmark loads: the floor cost of an empty tracepoint program.
+//! Programs only the benchmark loads: the floor cost of an empty program on a hook.
 
 use aya_ebpf::{
     helpers::bpf_get_current_pid_tgid,
-    macros::{raw_tracepoint, tracepoint},
-    programs::{RawTracePointContext, TracePointContext},
+    macros::{fentry, fexit, raw_tracepoint, tracepoint},
+    programs::{FEntryContext, FExitContext, RawTracePointContext, TracePointContext},
 };
 
 use crate::filter::is_target;
@@ -13,6 +13,32 @@ use crate::filter::is_target;
 #[tracepoint]
 pub fn floor_empty(_ctx: TracePointContext) -> u32 {
     0
+}
+
+/// Empty trampoline programs for the floor of the trampoline set (`examples/floor.rs hooks`):
+/// a trampoline program is loaded for one kernel function, so one copy per function the
+/// floor attaches to.
+macro_rules! floor_trampolines {
+    ($($entry:ident, $exit:ident;)*) => {
+        $(
+            #[fentry]
+            pub fn $entry(_ctx: FEntryContext) -> u32 {
+                0
+            }
+
+            #[fexit]
+            pub fn $exit(_ctx: FExitContext) -> u32 {
+                0
+            }
+        )*
+    };
+}
+
+floor_trampolines! {
+    floor_fentry0, floor_fexit0;
+    floor_fentry1, floor_fexit1;
+    floor_fentry2, floor_fexit2;
+    floor_fentry3, floor_fexit3;
 }
 
 /// Not used by fdtrace: a measurement for `cargo xtask bench` (loaded by

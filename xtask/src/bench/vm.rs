@@ -23,8 +23,10 @@ use crate::vmtest::{CPU_COUNTING_INSTRUCTIONS, Clock, Cpio, boot, kernel, librar
 const ICOUNT_SHIFT: u8 = 3;
 
 /// The configurations of one repetition, in the order of the first.
-const CASES: [&str; 10] = [
+const CASES: [&str; 12] = [
     "untraced",
+    "floor tracepoints",
+    "floor trampolines",
     "untargeted tracepoints",
     "untargeted trampolines",
     "traced tracepoints",
@@ -46,8 +48,20 @@ const STOPPED_RING_MB: u32 = 64;
 /// The hook sets whose programs' run times are read once more, after the loop's repetitions.
 const PROGS_SETS: [&str; 2] = ["tracepoints", "trampolines"];
 
-/// nginx's configurations, run after the loop's (`nginx -`: untraced).
-const NGINX_CASES: [&str; 3] = ["nginx -", "nginx tracepoints", "nginx trampolines"];
+/// nginx's configurations, run after the loop's (`nginx -`: untraced; `nginx_stopped`: traced,
+/// fdtrace's process stopped during the run).
+const NGINX_CASES: [&str; 5] = [
+    "nginx -",
+    "nginx tracepoints",
+    "nginx trampolines",
+    "nginx_stopped tracepoints",
+    "nginx_stopped trampolines",
+];
+
+/// The ring buffer of the nginx runs with fdtrace's process stopped: a run's records (about
+/// 5 KiB per request, some 8000 requests) must fit in a quarter of it, past which every record
+/// would wake the consumer.
+const NGINX_STOPPED_RING_MB: u32 = 256;
 
 /// Guest seconds each run waits before it starts measuring: the kernel's deferred work after
 /// the previous configuration's tracer detached, or this one's attached (RCU callbacks, freed
@@ -76,9 +90,16 @@ nginx_start() {
   done
   echo "nginx did not start:"; cat /nginx/stderr /nginx/error.log; return 1
 }
+wrk_only() {
+  /usr/bin/wrk -t1 -c16 -d${WRK_SECS}s -H 'Connection: close' "$URL" > /tmp/wrk 2>&1
+}
 wrk_run() {
   sleep $SETTLE
-  /usr/bin/wrk -t1 -c16 -d${WRK_SECS}s -H 'Connection: close' "$URL" > /tmp/wrk 2>&1
+  wrk_only
+}
+rps() { # the requests per second of the last wrk run
+  rps=$(sed -n 's/^Requests\/sec: *//p' /tmp/wrk)
+  [ -n "$rps" ] || cat /tmp/wrk
 }
 nginx_run() { # rep set
   rep=$1; set=$2
@@ -93,9 +114,36 @@ nginx_run() { # rep set
     kill -INT $f; wait $f
     lost $rep nginx $set /tmp/n.json
   fi
-  rps=$(sed -n 's/^Requests\/sec: *//p' /tmp/wrk)
-  [ -n "$rps" ] || cat /tmp/wrk
+  rps
   echo "@@vmtest measured bench $rep nginx $set ${rps:-failed}"
+}
+nginx_stopped() { # rep set stats: fdtrace on the worker, its process stopped (SIGSTOP) during
+  # the run: the kernel side alone; with stats 1, each program's runs read around it
+  rep=$1; set=$2
+  rm -f /tmp/ns.json
+  FDTRACE_HOOKS=$set /bin/fdtrace -q --ring-mb $NGINX_STOPPED_RING_MB --json -o /tmp/ns.json -p $WORKER 2>/tmp/err & f=$!
+  if ready $f; then
+    kill -STOP $f
+    sleep $SETTLE
+    [ $3 = 1 ] && nprog_stats $set before
+    wrk_only
+    [ $3 = 1 ] && nprog_stats $set after
+    kill -CONT $f
+  else echo > /tmp/wrk; cat /tmp/err; fi
+  kill -INT $f; wait $f
+  rps
+  if [ $3 = 1 ]; then
+    reqs=$(sed -n 's/^ *\([0-9]*\) requests in.*/\1/p' /tmp/wrk)
+    echo "@@vmtest measured nprogloop $set ${reqs:-failed}"
+  else
+    lost $rep nginx_stopped $set /tmp/ns.json
+    echo "@@vmtest measured bench $rep nginx_stopped $set ${rps:-failed}"
+  fi
+}
+nprog_stats() { # set phase
+  /bench/prog_stats 2>/dev/null | while read id name t c; do
+    echo "@@vmtest measured nprogs $1 $2 $id $name $t $c"
+  done
 }
 "#;
 
@@ -118,6 +166,19 @@ case_run() { # rep case set
   rep=$1; what=$2; set=$3
   case $what in
   untraced) /bench/openclose -s $SETTLE $PAIRS > /tmp/out ;;
+  floor)
+    rm -f /tmp/fgo /tmp/fl; mkfifo /tmp/fgo
+    eval "specs=\$FLOOR_$set"
+    /bench/floor hooks $specs < /tmp/fgo > /tmp/fl 2>/tmp/err & f=$!
+    exec 5>/tmp/fgo
+    i=0
+    while [ $i -lt 3000 ] && ! grep -q ready /tmp/fl && kill -0 $f 2>/dev/null; do
+      sleep 0.1; i=$((i+1))
+    done
+    if grep -q ready /tmp/fl; then
+      /bench/openclose -s $SETTLE $PAIRS > /tmp/out
+    else echo > /tmp/out; cat /tmp/err; fi
+    echo >&5; exec 5>&-; wait $f ;;
   reads) /bench/openclose -r -s $SETTLE $PAIRS /dev/zero > /tmp/out ;;
   untargeted|reads_untargeted)
     loop="-s $SETTLE $PAIRS"
@@ -137,6 +198,18 @@ case_run() { # rep case set
   esac
   ns=$(sed -n 's/^ns_per_pair //p' /tmp/out)
   echo "@@vmtest measured bench $rep $what $set ${ns:-failed}"
+}
+floor_hooks() { # set: the hooks an open/close pair meets under fdtrace with this set, as
+  # examples/floor takes them (tracepoint:CATEGORY:NAME, fentry:FUNCTION, fexit:FUNCTION)
+  FDTRACE_HOOKS=$1 /bin/fdtrace hooks 2>/dev/null | awk '
+    $1 == "openat" || $1 == "close" || $1 == "fd_install" {
+      n = split($2, k, "+")
+      for (i = 1; i <= n; i++) {
+        if (k[i] == "tracepoint") {
+          for (j = 3; j <= NF; j++) if ($j ~ /^[a-z0-9_]+:[a-z0-9_]+$/) print "tracepoint:" $j
+        } else if (k[i] == "fentry" || k[i] == "fexit") print k[i] ":" $3
+      }
+    }' | tr '\n' ' '
 }
 prog_stats() { # set phase: each loaded program's run time and runs
   /bench/prog_stats 2>/dev/null | while read id name t c; do
@@ -173,7 +246,7 @@ fn init_script(reps: usize, pairs: u64, nginx: bool) -> String {
         "#!/bin/busybox sh\n\
          /bin/busybox --install -s\n\
          export PATH=/bin:/sbin:/usr/bin:/usr/sbin HOME=/root TMPDIR=/tmp PAIRS={pairs} SETTLE={SETTLE_SECS}\n\
-         export STOPPED_PAIRS={STOPPED_PAIRS} STOPPED_RING_MB={STOPPED_RING_MB}\n\
+         export STOPPED_PAIRS={STOPPED_PAIRS} STOPPED_RING_MB={STOPPED_RING_MB} NGINX_STOPPED_RING_MB={NGINX_STOPPED_RING_MB}\n\
          mount -t proc proc /proc\n\
          mount -t sysfs sysfs /sys\n\
          mount -t devtmpfs devtmpfs /dev\n\
@@ -186,6 +259,11 @@ fn init_script(reps: usize, pairs: u64, nginx: bool) -> String {
          echo \"@@vmtest end hooks $?\"\n\
          {RUN_CASE}\n{RUN_NGINX}\n"
     );
+    for set in PROGS_SETS {
+        s.push_str(&format!(
+            "FLOOR_{set}=$(floor_hooks {set})\necho \"@@vmtest measured floorhooks {set} $FLOOR_{set}\"\n"
+        ));
+    }
     for rep in 0..reps {
         for k in 0..CASES.len() {
             let case = CASES[(rep + k) % CASES.len()];
@@ -202,11 +280,17 @@ fn init_script(reps: usize, pairs: u64, nginx: bool) -> String {
         ));
         for rep in 0..reps {
             for k in 0..NGINX_CASES.len() {
-                let set = NGINX_CASES[(rep + k) % NGINX_CASES.len()]
+                let (what, set) = NGINX_CASES[(rep + k) % NGINX_CASES.len()]
                     .split_once(' ')
-                    .map_or("-", |c| c.1);
-                s.push_str(&format!("  nginx_run {} {set}\n", rep + 1));
+                    .unwrap_or(("nginx", "-"));
+                s.push_str(&match what {
+                    "nginx_stopped" => format!("  nginx_stopped {} {set} 0\n", rep + 1),
+                    _ => format!("  nginx_run {} {set}\n", rep + 1),
+                });
             }
+        }
+        for set in PROGS_SETS {
+            s.push_str(&format!("  echo 1 > /proc/sys/kernel/bpf_stats_enabled\n  nginx_stopped 0 {set} 1\n  echo 0 > /proc/sys/kernel/bpf_stats_enabled\n"));
         }
         s.push_str("  kill $NGINX; wait $NGINX\nfi\n");
     }
@@ -316,6 +400,19 @@ fn section(
         super::vm_progs::untraced_ns(measured),
     );
     let lost = &lost(measured);
+    // The hooks each floor attached (`floorhooks SET SPEC...`).
+    let floor_hooks: BTreeMap<&str, String> = measured
+        .iter()
+        .filter_map(|m| {
+            let rest = m.strip_prefix("floorhooks ")?;
+            let (set, specs) = rest.split_once(' ').unwrap_or((rest, ""));
+            let specs: Vec<String> = specs
+                .split_whitespace()
+                .map(|h| format!("`{}`", h.replacen(':', " ", 1)))
+                .collect();
+            Some((set, specs.join(", ")))
+        })
+        .collect();
     let mut s = format!(
         "<!-- vm-bench {series} -->\n### Hook sets side by side on {release} (QEMU, `cargo xtask bench --vm {series}`)\n\n\
          The open/close loop ({pairs} pairs, {reps} repetitions, the configurations' order rotated) \
@@ -347,6 +444,14 @@ fn section(
             c => {
                 let (what, set) = c.split_once(' ').unwrap_or((c, ""));
                 match what {
+                    "floor" => format!(
+                        "the floor: an empty program on each hook the pair meets under fdtrace's \
+                         {set} ({}), no fdtrace",
+                        floor_hooks
+                            .get(set)
+                            .filter(|h| !h.is_empty())
+                            .map_or("hooks not found", String::as_str)
+                    ),
                     "untargeted" => format!("not the target (fdtrace traces a `sleep`), {set}"),
                     "reads_untargeted" => {
                         format!("read loop, not the target (syscalls fdtrace does not hook), {set}")
@@ -379,6 +484,10 @@ fn section(
             };
             let label = match case.split_once(' ') {
                 Some((_, "-")) | None => "untraced".to_string(),
+                Some(("nginx_stopped", set)) => format!(
+                    "worker traced, fdtrace's process stopped during the run (the kernel side \
+                     alone; {NGINX_STOPPED_RING_MB} MiB ring), {set}"
+                ),
                 Some((_, set)) => format!("worker traced by fdtrace, {set}"),
             };
             let fewer = if key == "nginx" {
@@ -391,6 +500,11 @@ fn section(
                 r.median, r.lo, r.hi, r.runs, r.failed
             ));
         }
+        s.push_str(&super::vm_progs::nginx_prog_section(
+            &super::vm_progs::nginx_prog_runs(measured),
+            super::vm_progs::median_figure(measured, "nginx"),
+            WRK_SECS,
+        ));
     }
     if !lost.is_empty() {
         let said: Vec<String> = lost
@@ -465,16 +579,23 @@ pub(super) fn run(series: &str, reps: usize, pairs: u64, write: Option<PathBuf>)
             .arg(&openclose)
             .arg(root.join("bench/openclose.c")),
     )?;
-    // The per-program statistics' reader (the VM has no bpftool).
-    super::build_examples(&["prog_stats"])?;
+    // The per-program statistics' reader (the VM has no bpftool), and the floors' loader.
+    super::build_examples(&["prog_stats", "floor"])?;
     let prog_stats = root.join("target/release/examples/prog_stats");
+    let floor = root.join("target/release/examples/floor");
     let fdtrace = root.join("target/release/fdtrace");
     let mut c = Cpio::skeleton()?;
     c.dir(Path::new("/bench"));
     c.file(Path::new("/bin/fdtrace"), &fdtrace)?;
     c.file(Path::new("/bench/openclose"), &openclose)?;
     c.file(Path::new("/bench/prog_stats"), &prog_stats)?;
-    let mut bins = vec![fdtrace.clone(), openclose.clone(), prog_stats.clone()];
+    c.file(Path::new("/bench/floor"), &floor)?;
+    let mut bins = vec![
+        fdtrace.clone(),
+        openclose.clone(),
+        prog_stats.clone(),
+        floor.clone(),
+    ];
     // nginx and wrk, where the host has them (Debian: nginx-light, wrk).
     let web = match (
         crate::deps::find_program("nginx"),
@@ -611,9 +732,16 @@ mod tests {
                 format!("bench 1 {what} {set} 100.0")
             })
             .collect();
-        let text = one_rep_section(&lines, &[]);
+        let floors =
+            ["floorhooks trampolines fexit:__x64_sys_openat fentry:fd_install".to_string()];
+        let text = one_rep_section(&lines, &floors);
         let rows = text.lines().filter(|l| l.contains("| 1.00x |")).count();
         assert_eq!(rows, CASES.len(), "{text}");
+        assert!(
+            text.contains("fdtrace's trampolines (`fexit __x64_sys_openat`, `fentry fd_install`), no fdtrace | 1.00x")
+                && text.contains("fdtrace's tracepoints (hooks not found), no fdtrace"),
+            "{text}"
+        );
         assert!(
             text.contains("fdtrace's process stopped during the loop"),
             "{text}"
@@ -625,20 +753,30 @@ mod tests {
         let script = init_script(3, 1000, true);
         let runs: Vec<&str> = script
             .lines()
-            .filter_map(|l| l.trim().strip_prefix("nginx_run "))
+            .filter_map(|l| l.trim().strip_prefix("nginx_"))
+            .filter(|l| l.starts_with("run ") || l.starts_with("stopped "))
             .collect();
         assert_eq!(
             runs,
             [
-                "1 -",
-                "1 tracepoints",
-                "1 trampolines",
-                "2 tracepoints",
-                "2 trampolines",
-                "2 -",
-                "3 trampolines",
-                "3 -",
-                "3 tracepoints"
+                "run 1 -",
+                "run 1 tracepoints",
+                "run 1 trampolines",
+                "stopped 1 tracepoints 0",
+                "stopped 1 trampolines 0",
+                "run 2 tracepoints",
+                "run 2 trampolines",
+                "stopped 2 tracepoints 0",
+                "stopped 2 trampolines 0",
+                "run 2 -",
+                "run 3 trampolines",
+                "stopped 3 tracepoints 0",
+                "stopped 3 trampolines 0",
+                "run 3 -",
+                "run 3 tracepoints",
+                // One more per set, with the programs' statistics.
+                "stopped 0 tracepoints 1",
+                "stopped 0 trampolines 1",
             ]
         );
         assert!(!init_script(3, 1000, false).contains("nginx_start\n"));
@@ -647,6 +785,7 @@ mod tests {
             "bench 1 nginx - 200.0",
             "bench 1 nginx tracepoints 150.0",
             "bench 1 nginx trampolines 190.0",
+            "bench 1 nginx_stopped trampolines 196.0",
         ]
         .iter()
         .map(|s| s.to_string())
@@ -669,7 +808,10 @@ mod tests {
                 "| worker traced by fdtrace, tracepoints | 0.75x (25.0% fewer requests) | 0.75–0.75 | 1 (0) |"
             ) && text.contains(
                 "| worker traced by fdtrace, trampolines | 0.95x (5.0% fewer requests) | 0.95–0.95 | 1 (0) |"
-            ) && text.contains("| untraced | 1.00x | 1.00–1.00 | 1 (0) |"),
+            ) && text.contains("| untraced | 1.00x | 1.00–1.00 | 1 (0) |")
+                && text.contains(
+                    "(the kernel side alone; 256 MiB ring), trampolines | 0.98x (2.0% fewer requests) |"
+                ),
             "{text}"
         );
     }

@@ -16,13 +16,31 @@ pub(super) struct ProgRuns {
 /// `progs SET before|after ID NAME NS RUNS` lines, the difference of the two reads), and the
 /// loop's time per pair (`progloop SET NS`) where it gave one.
 pub(super) fn prog_runs(measured: &[String]) -> BTreeMap<String, (Vec<ProgRuns>, Option<f64>)> {
+    runs_of(measured, "progs", "progloop")
+}
+
+/// Each set's nginx statistics run: the programs that ran during it (`nprogs` lines, as
+/// `progs`), and the requests it served (`nprogloop SET REQUESTS`).
+pub(super) fn nginx_prog_runs(
+    measured: &[String],
+) -> BTreeMap<String, (Vec<ProgRuns>, Option<f64>)> {
+    runs_of(measured, "nprogs", "nprogloop")
+}
+
+/// The statistics runs of `snap` lines (`SNAP SET before|after ID NAME NS RUNS`) and their
+/// figure (`FIGURE SET VALUE`).
+fn runs_of(
+    measured: &[String],
+    snap: &str,
+    figure: &str,
+) -> BTreeMap<String, (Vec<ProgRuns>, Option<f64>)> {
     type Snapshot = BTreeMap<u32, (String, u64, u64)>;
     let mut snaps: BTreeMap<(String, String), Snapshot> = BTreeMap::new();
     let mut loops: BTreeMap<String, Option<f64>> = BTreeMap::new();
     for m in measured {
         let f: Vec<&str> = m.split_whitespace().collect();
         match f[..] {
-            ["progs", set, phase, id, name, ns, runs] => {
+            [tag, set, phase, id, name, ns, runs] if tag == snap => {
                 if let (Ok(id), Ok(ns), Ok(runs)) = (id.parse(), ns.parse(), runs.parse()) {
                     snaps
                         .entry((set.to_string(), phase.to_string()))
@@ -30,8 +48,8 @@ pub(super) fn prog_runs(measured: &[String]) -> BTreeMap<String, (Vec<ProgRuns>,
                         .insert(id, (name.to_string(), ns, runs));
                 }
             }
-            ["progloop", set, ns] => {
-                loops.insert(set.to_string(), ns.parse().ok());
+            [tag, set, value] if tag == figure => {
+                loops.insert(set.to_string(), value.parse().ok());
             }
             _ => {}
         }
@@ -64,10 +82,15 @@ pub(super) fn prog_runs(measured: &[String]) -> BTreeMap<String, (Vec<ProgRuns>,
 
 /// The median time per pair of the untraced loop's runs (guest ns).
 pub(super) fn untraced_ns(measured: &[String]) -> Option<f64> {
+    median_figure(measured, "untraced")
+}
+
+/// The median figure of the runs of configuration `what` alone (`bench REP WHAT - FIGURE`).
+pub(super) fn median_figure(measured: &[String], what: &str) -> Option<f64> {
     let mut v: Vec<f64> = measured
         .iter()
         .filter_map(|m| match m.split_whitespace().collect::<Vec<_>>()[..] {
-            ["bench", _, "untraced", "-", ns] => ns.parse().ok(),
+            ["bench", _, w, "-", ns] if w == what => ns.parse().ok(),
             _ => None,
         })
         .collect();
@@ -131,6 +154,59 @@ pub(super) fn prog_section(
     s
 }
 
+/// The per-program table of the nginx statistics runs, per request, as shares of an untraced
+/// request's time (the VM's one vCPU: `1 / requests per second` of the untraced runs).
+pub(super) fn nginx_prog_section(
+    progs: &BTreeMap<String, (Vec<ProgRuns>, Option<f64>)>,
+    untraced_rps: Option<f64>,
+    wrk_secs: u32,
+) -> String {
+    let Some(rps) = untraced_rps.filter(|r| *r > 0.0) else {
+        return String::new();
+    };
+    if progs.values().all(|p| p.0.is_empty()) {
+        return String::new();
+    }
+    let per_request = 1e9 / rps;
+    let mut s = format!(
+        "\nPer program, nginx: one more run per set with fdtrace's process stopped, with \
+         `kernel.bpf_stats_enabled=1` ({wrk_secs} s of wrk): each program's runs and run time \
+         during it, per request served, as shares of an untraced request's time (the VM's \
+         one vCPU runs nginx, wrk and the kernel: {per_request:.0} guest ns per request \
+         untraced). As in the loop's table, a program's time does not hold its hook's own.\n\n\
+         | set | program | runs per request | guest ns per run | per request, share of an untraced request |\n\
+         |---|---|---|---|---|\n"
+    );
+    for (set, (list, requests)) in progs {
+        let Some(requests) = requests.filter(|r| *r > 0.0) else {
+            s.push_str(&format!(
+                "| {set} | (wrk's request count missing: the run failed) | | | |\n"
+            ));
+            continue;
+        };
+        let mut total = 0.0;
+        for p in list {
+            let per_req = p.ns as f64 / requests;
+            total += per_req;
+            if per_req / per_request < 0.0005 {
+                continue;
+            }
+            s.push_str(&format!(
+                "| {set} | `{}` | {:.2} | {:.0} | {:.1}% |\n",
+                p.name,
+                p.runs as f64 / requests,
+                p.ns as f64 / p.runs as f64,
+                per_req / per_request * 100.0
+            ));
+        }
+        s.push_str(&format!(
+            "| {set} | all programs ({requests:.0} requests; rows under 0.05% left out) | | | {:.1}% |\n",
+            total / per_request * 100.0
+        ));
+    }
+    s
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -186,5 +262,37 @@ mod tests {
         // Nothing to say without the untraced runs or without any program's runs.
         assert_eq!(prog_section(&runs, None), "");
         assert_eq!(prog_section(&BTreeMap::new(), Some(1.0)), "");
+    }
+
+    #[test]
+    fn nginx_programs_per_request() {
+        let lines: Vec<String> = [
+            "nprogs trampolines before 8 fexit_accept4 1000 10",
+            "nprogs trampolines after 8 fexit_accept4 2001000 1010",
+            "nprogs trampolines after 9 sock_state 1000 500",
+            "nprogloop trampolines 1000",
+            "nprogs tracepoints after 3 exit_regs_accep 5000 5",
+            "nprogloop tracepoints failed",
+            // The loop's lines are not nginx's.
+            "progs trampolines after 4 fentry_close 9999999 9999",
+        ]
+        .map(String::from)
+        .into();
+        let runs = nginx_prog_runs(&lines);
+        assert_eq!(runs["trampolines"].0.len(), 2);
+        // 1000 requests/s untraced: 1 ms per request; 2000 ns per request is 0.2% of it.
+        let text = nginx_prog_section(&runs, Some(1000.0), 10);
+        assert!(
+            text.contains("| trampolines | `fexit_accept4` | 1.00 | 2000 | 0.2% |"),
+            "{text}"
+        );
+        // 1 ns per request: under 0.05%, counted in the total only.
+        assert!(!text.contains("sock_state"), "{text}");
+        assert!(
+            text.contains("all programs (1000 requests; rows under 0.05% left out) | | | 0.2% |"),
+            "{text}"
+        );
+        assert!(text.contains("| tracepoints | (wrk's request count missing"));
+        assert_eq!(nginx_prog_section(&runs, None, 10), "");
     }
 }
