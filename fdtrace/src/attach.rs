@@ -12,8 +12,8 @@ use tracing::{debug, warn};
 
 use crate::hooks::{
     CLOSE_EVENT, CLOSE_FUNCTIONS, CloseFunction, DEEP_PROGRAMS, FROM_REGS_IF_ACCEPTED, HookSet,
-    INSTALL_FUNCTION, INSTALL_PROGRAM, Side, attach_plan, by_hook, hooked_syscall_numbers,
-    tracepoint_exists, trampolines,
+    INSTALL_FUNCTION, INSTALL_PROGRAM, Side, TRAMPOLINE_FROM_REGS, attach_plan, by_hook,
+    hooked_syscall_numbers, tracepoint_exists, trampolines,
 };
 use crate::kernel_layout::KernelTypes;
 
@@ -163,6 +163,22 @@ fn load_birth_exit(
 
 /// A birth's trampoline programs with its own (`fexit_<name>`) named for the record program of
 /// its function's prototype (`fexit2_<name>` for the second); the others unchanged.
+/// The programs of a birth hook with its exit program replaced by the twin that sends the
+/// record itself (`fexit_r_<syscall>`), for the syscalls that have one.
+fn from_regs_twin(
+    hook: &str,
+    progs: &[(String, Side, String)],
+) -> Option<Vec<(String, Side, String)>> {
+    if !TRAMPOLINE_FROM_REGS.contains(&hook) {
+        return None;
+    }
+    let own = format!("fexit_{hook}");
+    let mut twin = progs.to_vec();
+    let first = twin.iter_mut().find(|p| p.0 == own)?;
+    first.0 = format!("fexit_r_{hook}");
+    Some(twin)
+}
+
 fn birth_programs(
     mut progs: Vec<(String, Side, String)>,
     groups: &std::collections::HashMap<String, Result<usize, String>>,
@@ -404,9 +420,21 @@ pub(crate) fn attach_all(
         let why_not = match (&btf, trampolines(&hook, deep)) {
             (_, None) => Some("a tracepoint that only fires for the event itself".to_string()),
             (Err(why), Some(_)) => Some(why.clone()),
-            (Ok(btf), Some(progs)) => match birth_programs(progs.clone(), &birth_group)
-                .and_then(|progs| attach_trampolines(ebpf, btf, &progs, &mut trampoline_time))
-            {
+            (Ok(btf), Some(progs)) => match from_regs_twin(&hook, &progs)
+                .and_then(
+                    |twin| match attach_trampolines(ebpf, btf, &twin, &mut trampoline_time) {
+                        Ok(l) => Some(Ok(l)),
+                        Err(e) => {
+                            debug!("{hook} hands its births to fexit_birth: {e:#}");
+                            None
+                        }
+                    },
+                )
+                .unwrap_or_else(|| {
+                    birth_programs(progs.clone(), &birth_group).and_then(|progs| {
+                        attach_trampolines(ebpf, btf, &progs, &mut trampoline_time)
+                    })
+                }) {
                 Ok(l) => {
                     links.extend(l);
                     let sides: std::collections::BTreeSet<&str> =
@@ -599,4 +627,29 @@ fn attach_elsewhere(
     }
     choices.extend(close_row);
     Ok(choices)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_twin_replaces_only_the_birth_program_of_its_syscalls() {
+        let deep = trampolines("openat", true).unwrap();
+        let twin = from_regs_twin("openat", &deep).unwrap();
+        assert_eq!(twin.len(), deep.len());
+        assert_eq!(twin[0].0, "fexit_r_openat");
+        assert_eq!(twin[0].2, "__x64_sys_openat");
+        // The deep programs stay, after it (they run first on the trampoline).
+        assert_eq!(twin[1..], deep[1..]);
+        assert!(twin[1..].iter().all(|p| p.0.contains("openat")));
+        assert_eq!(
+            from_regs_twin("open", &trampolines("open", false).unwrap()).unwrap()[0].0,
+            "fexit_r_open"
+        );
+        for other in ["accept4", "socket", "close", "dup2"] {
+            let progs = trampolines(other, true).unwrap();
+            assert_eq!(from_regs_twin(other, &progs), None, "{other}");
+        }
+    }
 }

@@ -62,6 +62,13 @@ const FROM_REGS: &[&str] = &["openat", "open", "accept4"];
 /// `exit_open`.
 pub(crate) const FROM_REGS_IF_ACCEPTED: &[&str] = &["accept4"];
 
+/// The births whose trampoline program sends the record itself (`fexit_r_<syscall>`, the twin of
+/// `exit_regs_<syscall>`) rather than handing it to `fexit_birth` through a tail call: the most
+/// frequent ones, where the hand-over's cost counts. Where the kernel refuses the twin, the
+/// birth keeps `fexit_<syscall>`. (Not accept4: 6.1's verifier refuses its record read from the
+/// registers, and a refusal at the 1M-instruction limit costs start-up seconds.)
+pub(crate) const TRAMPOLINE_FROM_REGS: &[&str] = &["openat", "open"];
+
 /// The programs attached before the birth programs of deep births for language runtimes:
 /// the rest of the stack, and CPython's frames.
 pub(crate) const DEEP_PROGRAMS: [&str; 2] = ["exit_deep_stack", "exit_python_frames"];
