@@ -143,6 +143,51 @@ fn have_task_pt_regs() -> bool {
     unsafe { core::ptr::read_volatile(&HAVE_TASK_PT_REGS) != 0 }
 }
 
+/// Offsets of `task_struct.mm` and of `mm_struct.env_end`, from the kernel's BTF (0: unknown).
+/// Set by user space before loading, in the frozen `.rodata`: the verifier knows them, so the
+/// loads in `main_stack_end` are at constant offsets of the BTF pointers it checks them against.
+#[unsafe(no_mangle)]
+pub(crate) static TASK_MM: u32 = 0;
+
+#[unsafe(no_mangle)]
+pub(crate) static MM_ENV_END: u32 = 0;
+
+/// Where the current process's main stack ends (its mapping's end, or below it: the page after
+/// its environment strings, which exec puts at the top of the stack, under only the program's
+/// name); 0 when unknown (before 5.15, a kernel thread, offsets not found). A copy of the user
+/// stack that runs past it faults, which costs a fault and the helper's clearing of the whole
+/// destination before a smaller copy is tried (`copy_stack`): about as much as the copy itself.
+#[inline(always)]
+pub(crate) fn main_stack_end() -> u64 {
+    if !have_task_pt_regs() {
+        return 0;
+    }
+    // SAFETY: volatile reads of constants the loader may have rewritten.
+    let (mm_off, end_off) = unsafe {
+        (
+            core::ptr::read_volatile(&TASK_MM),
+            core::ptr::read_volatile(&MM_ENV_END),
+        )
+    };
+    if mm_off == 0 || end_off == 0 {
+        return 0;
+    }
+    // SAFETY: loads at constant offsets of BTF pointers (`task->mm`, `mm->env_end`), guarded
+    // by the verifier as probe reads are (a kernel thread's NULL `mm` reads as 0).
+    unsafe {
+        let task = bpf_get_current_task_btf() as *const u8;
+        let mm = core::ptr::read_volatile(task.add(mm_off as usize) as *const *const u8);
+        if mm.is_null() {
+            return 0;
+        }
+        let env_end = core::ptr::read_volatile(mm.add(end_off as usize) as *const u64);
+        if env_end == 0 {
+            return 0;
+        }
+        (env_end + 4095) & !4095
+    }
+}
+
 /// The current thread's `pt_regs`, as the pointer `bpf_task_pt_regs` returns (5.15 and later:
 /// call only where `have_task_pt_regs()`).
 #[inline(always)]

@@ -107,6 +107,19 @@ impl Tracer {
         if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &rlim) } != 0 {
             debug!("could not raise RLIMIT_MEMLOCK (not needed on kernels with memcg accounting)");
         }
+        // Without the layout, sockets are still traced but carry no address or TCP state.
+        let types = KernelTypes::load();
+        // Where the main stack ends (`main_stack_end` in the eBPF side): 0 when not found.
+        let (task_mm, mm_env_end) = types
+            .as_ref()
+            .ok()
+            .and_then(|t| {
+                Some((
+                    t.offset("task_struct", "mm").ok()?,
+                    t.offset("mm_struct", "env_end").ok()?,
+                ))
+            })
+            .unwrap_or((0, 0));
         // No CO-RE relocations in our programs (kernel offsets come from KernelTypes), so aya
         // need not parse the kernel's BTF: that parse alone peaked at ~18 MiB.
         let mut ebpf = aya::EbpfLoader::new()
@@ -125,14 +138,14 @@ impl Tracer {
             .override_global("SHED_BYTES", &(ring_bytes as u64 / 2), true)
             .override_global("CGROUP_FILTER", &u8::from(cgroup), true)
             .override_global("OWN_TGID", &std::process::id(), true)
+            .override_global("TASK_MM", &task_mm, true)
+            .override_global("MM_ENV_END", &mm_env_end, true)
             .load(ebpf_object())
             .context("loading the eBPF programs into the kernel failed")?;
         let mut missing = Vec::new();
         // The `exit_regs_*` programs only on 5.15 and newer: older kernels keep the entry
         // programs for every birth (the combination the 5.10 VM suite checks).
         let regs = have_task_pt_regs();
-        // Without the layout, sockets are still traced but carry no address or TCP state.
-        let types = KernelTypes::load();
         match types
             .as_ref()
             .map_err(|e| anyhow::anyhow!("{e:#}"))
