@@ -143,20 +143,23 @@ fn have_task_pt_regs() -> bool {
     unsafe { core::ptr::read_volatile(&HAVE_TASK_PT_REGS) != 0 }
 }
 
-/// Offsets of `task_struct.mm` and of `mm_struct.env_end`, from the kernel's BTF (0: unknown).
+/// Offsets of `task_struct.mm` and of `mm_struct.start_stack`, from the kernel's BTF (0: unknown).
 /// Set by user space before loading, in the frozen `.rodata`: the verifier knows them, so the
 /// loads in `main_stack_end` are at constant offsets of the BTF pointers it checks them against.
 #[unsafe(no_mangle)]
 pub(crate) static TASK_MM: u32 = 0;
 
 #[unsafe(no_mangle)]
-pub(crate) static MM_ENV_END: u32 = 0;
+pub(crate) static MM_START_STACK: u32 = 0;
 
-/// Where the current process's main stack ends (its mapping's end, or below it: the page after
-/// its environment strings, which exec puts at the top of the stack, under only the program's
-/// name); 0 when unknown (before 5.15, a kernel thread, offsets not found). A copy of the user
-/// stack that runs past it faults, which costs a fault and the helper's clearing of the whole
-/// destination before a smaller copy is tried (`copy_stack`): about as much as the copy itself.
+/// Where a copy of the current process's main stack may run to: the end of the page of its
+/// first stack pointer (`mm->start_stack`, where exec put argc; every frame of the program is
+/// below it, and its page is present); 0 when unknown (before 5.15, a kernel thread, offsets not
+/// found). Above it, exec's arrays, then a random gap of up to 8 KiB whose whole pages are never
+/// touched (not present), then the argument and environment strings and the mapping's end: a
+/// copy of the user stack that runs into an absent page or past the end fails, which costs a
+/// fault and the helper's clearing of the whole destination before a smaller copy is tried
+/// (`copy_stack`): about as much as the copy itself, in about one process in six.
 #[inline(always)]
 pub(crate) fn main_stack_end() -> u64 {
     if !have_task_pt_regs() {
@@ -166,13 +169,13 @@ pub(crate) fn main_stack_end() -> u64 {
     let (mm_off, end_off) = unsafe {
         (
             core::ptr::read_volatile(&TASK_MM),
-            core::ptr::read_volatile(&MM_ENV_END),
+            core::ptr::read_volatile(&MM_START_STACK),
         )
     };
     if mm_off == 0 || end_off == 0 {
         return 0;
     }
-    // SAFETY: loads at constant offsets of BTF pointers (`task->mm`, `mm->env_end`), guarded
+    // SAFETY: loads at constant offsets of BTF pointers (`task->mm`, `mm->start_stack`), guarded
     // by the verifier as probe reads are (a kernel thread's NULL `mm` reads as 0).
     unsafe {
         let task = bpf_get_current_task_btf() as *const u8;
@@ -180,11 +183,11 @@ pub(crate) fn main_stack_end() -> u64 {
         if mm.is_null() {
             return 0;
         }
-        let env_end = core::ptr::read_volatile(mm.add(end_off as usize) as *const u64);
-        if env_end == 0 {
+        let start = core::ptr::read_volatile(mm.add(end_off as usize) as *const u64);
+        if start == 0 {
             return 0;
         }
-        (env_end + 4095) & !4095
+        (start + 4096) & !4095
     }
 }
 

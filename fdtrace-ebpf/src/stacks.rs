@@ -22,16 +22,16 @@ use crate::{
     ring::{bump, header, shed_bytes},
 };
 
-/// Copy the top of the user stack into `dst`, trying smaller sizes near the stack's end: those
-/// that would run past the main stack's end (`main_stack_end`) are not tried at all (a fault,
-/// and the destination cleared, each time); elsewhere (other threads' stacks), a failed copy
-/// is what says the end is near.
+/// Copy the top of the user stack into `dst`, trying smaller sizes near the stack's end: on the
+/// main stack, those that would run past the page of its first stack pointer (`main_stack_end`)
+/// are not tried at all (a fault, and the destination cleared, each time); elsewhere (other
+/// threads' stacks), a failed copy is what says the end is near.
 #[inline(always)]
 pub(crate) fn copy_stack(dst: &mut [u8; STACK_BYTES], sp: u64) -> u32 {
     let src = sp as *const c_void;
     let d = dst.as_mut_ptr() as *mut c_void;
     let end = main_stack_end();
-    // What is left of the main stack above `sp`; everything where `sp` is not on it.
+    // What may be copied of the main stack above `sp`; everything where `sp` is not on it.
     let room = if end > sp { end - sp } else { u64::MAX };
     // SAFETY: each read writes at most STACK_BYTES into `dst`.
     unsafe {

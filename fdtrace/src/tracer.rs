@@ -110,13 +110,13 @@ impl Tracer {
         // Without the layout, sockets are still traced but carry no address or TCP state.
         let types = KernelTypes::load();
         // Where the main stack ends (`main_stack_end` in the eBPF side): 0 when not found.
-        let (task_mm, mm_env_end) = types
+        let (task_mm, mm_start_stack) = types
             .as_ref()
             .ok()
             .and_then(|t| {
                 Some((
                     t.offset("task_struct", "mm").ok()?,
-                    t.offset("mm_struct", "env_end").ok()?,
+                    t.offset("mm_struct", "start_stack").ok()?,
                 ))
             })
             .unwrap_or((0, 0));
@@ -139,7 +139,7 @@ impl Tracer {
             .override_global("CGROUP_FILTER", &u8::from(cgroup), true)
             .override_global("OWN_TGID", &std::process::id(), true)
             .override_global("TASK_MM", &task_mm, true)
-            .override_global("MM_ENV_END", &mm_env_end, true)
+            .override_global("MM_START_STACK", &mm_start_stack, true)
             .load(ebpf_object())
             .context("loading the eBPF programs into the kernel failed")?;
         let mut missing = Vec::new();
