@@ -161,8 +161,6 @@ fn load_birth_exit(
     Ok(())
 }
 
-/// A birth's trampoline programs with its own (`fexit_<name>`) named for the record program of
-/// its function's prototype (`fexit2_<name>` for the second); the others unchanged.
 /// The programs of a birth hook with its exit program replaced by the twin that sends the
 /// record itself (`fexit_r_<syscall>`), for the syscalls that have one.
 fn from_regs_twin(
@@ -179,6 +177,8 @@ fn from_regs_twin(
     Some(twin)
 }
 
+/// A birth's trampoline programs with its own (`fexit_<name>`) named for the record program of
+/// its function's prototype (`fexit2_<name>` for the second); the others unchanged.
 fn birth_programs(
     mut progs: Vec<(String, Side, String)>,
     groups: &std::collections::HashMap<String, Result<usize, String>>,
