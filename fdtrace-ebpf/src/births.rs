@@ -23,7 +23,7 @@ use crate::{
     maps::{EVENTS, HAND_OVER, PENDING, Pending, SOCKS, TARGETS},
     registers::{PT_REGS_R14, UserRegs, copy_words, field, opaque_zero, read_kernel, user_regs},
     ring::{bump, header, shed_bytes, wakeup_after, wakeup_before},
-    sockets::{AF_INET, AF_INET6, mark_sock, sock_info},
+    sockets::{AF_INET, AF_INET6, sock_info},
     stacks::{copy_stack, walk_frame_pointers},
     syscalls::O_CLOEXEC,
 };
@@ -404,7 +404,6 @@ pub(crate) fn emit_birth<const MMSG: bool, C: EbpfContext>(
             Some(info) => {
                 if info.family == AF_INET || info.family == AF_INET6 {
                     // Failure only means the state events of this socket are not seen.
-                    mark_sock(info.sk);
                     let _ = SOCKS.insert(&info.sk, &((pid_tgid >> 32) as u32), 0);
                 }
                 info

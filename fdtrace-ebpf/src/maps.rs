@@ -106,29 +106,6 @@ pub(crate) static LAYOUT: Array<KernelLayout> = Array::with_max_entries(1, 0);
 #[map]
 pub(crate) static SOCKS: LruHashMap<u64, u32> = LruHashMap::with_max_entries(131072, 0);
 
-/// Buckets of socket addresses (`sock_bucket`), a byte each, 64 per entry: 1 once a socket of
-/// the bucket went into `SOCKS` (set before it goes in), never cleared. `sock_state` looks a
-/// socket up in `SOCKS` only where its bucket's byte is set: most TCP state changes on a machine
-/// are of sockets no target owns (a load generator's, other services'), and an array load the
-/// JIT inlines costs them less than a hash lookup. A stale byte costs a lookup, never an event.
-#[map]
-pub(crate) static SOCK_BUCKETS: Array<[u8; SOCK_BUCKETS_PER_ENTRY]> =
-    Array::with_max_entries(SOCK_BUCKET_COUNT / SOCK_BUCKETS_PER_ENTRY as u32, 0);
-
-pub(crate) const SOCK_BUCKETS_PER_ENTRY: usize = 64;
-
-/// 2^16 buckets.
-pub(crate) const SOCK_BUCKET_BITS: u32 = 16;
-
-pub(crate) const SOCK_BUCKET_COUNT: u32 = 1 << SOCK_BUCKET_BITS;
-
-/// The bucket of socket `sk`: a multiplicative hash of its address (sockets are cache-line
-/// aligned slab objects, so the low 6 bits say nothing).
-#[inline(always)]
-pub(crate) fn sock_bucket(sk: u64) -> u32 {
-    ((sk >> 6).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - SOCK_BUCKET_BITS)) as u32
-}
-
 /// `bind`/`connect` arguments remembered from entry until exit, per thread.
 #[repr(C)]
 #[derive(Clone, Copy)]

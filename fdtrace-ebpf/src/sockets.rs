@@ -14,10 +14,7 @@ use fdtrace_common::{MAX_SOCKADDR, SockAddrEvent, SockInfo, SockStateEvent, kind
 
 use crate::{
     filter::{is_target, maybe_target},
-    maps::{
-        ADDR_PENDING, AddrPending, EVENTS, LAYOUT, SOCK_BUCKETS, SOCK_BUCKETS_PER_ENTRY, SOCKS,
-        sock_bucket,
-    },
+    maps::{ADDR_PENDING, AddrPending, EVENTS, LAYOUT, SOCKS},
     registers::{ARG0, ARG1, ARG2, RET, field, read_kernel, user_regs},
     ring::{bump, header, wakeup_after, wakeup_before},
 };
@@ -197,27 +194,12 @@ fn send_sockaddr(pid_tgid: u64, p: &AddrPending, ret: i64) -> u32 {
     0
 }
 
-/// Note that socket `sk` may be in `SOCKS` from now on (see `SOCK_BUCKETS`).
-#[inline(always)]
-pub(crate) fn mark_sock(sk: u64) {
-    let b = sock_bucket(sk);
-    if let Some(flags) = SOCK_BUCKETS.get_ptr_mut(b / SOCK_BUCKETS_PER_ENTRY as u32) {
-        // SAFETY: a byte of an array slot; other writers store other bytes, or the same 1.
-        unsafe { (*flags)[(b % SOCK_BUCKETS_PER_ENTRY as u32) as usize] = 1 };
-    }
-}
-
 /// `sock:inet_sock_set_state`: a TCP state change of any socket on the system; only sockets in
 /// `SOCKS` (created or accepted by a target) pass.
 #[tracepoint]
 pub fn sock_state(ctx: TracePointContext) -> u32 {
     // SAFETY: offsets from events/sock/inet_sock_set_state/format.
     let sk: u64 = field(&ctx, 8);
-    let b = sock_bucket(sk);
-    match SOCK_BUCKETS.get(b / SOCK_BUCKETS_PER_ENTRY as u32) {
-        Some(flags) if flags[(b % SOCK_BUCKETS_PER_ENTRY as u32) as usize] == 0 => return 0,
-        _ => {}
-    }
     // SAFETY: plain value.
     let owner = match unsafe { SOCKS.get(&sk) } {
         Some(o) => *o,
