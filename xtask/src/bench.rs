@@ -42,6 +42,7 @@ mod table;
 mod untargeted;
 mod vm;
 mod vm_progs;
+mod vm_script;
 
 use analysis::*;
 use doc::*;
