@@ -52,9 +52,9 @@ nginx_stopped() { # rep set stats: fdtrace on the worker, its process stopped (S
   if ready $f; then
     kill -STOP $f
     sleep $SETTLE
-    [ $3 = 1 ] && nprog_stats $set before
+    [ $3 = 1 ] && prog_stats $set before nprogs
     wrk_only
-    [ $3 = 1 ] && nprog_stats $set after
+    [ $3 = 1 ] && prog_stats $set after nprogs
     kill -CONT $f
   else echo > /tmp/wrk; cat /tmp/err; fi
   kill -INT $f; wait $f
@@ -66,11 +66,6 @@ nginx_stopped() { # rep set stats: fdtrace on the worker, its process stopped (S
     lost $rep nginx_stopped $set /tmp/ns.json
     echo "@@vmtest measured bench $rep nginx_stopped $set ${rps:-failed}"
   fi
-}
-nprog_stats() { # set phase
-  /bench/prog_stats 2>/dev/null | while read id name t c; do
-    echo "@@vmtest measured nprogs $1 $2 $id $name $t $c"
-  done
 }
 "#;
 
@@ -138,9 +133,10 @@ floor_hooks() { # set: the hooks an open/close pair meets under fdtrace with thi
       }
     }' | tr '\n' ' '
 }
-prog_stats() { # set phase: each loaded program's run time and runs
+prog_stats() { # set phase [tag]: each loaded program's run time and runs, as `progs` lines
+  # (or `TAG` lines)
   /bench/prog_stats 2>/dev/null | while read id name t c; do
-    echo "@@vmtest measured progs $1 $2 $id $name $t $c"
+    echo "@@vmtest measured ${3:-progs} $1 $2 $id $name $t $c"
   done
 }
 stopped_loop() { # set json stats: the loop traced, fdtrace's process stopped (SIGSTOP) while it
