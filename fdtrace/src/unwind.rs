@@ -21,7 +21,7 @@ use serde::Serialize;
 use crate::{
     procinfo::Mapping,
     stack_scan::{self, Call, CfiCoverage},
-    unwind_memo::{ScanMemo, WALKS_KEPT, Walk, next_serial, stack_word},
+    unwind_memo::{ScanMemo, Walks, stack_word},
 };
 
 /// Longest stack we keep.
@@ -217,9 +217,9 @@ pub struct StackUnwinder {
     /// return addresses come back in every stack of a call site, and the two searches behind an
     /// answer were the user side's most costly step.
     scan_memo: ScanMemo,
-    /// The last walk from each (ip, sp, bp), with the words it read (see `unwind`); emptied
-    /// with the mappings and when the JIT code moves.
-    pub(crate) walks: foldhash::HashMap<(u64, u64, u64), Walk>,
+    /// The last walk from each (ip, sp), with the words it read (see `unwind`); emptied with
+    /// the mappings and when the JIT code moves.
+    pub(crate) walks: Walks,
     /// Anonymous executable memory: code a runtime compiled (JIT), sorted (start, end).
     jit: Vec<(u64, u64)>,
 }
@@ -539,10 +539,7 @@ impl StackUnwinder {
     /// it keeps one. A caller may keep what it made of that walk under this number: a number is
     /// never given to another walk, and the walk is dropped when the mappings or JIT code change.
     pub fn kept_walk(&self, ip: u64, sp: u64, bp: u64, stack: &[u8]) -> Option<u64> {
-        self.walks
-            .get(&(ip, sp, bp))
-            .filter(|m| m.holds_for(stack, sp))
-            .map(|m| m.serial)
+        self.walks.get(ip, sp, bp, stack).map(|m| m.serial)
     }
 
     /// Unwind a captured stack: registers at the syscall and a copy of the stack from `sp` up.
@@ -551,8 +548,9 @@ impl StackUnwinder {
     /// A walk is a function of the registers, the stack words it reads and the mappings: the
     /// same call site in the same thread gives the same registers and, where it reads, the same
     /// words, so the last walk from these registers is kept with the words it read, and given
-    /// again when the copy holds the same words there (walks through JIT code, whose runtime's
-    /// answers are not the stack's, are not kept).
+    /// again when the copy holds the same words there, but for saved frame pointers shown not
+    /// to matter (`Walks`; walks through JIT code, whose runtime's answers are not the stack's,
+    /// are not kept).
     pub fn unwind(
         &mut self,
         ip: u64,
@@ -561,27 +559,19 @@ impl StackUnwinder {
         stack: &[u8],
         runtime: &mut dyn FnMut(u64) -> RuntimeFrame,
     ) -> Unwound {
-        let key = (ip, sp, bp);
-        let kept = self.walks.get(&key).filter(|m| m.holds_for(stack, sp));
+        let kept = self
+            .walks
+            .get(ip, sp, bp, stack)
+            .map(|m| (m.unwound.clone(), m.stack_bytes));
         let (out, stack_bytes, kept) = match kept {
-            Some(m) => (m.unwound.clone(), m.stack_bytes, true),
+            Some((out, stack_bytes)) => (out, stack_bytes, true),
             None => {
                 let mut reads = Vec::new();
                 let (out, stack_bytes) = self.walk(ip, sp, bp, stack, runtime, &mut reads);
                 if !out.frames.iter().any(|f| self.is_jit(f.lookup)) {
-                    if self.walks.len() >= WALKS_KEPT {
-                        self.walks.clear();
-                    }
-                    let unwound = out.clone();
-                    self.walks.insert(
-                        key,
-                        Walk {
-                            reads,
-                            unwound,
-                            stack_bytes,
-                            serial: next_serial(),
-                        },
-                    );
+                    let searched = out.frames.iter().any(|f| self.needs_scan(f.lookup));
+                    let (regs, unwound) = ((ip, sp, bp), out.clone());
+                    self.walks.keep(regs, reads, unwound, stack_bytes, searched);
                 }
                 (out, stack_bytes, false)
             }

@@ -8,10 +8,22 @@ use crate::unwind::Unwound;
 /// hundred bytes each, per traced process; a hot call site's walk is kept again at once.
 pub(crate) const WALKS_KEPT: usize = 256;
 
-/// A kept walk: the words of the copy it read (None: beyond the copy), what it found and how
-/// much stack its frames took.
+/// A word of the stack copy a walk read: where, what it held (None: beyond the copy), and
+/// whether the walk's answer depends on what it held (`Walks::keep`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) struct Read {
+    pub(crate) addr: u64,
+    pub(crate) word: Option<u64>,
+    pub(crate) pinned: bool,
+}
+
+/// A kept walk: the frame pointer it started from and the words of the copy it read, what it
+/// found and how much stack its frames took.
 pub(crate) struct Walk {
-    pub(crate) reads: Vec<(u64, Option<u64>)>,
+    bp: u64,
+    /// Whether the answer depends on the frame pointer the walk started from.
+    bp_pinned: bool,
+    pub(crate) reads: Vec<Read>,
     pub(crate) unwound: Unwound,
     pub(crate) stack_bytes: u64,
     /// This walk's number, never given to another (`next_serial`): what a caller keeps an
@@ -20,17 +32,131 @@ pub(crate) struct Walk {
 }
 
 /// A new walk's number, unique in this process (across unwinders).
-pub(crate) fn next_serial() -> u64 {
+fn next_serial() -> u64 {
     static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
     NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
 impl Walk {
-    /// Whether this walk read the same words in `stack` (a copy from `sp`) as in its own.
-    pub(crate) fn holds_for(&self, stack: &[u8], sp: u64) -> bool {
-        self.reads
-            .iter()
-            .all(|&(a, w)| stack_word(stack, sp, a) == w)
+    /// Whether this walk, from `bp`, would read the same words in `stack` (a copy from `sp`)
+    /// where its answer depends on them, and find each other word it read in the copy.
+    pub(crate) fn holds_for(&self, stack: &[u8], sp: u64, bp: u64) -> bool {
+        (!self.bp_pinned || bp == self.bp)
+            && self.reads.iter().all(|r| {
+                let w = stack_word(stack, sp, r.addr);
+                if r.pinned {
+                    w == r.word
+                } else {
+                    w.is_some() == r.word.is_some()
+                }
+            })
+    }
+
+    /// Whether `unwound`, which read `reads`, is this walk again with other values in some of
+    /// the same words: the same frames from the same stack reads, both walks ended by their
+    /// reads (`ended_by_reads`).
+    fn same_but_for_values(&self, unwound: &Unwound, stack_bytes: u64, reads: &[Read]) -> bool {
+        ended_by_reads(&self.unwound, &self.reads)
+            && ended_by_reads(unwound, reads)
+            && self.unwound.frames == unwound.frames
+            && self.unwound.truncated == unwound.truncated
+            && self.stack_bytes == stack_bytes
+            && self.reads.len() == reads.len()
+            && self
+                .reads
+                .iter()
+                .zip(reads)
+                .all(|(a, b)| a.addr == b.addr && a.word.is_some() == b.word.is_some())
+    }
+}
+
+/// Whether a walk ended where its reads say: at the end of the stack, or at a word beyond the
+/// copy (its last read). A walk cut short otherwise may have stopped at a check of a value it
+/// did not read from (the frame pointer it followed went backwards): no value of it is
+/// unpinned.
+fn ended_by_reads(unwound: &Unwound, reads: &[Read]) -> bool {
+    !unwound.truncated || reads.last().is_some_and(|r| r.word.is_none())
+}
+
+/// The last walk from each (ip, sp) of a process, with what it read (`StackUnwinder::unwind`).
+///
+/// A saved frame pointer a walk reads (and the frame pointer it starts from) is, in code
+/// built without frame pointers, any value the code kept in that register: a different one in
+/// nearly every stack of the same call site. Such a value matters to the walk only if a later
+/// step finds a frame from it, and then the words that step reads are found from it: two
+/// walks that read the same words of the stack, found the same frames and ended by their reads
+/// (`ended_by_reads`) while that value differed between them did not use it, and no other value would be used
+/// (which words a step reads, and from what, depends only on the frames found before). That
+/// value is then unpinned: the walk is given again whatever it holds. Return addresses are
+/// never unpinned (they are the frames), nor any word of a walk that searched the stack for
+/// return addresses (such a search is steered by the values it reads), which is not kept so.
+#[derive(Default)]
+pub(crate) struct Walks(foldhash::HashMap<(u64, u64), Walk>);
+
+impl Walks {
+    pub(crate) fn clear(&mut self) {
+        self.0.clear();
+    }
+
+    #[cfg(test)]
+    pub(crate) fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    #[cfg(test)]
+    pub(crate) fn of(&self, ip: u64, sp: u64) -> &Walk {
+        &self.0[&(ip, sp)]
+    }
+
+    /// The kept walk from these registers that holds for this copy of the stack.
+    pub(crate) fn get(&self, ip: u64, sp: u64, bp: u64, stack: &[u8]) -> Option<&Walk> {
+        self.0.get(&(ip, sp)).filter(|w| w.holds_for(stack, sp, bp))
+    }
+
+    /// Keep a walk just made from (ip, sp, bp) with the reads it made (`searched`: it searched
+    /// the stack for return addresses). A walk kept from (ip, sp) that it repeats with other
+    /// values (`same_but_for_values`) lends it its number and the values it did not depend on.
+    pub(crate) fn keep(
+        &mut self,
+        (ip, sp, bp): (u64, u64, u64),
+        reads: Vec<(u64, Option<u64>)>,
+        unwound: Unwound,
+        stack_bytes: u64,
+        searched: bool,
+    ) {
+        let mut reads: Vec<Read> = reads
+            .into_iter()
+            .map(|(addr, word)| Read {
+                addr,
+                word,
+                pinned: true,
+            })
+            .collect();
+        let mut walk = Walk {
+            bp,
+            bp_pinned: true,
+            reads: Vec::new(),
+            unwound,
+            stack_bytes,
+            serial: 0,
+        };
+        match self.0.remove(&(ip, sp)) {
+            Some(old)
+                if !searched && old.same_but_for_values(&walk.unwound, stack_bytes, &reads) =>
+            {
+                walk.bp_pinned = old.bp_pinned && old.bp == bp;
+                for (new, old) in reads.iter_mut().zip(&old.reads) {
+                    new.pinned = old.pinned && old.word == new.word;
+                }
+                walk.serial = old.serial;
+            }
+            _ => walk.serial = next_serial(),
+        }
+        walk.reads = reads;
+        if self.0.len() >= WALKS_KEPT {
+            self.0.clear();
+        }
+        self.0.insert((ip, sp), walk);
     }
 }
 
@@ -96,8 +222,11 @@ mod tests {
         let first = kept.unwind(ip, sp, bp, &stack, &mut |_| RuntimeFrame::Unknown);
         assert!(!first.frames.is_empty());
         assert_eq!(first, fresh(&stack));
-        let reads = kept.walks[&(ip, sp, bp)].reads.clone();
-        let read_words: Vec<u64> = reads.iter().filter_map(|r| r.1.map(|_| r.0)).collect();
+        let reads = kept.walks.of(ip, sp).reads.clone();
+        let read_words: Vec<u64> = reads
+            .iter()
+            .filter_map(|r| r.word.map(|_| r.addr))
+            .collect();
         assert!(!read_words.is_empty(), "the walk read no word of the copy");
         // The same copy: the kept walk, which read the same words.
         assert_eq!(
@@ -110,10 +239,166 @@ mod tests {
         stack[off..off + 8].copy_from_slice(&0u64.to_le_bytes());
         let changed = kept.unwind(ip, sp, bp, &stack, &mut |_| RuntimeFrame::Unknown);
         assert_eq!(changed, fresh(&stack));
-        assert_eq!(kept.walks[&(ip, sp, bp)].reads[0].1, reads[0].1.map(|_| 0));
+        assert_eq!(
+            kept.walks.of(ip, sp).reads[0].word,
+            reads[0].word.map(|_| 0)
+        );
         // Other mappings: nothing kept.
         kept.set_mappings(Vec::new());
         assert!(kept.walks.is_empty());
+    }
+
+    #[test]
+    fn a_kept_walk_answers_as_a_fresh_walk_whatever_the_words_and_frame_pointer_it_read() {
+        let (ip, sp, bp, stack) = crate::own_stack::capture_here();
+        let maps = crate::procinfo::exec_maps(std::process::id()).0;
+        let fresh = |bp: u64, stack: &[u8]| {
+            let mut u = StackUnwinder::new();
+            u.set_mappings(maps.clone());
+            u.unwind(ip, sp, bp, stack, &mut |_| RuntimeFrame::Unknown)
+        };
+        let mut kept = StackUnwinder::new();
+        kept.set_mappings(maps.clone());
+        let first = kept.unwind(ip, sp, bp, &stack, &mut |_| RuntimeFrame::Unknown);
+        assert_eq!(first, fresh(bp, &stack));
+        let read_words: Vec<u64> = (kept.walks.of(ip, sp).reads.iter())
+            .filter_map(|r| r.word.map(|_| r.addr))
+            .collect();
+        let mut unwind =
+            |bp: u64, stack: &[u8]| kept.unwind(ip, sp, bp, stack, &mut |_| RuntimeFrame::Unknown);
+        // Each word the walk read, and the frame pointer, given other values one at a time,
+        // then together, twice each (the second time may be answered by the kept walk, with
+        // what the first unpinned): always what a fresh walk finds.
+        let mut variants: Vec<(u64, Vec<u8>)> = Vec::new();
+        for (i, &addr) in read_words.iter().enumerate() {
+            for k in 1..3u64 {
+                let mut s = stack.clone();
+                let off = (addr - sp) as usize;
+                let w = u64::from_le_bytes(s[off..off + 8].try_into().unwrap());
+                s[off..off + 8].copy_from_slice(&(w ^ (k << (4 + i % 8))).to_le_bytes());
+                variants.push((bp, s));
+            }
+        }
+        for k in 1..4u64 {
+            variants.push((bp ^ (k << 4), stack.clone()));
+        }
+        let mut all = stack.clone();
+        for &addr in &read_words {
+            let off = (addr - sp) as usize;
+            all[off..off + 8].copy_from_slice(&0x10u64.to_le_bytes());
+        }
+        variants.push((bp ^ 0x30, all));
+        for (vbp, s) in variants.iter().chain(&variants) {
+            assert_eq!(unwind(*vbp, s), fresh(*vbp, s));
+            assert_eq!(unwind(bp, &stack), first);
+        }
+    }
+
+    fn frames(addrs: &[u64], truncated: bool) -> Unwound {
+        let mut u = Unwound::of_return_addresses(addrs, crate::unwind::Method::Dwarf);
+        u.truncated = truncated;
+        u
+    }
+
+    /// A copy of a stack from `sp` holding these words.
+    fn copy(words: &[u64]) -> Vec<u8> {
+        words.iter().flat_map(|w| w.to_le_bytes()).collect()
+    }
+
+    #[test]
+    fn a_saved_frame_pointer_two_whole_walks_did_not_use_is_unpinned_and_nothing_else() {
+        const SP: u64 = 0x7000;
+        let reads = |words: &[u64]| -> Vec<(u64, Option<u64>)> {
+            (words.iter().enumerate())
+                .map(|(i, &w)| (SP + 8 * i as u64, Some(w)))
+                .collect()
+        };
+        // Word 0: a saved frame pointer; word 1: the return address the frames end with.
+        let ras = [0x401000, 0x402000];
+        let mut walks = Walks::default();
+        walks.keep(
+            (1, SP, 0xb0),
+            reads(&[0xaa, 0x402000]),
+            frames(&ras, false),
+            16,
+            false,
+        );
+        let serial = walks.of(1, SP).serial;
+        assert!(walks.get(1, SP, 0xb0, &copy(&[0xaa, 0x402000])).is_some());
+        // Another saved frame pointer, another frame pointer: not given until shown unused.
+        assert!(walks.get(1, SP, 0xb0, &copy(&[0xbb, 0x402000])).is_none());
+        assert!(walks.get(1, SP, 0xb1, &copy(&[0xaa, 0x402000])).is_none());
+        walks.keep(
+            (1, SP, 0xb1),
+            reads(&[0xbb, 0x402000]),
+            frames(&ras, false),
+            16,
+            false,
+        );
+        assert_eq!(
+            walks.of(1, SP).serial,
+            serial,
+            "the same walk keeps its number"
+        );
+        // Any value there now, and any frame pointer; never another return address, nor a
+        // copy that ends before a word the walk read.
+        assert!(walks.get(1, SP, 0xc3, &copy(&[0xcc, 0x402000])).is_some());
+        assert!(walks.get(1, SP, 0xb0, &copy(&[0xaa, 0x403000])).is_none());
+        assert!(walks.get(1, SP, 0xb0, &copy(&[0xaa])).is_none());
+        assert!(walks.get(2, SP, 0xb0, &copy(&[0xaa, 0x402000])).is_none());
+        // Other frames from the same registers: a new walk, all pinned again.
+        let other = [0x401000, 0x403000];
+        walks.keep(
+            (1, SP, 0xb1),
+            reads(&[0xbb, 0x403000]),
+            frames(&other, false),
+            16,
+            false,
+        );
+        assert_ne!(walks.of(1, SP).serial, serial);
+        assert!(walks.get(1, SP, 0xb1, &copy(&[0xcc, 0x403000])).is_none());
+        assert!(walks.get(1, SP, 0xb1, &copy(&[0xbb, 0x403000])).is_some());
+        // A walk cut short at the end of the copy unpins as a whole one does.
+        let mut walks = Walks::default();
+        for (w, bp) in [(0xaa, 0xb0), (0xbb, 0xb1)] {
+            let mut r = reads(&[w, 0x402000]);
+            r.push((SP + 16, None));
+            walks.keep((1, SP, bp), r, frames(&ras, true), 24, false);
+        }
+        assert!(walks.get(1, SP, 0xb2, &copy(&[0xcc, 0x402000])).is_some());
+        assert!(
+            walks
+                .get(1, SP, 0xb2, &copy(&[0xcc, 0x402000, 0]))
+                .is_none()
+        );
+        // A walk cut short after a word it read (at a check of a value), or one that searched
+        // the stack, unpins nothing.
+        for (truncated, searched) in [(true, false), (false, true)] {
+            let mut walks = Walks::default();
+            for (w, bp) in [(0xaa, 0xb0), (0xbb, 0xb1)] {
+                let f = frames(&ras, truncated);
+                walks.keep((1, SP, bp), reads(&[w, 0x402000]), f, 16, searched);
+            }
+            assert!(walks.get(1, SP, 0xb2, &copy(&[0xcc, 0x402000])).is_none());
+            assert!(walks.get(1, SP, 0xb1, &copy(&[0xbb, 0x402000])).is_some());
+        }
+        // A walk that ended another way than the one before it: not the same walk.
+        let mut walks = Walks::default();
+        walks.keep(
+            (1, SP, 0xb0),
+            reads(&[0xaa, 0x402000]),
+            frames(&ras, false),
+            16,
+            false,
+        );
+        walks.keep(
+            (1, SP, 0xb1),
+            reads(&[0xbb, 0x402000]),
+            frames(&ras, true),
+            16,
+            false,
+        );
+        assert!(walks.get(1, SP, 0xb2, &copy(&[0xcc, 0x402000])).is_none());
     }
 
     #[test]

@@ -243,12 +243,12 @@ mod tests {
         // The return address the walk read changed: walked and interned again, as a fresh
         // state does.
         let ret = frames_of(&s, first).frames[1].addr;
-        let walk = s.unwinder.walks[&(ip, sp, bp)].reads.clone();
+        let walk = s.unwinder.walks.of(ip, sp).reads.clone();
         let read = walk
             .iter()
-            .find(|r| r.1 == Some(ret))
+            .find(|r| r.word == Some(ret))
             .expect("the return address was read")
-            .0;
+            .addr;
         let off = (read - sp) as usize;
         stack[off..off + 8].copy_from_slice(&0u64.to_le_bytes());
         let changed = s.stack_of(&birth(ip, sp, bp, &stack, 0));
