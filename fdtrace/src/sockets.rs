@@ -1,5 +1,5 @@
 //! What fdtrace knows of a socket descriptor: family, type, addresses and TCP state (pure).
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::Ipv6Addr;
 
 use fdtrace_common::SockInfo;
 
@@ -53,18 +53,34 @@ pub fn tcp_state_name(state: u8) -> &'static str {
 pub fn inet_endpoint(family: u16, addr: &[u8; 16], port: u16) -> Option<String> {
     match family {
         AF_INET => {
-            let ip = Ipv4Addr::new(addr[0], addr[1], addr[2], addr[3]);
-            (port != 0 || !ip.is_unspecified()).then(|| format!("{ip}:{port}"))
+            let ip = [addr[0], addr[1], addr[2], addr[3]];
+            (port != 0 || ip != [0; 4]).then(|| v4_endpoint(ip, port))
         }
         AF_INET6 => {
             let ip = Ipv6Addr::from(*addr);
             (port != 0 || !ip.is_unspecified()).then(|| match ip.to_ipv4_mapped() {
-                Some(v4) => format!("{v4}:{port}"),
+                Some(v4) => v4_endpoint(v4.octets(), port),
                 None => format!("[{ip}]:{port}"),
             })
         }
         _ => None,
     }
+}
+
+/// `a.b.c.d:port`, without `format!`: every accepted or connected socket is named so, and
+/// formatting was a tenth of the user side's time under a stream of connections.
+fn v4_endpoint(ip: [u8; 4], port: u16) -> String {
+    let mut out = String::with_capacity(21);
+    let mut num = itoa::Buffer::new();
+    for (i, b) in ip.into_iter().enumerate() {
+        if i > 0 {
+            out.push('.');
+        }
+        out.push_str(num.format(b));
+    }
+    out.push(':');
+    out.push_str(num.format(port));
+    out
 }
 
 /// Decode a `struct sockaddr` as passed to bind/connect: (family, printable address).
@@ -330,6 +346,7 @@ pub fn socket_inode(link: &str) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::Ipv4Addr;
 
     fn sockaddr_in(ip: [u8; 4], port: u16) -> Vec<u8> {
         let mut b = vec![0u8; 16];
@@ -361,6 +378,22 @@ mod tests {
         );
         // Unbound and unconnected: nothing to say.
         assert_eq!(inet_endpoint(AF_INET, &[0; 16], 0), None);
+        // Every address and port formats as the standard library does.
+        for (ip, port) in [
+            ([0, 0, 0, 0], 1),
+            ([255, 255, 255, 255], 65535),
+            ([10, 0, 7, 99], 80),
+        ]
+        .into_iter()
+        .chain((0..=255u8).map(|b| ([b, b / 3, 255 - b, b % 10], u16::from(b) * 257)))
+        {
+            let mut a = [0; 16];
+            a[..4].copy_from_slice(&ip);
+            let std = format!("{}:{port}", Ipv4Addr::from(ip));
+            assert_eq!(inet_endpoint(AF_INET, &a, port).unwrap(), std);
+            let mapped = Ipv4Addr::from(ip).to_ipv6_mapped().octets();
+            assert_eq!(inet_endpoint(AF_INET6, &mapped, port).unwrap(), std);
+        }
     }
 
     #[test]

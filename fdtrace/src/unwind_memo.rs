@@ -24,6 +24,8 @@ pub(crate) struct Walk {
     /// Whether the answer depends on the frame pointer the walk started from.
     bp_pinned: bool,
     pub(crate) reads: Vec<Read>,
+    /// What `reads` ask of a copy, for `holds_for`.
+    test: CopyTest,
     pub(crate) unwound: Unwound,
     pub(crate) stack_bytes: u64,
     /// This walk's number, never given to another (`next_serial`): what a caller keeps an
@@ -40,15 +42,16 @@ fn next_serial() -> u64 {
 impl Walk {
     /// Whether this walk, from `bp`, would read the same words in `stack` (a copy from `sp`)
     /// where its answer depends on them, and find each other word it read in the copy.
-    pub(crate) fn holds_for(&self, stack: &[u8], sp: u64, bp: u64) -> bool {
+    pub(crate) fn holds_for(&self, stack: &[u8], bp: u64) -> bool {
+        let t = &self.test;
         (!self.bp_pinned || bp == self.bp)
-            && self.reads.iter().all(|r| {
-                let w = stack_word(stack, sp, r.addr);
-                if r.pinned {
-                    w == r.word
-                } else {
-                    w.is_some() == r.word.is_some()
-                }
+            && stack.len() >= t.len_at_least
+            && stack.len() < t.len_below
+            && t.words.iter().all(|&(off, w)| {
+                stack
+                    .get(off..off + 8)
+                    .map(|b| u64::from_le_bytes(b.try_into().unwrap()))
+                    == Some(w)
             })
     }
 
@@ -67,6 +70,42 @@ impl Walk {
                 .iter()
                 .zip(reads)
                 .all(|(a, b)| a.addr == b.addr && a.word.is_some() == b.word.is_some())
+    }
+}
+
+/// What a walk's reads ask of a copy of the stack from its sp: as long as the words it found
+/// (`len_at_least`), shorter than the first it did not (`len_below`), and the pinned words
+/// found again (offsets in the copy).
+struct CopyTest {
+    len_at_least: usize,
+    len_below: usize,
+    words: Vec<(usize, u64)>,
+}
+
+impl CopyTest {
+    fn of(reads: &[Read], sp: u64) -> Self {
+        let mut t = CopyTest {
+            len_at_least: 0,
+            len_below: usize::MAX,
+            words: Vec::new(),
+        };
+        for r in reads {
+            // Below sp: never in a copy from sp (`stack_word`), whatever the copy.
+            let Some(off) = r.addr.checked_sub(sp) else {
+                continue;
+            };
+            let end = usize::try_from(off.saturating_add(8)).unwrap_or(usize::MAX);
+            match r.word {
+                Some(w) => {
+                    t.len_at_least = t.len_at_least.max(end);
+                    if r.pinned {
+                        t.words.push((end - 8, w));
+                    }
+                }
+                None => t.len_below = t.len_below.min(end),
+            }
+        }
+        t
     }
 }
 
@@ -110,7 +149,7 @@ impl Walks {
 
     /// The kept walk from these registers that holds for this copy of the stack.
     pub(crate) fn get(&self, ip: u64, sp: u64, bp: u64, stack: &[u8]) -> Option<&Walk> {
-        self.0.get(&(ip, sp)).filter(|w| w.holds_for(stack, sp, bp))
+        self.0.get(&(ip, sp)).filter(|w| w.holds_for(stack, bp))
     }
 
     /// Keep a walk just made from (ip, sp, bp) with the reads it made (`searched`: it searched
@@ -136,6 +175,11 @@ impl Walks {
             bp,
             bp_pinned: true,
             reads: Vec::new(),
+            test: CopyTest {
+                len_at_least: 0,
+                len_below: 0,
+                words: Vec::new(),
+            },
             unwound,
             stack_bytes,
             serial: 0,
@@ -152,6 +196,7 @@ impl Walks {
             }
             _ => walk.serial = next_serial(),
         }
+        walk.test = CopyTest::of(&reads, sp);
         walk.reads = reads;
         if self.0.len() >= WALKS_KEPT {
             self.0.clear();
@@ -291,6 +336,62 @@ mod tests {
         for (vbp, s) in variants.iter().chain(&variants) {
             assert_eq!(unwind(*vbp, s), fresh(*vbp, s));
             assert_eq!(unwind(bp, &stack), first);
+        }
+    }
+
+    /// What `Walk::holds_for` asks, read by read.
+    fn holds_read_by_read(w: &Walk, stack: &[u8], sp: u64, bp: u64) -> bool {
+        (!w.bp_pinned || bp == w.bp)
+            && w.reads.iter().all(|r| {
+                let found = stack_word(stack, sp, r.addr);
+                if r.pinned {
+                    found == r.word
+                } else {
+                    found.is_some() == r.word.is_some()
+                }
+            })
+    }
+
+    #[test]
+    fn a_walks_test_of_a_copy_asks_what_its_reads_do() {
+        let (ip, sp, bp, stack) = crate::own_stack::capture_here();
+        let mut u = StackUnwinder::new();
+        u.set_mappings(crate::procinfo::exec_maps(std::process::id()).0);
+        u.unwind(ip, sp, bp, &stack, &mut |_| RuntimeFrame::Unknown);
+        // Made up too: reads below sp, beyond the copy, unpinned; one walk kept of each.
+        let mut walks = Walks::default();
+        let ras = [0x401000, 0x402000];
+        for bp in [0xb0, 0xb1] {
+            let r = vec![
+                (sp - 8, None),
+                (sp, Some(bp)),
+                (sp + 8, Some(0x402000)),
+                (sp + 64, None),
+            ];
+            walks.keep((1, sp, bp), r, frames(&ras, true), 16, false);
+        }
+        for w in [u.walks.of(ip, sp), walks.of(1, sp)] {
+            for len in (0..stack.len().min(4096)).step_by(8).chain([stack.len()]) {
+                for flip in [
+                    None,
+                    Some(0),
+                    Some(8),
+                    Some(16),
+                    Some(len.saturating_sub(8)),
+                ] {
+                    let mut copy = stack[..len].to_vec();
+                    if let Some(b) = flip.filter(|&b| b < len) {
+                        copy[b] ^= 1;
+                    }
+                    for bp in [bp, 0xb0, 0xb3] {
+                        assert_eq!(
+                            w.holds_for(&copy, bp),
+                            holds_read_by_read(w, &copy, sp, bp),
+                            "{len} {flip:?} {bp:#x}"
+                        );
+                    }
+                }
+            }
         }
     }
 
