@@ -7,10 +7,12 @@ use aya_ebpf::{
         bpf_get_current_pid_tgid, bpf_get_current_task,
         generated::bpf_probe_read_user as probe_read_user_raw,
     },
-    macros::{fexit, tracepoint},
-    programs::{FExitContext, TracePointContext},
+    macros::{fexit, raw_tracepoint, tracepoint},
+    programs::{FExitContext, RawTracePointContext, TracePointContext},
 };
-use fdtrace_common::{MAX_SOCKADDR, SockAddrEvent, SockInfo, SockStateEvent, kind, stat};
+use fdtrace_common::{
+    KernelLayout, MAX_SOCKADDR, SockAddrEvent, SockInfo, SockStateEvent, kind, stat,
+};
 
 use crate::{
     filter::{is_target, maybe_target},
@@ -195,60 +197,124 @@ fn send_sockaddr(pid_tgid: u64, p: &AddrPending, ret: i64) -> u32 {
 }
 
 /// `sock:inet_sock_set_state`: a TCP state change of any socket on the system; only sockets in
-/// `SOCKS` (created or accepted by a target) pass.
+/// `SOCKS` (created or accepted by a target) pass. The fallback of `raw_sock_state`.
 #[tracepoint]
 pub fn sock_state(ctx: TracePointContext) -> u32 {
     // SAFETY: offsets from events/sock/inet_sock_set_state/format.
     let sk: u64 = field(&ctx, 8);
+    state_change(sk, |_| {
+        let protocol: u16 = field(&ctx, 30);
+        let family: u16 = field(&ctx, 28);
+        // The addresses as two words each, written whole (zeroing parts of byte arrays becomes
+        // byte-at-a-time `memset` loops on this target).
+        let (saddr, daddr): ([u64; 2], [u64; 2]) = if family == AF_INET6 {
+            (
+                [field(&ctx, 40), field(&ctx, 48)],
+                [field(&ctx, 56), field(&ctx, 64)],
+            )
+        } else {
+            // Little-endian: the 4 address bytes in memory order are the low 32 bits.
+            let s: u32 = field(&ctx, 32);
+            let d: u32 = field(&ctx, 36);
+            ([s as u64, 0], [d as u64, 0])
+        };
+        StateChange {
+            oldstate: field::<i32>(&ctx, 16) as u32,
+            newstate: field::<i32>(&ctx, 20) as u32,
+            family,
+            protocol,
+            sport: field(&ctx, 24),
+            dport: field(&ctx, 26),
+            saddr,
+            daddr,
+        }
+    })
+}
+
+/// The same state changes on the raw tracepoint, where the kernel's tracing layout allows it:
+/// its arguments (`sk`, `oldstate`, `newstate`) as they are, so that the kernel builds no
+/// record of each change of every socket on the system before the `SOCKS` lookup (on loopback,
+/// every connection's two sockets change state five times each; only the target's matter).
+/// What the record held is read from the socket, for the sockets that pass.
+#[raw_tracepoint(tracepoint = "inet_sock_set_state")]
+pub fn raw_sock_state(ctx: RawTracePointContext) -> i32 {
+    let sk: u64 = ctx.arg(0);
+    state_change(sk, |l| {
+        let family: u16 = read_kernel(sk + l.skc_family as u64).unwrap_or(0);
+        let (saddr, daddr): ([u64; 2], [u64; 2]) = if family == AF_INET6 {
+            (
+                read_kernel(sk + l.skc_v6_rcv_saddr as u64).unwrap_or([0; 2]),
+                read_kernel(sk + l.skc_v6_daddr as u64).unwrap_or([0; 2]),
+            )
+        } else {
+            let s: u32 = read_kernel(sk + l.skc_rcv_saddr as u64).unwrap_or(0);
+            let d: u32 = read_kernel(sk + l.skc_daddr as u64).unwrap_or(0);
+            ([s as u64, 0], [d as u64, 0])
+        };
+        StateChange {
+            oldstate: ctx.arg::<u64>(1) as u32,
+            newstate: ctx.arg::<u64>(2) as u32,
+            family,
+            protocol: read_kernel(sk + l.sk_protocol as u64).unwrap_or(0),
+            sport: read_kernel(sk + l.skc_num as u64).unwrap_or(0),
+            dport: u16::from_be(read_kernel(sk + l.skc_dport as u64).unwrap_or(0)),
+            saddr,
+            daddr,
+        }
+    }) as i32
+}
+
+/// What a TCP state change says of its socket (addresses as two words each).
+struct StateChange {
+    oldstate: u32,
+    newstate: u32,
+    family: u16,
+    protocol: u16,
+    sport: u16,
+    dport: u16,
+    saddr: [u64; 2],
+    daddr: [u64; 2],
+}
+
+/// A state change of socket `sk`: recorded if a target owns it, with what `change` reads.
+#[inline(always)]
+fn state_change(sk: u64, change: impl FnOnce(&KernelLayout) -> StateChange) -> u32 {
     // SAFETY: plain value.
     let owner = match unsafe { SOCKS.get(&sk) } {
         Some(o) => *o,
         None => return 0,
     };
-    let protocol: u16 = field(&ctx, 30);
-    if protocol != IPPROTO_TCP {
+    let Some(l) = LAYOUT.get(0) else {
+        return 0;
+    };
+    let c = change(l);
+    if c.protocol != IPPROTO_TCP {
         return 0;
     }
     // No file refers to the socket any more: its last close orphaned it, after the FIN_WAIT1
     // or LAST_ACK that close set. What it goes through next (FIN_WAIT2, CLOSE) concerns no
     // descriptor: forget it instead of writing records user space would drop.
-    if let Some(l) = LAYOUT.get(0)
-        && l.valid != 0
+    if l.valid != 0
         && l.sk_socket != fdtrace_common::NO_OFFSET
         && read_kernel::<u64>(sk + l.sk_socket as u64) == Some(0)
     {
         let _ = SOCKS.remove(&sk);
         return 0;
     }
-    let newstate: i32 = field(&ctx, 20);
     let mut hdr = header(kind::SOCK_STATE, bpf_get_current_pid_tgid());
     hdr.tgid = owner;
-    let family: u16 = field(&ctx, 28);
-    // The addresses as two words each, written whole (zeroing parts of byte arrays becomes
-    // byte-at-a-time `memset` loops on this target).
-    let (saddr, daddr): ([u64; 2], [u64; 2]) = if family == AF_INET6 {
-        (
-            [field(&ctx, 40), field(&ctx, 48)],
-            [field(&ctx, 56), field(&ctx, 64)],
-        )
-    } else {
-        // Little-endian: the 4 address bytes in memory order are the low 32 bits.
-        let s: u32 = field(&ctx, 32);
-        let d: u32 = field(&ctx, 36);
-        ([s as u64, 0], [d as u64, 0])
-    };
     let ev = SockStateEvent {
         hdr,
         sk,
-        oldstate: field::<i32>(&ctx, 16) as u32,
-        newstate: newstate as u32,
-        family,
-        protocol,
-        sport: field(&ctx, 24),
-        dport: field(&ctx, 26),
+        oldstate: c.oldstate,
+        newstate: c.newstate,
+        family: c.family,
+        protocol: c.protocol,
+        sport: c.sport,
+        dport: c.dport,
         // SAFETY: two u64 are 16 bytes, any bit pattern is a valid byte array.
-        saddr: unsafe { core::mem::transmute::<[u64; 2], [u8; 16]>(saddr) },
-        daddr: unsafe { core::mem::transmute::<[u64; 2], [u8; 16]>(daddr) },
+        saddr: unsafe { core::mem::transmute::<[u64; 2], [u8; 16]>(c.saddr) },
+        daddr: unsafe { core::mem::transmute::<[u64; 2], [u8; 16]>(c.daddr) },
     };
     if EVENTS
         .output::<SockStateEvent>(&ev, wakeup_before::<SockStateEvent>())
@@ -256,7 +322,7 @@ pub fn sock_state(ctx: TracePointContext) -> u32 {
     {
         bump(stat::LOST_EVENTS);
     }
-    if newstate as u32 == TCP_CLOSE {
+    if c.newstate == TCP_CLOSE {
         let _ = SOCKS.remove(&sk);
     }
     0

@@ -6,7 +6,7 @@ use anyhow::{Context as _, Result, bail};
 use aya::{
     Ebpf,
     maps::ProgramArray,
-    programs::{FEntry, FExit, TracePoint},
+    programs::{FEntry, FExit, RawTracePoint, TracePoint},
 };
 use tracing::{debug, warn};
 
@@ -16,6 +16,7 @@ use crate::hooks::{
     hooked_syscall_numbers, tracepoint_exists, trampolines,
 };
 use crate::kernel_layout::KernelTypes;
+use fdtrace_common::NO_OFFSET;
 
 /// What `attach_all` attached, and how.
 pub(crate) struct Attached {
@@ -29,6 +30,7 @@ pub(crate) struct Attached {
 /// An attachment of one of our programs.
 pub(crate) enum Link {
     Tracepoint(aya::programs::trace_point::TracePointLinkId),
+    Raw(aya::programs::raw_trace_point::RawTracePointLinkId),
     Entry(aya::programs::fentry::FEntryLinkId),
     Exit(aya::programs::fexit::FExitLinkId),
 }
@@ -214,6 +216,13 @@ pub(crate) fn detach_links(ebpf: &mut Ebpf, links: Vec<(String, Link)>) {
                     owned.push(Box::new(l));
                 }
             }
+            Link::Raw(id) => {
+                if let Ok(tp) = <&mut RawTracePoint>::try_from(p)
+                    && let Ok(l) = tp.take_link(id)
+                {
+                    owned.push(Box::new(l));
+                }
+            }
             Link::Entry(id) => {
                 if let Ok(f) = <&mut FEntry>::try_from(p)
                     && let Ok(l) = f.take_link(id)
@@ -258,6 +267,31 @@ fn attach(
     }
     p.attach(category, name)
         .with_context(|| format!("attaching to {category}:{name} failed"))
+}
+
+/// The TCP state changes' hook (as `by_hook` names it), program and raw tracepoint where the
+/// kernel's BTF is read (with the trampolines): `raw_sock_state`, not `sock_state` on the
+/// tracepoint's record.
+const RAW_SOCK_STATE: (&str, &str, &str) = (
+    "sock:inet_sock_set_state",
+    "raw_sock_state",
+    "inet_sock_set_state",
+);
+
+/// Load `prog` and attach it to the raw tracepoint `name`.
+fn attach_raw(
+    ebpf: &mut Ebpf,
+    prog: &str,
+    name: &str,
+) -> Result<aya::programs::raw_trace_point::RawTracePointLinkId> {
+    let p: &mut RawTracePoint = ebpf
+        .program_mut(prog)
+        .with_context(|| format!("program {prog} missing from the eBPF object"))?
+        .try_into()?;
+    p.load()
+        .with_context(|| format!("the kernel rejected program {prog}"))?;
+    p.attach(name)
+        .with_context(|| format!("attaching to raw tracepoint {name} failed"))
 }
 
 /// Attach every program of the plan (`regs`, `deep`: see `attach_plan`), each syscall with the
@@ -354,6 +388,11 @@ pub(crate) fn attach_all(
                 })
         }
     };
+    // The raw TCP state tracepoint reads what the record would hold from the socket.
+    let raw_sock_state = btf.is_ok()
+        && types
+            .as_ref()
+            .is_ok_and(|t| t.layout().is_ok_and(|l| l.sk_protocol != NO_OFFSET));
     drop(types);
     if let (HookSet::Trampolines, Err(why)) = (hooks, &btf) {
         bail!("--hooks trampolines: this kernel takes none: {why}");
@@ -415,6 +454,22 @@ pub(crate) fn attach_all(
                     for_close = Some(Err(short_reason(&e)));
                     mark_hooked_syscalls(ebpf, false)?;
                 }
+            }
+        }
+        if hook == RAW_SOCK_STATE.0 && raw_sock_state {
+            match attach_raw(ebpf, RAW_SOCK_STATE.1, RAW_SOCK_STATE.2) {
+                Ok(link) => {
+                    links.push((RAW_SOCK_STATE.1.to_string(), Link::Raw(link)));
+                    choices.push(HookChoice {
+                        event: hook,
+                        hook: format!("raw tracepoint {}", RAW_SOCK_STATE.2),
+                        why: "the kernel builds no record of each change of every socket: its \
+                              arguments only"
+                            .into(),
+                    });
+                    continue;
+                }
+                Err(e) => debug!("TCP states keep their tracepoint: {e:#}"),
             }
         }
         let why_not = match (&btf, trampolines(&hook, deep)) {

@@ -398,9 +398,10 @@ pub(super) fn analysis(b: &Bench) -> String {
                     a,
                     " In one more traced run with BPF statistics on ({drps:.0} requests/s), \
                      fdtrace's programs ran {ns:.0} ns per request, {:.1}% of the {cpus} CPUs' time; \
-                     the most costly: {}. `sock_state` runs on every TCP state change of every \
-                     socket on the machine (wrk's too) and writes a record for each change of a \
-                     traced socket.",
+                     the most costly: {}. `raw_sock_state` (`sock_state` on the tracepoint's \
+                     record where the kernel's BTF is not read) runs on every TCP state change of \
+                     every socket on the machine (wrk's too) and writes a record for each change \
+                     of a traced socket.",
                     100.0 * ns * drps / (cpus as f64 * 1e9),
                     b.texts
                         .get(&Text::NginxTopPrograms)
