@@ -535,9 +535,10 @@ impl StackUnwinder {
     }
 
     /// The number of the walk `unwind` would give again for these registers and this copy of
-    /// the stack (the same walk as before: same registers, same words read, same mappings), if
-    /// it keeps one. A caller may keep what it made of that walk under this number: a number is
-    /// never given to another walk, and the walk is dropped when the mappings or JIT code change.
+    /// the stack (the same walk as before: same registers, the same words where it depends on
+    /// them, same mappings), if it keeps one. A caller may keep what it made of that walk under
+    /// this number: a number is never given to a walk that found other frames, and the walk is
+    /// dropped when the mappings or JIT code change.
     pub fn kept_walk(&self, ip: u64, sp: u64, bp: u64, stack: &[u8]) -> Option<u64> {
         self.walks.get(ip, sp, bp, stack).map(|m| m.serial)
     }

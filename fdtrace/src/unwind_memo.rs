@@ -6,7 +6,7 @@ use crate::unwind::Unwound;
 
 /// How many walks `StackUnwinder::unwind` keeps (all are dropped when it is full): a few
 /// hundred bytes each, per traced process; a hot call site's walk is kept again at once.
-pub(crate) const WALKS_KEPT: usize = 256;
+const WALKS_KEPT: usize = 256;
 
 /// A word of the stack copy a walk read: where, what it held (None: beyond the copy), and
 /// whether the walk's answer depends on what it held (`Walks::keep`).
@@ -122,13 +122,13 @@ fn ended_by_reads(unwound: &Unwound, reads: &[Read]) -> bool {
 /// A saved frame pointer a walk reads (and the frame pointer it starts from) is, in code
 /// built without frame pointers, any value the code kept in that register: a different one in
 /// nearly every stack of the same call site. Such a value matters to the walk only if a later
-/// step finds a frame from it, and then the words that step reads are found from it: two
-/// walks that read the same words of the stack, found the same frames and ended by their reads
-/// (`ended_by_reads`) while that value differed between them did not use it, and no other value would be used
-/// (which words a step reads, and from what, depends only on the frames found before). That
-/// value is then unpinned: the walk is given again whatever it holds. Return addresses are
-/// never unpinned (they are the frames), nor any word of a walk that searched the stack for
-/// return addresses (such a search is steered by the values it reads), which is not kept so.
+/// step finds a frame from it, and then the words that step reads are found from it: two walks
+/// that read the same words of the stack, found the same frames and ended by their reads
+/// (`ended_by_reads`) while that value differed between them did not use it, and no other
+/// value would be used (which words a step reads, and from what, depends only on the frames
+/// found before). That value is then unpinned: the walk is given again whatever it holds.
+/// Return addresses are never unpinned (they are the frames), nor any word of a walk that
+/// searched the stack for return addresses (such a search is steered by the values it reads).
 #[derive(Default)]
 pub(crate) struct Walks(foldhash::HashMap<(u64, u64), Walk>);
 
