@@ -1,7 +1,7 @@
 //! Attaching the programs to their hooks: each syscall's trampolines (fentry/fexit on its kernel
 //! function) or its tracepoints, chosen one by one as `hooks.rs` plans them; the other events'
-//! tracepoints (the TCP states' raw one where the kernel's BTF is read); `fd_install`'s trampoline for the descriptors installed outside those syscalls;
-//! and detaching them all.
+//! tracepoints (the TCP states' raw one where the kernel's BTF is read); `fd_install`'s
+//! trampoline for the descriptors installed outside those syscalls; and detaching them all.
 use anyhow::{Context as _, Result, bail};
 use aya::{
     Ebpf,
