@@ -287,18 +287,19 @@ fn state_change(sk: u64, change: impl FnOnce(&KernelLayout) -> StateChange) -> u
     let Some(l) = LAYOUT.get(0) else {
         return 0;
     };
-    let c = change(l);
-    if c.protocol != IPPROTO_TCP {
-        return 0;
-    }
     // No file refers to the socket any more: its last close orphaned it, after the FIN_WAIT1
     // or LAST_ACK that close set. What it goes through next (FIN_WAIT2, CLOSE) concerns no
-    // descriptor: forget it instead of writing records user space would drop.
+    // descriptor: forget it instead of writing records user space would drop (before reading
+    // the rest: half of a closed connection's changes).
     if l.valid != 0
         && l.sk_socket != fdtrace_common::NO_OFFSET
         && read_kernel::<u64>(sk + l.sk_socket as u64) == Some(0)
     {
         let _ = SOCKS.remove(&sk);
+        return 0;
+    }
+    let c = change(l);
+    if c.protocol != IPPROTO_TCP {
         return 0;
     }
     let mut hdr = header(kind::SOCK_STATE, bpf_get_current_pid_tgid());
