@@ -253,20 +253,55 @@ mod tests {
     use super::*;
     use crate::unwind::{RuntimeFrame, StackUnwinder};
 
-    #[test]
-    fn a_kept_walk_is_given_again_only_where_the_copy_holds_the_words_it_read() {
-        let (ip, sp, bp, mut stack) = crate::own_stack::capture_here();
+    /// This test's own stack (ip, sp, bp, copy) and mappings, an unwinder that walked it, and
+    /// what it found.
+    struct Here {
+        regs: (u64, u64, u64),
+        stack: Vec<u8>,
+        maps: Vec<crate::procinfo::Mapping>,
+        kept: StackUnwinder,
+        first: Unwound,
+    }
+
+    #[inline(never)]
+    fn walked_here() -> Here {
+        let (ip, sp, bp, stack) = crate::own_stack::capture_here();
         let maps = crate::procinfo::exec_maps(std::process::id()).0;
-        let fresh = |stack: &[u8]| {
-            let mut u = StackUnwinder::new();
-            u.set_mappings(maps.clone());
-            u.unwind(ip, sp, bp, stack, &mut |_| RuntimeFrame::Unknown)
-        };
         let mut kept = StackUnwinder::new();
         kept.set_mappings(maps.clone());
         let first = kept.unwind(ip, sp, bp, &stack, &mut |_| RuntimeFrame::Unknown);
         assert!(!first.frames.is_empty());
-        assert_eq!(first, fresh(&stack));
+        assert_eq!(first, fresh_walk(&maps, (ip, sp, bp), &stack));
+        Here {
+            regs: (ip, sp, bp),
+            stack,
+            maps,
+            kept,
+            first,
+        }
+    }
+
+    /// A fresh unwinder's walk.
+    fn fresh_walk(
+        maps: &[crate::procinfo::Mapping],
+        (ip, sp, bp): (u64, u64, u64),
+        stack: &[u8],
+    ) -> Unwound {
+        let mut u = StackUnwinder::new();
+        u.set_mappings(maps.to_vec());
+        u.unwind(ip, sp, bp, stack, &mut |_| RuntimeFrame::Unknown)
+    }
+
+    #[test]
+    fn a_kept_walk_is_given_again_only_where_the_copy_holds_the_words_it_read() {
+        let Here {
+            regs: (ip, sp, bp),
+            mut stack,
+            maps,
+            mut kept,
+            first,
+        } = walked_here();
+        let fresh = |stack: &[u8]| fresh_walk(&maps, (ip, sp, bp), stack);
         let reads = kept.walks.of(ip, sp).reads.clone();
         let read_words: Vec<u64> = reads
             .iter()
@@ -295,17 +330,14 @@ mod tests {
 
     #[test]
     fn a_kept_walk_answers_as_a_fresh_walk_whatever_the_words_and_frame_pointer_it_read() {
-        let (ip, sp, bp, stack) = crate::own_stack::capture_here();
-        let maps = crate::procinfo::exec_maps(std::process::id()).0;
-        let fresh = |bp: u64, stack: &[u8]| {
-            let mut u = StackUnwinder::new();
-            u.set_mappings(maps.clone());
-            u.unwind(ip, sp, bp, stack, &mut |_| RuntimeFrame::Unknown)
-        };
-        let mut kept = StackUnwinder::new();
-        kept.set_mappings(maps.clone());
-        let first = kept.unwind(ip, sp, bp, &stack, &mut |_| RuntimeFrame::Unknown);
-        assert_eq!(first, fresh(bp, &stack));
+        let Here {
+            regs: (ip, sp, bp),
+            stack,
+            maps,
+            mut kept,
+            first,
+        } = walked_here();
+        let fresh = |bp: u64, stack: &[u8]| fresh_walk(&maps, (ip, sp, bp), stack);
         let read_words: Vec<u64> = (kept.walks.of(ip, sp).reads.iter())
             .filter_map(|r| r.word.map(|_| r.addr))
             .collect();
@@ -354,10 +386,12 @@ mod tests {
 
     #[test]
     fn a_walks_test_of_a_copy_asks_what_its_reads_do() {
-        let (ip, sp, bp, stack) = crate::own_stack::capture_here();
-        let mut u = StackUnwinder::new();
-        u.set_mappings(crate::procinfo::exec_maps(std::process::id()).0);
-        u.unwind(ip, sp, bp, &stack, &mut |_| RuntimeFrame::Unknown);
+        let Here {
+            regs: (ip, sp, bp),
+            stack,
+            kept: u,
+            ..
+        } = walked_here();
         // Made up too: reads below sp, beyond the copy, unpinned; one walk kept of each.
         let mut walks = Walks::default();
         let ras = [0x401000, 0x402000];
