@@ -448,28 +448,20 @@ mod tests {
                 .map(|(i, &w)| (SP + 8 * i as u64, Some(w)))
                 .collect()
         };
+        // A whole walk from (1, SP, bp) that read these words and found these frames.
+        let keep = |walks: &mut Walks, bp: u64, words: &[u64], ras: &[u64], truncated: bool| {
+            walks.keep((1, SP, bp), reads(words), frames(ras, truncated), 16, false)
+        };
         // Word 0: a saved frame pointer; word 1: the return address the frames end with.
         let ras = [0x401000, 0x402000];
         let mut walks = Walks::default();
-        walks.keep(
-            (1, SP, 0xb0),
-            reads(&[0xaa, 0x402000]),
-            frames(&ras, false),
-            16,
-            false,
-        );
+        keep(&mut walks, 0xb0, &[0xaa, 0x402000], &ras, false);
         let serial = walks.of(1, SP).serial;
         assert!(walks.get(1, SP, 0xb0, &copy(&[0xaa, 0x402000])).is_some());
         // Another saved frame pointer, another frame pointer: not given until shown unused.
         assert!(walks.get(1, SP, 0xb0, &copy(&[0xbb, 0x402000])).is_none());
         assert!(walks.get(1, SP, 0xb1, &copy(&[0xaa, 0x402000])).is_none());
-        walks.keep(
-            (1, SP, 0xb1),
-            reads(&[0xbb, 0x402000]),
-            frames(&ras, false),
-            16,
-            false,
-        );
+        keep(&mut walks, 0xb1, &[0xbb, 0x402000], &ras, false);
         assert_eq!(
             walks.of(1, SP).serial,
             serial,
@@ -483,13 +475,7 @@ mod tests {
         assert!(walks.get(2, SP, 0xb0, &copy(&[0xaa, 0x402000])).is_none());
         // Other frames from the same registers: a new walk, all pinned again.
         let other = [0x401000, 0x403000];
-        walks.keep(
-            (1, SP, 0xb1),
-            reads(&[0xbb, 0x403000]),
-            frames(&other, false),
-            16,
-            false,
-        );
+        keep(&mut walks, 0xb1, &[0xbb, 0x403000], &other, false);
         assert_ne!(walks.of(1, SP).serial, serial);
         assert!(walks.get(1, SP, 0xb1, &copy(&[0xcc, 0x403000])).is_none());
         assert!(walks.get(1, SP, 0xb1, &copy(&[0xbb, 0x403000])).is_some());
@@ -519,20 +505,8 @@ mod tests {
         }
         // A walk that ended another way than the one before it: not the same walk.
         let mut walks = Walks::default();
-        walks.keep(
-            (1, SP, 0xb0),
-            reads(&[0xaa, 0x402000]),
-            frames(&ras, false),
-            16,
-            false,
-        );
-        walks.keep(
-            (1, SP, 0xb1),
-            reads(&[0xbb, 0x402000]),
-            frames(&ras, true),
-            16,
-            false,
-        );
+        keep(&mut walks, 0xb0, &[0xaa, 0x402000], &ras, false);
+        keep(&mut walks, 0xb1, &[0xbb, 0x402000], &ras, true);
         assert!(walks.get(1, SP, 0xb2, &copy(&[0xcc, 0x402000])).is_none());
     }
 
