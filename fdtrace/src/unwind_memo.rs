@@ -171,33 +171,24 @@ impl Walks {
                 pinned: true,
             })
             .collect();
-        let mut walk = Walk {
-            bp,
-            bp_pinned: true,
-            reads: Vec::new(),
-            test: CopyTest {
-                len_at_least: 0,
-                len_below: 0,
-                words: Vec::new(),
-            },
-            unwound,
-            stack_bytes,
-            serial: 0,
-        };
-        match self.0.remove(&(ip, sp)) {
-            Some(old)
-                if !searched && old.same_but_for_values(&walk.unwound, stack_bytes, &reads) =>
-            {
-                walk.bp_pinned = old.bp_pinned && old.bp == bp;
+        let (bp_pinned, serial) = match self.0.remove(&(ip, sp)) {
+            Some(old) if !searched && old.same_but_for_values(&unwound, stack_bytes, &reads) => {
                 for (new, old) in reads.iter_mut().zip(&old.reads) {
                     new.pinned = old.pinned && old.word == new.word;
                 }
-                walk.serial = old.serial;
+                (old.bp_pinned && old.bp == bp, old.serial)
             }
-            _ => walk.serial = next_serial(),
-        }
-        walk.test = CopyTest::of(&reads, sp);
-        walk.reads = reads;
+            _ => (true, next_serial()),
+        };
+        let walk = Walk {
+            bp,
+            bp_pinned,
+            test: CopyTest::of(&reads, sp),
+            reads,
+            unwound,
+            stack_bytes,
+            serial,
+        };
         if self.0.len() >= WALKS_KEPT {
             self.0.clear();
         }
