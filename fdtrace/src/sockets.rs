@@ -51,26 +51,45 @@ pub fn tcp_state_name(state: u8) -> &'static str {
 /// `address:port` of an IPv4 or IPv6 endpoint (`[v6]:port`); None for the unspecified address
 /// with port 0 (not bound, not connected).
 pub fn inet_endpoint(family: u16, addr: &[u8; 16], port: u16) -> Option<String> {
+    let mut out = String::new();
+    write_inet_endpoint(family, addr, port, &mut out).then_some(out)
+}
+
+/// [`inet_endpoint`] written into `out` (cleared first); false where there is none. A TCP
+/// state change names its socket's endpoints again each time: written into the same buffer,
+/// they cost no allocation when they have not changed.
+pub fn write_inet_endpoint(family: u16, addr: &[u8; 16], port: u16, out: &mut String) -> bool {
+    out.clear();
     match family {
         AF_INET => {
             let ip = [addr[0], addr[1], addr[2], addr[3]];
-            (port != 0 || ip != [0; 4]).then(|| v4_endpoint(ip, port))
+            if port == 0 && ip == [0; 4] {
+                return false;
+            }
+            write_v4_endpoint(ip, port, out);
         }
         AF_INET6 => {
             let ip = Ipv6Addr::from(*addr);
-            (port != 0 || !ip.is_unspecified()).then(|| match ip.to_ipv4_mapped() {
-                Some(v4) => v4_endpoint(v4.octets(), port),
-                None => format!("[{ip}]:{port}"),
-            })
+            if port == 0 && ip.is_unspecified() {
+                return false;
+            }
+            match ip.to_ipv4_mapped() {
+                Some(v4) => write_v4_endpoint(v4.octets(), port, out),
+                None => {
+                    use std::fmt::Write;
+                    let _ = write!(out, "[{ip}]:{port}");
+                }
+            }
         }
-        _ => None,
+        _ => return false,
     }
+    true
 }
 
 /// `a.b.c.d:port`, without `format!`: every accepted or connected socket is named so, and
 /// formatting was a tenth of the user side's time under a stream of connections.
-fn v4_endpoint(ip: [u8; 4], port: u16) -> String {
-    let mut out = String::with_capacity(21);
+fn write_v4_endpoint(ip: [u8; 4], port: u16, out: &mut String) {
+    out.reserve(21);
     let mut num = itoa::Buffer::new();
     for (i, b) in ip.into_iter().enumerate() {
         if i > 0 {
@@ -80,7 +99,6 @@ fn v4_endpoint(ip: [u8; 4], port: u16) -> String {
     }
     out.push(':');
     out.push_str(num.format(port));
-    out
 }
 
 /// Decode a `struct sockaddr` as passed to bind/connect: (family, printable address).
@@ -219,13 +237,7 @@ impl SocketInfo {
     }
 
     /// A TCP state change of this socket, with the addresses the kernel reported with it.
-    pub fn set_state(
-        &mut self,
-        state: u8,
-        ts_ns: u64,
-        local: Option<String>,
-        peer: Option<String>,
-    ) {
+    pub fn set_state(&mut self, state: u8, ts_ns: u64, local: Option<&str>, peer: Option<&str>) {
         if self.state != Some(state) {
             self.state = Some(state);
             self.state_since_ns = Some(ts_ns);
@@ -233,11 +245,14 @@ impl SocketInfo {
         // A connecting socket gets its local port only after SYN_SENT; keep the best known.
         if let Some(l) = local
             && !l.ends_with(":0")
+            && self.local.as_deref() != Some(l)
         {
-            self.local = Some(l);
+            self.local = Some(l.to_owned());
         }
-        if peer.is_some() {
-            self.peer = peer;
+        if let Some(p) = peer
+            && self.peer.as_deref() != Some(p)
+        {
+            self.peer = Some(p.to_owned());
         }
     }
 }
@@ -421,17 +436,12 @@ mod tests {
         };
         let mut s = SocketInfo::from_kernel(&k, 5);
         assert_eq!(s.describe(), "tcp CLOSE");
-        s.set_state(
-            tcp::SYN_SENT,
-            10,
-            Some("0.0.0.0:0".into()),
-            Some("127.0.0.1:8081".into()),
-        );
+        s.set_state(tcp::SYN_SENT, 10, Some("0.0.0.0:0"), Some("127.0.0.1:8081"));
         s.set_state(
             tcp::ESTABLISHED,
             11,
-            Some("127.0.0.1:40000".into()),
-            Some("127.0.0.1:8081".into()),
+            Some("127.0.0.1:40000"),
+            Some("127.0.0.1:8081"),
         );
         s.set_state(tcp::CLOSE_WAIT, 20, None, None);
         assert_eq!(

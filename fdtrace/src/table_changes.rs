@@ -14,6 +14,25 @@ use crate::model::{FdKind, FdTable, OpenFd, Origin, StackId};
 /// Apply `r` to `table` if it is a change of the table; returns whether it was one. (A
 /// recording of format 1.1 keeps some of them as JSON: see `legacy_records`.)
 pub fn apply(table: &mut FdTable, r: &Record) -> bool {
+    apply_with(table, r, None)
+}
+
+/// [`apply`] for a record that is not kept afterwards: its text (a birth's target, a failure's
+/// example) moves into the table instead of being copied, an allocation less per birth.
+pub fn apply_spent(table: &mut FdTable, mut r: Record) -> bool {
+    let text = match &mut r {
+        Record::Preexisting { target, .. }
+        | Record::Open { target, .. }
+        | Record::Untraced { target, .. } => Some(std::mem::take(target)),
+        Record::FailedOpen { example, .. } => Some(std::mem::take(example)),
+        _ => None,
+    };
+    apply_with(table, &r, text)
+}
+
+/// `apply`, with the record's text already taken out of it (`text`), or copied from it.
+fn apply_with(table: &mut FdTable, r: &Record, text: Option<String>) -> bool {
+    let text = move |s: &String| text.unwrap_or_else(|| s.clone());
     match r {
         Record::Preexisting {
             fd,
@@ -25,7 +44,7 @@ pub fn apply(table: &mut FdTable, r: &Record) -> bool {
         } => table.preexisting(
             *fd,
             FdKind::from_code(*kind),
-            target.clone(),
+            text(target),
             *cloexec,
             *born_ns,
         ),
@@ -42,7 +61,7 @@ pub fn apply(table: &mut FdTable, r: &Record) -> bool {
                 *fd,
                 OpenFd {
                     kind: FdKind::from_code(*kind),
-                    target: target.clone(),
+                    target: text(target),
                     opened_ns: Some(*ts_ns),
                     origin: stack.map(Origin::Stack).unwrap_or(Origin::Untraced),
                     cloexec: *cloexec,
@@ -71,7 +90,7 @@ pub fn apply(table: &mut FdTable, r: &Record) -> bool {
             errno,
             example,
             ..
-        } => table.failed(*stack as StackId, *errno, *ts_ns, example.clone()),
+        } => table.failed(*stack as StackId, *errno, *ts_ns, text(example)),
         Record::FailureTotal {
             syscall,
             errno,
@@ -86,7 +105,7 @@ pub fn apply(table: &mut FdTable, r: &Record) -> bool {
             cloexec,
             target,
             ..
-        } => table.untraced(*fd, FdKind::from_code(*kind), target.clone(), *cloexec),
+        } => table.untraced(*fd, FdKind::from_code(*kind), text(target), *cloexec),
         Record::DriftClose { fd, .. } => table.drift_close(*fd),
         _ => return false,
     }

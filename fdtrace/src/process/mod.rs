@@ -86,6 +86,9 @@ pub struct State {
     pub log: Option<Vec<Record>>,
     /// Kernel socket → descriptors that may refer to it (checked on use).
     socks: foldhash::HashMap<u64, Vec<i32>>,
+    /// The local and peer endpoints a TCP state change names, written here before they are
+    /// compared with the socket's (no allocation while they stay the same).
+    endpoints: [String; 2],
     /// Differences with /proc seen at the last reconciliation (fd → missed open?).
     suspects: foldhash::HashMap<i32, bool>,
     /// Descriptor numbers an event opened or closed since the last reconciliation: a
@@ -133,6 +136,7 @@ impl State {
             container: None,
             log: None,
             socks: Default::default(),
+            endpoints: Default::default(),
             suspects: Default::default(),
             touched: Default::default(),
             go_links: GoLinks::default(),
@@ -160,8 +164,12 @@ impl State {
     /// Apply a change to the table, as a replay of the recording will (`table_changes`), and
     /// log it when recording.
     pub(crate) fn change(&mut self, r: Record) {
-        crate::table_changes::apply(&mut self.table, &r);
-        self.log(r);
+        if self.log.is_some() {
+            crate::table_changes::apply(&mut self.table, &r);
+            self.log(r);
+        } else {
+            crate::table_changes::apply_spent(&mut self.table, r);
+        }
     }
 
     pub(crate) fn log(&mut self, r: Record) {
@@ -171,7 +179,7 @@ impl State {
     }
 
     /// A birth at `stack`, into the table (and the log), with what the kernel said of its
-    /// socket.
+    /// socket (followed by its `sk` from then on).
     #[allow(clippy::too_many_arguments)]
     fn born(
         &mut self,
@@ -184,6 +192,9 @@ impl State {
         stack: StackId,
         sock: Option<Box<SocketInfo>>,
     ) {
+        if let Some(sk) = sock.as_ref().map(|s| s.sk).filter(|&sk| sk != 0) {
+            self.socks.entry(sk).or_default().push(fd);
+        }
         self.change(Record::Open {
             ts_ns,
             tgid: self.pid,
@@ -365,26 +376,35 @@ impl State {
         } else {
             o.flags & O_CLOEXEC != 0
         };
-        for fd in [o.fd, o.fd2] {
-            if fd < 0 {
-                continue;
-            }
+        // The second of a pair (pipe, socketpair) copies what the first moves: the kernel
+        // described the first's socket only.
+        let second = (o.fd2 >= 0).then(|| {
             let mut sock = sock.clone();
-            if fd == o.fd2
-                && let Some(s) = sock.as_mut()
-            {
-                // The kernel described the first of the pair only.
+            if let Some(s) = sock.as_mut() {
                 s.sk = 0;
             }
-            if let Some(sk) = sock.as_ref().map(|s| s.sk).filter(|&sk| sk != 0) {
-                self.socks.entry(sk).or_default().push(fd);
-            }
+            (sock, target.clone())
+        });
+        let (ts_ns, tid) = (o.hdr.ts_ns, o.hdr.tid);
+        if o.fd >= 0 {
             self.born(
-                o.hdr.ts_ns,
-                o.hdr.tid,
+                ts_ns,
+                tid,
                 o.syscall,
-                fd,
-                (kind, target.clone()),
+                o.fd,
+                (kind, target),
+                cloexec,
+                id,
+                sock,
+            );
+        }
+        if let Some((sock, target)) = second {
+            self.born(
+                ts_ns,
+                tid,
+                o.syscall,
+                o.fd2,
+                (kind, target),
                 cloexec,
                 id,
                 sock,

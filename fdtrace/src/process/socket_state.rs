@@ -73,6 +73,7 @@ impl State {
             return;
         };
         let table = &mut self.table;
+        let [local, peer] = &mut self.endpoints;
         fds.retain(|&fd| {
             let Some(s) = table
                 .get_mut(fd)
@@ -81,11 +82,13 @@ impl State {
             else {
                 return false;
             };
+            let l = sockets::write_inet_endpoint(ev.family, &ev.saddr, ev.sport, local);
+            let p = sockets::write_inet_endpoint(ev.family, &ev.daddr, ev.dport, peer);
             s.set_state(
                 ev.newstate as u8,
                 ev.hdr.ts_ns,
-                sockets::inet_endpoint(ev.family, &ev.saddr, ev.sport),
-                sockets::inet_endpoint(ev.family, &ev.daddr, ev.dport),
+                l.then_some(local.as_str()),
+                p.then_some(peer.as_str()),
             );
             true
         });
