@@ -15,6 +15,7 @@ pub mod elf_symbols;
 pub mod end_records;
 pub mod events;
 pub mod export;
+pub mod fd_slots;
 pub mod frame_label;
 pub mod frame_tags;
 pub mod function_btf;

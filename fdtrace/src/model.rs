@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
+use crate::fd_slots::FdSlots;
 use crate::sockets::SocketInfo;
 
 /// Identifies an interned creating stack (see `stacks::StackStore`).
@@ -187,7 +188,7 @@ pub fn failure_name(errno: i32) -> &'static str {
 /// The descriptor table of one process (shared by its threads).
 #[derive(Clone, Debug, Default)]
 pub struct FdTable {
-    fds: BTreeMap<i32, OpenFd>,
+    fds: FdSlots<OpenFd>,
     pub stats: TableStats,
     /// Failed births ("too many open files") by call site: those the kernel sent with a stack.
     pub failures: BTreeMap<StackId, Failures>,
@@ -284,7 +285,7 @@ impl FdTable {
 
     /// Reconciliation: the kernel closed `fd` without the model seeing it.
     pub fn drift_close(&mut self, fd: i32) {
-        if self.fds.remove(&fd).is_some() {
+        if self.fds.remove(fd).is_some() {
             self.stats.drift_closes += 1;
         }
     }
@@ -310,7 +311,7 @@ impl FdTable {
 
     /// `close(fd)`: ends exactly the latest birth of that number.
     pub fn close(&mut self, fd: i32) -> Option<OpenFd> {
-        let old = self.fds.remove(&fd);
+        let old = self.fds.remove(fd);
         if old.is_some() {
             self.stats.closes += 1;
         } else {
@@ -321,7 +322,7 @@ impl FdTable {
 
     /// An implicit close (dup2/dup3 onto an open number); nothing happens if it was not open.
     pub fn close_if_open(&mut self, fd: i32) -> Option<OpenFd> {
-        let old = self.fds.remove(&fd);
+        let old = self.fds.remove(fd);
         if old.is_some() {
             self.stats.closes += 1;
         }
@@ -337,14 +338,15 @@ impl FdTable {
             return 0;
         }
         if cloexec_only {
-            return self
-                .fds
-                .range_mut(lo..=hi)
-                .map(|(_, e)| e.cloexec = true)
-                .count();
+            let mut marked = 0;
+            self.fds.for_each_in(lo..=hi, |e| {
+                e.cloexec = true;
+                marked += 1;
+            });
+            return marked;
         }
-        let doomed: Vec<i32> = self.fds.range(lo..=hi).map(|(fd, _)| *fd).collect();
-        for fd in &doomed {
+        let doomed: Vec<i32> = self.fds.range(lo..=hi).map(|(fd, _)| fd).collect();
+        for &fd in &doomed {
             self.fds.remove(fd);
         }
         self.stats.closes += doomed.len() as u64;
@@ -360,7 +362,7 @@ impl FdTable {
 
     /// fcntl(F_SETFD) / ioctl(FIOCLEX, FIONCLEX); nothing happens if `fd` is not open.
     pub fn set_cloexec(&mut self, fd: i32, on: bool) {
-        if let Some(e) = self.fds.get_mut(&fd) {
+        if let Some(e) = self.fds.get_mut(fd) {
             e.cloexec = on;
         }
     }
@@ -386,11 +388,11 @@ impl FdTable {
     }
 
     pub fn get(&self, fd: i32) -> Option<&OpenFd> {
-        self.fds.get(&fd)
+        self.fds.get(fd)
     }
 
     pub fn get_mut(&mut self, fd: i32) -> Option<&mut OpenFd> {
-        self.fds.get_mut(&fd)
+        self.fds.get_mut(fd)
     }
 
     pub fn len(&self) -> usize {
@@ -402,7 +404,7 @@ impl FdTable {
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (i32, &OpenFd)> {
-        self.fds.iter().map(|(fd, e)| (*fd, e))
+        self.fds.iter()
     }
 }
 
