@@ -243,10 +243,14 @@ pub fn decode(bytes: &[u8]) -> Result<Event<'_>, DecodeError> {
                 (String::new(), path_bytes.to_vec())
             } else {
                 let end = path_bytes.iter().position(|&b| b == 0).unwrap_or(MAX_PATH);
-                (
-                    String::from_utf8_lossy(&path_bytes[..end]).into_owned(),
-                    Vec::new(),
-                )
+                let path = &path_bytes[..end];
+                // Checked as UTF-8 first: most paths are, and the lossy conversion's own check
+                // is the slower one.
+                let path = match std::str::from_utf8(path) {
+                    Ok(p) => p.to_owned(),
+                    Err(_) => String::from_utf8_lossy(path).into_owned(),
+                };
+                (path, Vec::new())
             };
             let stack_off = PATH_OFF + MAX_PATH;
             let n = if shed {

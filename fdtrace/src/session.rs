@@ -354,12 +354,14 @@ impl Session {
             }
             Event::SockState(st) => {
                 // Any process that inherited the socket sees the change.
-                let pids: Vec<u32> = self.procs.keys().copied().collect();
-                for pid in pids {
-                    if let Some(p) = self.procs.get_mut(&pid) {
-                        p.apply(Event::SockState(st));
+                for p in self.procs.values_mut() {
+                    p.apply(Event::SockState(st));
+                }
+                if self.recorder.is_some() {
+                    let pids: Vec<u32> = self.procs.keys().copied().collect();
+                    for pid in pids {
+                        self.flush_log(pid);
                     }
-                    self.flush_log(pid);
                 }
             }
             ev => {
