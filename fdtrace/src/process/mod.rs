@@ -84,8 +84,9 @@ pub struct State {
     pub container: Option<crate::container::Container>,
     /// When recording: the changes to the model, in order, with this process's stack ids.
     pub log: Option<Vec<Record>>,
-    /// Kernel socket → descriptors that may refer to it (checked on use).
-    socks: foldhash::HashMap<u64, Vec<i32>>,
+    /// Kernel socket → descriptors that may refer to it (checked on use; nearly always one, held
+    /// without an allocation of its own).
+    socks: foldhash::HashMap<u64, smallvec::SmallVec<[i32; 2]>>,
     /// The local and peer endpoints a TCP state change names, written here before they are
     /// compared with the socket's (no allocation while they stay the same).
     endpoints: [String; 2],

@@ -74,7 +74,7 @@ impl State {
         };
         let table = &mut self.table;
         let [local, peer] = &mut self.endpoints;
-        fds.retain(|&fd| {
+        fds.retain(|&mut fd| {
             let Some(s) = table
                 .get_mut(fd)
                 .and_then(|e| e.sock.as_mut())
