@@ -1,4 +1,5 @@
-//! The entries of a descriptor table by number, in order: a vector indexed by the number for
+//! Entries by descriptor number, in order (a table's descriptors; as `FdSlots<()>`, a set of
+//! numbers): a vector indexed by the number for
 //! the numbers processes use (the kernel hands out the lowest free one), an ordered map for
 //! the rare numbers beyond (a `dup2` onto 1,000,000 must not make a million slots).
 //!
@@ -92,6 +93,12 @@ impl<T> FdSlots<T> {
         self.len() == 0
     }
 
+    pub(crate) fn clear(&mut self) {
+        self.low.clear();
+        self.rest.clear();
+        self.low_len = 0;
+    }
+
     /// Every entry, by number.
     pub(crate) fn iter(&self) -> impl Iterator<Item = (i32, &T)> {
         self.range(i32::MIN..=i32::MAX)
@@ -167,6 +174,7 @@ mod tests {
         Remove(i32),
         Mark(i32, i32),
         Retain(u32),
+        Clear,
     }
 
     fn op() -> impl Strategy<Value = Op> {
@@ -175,6 +183,7 @@ mod tests {
             3 => number().prop_map(Op::Remove),
             1 => (number(), number()).prop_map(|(a, b)| Op::Mark(a.min(b), a.max(b))),
             1 => (2..5u32).prop_map(Op::Retain),
+            1 => Just(Op::Clear),
         ]
     }
 
@@ -199,6 +208,10 @@ mod tests {
                     Op::Retain(m) => {
                         slots.retain(|fd, v| (*v as i64 + fd as i64) % m as i64 != 0);
                         map.retain(|fd, v| (*v as i64 + *fd as i64) % m as i64 != 0);
+                    }
+                    Op::Clear => {
+                        slots.clear();
+                        map.clear();
                     }
                 }
                 let a: Vec<_> = slots.iter().map(|(fd, v)| (fd, *v)).collect();

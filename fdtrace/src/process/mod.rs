@@ -95,7 +95,7 @@ pub struct State {
     /// Descriptor numbers an event opened or closed since the last reconciliation: a
     /// difference on such a number is the model and /proc seen at different moments of a busy
     /// number (a loop that opens and closes it), not a missed event.
-    touched: foldhash::HashSet<i32>,
+    touched: crate::fd_slots::FdSlots<()>,
     pub(crate) mode: UnwindMode,
     /// How the kernel captures this process's stacks now (a `capture` constant).
     pub capture: u16,
@@ -259,9 +259,9 @@ impl State {
     }
 
     fn on_open(&mut self, o: Open) {
-        self.touched.insert(o.fd);
+        self.touched.insert(o.fd, ());
         if o.fd2 >= 0 {
-            self.touched.insert(o.fd2);
+            self.touched.insert(o.fd2, ());
         }
         let id = self.stack_of(&o);
         use fdtrace_common::syscall as sc;
@@ -444,7 +444,7 @@ impl State {
                 .python
                 .on_frames(hdr.tid, sp, frames, truncated),
             Event::Close { hdr, fd } => {
-                self.touched.insert(fd);
+                self.touched.insert(fd, ());
                 self.change(Record::Close {
                     ts_ns: hdr.ts_ns,
                     tgid: self.pid,

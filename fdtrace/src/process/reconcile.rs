@@ -25,7 +25,7 @@ impl State {
             }
         }
         for (&fd, &missed_open) in &now {
-            if self.suspects.get(&fd) != Some(&missed_open) || self.touched.contains(&fd) {
+            if self.suspects.get(&fd) != Some(&missed_open) || self.touched.get(fd).is_some() {
                 continue;
             }
             if missed_open {
