@@ -190,4 +190,55 @@ mod tests {
         assert_eq!(t.failure_count(24), (1, 1));
         assert_eq!((t.stats.drift_closes, t.stats.drift_opens), (1, 1));
     }
+
+    #[test]
+    fn a_spent_record_changes_the_table_as_a_kept_one_does() {
+        let records = [
+            Record::Preexisting {
+                tgid: 1,
+                fd: 0,
+                kind: FdKind::Other.code(),
+                cloexec: false,
+                target: "/dev/pts/0".into(),
+                born_ns: None,
+            },
+            open(3, 10, false, Some(0)),
+            open(4, 11, true, Some(1)),
+            Record::Close {
+                ts_ns: 12,
+                tgid: 1,
+                tid: 1,
+                fd: 3,
+            },
+            Record::Untraced {
+                ts_ns: 13,
+                tgid: 1,
+                fd: 9,
+                kind: FdKind::Pipe.code(),
+                cloexec: false,
+                target: "pipe:[1]".into(),
+            },
+            Record::FailedOpen {
+                ts_ns: 14,
+                tgid: 1,
+                stack: 2,
+                errno: 24,
+                example: "/f".into(),
+            },
+            Record::Exit { ts_ns: 15, tgid: 1 },
+        ];
+        let (mut kept, mut spent) = (FdTable::new(), FdTable::new());
+        for r in records {
+            assert_eq!(apply(&mut kept, &r), apply_spent(&mut spent, r));
+        }
+        let entries = |t: &FdTable| -> Vec<(i32, OpenFd)> {
+            t.iter().map(|(fd, e)| (fd, e.clone())).collect()
+        };
+        assert_eq!(entries(&spent), entries(&kept));
+        assert_eq!(spent.get(0).unwrap().target, "/dev/pts/0");
+        assert_eq!(spent.get(4).unwrap().target, "/f4");
+        assert_eq!(spent.failures, kept.failures);
+        assert_eq!(spent.failures[&2].example, "/f");
+        assert_eq!(spent.stats, kept.stats);
+    }
 }
