@@ -130,6 +130,29 @@ mod tests {
         }
     }
 
+    /// Reconciliation found fd 9, a pipe, without its birth.
+    fn untraced_pipe(ts_ns: u64) -> Record {
+        Record::Untraced {
+            ts_ns,
+            tgid: 1,
+            fd: 9,
+            kind: FdKind::Pipe.code(),
+            cloexec: false,
+            target: "pipe:[1]".into(),
+        }
+    }
+
+    /// An open of "/f" at stack 2 failed with EMFILE.
+    fn failed_open(ts_ns: u64) -> Record {
+        Record::FailedOpen {
+            ts_ns,
+            tgid: 1,
+            stack: 2,
+            errno: 24,
+            example: "/f".into(),
+        }
+    }
+
     #[test]
     fn records_change_the_table_as_their_syscalls_do() {
         let mut t = FdTable::new();
@@ -165,21 +188,8 @@ mod tests {
                 tgid: 1,
                 fd: 6,
             },
-            Record::Untraced {
-                ts_ns: 22,
-                tgid: 1,
-                fd: 9,
-                kind: FdKind::Pipe.code(),
-                cloexec: false,
-                target: "pipe:[1]".into(),
-            },
-            Record::FailedOpen {
-                ts_ns: 22,
-                tgid: 1,
-                stack: 2,
-                errno: 24,
-                example: "/f".into(),
-            },
+            untraced_pipe(22),
+            failed_open(22),
         ] {
             assert!(apply(&mut t, &r));
         }
@@ -210,21 +220,8 @@ mod tests {
                 tid: 1,
                 fd: 3,
             },
-            Record::Untraced {
-                ts_ns: 13,
-                tgid: 1,
-                fd: 9,
-                kind: FdKind::Pipe.code(),
-                cloexec: false,
-                target: "pipe:[1]".into(),
-            },
-            Record::FailedOpen {
-                ts_ns: 14,
-                tgid: 1,
-                stack: 2,
-                errno: 24,
-                example: "/f".into(),
-            },
+            untraced_pipe(13),
+            failed_open(14),
             Record::Exit { ts_ns: 15, tgid: 1 },
         ];
         let (mut kept, mut spent) = (FdTable::new(), FdTable::new());
