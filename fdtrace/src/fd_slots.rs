@@ -1,7 +1,7 @@
 //! Entries by descriptor number, in order (a table's descriptors; as `FdSlots<()>`, a set of
-//! numbers): a vector indexed by the number for
-//! the numbers processes use (the kernel hands out the lowest free one), an ordered map for
-//! the rare numbers beyond (a `dup2` onto 1,000,000 must not make a million slots).
+//! numbers): a vector indexed by the number for the numbers processes use (the kernel hands
+//! out the lowest free one), an ordered map for the rare numbers beyond (a `dup2` onto
+//! 1,000,000 must not make a million slots).
 //!
 //! Every birth and close of a traced process inserts or removes one entry: with an ordered
 //! map that was a seventh of fdtrace's user-side instructions under a stream of connections
