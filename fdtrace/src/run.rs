@@ -254,10 +254,7 @@ async fn follow(
                             p.reconcile();
                         }
                     }
-                    let pids: Vec<u32> = session.procs.keys().copied().collect();
-                    for pid in pids {
-                        session.flush_log(pid);
-                    }
+                    session.flush_logs();
                 }
             }
         }

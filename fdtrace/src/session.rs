@@ -152,6 +152,17 @@ impl Session {
         }
     }
 
+    /// Move every process's logged changes into the recording (nothing when not recording).
+    pub(crate) fn flush_logs(&mut self) {
+        if self.recorder.is_none() {
+            return;
+        }
+        let pids: Vec<u32> = self.procs.keys().copied().collect();
+        for pid in pids {
+            self.flush_log(pid);
+        }
+    }
+
     /// Move a process's logged changes into the recording, numbering its stacks.
     pub(crate) fn flush_log(&mut self, pid: u32) {
         let Some(rec) = self.recorder.as_mut() else {
@@ -189,10 +200,7 @@ impl Session {
         reason: &str,
         now: u64,
     ) -> Result<Option<(u64, std::path::PathBuf)>> {
-        let pids: Vec<u32> = self.procs.keys().copied().collect();
-        for pid in pids {
-            self.flush_log(pid);
-        }
+        self.flush_logs();
         let Some(mut rec) = self.recorder.take() else {
             return Ok(None);
         };
@@ -357,12 +365,7 @@ impl Session {
                 for p in self.procs.values_mut() {
                     p.apply(Event::SockState(st));
                 }
-                if self.recorder.is_some() {
-                    let pids: Vec<u32> = self.procs.keys().copied().collect();
-                    for pid in pids {
-                        self.flush_log(pid);
-                    }
-                }
+                self.flush_logs();
             }
             ev => {
                 let hdr = *ev.header();
