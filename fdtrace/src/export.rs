@@ -106,8 +106,8 @@ pub fn open_groups(
                 Origin::Preexisting => Source::Preexisting(match s {
                     Some(s) => crate::preexisting::socket_pattern(
                         &s.proto_name(),
-                        s.peer.as_deref(),
-                        s.local.as_deref(),
+                        s.peer_text().as_deref(),
+                        s.local_text().as_deref(),
                     ),
                     None if e.kind == crate::model::FdKind::Pipe => "pipe".into(),
                     None => crate::preexisting::path_pattern(&e.target),
@@ -118,7 +118,7 @@ pub fn open_groups(
                 if s.accepted {
                     s.peer_host()
                 } else {
-                    s.peer.clone()
+                    s.peer_text()
                 }
             });
             let key = (

@@ -13,6 +13,7 @@ pub mod deep_stack;
 pub mod diff;
 pub mod elf_symbols;
 pub mod end_records;
+pub mod endpoint;
 pub mod events;
 pub mod export;
 pub mod fd_slots;

@@ -11,6 +11,7 @@ use anyhow::{Result, bail};
 use fdtrace_record::{Header, Reader, Record, Tail};
 
 use crate::{
+    endpoint::Endpoint,
     model::{FdTable, Origin, StackId},
     procinfo::{Mapping, ProcFd},
     report::{self, Meta, Report},
@@ -316,8 +317,8 @@ impl Replay {
                         family: *family,
                         sk_type: *sk_type,
                         protocol: *protocol,
-                        local: local.clone(),
-                        peer: peer.clone(),
+                        local: local.clone().map(Endpoint::from),
+                        peer: peer.clone().map(Endpoint::from),
                         state: (*state != 0).then_some(*state),
                         state_since_ns: *since_ns,
                         accepted: *accepted,

@@ -1,7 +1,7 @@
 //! What fdtrace knows of a socket descriptor: family, type, addresses and TCP state (pure).
-use std::net::Ipv6Addr;
-
 use fdtrace_common::SockInfo;
+
+use crate::endpoint::Endpoint;
 
 pub const AF_UNIX: u16 = 1;
 pub const AF_INET: u16 = 2;
@@ -48,85 +48,9 @@ pub fn tcp_state_name(state: u8) -> &'static str {
     }
 }
 
-/// `address:port` of an IPv4 or IPv6 endpoint (`[v6]:port`); None for the unspecified address
-/// with port 0 (not bound, not connected).
-pub fn inet_endpoint(family: u16, addr: &[u8; 16], port: u16) -> Option<String> {
-    let mut out = String::new();
-    write_inet_endpoint(family, addr, port, &mut out).then_some(out)
-}
-
-/// [`inet_endpoint`] written into `out` (cleared first); false where there is none. A TCP
-/// state change names its socket's endpoints again each time: written into the same buffer,
-/// they cost no allocation when they have not changed.
-pub fn write_inet_endpoint(family: u16, addr: &[u8; 16], port: u16, out: &mut String) -> bool {
-    out.clear();
-    match family {
-        AF_INET => {
-            let ip = [addr[0], addr[1], addr[2], addr[3]];
-            if port == 0 && ip == [0; 4] {
-                return false;
-            }
-            write_v4_endpoint(ip, port, out);
-        }
-        AF_INET6 => {
-            let ip = Ipv6Addr::from(*addr);
-            if port == 0 && ip.is_unspecified() {
-                return false;
-            }
-            match ip.to_ipv4_mapped() {
-                Some(v4) => write_v4_endpoint(v4.octets(), port, out),
-                None => {
-                    use std::fmt::Write;
-                    let _ = write!(out, "[{ip}]:{port}");
-                }
-            }
-        }
-        _ => return false,
-    }
-    true
-}
-
-/// `a.b.c.d:port`, without `format!`: every accepted or connected socket is named so, and
-/// formatting was a tenth of the user side's time under a stream of connections. The digits
-/// are written on the stack and added to `out` at once.
-fn write_v4_endpoint(ip: [u8; 4], port: u16, out: &mut String) {
-    // "255.255.255.255:65535"
-    let mut text = [0u8; 21];
-    let mut n = 0;
-    for (i, b) in ip.into_iter().enumerate() {
-        if i > 0 {
-            text[n] = b'.';
-            n += 1;
-        }
-        n += write_decimal(b as u16, &mut text[n..]);
-    }
-    text[n] = b':';
-    n += 1;
-    n += write_decimal(port, &mut text[n..]);
-    // SAFETY: digits, dots and a colon, all ASCII.
-    out.push_str(unsafe { std::str::from_utf8_unchecked(&text[..n]) });
-}
-
-/// `v` in decimal at the start of `out`; returns the digits written.
-fn write_decimal(v: u16, out: &mut [u8]) -> usize {
-    let len = match v {
-        0..=9 => 1,
-        10..=99 => 2,
-        100..=999 => 3,
-        1000..=9999 => 4,
-        _ => 5,
-    };
-    let mut v = v;
-    for d in out[..len].iter_mut().rev() {
-        *d = b'0' + (v % 10) as u8;
-        v /= 10;
-    }
-    len
-}
-
-/// Decode a `struct sockaddr` as passed to bind/connect: (family, printable address).
-/// Unix paths print as they are, abstract names with a leading `@` (as `ss` does).
-pub fn parse_sockaddr(bytes: &[u8]) -> Option<(u16, String)> {
+/// Decode a `struct sockaddr` as passed to bind/connect: (family, address). Unix paths show
+/// as they are, abstract names with a leading `@` (as `ss` does).
+pub fn parse_sockaddr(bytes: &[u8]) -> Option<(u16, Endpoint)> {
     if bytes.len() < 2 {
         return None;
     }
@@ -136,12 +60,12 @@ pub fn parse_sockaddr(bytes: &[u8]) -> Option<(u16, String)> {
             let port = u16::from_be_bytes([bytes[2], bytes[3]]);
             let mut a = [0u8; 16];
             a[..4].copy_from_slice(&bytes[4..8]);
-            Some((family, inet_endpoint(family, &a, port)?))
+            Some((family, Endpoint::inet(family, &a, port)?))
         }
         AF_INET6 if bytes.len() >= 24 => {
             let port = u16::from_be_bytes([bytes[2], bytes[3]]);
             let a: [u8; 16] = bytes[8..24].try_into().ok()?;
-            Some((family, inet_endpoint(family, &a, port)?))
+            Some((family, Endpoint::inet(family, &a, port)?))
         }
         AF_UNIX => {
             let path = &bytes[2..];
@@ -154,11 +78,14 @@ pub fn parse_sockaddr(bytes: &[u8]) -> Option<(u16, String)> {
                 let end = name.len() - name.iter().rev().take_while(|&&b| b == 0).count();
                 Some((
                     family,
-                    format!("@{}", String::from_utf8_lossy(&name[..end])),
+                    Endpoint::Text(format!("@{}", String::from_utf8_lossy(&name[..end]))),
                 ))
             } else {
                 let end = path.iter().position(|&b| b == 0).unwrap_or(path.len());
-                Some((family, String::from_utf8_lossy(&path[..end]).into_owned()))
+                Some((
+                    family,
+                    Endpoint::Text(String::from_utf8_lossy(&path[..end]).into_owned()),
+                ))
             }
         }
         _ => None,
@@ -173,8 +100,8 @@ pub struct SocketInfo {
     pub family: u16,
     pub sk_type: u16,
     pub protocol: u16,
-    pub local: Option<String>,
-    pub peer: Option<String>,
+    pub local: Option<Endpoint>,
+    pub peer: Option<Endpoint>,
     /// TCP state, when known.
     pub state: Option<u8>,
     /// Monotonic time the socket entered `state` (None when it was already in it when seen).
@@ -193,8 +120,8 @@ impl SocketInfo {
             family: k.family,
             sk_type: k.sk_type,
             protocol: k.protocol,
-            local: inet_endpoint(k.family, &k.laddr, k.lport),
-            peer: inet_endpoint(k.family, &k.raddr, k.rport),
+            local: Endpoint::inet(k.family, &k.laddr, k.lport),
+            peer: Endpoint::inet(k.family, &k.raddr, k.rport),
             state: (is_tcp && k.state != 0).then_some(k.state as u8),
             state_since_ns: (is_tcp && k.state != 0).then_some(birth_ns),
             accepted: false,
@@ -204,13 +131,17 @@ impl SocketInfo {
     /// The peer without its port: accepted connections come from ephemeral ports, so they
     /// are told apart by host.
     pub fn peer_host(&self) -> Option<String> {
-        let p = self.peer.as_deref()?;
-        match p.rsplit_once(':') {
-            Some((host, port)) if port.parse::<u16>().is_ok() && self.family != AF_UNIX => {
-                Some(host.to_string())
-            }
-            _ => Some(p.to_string()),
-        }
+        Some(self.peer.as_ref()?.host(self.family == AF_UNIX))
+    }
+
+    /// The local address as shown.
+    pub fn local_text(&self) -> Option<String> {
+        self.local.as_ref().map(Endpoint::to_string)
+    }
+
+    /// The peer address as shown.
+    pub fn peer_text(&self) -> Option<String> {
+        self.peer.as_ref().map(Endpoint::to_string)
     }
 
     pub fn is_tcp(&self) -> bool {
@@ -260,22 +191,28 @@ impl SocketInfo {
     }
 
     /// A TCP state change of this socket, with the addresses the kernel reported with it.
-    pub fn set_state(&mut self, state: u8, ts_ns: u64, local: Option<&str>, peer: Option<&str>) {
+    pub fn set_state(
+        &mut self,
+        state: u8,
+        ts_ns: u64,
+        local: Option<Endpoint>,
+        peer: Option<Endpoint>,
+    ) {
         if self.state != Some(state) {
             self.state = Some(state);
             self.state_since_ns = Some(ts_ns);
         }
         // A connecting socket gets its local port only after SYN_SENT; keep the best known.
         if let Some(l) = local
-            && !l.ends_with(":0")
-            && self.local.as_deref() != Some(l)
+            && l.port() != Some(0)
+            && self.local.as_ref() != Some(&l)
         {
-            self.local = Some(l.to_owned());
+            self.local = Some(l);
         }
         if let Some(p) = peer
-            && self.peer.as_deref() != Some(p)
+            && self.peer.as_ref() != Some(&p)
         {
-            self.peer = Some(p.to_owned());
+            self.peer = Some(p);
         }
     }
 }
@@ -304,7 +241,7 @@ pub fn proc_net_sockets(pid: u32) -> std::collections::HashMap<u64, SocketInfo> 
 }
 
 /// `0100007F:1F90` (IPv4) or 32 hex digits (IPv6, four host-order words) and a port.
-fn parse_hex_endpoint(family: u16, text: &str) -> Option<String> {
+fn parse_hex_endpoint(family: u16, text: &str) -> Option<Endpoint> {
     let (addr, port) = text.split_once(':')?;
     let port = u16::from_str_radix(port, 16).ok()?;
     let mut a = [0u8; 16];
@@ -320,7 +257,7 @@ fn parse_hex_endpoint(family: u16, text: &str) -> Option<String> {
             }
         }
     }
-    inet_endpoint(family, &a, port)
+    Endpoint::inet(family, &a, port)
 }
 
 fn parse_proc_net_inet(
@@ -365,7 +302,7 @@ fn parse_proc_net_unix(text: &str) -> Vec<(u64, SocketInfo)> {
                 SocketInfo {
                     family: AF_UNIX,
                     sk_type,
-                    local: f.get(7).map(|p| p.to_string()),
+                    local: f.get(7).map(|p| Endpoint::Text(p.to_string())),
                     ..SocketInfo::default()
                 },
             ))
@@ -384,7 +321,6 @@ pub fn socket_inode(link: &str) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::net::Ipv4Addr;
 
     fn sockaddr_in(ip: [u8; 4], port: u16) -> Vec<u8> {
         let mut b = vec![0u8; 16];
@@ -405,47 +341,25 @@ mod tests {
         b[2..4].copy_from_slice(&443u16.to_be_bytes());
         b[23] = 1;
         assert_eq!(parse_sockaddr(&b), Some((AF_INET6, "[::1]:443".into())));
-        // A v4-mapped address prints as IPv4.
-        let mut a = [0u8; 16];
-        a[10] = 0xff;
-        a[11] = 0xff;
-        a[12..].copy_from_slice(&[10, 0, 0, 5]);
-        assert_eq!(
-            inet_endpoint(AF_INET6, &a, 80).as_deref(),
-            Some("10.0.0.5:80")
-        );
-        // Unbound and unconnected: nothing to say.
-        assert_eq!(inet_endpoint(AF_INET, &[0; 16], 0), None);
-        // Every address and port formats as the standard library does.
-        for (ip, port) in [
-            ([0, 0, 0, 0], 1),
-            ([255, 255, 255, 255], 65535),
-            ([10, 0, 7, 99], 80),
-        ]
-        .into_iter()
-        .chain((0..=255u8).map(|b| ([b, b / 3, 255 - b, b % 10], u16::from(b) * 257)))
-        {
-            let mut a = [0; 16];
-            a[..4].copy_from_slice(&ip);
-            let std = format!("{}:{port}", Ipv4Addr::from(ip));
-            assert_eq!(inet_endpoint(AF_INET, &a, port).unwrap(), std);
-            // Written into a buffer that held another endpoint: that one is gone.
-            let mut buf = String::from("[::1]:9");
-            assert!(write_inet_endpoint(AF_INET, &a, port, &mut buf));
-            assert_eq!(buf, std);
-            let mapped = Ipv4Addr::from(ip).to_ipv6_mapped().octets();
-            assert_eq!(inet_endpoint(AF_INET6, &mapped, port).unwrap(), std);
-        }
+        // What they show (every address: `endpoint.rs`).
+        let (_, e) = parse_sockaddr(&b).unwrap();
+        assert_eq!(e.to_string(), "[::1]:443");
     }
 
     #[test]
     fn unix_paths_and_abstract_names() {
         let mut b = AF_UNIX.to_ne_bytes().to_vec();
         b.extend_from_slice(b"/run/x.sock\0\0\0");
-        assert_eq!(parse_sockaddr(&b), Some((AF_UNIX, "/run/x.sock".into())));
+        assert_eq!(
+            parse_sockaddr(&b),
+            Some((AF_UNIX, Endpoint::Text("/run/x.sock".into())))
+        );
         let mut b = AF_UNIX.to_ne_bytes().to_vec();
         b.extend_from_slice(b"\0hidden");
-        assert_eq!(parse_sockaddr(&b), Some((AF_UNIX, "@hidden".into())));
+        assert_eq!(
+            parse_sockaddr(&b),
+            Some((AF_UNIX, Endpoint::Text("@hidden".into())))
+        );
         assert_eq!(parse_sockaddr(&AF_UNIX.to_ne_bytes()), None);
         assert_eq!(parse_sockaddr(&[1]), None);
         assert_eq!(parse_sockaddr(&[99, 0, 1, 2]), None);
@@ -463,12 +377,17 @@ mod tests {
         };
         let mut s = SocketInfo::from_kernel(&k, 5);
         assert_eq!(s.describe(), "tcp CLOSE");
-        s.set_state(tcp::SYN_SENT, 10, Some("0.0.0.0:0"), Some("127.0.0.1:8081"));
+        s.set_state(
+            tcp::SYN_SENT,
+            10,
+            Some("0.0.0.0:0".into()),
+            Some("127.0.0.1:8081".into()),
+        );
         s.set_state(
             tcp::ESTABLISHED,
             11,
-            Some("127.0.0.1:40000"),
-            Some("127.0.0.1:8081"),
+            Some("127.0.0.1:40000".into()),
+            Some("127.0.0.1:8081".into()),
         );
         s.set_state(tcp::CLOSE_WAIT, 20, None, None);
         assert_eq!(

@@ -87,9 +87,6 @@ pub struct State {
     /// Kernel socket → descriptors that may refer to it (checked on use; nearly always one, held
     /// without an allocation of its own).
     socks: foldhash::HashMap<u64, smallvec::SmallVec<[i32; 2]>>,
-    /// The local and peer endpoints a TCP state change names, written here before they are
-    /// compared with the socket's (no allocation while they stay the same).
-    endpoints: [String; 2],
     /// Differences with /proc seen at the last reconciliation (fd → missed open?).
     suspects: foldhash::HashMap<i32, bool>,
     /// Descriptor numbers an event opened or closed since the last reconciliation: a
@@ -137,7 +134,6 @@ impl State {
             container: None,
             log: None,
             socks: Default::default(),
-            endpoints: Default::default(),
             suspects: Default::default(),
             touched: Default::default(),
             go_links: GoLinks::default(),

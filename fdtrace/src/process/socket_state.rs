@@ -1,6 +1,7 @@
 //! A traced process's sockets: their addresses (bind, connect) and TCP states, recorded as
 //! they change, and those it held before tracing began.
 use super::*;
+use crate::endpoint::Endpoint;
 
 impl State {
     /// Log what is known of socket `fd` now.
@@ -73,7 +74,6 @@ impl State {
             return;
         };
         let table = &mut self.table;
-        let [local, peer] = &mut self.endpoints;
         fds.retain(|&mut fd| {
             let Some(s) = table
                 .get_mut(fd)
@@ -82,13 +82,11 @@ impl State {
             else {
                 return false;
             };
-            let l = sockets::write_inet_endpoint(ev.family, &ev.saddr, ev.sport, local);
-            let p = sockets::write_inet_endpoint(ev.family, &ev.daddr, ev.dport, peer);
             s.set_state(
                 ev.newstate as u8,
                 ev.hdr.ts_ns,
-                l.then_some(local.as_str()),
-                p.then_some(peer.as_str()),
+                Endpoint::inet(ev.family, &ev.saddr, ev.sport),
+                Endpoint::inet(ev.family, &ev.daddr, ev.dport),
             );
             true
         });

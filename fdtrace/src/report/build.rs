@@ -20,11 +20,11 @@ fn socket_groups(fds: &[(i32, &OpenFd)], now_ns: u64) -> Vec<SocketGroup> {
         // Client sockets are told apart by their peer; accepted ones by where they were accepted
         // and the peer host; the others by their local address.
         let (peer, local) = if s.accepted {
-            (s.peer_host(), s.local.clone())
+            (s.peer_host(), s.local_text())
         } else if s.peer.is_some() {
-            (s.peer.clone(), None)
+            (s.peer_text(), None)
         } else {
-            (None, s.local.clone())
+            (None, s.local_text())
         };
         let key = (s.proto_name(), peer.clone(), local.clone(), s.state_name());
         let g = groups.entry(key).or_insert_with(|| SocketGroup {
@@ -329,8 +329,8 @@ impl FdEntry {
                 .unwrap_or_else(|| e.target.clone()),
             age_s: age(now_ns, e.opened_ns),
             state: sock.and_then(|s| s.state_name()),
-            peer: sock.and_then(|s| s.peer.clone()),
-            local: sock.and_then(|s| s.local.clone()),
+            peer: sock.and_then(|s| s.peer_text()),
+            local: sock.and_then(|s| s.local_text()),
             state_age_s: sock.and_then(|s| age(now_ns, s.state_since_ns)),
             cloexec: e.cloexec,
         }
