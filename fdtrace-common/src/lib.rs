@@ -491,6 +491,24 @@ pub struct KernelLayout {
     pub regs_in_stack: u32,
     /// `sock.sk_socket`: NULL once no file refers to the socket (orphaned by its last close).
     pub sk_socket: u32,
+    /// Which groups of the members above sit together as every supported kernel lays them out
+    /// (`adjacent::*`): each such group is read in one copy instead of one per member.
+    pub adjacent: u32,
+}
+
+/// Groups of [`KernelLayout`] members that one read can take at once, where they sit so.
+pub mod adjacent {
+    /// `sock_common`'s head: `skc_daddr` at 0, `skc_rcv_saddr` 4, `skc_dport` 12, `skc_num` 14,
+    /// `skc_family` 16, `skc_state` 18.
+    pub const SOCK_HEAD: u32 = 1;
+    /// `fdtable.max_fds` at 0 and `fdtable.fd` at 8.
+    pub const FDTABLE: u32 = 2;
+    /// `sock.sk_protocol` right after `sock.sk_type` (two u16; 5.6 to 6.x).
+    pub const TYPE_PROTOCOL: u32 = 4;
+    /// `skc_v6_rcv_saddr` right after `skc_v6_daddr` (16 bytes each).
+    pub const V6_ADDRS: u32 = 8;
+    /// `sock.sk_type` right after `sock.sk_protocol` (as 6.18 lays them out).
+    pub const PROTOCOL_TYPE: u32 = 16;
 }
 
 pub const NO_OFFSET: u32 = u32::MAX;
@@ -715,7 +733,7 @@ const _: () = assert!(core::mem::size_of::<CloseRangeEvent>() == 40);
 const _: () = assert!(core::mem::size_of::<SockInfo>() == 56);
 const _: () = assert!(core::mem::size_of::<SockAddrEvent>() == 24 + 16 + MAX_SOCKADDR);
 const _: () = assert!(core::mem::size_of::<SockStateEvent>() == 24 + 24 + 32);
-const _: () = assert!(core::mem::size_of::<KernelLayout>() == 80);
+const _: () = assert!(core::mem::size_of::<KernelLayout>() == 84);
 const _: () = assert!(core::mem::size_of::<ForkEvent>() == 40);
 const _: () = assert!(core::mem::size_of::<CloexecEvent>() == 32);
 const _: () = assert!(core::mem::size_of::<FailKey>() == 16);

@@ -11,7 +11,7 @@ use aya_ebpf::{
     programs::{FExitContext, RawTracePointContext, TracePointContext},
 };
 use fdtrace_common::{
-    KernelLayout, MAX_SOCKADDR, SockAddrEvent, SockInfo, SockStateEvent, kind, stat,
+    KernelLayout, MAX_SOCKADDR, SockAddrEvent, SockInfo, SockStateEvent, adjacent, kind, stat,
 };
 
 use crate::{
@@ -43,41 +43,121 @@ pub(crate) fn sock_info(fd: i32) -> Option<SockInfo> {
     let task = unsafe { bpf_get_current_task() };
     let files: u64 = read_kernel(task + l.task_files as u64)?;
     let fdt: u64 = read_kernel(files + l.files_fdt as u64)?;
-    let max_fds: u32 = read_kernel(fdt + l.fdt_max_fds as u64)?;
+    let (max_fds, array) = if l.adjacent & adjacent::FDTABLE != 0 {
+        let [max_fds, array]: [u64; 2] = read_kernel(fdt)?;
+        (max_fds as u32, array)
+    } else {
+        (
+            read_kernel::<u32>(fdt + l.fdt_max_fds as u64)?,
+            read_kernel::<u64>(fdt + l.fdt_fd as u64)?,
+        )
+    };
     if fd as u32 >= max_fds {
         return None;
     }
-    let array: u64 = read_kernel(fdt + l.fdt_fd as u64)?;
     let file: u64 = read_kernel(array + (fd as u64) * 8)?;
     let socket: u64 = read_kernel(file + l.file_private_data as u64)?;
     let sk: u64 = read_kernel(socket + l.socket_sk as u64)?;
     if sk == 0 {
         return None;
     }
+    let head = sock_head(sk, l);
+    let (sk_type, protocol) = type_and_protocol(sk, l);
     let mut info = SockInfo {
         sk,
-        family: read_kernel(sk + l.skc_family as u64).unwrap_or(0),
-        state: read_kernel::<u8>(sk + l.skc_state as u64).unwrap_or(0) as u16,
-        lport: read_kernel(sk + l.skc_num as u64).unwrap_or(0),
-        rport: u16::from_be(read_kernel(sk + l.skc_dport as u64).unwrap_or(0)),
+        family: head.family,
+        state: head.state as u16,
+        lport: head.num,
+        rport: head.dport,
+        sk_type,
+        protocol,
         ..SockInfo::default()
     };
-    if l.sk_type != fdtrace_common::NO_OFFSET {
-        info.sk_type = read_kernel(sk + l.sk_type as u64).unwrap_or(0);
-    }
-    if l.sk_protocol != fdtrace_common::NO_OFFSET {
-        info.protocol = read_kernel(sk + l.sk_protocol as u64).unwrap_or(0);
-    }
     if info.family == AF_INET {
-        let d: [u8; 4] = read_kernel(sk + l.skc_daddr as u64).unwrap_or([0; 4]);
-        let s: [u8; 4] = read_kernel(sk + l.skc_rcv_saddr as u64).unwrap_or([0; 4]);
-        info.raddr[..4].copy_from_slice(&d);
-        info.laddr[..4].copy_from_slice(&s);
-    } else if info.family == AF_INET6 && l.skc_v6_daddr != fdtrace_common::NO_OFFSET {
-        info.raddr = read_kernel(sk + l.skc_v6_daddr as u64).unwrap_or([0; 16]);
-        info.laddr = read_kernel(sk + l.skc_v6_rcv_saddr as u64).unwrap_or([0; 16]);
+        info.raddr[..4].copy_from_slice(&head.daddr.to_ne_bytes());
+        info.laddr[..4].copy_from_slice(&head.rcv_saddr.to_ne_bytes());
+    } else if info.family == AF_INET6 {
+        let [d0, d1, s0, s1] = v6_addrs(sk, l);
+        // SAFETY: two u64 are 16 bytes, any bit pattern is a valid byte array.
+        info.raddr = unsafe { core::mem::transmute::<[u64; 2], [u8; 16]>([d0, d1]) };
+        info.laddr = unsafe { core::mem::transmute::<[u64; 2], [u8; 16]>([s0, s1]) };
     }
     Some(info)
+}
+
+/// What `sock_common`'s head says of a socket (the IPv4 addresses as their bytes in memory
+/// order, the remote port in host order).
+struct SockHead {
+    daddr: u32,
+    rcv_saddr: u32,
+    dport: u16,
+    num: u16,
+    family: u16,
+    state: u8,
+}
+
+/// The head of `sk`'s `sock_common`: one read where it is laid out as usual
+/// (`adjacent::SOCK_HEAD`), one per member otherwise. Unreadable members are 0.
+#[inline(always)]
+fn sock_head(sk: u64, l: &KernelLayout) -> SockHead {
+    if l.adjacent & adjacent::SOCK_HEAD != 0 {
+        // Little-endian words: daddr, rcv_saddr, hash, dport | num << 16, family | state << 16.
+        let w: [u32; 5] = read_kernel(sk).unwrap_or([0; 5]);
+        SockHead {
+            daddr: w[0],
+            rcv_saddr: w[1],
+            dport: u16::from_be(w[3] as u16),
+            num: (w[3] >> 16) as u16,
+            family: w[4] as u16,
+            state: (w[4] >> 16) as u8,
+        }
+    } else {
+        SockHead {
+            daddr: read_kernel(sk + l.skc_daddr as u64).unwrap_or(0),
+            rcv_saddr: read_kernel(sk + l.skc_rcv_saddr as u64).unwrap_or(0),
+            dport: u16::from_be(read_kernel(sk + l.skc_dport as u64).unwrap_or(0)),
+            num: read_kernel(sk + l.skc_num as u64).unwrap_or(0),
+            family: read_kernel(sk + l.skc_family as u64).unwrap_or(0),
+            state: read_kernel(sk + l.skc_state as u64).unwrap_or(0),
+        }
+    }
+}
+
+/// `sk_type` and `sk_protocol` of `sk` (0 where this kernel has no such member or it is
+/// unreadable): one read where they sit together (`adjacent::TYPE_PROTOCOL`, `PROTOCOL_TYPE`).
+#[inline(always)]
+fn type_and_protocol(sk: u64, l: &KernelLayout) -> (u16, u16) {
+    if l.adjacent & adjacent::TYPE_PROTOCOL != 0 {
+        let [t, p]: [u16; 2] = read_kernel(sk + l.sk_type as u64).unwrap_or([0; 2]);
+        return (t, p);
+    }
+    if l.adjacent & adjacent::PROTOCOL_TYPE != 0 {
+        let [p, t]: [u16; 2] = read_kernel(sk + l.sk_protocol as u64).unwrap_or([0; 2]);
+        return (t, p);
+    }
+    let mut out = (0, 0);
+    if l.sk_type != fdtrace_common::NO_OFFSET {
+        out.0 = read_kernel(sk + l.sk_type as u64).unwrap_or(0);
+    }
+    if l.sk_protocol != fdtrace_common::NO_OFFSET {
+        out.1 = read_kernel(sk + l.sk_protocol as u64).unwrap_or(0);
+    }
+    out
+}
+
+/// The IPv6 remote and local addresses of `sk`, two words each (zeros where this kernel has
+/// none or they are unreadable): one read where they sit together (`adjacent::V6_ADDRS`).
+#[inline(always)]
+fn v6_addrs(sk: u64, l: &KernelLayout) -> [u64; 4] {
+    if l.skc_v6_daddr == fdtrace_common::NO_OFFSET {
+        return [0; 4];
+    }
+    if l.adjacent & adjacent::V6_ADDRS != 0 {
+        return read_kernel(sk + l.skc_v6_daddr as u64).unwrap_or([0; 4]);
+    }
+    let [d0, d1]: [u64; 2] = read_kernel(sk + l.skc_v6_daddr as u64).unwrap_or([0; 2]);
+    let [s0, s1]: [u64; 2] = read_kernel(sk + l.skc_v6_rcv_saddr as u64).unwrap_or([0; 2]);
+    [d0, d1, s0, s1]
 }
 
 /// What bind or connect was called with (`read`: the argument at a tracepoint-record offset).
@@ -240,24 +320,20 @@ pub fn sock_state(ctx: TracePointContext) -> u32 {
 pub fn raw_sock_state(ctx: RawTracePointContext) -> i32 {
     let sk: u64 = ctx.arg(0);
     state_change(sk, |l| {
-        let family: u16 = read_kernel(sk + l.skc_family as u64).unwrap_or(0);
-        let (saddr, daddr): ([u64; 2], [u64; 2]) = if family == AF_INET6 {
-            (
-                read_kernel(sk + l.skc_v6_rcv_saddr as u64).unwrap_or([0; 2]),
-                read_kernel(sk + l.skc_v6_daddr as u64).unwrap_or([0; 2]),
-            )
+        let head = sock_head(sk, l);
+        let (saddr, daddr): ([u64; 2], [u64; 2]) = if head.family == AF_INET6 {
+            let [d0, d1, s0, s1] = v6_addrs(sk, l);
+            ([s0, s1], [d0, d1])
         } else {
-            let s: u32 = read_kernel(sk + l.skc_rcv_saddr as u64).unwrap_or(0);
-            let d: u32 = read_kernel(sk + l.skc_daddr as u64).unwrap_or(0);
-            ([s as u64, 0], [d as u64, 0])
+            ([head.rcv_saddr as u64, 0], [head.daddr as u64, 0])
         };
         StateChange {
             oldstate: ctx.arg::<u64>(1) as u32,
             newstate: ctx.arg::<u64>(2) as u32,
-            family,
-            protocol: read_kernel(sk + l.sk_protocol as u64).unwrap_or(0),
-            sport: read_kernel(sk + l.skc_num as u64).unwrap_or(0),
-            dport: u16::from_be(read_kernel(sk + l.skc_dport as u64).unwrap_or(0)),
+            family: head.family,
+            protocol: type_and_protocol(sk, l).1,
+            sport: head.num,
+            dport: head.dport,
             saddr,
             daddr,
         }

@@ -235,7 +235,7 @@ impl KernelTypes {
     /// some kernels have (IPv6, a plain `sk_type`) are marked absent instead of failing.
     pub fn layout(&self) -> Result<KernelLayout> {
         let opt = |name: &str, path: &str| self.offset(name, path).unwrap_or(NO_OFFSET);
-        Ok(KernelLayout {
+        let mut l = KernelLayout {
             valid: 1,
             task_files: self.offset("task_struct", "files")?,
             files_fdt: self.offset("files_struct", "fdt")?,
@@ -262,8 +262,41 @@ impl KernelTypes {
                 .map(|n| THREAD_SIZE - n)
                 .unwrap_or(NO_OFFSET),
             sk_socket: opt("sock", "sk_socket"),
-        })
+            adjacent: 0,
+        };
+        l.adjacent = adjacent_groups(&l);
+        Ok(l)
     }
+}
+
+/// Which groups of `l`'s members one read can take (`fdtrace_common::adjacent`).
+fn adjacent_groups(l: &KernelLayout) -> u32 {
+    use fdtrace_common::adjacent;
+    let mut groups = 0;
+    if [
+        l.skc_daddr,
+        l.skc_rcv_saddr,
+        l.skc_dport,
+        l.skc_num,
+        l.skc_family,
+        l.skc_state,
+    ] == [0, 4, 12, 14, 16, 18]
+    {
+        groups |= adjacent::SOCK_HEAD;
+    }
+    if (l.fdt_max_fds, l.fdt_fd) == (0, 8) {
+        groups |= adjacent::FDTABLE;
+    }
+    if l.sk_type != NO_OFFSET && l.sk_protocol == l.sk_type + 2 {
+        groups |= adjacent::TYPE_PROTOCOL;
+    }
+    if l.sk_protocol != NO_OFFSET && l.sk_type == l.sk_protocol + 2 {
+        groups |= adjacent::PROTOCOL_TYPE;
+    }
+    if l.skc_v6_daddr != NO_OFFSET && l.skc_v6_rcv_saddr == l.skc_v6_daddr + 16 {
+        groups |= adjacent::V6_ADDRS;
+    }
+    groups
 }
 
 #[cfg(test)]
@@ -282,6 +315,23 @@ mod tests {
         assert_eq!(l.skc_rcv_saddr, 4);
         assert!(l.skc_family > l.skc_num);
         assert!(l.fdt_fd > l.fdt_max_fds);
+        // And so are the neighbours read at once.
+        use fdtrace_common::adjacent;
+        let types_protocols = adjacent::TYPE_PROTOCOL | adjacent::PROTOCOL_TYPE;
+        assert_eq!(
+            l.adjacent & !types_protocols,
+            adjacent::SOCK_HEAD | adjacent::FDTABLE | adjacent::V6_ADDRS
+        );
+        // Side by side, one way or the other (6.18 swapped them).
+        assert_eq!((l.adjacent & types_protocols).count_ones(), 1);
+        let mut moved = l;
+        moved.skc_state += 1;
+        moved.sk_type = 100;
+        moved.sk_protocol = 104;
+        assert_eq!(
+            adjacent_groups(&moved),
+            adjacent::FDTABLE | adjacent::V6_ADDRS
+        );
         assert_ne!(l.skc_v6_daddr, NO_OFFSET);
         // x86_64's struct pt_regs is 21 words.
         assert_eq!(l.regs_in_stack, THREAD_SIZE - 21 * 8);

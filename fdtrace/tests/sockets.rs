@@ -15,6 +15,18 @@ fn group<'a>(site: &'a Value, peer: Option<&str>, state: Option<&str>) -> Option
 
 #[test]
 fn sockets_carry_addresses_and_tcp_states() {
+    check_sockets(&[]);
+}
+
+/// The same, with every member of a socket read on its own, as on a kernel whose structures
+/// are laid out otherwise (where they sit as usual, fdtrace reads neighbours at once: see
+/// `fdtrace_common::adjacent`).
+#[test]
+fn sockets_read_member_by_member_carry_the_same() {
+    check_sockets(&[("FDTRACE_LAYOUT_APART", std::path::Path::new("1"))]);
+}
+
+fn check_sockets(env: &[(&str, &std::path::Path)]) {
     let _serial = serial();
     require_root();
     let dir = tempfile::tempdir().unwrap();
@@ -23,7 +35,7 @@ fn sockets_carry_addresses_and_tcp_states() {
     let r = fdtrace(
         &["-d", "3", "--"],
         &[bin.as_os_str(), upath.as_os_str()],
-        &[],
+        env,
     );
     assert_eq!(r.code, 0, "{}", r.stderr);
     let j = &r.json;
