@@ -1,8 +1,9 @@
 //! A socket's address as fdtrace keeps it: an IP address and port as the kernel gave them,
 //! written out only when shown (`a.b.c.d:port`, `[v6]:port`), or any other address as text (a
 //! unix path, `@name` for an abstract one). Every accepted or connected socket has two, and a
-//! busy server accepts thousands a second: formatting each into a new string at its birth was
-//! a seventh of fdtrace's work per request under nginx, for names most are never shown.
+//! busy server accepts thousands a second: formatting both into new strings at each birth was
+//! nearly a fifth of fdtrace's work per request under nginx (callgrind), for names most
+//! sockets never show.
 use std::{
     fmt,
     net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6},
