@@ -491,8 +491,8 @@ pub struct KernelLayout {
     pub regs_in_stack: u32,
     /// `sock.sk_socket`: NULL once no file refers to the socket (orphaned by its last close).
     pub sk_socket: u32,
-    /// Which groups of the members above sit together as every supported kernel lays them out
-    /// (`adjacent::*`): each such group is read in one copy instead of one per member.
+    /// Which groups of the members above sit side by side in this kernel (`adjacent::*`): each
+    /// such group is read in one copy instead of one per member.
     pub adjacent: u32,
 }
 
@@ -503,11 +503,11 @@ pub mod adjacent {
     pub const SOCK_HEAD: u32 = 1;
     /// `fdtable.max_fds` at 0 and `fdtable.fd` at 8.
     pub const FDTABLE: u32 = 2;
-    /// `sock.sk_protocol` right after `sock.sk_type` (two u16; 5.6 to 6.x).
+    /// `sock.sk_protocol` right after `sock.sk_type` (two u16).
     pub const TYPE_PROTOCOL: u32 = 4;
     /// `skc_v6_rcv_saddr` right after `skc_v6_daddr` (16 bytes each).
     pub const V6_ADDRS: u32 = 8;
-    /// `sock.sk_type` right after `sock.sk_protocol` (as 6.18 lays them out).
+    /// `sock.sk_type` right after `sock.sk_protocol` (as 6.18 has them).
     pub const PROTOCOL_TYPE: u32 = 16;
 }
 
