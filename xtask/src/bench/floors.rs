@@ -18,10 +18,11 @@ pub(super) enum Turn {
 
 impl Bench {
     /// Every tracepoint fdtrace attaches on this kernel, as `CATEGORY:NAME` (from `fdtrace
-    /// tracepoints`). None when the list cannot be had.
+    /// tracepoints --list`; without `--list` it prints the hooks' table). None when the list
+    /// cannot be had.
     pub(super) fn all_tracepoints(&mut self, case: &str) -> Option<Vec<String>> {
         let out = Command::new(&self.fdtrace)
-            .arg("tracepoints")
+            .args(["tracepoints", "--list"])
             .output()
             .ok()?;
         let text = String::from_utf8_lossy(&out.stdout);
