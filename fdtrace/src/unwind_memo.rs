@@ -52,8 +52,7 @@ impl Walk {
                 // SAFETY: a pinned word ends at `len_at_least` at most (`CopyTest::of`), and the
                 // copy is that long (checked above). Every birth of a traced process asks this
                 // of a few dozen words: without a bounds check each, the test costs half.
-                u64::from_le(unsafe { stack.as_ptr().add(off).cast::<u64>().read_unaligned() })
-                    == w
+                u64::from_le(unsafe { stack.as_ptr().add(off).cast::<u64>().read_unaligned() }) == w
             })
     }
 
