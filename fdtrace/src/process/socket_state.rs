@@ -74,6 +74,9 @@ impl State {
             return;
         };
         let table = &mut self.table;
+        // Once per change, whichever descriptors refer to the socket.
+        let local = Endpoint::inet(ev.family, &ev.saddr, ev.sport);
+        let peer = Endpoint::inet(ev.family, &ev.daddr, ev.dport);
         fds.retain(|&mut fd| {
             let Some(s) = table
                 .get_mut(fd)
@@ -82,12 +85,7 @@ impl State {
             else {
                 return false;
             };
-            s.set_state(
-                ev.newstate as u8,
-                ev.hdr.ts_ns,
-                Endpoint::inet(ev.family, &ev.saddr, ev.sport),
-                Endpoint::inet(ev.family, &ev.daddr, ev.dport),
-            );
+            s.set_state(ev.newstate as u8, ev.hdr.ts_ns, local.clone(), peer.clone());
             true
         });
         if fds.is_empty() {
