@@ -513,6 +513,10 @@ pub mod adjacent {
 
 pub const NO_OFFSET: u32 = u32::MAX;
 
+/// The kernel's table in front of its set of target sockets has 1 << this many slots
+/// (fdtrace-ebpf's `SOCK_MARKS`).
+pub const SOCK_MARK_BITS: u32 = 16;
+
 /// A thread entered `close(fd)`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

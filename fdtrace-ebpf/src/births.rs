@@ -20,10 +20,10 @@ use crate::{
     failures::{EMFILE, ENFILE, count_failure, sample_failure},
     filter::{is_target, maybe_target},
     goroutine,
-    maps::{EVENTS, HAND_OVER, PENDING, Pending, SOCKS, TARGETS},
+    maps::{EVENTS, HAND_OVER, PENDING, Pending, TARGETS},
     registers::{PT_REGS_R14, UserRegs, copy_words, field, opaque_zero, read_kernel, user_regs},
     ring::{bump, header, shed_bytes, wakeup_after, wakeup_before},
-    sockets::{AF_INET, AF_INET6, sock_info},
+    sockets::{AF_INET, AF_INET6, IPPROTO_TCP, own_socket, sock_info},
     stacks::{copy_stack, walk_frame_pointers},
     syscalls::O_CLOEXEC,
 };
@@ -402,9 +402,10 @@ pub(crate) fn emit_birth<const MMSG: bool, C: EbpfContext>(
     let sock = if syscall::makes_sockets(sc) && !failed && !MMSG {
         match sock_info(fd) {
             Some(info) => {
-                if info.family == AF_INET || info.family == AF_INET6 {
-                    // Failure only means the state events of this socket are not seen.
-                    let _ = SOCKS.insert(&info.sk, &((pid_tgid >> 32) as u32), 0);
+                if (info.family == AF_INET || info.family == AF_INET6)
+                    && info.protocol == IPPROTO_TCP
+                {
+                    own_socket(info.sk, (pid_tgid >> 32) as u32);
                 }
                 info
             }

@@ -12,6 +12,8 @@
 //! `uv_handles`), and `bench` (programs only the benchmark loads).
 #![no_std]
 #![no_main]
+// `sockets::count_mark`'s atomic add: the BPF target has no atomic read-modify-write in `core`.
+#![cfg_attr(target_arch = "bpf", feature(asm_experimental_arch))]
 mod bench;
 mod births;
 mod deaths;

@@ -106,6 +106,25 @@ pub(crate) static LAYOUT: Array<KernelLayout> = Array::with_max_entries(1, 0);
 #[map]
 pub(crate) static SOCKS: LruHashMap<u64, u32> = LruHashMap::with_max_entries(131072, 0);
 
+/// `SOCK_MARKS` has 1 << this many slots (`fdtrace_common::SOCK_MARK_BITS`).
+pub(crate) const SOCK_MARK_BITS: u32 = fdtrace_common::SOCK_MARK_BITS;
+
+/// How many of them are used, as the shift that leaves a hash that many bits: `64 -
+/// SOCK_MARK_BITS` but where a test asks for fewer slots (set by user space before loading;
+/// sockets sharing a slot is what the counts must get right).
+#[unsafe(no_mangle)]
+pub(crate) static SOCK_MARK_SHIFT: u32 = 64 - SOCK_MARK_BITS;
+
+/// In front of `SOCKS`: per slot (a hash of the `struct sock *`), how many sockets in `SOCKS`
+/// may hash there. A TCP state change of a socket whose slot is 0 is not a target's, found with
+/// one array load the JIT inlines, not a hash lookup: every state change of every other
+/// socket on the system pays only that. A slot is counted up before its socket enters `SOCKS`
+/// and down only after a removal from `SOCKS` succeeded, so it never reads 0 while one of its
+/// sockets is there; what the LRU evicts or an insert overwrites stays counted (a lookup for
+/// nothing, never a missed change).
+#[map]
+pub(crate) static SOCK_MARKS: Array<u64> = Array::with_max_entries(1 << SOCK_MARK_BITS, 0);
+
 /// `bind`/`connect` arguments remembered from entry until exit, per thread.
 #[repr(C)]
 #[derive(Clone, Copy)]

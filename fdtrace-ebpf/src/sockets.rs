@@ -16,7 +16,7 @@ use fdtrace_common::{
 
 use crate::{
     filter::{is_target, maybe_target},
-    maps::{ADDR_PENDING, AddrPending, EVENTS, LAYOUT, SOCKS},
+    maps::{ADDR_PENDING, AddrPending, EVENTS, LAYOUT, SOCK_MARK_SHIFT, SOCK_MARKS, SOCKS},
     registers::{ARG0, ARG1, ARG2, RET, field, read_kernel, user_regs},
     ring::{bump, header, wakeup_after, wakeup_before},
 };
@@ -313,7 +313,7 @@ pub fn sock_state(ctx: TracePointContext) -> u32 {
 
 /// The same state changes on the raw tracepoint, where the kernel's tracing layout allows it:
 /// its arguments (`sk`, `oldstate`, `newstate`) as they are, so that the kernel builds no
-/// record of each change of every socket on the system before the `SOCKS` lookup (on loopback,
+/// record of each change of every socket on the system before the `SOCK_MARKS` check (on loopback,
 /// every connection's two sockets change state five times each; only the target's matter).
 /// What the record held is read from the socket, for the sockets that pass.
 #[raw_tracepoint(tracepoint = "inet_sock_set_state")]
@@ -352,9 +352,60 @@ struct StateChange {
     daddr: [u64; 2],
 }
 
+/// `sk`'s slot in `SOCK_MARKS` (Fibonacci hashing: the top bits of the product).
+#[inline(always)]
+fn mark_slot(sk: u64) -> u32 {
+    // SAFETY: a volatile read of a constant the loader may have rewritten.
+    let shift = unsafe { core::ptr::read_volatile(&SOCK_MARK_SHIFT) } & 63;
+    (sk.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> shift) as u32
+}
+
+/// Add `delta` (1, or -1 as `u64::MAX`) to `sk`'s slot in `SOCK_MARKS`: one atomic add whose
+/// result is not fetched (`BPF_XADD`, which every supported kernel's verifier takes; `core` has
+/// no atomic read-modify-write for this target, hence the instruction written out).
+#[inline(always)]
+fn count_mark(sk: u64, delta: u64) {
+    if let Some(p) = SOCK_MARKS.get_ptr_mut(mark_slot(sk)) {
+        // SAFETY: `p` is a map value of 8 bytes, 8-byte aligned; it is only ever changed by
+        // this atomic add (and read plainly by `state_change`).
+        #[cfg(target_arch = "bpf")]
+        unsafe {
+            core::arch::asm!(
+                "lock *(u64 *)({p} + 0) += {d}",
+                p = in(reg) p,
+                d = in(reg) delta,
+                options(nostack),
+            );
+        }
+        #[cfg(not(target_arch = "bpf"))]
+        let _ = (p, delta);
+    }
+}
+
+/// A target's new TCP socket (`tgid` owns it): its state changes are recorded from now on.
+#[inline(always)]
+pub(crate) fn own_socket(sk: u64, tgid: u32) {
+    count_mark(sk, 1);
+    // Failure only means the state events of this socket are not seen (and its slot stays
+    // counted: a lookup for nothing).
+    let _ = SOCKS.insert(&sk, &tgid, 0);
+}
+
+/// The socket concerns no target's descriptor any more: forget it.
+#[inline(always)]
+fn forget_socket(sk: u64) {
+    if SOCKS.remove(&sk).is_ok() {
+        count_mark(sk, u64::MAX);
+    }
+}
+
 /// A state change of socket `sk`: recorded if a target owns it, with what `change` reads.
 #[inline(always)]
 fn state_change(sk: u64, change: impl FnOnce(&KernelLayout) -> StateChange) -> u32 {
+    match SOCK_MARKS.get(mark_slot(sk)) {
+        Some(n) if *n != 0 => {}
+        _ => return 0,
+    }
     // SAFETY: plain value.
     let owner = match unsafe { SOCKS.get(&sk) } {
         Some(o) => *o,
@@ -371,7 +422,7 @@ fn state_change(sk: u64, change: impl FnOnce(&KernelLayout) -> StateChange) -> u
         && l.sk_socket != fdtrace_common::NO_OFFSET
         && read_kernel::<u64>(sk + l.sk_socket as u64) == Some(0)
     {
-        let _ = SOCKS.remove(&sk);
+        forget_socket(sk);
         return 0;
     }
     let c = change(l);
@@ -400,7 +451,7 @@ fn state_change(sk: u64, change: impl FnOnce(&KernelLayout) -> StateChange) -> u
         bump(stat::LOST_EVENTS);
     }
     if c.newstate == TCP_CLOSE {
-        let _ = SOCKS.remove(&sk);
+        forget_socket(sk);
     }
     0
 }

@@ -7,7 +7,9 @@ use aya::{
     Ebpf,
     maps::{Array, HashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf},
 };
-use fdtrace_common::{FailKey, KernelLayout, PID_MAX_LIMIT, TARGET_FLAGS_PER_ENTRY, stat};
+use fdtrace_common::{
+    FailKey, KernelLayout, PID_MAX_LIMIT, SOCK_MARK_BITS, TARGET_FLAGS_PER_ENTRY, stat,
+};
 
 use crate::attach::{self, HookChoice, Link, SetupTime};
 use crate::hooks::{HookSet, TRACEFS, ensure_tracefs, field_offset, have_task_pt_regs};
@@ -22,6 +24,18 @@ fn target_flag_entries() -> u32 {
         .unwrap_or(PID_MAX_LIMIT)
         .clamp(1, PID_MAX_LIMIT);
     pid_max.div_ceil(TARGET_FLAGS_PER_ENTRY as u32)
+}
+
+/// The shift that leaves a socket's hash its slot in the kernel's `SOCK_MARKS`: all
+/// `SOCK_MARK_BITS` bits, or as few as `FDTRACE_SOCK_MARK_BITS` asks (1 to 16: how the tests
+/// make target sockets share slots, which the kernel's counts must get right).
+fn sock_mark_shift() -> u32 {
+    let bits = std::env::var("FDTRACE_SOCK_MARK_BITS")
+        .ok()
+        .and_then(|s| s.trim().parse::<u32>().ok())
+        .filter(|b| (1..=SOCK_MARK_BITS).contains(b))
+        .unwrap_or(SOCK_MARK_BITS);
+    64 - bits
 }
 
 /// The loaded programs and their maps.
@@ -140,6 +154,7 @@ impl Tracer {
             .override_global("OWN_TGID", &std::process::id(), true)
             .override_global("TASK_MM", &task_mm, true)
             .override_global("MM_START_STACK", &mm_start_stack, true)
+            .override_global("SOCK_MARK_SHIFT", &sock_mark_shift(), true)
             .load(ebpf_object())
             .context("loading the eBPF programs into the kernel failed")?;
         let mut missing = Vec::new();

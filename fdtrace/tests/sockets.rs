@@ -155,6 +155,68 @@ fn check_sockets(env: &[(&str, &std::path::Path)]) {
     assert_eq!(j["lost_events"], 0);
 }
 
+/// Many connections made and torn down, some ends kept: every kept socket is in the state its
+/// program left it in. Each TCP state change of a socket on the system is first checked against
+/// a table of counts in the kernel (`SOCK_MARKS`, a hash of the socket's address: how many
+/// target sockets may have that hash), which must never read 0 for a socket still owned by the
+/// target; these runs squeeze the table to 2 and 16 slots, so that sockets forgotten and sockets
+/// kept share slots throughout, as well as the usual 65536.
+#[test]
+fn tcp_states_of_kept_sockets_survive_others_torn_down() {
+    for bits in ["1", "4", "16"] {
+        check_tcp_churn(bits);
+    }
+}
+
+fn check_tcp_churn(bits: &str) {
+    const ROUNDS: u64 = 64;
+    let _serial = serial();
+    require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let bin = compile_c("tcpchurn.c", dir.path(), &["-O0"]);
+    let r = fdtrace(
+        &["-d", "3", "--"],
+        &[bin.as_os_str(), std::ffi::OsStr::new(&ROUNDS.to_string())],
+        &[("FDTRACE_SOCK_MARK_BITS", std::path::Path::new(bits))],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stdout.contains("ready"), "{}\n{}", r.stdout, r.stderr);
+    let j = &r.json;
+    let site = |m: &str| {
+        site_at(j, "tcpchurn.c", line_of("tcpchurn.c", m))
+            .unwrap_or_else(|| panic!("{bits} bits: no site for {m}: {j:#}"))
+    };
+    // A quarter of the rounds keep the client's end in CLOSE_WAIT, a quarter the server's, a
+    // quarter both ends ESTABLISHED.
+    let quarter = ROUNDS / 4;
+    for (m, closed) in [("CLIENT", "CLOSE_WAIT"), ("ACCEPTED", "CLOSE_WAIT")] {
+        let s = site(m);
+        assert_eq!(s["count"], 2 * quarter, "{bits} bits, {m}: {s:#}");
+        for state in [closed, "ESTABLISHED"] {
+            let n: u64 = s["sockets"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|g| g["state"] == state)
+                .map(|g| g["count"].as_u64().unwrap())
+                .sum();
+            assert_eq!(n, quarter, "{bits} bits, {m} in {state}: {s:#}");
+        }
+    }
+    assert_eq!(
+        j["tcp_states"]["CLOSE_WAIT"],
+        2 * quarter,
+        "{bits} bits: {j:#}"
+    );
+    assert_eq!(
+        j["tcp_states"]["ESTABLISHED"],
+        2 * quarter,
+        "{bits} bits: {j:#}"
+    );
+    assert_eq!(j["tcp_states"]["LISTEN"], 1, "{bits} bits: {j:#}");
+    assert_eq!(j["lost_events"], 0);
+}
+
 /// The kernel keeps writing a socket's TCP states while a descriptor refers to it, and stops once
 /// the last close orphaned it: read straight from the ring buffer, a connection closed from
 /// both ends yields the states its descriptors saw (up to the FIN_WAIT1 and LAST_ACK those

@@ -51,6 +51,12 @@ pub(super) const PROGRAMS: &[Prog] = &[
     Prog {
         tool: "cc",
         args: &["-g", "-O0"],
+        src: "tcpchurn.c",
+        out: "tcpchurn",
+    },
+    Prog {
+        tool: "cc",
+        args: &["-g", "-O0"],
         src: "late.c",
         out: "late",
     },
