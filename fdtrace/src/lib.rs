@@ -35,6 +35,7 @@ pub mod link_markers;
 pub mod live;
 pub mod live_writer;
 pub mod manpages;
+pub mod memory;
 pub mod metrics;
 pub mod metrics_server;
 pub mod model;

@@ -10,8 +10,10 @@ fn main() {
         _ => "trace",
     };
     // Diagnostics go through a thread of their own with a bounded, lossy queue: a stderr that
-    // nobody reads never stalls the tracing loop.
+    // nobody reads never stalls the tracing loop. 4096 lines (128 KiB of queue, written when the
+    // queue is made; the default 128,000 held 4 MiB for the whole session).
     let (stderr, flush) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .buffered_lines_limit(4096)
         .lossy(true)
         .finish(std::io::stderr());
     // The agent's own lines (its triggers and their outcomes) are always shown, with the time,

@@ -445,6 +445,7 @@ pub fn run(opts: Options) -> Result<i32> {
             _ => {}
         }
     }
+    crate::memory::return_freed_memory();
     let started = Instant::now();
     if let Some(l) = launched.as_mut() {
         l.release()?;
