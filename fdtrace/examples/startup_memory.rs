@@ -1,6 +1,7 @@
 //! Memory of the start-up steps of fdtrace that parse the kernel's BTF, each alone in this
 //! process: `layout` (fdtrace's kernel layout, `kernel_layout::KernelTypes`) or `aya` (aya's
-//! full BTF parse, which fdtrace skips with `EbpfLoader::btf(None)`). Used by `cargo xtask bench`.
+//! full BTF parse, which `aya::EbpfLoader::new()` makes and fdtrace then drops with
+//! `EbpfLoader::btf(None)`). Used by `cargo xtask bench`.
 //!
 //! ```sh
 //! cargo run --release -p fdtrace --example startup_memory -- layout|aya

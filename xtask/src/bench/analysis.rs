@@ -458,12 +458,16 @@ pub(super) fn analysis(b: &Bench) -> String {
         if let (Some(bp), Some(ay)) = (f(Fact::StartupLayoutMib), f(Fact::StartupAyaMib)) {
             let _ = write!(
                 a,
-                " Start-up reads the kernel's BTF (`/sys/kernel/btf/vmlinux`) once, with \
+                " Start-up reads the kernel's BTF (`/sys/kernel/btf/vmlinux`) twice: with \
                  fdtrace's own member reader (`kernel_layout::KernelTypes`, for the socket \
-                 offsets): {bp:.1} MiB of peak memory on its own. aya's full parse \
-                 (`Btf::from_sys_fs`, {ay:.1} MiB alone) is skipped: fdtrace loads its programs \
-                 with `EbpfLoader::btf(None)`, as they carry no CO-RE relocations (each measured \
-                 alone in a process by `fdtrace/examples/startup_memory.rs`)."
+                 offsets and the trampolines' functions), {bp:.1} MiB of peak memory on its \
+                 own, and in aya's full parse (`Btf::from_sys_fs`, {ay:.1} MiB alone), which \
+                 `aya::EbpfLoader::new()` makes whatever the loader is told next (aya 0.14 \
+                 builds no loader without it; fdtrace drops it with `EbpfLoader::btf(None)`, \
+                 as its programs carry no CO-RE relocations). Both are freed, and the heap's \
+                 freed pages returned to the system (`malloc_trim`), before tracing starts; the \
+                 peak they set stays in VmHWM (each measured alone in a process by \
+                 `fdtrace/examples/startup_memory.rs`)."
             );
         }
         a.push_str("\n\n");
