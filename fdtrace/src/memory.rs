@@ -6,7 +6,8 @@
 /// without this they stay in fdtrace's resident set for the whole session.
 pub fn return_freed_memory() {
     #[cfg(target_env = "gnu")]
-    // SAFETY: no arguments but the padding to keep; callable at any time.
+    // SAFETY: glibc's `malloc_trim` only hands free pages back (0: keep no padding at the
+    // heap's top); it may be called at any time, from any thread.
     unsafe {
         libc::malloc_trim(0);
     }
