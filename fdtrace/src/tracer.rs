@@ -30,12 +30,19 @@ fn target_flag_entries() -> u32 {
 /// `SOCK_MARK_BITS` bits, or as few as `FDTRACE_SOCK_MARK_BITS` asks (1 to 16: how the tests
 /// make target sockets share slots, which the kernel's counts must get right).
 fn sock_mark_shift() -> u32 {
-    let bits = std::env::var("FDTRACE_SOCK_MARK_BITS")
-        .ok()
-        .and_then(|s| s.trim().parse::<u32>().ok())
-        .filter(|b| (1..=SOCK_MARK_BITS).contains(b))
-        .unwrap_or(SOCK_MARK_BITS);
-    64 - bits
+    let Some(asked) = std::env::var_os("FDTRACE_SOCK_MARK_BITS") else {
+        return 64 - SOCK_MARK_BITS;
+    };
+    match asked.to_str().and_then(|s| s.trim().parse::<u32>().ok()) {
+        Some(bits) if (1..=SOCK_MARK_BITS).contains(&bits) => 64 - bits,
+        _ => {
+            warn!(
+                "FDTRACE_SOCK_MARK_BITS={}: not a number from 1 to {SOCK_MARK_BITS}; using {SOCK_MARK_BITS}",
+                asked.to_string_lossy()
+            );
+            64 - SOCK_MARK_BITS
+        }
+    }
 }
 
 /// The loaded programs and their maps.
