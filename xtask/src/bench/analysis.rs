@@ -400,8 +400,9 @@ pub(super) fn analysis(b: &Bench) -> String {
                      fdtrace's programs ran {ns:.0} ns per request, {:.1}% of the {cpus} CPUs' time; \
                      the most costly: {}. `raw_sock_state` (`sock_state` on the tracepoint's \
                      record where the kernel's BTF is not read) runs on every TCP state change of \
-                     every socket on the machine (wrk's too) and writes a record for each change \
-                     of a traced socket.",
+                     every socket on the machine (wrk's too): a change of a socket no target owns \
+                     ends at one array load (`SOCK_MARKS`, counts by a hash of the socket's \
+                     address), and each change of a traced socket is a record.",
                     100.0 * ns * drps / (cpus as f64 * 1e9),
                     b.texts
                         .get(&Text::NginxTopPrograms)
