@@ -491,6 +491,13 @@ pub struct KernelLayout {
     pub regs_in_stack: u32,
     /// `sock.sk_socket`: NULL once no file refers to the socket (orphaned by its last close).
     pub sk_socket: u32,
+    /// `socket.file`, and the file's reference count (`file.f_count` before 6.13, `file.f_ref`
+    /// since; which one in `file_refs`): a state change while its count says the file is being
+    /// released is its last close's, of a socket no descriptor refers to.
+    pub socket_file: u32,
+    pub file_count: u32,
+    /// How `file_count` reads (`file_refs::*`).
+    pub file_refs: u32,
     /// Which groups of the members above sit side by side in this kernel (`adjacent::*`): each
     /// such group is read in one copy instead of one per member.
     pub adjacent: u32,
@@ -512,6 +519,19 @@ pub mod adjacent {
 }
 
 pub const NO_OFFSET: u32 = u32::MAX;
+
+/// What [`KernelLayout::file_count`] is: how to tell that a file is being released.
+pub mod file_refs {
+    /// Not known on this kernel: never taken for released.
+    pub const UNKNOWN: u32 = 0;
+    /// `atomic_long_t f_count` (before 6.13): released at 0.
+    pub const COUNT: u32 = 1;
+    /// `file_ref_t f_ref` (6.13 and later): released from `FILE_REF_RELEASED` up (the count
+    /// is parked at `FILE_REF_DEAD` while `__fput` runs).
+    pub const REF: u32 = 2;
+    /// `FILE_REF_RELEASED` of include/linux/file_ref.h.
+    pub const REF_RELEASED: u64 = 0xC000_0000_0000_0000;
+}
 
 /// The kernel's table in front of its set of target sockets has 1 << this many slots
 /// (fdtrace-ebpf's `SOCK_MARKS`).
@@ -737,7 +757,7 @@ const _: () = assert!(core::mem::size_of::<CloseRangeEvent>() == 40);
 const _: () = assert!(core::mem::size_of::<SockInfo>() == 56);
 const _: () = assert!(core::mem::size_of::<SockAddrEvent>() == 24 + 16 + MAX_SOCKADDR);
 const _: () = assert!(core::mem::size_of::<SockStateEvent>() == 24 + 24 + 32);
-const _: () = assert!(core::mem::size_of::<KernelLayout>() == 84);
+const _: () = assert!(core::mem::size_of::<KernelLayout>() == 96);
 const _: () = assert!(core::mem::size_of::<ForkEvent>() == 40);
 const _: () = assert!(core::mem::size_of::<CloexecEvent>() == 32);
 const _: () = assert!(core::mem::size_of::<FailKey>() == 16);

@@ -11,7 +11,8 @@ use aya_ebpf::{
     programs::{FExitContext, RawTracePointContext, TracePointContext},
 };
 use fdtrace_common::{
-    KernelLayout, MAX_SOCKADDR, SockAddrEvent, SockInfo, SockStateEvent, adjacent, kind, stat,
+    KernelLayout, MAX_SOCKADDR, SockAddrEvent, SockInfo, SockStateEvent, adjacent, file_refs, kind,
+    stat,
 };
 
 use crate::{
@@ -399,6 +400,28 @@ fn forget_socket(sk: u64) {
     }
 }
 
+/// Is the file of `socket` (a `struct socket *`) being released: its last reference dropped,
+/// `__fput` running (a TCP socket's close sets FIN_WAIT1, LAST_ACK or CLOSE from there)? No
+/// where this kernel's layout does not say how to tell.
+#[inline(always)]
+fn file_released(socket: u64, l: &KernelLayout) -> bool {
+    if l.file_refs == file_refs::UNKNOWN || l.socket_file == fdtrace_common::NO_OFFSET {
+        return false;
+    }
+    let Some(file) = read_kernel::<u64>(socket + l.socket_file as u64) else {
+        return false;
+    };
+    if file == 0 {
+        // `__sock_release` clears it after the protocol's release.
+        return true;
+    }
+    match read_kernel::<u64>(file + l.file_count as u64) {
+        Some(n) if l.file_refs == file_refs::COUNT => n == 0,
+        Some(n) => n >= file_refs::REF_RELEASED,
+        None => false,
+    }
+}
+
 /// A state change of socket `sk`: recorded if a target owns it, with what `change` reads.
 #[inline(always)]
 fn state_change(sk: u64, change: impl FnOnce(&KernelLayout) -> StateChange) -> u32 {
@@ -414,16 +437,17 @@ fn state_change(sk: u64, change: impl FnOnce(&KernelLayout) -> StateChange) -> u
     let Some(l) = LAYOUT.get(0) else {
         return 0;
     };
-    // No file refers to the socket any more: its last close orphaned it, after the FIN_WAIT1
-    // or LAST_ACK that close set. What it goes through next (FIN_WAIT2, CLOSE) concerns no
-    // descriptor: forget it instead of writing records user space would drop (before reading
-    // the rest: half of a closed connection's changes).
-    if l.valid != 0
-        && l.sk_socket != fdtrace_common::NO_OFFSET
-        && read_kernel::<u64>(sk + l.sk_socket as u64) == Some(0)
-    {
-        forget_socket(sk);
-        return 0;
+    // No descriptor refers to the socket any more: forget it instead of writing records user
+    // space would drop (before reading the rest). Either its last close orphaned it, after the
+    // FIN_WAIT1 or LAST_ACK that close set: what it goes through next (FIN_WAIT2, CLOSE), half
+    // of a closed connection's changes; or this is that close's own change, made while its
+    // file is released (`__fput`, after the descriptor's close was recorded).
+    if l.valid != 0 && l.sk_socket != fdtrace_common::NO_OFFSET {
+        let socket = read_kernel::<u64>(sk + l.sk_socket as u64);
+        if socket == Some(0) || socket.is_some_and(|s| file_released(s, l)) {
+            forget_socket(sk);
+            return 0;
+        }
     }
     let c = change(l);
     if c.protocol != IPPROTO_TCP {

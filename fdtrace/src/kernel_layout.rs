@@ -5,7 +5,7 @@
 //! pass records where each type starts, and lookups decode the few types they touch. (A
 //! general BTF library held ~60 MiB at its peak for the 6 MiB vmlinux BTF.)
 use anyhow::{Context as _, Result, anyhow, bail};
-use fdtrace_common::{KernelLayout, NO_OFFSET};
+use fdtrace_common::{KernelLayout, NO_OFFSET, file_refs};
 
 const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
 const BTF_MAGIC: u16 = 0xeb9f;
@@ -262,8 +262,16 @@ impl KernelTypes {
                 .map(|n| THREAD_SIZE - n)
                 .unwrap_or(NO_OFFSET),
             sk_socket: opt("sock", "sk_socket"),
+            socket_file: opt("socket", "file"),
+            file_count: NO_OFFSET,
+            file_refs: file_refs::UNKNOWN,
             adjacent: 0,
         };
+        if let Ok(off) = self.offset("file", "f_ref") {
+            (l.file_count, l.file_refs) = (off, file_refs::REF);
+        } else if let Ok(off) = self.offset("file", "f_count") {
+            (l.file_count, l.file_refs) = (off, file_refs::COUNT);
+        }
         l.adjacent = adjacent_groups(&l);
         Ok(l)
     }
@@ -338,6 +346,21 @@ mod tests {
         assert_ne!(l.task_stack, NO_OFFSET);
         // After sock_common, within struct sock.
         assert!(l.sk_socket != NO_OFFSET && l.sk_socket > l.skc_family);
+        // The way from a socket to its file's reference count: `f_ref` since 6.13, `f_count`
+        // before.
+        assert_ne!(l.socket_file, NO_OFFSET);
+        assert_ne!(l.file_count, NO_OFFSET);
+        let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+        let mut v = release
+            .split(['.', '-'])
+            .map(|p| p.parse::<u32>().unwrap_or(0));
+        let (major, minor) = (v.next().unwrap(), v.next().unwrap());
+        let want = if (major, minor) >= (6, 13) {
+            file_refs::REF
+        } else {
+            file_refs::COUNT
+        };
+        assert_eq!(l.file_refs, want, "kernel {release}");
         // A nested path adds up: sock.__sk_common.skc_family is sock_common.skc_family.
         assert_eq!(
             types.offset("sock", "__sk_common.skc_family").unwrap(),

@@ -217,10 +217,12 @@ fn check_tcp_churn(bits: &str) {
     assert_eq!(j["lost_events"], 0);
 }
 
-/// The kernel keeps writing a socket's TCP states while a descriptor refers to it, and stops once
-/// the last close orphaned it: read straight from the ring buffer, a connection closed from
-/// both ends yields the states its descriptors saw (up to the FIN_WAIT1 and LAST_ACK those
-/// closes set), and no FIN_WAIT2 or CLOSE after them.
+/// The kernel writes a socket's TCP states while a descriptor refers to it, and none from its
+/// last close on: read straight from the ring buffer, a connection closed from both ends yields
+/// the CLOSE_WAIT its server saw while still open, and neither the FIN_WAIT1 and LAST_ACK its
+/// closes set (while their files were released) nor the FIN_WAIT2 or CLOSE after them; a
+/// connection shut down for writing, its descriptors still open, yields its FIN_WAIT1 and
+/// FIN_WAIT2.
 #[test]
 fn tcp_states_stop_once_no_descriptor_refers_to_the_socket() {
     use std::collections::BTreeMap;
@@ -237,34 +239,56 @@ fn tcp_states_stop_once_no_descriptor_refers_to_the_socket() {
         .unwrap();
     let mut ring = tracer.take_ring().unwrap();
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-    let (server, _) = listener.accept().unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let connect = || {
+        let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, _) = listener.accept().unwrap();
+        (client.local_addr().unwrap().port(), client, server)
+    };
+    let (closed, client, server) = connect();
+    let (shut, shut_client, shut_server) = connect();
+    let pause = |ms| std::thread::sleep(std::time::Duration::from_millis(ms));
+    // FIN_WAIT1, then FIN_WAIT2 on the server's ACK; the server sees CLOSE_WAIT.
+    shut_client.shutdown(std::net::Shutdown::Write).unwrap();
+    pause(200);
     // The client closes first (FIN_WAIT1, then FIN_WAIT2 on the server's ACK), the server
     // sees CLOSE_WAIT, closes too (LAST_ACK, then CLOSE on the client's ACK).
     drop(client);
-    std::thread::sleep(std::time::Duration::from_millis(200));
+    pause(200);
     drop(server);
-    std::thread::sleep(std::time::Duration::from_millis(300));
-    let mut states: BTreeMap<u64, Vec<u32>> = BTreeMap::new();
+    pause(300);
+    // Each socket's states, by (which end, the client's port).
+    let mut states: BTreeMap<(&str, u16), Vec<u32>> = BTreeMap::new();
     while let Some(item) = ring.next() {
         if let Ok(fdtrace::events::Event::SockState(s)) = fdtrace::events::decode(&item) {
-            states.entry(s.sk).or_default().push(s.newstate);
+            let key = if s.sport == port {
+                ("server", s.dport)
+            } else {
+                ("client", s.sport)
+            };
+            states.entry(key).or_default().push(s.newstate);
         }
     }
     tracer.detach();
-    drop(listener);
-    let with = |state: u32| {
-        states
-            .values()
-            .find(|v| v.contains(&state))
-            .unwrap_or_else(|| panic!("no socket reached state {state}: {states:?}"))
+    drop((shut_client, shut_server, listener));
+    let of = |end: &'static str, client_port: u16| {
+        states.get(&(end, client_port)).cloned().unwrap_or_default()
     };
-    let (client, server) = (with(FIN_WAIT1), with(CLOSE_WAIT));
-    assert!(server.contains(&LAST_ACK), "{states:?}");
-    for s in [client, server] {
-        assert!(
-            !s.contains(&FIN_WAIT2) && !s.contains(&CLOSE),
-            "states after the last close: {states:?}"
-        );
-    }
+    let after_close = [FIN_WAIT1, FIN_WAIT2, LAST_ACK, CLOSE];
+    assert!(
+        !of("client", closed).iter().any(|s| after_close.contains(s)),
+        "states from the client's close on: {states:?}"
+    );
+    let server_states = of("server", closed);
+    assert!(server_states.contains(&CLOSE_WAIT), "{states:?}");
+    assert!(
+        !server_states.iter().any(|s| after_close.contains(s)),
+        "states from the server's close on: {states:?}"
+    );
+    let shut_states = of("client", shut);
+    assert!(
+        shut_states.contains(&FIN_WAIT1) && shut_states.contains(&FIN_WAIT2),
+        "the shut-down client's states: {states:?}"
+    );
+    assert!(of("server", shut).contains(&CLOSE_WAIT), "{states:?}");
 }

@@ -30,6 +30,7 @@ mod socket_state;
 mod stacks;
 
 use scm_rights::{recvmmsg_fds, scm_rights_fds};
+use socket_state::SOCKS_PRUNE_MIN;
 
 /// How the stacks of the traced process are captured and unwound (`--unwind`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
@@ -87,6 +88,9 @@ pub struct State {
     /// Kernel socket → descriptors that may refer to it (checked on use; nearly always one, held
     /// without an allocation of its own).
     socks: foldhash::HashMap<u64, smallvec::SmallVec<[i32; 2]>>,
+    /// `socks` is pruned of the sockets no descriptor refers to any more when it grows past
+    /// this (see `index_socket`).
+    socks_prune_at: usize,
     /// Differences with /proc seen at the last reconciliation (fd → missed open?).
     suspects: foldhash::HashMap<i32, bool>,
     /// Descriptor numbers an event opened or closed since the last reconciliation: a
@@ -134,6 +138,7 @@ impl State {
             container: None,
             log: None,
             socks: Default::default(),
+            socks_prune_at: SOCKS_PRUNE_MIN,
             suspects: Default::default(),
             touched: Default::default(),
             go_links: GoLinks::default(),
@@ -190,7 +195,7 @@ impl State {
         sock: Option<Box<SocketInfo>>,
     ) {
         if let Some(sk) = sock.as_ref().map(|s| s.sk).filter(|&sk| sk != 0) {
-            self.socks.entry(sk).or_default().push(fd);
+            self.index_socket(sk, fd);
         }
         self.change(Record::Open {
             ts_ns,
@@ -650,6 +655,60 @@ mod tests {
             libc::close(missed_fd);
             libc::close(busy_fd);
         }
+    }
+
+    /// The kernel sends no state change for a socket its last close released: the socket
+    /// index does not keep such sockets (a server's every connection) for good, and a socket
+    /// still open keeps its entry through the prunings.
+    #[test]
+    fn closed_sockets_leave_the_socket_index() {
+        let pid = 4242;
+        let mut st = State::new(pid, UnwindMode::Fp, capture::FRAME_POINTERS);
+        let accepted = |fd: i32, sk: u64| {
+            let Event::Open(mut o) = open_event(pid, fd) else {
+                unreachable!()
+            };
+            o.syscall = fdtrace_common::syscall::ACCEPT;
+            o.path = String::new();
+            o.sock = fdtrace_common::SockInfo {
+                sk,
+                family: 2,
+                state: 1,
+                sk_type: 1,
+                protocol: 6,
+                ..Default::default()
+            };
+            Event::Open(o)
+        };
+        let kept = 0xffff_8880_0000_0000;
+        st.apply(accepted(3, kept));
+        for i in 0..10_000u64 {
+            st.apply(accepted(4, kept + 0x1000 * (i + 1)));
+            st.apply(close_event(pid, 4));
+            assert!(
+                st.socks.len() <= 2 * SOCKS_PRUNE_MIN,
+                "{i}: {}",
+                st.socks.len()
+            );
+        }
+        assert_eq!(st.socks.get(&kept).map(|fds| fds.to_vec()), Some(vec![3]));
+        // CLOSE_WAIT (8) reaches the socket still open.
+        st.apply(Event::SockState(fdtrace_common::SockStateEvent {
+            hdr: Header {
+                kind: fdtrace_common::kind::SOCK_STATE,
+                tgid: pid,
+                tid: pid,
+                ..Header::default()
+            },
+            sk: kept,
+            oldstate: 1,
+            newstate: 8,
+            family: 2,
+            protocol: 6,
+            ..Default::default()
+        }));
+        let e = st.table.get(3).unwrap();
+        assert_eq!(e.sock.as_ref().and_then(|s| s.state), Some(8));
     }
 
     #[test]

@@ -3,7 +3,32 @@
 use super::*;
 use crate::endpoint::Endpoint;
 
+/// The fewest entries of a process's socket index (`State::socks`) pruned at once.
+pub(super) const SOCKS_PRUNE_MIN: usize = 64;
+
 impl State {
+    /// `fd` refers to kernel socket `sk` from now on (before the birth enters the table).
+    /// Entries leave the index at the socket's next state change that finds no descriptor
+    /// still referring to it; the kernel sends none for a socket its last close released (it
+    /// forgets the socket there), so the index is also pruned of such entries whenever it has
+    /// grown to twice its size after the last pruning: amortized, a constant cost per socket.
+    pub(super) fn index_socket(&mut self, sk: u64, fd: i32) {
+        if self.socks.len() >= self.socks_prune_at {
+            let table = &self.table;
+            self.socks.retain(|&sk, fds| {
+                fds.retain(|&mut fd| {
+                    table
+                        .get(fd)
+                        .and_then(|e| e.sock.as_ref())
+                        .is_some_and(|s| s.sk == sk)
+                });
+                !fds.is_empty()
+            });
+            self.socks_prune_at = (2 * self.socks.len()).max(SOCKS_PRUNE_MIN);
+        }
+        self.socks.entry(sk).or_default().push(fd);
+    }
+
     /// Log what is known of socket `fd` now.
     pub(super) fn log_socket(&mut self, fd: i32, ts_ns: u64) {
         if self.log.is_none() {
