@@ -266,6 +266,7 @@ birth!(
 
 exit_regs!(
     exit_regs_accept4,
+    fexit_r_accept4,
     Args {
         sc: syscall::ACCEPT,
         flags: Some(ARG3),

@@ -12,8 +12,8 @@ use tracing::{debug, warn};
 
 use crate::hooks::{
     CLOSE_EVENT, CLOSE_FUNCTIONS, CloseFunction, DEEP_PROGRAMS, FROM_REGS_IF_ACCEPTED, HookSet,
-    INSTALL_FUNCTION, INSTALL_PROGRAM, Side, TRAMPOLINE_FROM_REGS, attach_plan, by_hook,
-    hooked_syscall_numbers, tracepoint_exists, trampolines,
+    INSTALL_FUNCTION, INSTALL_PROGRAM, Side, attach_plan, by_hook, hooked_syscall_numbers,
+    tracepoint_exists, trampolines,
 };
 use crate::kernel_layout::KernelTypes;
 use fdtrace_common::NO_OFFSET;
@@ -168,8 +168,9 @@ fn load_birth_exit(
 fn from_regs_twin(
     hook: &str,
     progs: &[(String, Side, String)],
+    kernel: (u8, u8),
 ) -> Option<Vec<(String, Side, String)>> {
-    if !TRAMPOLINE_FROM_REGS.contains(&hook) {
+    if !crate::hooks::trampoline_from_regs(hook, kernel) {
         return None;
     }
     let own = format!("fexit_{hook}");
@@ -309,6 +310,7 @@ pub(crate) fn attach_all(
     let mut links = Vec::new();
     let mut choices = Vec::new();
     let mut trampoline_time = SetupTime::default();
+    let kernel = crate::hooks::kernel_major_minor();
     // The kernel's BTF names the functions trampolines attach to (parsed only for them).
     let plan = attach_plan(regs, deep);
     let hooks_of_plan = by_hook(plan.clone());
@@ -475,7 +477,7 @@ pub(crate) fn attach_all(
         let why_not = match (&btf, trampolines(&hook, deep)) {
             (_, None) => Some("a tracepoint that only fires for the event itself".to_string()),
             (Err(why), Some(_)) => Some(why.clone()),
-            (Ok(btf), Some(progs)) => match from_regs_twin(&hook, &progs)
+            (Ok(btf), Some(progs)) => match from_regs_twin(&hook, &progs, kernel)
                 .and_then(
                     |twin| match attach_trampolines(ebpf, btf, &twin, &mut trampoline_time) {
                         Ok(l) => Some(Ok(l)),
@@ -691,7 +693,7 @@ mod tests {
     #[test]
     fn the_twin_replaces_only_the_birth_program_of_its_syscalls() {
         let deep = trampolines("openat", true).unwrap();
-        let twin = from_regs_twin("openat", &deep).unwrap();
+        let twin = from_regs_twin("openat", &deep, (5, 10)).unwrap();
         assert_eq!(twin.len(), deep.len());
         assert_eq!(twin[0].0, "fexit_r_openat");
         assert_eq!(twin[0].2, "__x64_sys_openat");
@@ -699,12 +701,20 @@ mod tests {
         assert_eq!(twin[1..], deep[1..]);
         assert!(twin[1..].iter().all(|p| p.0.contains("openat")));
         assert_eq!(
-            from_regs_twin("open", &trampolines("open", false).unwrap()).unwrap()[0].0,
+            from_regs_twin("open", &trampolines("open", false).unwrap(), (6, 1)).unwrap()[0].0,
             "fexit_r_open"
         );
-        for other in ["accept4", "socket", "close", "dup2"] {
+        // accept4's from 6.12 on, whose verifier takes it.
+        let accept4 = trampolines("accept4", true).unwrap();
+        assert_eq!(from_regs_twin("accept4", &accept4, (6, 1)), None);
+        for kernel in [(6, 12), (6, 18), (7, 0)] {
+            let twin = from_regs_twin("accept4", &accept4, kernel).unwrap();
+            assert_eq!(twin[0].0, "fexit_r_accept4");
+            assert_eq!(twin[1..], accept4[1..]);
+        }
+        for other in ["socket", "close", "dup2"] {
             let progs = trampolines(other, true).unwrap();
-            assert_eq!(from_regs_twin(other, &progs), None, "{other}");
+            assert_eq!(from_regs_twin(other, &progs, (6, 18)), None, "{other}");
         }
     }
 }

@@ -65,9 +65,33 @@ pub(crate) const FROM_REGS_IF_ACCEPTED: &[&str] = &["accept4"];
 /// The births whose trampoline program sends the record itself (`fexit_r_<syscall>`, the twin of
 /// `exit_regs_<syscall>`) rather than handing it to `fexit_birth` through a tail call: the most
 /// frequent ones, where the hand-over's cost counts. Where the kernel refuses the twin, the
-/// birth keeps `fexit_<syscall>`. (Not accept4: 6.1's verifier refuses its record read from the
-/// registers, and a refusal at the 1M-instruction limit costs start-up seconds.)
-pub(crate) const TRAMPOLINE_FROM_REGS: &[&str] = &["openat", "open"];
+/// birth keeps `fexit_<syscall>`.
+pub(crate) const TRAMPOLINE_FROM_REGS: &[&str] = &["openat", "open", "accept4"];
+
+/// Those of `TRAMPOLINE_FROM_REGS` whose twin is only tried from this kernel version on: 6.1's
+/// verifier refuses accept4's record read from the registers (as it refuses
+/// `exit_regs_accept4`), and a refusal at its 1M-instruction limit costs start-up seconds
+/// (a minute under emulation); 6.12's takes it.
+const TRAMPOLINE_FROM_REGS_SINCE: &[(&str, (u8, u8))] = &[("accept4", (6, 12))];
+
+/// Whether `hook`'s births are tried with their `fexit_r_<hook>` twin on a kernel of this
+/// version (`TRAMPOLINE_FROM_REGS`, `TRAMPOLINE_FROM_REGS_SINCE`).
+pub(crate) fn trampoline_from_regs(hook: &str, kernel: (u8, u8)) -> bool {
+    TRAMPOLINE_FROM_REGS.contains(&hook)
+        && TRAMPOLINE_FROM_REGS_SINCE
+            .iter()
+            .all(|&(h, since)| h != hook || kernel >= since)
+}
+
+/// The running kernel's (major, minor) version ((0, 0) where it cannot be read).
+pub(crate) fn kernel_major_minor() -> (u8, u8) {
+    aya::util::KernelVersion::current()
+        .map(|v| {
+            let code = v.code();
+            ((code >> 16) as u8, (code >> 8) as u8)
+        })
+        .unwrap_or((0, 0))
+}
 
 /// The programs attached before the birth programs of deep births for language runtimes:
 /// the rest of the stack, and CPython's frames.
