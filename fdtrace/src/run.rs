@@ -223,7 +223,11 @@ async fn follow(
                         }
                         break Stop::CgroupRemoved;
                     }
-                } else if let Some(root) = session.root {
+                } else if let Some(root) = session.root
+                    // Once a second: the exit record says it first; reading /proc/PID/stat
+                    // (all of it, the kernel computes each field) is the fallback for a lost one.
+                    && ticks.is_multiple_of(4)
+                {
                     let root_gone = match launched {
                         Some(l) => l.exited(),
                         None => !procinfo::exists(root),
@@ -236,7 +240,7 @@ async fn follow(
                         }
                     }
                 }
-                if session.follow {
+                if session.follow && ticks.is_multiple_of(4) {
                     for p in session.procs.values_mut() {
                         if p.exited_ns.is_none() && !procinfo::exists(p.pid) {
                             p.exited_ns = Some(monotonic_ns());
