@@ -402,7 +402,9 @@ pub(super) fn analysis(b: &Bench) -> String {
                      record where the kernel's BTF is not read) runs on every TCP state change of \
                      every socket on the machine (wrk's too): a change of a socket no target owns \
                      ends at one array load (`SOCK_MARKS`, counts by a hash of the socket's \
-                     address), and each change of a traced socket is a record.",
+                     address), and each change of a traced socket is a record while a descriptor \
+                     refers to it (the FIN_WAIT1 or LAST_ACK of its last close, made while the \
+                     kernel releases its file, is not: the program forgets the socket there).",
                     100.0 * ns * drps / (cpus as f64 * 1e9),
                     b.texts
                         .get(&Text::NginxTopPrograms)
