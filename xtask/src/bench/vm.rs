@@ -51,8 +51,10 @@ const PROGS_SETS: [&str; 2] = ["tracepoints", "trampolines"];
 
 /// nginx's configurations, run after the loop's (`nginx -`: untraced; `nginx_stopped`: traced,
 /// fdtrace's process stopped during the run).
-const NGINX_CASES: [&str; 5] = [
+const NGINX_CASES: [&str; 7] = [
     "nginx -",
+    "nginx_untargeted tracepoints",
+    "nginx_untargeted trampolines",
     "nginx tracepoints",
     "nginx trampolines",
     "nginx_stopped tracepoints",
@@ -120,6 +122,7 @@ fn init_script(reps: usize, pairs: u64, nginx: bool) -> String {
                     .unwrap_or(("nginx", "-"));
                 s.push_str(&match what {
                     "nginx_stopped" => format!("  nginx_stopped {} {set} 0\n", rep + 1),
+                    "nginx_untargeted" => format!("  nginx_untargeted {} {set}\n", rep + 1),
                     _ => format!("  nginx_run {} {set}\n", rep + 1),
                 });
             }
@@ -308,8 +311,9 @@ fn section(
     if m.contains_key("nginx") {
         s.push_str(&format!(
             "\nnginx serving a 1 KiB file to `wrk -t1 -c16 -H 'Connection: close'` ({WRK_SECS} s runs, \
-             {reps} repetitions, rotated), fdtrace `-p` of the worker: requests per second, the \
-             median of each repetition's ratio to the untraced run of the same repetition.\n\n\
+             {reps} repetitions, rotated), fdtrace `-p` of the worker (or of a `sleep`, where nginx \
+             is not the target): requests per second, the median of each repetition's ratio to \
+             the untraced run of the same repetition.\n\n\
              | configuration | requests/s, ratio to untraced | range | runs (failed) |\n|---|---|---|---|\n"
         ));
         for case in NGINX_CASES {
@@ -322,6 +326,9 @@ fn section(
                 Some(("nginx_stopped", set)) => format!(
                     "worker traced, fdtrace's process stopped during the run (the kernel side \
                      alone; {NGINX_STOPPED_RING_MB} MiB ring), {set}"
+                ),
+                Some(("nginx_untargeted", set)) => format!(
+                    "not the target (fdtrace traces a `sleep`; nginx is a bystander), {set}"
                 ),
                 Some((_, set)) => format!("worker traced by fdtrace, {set}"),
             };
@@ -589,26 +596,34 @@ mod tests {
         let runs: Vec<&str> = script
             .lines()
             .filter_map(|l| l.trim().strip_prefix("nginx_"))
-            .filter(|l| l.starts_with("run ") || l.starts_with("stopped "))
+            .filter(|l| {
+                l.starts_with("run ") || l.starts_with("stopped ") || l.starts_with("untargeted ")
+            })
             .collect();
         assert_eq!(
             runs,
             [
                 "run 1 -",
+                "untargeted 1 tracepoints",
+                "untargeted 1 trampolines",
                 "run 1 tracepoints",
                 "run 1 trampolines",
                 "stopped 1 tracepoints 0",
                 "stopped 1 trampolines 0",
+                "untargeted 2 tracepoints",
+                "untargeted 2 trampolines",
                 "run 2 tracepoints",
                 "run 2 trampolines",
                 "stopped 2 tracepoints 0",
                 "stopped 2 trampolines 0",
                 "run 2 -",
+                "untargeted 3 trampolines",
+                "run 3 tracepoints",
                 "run 3 trampolines",
                 "stopped 3 tracepoints 0",
                 "stopped 3 trampolines 0",
                 "run 3 -",
-                "run 3 tracepoints",
+                "untargeted 3 tracepoints",
                 // One more per set, with the programs' statistics.
                 "stopped 0 tracepoints 1",
                 "stopped 0 trampolines 1",
@@ -621,6 +636,7 @@ mod tests {
             "bench 1 nginx tracepoints 150.0",
             "bench 1 nginx trampolines 190.0",
             "bench 1 nginx_stopped trampolines 196.0",
+            "bench 1 nginx_untargeted trampolines 198.0",
         ]
         .iter()
         .map(|s| s.to_string())
@@ -646,6 +662,9 @@ mod tests {
             ) && text.contains("| untraced | 1.00x | 1.00–1.00 | 1 (0) |")
                 && text.contains(
                     "(the kernel side alone; 256 MiB ring), trampolines | 0.98x (2.0% fewer requests) |"
+                )
+                && text.contains(
+                    "| not the target (fdtrace traces a `sleep`; nginx is a bystander), trampolines | 0.99x (1.0% fewer requests) |"
                 ),
             "{text}"
         );

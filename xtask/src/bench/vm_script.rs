@@ -44,6 +44,18 @@ nginx_run() { # rep set
   rps
   echo "@@vmtest measured bench $rep nginx $set ${rps:-failed}"
 }
+nginx_untargeted() { # rep set: fdtrace traces a `sleep` while nginx serves: what a service
+  # fdtrace does not trace pays for its hooks
+  rep=$1; set=$2
+  sleep 100000 & s=$!
+  FDTRACE_HOOKS=$set /bin/fdtrace -q --json -o /tmp/nu.json -p $s 2>/tmp/err & f=$!
+  if ready $f; then
+    wrk_run
+  else echo > /tmp/wrk; cat /tmp/err; fi
+  kill -INT $f; wait $f; kill $s; wait $s 2>/dev/null
+  rps
+  echo "@@vmtest measured bench $rep nginx_untargeted $set ${rps:-failed}"
+}
 nginx_stopped() { # rep set stats: fdtrace on the worker, its process stopped (SIGSTOP) during
   # the run: the kernel side alone; with stats 1, each program's runs read around it
   rep=$1; set=$2
