@@ -7,6 +7,7 @@ use aya::{
     Ebpf,
     maps::ProgramArray,
     programs::{FEntry, FExit, RawTracePoint, TracePoint},
+    util::KernelVersion,
 };
 use tracing::{debug, warn};
 
@@ -168,7 +169,7 @@ fn load_birth_exit(
 fn from_regs_twin(
     hook: &str,
     progs: &[(String, Side, String)],
-    kernel: (u8, u8),
+    kernel: KernelVersion,
 ) -> Option<Vec<(String, Side, String)>> {
     if !crate::hooks::trampoline_from_regs(hook, kernel) {
         return None;
@@ -310,7 +311,8 @@ pub(crate) fn attach_all(
     let mut links = Vec::new();
     let mut choices = Vec::new();
     let mut trampoline_time = SetupTime::default();
-    let kernel = crate::hooks::kernel_major_minor();
+    // Unreadable: as old as any kernel fdtrace runs on (no twin tried where one is withheld).
+    let kernel = KernelVersion::current().unwrap_or(KernelVersion::new(0, 0, 0));
     // The kernel's BTF names the functions trampolines attach to (parsed only for them).
     let plan = attach_plan(regs, deep);
     let hooks_of_plan = by_hook(plan.clone());
@@ -693,7 +695,7 @@ mod tests {
     #[test]
     fn the_twin_replaces_only_the_birth_program_of_its_syscalls() {
         let deep = trampolines("openat", true).unwrap();
-        let twin = from_regs_twin("openat", &deep, (5, 10)).unwrap();
+        let twin = from_regs_twin("openat", &deep, KernelVersion::new(5, 10, 0)).unwrap();
         assert_eq!(twin.len(), deep.len());
         assert_eq!(twin[0].0, "fexit_r_openat");
         assert_eq!(twin[0].2, "__x64_sys_openat");
@@ -701,20 +703,34 @@ mod tests {
         assert_eq!(twin[1..], deep[1..]);
         assert!(twin[1..].iter().all(|p| p.0.contains("openat")));
         assert_eq!(
-            from_regs_twin("open", &trampolines("open", false).unwrap(), (6, 1)).unwrap()[0].0,
+            from_regs_twin(
+                "open",
+                &trampolines("open", false).unwrap(),
+                KernelVersion::new(6, 1, 0)
+            )
+            .unwrap()[0]
+                .0,
             "fexit_r_open"
         );
         // accept4's from 6.12 on, whose verifier takes it.
         let accept4 = trampolines("accept4", true).unwrap();
-        assert_eq!(from_regs_twin("accept4", &accept4, (6, 1)), None);
-        for kernel in [(6, 12), (6, 18), (7, 0)] {
+        assert_eq!(
+            from_regs_twin("accept4", &accept4, KernelVersion::new(6, 1, 0)),
+            None
+        );
+        for kernel in [(6, 12, 0), (6, 18, 44), (7, 0, 0)] {
+            let kernel = KernelVersion::new(kernel.0, kernel.1, kernel.2);
             let twin = from_regs_twin("accept4", &accept4, kernel).unwrap();
             assert_eq!(twin[0].0, "fexit_r_accept4");
             assert_eq!(twin[1..], accept4[1..]);
         }
         for other in ["socket", "close", "dup2"] {
             let progs = trampolines(other, true).unwrap();
-            assert_eq!(from_regs_twin(other, &progs, (6, 18)), None, "{other}");
+            assert_eq!(
+                from_regs_twin(other, &progs, KernelVersion::new(6, 18, 0)),
+                None,
+                "{other}"
+            );
         }
     }
 }

@@ -11,6 +11,7 @@
 use std::path::Path;
 
 use anyhow::{Context as _, Result, bail};
+use aya::util::KernelVersion;
 use tracing::debug;
 
 pub(crate) const TRACEFS: &str = "/sys/kernel/tracing";
@@ -72,25 +73,16 @@ pub(crate) const TRAMPOLINE_FROM_REGS: &[&str] = &["openat", "open", "accept4"];
 /// verifier refuses accept4's record read from the registers (as it refuses
 /// `exit_regs_accept4`), and a refusal at its 1M-instruction limit costs start-up seconds
 /// (a minute under emulation); 6.12's takes it.
-const TRAMPOLINE_FROM_REGS_SINCE: &[(&str, (u8, u8))] = &[("accept4", (6, 12))];
+const TRAMPOLINE_FROM_REGS_SINCE: &[(&str, KernelVersion)] =
+    &[("accept4", KernelVersion::new(6, 12, 0))];
 
 /// Whether `hook`'s births are tried with their `fexit_r_<hook>` twin on a kernel of this
 /// version (`TRAMPOLINE_FROM_REGS`, `TRAMPOLINE_FROM_REGS_SINCE`).
-pub(crate) fn trampoline_from_regs(hook: &str, kernel: (u8, u8)) -> bool {
+pub(crate) fn trampoline_from_regs(hook: &str, kernel: KernelVersion) -> bool {
     TRAMPOLINE_FROM_REGS.contains(&hook)
         && TRAMPOLINE_FROM_REGS_SINCE
             .iter()
             .all(|&(h, since)| h != hook || kernel >= since)
-}
-
-/// The running kernel's (major, minor) version ((0, 0) where it cannot be read).
-pub(crate) fn kernel_major_minor() -> (u8, u8) {
-    aya::util::KernelVersion::current()
-        .map(|v| {
-            let code = v.code();
-            ((code >> 16) as u8, (code >> 8) as u8)
-        })
-        .unwrap_or((0, 0))
 }
 
 /// The programs attached before the birth programs of deep births for language runtimes:

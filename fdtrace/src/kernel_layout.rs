@@ -350,17 +350,13 @@ mod tests {
         // before.
         assert_ne!(l.socket_file, NO_OFFSET);
         assert_ne!(l.file_count, NO_OFFSET);
-        let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
-        let mut v = release
-            .split(['.', '-'])
-            .map(|p| p.parse::<u32>().unwrap_or(0));
-        let (major, minor) = (v.next().unwrap(), v.next().unwrap());
-        let want = if (major, minor) >= (6, 13) {
+        let kernel = aya::util::KernelVersion::current().unwrap();
+        let want = if kernel >= aya::util::KernelVersion::new(6, 13, 0) {
             file_refs::REF
         } else {
             file_refs::COUNT
         };
-        assert_eq!(l.file_refs, want, "kernel {release}");
+        assert_eq!(l.file_refs, want, "kernel {kernel:?}");
         // A nested path adds up: sock.__sk_common.skc_family is sock_common.skc_family.
         assert_eq!(
             types.offset("sock", "__sk_common.skc_family").unwrap(),

@@ -2,6 +2,7 @@
 //! tracing: metrics clients that connect and say nothing, send megabytes of headers or garbage,
 //! and a live view written to a pipe nobody reads. In each, the traced program's events must all
 //! arrive (0 lost) and the model must be exact.
+use std::os::unix::process::CommandExt as _;
 use std::{
     io::{BufRead as _, BufReader, Read as _, Write as _},
     net::TcpStream,
@@ -18,7 +19,7 @@ use common::*;
 
 /// Wait for the traced program's "done" on `out`, then stop fdtrace with SIGINT and return its
 /// JSON report.
-fn stop_after_done(tracer: &mut Killed, out: impl std::io::Read, report: &Path) -> Value {
+fn stop_after_done(tracer: &mut KilledGroup, out: impl std::io::Read, report: &Path) -> Value {
     let mut lines = BufReader::new(out).lines();
     let line = lines.next().expect("the program's output").unwrap();
     assert_eq!(line, "done");
@@ -166,9 +167,10 @@ fn a_live_view_nobody_reads_never_stalls_the_tracer() {
     const PAIRS: u64 = 200_000;
     const LEAKS: u64 = 300;
     // 20 s of churn, a live line every 0.2 s into a pipe that is full from the start.
-    let mut tracer = Killed(
+    let mut tracer = KilledGroup(
         Command::new(fdtrace_bin())
             .args(["--json", "--interval", "0.2", "-o"])
+            .process_group(0)
             .arg(&report)
             .arg("--")
             .arg(&bin)

@@ -266,6 +266,20 @@ impl Drop for Killed {
     }
 }
 
+/// A child spawned in a process group of its own (`process_group(0)`), killed with every
+/// process of that group when dropped: an `fdtrace -- PROGRAM` ended by a failed assertion
+/// leaves no orphaned PROGRAM behind.
+pub struct KilledGroup(pub Child);
+impl Drop for KilledGroup {
+    fn drop(&mut self) {
+        // SAFETY: plain kill(2) of the group our child leads (its number stays taken while any
+        // process of the group lives).
+        unsafe { libc::kill(-(self.0.id() as i32), libc::SIGKILL) };
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// A process that is not our child (an nginx worker, say), killed by pid when dropped, so that a
 /// failed assertion does not leave it running.
 pub struct KilledPid(pub u32);
