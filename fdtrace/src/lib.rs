@@ -11,6 +11,7 @@ pub mod commands;
 pub mod container;
 pub mod deep_stack;
 pub mod diff;
+pub mod drain_pacing;
 pub mod elf_symbols;
 pub mod end_records;
 pub mod endpoint;

@@ -15,6 +15,7 @@ use tracing::{debug, warn};
 
 use crate::{
     clock::monotonic_ns,
+    drain_pacing::{self, DrainPacing},
     launch::Launched,
     live_writer::LiveWriter,
     metrics_server::{self, Published},
@@ -155,23 +156,27 @@ async fn follow(
     } = signals;
     let deadline = duration.map(|d| tokio::time::Instant::now() + d);
     let mut tick = tokio::time::interval(Duration::from_millis(250));
-    // The kernel wakes us only when much is waiting; otherwise we look every few milliseconds.
-    let mut poll = tokio::time::interval(Duration::from_millis(20));
-    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    // The kernel wakes us only when much is waiting; otherwise we look every 20 to 100 ms, as
+    // often as records arrive (`drain_pacing`).
+    let mut pacing = DrainPacing::new(u64::from(opts.ring_mb) << 20, Instant::now());
+    let poll = tokio::time::sleep(drain_pacing::SLOW);
+    tokio::pin!(poll);
     let mut ticks: u64 = 0;
     let stop = loop {
         tokio::select! {
             guard = ring.readable_mut() => {
                 let mut guard = guard?;
-                session.drain(guard.get_inner_mut());
+                pacing.drained(session.drain(guard.get_inner_mut()));
                 guard.clear_ready();
                 session.untarget_gone(tracer);
                 if session.finished() {
                     break Stop::TargetExited;
                 }
             }
-            _ = poll.tick() => {
-                session.drain(ring.get_mut());
+            _ = &mut poll => {
+                pacing.drained(session.drain(ring.get_mut()));
+                let period = pacing.next_period(Instant::now());
+                poll.as_mut().reset(tokio::time::Instant::now() + period);
                 session.untarget_gone(tracer);
                 if session.finished() {
                     break Stop::TargetExited;

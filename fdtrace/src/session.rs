@@ -385,8 +385,10 @@ impl Session {
     }
 
     /// Drain every record waiting in the ring buffer.
-    pub fn drain(&mut self, ring: &mut RingBuf<MapData>) {
+    pub fn drain(&mut self, ring: &mut RingBuf<MapData>) -> u64 {
+        let mut bytes = 0;
         while let Some(item) = ring.next() {
+            bytes += item.len() as u64;
             // The record stays reserved while it is applied: the event borrows its stack copy.
             match events::decode(&item) {
                 Ok(ev) => self.apply(ev),
@@ -399,6 +401,7 @@ impl Session {
             }
             drop(item);
         }
+        bytes
     }
 
     /// Let the kernel forget the processes that exited, and tell it how to capture the stacks
