@@ -100,7 +100,7 @@ fn trace_burst_with(
         .split(' ')
         .map(|x| x.parse().unwrap())
         .collect();
-    let st = stop_with_sigint(&mut tracer);
+    let st = stop_with_sigint(&mut tracer.0);
     assert!(
         st.success(),
         "fdtrace failed: {st}: {}",

@@ -8,7 +8,7 @@ use std::{
     net::TcpStream,
     os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
     path::Path,
-    process::{Command, Stdio},
+    process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
 
@@ -19,7 +19,7 @@ use common::*;
 
 /// Wait for the traced program's "done" on `out`, then stop fdtrace with SIGINT and return its
 /// JSON report.
-fn stop_after_done(tracer: &mut KilledGroup, out: impl std::io::Read, report: &Path) -> Value {
+fn stop_after_done(tracer: &mut Child, out: impl std::io::Read, report: &Path) -> Value {
     let mut lines = BufReader::new(out).lines();
     let line = lines.next().expect("the program's output").unwrap();
     assert_eq!(line, "done");
@@ -134,7 +134,7 @@ fn metrics_clients_that_misbehave_never_blind_the_tracer() {
         flooded.is_empty() || flooded.starts_with("HTTP/1.1 431"),
         "{flooded:?}"
     );
-    let j = stop_after_done(&mut tracer, out, &report);
+    let j = stop_after_done(&mut tracer.0, out, &report);
     drop(idle);
     assert_exact(&j, PAIRS, LEAKS);
 }
@@ -182,7 +182,7 @@ fn a_live_view_nobody_reads_never_stalls_the_tracer() {
             .unwrap(),
     );
     let out = tracer.0.stdout.take().unwrap();
-    let j = stop_after_done(&mut tracer, out, &report);
+    let j = stop_after_done(&mut tracer.0, out, &report);
     assert_exact(&j, PAIRS, LEAKS);
     let dropped = j["live_updates_dropped"].as_u64().expect("a count");
     assert!(dropped >= 80, "{dropped} live updates dropped in 20 s");

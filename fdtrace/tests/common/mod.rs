@@ -242,12 +242,12 @@ pub fn site_counts(r: &Value) -> Vec<((String, u64), u64)> {
 
 /// Stop a traced session with SIGINT (it writes its report) and wait for fdtrace's exit status;
 /// panics when it has not stopped within 60 s (a stalled loop fails, never hangs).
-pub fn stop_with_sigint(tracer: &mut Killed) -> std::process::ExitStatus {
+pub fn stop_with_sigint(tracer: &mut Child) -> std::process::ExitStatus {
     // SAFETY: kill(2) of the fdtrace this test started.
-    unsafe { libc::kill(tracer.0.id() as i32, libc::SIGINT) };
+    unsafe { libc::kill(tracer.id() as i32, libc::SIGINT) };
     let t = std::time::Instant::now();
     loop {
-        if let Some(st) = tracer.0.try_wait().unwrap() {
+        if let Some(st) = tracer.try_wait().unwrap() {
             return st;
         }
         assert!(
