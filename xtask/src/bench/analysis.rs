@@ -212,7 +212,8 @@ pub(super) fn analysis(b: &Bench) -> String {
              JIT inlines (one byte per process id) in front of the hash of targets; tracepoint \
              fields loaded straight from the record, not with a helper call each; records submitted \
              without a wake-up, user space woken only when the unread bytes cross a multiple of \
-             2 MiB and otherwise draining every 20 ms (a wake-up, an `irq_work` self-interrupt \
+             2 MiB and otherwise draining on a timer of 100 ms, shorter (down to 20 ms) as records \
+             arrive faster (a wake-up, an `irq_work` self-interrupt \
              and then waking the consumer, costs more than a record), and on every record once a \
              quarter of the ring is unread (which slows the traced thread while its consumer is \
              far behind, rather than losing records); open and openat (and accept4 where the \
