@@ -15,7 +15,7 @@ use tracing::{debug, warn};
 
 use crate::{
     clock::monotonic_ns,
-    drain_pacing::{self, DrainPacing},
+    drain_pacing::DrainPacing,
     launch::Launched,
     live_writer::LiveWriter,
     metrics_server::{self, Published},
@@ -159,7 +159,7 @@ async fn follow(
     // The kernel wakes us only when much is waiting; otherwise we look every 20 to 100 ms, as
     // often as records arrive (`drain_pacing`).
     let mut pacing = DrainPacing::new(u64::from(opts.ring_mb) << 20, Instant::now());
-    let poll = tokio::time::sleep(drain_pacing::SLOW);
+    let poll = tokio::time::sleep(pacing.longest());
     tokio::pin!(poll);
     let mut ticks: u64 = 0;
     let stop = loop {

@@ -384,7 +384,7 @@ impl Session {
         }
     }
 
-    /// Drain every record waiting in the ring buffer.
+    /// Drain every record waiting in the ring buffer; returns their bytes.
     pub fn drain(&mut self, ring: &mut RingBuf<MapData>) -> u64 {
         let mut bytes = 0;
         while let Some(item) = ring.next() {
