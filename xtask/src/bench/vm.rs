@@ -1,7 +1,8 @@
 //! `cargo xtask bench --vm KERNEL`: what each hook set costs, measured inside a QEMU VM of one of
 //! the kernels `cargo xtask vmtest` boots (Debian's 6.1 and 6.12 take trampolines; this host's
 //! kernel cannot load them). The open/close loop runs untraced, beside an fdtrace that traces
-//! another process (`sleep`), and traced; nginx serves wrk untraced and with its worker traced
+//! another process (`sleep`), and traced; nginx serves wrk untraced, beside an fdtrace that traces
+//! a `sleep`, and with its worker traced
 //! (when both are installed on the host: their Debian binaries and libraries are copied into the
 //! VM). Each with the syscall tracepoints and with the trampolines in the same boot, rotated from
 //! one repetition to the next. The guest's clock counts the instructions the vCPU executes
@@ -49,8 +50,8 @@ const STOPPED_RING_MB: u32 = 64;
 /// The hook sets whose programs' run times are read once more, after the loop's repetitions.
 const PROGS_SETS: [&str; 2] = ["tracepoints", "trampolines"];
 
-/// nginx's configurations, run after the loop's (`nginx -`: untraced; `nginx_stopped`: traced,
-/// fdtrace's process stopped during the run).
+/// nginx's configurations, run after the loop's (`nginx -`: untraced; `nginx_untargeted`: fdtrace
+/// traces a `sleep` meanwhile; `nginx_stopped`: traced, fdtrace's process stopped during the run).
 const NGINX_CASES: [&str; 7] = [
     "nginx -",
     "nginx_untargeted tracepoints",
