@@ -47,12 +47,7 @@ nginx_run() { # rep set
 nginx_untargeted() { # rep set: fdtrace traces a `sleep` while nginx serves: what a service
   # fdtrace does not trace pays for its hooks
   rep=$1; set=$2
-  sleep 100000 & s=$!
-  FDTRACE_HOOKS=$set /bin/fdtrace -q --json -o /tmp/nu.json -p $s 2>/tmp/err & f=$!
-  if ready $f; then
-    wrk_run
-  else echo > /tmp/wrk; cat /tmp/err; fi
-  kill -INT $f; wait $f; kill $s; wait $s 2>/dev/null
+  beside_sleep $set /tmp/wrk wrk_run
   rps
   echo "@@vmtest measured bench $rep nginx_untargeted $set ${rps:-failed}"
 }
@@ -96,6 +91,16 @@ ready() { # wait until fdtrace ($1) follows its ring buffer: it sleeps in epoll_
   done
   return 1
 }
+beside_sleep() { # set out command...: run the command while fdtrace, with this hook set,
+  # traces a `sleep` (the command's process is not its target); where fdtrace does not get to
+  # tracing, an empty OUT and fdtrace's errors instead
+  set=$1; out=$2; shift 2
+  sleep 100000 & s=$!
+  FDTRACE_HOOKS=$set /bin/fdtrace -q --json -o /tmp/u.json -p $s 2>/tmp/err & f=$!
+  if ready $f; then "$@"; else echo > $out; cat /tmp/err; fi
+  kill -INT $f; wait $f; kill $s; wait $s 2>/dev/null
+}
+loop_run() { /bench/openclose $loop > /tmp/out; }
 case_run() { # rep case set
   rep=$1; what=$2; set=$3
   case $what in
@@ -117,10 +122,7 @@ case_run() { # rep case set
   untargeted|reads_untargeted)
     loop="-s $SETTLE $PAIRS"
     [ $what = reads_untargeted ] && loop="-r $loop /dev/zero"
-    sleep 100000 & s=$!
-    FDTRACE_HOOKS=$set /bin/fdtrace -q --json -o /tmp/u.json -p $s 2>/tmp/err & f=$!
-    if ready $f; then /bench/openclose $loop > /tmp/out; else echo > /tmp/out; cat /tmp/err; fi
-    kill -INT $f; wait $f; kill $s; wait $s 2>/dev/null ;;
+    beside_sleep $set /tmp/out loop_run ;;
   traced)
     rm -f /tmp/t.json
     FDTRACE_HOOKS=$set /bin/fdtrace -q --json -o /tmp/t.json -- /bench/openclose -s $SETTLE $PAIRS > /tmp/out 2>/tmp/err || cat /tmp/err
