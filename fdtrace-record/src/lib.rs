@@ -43,7 +43,7 @@ mod writer;
 
 pub use error::{ErrorKind, Location, ReadError, Tail};
 pub use reader::Reader;
-pub use record::{Container, Header, NofileLimit, ProcFd, Record, SymFrame};
+pub use record::{CompactString, Container, Header, NofileLimit, ProcFd, Record, SymFrame};
 pub use writer::Writer;
 
 /// The first 8 bytes of every recording.

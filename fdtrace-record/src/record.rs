@@ -9,6 +9,7 @@
 //! to wall-clock time. Paths and other strings are UTF-8: the recorder converts non-UTF-8 bytes
 //! lossily before writing.
 
+pub use compact_str::CompactString;
 use serde::{Deserialize, Serialize};
 
 /// Information about the whole recording, stored once at the start of the file.
@@ -141,8 +142,9 @@ pub enum Record {
         cloexec: bool,
         /// The [`Record::Stack`] that created it, when one was captured.
         stack: Option<u32>,
-        /// Path or description of what the descriptor refers to.
-        target: String,
+        /// Path or description of what the descriptor refers to (kept inline, without an
+        /// allocation, up to 24 bytes: most paths and every fixed description).
+        target: CompactString,
     },
     /// A thread entered `close(fd)`.
     Close {

@@ -222,11 +222,12 @@ impl<'a> Dec<'a> {
         Ok(b)
     }
 
-    pub fn string(&mut self, field: &str) -> Result<String, DecodeError> {
+    /// A UTF-8 string, as any owned text type (`String`, `CompactString`).
+    pub fn string<S: for<'s> From<&'s str>>(&mut self, field: &str) -> Result<S, DecodeError> {
         let at = self.pos;
         let b = self.bytes(field)?;
         match std::str::from_utf8(b) {
-            Ok(s) => Ok(s.to_owned()),
+            Ok(s) => Ok(S::from(s)),
             Err(e) => Err(self.err(
                 at,
                 format!("a UTF-8 string ({field})"),
@@ -297,7 +298,7 @@ mod tests {
     fn huge_length_is_rejected_before_allocating() {
         let mut out = Vec::new();
         put_varint(&mut out, u64::MAX / 2);
-        let e = Dec::new(&out).string("s").unwrap_err();
+        let e = Dec::new(&out).string::<String>("s").unwrap_err();
         assert!(e.expected.contains("at most 0"), "{e:?}");
     }
 

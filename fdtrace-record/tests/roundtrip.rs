@@ -79,7 +79,7 @@ fn a_full_block_is_written_without_flush() {
         syscall: 1,
         cloexec: false,
         stack: None,
-        target: "x".repeat(150),
+        target: "x".repeat(150).into(),
     };
     w.write(&rec).unwrap();
     assert_eq!(

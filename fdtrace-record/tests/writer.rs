@@ -117,7 +117,7 @@ fn full_disk_stops_the_writer_and_leaves_a_readable_file() {
                 syscall: 1,
                 cloexec: false,
                 stack: Some(i % 7),
-                target: format!("/data/file-{i}"),
+                target: format!("/data/file-{i}").into(),
             };
             match w.write(&r) {
                 Ok(()) => written.push(r),

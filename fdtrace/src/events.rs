@@ -1,4 +1,5 @@
 //! Decoding of ring-buffer records into typed events (pure, no BPF).
+use compact_str::CompactString;
 use fdtrace_common::{
     CloexecEvent, CloseEvent, CloseRangeEvent, ForkEvent, GO_LINK_HEAD_BYTES, GoLinkEvent, Header,
     MAX_PATH, MAX_SOCKADDR, OPEN_HEAD_BYTES, OpenEvent, ProcEvent, STACK_BYTES, SockAddrEvent,
@@ -142,7 +143,8 @@ pub struct Open<'a> {
     pub arg: i32,
     pub flags: u32,
     pub syscall: u32,
-    pub path: String,
+    /// Inline up to 24 bytes (no allocation for most paths).
+    pub path: CompactString,
     pub ip: u64,
     pub sp: u64,
     pub bp: u64,
@@ -238,17 +240,23 @@ pub fn decode(bytes: &[u8]) -> Result<Event<'_>, DecodeError> {
             let path_bytes = &bytes[PATH_OFF..PATH_OFF + MAX_PATH];
             let (path, control) = if syscall == fdtrace_common::syscall::RECVMSG {
                 let n = (arg.max(0) as usize).min(MAX_PATH);
-                (String::new(), path_bytes[..n].to_vec())
+                (CompactString::default(), path_bytes[..n].to_vec())
             } else if syscall == fdtrace_common::syscall::RECVMMSG {
-                (String::new(), path_bytes.to_vec())
+                (CompactString::default(), path_bytes.to_vec())
             } else {
                 let end = path_bytes.iter().position(|&b| b == 0).unwrap_or(MAX_PATH);
                 let path = &path_bytes[..end];
-                // Checked as UTF-8 first: most paths are, and the lossy conversion's own check
-                // is the slower one.
-                let path = match std::str::from_utf8(path) {
-                    Ok(p) => p.to_owned(),
-                    Err(_) => String::from_utf8_lossy(path).into_owned(),
+                // Most paths are ASCII, a check of a word at a time (a UTF-8 check goes a
+                // byte at a time through short strings); then UTF-8, whose check is faster
+                // than the lossy conversion's own.
+                let path = if path.is_ascii() {
+                    // SAFETY: ASCII is UTF-8.
+                    CompactString::from(unsafe { std::str::from_utf8_unchecked(path) })
+                } else {
+                    match std::str::from_utf8(path) {
+                        Ok(p) => CompactString::from(p),
+                        Err(_) => CompactString::from(String::from_utf8_lossy(path)),
+                    }
                 };
                 (path, Vec::new())
             };

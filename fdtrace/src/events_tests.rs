@@ -449,3 +449,45 @@ fn uv_handles() {
     };
     assert_eq!((c.role, c.ret, c.stack.len()), (uv::CONNECT, 0x4242, 0));
 }
+
+#[test]
+fn paths_decode_as_ascii_utf8_or_lossily() {
+    let mut ev = OpenEvent {
+        hdr: hdr(kind::OPEN),
+        fd: 3,
+        fd2: -1,
+        flags: 0,
+        syscall: fdtrace_common::syscall::OPENAT,
+        stack_len: 0,
+        stack_kind: capture::STACK_COPY,
+        arg: 0,
+        ip: 0,
+        sp: 0,
+        bp: 0,
+        goid: 0,
+        parent_goid: 0,
+        gopc: 0,
+        sock: SockInfo::default(),
+        path: [0; MAX_PATH],
+        stack: [0; STACK_BYTES],
+    };
+    let long = format!("/var/lib/{}/data.db", "x".repeat(40));
+    for (raw, want) in [
+        (&b"/dev/null"[..], "/dev/null"),
+        (long.as_bytes(), long.as_str()),
+        (
+            "/tmp/caf\u{e9}/\u{65e5}\u{672c}".as_bytes(),
+            "/tmp/caf\u{e9}/\u{65e5}\u{672c}",
+        ),
+        (&b"/tmp/\xff\xfeend"[..], "/tmp/\u{fffd}\u{fffd}end"),
+        (&b""[..], ""),
+    ] {
+        ev.path = [0; MAX_PATH];
+        ev.path[..raw.len()].copy_from_slice(raw);
+        let bytes = as_bytes(&ev);
+        let Event::Open(o) = decode(&bytes).unwrap() else {
+            panic!("not an open")
+        };
+        assert_eq!(o.path, want);
+    }
+}

@@ -6,6 +6,7 @@ use serde::Serialize;
 
 use crate::fd_slots::FdSlots;
 use crate::sockets::SocketInfo;
+use compact_str::CompactString;
 
 /// Identifies an interned creating stack (see `stacks::StackStore`).
 pub type StackId = u32;
@@ -126,8 +127,8 @@ pub enum Origin {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct OpenFd {
     pub kind: FdKind,
-    /// Path or object description.
-    pub target: String,
+    /// Path or object description (inline up to 24 bytes: a birth allocates nothing for it).
+    pub target: CompactString,
     /// Monotonic time of the birth (ns), unknown for pre-existing descriptors.
     pub opened_ns: Option<u64>,
     pub origin: Origin,
@@ -216,7 +217,7 @@ impl FdTable {
             fd,
             OpenFd {
                 kind,
-                target,
+                target: target.into(),
                 opened_ns: born_ns,
                 origin: Origin::Preexisting,
                 cloexec,
@@ -274,7 +275,7 @@ impl FdTable {
             fd,
             OpenFd {
                 kind,
-                target,
+                target: target.into(),
                 opened_ns: None,
                 origin: Origin::Untraced,
                 cloexec,
@@ -428,7 +429,7 @@ mod tests {
     fn born(stack: StackId, t: u64, cloexec: bool) -> OpenFd {
         OpenFd {
             kind: FdKind::File,
-            target: format!("/f{stack}"),
+            target: format!("/f{stack}").into(),
             opened_ns: Some(t),
             origin: Origin::Stack(stack),
             cloexec,

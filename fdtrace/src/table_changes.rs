@@ -7,6 +7,7 @@
 //! Not table changes, and so not here: processes coming and going (fork, exit: the session's
 //! and the replay's own bookkeeping of processes), sockets' addresses and states (live mode
 //! knows more of a socket than a record keeps), stacks, symbols and the recording's end.
+use compact_str::CompactString;
 use fdtrace_record::Record;
 
 use crate::model::{FdKind, FdTable, OpenFd, Origin, StackId};
@@ -21,9 +22,23 @@ pub fn apply(table: &mut FdTable, r: &Record) -> bool {
 /// example) moves into the table instead of being copied, an allocation less per birth.
 pub fn apply_spent(table: &mut FdTable, mut r: Record) -> bool {
     let text = match &mut r {
-        Record::Preexisting { target, .. }
-        | Record::Open { target, .. }
-        | Record::Untraced { target, .. } => Some(std::mem::take(target)),
+        // A birth, the most frequent change: its fields move into the table.
+        Record::Open {
+            ts_ns,
+            fd,
+            kind,
+            cloexec,
+            stack,
+            target,
+            ..
+        } => {
+            let target = std::mem::take(target);
+            open(table, *ts_ns, *fd, *kind, *cloexec, *stack, target);
+            return true;
+        }
+        Record::Preexisting { target, .. } | Record::Untraced { target, .. } => {
+            Some(std::mem::take(target))
+        }
         Record::FailedOpen { example, .. } => Some(std::mem::take(example)),
         _ => None,
     };
@@ -56,19 +71,7 @@ fn apply_with(table: &mut FdTable, r: &Record, text: Option<String>) -> bool {
             stack,
             target,
             ..
-        } => {
-            table.open(
-                *fd,
-                OpenFd {
-                    kind: FdKind::from_code(*kind),
-                    target: text(target),
-                    opened_ns: Some(*ts_ns),
-                    origin: stack.map(Origin::Stack).unwrap_or(Origin::Untraced),
-                    cloexec: *cloexec,
-                    sock: None,
-                },
-            );
-        }
+        } => open(table, *ts_ns, *fd, *kind, *cloexec, *stack, target.clone()),
         Record::Close { fd, .. } => {
             table.close(*fd);
         }
@@ -112,6 +115,29 @@ fn apply_with(table: &mut FdTable, r: &Record, text: Option<String>) -> bool {
     true
 }
 
+/// A birth (`Record::Open`) into the table.
+fn open(
+    table: &mut FdTable,
+    ts_ns: u64,
+    fd: i32,
+    kind: u8,
+    cloexec: bool,
+    stack: Option<u32>,
+    target: CompactString,
+) {
+    table.open(
+        fd,
+        OpenFd {
+            kind: FdKind::from_code(kind),
+            target,
+            opened_ns: Some(ts_ns),
+            origin: stack.map(Origin::Stack).unwrap_or(Origin::Untraced),
+            cloexec,
+            sock: None,
+        },
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -126,7 +152,7 @@ mod tests {
             syscall: 1,
             cloexec,
             stack,
-            target: format!("/f{fd}"),
+            target: format!("/f{fd}").into(),
         }
     }
 

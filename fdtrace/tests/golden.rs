@@ -93,7 +93,7 @@ impl Stream {
             arg: -1,
             flags: 0,
             syscall: sc,
-            path: path.to_string(),
+            path: path.into(),
             ip: at[0],
             sp: 0x7ff0_0000,
             bp: 0,

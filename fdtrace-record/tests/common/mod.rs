@@ -127,7 +127,7 @@ pub fn record() -> impl Strategy<Value = Record> {
                     syscall,
                     cloexec,
                     stack,
-                    target
+                    target: target.into()
                 }
             ),
         (ts(), any::<u32>(), any::<u32>(), any::<i32>()).prop_map(|(ts_ns, tgid, tid, fd)| {

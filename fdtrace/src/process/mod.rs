@@ -8,6 +8,7 @@ use std::{
 };
 
 use anyhow::{Context as _, Result};
+use compact_str::{CompactString, format_compact};
 use fdtrace_common::capture;
 use fdtrace_record::Record;
 use tracing::{debug, warn};
@@ -189,7 +190,7 @@ impl State {
         tid: u32,
         syscall: u32,
         fd: i32,
-        (kind, target): (FdKind, String),
+        (kind, target): (FdKind, CompactString),
         cloexec: bool,
         stack: StackId,
         sock: Option<Box<SocketInfo>>,
@@ -248,7 +249,7 @@ impl State {
         let what = if o.path.is_empty() {
             crate::model::syscall_name(o.syscall).to_string()
         } else {
-            o.path.clone()
+            o.path.to_string()
         };
         self.change(Record::FailedOpen {
             ts_ns: o.hdr.ts_ns,
@@ -267,7 +268,7 @@ impl State {
         let id = self.stack_of(&o);
         use fdtrace_common::syscall as sc;
         let mut sock = None;
-        let (kind, target) = match o.syscall {
+        let (kind, target): (FdKind, CompactString) = match o.syscall {
             sc::OPENAT | sc::OPEN | sc::CREAT | sc::OPENAT2 => (FdKind::File, o.path),
             s if sc::makes_sockets(s) => {
                 let mut info = SocketInfo::from_kernel(&o.sock, o.hdr.ts_ns);
@@ -288,11 +289,12 @@ impl State {
             sc::TIMERFD => (FdKind::Timerfd, "timerfd".into()),
             sc::SIGNALFD => (FdKind::Signalfd, "signalfd".into()),
             sc::INOTIFY => (FdKind::Inotify, "inotify".into()),
-            sc::MEMFD => (FdKind::Memfd, format!("memfd:{}", o.path)),
+            sc::MEMFD => (FdKind::Memfd, format_compact!("memfd:{}", o.path)),
             sc::PIDFD => (FdKind::Pidfd, "pidfd".into()),
             sc::OPEN_BY_HANDLE => (
                 FdKind::File,
-                procinfo::fd_link(self.pid, o.fd).unwrap_or_else(|| "open_by_handle_at".into()),
+                procinfo::fd_link(self.pid, o.fd)
+                    .map_or_else(|| "open_by_handle_at".into(), Into::into),
             ),
             sc::FANOTIFY => (FdKind::Other, "fanotify".into()),
             sc::MEMFD_SECRET => (FdKind::Memfd, "secretmem".into()),
@@ -302,19 +304,19 @@ impl State {
             sc::IO_URING => (FdKind::IoUring, "io_uring".into()),
             sc::MQ_OPEN => (
                 FdKind::File,
-                format!("mqueue:/{}", o.path.trim_start_matches('/')),
+                format_compact!("mqueue:/{}", o.path.trim_start_matches('/')),
             ),
             sc::MOUNT_API => (FdKind::Other, "fs context".into()),
-            sc::OPEN_TREE_PATH => (FdKind::Other, format!("mount tree {}", o.path)),
+            sc::OPEN_TREE_PATH => (FdKind::Other, format_compact!("mount tree {}", o.path)),
             sc::LANDLOCK => (FdKind::Other, "landlock ruleset".into()),
             sc::PIDFD_GETFD => match procinfo::fd_link(self.pid, o.fd) {
-                Some(link) => (FdKind::from_link(&link), link),
+                Some(link) => (FdKind::from_link(&link), link.into()),
                 None => (FdKind::Other, "pidfd_getfd".into()),
             },
             // Installed outside the hooked syscalls: what it is, from /proc while it is open.
             sc::INSTALLED => match procinfo::fd_link(self.pid, o.fd) {
-                Some(link) => (FdKind::from_link(&link), link),
-                None => (FdKind::Other, installed_by(o.arg)),
+                Some(link) => (FdKind::from_link(&link), link.into()),
+                None => (FdKind::Other, installed_by(o.arg).into()),
             },
             sc::RECVMSG | sc::RECVMMSG => {
                 // Descriptors received with SCM_RIGHTS: one birth each, at this recvmsg.
@@ -337,7 +339,7 @@ impl State {
                         fd,
                         (
                             kind,
-                            link.unwrap_or_else(|| "received with SCM_RIGHTS".into()),
+                            link.map_or_else(|| "received with SCM_RIGHTS".into(), Into::into),
                         ),
                         cloexec,
                         id,
@@ -356,10 +358,10 @@ impl State {
                         sock = e.sock.clone();
                         (e.kind, e.target.clone())
                     }
-                    None => (FdKind::Other, format!("dup of fd {}", o.arg)),
+                    None => (FdKind::Other, format_compact!("dup of fd {}", o.arg)),
                 }
             }
-            _ => (FdKind::Other, String::new()),
+            _ => (FdKind::Other, CompactString::default()),
         };
         if o.syscall == sc::DUP2 {
             // dup2/dup3 onto an open number closes it first.
@@ -669,7 +671,7 @@ mod tests {
                 unreachable!()
             };
             o.syscall = fdtrace_common::syscall::ACCEPT;
-            o.path = String::new();
+            o.path = CompactString::default();
             o.sock = fdtrace_common::SockInfo {
                 sk,
                 family: 2,

@@ -326,7 +326,7 @@ impl FdEntry {
             kind: e.kind.as_str(),
             target: sock
                 .map(|s| s.describe())
-                .unwrap_or_else(|| e.target.clone()),
+                .unwrap_or_else(|| e.target.to_string()),
             age_s: age(now_ns, e.opened_ns),
             state: sock.and_then(|s| s.state_name()),
             peer: sock.and_then(|s| s.peer_text()),
