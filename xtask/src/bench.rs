@@ -23,6 +23,7 @@ use anyhow::{Context as _, Result, anyhow, bail};
 
 mod agent;
 mod analysis;
+mod callgrind;
 mod cgroup;
 mod doc;
 mod facts;
@@ -95,6 +96,8 @@ struct Params {
     sustained_pairs: u64,
     /// Pairs fed to the user-side benchmark (case 3).
     user_pairs: u64,
+    /// Pairs of the loop whose records fdtrace consumes under callgrind (case 3).
+    callgrind_pairs: u64,
     /// Seconds of each wrk run (case 4).
     wrk_secs: u32,
     /// Descriptors held open and pairs of the peak-RSS run (case 5).
@@ -112,6 +115,7 @@ impl Params {
             strace_pairs: if q { 5_000 } else { 20_000 },
             sustained_pairs: if q { 200_000 } else { 1_000_000 },
             user_pairs: if q { 200_000 } else { 1_000_000 },
+            callgrind_pairs: if q { 10_000 } else { 40_000 },
             wrk_secs: if q { 2 } else { 5 },
             rss_held: 1000,
             rss_pairs: if q { 500_000 } else { 5_000_000 },
@@ -277,9 +281,21 @@ impl Bench {
     ) -> Result<Proc> {
         let mut cmd = self.fdtrace_cmd(json);
         cmd.args(args);
+        self.attach_cmd(cmd, what, subst, Duration::from_secs(60))
+    }
+
+    /// Start an fdtrace command (fdtrace itself, or a tool that runs it) and wait up to
+    /// `timeout` until it follows the ring buffer.
+    fn attach_cmd(
+        &mut self,
+        mut cmd: Command,
+        what: &str,
+        subst: &[(String, &str)],
+        timeout: Duration,
+    ) -> Result<Proc> {
         self.record(&cmd, subst);
         let mut p = Proc::start(&mut cmd, what, false)?;
-        let deadline = Instant::now() + Duration::from_secs(60);
+        let deadline = Instant::now() + timeout;
         loop {
             if p.exited() {
                 let _ = p.take_line(Duration::from_millis(200));
@@ -291,7 +307,7 @@ impl Bench {
                 break;
             }
             if Instant::now() > deadline {
-                bail!("{what} did not attach within 60 s (wchan {wchan})");
+                bail!("{what} did not attach within {timeout:?} (wchan {wchan})");
             }
             let _ = p.take_line(Duration::from_millis(20));
         }

@@ -149,6 +149,12 @@ pub const NEEDS: &[Need] = &[
         users: &[For::Bench],
     },
     Need {
+        probe: Probe::Program("callgrind_control"),
+        package: "valgrind",
+        why: "the consumer's instructions per event (callgrind)",
+        users: &[For::Bench],
+    },
+    Need {
         probe: Probe::Program("qemu-system-x86_64"),
         package: "qemu-system-x86",
         why: "boots the other kernels",

@@ -197,6 +197,14 @@ reservations) from its JSON report, for a longer loop at full speed. The user si
 `events::decode` and `process::State::apply`, the open record carrying the registers and a \
 real 2 KiB stack copy of an `openclose -w` process blocked in `read()` (so the unwinder walks \
 a real C stack with its real `.eh_frame`).
+- **fdtrace's instructions per event** (cases 3 and 4, `xtask/src/bench/callgrind.rs`): \
+`fdtrace -p` runs under `valgrind --tool=callgrind --instr-atstart=no`; counting is turned on \
+(`callgrind_control -i on`) just before the load starts (the loop of `openclose -w`, or one \
+second of wrk against nginx's worker) and off once fdtrace is idle again (under 20 ms of CPU in \
+a second), so the count holds decoding, unwinding and modelling every record, and the few timer \
+wake-ups meanwhile, divided by the pairs or requests. An instruction count, not a time: the \
+machine's load does not move it, and it compares builds exactly (under callgrind fdtrace falls \
+behind; its 256 MiB ring buffer holds the records meanwhile).
 - **nginx** (case 4), the floor: `examples/floor tp` with the empty program on every \
 tracepoint fdtrace attaches on this kernel (`fdtrace tracepoints` lists them), started before \
 and stopped after each floor run; its runs alternate with the untraced and traced ones. After \

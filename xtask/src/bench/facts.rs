@@ -109,8 +109,12 @@ pub(super) enum Fact {
     UserDecodeEventsPerS,
     /// The user side's decoding alone, records without stacks (events/s).
     UserDecodeNostackEventsPerS,
+    /// fdtrace's instructions per open/close pair it consumes, under callgrind (instructions).
+    ConsumerInstructionsPerPair,
 
     // Case 4: nginx.
+    /// fdtrace's instructions per nginx request it consumes, under callgrind (instructions).
+    ConsumerInstructionsPerRequest,
     /// Requests per second under the floor, median (requests/s).
     NginxFloorRps,
     /// Requests lost to the floor, from the median per-run ratio to untraced (%).

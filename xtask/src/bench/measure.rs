@@ -3,12 +3,14 @@
 use super::*;
 
 /// The peers and load generators the bench compares with, and their Debian packages.
-pub(super) const TOOLS: [(&str, &str); 5] = [
+pub(super) const TOOLS: [(&str, &str); 7] = [
     ("bpftrace", "bpftrace"),
     ("strace", "strace"),
     ("nginx", "nginx-light"),
     ("wrk", "wrk"),
     ("time", "time"),
+    ("valgrind", "valgrind"),
+    ("callgrind_control", "valgrind"),
 ];
 
 pub(super) fn find_tool(name: &str) -> Option<PathBuf> {

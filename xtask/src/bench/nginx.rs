@@ -157,6 +157,7 @@ impl Bench {
             self.notes
                 .push(format!("case 4: diagnostic run failed: {e:#}"));
         }
+        let consumer_row = self.nginx_consumer_row(worker, &url);
         nginx.stop();
         let t: Vec<f64> = traced.iter().flatten().copied().collect();
         let b: Vec<f64> = base.iter().flatten().copied().collect();
@@ -219,7 +220,43 @@ impl Bench {
             .target("< 5% loss", loss < 5.0),
         );
         self.rows.extend(floor_row);
+        self.rows.push(consumer_row);
         Ok(())
+    }
+
+    /// fdtrace's own instructions per request it consumes: one wrk run of a second against the
+    /// worker traced by fdtrace under callgrind (see `callgrind.rs`; a second of requests fits in
+    /// a quarter of its ring buffer while it falls behind).
+    fn nginx_consumer_row(&mut self, worker: u32, url: &str) -> Row {
+        let what = "fdtrace's instructions per nginx request: `fdtrace -p` of the worker under \
+                    callgrind, wrk -t1 -c16 -d1s 'Connection: close'";
+        if let Some(m) = self.missing(&["valgrind", "callgrind_control"]) {
+            return Row::skipped(4, what, m);
+        }
+        let run = |b: &mut Self| -> Result<(f64, f64, u64)> {
+            let tracer = b.callgrind_fdtrace(worker, "nginx")?;
+            tracer.count(true)?;
+            let secs = std::mem::replace(&mut b.p.wrk_secs, 1);
+            let r = b.wrk_run(url);
+            b.p.wrk_secs = secs;
+            let (total, lost) = b.callgrind_finish(tracer)?;
+            let requests = r?.requests;
+            Ok((total as f64 / requests, requests, lost))
+        };
+        match run(self) {
+            Ok((per, requests, lost)) => {
+                self.set(Fact::ConsumerInstructionsPerRequest, per);
+                Row::new(
+                    4,
+                    what,
+                    format!(
+                        "{per:.0} instructions per request ({requests:.0} requests), counted from \
+                         wrk's start until fdtrace went idle; lost events {lost}"
+                    ),
+                )
+            }
+            Err(e) => Row::failed(4, what, &e),
+        }
     }
 
     /// One more traced wrk run with BPF statistics on: what each of fdtrace's programs costs

@@ -67,6 +67,50 @@ impl Bench {
             }
             Err(e) => self.rows.push(Row::failed(3, what, &e)),
         }
+        let pairs = self.p.callgrind_pairs;
+        let what = format!(
+            "consumer's instructions per open/close pair: fdtrace under callgrind, loop of {pairs} pairs"
+        );
+        match self.missing(&["valgrind", "callgrind_control"]) {
+            Some(m) => self.rows.push(Row::skipped(3, what, m)),
+            None => match self.consumer_instructions(pairs) {
+                Ok((per_pair, lost)) => {
+                    self.set(Fact::ConsumerInstructionsPerPair, per_pair);
+                    self.rows.push(Row::new(
+                        3,
+                        what,
+                        format!(
+                            "{per_pair:.0} instructions per pair (2 records), counted from the \
+                             loop's start until fdtrace went idle; lost events {lost}"
+                        ),
+                    ));
+                }
+                Err(e) => self.rows.push(Row::failed(3, what, &e)),
+            },
+        }
+    }
+
+    /// The instructions fdtrace's process executes per open/close pair it consumes, counted
+    /// from the start of an `openclose -w` loop until fdtrace is idle again (see
+    /// `callgrind.rs`). Returns (instructions per pair, events lost).
+    fn consumer_instructions(&mut self, pairs: u64) -> Result<(f64, u64)> {
+        let mut cmd = Command::new(&self.openclose);
+        cmd.args(["-w", &pairs.to_string()]);
+        self.record(&cmd, &[]);
+        let mut target = Proc::start(&mut cmd, "openclose -w", true)?;
+        let ready = target.wait_line("ready", Duration::from_secs(10))?;
+        let pid = target.pid();
+        if ready.trim() != format!("ready {pid}") {
+            bail!("unexpected line from openclose: {ready}");
+        }
+        let tracer = self.callgrind_fdtrace(pid, "loop")?;
+        tracer.count(true)?;
+        target.send_line();
+        target.wait_line("ns_per_pair", Self::loop_timeout(pairs))?;
+        let (total, lost) = self.callgrind_finish(tracer)?;
+        target.send_line();
+        drop(target);
+        Ok((total as f64 / pairs as f64, lost))
     }
 
     /// The user-side benchmark on the stack of a real `openclose -w` blocked in read().
