@@ -713,6 +713,49 @@ mod tests {
         assert_eq!(e.sock.as_ref().and_then(|s| s.state), Some(8));
     }
 
+    /// The kernel reuses a freed `struct sock`'s address for a later socket (a server's next
+    /// connection, often at the same descriptor number): the index keeps one entry for it, the
+    /// descriptor that refers to it now, however many connections came before.
+    #[test]
+    fn a_reused_socket_address_is_indexed_once() {
+        let pid = 4243;
+        let mut st = State::new(pid, UnwindMode::Fp, capture::FRAME_POINTERS);
+        let accepted = |fd: i32, sk: u64| {
+            let Event::Open(mut o) = open_event(pid, fd) else {
+                unreachable!()
+            };
+            o.syscall = fdtrace_common::syscall::ACCEPT;
+            o.path = CompactString::default();
+            o.sock = fdtrace_common::SockInfo {
+                sk,
+                family: 2,
+                state: 1,
+                sk_type: 1,
+                protocol: 6,
+                ..Default::default()
+            };
+            Event::Open(o)
+        };
+        let sk = 0xffff_8880_0001_0000;
+        for i in 0..1000 {
+            // Alternately at fd 4 and fd 5: the old entry is stale either way.
+            let fd = 4 + (i % 2);
+            st.apply(accepted(fd, sk));
+            assert_eq!(st.socks.get(&sk).map(|fds| fds.to_vec()), Some(vec![fd]));
+            st.apply(close_event(pid, fd));
+        }
+        // A descriptor duplicated from an open socket refers to the same one: both stay.
+        st.apply(accepted(6, sk));
+        let Event::Open(mut dup) = open_event(pid, 7) else {
+            unreachable!()
+        };
+        dup.syscall = fdtrace_common::syscall::DUP;
+        dup.arg = 6;
+        dup.path = CompactString::default();
+        st.apply(Event::Open(dup));
+        assert_eq!(st.socks.get(&sk).map(|fds| fds.to_vec()), Some(vec![6, 7]));
+    }
+
     #[test]
     fn close_range_flags_follow_the_kernel() {
         use fdtrace_common::{CLOSE_RANGE_CLOEXEC as C, CLOSE_RANGE_UNSHARE as U};

@@ -11,7 +11,8 @@ impl State {
     /// Entries leave the index at the socket's next state change that finds no descriptor
     /// still referring to it; the kernel sends none for a socket its last close released (it
     /// forgets the socket there), so the index is also pruned of such entries whenever it has
-    /// grown to twice its size after the last pruning: amortized, a constant cost per socket.
+    /// grown to twice its size after the last pruning (amortized, a constant cost per socket),
+    /// and an address the kernel reuses for a new socket drops the descriptors of the old one.
     pub(super) fn index_socket(&mut self, sk: u64, fd: i32) {
         if self.socks.len() >= self.socks_prune_at {
             let table = &self.table;
@@ -26,7 +27,21 @@ impl State {
             });
             self.socks_prune_at = (2 * self.socks.len()).max(SOCKS_PRUNE_MIN);
         }
-        self.socks.entry(sk).or_default().push(fd);
+        // The kernel reuses a freed socket's address for a later one, and no state change told
+        // the index that the earlier one's descriptors were closed (see `closed_sockets_leave_
+        // the_socket_index`): only the descriptors that still refer to this socket stay (dups
+        // of it), so an address a server's connections keep reusing holds one entry, not one
+        // per connection.
+        let table = &self.table;
+        let fds = self.socks.entry(sk).or_default();
+        fds.retain(|&mut f| {
+            f != fd
+                && table
+                    .get(f)
+                    .and_then(|e| e.sock.as_ref())
+                    .is_some_and(|s| s.sk == sk)
+        });
+        fds.push(fd);
     }
 
     /// Log what is known of socket `fd` now.
