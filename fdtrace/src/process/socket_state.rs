@@ -28,10 +28,9 @@ impl State {
             self.socks_prune_at = (2 * self.socks.len()).max(SOCKS_PRUNE_MIN);
         }
         // The kernel reuses a freed socket's address for a later one, and no state change told
-        // the index that the earlier one's descriptors were closed (see `closed_sockets_leave_
-        // the_socket_index`): only the descriptors that still refer to this socket stay (dups
-        // of it), so an address a server's connections keep reusing holds one entry, not one
-        // per connection.
+        // the index that the earlier one's descriptors were closed (the last close's is not
+        // sent): only the descriptors that still refer to this socket stay (dups of it), so an
+        // address a server's connections keep reusing holds one entry, not one per connection.
         let table = &self.table;
         let fds = self.socks.entry(sk).or_default();
         fds.retain(|&mut f| {

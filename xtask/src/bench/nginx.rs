@@ -225,8 +225,8 @@ impl Bench {
     }
 
     /// fdtrace's own instructions per request it consumes: one wrk run of a second against the
-    /// worker traced by fdtrace under callgrind (see `callgrind.rs`; a second of requests fits in
-    /// a quarter of its ring buffer while it falls behind).
+    /// worker traced by fdtrace under callgrind (see `callgrind.rs`; its 256 MiB ring buffer
+    /// holds a second of requests' records while it falls behind).
     fn nginx_consumer_row(&mut self, worker: u32, url: &str) -> Row {
         let what = "fdtrace's instructions per nginx request: `fdtrace -p` of the worker under \
                     callgrind, wrk -t1 -c16 -d1s 'Connection: close'";

@@ -69,7 +69,7 @@ impl Bench {
         }
         let pairs = self.p.callgrind_pairs;
         let what = format!(
-            "consumer's instructions per open/close pair: fdtrace under callgrind, loop of {pairs} pairs"
+            "fdtrace's instructions per open/close pair: `fdtrace -p` of the loop under callgrind, {pairs} pairs"
         );
         match self.missing(&["valgrind", "callgrind_control"]) {
             Some(m) => self.rows.push(Row::skipped(3, what, m)),
