@@ -17,6 +17,30 @@ fn hdr(kind: u32) -> Header {
     }
 }
 
+/// A birth record of fd 3 with every other field zero (no path, no stack): what a test changes
+/// is written over it.
+fn open_record() -> OpenEvent {
+    OpenEvent {
+        hdr: hdr(kind::OPEN),
+        fd: 3,
+        fd2: -1,
+        flags: 0,
+        syscall: 1,
+        stack_len: 0,
+        stack_kind: capture::NONE,
+        arg: -1,
+        ip: 0,
+        sp: 0,
+        bp: 0,
+        goid: 0,
+        parent_goid: 0,
+        gopc: 0,
+        sock: SockInfo::default(),
+        path: [0; MAX_PATH],
+        stack: [0; STACK_BYTES],
+    }
+}
+
 #[test]
 fn offsets_match_the_decoder() {
     assert_eq!(offset_of!(OpenEvent, fd), 24);
@@ -40,7 +64,6 @@ fn offsets_match_the_decoder() {
 #[test]
 fn open_round_trip() {
     let mut ev = OpenEvent {
-        hdr: hdr(kind::OPEN),
         fd: 7,
         fd2: 8,
         flags: 0o2000001,
@@ -60,8 +83,8 @@ fn open_round_trip() {
             lport: 80,
             ..SockInfo::default()
         },
-        path: [0; MAX_PATH],
         stack: [0xAA; STACK_BYTES],
+        ..open_record()
     };
     ev.path[..10].copy_from_slice(b"/tmp/x.txt");
     let bytes = as_bytes(&ev);
@@ -97,23 +120,10 @@ fn open_round_trip() {
 #[test]
 fn path_without_nul_is_bounded() {
     let ev = OpenEvent {
-        hdr: hdr(kind::OPEN),
-        fd: 3,
-        fd2: -1,
-        flags: 0,
-        syscall: 1,
         stack_len: u16::MAX,
         stack_kind: capture::STACK_COPY,
-        arg: -1,
-        ip: 0,
-        sp: 0,
-        bp: 0,
-        goid: 0,
-        parent_goid: 0,
-        gopc: 0,
-        sock: SockInfo::default(),
         path: [b'a'; MAX_PATH],
-        stack: [0; STACK_BYTES],
+        ..open_record()
     };
     let bytes = as_bytes(&ev);
     let Event::Open(o) = decode(&bytes).unwrap() else {
@@ -126,23 +136,10 @@ fn path_without_nul_is_bounded() {
 #[test]
 fn frame_pointer_walk_and_failed_capture() {
     let mut ev = OpenEvent {
-        hdr: hdr(kind::OPEN),
-        fd: 3,
-        fd2: -1,
-        flags: 0,
-        syscall: 1,
         stack_len: 24,
         stack_kind: capture::FRAME_POINTERS,
-        arg: -1,
         ip: 0x401000,
-        sp: 0,
-        bp: 0,
-        goid: 0,
-        parent_goid: 0,
-        gopc: 0,
-        sock: SockInfo::default(),
-        path: [0; MAX_PATH],
-        stack: [0; STACK_BYTES],
+        ..open_record()
     };
     for (i, a) in [0x401000u64, 0x402345, 0x40abcd].iter().enumerate() {
         ev.stack[i * 8..i * 8 + 8].copy_from_slice(&a.to_le_bytes());
@@ -173,23 +170,11 @@ fn frame_pointer_walk_and_failed_capture() {
 #[test]
 fn a_birth_shed_under_load_ends_before_its_stack() {
     let mut ev = OpenEvent {
-        hdr: hdr(kind::OPEN),
         fd: 9,
-        fd2: -1,
-        flags: 0,
-        syscall: 1,
-        stack_len: 0,
         stack_kind: capture::SHED,
-        arg: -1,
         ip: 0x401000,
         sp: 0x7ff0,
-        bp: 0,
-        goid: 0,
-        parent_goid: 0,
-        gopc: 0,
-        sock: SockInfo::default(),
-        path: [0; MAX_PATH],
-        stack: [0; STACK_BYTES],
+        ..open_record()
     };
     ev.path[..9].copy_from_slice(b"/dev/zero");
     let bytes = as_bytes(&ev);
@@ -301,23 +286,10 @@ fn fork_cloexec_and_scm_rights_round_trip() {
         }
     );
     let mut ev = OpenEvent {
-        hdr: hdr(kind::OPEN),
         fd: -1,
-        fd2: -1,
-        flags: 0,
         syscall: fdtrace_common::syscall::RECVMSG,
-        stack_len: 0,
-        stack_kind: capture::NONE,
         arg: 20,
-        ip: 0,
-        sp: 0,
-        bp: 0,
-        goid: 0,
-        parent_goid: 0,
-        gopc: 0,
-        sock: SockInfo::default(),
-        path: [0; MAX_PATH],
-        stack: [0; STACK_BYTES],
+        ..open_record()
     };
     ev.path[0] = 20;
     let bytes = as_bytes(&ev);
@@ -453,23 +425,10 @@ fn uv_handles() {
 #[test]
 fn paths_decode_as_ascii_utf8_or_lossily() {
     let mut ev = OpenEvent {
-        hdr: hdr(kind::OPEN),
-        fd: 3,
-        fd2: -1,
-        flags: 0,
         syscall: fdtrace_common::syscall::OPENAT,
-        stack_len: 0,
         stack_kind: capture::STACK_COPY,
         arg: 0,
-        ip: 0,
-        sp: 0,
-        bp: 0,
-        goid: 0,
-        parent_goid: 0,
-        gopc: 0,
-        sock: SockInfo::default(),
-        path: [0; MAX_PATH],
-        stack: [0; STACK_BYTES],
+        ..open_record()
     };
     let long = format!("/var/lib/{}/data.db", "x".repeat(40));
     for (raw, want) in [

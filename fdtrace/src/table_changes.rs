@@ -22,18 +22,10 @@ pub fn apply(table: &mut FdTable, r: &Record) -> bool {
 /// example) moves into the table instead of being copied, an allocation less per birth.
 pub fn apply_spent(table: &mut FdTable, mut r: Record) -> bool {
     let text = match &mut r {
-        // A birth, the most frequent change: its fields move into the table.
-        Record::Open {
-            ts_ns,
-            fd,
-            kind,
-            cloexec,
-            stack,
-            target,
-            ..
-        } => {
+        // A birth, the most frequent change: its target moves into the table.
+        Record::Open { target, .. } => {
             let target = std::mem::take(target);
-            open(table, *ts_ns, *fd, *kind, *cloexec, *stack, target);
+            open(table, &r, target);
             return true;
         }
         Record::Preexisting { target, .. } | Record::Untraced { target, .. } => {
@@ -63,15 +55,7 @@ fn apply_with(table: &mut FdTable, r: &Record, text: Option<String>) -> bool {
             *cloexec,
             *born_ns,
         ),
-        Record::Open {
-            ts_ns,
-            fd,
-            kind,
-            cloexec,
-            stack,
-            target,
-            ..
-        } => open(table, *ts_ns, *fd, *kind, *cloexec, *stack, target.clone()),
+        Record::Open { target, .. } => open(table, r, target.clone()),
         Record::Close { fd, .. } => {
             table.close(*fd);
         }
@@ -115,24 +99,28 @@ fn apply_with(table: &mut FdTable, r: &Record, text: Option<String>) -> bool {
     true
 }
 
-/// A birth (`Record::Open`) into the table.
-fn open(
-    table: &mut FdTable,
-    ts_ns: u64,
-    fd: i32,
-    kind: u8,
-    cloexec: bool,
-    stack: Option<u32>,
-    target: CompactString,
-) {
-    table.open(
+/// A birth (`r`, a `Record::Open`) into the table, with its target (`target`: moved out of the
+/// record or copied from it).
+fn open(table: &mut FdTable, r: &Record, target: CompactString) {
+    let Record::Open {
+        ts_ns,
         fd,
+        kind,
+        cloexec,
+        stack,
+        ..
+    } = r
+    else {
+        return;
+    };
+    table.open(
+        *fd,
         OpenFd {
-            kind: FdKind::from_code(kind),
+            kind: FdKind::from_code(*kind),
             target,
-            opened_ns: Some(ts_ns),
+            opened_ns: Some(*ts_ns),
             origin: stack.map(Origin::Stack).unwrap_or(Origin::Untraced),
-            cloexec,
+            cloexec: *cloexec,
             sock: None,
         },
     );

@@ -659,6 +659,24 @@ mod tests {
         }
     }
 
+    /// An accepted TCP connection at `fd`, kernel socket `sk`.
+    fn accepted_tcp(pid: u32, fd: i32, sk: u64) -> Event<'static> {
+        let Event::Open(mut o) = open_event(pid, fd) else {
+            unreachable!()
+        };
+        o.syscall = fdtrace_common::syscall::ACCEPT;
+        o.path = CompactString::default();
+        o.sock = fdtrace_common::SockInfo {
+            sk,
+            family: 2,
+            state: 1,
+            sk_type: 1,
+            protocol: 6,
+            ..Default::default()
+        };
+        Event::Open(o)
+    }
+
     /// The kernel sends no state change for a socket its last close released: the socket
     /// index does not keep such sockets (a server's every connection) for good, and a socket
     /// still open keeps its entry through the prunings.
@@ -666,22 +684,7 @@ mod tests {
     fn closed_sockets_leave_the_socket_index() {
         let pid = 4242;
         let mut st = State::new(pid, UnwindMode::Fp, capture::FRAME_POINTERS);
-        let accepted = |fd: i32, sk: u64| {
-            let Event::Open(mut o) = open_event(pid, fd) else {
-                unreachable!()
-            };
-            o.syscall = fdtrace_common::syscall::ACCEPT;
-            o.path = CompactString::default();
-            o.sock = fdtrace_common::SockInfo {
-                sk,
-                family: 2,
-                state: 1,
-                sk_type: 1,
-                protocol: 6,
-                ..Default::default()
-            };
-            Event::Open(o)
-        };
+        let accepted = |fd: i32, sk: u64| accepted_tcp(pid, fd, sk);
         let kept = 0xffff_8880_0000_0000;
         st.apply(accepted(3, kept));
         for i in 0..10_000u64 {
@@ -720,22 +723,7 @@ mod tests {
     fn a_reused_socket_address_is_indexed_once() {
         let pid = 4243;
         let mut st = State::new(pid, UnwindMode::Fp, capture::FRAME_POINTERS);
-        let accepted = |fd: i32, sk: u64| {
-            let Event::Open(mut o) = open_event(pid, fd) else {
-                unreachable!()
-            };
-            o.syscall = fdtrace_common::syscall::ACCEPT;
-            o.path = CompactString::default();
-            o.sock = fdtrace_common::SockInfo {
-                sk,
-                family: 2,
-                state: 1,
-                sk_type: 1,
-                protocol: 6,
-                ..Default::default()
-            };
-            Event::Open(o)
-        };
+        let accepted = |fd: i32, sk: u64| accepted_tcp(pid, fd, sk);
         let sk = 0xffff_8880_0001_0000;
         for i in 0..1000 {
             // Alternately at fd 4 and fd 5: the old entry is stale either way.
