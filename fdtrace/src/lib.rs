@@ -3,6 +3,7 @@ pub mod agent;
 pub mod agent_metrics;
 pub(crate) mod attach;
 pub mod binaries;
+pub(crate) mod binary_files;
 pub mod bounded_map;
 pub mod cgroup;
 pub mod cli;

@@ -248,7 +248,7 @@ async fn follow(
                 if session.follow && ticks.is_multiple_of(4) {
                     for p in session.procs.values_mut() {
                         if p.exited_ns.is_none() && !procinfo::exists(p.pid) {
-                            p.exited_ns = Some(monotonic_ns());
+                            p.exited(monotonic_ns());
                         }
                     }
                 }

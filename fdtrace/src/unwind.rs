@@ -134,9 +134,9 @@ fn fp_capacity() -> usize {
     })
 }
 
-/// A file's bytes (or a decompressed section), shared by the modules that use them. A `Vec`
-/// behind the `Arc`, not a `[u8]`: moving a read file into an `Arc<[u8]>` would copy it.
-type Data = Arc<Vec<u8>>;
+/// A file's bytes (or a decompressed section), shared by the modules that use them, and a
+/// binary's by every process that maps it (`binary_files`).
+type Data = crate::binary_files::Data;
 
 /// A section's bytes as framehop needs them: a view of the file, or decompressed when the
 /// section is compressed (Go compresses `.debug_frame` with zlib). None when unreadable.
@@ -208,7 +208,9 @@ pub fn mapping_svma(obj: &object::File<'_>, offset: u64) -> Option<u64> {
 /// Unwinds stacks of one process; keeps its executable mappings and their unwind tables.
 pub struct StackUnwinder {
     unwinder: UnwinderX86_64<ArcSlice>,
-    cache: CacheX86_64,
+    /// framehop's cache of unwind rules (25 KB), made at the first walk: a process that never
+    /// has a birth to unwind (a shell's child that execs at once) or has exited needs none.
+    cache: Option<Box<CacheX86_64>>,
     mappings: Vec<Mapping>,
     files: HashMap<std::path::PathBuf, Option<Data>>,
     /// What each mapping's binary describes in `.eh_frame`, by mapping start.
@@ -248,7 +250,7 @@ impl StackUnwinder {
     pub fn new() -> Self {
         Self {
             unwinder: UnwinderX86_64::new(),
-            cache: CacheX86_64::new(),
+            cache: None,
             mappings: Vec::new(),
             files: HashMap::new(),
             cfi: HashMap::new(),
@@ -256,6 +258,35 @@ impl StackUnwinder {
             walks: Default::default(),
             jit: Vec::new(),
         }
+    }
+
+    /// The process exited: nothing is left to unwind. Everything is dropped (the binaries'
+    /// bytes, their call-frame tables, the caches and kept walks; the mappings, which a stack
+    /// took with it when it was interned), so that a session following many short-lived
+    /// processes keeps only what its report needs of each. Should a birth come after all (the
+    /// leader thread exited before the others), its address is in no mapping and the mappings
+    /// are read again.
+    pub fn release(&mut self) {
+        *self = Self::new();
+    }
+
+    /// Holds some binary's bytes that `other` holds too (the same copy).
+    #[cfg(test)]
+    pub(crate) fn shares_a_binary_with(&self, other: &StackUnwinder) -> bool {
+        self.files.iter().any(|(p, d)| {
+            matches!((d, other.files.get(p)), (Some(a), Some(Some(b))) if Arc::ptr_eq(a, b))
+        })
+    }
+
+    /// Holds no binary, table, cache or memo (as `release` leaves it).
+    #[cfg(test)]
+    pub(crate) fn holds_nothing(&self) -> bool {
+        self.files.is_empty()
+            && self.cfi.is_empty()
+            && self.cache.is_none()
+            && !self.scan_memo.holds_slots()
+            && self.walks.is_empty()
+            && self.jit.is_empty()
     }
 
     pub fn mappings(&self) -> &[Mapping] {
@@ -317,7 +348,7 @@ impl StackUnwinder {
     fn file(&mut self, path: &Path) -> Option<Data> {
         self.files
             .entry(path.to_path_buf())
-            .or_insert_with(|| std::fs::read(path).ok().map(Arc::new))
+            .or_insert_with(|| crate::binary_files::read(path))
             .clone()
     }
 
@@ -665,8 +696,11 @@ impl StackUnwinder {
                 })
                 .ok_or(())
             } else {
+                let cache = self
+                    .cache
+                    .get_or_insert_with(|| Box::new(CacheX86_64::new()));
                 self.unwinder
-                    .unwind_frame(frame, &mut regs, &mut self.cache, &mut read_stack)
+                    .unwind_frame(frame, &mut regs, cache, &mut read_stack)
                     .map_err(|_| ())
             };
             match next.map(|ra| ra.map(FrameAddress::from_return_address)) {

@@ -205,8 +205,8 @@ pub(crate) fn stack_word(stack: &[u8], sp: u64, addr: u64) -> Option<u64> {
 }
 
 /// A direct-mapped memo of a yes/no answer per address: a slot holds the last address that
-/// hashed to it, with its answer.
-pub(crate) struct ScanMemo(Box<[Cell<(u64, bool)>]>);
+/// hashed to it, with its answer. Its slots (16 KB) are made at the first question.
+pub(crate) struct ScanMemo(std::cell::OnceCell<Box<[Cell<(u64, bool)>]>>);
 
 impl ScanMemo {
     const SLOTS: usize = 1024;
@@ -214,15 +214,26 @@ impl ScanMemo {
     pub(crate) const EMPTY: u64 = u64::MAX;
 
     pub(crate) fn clear(&mut self) {
-        self.0.iter().for_each(|s| s.set((Self::EMPTY, false)));
+        if let Some(slots) = self.0.get() {
+            slots.iter().for_each(|s| s.set((Self::EMPTY, false)));
+        }
+    }
+
+    /// Its slots are made (a question was asked since it was made).
+    #[cfg(test)]
+    pub(crate) fn holds_slots(&self) -> bool {
+        self.0.get().is_some()
     }
 
     pub(crate) fn get_or(&self, addr: u64, answer: impl FnOnce() -> bool) -> bool {
         if addr == Self::EMPTY {
             return answer();
         }
+        let slots = self
+            .0
+            .get_or_init(|| vec![Cell::new((Self::EMPTY, false)); Self::SLOTS].into_boxed_slice());
         // Fibonacci hashing: the top bits of the product spread nearby addresses.
-        let slot = &self.0[(addr.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 54) as usize];
+        let slot = &slots[(addr.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 54) as usize];
         match slot.get() {
             (a, yes) if a == addr => yes,
             _ => {
@@ -236,7 +247,7 @@ impl ScanMemo {
 
 impl Default for ScanMemo {
     fn default() -> Self {
-        Self(vec![Cell::new((Self::EMPTY, false)); Self::SLOTS].into_boxed_slice())
+        Self(std::cell::OnceCell::new())
     }
 }
 
@@ -282,6 +293,30 @@ mod tests {
         let mut u = StackUnwinder::new();
         u.set_mappings(maps.to_vec());
         u.unwind(ip, sp, bp, stack, &mut |_| RuntimeFrame::Unknown)
+    }
+
+    /// Processes that map the same binaries share one copy of their bytes; a process that
+    /// exited lets go of everything its unwinder held, and unwinds again once given mappings
+    /// (a birth after its leader thread's exit).
+    #[test]
+    fn unwinders_share_binaries_and_let_go_of_them_at_exit() {
+        let Here {
+            regs: (ip, sp, bp),
+            stack,
+            maps,
+            mut kept,
+            first,
+        } = walked_here();
+        let mut other = StackUnwinder::new();
+        other.set_mappings(maps.clone());
+        assert!(kept.shares_a_binary_with(&other));
+        kept.release();
+        assert!(kept.mappings().is_empty());
+        assert!(kept.holds_nothing());
+        assert!(!other.holds_nothing());
+        kept.set_mappings(maps.clone());
+        let again = kept.unwind(ip, sp, bp, &stack, &mut |_| RuntimeFrame::Unknown);
+        assert_eq!(again, first);
     }
 
     #[test]

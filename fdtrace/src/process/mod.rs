@@ -175,6 +175,13 @@ impl State {
         }
     }
 
+    /// The process exited at `ts_ns` (monotonic): its unwinder's binaries and tables go (see
+    /// `StackUnwinder::release`); what the report needs stays.
+    pub(crate) fn exited(&mut self, ts_ns: u64) {
+        self.exited_ns = Some(ts_ns);
+        self.unwinder.release();
+    }
+
     pub(crate) fn log(&mut self, r: Record) {
         if let Some(l) = self.log.as_mut() {
             l.push(r);
@@ -514,7 +521,7 @@ impl State {
                         ts_ns: hdr.ts_ns,
                         tgid: self.pid,
                     });
-                    self.exited_ns = Some(hdr.ts_ns);
+                    self.exited(hdr.ts_ns);
                     return true;
                 }
             }

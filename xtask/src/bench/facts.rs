@@ -141,6 +141,8 @@ pub(super) enum Fact {
     // Case 5: memory.
     /// fdtrace's peak RSS (MiB).
     PeakRssMib,
+    /// fdtrace's peak RSS per process it followed and kept, from two runs (KiB).
+    FollowRssKibPerProcess,
     /// Peak memory of fdtrace's own BTF member reader alone in a process (MiB).
     StartupLayoutMib,
     /// Peak memory of aya's full BTF parse alone in a process (MiB).

@@ -27,6 +27,30 @@ impl Bench {
             }
             Err(e) => self.rows.push(Row::failed(5, what, &e)),
         }
+        let what = "fdtrace peak RSS following short-lived processes: `fdtrace -f` of a shell \
+                    that runs /bin/true 1000 times, then 4000 times";
+        if self.tool("time").is_none() {
+            self.rows.push(Row::skipped(5, what, "time not installed"));
+        } else {
+            match (self.follow_rss(1000), self.follow_rss(4000)) {
+                (Ok((a, la)), Ok((b, lb))) => {
+                    let per = (b as f64 - a as f64) / 3000.0;
+                    self.set(Fact::FollowRssKibPerProcess, per);
+                    self.rows.push(Row::new(
+                        5,
+                        what,
+                        format!(
+                            "{:.1} MiB, then {:.1} MiB: {per:.0} KiB more per process the session \
+                             keeps (its table and stacks for the report); lost events {}",
+                            a as f64 / 1024.0,
+                            b as f64 / 1024.0,
+                            la + lb
+                        ),
+                    ));
+                }
+                (Err(e), _) | (_, Err(e)) => self.rows.push(Row::failed(5, what, &e)),
+            }
+        }
         // What the two BTF parses of start-up take, each alone in a process.
         for (step, fact) in [
             ("layout", Fact::StartupLayoutMib),
@@ -56,6 +80,32 @@ impl Bench {
                     .push(format!("case 5: startup_memory {step} failed: {e:#}")),
             }
         }
+    }
+
+    /// fdtrace's peak RSS (KiB, `/usr/bin/time -v`) following a shell that runs `/bin/true`
+    /// `n` times, and the events it lost.
+    fn follow_rss(&mut self, n: u64) -> Result<(u64, u64)> {
+        let json = self.tmp("follow.json");
+        let (mut cmd, _) = self.fdtrace_under_time();
+        cmd.args(["-f", "--json", "-o"])
+            .arg(&json)
+            .args(["--", "sh", "-c"])
+            .arg(format!(
+                "i=0; while [ $i -lt {n} ]; do /bin/true; i=$((i + 1)); done"
+            ));
+        self.record(&cmd, &[]);
+        let out = Proc::start(&mut cmd, "fdtrace -f (peak RSS)", false)?
+            .finish(Duration::from_secs(600))?;
+        if !out.status.success() {
+            bail!("fdtrace failed ({}): {}", out.status, out.stderr.trim());
+        }
+        let kib = out
+            .stderr
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("Maximum resident set size (kbytes):"))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .context("no maximum RSS from time -v")?;
+        Ok((kib, lost_events(&read_report(&json)?)))
     }
 
     /// fdtrace under `/usr/bin/time -v` (its maximum RSS on stderr) when installed, else alone;
