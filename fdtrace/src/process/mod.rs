@@ -180,6 +180,10 @@ impl State {
     pub(crate) fn exited(&mut self, ts_ns: u64) {
         self.exited_ns = Some(ts_ns);
         self.unwinder.release();
+        // Walks the released unwinder kept, and a birth after all reads the mappings at once.
+        self.walk_stacks = Default::default();
+        self.last_refresh = None;
+        self.last_refresh_changed = true;
     }
 
     pub(crate) fn log(&mut self, r: Record) {
