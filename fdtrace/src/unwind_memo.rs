@@ -206,7 +206,10 @@ pub(crate) fn stack_word(stack: &[u8], sp: u64, addr: u64) -> Option<u64> {
 
 /// A direct-mapped memo of a yes/no answer per address: a slot holds the last address that
 /// hashed to it, with its answer. Its slots (16 KB) are made at the first question.
-pub(crate) struct ScanMemo(std::cell::OnceCell<Box<[Cell<(u64, bool)>]>>);
+pub(crate) struct ScanMemo(std::cell::OnceCell<Box<[Slot]>>);
+
+/// An address and its answer.
+type Slot = Cell<(u64, bool)>;
 
 impl ScanMemo {
     const SLOTS: usize = 1024;
